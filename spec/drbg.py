@@ -1,0 +1,47 @@
+"""Deterministic randomness for vector generation.
+
+Each vector case draws its random bytes from a stream seeded by a label, so
+regeneration is byte-identical and every random byte is written into the vector.
+The stream is SHA-256 in counter mode over a domain-separated label:
+
+    block_i = SHA-256("keyflows-drbg-v1" || 0x00 || u16be(len(label)) || label || u64be(i))
+
+It is a test fixture, not a CSPRNG for production keys: servers pass `os.urandom`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+RandomSource = Callable[[int], bytes]
+"""A source of random bytes: called with a length, returns that many bytes."""
+
+_DOMAIN = b"keyflows-drbg-v1\x00"
+
+
+class Drbg:
+    """A labelled, reproducible byte stream. Call it like a RandomSource."""
+
+    def __init__(self, label: str) -> None:
+        encoded = label.encode("utf-8")
+        if len(encoded) > 0xFFFF:
+            raise ValueError("label too long")
+        self.label = label
+        self._prefix = _DOMAIN + len(encoded).to_bytes(2, "big") + encoded
+        self._counter = 0
+        self._buffer = b""
+
+    def __call__(self, n: int) -> bytes:
+        if n < 0:
+            raise ValueError("negative length")
+        while len(self._buffer) < n:
+            block = hashlib.sha256(self._prefix + self._counter.to_bytes(8, "big")).digest()
+            self._buffer += block
+            self._counter += 1
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def fork(self, sublabel: str) -> Drbg:
+        """An independent stream for a named sub-purpose of the same case."""
+        return Drbg(f"{self.label}/{sublabel}")

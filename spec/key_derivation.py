@@ -1,0 +1,145 @@
+"""Flow: key-derivation.
+
+Steps (see the key-derivation chapter):
+  1. Validate inputs: kB is 32 bytes (KD-1); identifiers match the identifier syntax (KD-2).
+  2. Application key kBr from kB and client_id (KD-3).
+  3. Password stretching: Argon2id with a stored 16-byte salt and bounded costs (KD-4, KD-5).
+  4. Password key from the stretched password, bound to user and application (KD-6).
+  5. Every derivation uses a label registered for one purpose (KD-7).
+Compat profile fxakeys: the original kBr formula (KD-8).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from keyflows.spec import primitives
+from keyflows.spec.encoding import labelled_context
+from keyflows.spec.errors import DecodeError, LengthError, ParamsError
+
+KB_LEN = 32
+KEY_LEN = 32
+SALT_LEN = 16
+IDENTIFIER = re.compile(r"\A[A-Za-z0-9._~-]{1,64}\Z")
+
+# KD-7: every HKDF label of profile v1, each used for exactly one purpose.
+LABELS: dict[str, str] = {
+    "application-key": "kBr, the per-application key (KD-3)",
+    "password-key": "the password key (KD-6)",
+    "keypair-record": "AAD of the encrypted private keys (KP-3)",
+    "public-keys": "message of the binding signature (KP-4)",
+}
+
+
+@dataclass(frozen=True)
+class Argon2Params:
+    """Argon2id cost parameters as stored beside the salt (KD-5)."""
+
+    t: int
+    m: int
+    p: int
+
+
+PRODUCER_MINIMUM = Argon2Params(t=2, m=19456, p=1)
+
+
+def check_identifier(value: str, field: str, *, requirement: str = "KD-2") -> bytes:
+    """Step 1: identifiers are short URL-safe ASCII; returns their bytes."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise DecodeError(f"{field} does not match the identifier syntax",
+                          requirement=requirement)
+    return value.encode("ascii")
+
+
+def check_kb(kb: bytes) -> None:
+    """Step 1: kB length (KD-1)."""
+    if len(kb) != KB_LEN:
+        raise LengthError(f"kB must be {KB_LEN} bytes, got {len(kb)}", requirement="KD-1")
+
+
+def labelled_hkdf(ikm: bytes, label: str, *fields: bytes, length: int = KEY_LEN) -> bytes:
+    """Step 5: HKDF-SHA256 with an empty salt and a registered label (KD-7)."""
+    if label not in LABELS:
+        raise ValueError(f"unregistered HKDF label {label!r}")
+    return primitives.hkdf_sha256(ikm, b"", labelled_context(label, *fields), length)
+
+
+def application_key_info(client_id: str) -> bytes:
+    """The HKDF info of step 2, exposed so vectors can record it."""
+    return labelled_context("application-key", check_identifier(client_id, "client_id"))
+
+
+def application_key(kb: bytes, client_id: str) -> bytes:
+    """Step 2: kBr = HKDF-SHA256(kB, salt = empty, info = ctx("application-key", client_id))."""
+    check_kb(kb)
+    return labelled_hkdf(kb, "application-key", check_identifier(client_id, "client_id"))
+
+
+def check_argon2_params(params: Argon2Params) -> None:
+    """Step 3, consumer side: refuse costs outside the accepted range before running (KD-5)."""
+    t, m, p = params.t, params.m, params.p
+    for name, value in (("t", t), ("m", m), ("p", p)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ParamsError(f"Argon2id {name} must be an integer", requirement="KD-5")
+    if not 1 <= t <= 16:
+        raise ParamsError(f"Argon2id t={t} outside 1..16", requirement="KD-5")
+    if not 1 <= p <= 16:
+        raise ParamsError(f"Argon2id p={p} outside 1..16", requirement="KD-5")
+    if not 8 * p <= m <= 4194304:
+        raise ParamsError(f"Argon2id m={m} outside 8p..4194304", requirement="KD-5")
+
+
+def meets_producer_minimum(params: Argon2Params) -> bool:
+    """Step 3, producer side: at least t=2, m=19456 KiB, p=1 (KD-5)."""
+    return params.t >= PRODUCER_MINIMUM.t and params.m >= PRODUCER_MINIMUM.m and params.p >= 1
+
+
+def stretch_password(password: str, salt: bytes, params: Argon2Params) -> bytes:
+    """Step 3: Argon2id(password, salt, t, m, p, L = 32)."""
+    if not password:
+        raise ParamsError("password must not be empty", requirement="KD-6")
+    if len(salt) != SALT_LEN:
+        raise LengthError(f"salt must be {SALT_LEN} bytes, got {len(salt)}", requirement="KD-4")
+    check_argon2_params(params)
+    return primitives.argon2id(password.encode("utf-8"), salt, iterations=params.t,
+                               memory_kib=params.m, lanes=params.p, length=KEY_LEN)
+
+
+def password_key_info(user_id: str, client_id: str) -> bytes:
+    return labelled_context("password-key", check_identifier(user_id, "user_id"),
+                            check_identifier(client_id, "client_id"))
+
+
+def password_key_from_stretched(stretched: bytes, user_id: str, client_id: str) -> bytes:
+    """Step 4: pwk = HKDF-SHA256(stretched, salt = empty, ctx("password-key", user, client))."""
+    return labelled_hkdf(stretched, "password-key", check_identifier(user_id, "user_id"),
+                         check_identifier(client_id, "client_id"))
+
+
+def password_key(password: str, salt: bytes, params: Argon2Params,
+                 user_id: str, client_id: str) -> bytes:
+    """Steps 3 and 4 together."""
+    check_identifier(user_id, "user_id")
+    check_identifier(client_id, "client_id")
+    return password_key_from_stretched(stretch_password(password, salt, params),
+                                       user_id, client_id)
+
+
+# --- compat profile: fxakeys ------------------------------------------------------------
+
+def fxakeys_salt(kb: bytes) -> bytes:
+    """The original's salt: ASCII '0' (0x30) repeated len(kB) times, not zero bytes."""
+    return b"0" * len(kb)
+
+
+def fxakeys_application_key(kb: bytes, client_id: str) -> bytes:
+    """KD-8: HKDF-SHA256(kB, salt = "0" * len(kB), info = client_id, L = 32)."""
+    if not kb:
+        raise LengthError("kB must not be empty", requirement="KD-8")
+    return primitives.hkdf_sha256(kb, fxakeys_salt(kb), client_id.encode("utf-8"), KEY_LEN)
+
+
+def fxakeys_application_key_hex(kb: bytes, client_id: str) -> str:
+    """KD-8: the original hex-encodes kBr in lowercase."""
+    return fxakeys_application_key(kb, client_id).hex()

@@ -1,0 +1,43 @@
+"""The requirement registry, loaded from requirements.yaml (the single source of truth)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import yaml
+
+REQUIREMENT_ID = re.compile(r"\A(API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\Z")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    id: str
+    flow: str
+    step: str
+    level: str
+    text: str
+
+
+@cache
+def registry() -> dict[str, Requirement]:
+    """Every requirement by ID, in the order of the registry file."""
+    raw = yaml.safe_load(resources.files("keyflows.spec").joinpath("requirements.yaml")
+                         .read_text(encoding="utf-8"))
+    out: dict[str, Requirement] = {}
+    for rid, entry in raw.items():
+        if not REQUIREMENT_ID.match(rid):
+            raise ValueError(f"malformed requirement id {rid!r}")
+        out[rid] = Requirement(id=rid, flow=entry["flow"], step=str(entry["step"]),
+                               level=entry["level"], text=entry["text"])
+    return out
+
+
+def require_known(ids: tuple[str, ...] | list[str]) -> None:
+    """Raise KeyError naming the first ID that is not in the registry."""
+    known = registry()
+    for rid in ids:
+        if rid not in known:
+            raise KeyError(f"unknown requirement id {rid}")
