@@ -7,7 +7,9 @@ server, the reference one included, over HTTP only.
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import click
 
@@ -29,7 +31,8 @@ class _EntryPointGroup(click.Group):
             # A missing optional part must cost one clear line, not a traceback.
             message = f"keyflows {cmd_name} is unavailable: {exc}"
 
-            @click.command(cmd_name, help=message, context_settings={"ignore_unknown_options": True})
+            @click.command(cmd_name, help=message,
+                           context_settings={"ignore_unknown_options": True})
             @click.argument("args", nargs=-1, type=click.UNPROCESSED)
             def unavailable(args: tuple[str, ...]) -> None:
                 raise click.ClickException(message)
@@ -46,6 +49,43 @@ def main() -> None:
 
 
 @click.command("conformance")
-def conformance_command() -> None:
-    """Run the conformance suite (placeholder, replaced by the runner)."""
-    raise click.ClickException("not implemented yet")
+@click.option("--base-url", metavar="URL",
+              help="Server under test. Without it, the bundled reference server is started "
+                   "on an ephemeral loopback port and checked.")
+@click.option("--account-listen", default="127.0.0.1:0", show_default=True,
+              metavar="HOST:PORT", help="Where the runner's account server listens.")
+@click.option("--select", "patterns", multiple=True, metavar="GLOB",
+              help="Run only checks whose id matches (glob or path prefix); repeatable.")
+@click.option("--known-failing", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="Check ids/globs expected to fail, one per line.")
+@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Write the JSON report here.")
+@click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Write a JUnit XML report here.")
+@click.option("--trace", is_flag=True, help="Print every HTTP exchange (secrets redacted).")
+@click.option("--list", "list_only", is_flag=True, help="List the checks and exit.")
+def conformance_command(base_url: str | None, account_listen: str, patterns: tuple[str, ...],
+                        known_failing: Path | None, report_json: Path | None,
+                        junit_xml: Path | None, trace: bool, list_only: bool) -> None:
+    """Check a key server against the keyflows v1 profile, over HTTP.
+
+    The runner plays the clients and the account server the key server validates
+    tokens with. Exit status: 0 all passed, 1 a check failed, 2 the run could not start.
+    """
+    # Imported here so `keyflows --help` and the other subcommands skip uvicorn and httpx.
+    from keyflows.conformance.orchestrator import RunOptions, StartError, run
+
+    options = RunOptions(base_url=base_url, account_listen=account_listen,
+                         patterns=list(patterns), known_failing=known_failing,
+                         report_json=report_json, junit_xml=junit_xml, trace=trace,
+                         list_only=list_only)
+    try:
+        code = run(options)
+    except StartError as exc:
+        click.echo(f"keyflows conformance: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        # The servers the run started are already stopped (the orchestrator's ExitStack).
+        click.echo("\nkeyflows conformance: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code)

@@ -6,6 +6,7 @@ Steps (see the key-derivation chapter):
   3. Password stretching: Argon2id with a stored 16-byte salt and bounded costs (KD-4, KD-5).
   4. Password key from the stretched password, bound to user and application (KD-6).
   5. Every derivation uses a label registered for one purpose (KD-7).
+
 Compat profile fxakeys: the original kBr formula (KD-8).
 """
 
@@ -29,6 +30,34 @@ LABELS: dict[str, str] = {
     "password-key": "the password key (KD-6)",
     "keypair-record": "AAD of the encrypted private keys (KP-3)",
     "public-keys": "message of the binding signature (KP-4)",
+    "lock-key": "the user lock key from combined shares (LOCK-4)",
+    "server-lock": "AAD of what the server lock seals (LOCK-5)",
+    "lock-check": "HMAC input of the lock check, a commitment to the lock key (LOCK-6)",
+    "working-key": "AAD of a working-key record (LOCK-7)",
+    "capability": "first link of a capability's HMAC chain (LOCK-11)",
+    "capability-caveat": "each caveat link of a capability's HMAC chain (LOCK-11)",
+    "lock-wrap": "KEK of an ECDH-ES key wrap to an X25519 recipient (LOCK-17)",
+    "envelope-payload": "AAD of the envelope payload ciphertext (ENV-4)",
+    "envelope-encryption-key": "per-recipient key wrapping the content key (ENV-6)",
+    "envelope-mac-key": "per-recipient MAC key, disclosed on ACK (ENV-6)",
+    "envelope-wrap": "AAD of the wrapped content key (ENV-7)",
+    "envelope-mac": "input of the per-recipient envelope MAC (ENV-8)",
+    "session-challenge": "HPKE info of the sealed challenge token (SC-4)",
+    "session-token": "input of the stored session-token digest (SC-12)",
+    "hashchain-hash-id": "blinded identity hash of a chain entry (HC-2)",
+    "hashchain-id-key": "key sealing an entry's record hash (HC-3)",
+    "hashchain-sealed-hash": "AAD of an entry's sealed record hash (HC-3)",
+    "hashchain-record-hash": "input of a chain record's hash (HC-4)",
+    "hashchain-record-index": "input of a chain record's public index (HC-4)",
+    "hashchain-server-key": "message signed to introduce or rotate the keyserver key (HC-6)",
+    "hashchain-head": "message of a signed chain head (HC-8)",
+    "hashchain-uid": "canonical content of a UID message (HC-15)",
+    "hashchain-uid-signature": "message of each UID signature, per signer role (HC-16)",
+    "hashchain-uid-reply": "message of the keyserver's UID reply signature (HC-21)",
+    "hashchain-uid-seal-key": "key of a UID's sealed repository copy (HC-24)",
+    "hashchain-uid-seal": "AAD of a UID's sealed repository copy (HC-24)",
+    "hashchain-keyinit": "message of a KeyInit signature (HC-25)",
+    "hashchain-keyinit-flush": "message of a KeyInit flush request signature (HC-28)",
 }
 
 

@@ -12,6 +12,7 @@ Steps (see the keypair-publication chapter):
   7. The owner fetches the whole record, bytes unchanged (KP-9).
   8. Anyone fetches the public view, never private material (KP-10).
   9. The owner decrypts and checks the private keys against the public ones (KP-11).
+
 Compat profile fxakeys: encPrivKey as the original made it (KP-13).
 
 The functions here are pure: records are plain JSON-shaped dicts, randomness is passed in.
@@ -19,6 +20,7 @@ The functions here are pure: records are plain JSON-shaped dicts, randomness is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,6 @@ from keyflows.spec import primitives
 from keyflows.spec.drbg import RandomSource
 from keyflows.spec.encoding import b64url_decode_exact, b64url_encode, labelled_context, u32be
 from keyflows.spec.errors import (
-    AeadError,
     BindingError,
     DecodeError,
     LengthError,
@@ -318,9 +319,15 @@ def check_replacement(stored_version: int | None, new_version: int) -> None:
 
 # --- step 9: owner recovery -------------------------------------------------------------------
 
-def open_record(obj: object, *, user_id: str, client_id: str, kek: bytes) -> PrivateKeys:
-    """Step 9 (KP-11): verify, decrypt and check the private keys match the public ones."""
-    record = validate_publication(obj, user_id=user_id, client_id=client_id)
+def open_record(obj: object, *, user_id: str, client_id: str, kek: bytes,
+                key_version: int | None = None) -> PrivateKeys:
+    """Step 9 (KP-11): verify, decrypt and check the private keys match the public ones.
+
+    `key_version`, when given, is the version the owner expects (KP-6): a record of
+    another version is refused before the KEK is used.
+    """
+    record = parse_record(obj)
+    check_binding(record, user_id=user_id, client_id=client_id, key_version=key_version)
     assert record.kek is not None
     aad = record_aad(user_id, client_id, record.key_version, record.kek.method,
                      record.public_keys)
@@ -336,6 +343,7 @@ def open_record(obj: object, *, user_id: str, client_id: str, kek: bytes) -> Pri
 # --- compat profile: fxakeys ----------------------------------------------------------------------
 
 FXAKEYS_NONCE_LEN = 24
+_LOWER_HEX_64 = re.compile(rb"\A[0-9a-f]{64}\Z")
 
 
 def fxakeys_enc_priv_key(kbr: bytes, nonce: bytes, x25519_private: bytes) -> str:
@@ -359,7 +367,9 @@ def fxakeys_open_enc_priv_key(kbr: bytes, enc_priv_key: str) -> bytes:
         raise LengthError("encPrivKey has the wrong length", requirement="KP-13")
     text = primitives.xsalsa20poly1305_decrypt(kbr, raw[:FXAKEYS_NONCE_LEN],
                                                raw[FXAKEYS_NONCE_LEN:], requirement="KP-13")
-    try:
-        return bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise AeadError("encPrivKey plaintext is not hex", requirement="KP-13") from exc
+    # The box authenticated, so a bad plaintext is a format error, not an AEAD failure;
+    # only the original's form (64 lowercase hex characters) is accepted.
+    if not _LOWER_HEX_64.match(text):
+        raise DecodeError("encPrivKey plaintext is not 64 lowercase hex characters",
+                          requirement="KP-13")
+    return bytes.fromhex(text.decode("ascii"))

@@ -1,0 +1,96 @@
+"""Helpers shared by the check modules."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from keyflows.conformance.http import Exchange
+from keyflows.conformance.probe import Probe, User, describe
+
+DELETE = object()
+"""Marker for `mutated`: remove the member instead of setting it."""
+
+
+def mutated(record: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of the record with the member at a dotted path set (or deleted)."""
+    out = copy.deepcopy(record)
+    *parents, last = path.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+def get_path(record: dict[str, Any], path: str) -> Any:
+    node: Any = record
+    for key in path.split("."):
+        node = node[key]
+    return node
+
+
+def first_difference(expected: Any, actual: Any, where: str = "$") -> str | None:
+    """Where two JSON values differ, type-exact (1 and 1.0 and true differ), or None."""
+    if type(expected) is not type(actual):
+        return f"{where}: expected {expected!r}, got {actual!r}"
+    if isinstance(expected, dict):
+        for key in expected:
+            if key not in actual:
+                return f"{where}.{key}: missing"
+        for key in actual:
+            if key not in expected:
+                return f"{where}.{key}: unexpected member"
+        for key in expected:
+            diff = first_difference(expected[key], actual[key], f"{where}.{key}")
+            if diff:
+                return diff
+        return None
+    if isinstance(expected, list):
+        if len(expected) != len(actual):
+            return f"{where}: expected {len(expected)} items, got {len(actual)}"
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            diff = first_difference(e, a, f"{where}[{i}]")
+            if diff:
+                return diff
+        return None
+    if expected != actual:
+        return f"{where}: expected {expected!r}, got {actual!r}"
+    return None
+
+
+def expect_same_record(t: Probe, exchange: Exchange, record: dict[str, Any], *,
+                       what: str) -> None:
+    """The answer carries exactly the record, every field byte-equal (KP-9)."""
+    got = t.expect_json(exchange, what=what)
+    diff = first_difference(record, got)
+    if diff:
+        t.fail(f"{what}: the record differs from the one published ({diff})",
+               expected="the published record, every field unchanged",
+               actual=describe(exchange), exchange=exchange)
+
+
+def expect_stored(t: Probe, owner: User, client_id: str, record: dict[str, Any], *,
+                  what: str) -> None:
+    """The owner still fetches exactly this record."""
+    exchange = t.get_keypair(owner.user_id, client_id, token=owner.token)
+    t.expect_status(exchange, 200, what=what)
+    expect_same_record(t, exchange, record, what=what)
+
+
+def expect_absent(t: Probe, owner: User, client_id: str, *, what: str) -> None:
+    exchange = t.get_keypair(owner.user_id, client_id, token=owner.token)
+    t.expect_rejected(exchange, 404, what=what)
+
+
+def expect_unauthorized(t: Probe, exchange: Exchange, *, what: str) -> None:
+    """401 problem+json with WWW-Authenticate: Bearer (API-4)."""
+    t.expect_rejected(exchange, 401, what=what)
+    challenge = exchange.header("www-authenticate") or ""
+    if not challenge.lower().startswith("bearer"):
+        t.fail(f"{what}: 401 without a 'WWW-Authenticate: Bearer' header",
+               expected="WWW-Authenticate: Bearer", actual=challenge or "(no header)",
+               exchange=exchange)

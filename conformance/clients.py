@@ -1,0 +1,161 @@
+"""Client-side protocol actions, built only from keyflows.spec.
+
+The runner plays honest clients (seal a record under kBr or a password key, open what the
+server returns) and malicious ones (records with low-order points, forged or misbound
+signatures, non-canonical encodings). Every byte the runner publishes comes from here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from keyflows.spec import primitives
+from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.spec.key_derivation import Argon2Params, application_key, password_key
+from keyflows.spec.keypair_publication import (
+    METHOD_APPLICATION_KEY,
+    METHOD_PASSWORD,
+    KekSpec,
+    PrivateKeys,
+    PublicKeys,
+    binding_message,
+    generate_private_keys,
+    public_keys_of,
+    seal_record,
+)
+
+# Valid and cheap enough to run once per conformance run (about 50 ms).
+RUNNER_ARGON2 = Argon2Params(t=2, m=19456, p=1)
+SALT_LEN = 16
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+P25519 = 2**255 - 19
+
+# RFC 7748 section 7 / libsodium's blocklist: canonical u-coordinates of small order.
+LOW_ORDER_X25519: dict[str, bytes] = {
+    "zero": bytes(32),
+    "one": (1).to_bytes(32, "little"),
+    "order-8-a": bytes.fromhex(
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    "order-8-b": bytes.fromhex(
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    "p-minus-1": (P25519 - 1).to_bytes(32, "little"),
+}
+
+
+def non_canonical_x25519(valid_public: bytes) -> dict[str, bytes]:
+    """Encodings of X25519 public keys that are not canonical (KP-5)."""
+    top_bit = bytearray(valid_public)
+    top_bit[31] |= 0x80
+    return {
+        "top-bit-set": bytes(top_bit),
+        "u-equals-p-plus-9": (P25519 + 9).to_bytes(32, "little"),
+        "u-equals-p-plus-1": (P25519 + 1).to_bytes(32, "little"),
+    }
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A record the runner made, with what only its owner knows."""
+
+    record: dict[str, Any]
+    private: PrivateKeys
+    kek: bytes
+    kb: bytes | None = None
+    password: str | None = None
+
+    @property
+    def body(self) -> bytes:
+        return to_json(self.record)
+
+
+def to_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+def new_private_keys() -> PrivateKeys:
+    return generate_private_keys(os.urandom)
+
+
+def seal_with_application_key(user_id: str, client_id: str, key_version: int, *,
+                              kb: bytes | None = None,
+                              private: PrivateKeys | None = None) -> Sealed:
+    """KP-2/KD-3: encrypt fresh private keys under kBr = HKDF(kB, client_id)."""
+    kb = kb if kb is not None else os.urandom(32)
+    private = private or new_private_keys()
+    kek = application_key(kb, client_id)
+    sealed = seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
+                         private=private, kek=kek,
+                         kek_spec=KekSpec(method=METHOD_APPLICATION_KEY),
+                         nonce=os.urandom(primitives.GCM_NONCE_LEN))
+    return Sealed(record=sealed.record, private=private, kek=kek, kb=kb)
+
+
+def seal_with_password(user_id: str, client_id: str, key_version: int, password: str, *,
+                       params: Argon2Params = RUNNER_ARGON2) -> Sealed:
+    """KP-2/KD-6: encrypt fresh private keys under the Argon2id password key."""
+    salt = os.urandom(SALT_LEN)
+    private = new_private_keys()
+    kek = password_key(password, salt, params, user_id, client_id)
+    spec = KekSpec(method=METHOD_PASSWORD, salt=salt, params=params)
+    sealed = seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
+                         private=private, kek=kek, kek_spec=spec,
+                         nonce=os.urandom(primitives.GCM_NONCE_LEN))
+    return Sealed(record=sealed.record, private=private, kek=kek, password=password)
+
+
+def resign(record: dict[str, Any], seed: bytes, *, user_id: str | None = None,
+           client_id: str | None = None, key_version: int | None = None) -> dict[str, Any]:
+    """Recompute the binding signature over the record's public keys, for the given
+    context (default: the record's own), so only the mutation under test is wrong."""
+    public = PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
+                        ed25519=b64url_decode(record["public_keys"]["ed25519"]))
+    message = binding_message(user_id or record["user_id"], client_id or record["client_id"],
+                              key_version or record["key_version"], public)
+    out = copy.deepcopy(record)
+    out["binding_signature"] = b64url_encode(primitives.ed25519_sign(seed, message))
+    return out
+
+
+def with_x25519_public(sealed: Sealed, x25519_public: bytes) -> dict[str, Any]:
+    """The record with another X25519 public key, correctly signed (a KP-5 probe)."""
+    record = copy.deepcopy(sealed.record)
+    record["public_keys"]["x25519"] = b64url_encode(x25519_public)
+    return resign(record, sealed.private.ed25519_seed)
+
+
+def public_of(sealed: Sealed) -> PublicKeys:
+    return public_keys_of(sealed.private)
+
+
+# --- non-canonical base64url (API-1) ---------------------------------------------------
+
+def with_padding(value: str) -> str:
+    """Standard '=' padding (or two stray '=' when the length needs none)."""
+    return value + "=" * (-len(value) % 4 or 2)
+
+
+def standard_alphabet(value: str) -> str:
+    """The same bytes in the standard alphabet, forcing at least one '+' or '/'."""
+    out = value.replace("-", "+").replace("_", "/")
+    if out == value:
+        out = "+" + value[1:]
+    return out
+
+
+def with_trailing_bits(value: str) -> str | None:
+    """Set an unused low bit of the last character: lenient decoders give the same bytes.
+    None when the length leaves no unused bits (a multiple of 3 bytes)."""
+    remainder = len(value) % 4
+    if remainder == 0:
+        return None
+    last = _B64URL_ALPHABET.index(value[-1])
+    return value[:-1] + _B64URL_ALPHABET[last | 1]
+
+
+def b64_of_length(n: int) -> str:
+    return b64url_encode(os.urandom(n))

@@ -1,0 +1,96 @@
+"""The embedded target: the bundled reference server, started as a separate process.
+
+conformance/ never imports reference/: the reference server is one more HTTP server to
+check, started with `python -m keyflows.reference` on an ephemeral loopback port. It
+announces its base URL through the ready file once it listens.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+READY_TIMEOUT_S = 30.0
+
+
+class EmbeddedServerError(Exception):
+    """The reference server did not start; the message is one line."""
+
+
+class EmbeddedServer:
+    def __init__(self, account_url: str) -> None:
+        self.account_url = account_url
+        self.base_url = ""
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    def __enter__(self) -> EmbeddedServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="keyflows-conformance-")
+        tmp = Path(self._tmp.name)
+        ready = tmp / "ready"
+        self._log_path = tmp / "server.log"
+        command = [sys.executable, "-m", "keyflows.reference", "--host", "127.0.0.1",
+                   "--port", "0", "--db", str(tmp / "keyflows.sqlite3"),
+                   "--account-server", self.account_url, "--ready-file", str(ready)]
+        with open(self._log_path, "wb") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=dict(os.environ))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if ready.exists():
+                line = ready.read_text(encoding="utf-8").strip()
+                if line:
+                    self.base_url = line.rstrip("/")
+                    return
+            code = self._process.poll()
+            if code is not None:
+                raise EmbeddedServerError(
+                    f"the embedded reference server exited with status {code}: "
+                    f"{self._last_log_line()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedServerError(
+                    f"the embedded reference server did not become ready within "
+                    f"{READY_TIMEOUT_S:.0f} s: {self._last_log_line()}")
+            time.sleep(0.02)
+
+    def _last_log_line(self) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return "(no output)"
+        lines = [ln for ln in self._log_path.read_text(errors="replace").splitlines()
+                 if ln.strip()]
+        return lines[-1].strip() if lines else "(no output)"
+
+    def exit_note(self) -> str | None:
+        """If the server died while checks ran: its status and last log line."""
+        if self._process is None or self._process.poll() is None:
+            return None
+        return (f"the embedded reference server exited during the run with status "
+                f"{self._process.returncode}: {self._last_log_line()}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

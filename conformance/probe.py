@@ -1,0 +1,248 @@
+"""What a check works with: the run's session and a per-check Probe.
+
+A Probe sends requests (recording each exchange for the trace), mints users on the
+runner's account server, publishes records the runner sealed, and states expectations.
+A failed expectation raises CheckFailed carrying what was expected, what came back and
+the exchange that showed it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from keyflows.conformance.account import AccountStore
+from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
+from keyflows.conformance.http import Exchange, HttpClient, redact_text
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:keyflows:problem:"
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+class CheckFailed(Exception):
+    def __init__(self, message: str, *, expected: str = "", actual: str = "",
+                 exchange: Exchange | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.expected = expected
+        self.actual = actual
+        self.exchange = exchange
+
+
+class CheckSkipped(Exception):
+    """The check does not apply to this target; the message says why."""
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    token: str
+
+
+def keypair_path(user_id: str, client_id: str) -> str:
+    return f"/v1/users/{user_id}/apps/{client_id}/keypair"
+
+
+def public_keys_path(user_id: str, client_id: str) -> str:
+    return f"/v1/users/{user_id}/apps/{client_id}/public-keys"
+
+
+def apps_path(user_id: str) -> str:
+    return f"/v1/users/{user_id}/apps"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Session:
+    """State shared by every check of one run."""
+
+    base_url: str
+    http: HttpClient
+    accounts: AccountStore
+    capabilities: dict[str, Any] | None = None
+    capabilities_problem: str = ""
+    run_tag: str = field(default_factory=lambda: secrets.token_hex(4))
+    cache: dict[str, Any] = field(default_factory=dict)
+    _users: int = 0
+
+    def new_user_id(self, label: str) -> str:
+        # Fresh per run, so re-running against a persistent server never collides.
+        self._users += 1
+        return f"{label[:40]}-{self._users:04d}-{self.run_tag}"
+
+    @property
+    def flows(self) -> list[str]:
+        flows = (self.capabilities or {}).get("flows")
+        return [f for f in flows if isinstance(f, str)] if isinstance(flows, list) else []
+
+    @property
+    def max_body_bytes(self) -> int | None:
+        limits = (self.capabilities or {}).get("limits")
+        value = limits.get("max_body_bytes") if isinstance(limits, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def describe(exchange: Exchange) -> str:
+    """What came back, in one line: status, media type and a short, redacted body."""
+    # Redact before truncating, so a cut can never expose part of a secret value.
+    body = redact_text(exchange.response_body.decode("utf-8", errors="backslashreplace"))
+    body = " ".join(body.split())
+    if len(body) > 300:
+        body = body[:300] + "..."
+    media = exchange.media_type or "no content-type"
+    return f"{exchange.status} {media} {body}".rstrip()
+
+
+class Probe:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.exchanges: list[Exchange] = []
+
+    # --- requests -------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, token: str | None = None,
+                headers: dict[str, str] | None = None, body: bytes | None = None,
+                json_body: Any = None, chunks: list[bytes] | None = None) -> Exchange:
+        sent: dict[str, str] = {}
+        if token is not None:
+            sent.update(bearer(token))
+        if json_body is not None:
+            body = to_json(json_body)
+            sent.update(JSON_HEADERS)
+        sent.update(headers or {})
+        exchange = self.session.http.send(method, path, headers=sent, content=body,
+                                          chunks=chunks)
+        scheme, _, credential = sent.get("authorization", "").partition(" ")
+        if scheme == "Bearer" and credential:
+            exchange.credential_note = self.session.accounts.describe_token(credential)
+        self.exchanges.append(exchange)
+        return exchange
+
+    def put_keypair(self, user_id: str, client_id: str, record: Any, *,
+                    token: str | None) -> Exchange:
+        body = record if isinstance(record, bytes) else to_json(record)
+        return self.request("PUT", keypair_path(user_id, client_id), token=token,
+                            headers=JSON_HEADERS, body=body)
+
+    def get_keypair(self, user_id: str, client_id: str, *, token: str | None) -> Exchange:
+        return self.request("GET", keypair_path(user_id, client_id), token=token)
+
+    def delete_keypair(self, user_id: str, client_id: str, *, token: str | None) -> Exchange:
+        return self.request("DELETE", keypair_path(user_id, client_id), token=token)
+
+    def get_public_keys(self, user_id: str, client_id: str) -> Exchange:
+        return self.request("GET", public_keys_path(user_id, client_id))
+
+    def get_apps(self, user_id: str) -> Exchange:
+        return self.request("GET", apps_path(user_id))
+
+    # --- actors ---------------------------------------------------------------------
+
+    def user(self, label: str = "user") -> User:
+        """A fresh user on the runner's account server, with a valid token."""
+        user_id = self.session.new_user_id(label)
+        return User(user_id=user_id, token=self.session.accounts.mint(user_id))
+
+    def token_for(self, user_id: str) -> str:
+        return self.session.accounts.mint(user_id)
+
+    def publish(self, user: User, client_id: str = "app", key_version: int = 1,
+                sealed: Sealed | None = None) -> Sealed:
+        """Seal (unless given) and publish a record as its owner; 201 or 200 required."""
+        sealed = sealed or seal_with_application_key(user.user_id, client_id, key_version)
+        exchange = self.put_keypair(user.user_id, client_id, sealed.body, token=user.token)
+        self.expect_status(exchange, 201, 200,
+                           what="publishing a valid record as its owner")
+        return sealed
+
+    # --- expectations -----------------------------------------------------------------
+
+    def fail(self, message: str, *, expected: str = "", actual: str = "",
+             exchange: Exchange | None = None) -> NoReturn:
+        raise CheckFailed(message, expected=expected, actual=actual, exchange=exchange)
+
+    def expect_status(self, exchange: Exchange, *statuses: int, what: str) -> None:
+        if exchange.status in statuses:
+            return
+        wanted = " or ".join(str(s) for s in statuses)
+        hint = " (a server error: client input must never cause a 5xx, API-6)" \
+            if exchange.status >= 500 else ""
+        self.fail(f"{what}: expected {wanted}, got {exchange.status}{hint}",
+                  expected=f"status {wanted}", actual=describe(exchange), exchange=exchange)
+
+    def expect_json(self, exchange: Exchange, *, what: str) -> Any:
+        if exchange.media_type != "application/json":
+            self.fail(f"{what}: expected application/json, got "
+                      f"{exchange.media_type or 'no content-type'}",
+                      expected="content-type application/json", actual=describe(exchange),
+                      exchange=exchange)
+        try:
+            return exchange.json()
+        except ValueError:
+            self.fail(f"{what}: the body is not JSON", expected="a JSON body",
+                      actual=describe(exchange), exchange=exchange)
+
+    def expect_ok_json(self, exchange: Exchange, status: int, *, what: str) -> Any:
+        self.expect_status(exchange, status, what=what)
+        return self.expect_json(exchange, what=what)
+
+    def expect_problem(self, exchange: Exchange, status: int, *, what: str,
+                       slug: str | None = None,
+                       failure_class: str | None = None) -> dict[str, Any]:
+        """An RFC 9457 problem with this status (API-2), and optionally its type slug and
+        failure class (where the server rejected, as the vectors grade it)."""
+        self.expect_status(exchange, status, what=what)
+        return self.check_problem_shape(exchange, what=what, slug=slug,
+                                        failure_class=failure_class)
+
+    def check_problem_shape(self, exchange: Exchange, *, what: str, slug: str | None = None,
+                            failure_class: str | None = None) -> dict[str, Any]:
+        expected = f"{exchange.status} {PROBLEM_JSON} with \"status\": {exchange.status}"
+        if slug:
+            expected += f", type {PROBLEM_TYPE_PREFIX}{slug}"
+        if failure_class:
+            expected += f", failure_class {failure_class}"
+        if exchange.media_type != PROBLEM_JSON:
+            self.fail(f"{what}: error answered with content-type "
+                      f"{exchange.media_type or '(none)'}, not {PROBLEM_JSON} (API-2)",
+                      expected=expected, actual=describe(exchange), exchange=exchange)
+        try:
+            problem = exchange.json()
+        except ValueError:
+            problem = None
+        if not isinstance(problem, dict):
+            self.fail(f"{what}: the problem body is not a JSON object (API-2)",
+                      expected=expected, actual=describe(exchange), exchange=exchange)
+        status = problem.get("status")
+        if status != exchange.status or isinstance(status, bool):
+            self.fail(f"{what}: problem member status is {status!r}, HTTP status is "
+                      f"{exchange.status} (API-2)", expected=expected,
+                      actual=describe(exchange), exchange=exchange)
+        for member in ("type", "title"):
+            if not isinstance(problem.get(member), str):
+                self.fail(f"{what}: problem lacks a string {member!r} member (API-2)",
+                          expected=expected, actual=describe(exchange), exchange=exchange)
+        if slug and problem.get("type") != PROBLEM_TYPE_PREFIX + slug:
+            self.fail(f"{what}: problem type is {problem.get('type')!r}, expected "
+                      f"{PROBLEM_TYPE_PREFIX + slug!r}", expected=expected,
+                      actual=describe(exchange), exchange=exchange)
+        if failure_class and problem.get("failure_class") != failure_class:
+            self.fail(f"{what}: rejected with failure_class "
+                      f"{problem.get('failure_class')!r}, expected {failure_class!r} "
+                      f"(the step that must reject)", expected=expected,
+                      actual=describe(exchange), exchange=exchange)
+        return problem
+
+    def expect_rejected(self, exchange: Exchange, status: int, *, what: str,
+                        failure_class: str | None = None) -> dict[str, Any]:
+        """A client-input rejection: the status, problem+json, and the failure class."""
+        # 400 and 422 are graded by failure class rather than by type slug.
+        slug = {413: "too-large", 415: "unsupported-media-type", 409: "conflict",
+                404: "not-found", 401: "unauthorized", 405: "method-not-allowed"}.get(status)
+        return self.expect_problem(exchange, status, what=what, slug=slug,
+                                   failure_class=failure_class)

@@ -1,0 +1,118 @@
+"""Reports: the JSON report (shape fixed by the brief, extended) and JUnit XML.
+
+Traces in reports are redacted exactly like the terminal output.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from keyflows.conformance.http import format_exchange
+from keyflows.conformance.registry import FLOWS
+from keyflows.conformance.runner import ERRORED, FAILED, SKIPPED, Result, summarize
+
+
+def keyflows_version() -> str:
+    try:
+        return version("keyflows")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def result_entry(result: Result) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": result.check.id,
+        "flow": result.check.flow,
+        "status": result.status,
+        "requirements": list(result.check.requirements),
+        "message": result.message,
+        "summary": result.check.summary,
+        "duration_ms": round(result.duration_ms, 1),
+        "known_failing": result.known_failing,
+        "stale_known_failing": result.stale,
+    }
+    if result.status in (FAILED, ERRORED):
+        entry["expected"] = result.expected
+        entry["actual"] = result.actual
+        if result.failing_exchange is not None:
+            entry["trace"] = format_exchange(result.failing_exchange, indent="")
+            entry["reproducer"] = result.reproducer
+            entry["reproducer_token"] = result.failing_exchange.credential_note
+    return entry
+
+
+def json_report(results: list[Result], *, target: str, mode: str,
+                capabilities: dict[str, Any] | None, duration_s: float) -> dict[str, Any]:
+    return {
+        "target": target,
+        "mode": mode,
+        "runner": {"name": "keyflows-conformance", "version": keyflows_version()},
+        "capabilities": capabilities,
+        "duration_s": round(duration_s, 3),
+        "summary": summarize(results),
+        "checks": [result_entry(r) for r in results],
+    }
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def junit_xml(results: list[Result], *, target: str) -> ET.ElementTree[ET.Element]:
+    """One testsuite per flow; known failures are reported as skipped with a reason."""
+    root = ET.Element("testsuites", name="keyflows-conformance")
+    for flow in FLOWS:
+        flow_results = [r for r in results if r.check.flow == flow]
+        if not flow_results:
+            continue
+        suite = ET.SubElement(root, "testsuite", name=flow)
+        counts = {"tests": len(flow_results), "failures": 0, "errors": 0, "skipped": 0}
+        total_ms = 0.0
+        for result in flow_results:
+            total_ms += result.duration_ms
+            case = ET.SubElement(suite, "testcase", classname=flow, name=result.check.id,
+                                 time=f"{result.duration_ms / 1000:.3f}")
+            ET.SubElement(ET.SubElement(case, "properties"), "property",
+                          name="requirements", value=" ".join(result.check.requirements))
+            if result.stale:
+                counts["failures"] += 1
+                ET.SubElement(case, "failure", message="stale known-failing entry: "
+                              "the check passes now; remove it from the list")
+            elif result.known_failing:
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=f"known failing: {result.message}")
+            elif result.status == FAILED:
+                counts["failures"] += 1
+                failure = ET.SubElement(case, "failure", message=result.message)
+                failure.text = _details(result)
+            elif result.status == ERRORED:
+                counts["errors"] += 1
+                error = ET.SubElement(case, "error", message=result.message)
+                error.text = _details(result)
+            elif result.status == SKIPPED:
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=result.message)
+        for key, value in counts.items():
+            suite.set(key, str(value))
+        suite.set("time", f"{total_ms / 1000:.3f}")
+        ET.SubElement(ET.SubElement(suite, "properties"), "property", name="target",
+                      value=target)
+    return ET.ElementTree(root)
+
+
+def _details(result: Result) -> str:
+    lines = [f"expected: {result.expected}", f"got:      {result.actual}"]
+    if result.failing_exchange is not None:
+        lines += ["trace:", format_exchange(result.failing_exchange),
+                  "reproduce:", "  " + result.reproducer]
+    return "\n".join(lines)
+
+
+def write_junit(path: Path, results: list[Result], *, target: str) -> None:
+    tree = junit_xml(results, target=target)
+    ET.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)

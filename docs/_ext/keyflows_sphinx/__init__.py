@@ -1,0 +1,48 @@
+"""Sphinx extension for the keyflows spec site.
+
+Directives and roles (see each module):
+
+- ``.. keyflows-requirement:: KD-3``, ``.. keyflows-requirements:: key-derivation``,
+  ``:req:`KD-3``` (requirements.py), from spec/requirements.yaml;
+- ``.. keyflows-vectors:: key-derivation``, ``.. keyflows-failure-classes::``
+  (vectors.py), from vectors/*.yaml and keyflows.spec.errors;
+- ``.. keyflows-openapi::``, ``.. keyflows-operations::`` (openapi.py), from
+  spec/openapi.yaml;
+- ``.. keyflows-coverage::`` (coverage.py).
+
+Config values (paths relative to ``keyflows_root``, the repository): override with
+``-D`` for experiments, e.g. ``-D keyflows_requirements_file=/tmp/req.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+
+from keyflows_sphinx import coverage, openapi, requirements, util, vectors
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    default_root = str(Path(app.confdir).resolve().parent)
+    app.add_config_value("keyflows_root", default_root, "env", str)
+    app.add_config_value("keyflows_requirements_file", "spec/requirements.yaml", "env", str)
+    app.add_config_value("keyflows_openapi_file", "spec/openapi.yaml", "env", str)
+    app.add_config_value("keyflows_vectors_dir", "vectors", "env", str)
+
+    app.add_node(util.kf_ref,
+                 html=(util.visit_unresolved, util.depart_unresolved),
+                 text=(util.visit_unresolved, util.depart_unresolved),
+                 latex=(util.visit_unresolved, util.depart_unresolved),
+                 man=(util.visit_unresolved, util.depart_unresolved),
+                 texinfo=(util.visit_unresolved, util.depart_unresolved))
+    app.connect("env-purge-doc", util.purge_doc)
+    app.connect("env-merge-info", util.merge_info)
+    app.connect("env-get-outdated", util.outdated)
+    app.connect("doctree-resolved", util.resolve_refs)
+
+    for module in (requirements, vectors, openapi, coverage):
+        module.setup(app)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True,
+            "env_version": 1}

@@ -1,0 +1,140 @@
+"""The reference key server as an ASGI application: `create_app(settings)`.
+
+Each flow contributes one module with a FLOW name and its routes(); the capabilities
+document lists the flows mounted here (API-7). Every refusal is problem+json (API-2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
+
+from keyflows.reference import keypair_publication
+from keyflows.reference.auth import AccountClient
+from keyflows.reference.common import (
+    Services,
+    json_text_response,
+    limited_body,
+    method_route,
+    services,
+)
+from keyflows.reference.config import Settings
+from keyflows.reference.problems import SLUGS, Problem
+from keyflows.reference.store import Store
+from keyflows.spec import PROFILE, SPEC_VERSION
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+SERVER_NAME = "keyflows-reference"
+FLOW_MODULES: tuple[ModuleType, ...] = (keypair_publication,)
+
+logger = logging.getLogger("keyflows.reference")
+
+
+def server_version() -> str:
+    try:
+        return version("keyflows")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def capabilities_document(settings: Settings) -> dict[str, object]:
+    return {
+        "profile": PROFILE,
+        "spec_version": SPEC_VERSION,
+        "server": {"name": SERVER_NAME, "version": server_version()},
+        "flows": [module.FLOW for module in FLOW_MODULES],
+        "limits": {"max_body_bytes": settings.max_body_bytes},
+        "auth": {"scheme": "bearer", "account_server": "validate"},
+    }
+
+
+async def get_capabilities(request: Request) -> Response:
+    await limited_body(request)
+    document = capabilities_document(services(request).settings)
+    return json_text_response(json.dumps(document, separators=(",", ":")))
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+async def problem_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response()
+
+
+_STATUS_SLUGS = {status: slug for slug, (status, _) in SLUGS.items()}
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (unknown route) as problem+json."""
+    assert isinstance(exc, HTTPException)
+    slug = _STATUS_SLUGS.get(exc.status_code, "malformed" if exc.status_code < 500
+                             else "internal-error")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        detail = "no such resource"
+    elif exc.status_code == 405:
+        # Starlette keeps the methods in a set; a sorted list keeps answers reproducible.
+        allowed = ", ".join(sorted(m.strip() for m in headers.get("Allow", "").split(",")))
+        headers["Allow"] = allowed
+        detail = f"{request.method[:20]} is not allowed here; allowed: {allowed}"
+    else:
+        detail = str(exc.detail)
+    problem = Problem(slug, detail, headers=headers)
+    problem.status = exc.status_code
+    return problem.response()
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """A bug, never a client's fault: logged with its traceback, answered without it."""
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Problem("internal-error", "the server failed to process the request").response()
+
+
+# --- assembly ----------------------------------------------------------------------------------
+
+def all_routes() -> list[BaseRoute]:
+    out: list[BaseRoute] = [
+        method_route("/v1/capabilities", {"GET": get_capabilities}, name="capabilities"),
+    ]
+    for module in FLOW_MODULES:
+        out.extend(module.routes())
+    return out
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app. Opens the store now (raising StoreError for a bad path), and the
+    account-server client in the lifespan, inside the serving event loop."""
+    store = Store.open(settings.db_path)
+    svc = Services(settings=settings, store=store)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        svc.accounts = AccountClient(settings.account_server, timeout=settings.account_timeout)
+        try:
+            yield
+        finally:
+            await svc.accounts.aclose()
+            svc.accounts = None
+            store.close()
+
+    app = Starlette(
+        routes=all_routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            Problem: problem_handler,
+            HTTPException: http_exception_handler,
+            Exception: internal_error_handler,
+        },
+    )
+    # An unknown path is a 404, never a redirect to a slash-less twin.
+    app.router.redirect_slashes = False
+    app.state.services = svc
+    return app

@@ -1,0 +1,110 @@
+"""`keyflows serve` and `python -m keyflows.reference`: run the reference server.
+
+Every option can also come from a KEYFLOWS_* environment variable. With --port 0 the
+kernel picks a free port; once the server listens, its base URL and a newline are written
+to --ready-file (through a temporary file and a rename, so no reader sees half a line).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+import uvicorn
+from keyflows.reference.app import create_app
+from keyflows.reference.config import ConfigError, Settings, load_settings
+from keyflows.reference.store import StoreError
+
+EXIT_BAD_CONFIG = 2
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"keyflows serve: error: {message}", err=True)
+    sys.exit(EXIT_BAD_CONFIG)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before serving, so port 0 resolves to a known port for the ready-file."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def write_ready_file(path: Path, url: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(url + "\n", encoding="ascii")
+    os.replace(temporary, path)
+
+
+def check_ready_file(path: Path | None) -> None:
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"the directory of the ready file does not exist: {str(path.parent)!r}")
+
+
+class _ReadyServer(uvicorn.Server):
+    """A uvicorn server that announces its URL once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, url: str, ready_file: Path | None) -> None:
+        super().__init__(config)
+        self.url = url
+        self.ready_file = ready_file
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.should_exit or self.ready_file is None:
+            return
+        try:
+            write_ready_file(self.ready_file, self.url)
+        except OSError as exc:
+            click.echo(f"keyflows serve: error: cannot write ready file: {exc}", err=True)
+            self.should_exit = True
+
+
+def serve(settings: Settings) -> None:
+    check_ready_file(settings.ready_file)
+    try:
+        app = create_app(settings)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
+    sock = bind_socket(settings.host, settings.port)
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, host=settings.host, port=port, log_level=settings.log_level,
+                            lifespan="on")
+    server = _ReadyServer(config, base_url(settings.host, port), settings.ready_file)
+    server.run(sockets=[sock])
+
+
+@click.command("serve")
+@click.option("--host", help="Address to listen on [env KEYFLOWS_HOST; default 127.0.0.1].")
+@click.option("--port", help="Port, 0 for an ephemeral one [env KEYFLOWS_PORT; default 8000].")
+@click.option("--db", help="SQLite database file [env KEYFLOWS_DB].")
+@click.option("--account-server", help="Account server base URL [env KEYFLOWS_ACCOUNT_SERVER].")
+@click.option("--max-body-bytes",
+              help="Largest accepted request body [env KEYFLOWS_MAX_BODY_BYTES; default 65536].")
+@click.option("--ready-file", help="Write the base URL here once listening.")
+@click.option("--log-level", help="uvicorn log level [default warning].")
+def serve_command(host: str | None, port: str | None, db: str | None,
+                  account_server: str | None, max_body_bytes: str | None,
+                  ready_file: str | None, log_level: str | None) -> None:
+    """Run the keyflows reference key server."""
+    try:
+        settings = load_settings(host=host, port=port, db=db, account_server=account_server,
+                                 max_body_bytes=max_body_bytes, ready_file=ready_file,
+                                 log_level=log_level)
+        serve(settings)
+    except ConfigError as exc:
+        fail(str(exc))

@@ -1,0 +1,170 @@
+"""Request handling shared by every flow's routes, in the contract's order of checks:
+
+  1. path identifiers (400)  2. body size (413)  3. bearer auth (401)
+  4. Content-Type (415)      5. JSON parse and shape (400)
+  6. crypto validation (422) 7. state conflicts (409)
+
+Each step is one function, so a route reads as the list of steps it performs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from keyflows.reference.auth import AccountClient
+from keyflows.reference.config import Settings
+from keyflows.reference.limits import read_body
+from keyflows.reference.problems import Problem, from_spec_error, malformed
+from keyflows.reference.store import Store
+from keyflows.spec.errors import SpecError
+from keyflows.spec.key_derivation import IDENTIFIER
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+T = TypeVar("T")
+JSON_MEDIA_TYPE = "application/json"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class Services:
+    """What the routes need, kept on app.state.services."""
+
+    settings: Settings
+    store: Store
+    accounts: AccountClient | None = None  # created in the lifespan, inside the event loop
+
+
+def services(request: Request) -> Services:
+    svc = request.app.state.services
+    assert isinstance(svc, Services)
+    return svc
+
+
+def accounts(request: Request) -> AccountClient:
+    client = services(request).accounts
+    if client is None:  # only if the app is served without its lifespan
+        raise RuntimeError("the account client is not running (lifespan not started)")
+    return client
+
+
+# --- step 1 -----------------------------------------------------------------------------
+
+def path_identifiers(request: Request, *names: str) -> tuple[str, ...]:
+    """The named path parameters, each matching the identifier syntax (KD-2), else 400."""
+    values = []
+    for name in names:
+        value = request.path_params[name]
+        if not isinstance(value, str) or not IDENTIFIER.match(value):
+            raise malformed(f"path parameter {name} does not match ^[A-Za-z0-9._~-]{{1,64}}$",
+                            requirement="KD-2")
+        values.append(value)
+    return tuple(values)
+
+
+# --- step 2 -----------------------------------------------------------------------------
+
+async def limited_body(request: Request) -> bytes:
+    return await read_body(request, services(request).settings.max_body_bytes)
+
+
+# --- step 3 -----------------------------------------------------------------------------
+
+async def authenticate(request: Request, user_id: str) -> None:
+    await accounts(request).authenticate(request, user_id)
+
+
+# --- steps 4 and 5 -------------------------------------------------------------------------
+
+def check_json_content_type(request: Request) -> None:
+    """application/json, optionally with charset=utf-8; anything else is 415."""
+    header = request.headers.get("content-type")
+    if header is None:
+        raise Problem("unsupported-media-type", "the request body must be application/json")
+    media_type, *params = (part.strip() for part in header.split(";"))
+    if media_type.lower() != JSON_MEDIA_TYPE:
+        raise Problem("unsupported-media-type",
+                      f"the request body must be application/json, not {media_type[:100]!r}")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            raise Problem("unsupported-media-type", "the only accepted charset is utf-8")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:  # two readers could otherwise see two different records
+            raise ValueError(f"duplicate member {key!r}")
+        obj[key] = value
+    return obj
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no duplicate members, no NaN or Infinity; else 400 (API-6)."""
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_unique_members,
+                          parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise malformed("the request body is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise malformed(f"the request body is not valid JSON: {str(exc)[:200]}") from None
+
+
+def json_body(request: Request, body: bytes) -> Any:
+    check_json_content_type(request)
+    return parse_json(body)
+
+
+# --- steps 6 and 7 --------------------------------------------------------------------------
+
+def spec_checked(check: Callable[[], T]) -> T:
+    """Run a spec function; its rejection becomes the problem its failure class maps to."""
+    try:
+        return check()
+    except SpecError as exc:
+        raise from_spec_error(exc) from None
+
+
+async def in_thread(work: Callable[[], T]) -> T:
+    """Blocking storage work off the event loop; spec rejections mapped as above."""
+    try:
+        return await run_in_threadpool(work)
+    except SpecError as exc:
+        raise from_spec_error(exc) from None
+
+
+# --- responses --------------------------------------------------------------------------------
+
+def json_text_response(text: str, status: int = 200,
+                       headers: dict[str, str] | None = None) -> Response:
+    return Response(text.encode("utf-8"), status_code=status, headers=headers,
+                    media_type=JSON_MEDIA_TYPE)
+
+
+def not_found(detail: str, *, requirement: str | None = None) -> Problem:
+    return Problem("not-found", detail, requirement=requirement)
+
+
+def method_route(path: str, handlers: dict[str, Endpoint], *, name: str) -> Route:
+    """One route per path that dispatches on the method, so a wrong method gets a 405
+    whose Allow header lists every method of the path (RFC 9110 section 15.5.6)."""
+    table = dict(handlers)
+    if "GET" in table:
+        table["HEAD"] = table["GET"]
+
+    async def endpoint(request: Request) -> Response:
+        return await table[request.method](request)
+
+    # Starlette answers any other method with 405 and the Allow header itself.
+    return Route(path, endpoint, methods=sorted(table), name=name)

@@ -1,0 +1,112 @@
+"""Routes of the keypair-publication flow (KP-7 .. KP-12).
+
+  PUT    /v1/users/{user_id}/apps/{client_id}/keypair      owner publishes or replaces
+  GET    /v1/users/{user_id}/apps/{client_id}/keypair      owner fetches the whole record
+  DELETE /v1/users/{user_id}/apps/{client_id}/keypair      owner deletes
+  GET    /v1/users/{user_id}/apps/{client_id}/public-keys  anyone: the public view
+  GET    /v1/users/{user_id}/apps                          anyone: client_ids and versions
+"""
+
+from __future__ import annotations
+
+import json
+
+from keyflows.reference.common import (
+    authenticate,
+    in_thread,
+    json_body,
+    json_text_response,
+    limited_body,
+    method_route,
+    not_found,
+    path_identifiers,
+    services,
+    spec_checked,
+)
+from keyflows.reference.store import canonical_json
+from keyflows.spec.keypair_publication import public_view, validate_publication
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+FLOW = "keypair-publication"
+KEYPAIR_PATH = "/v1/users/{user_id}/apps/{client_id}/keypair"
+PUBLIC_KEYS_PATH = "/v1/users/{user_id}/apps/{client_id}/public-keys"
+APPS_PATH = "/v1/users/{user_id}/apps"
+
+
+def keypair_location(user_id: str, client_id: str) -> str:
+    return f"/v1/users/{user_id}/apps/{client_id}/keypair"
+
+
+async def put_keypair(request: Request) -> Response:
+    """Step 6: validate everything checkable without the KEK, then store if newer."""
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    body = await limited_body(request)
+    await authenticate(request, user_id)
+    obj = json_body(request, body)
+    record = spec_checked(lambda: validate_publication(obj, user_id=user_id,
+                                                       client_id=client_id))
+    text = canonical_json(obj)
+    store = services(request).store
+    created = await in_thread(lambda: store.put_keypair(user_id, client_id,
+                                                        record.key_version, text))
+    if created:
+        return json_text_response(text, 201,
+                                  headers={"Location": keypair_location(user_id, client_id)})
+    return json_text_response(text, 200)
+
+
+async def get_keypair(request: Request) -> Response:
+    """Step 7 (KP-9): the owner gets the stored record, byte for byte."""
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    await limited_body(request)
+    await authenticate(request, user_id)
+    store = services(request).store
+    text = await in_thread(lambda: store.get_keypair(user_id, client_id))
+    if text is None:
+        raise not_found("no keypair is published for this application", requirement="KP-12")
+    return json_text_response(text)
+
+
+async def delete_keypair(request: Request) -> Response:
+    """KP-12: after a delete the record and its public keys are gone; KP-8 remembers it."""
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    await limited_body(request)
+    await authenticate(request, user_id)
+    store = services(request).store
+    if not await in_thread(lambda: store.delete_keypair(user_id, client_id)):
+        raise not_found("no keypair is published for this application", requirement="KP-12")
+    return Response(status_code=204)
+
+
+async def get_public_keys(request: Request) -> Response:
+    """Step 8 (KP-10): anyone gets the record without encrypted_private_keys."""
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    await limited_body(request)
+    store = services(request).store
+    text = await in_thread(lambda: store.get_keypair(user_id, client_id))
+    if text is None:
+        raise not_found("no keypair is published for this application", requirement="KP-12")
+    return json_text_response(canonical_json(public_view(json.loads(text))))
+
+
+async def list_apps(request: Request) -> Response:
+    """Anyone: the applications with a published keypair (KP-10: versions only)."""
+    (user_id,) = path_identifiers(request, "user_id")
+    await limited_body(request)
+    store = services(request).store
+    apps = await in_thread(lambda: store.list_apps(user_id))
+    body = {"user_id": user_id,
+            "apps": [{"client_id": client_id, "key_version": version}
+                     for client_id, version in apps]}
+    return json_text_response(canonical_json(body))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        method_route(KEYPAIR_PATH, {"PUT": put_keypair, "GET": get_keypair,
+                                    "DELETE": delete_keypair}, name="keypair"),
+        method_route(PUBLIC_KEYS_PATH, {"GET": get_public_keys}, name="public_keys"),
+        method_route(APPS_PATH, {"GET": list_apps}, name="apps"),
+    ]

@@ -1,0 +1,154 @@
+"""SQLite storage of the reference server (the embedded default store).
+
+WAL journal with synchronous=FULL: a write acknowledged to a client survives a crash or
+power loss. One connection guarded by a lock serves every thread of the process, and each
+write runs in a `BEGIN IMMEDIATE` transaction, so two publications for the same
+(user, client) — even from two processes sharing the file — are serialised and cannot
+both win the version check (KP-8).
+
+Records are stored as canonical JSON text and served back byte for byte (KP-9).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keyflows.spec.keypair_publication import check_replacement
+
+T = TypeVar("T")
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS keypair_records (
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    ) WITHOUT ROWID""",
+    # The version of the last deleted record per (user, client): a deleted version can
+    # never be published again (KP-8), so a replayed old record stays refused.
+    """CREATE TABLE IF NOT EXISTS keypair_tombstones (
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        last_version INTEGER NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    ) WITHOUT ROWID""",
+)
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used; the message is one line."""
+
+
+def canonical_json(obj: Any) -> str:
+    """The stored text form of a record: sorted keys, no spaces, ASCII only."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+class Store:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        try:
+            connection = sqlite3.connect(str(path), isolation_level=None, timeout=30,
+                                         check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {str(path)!r}: {exc}") from None
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"database {str(path)!r} cannot use WAL (journal mode {mode})")
+            connection.execute("PRAGMA synchronous=FULL")
+            for statement in SCHEMA:
+                connection.execute(statement)
+        except sqlite3.Error as exc:
+            connection.close()
+            raise StoreError(f"cannot use database {str(path)!r}: {exc}") from None
+        except StoreError:
+            connection.close()
+            raise
+        return cls(connection)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken before anything is read."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return query(self._db)
+
+    def journal_mode(self) -> str:
+        return str(self._read(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0]))
+
+    # --- keypair-publication -----------------------------------------------------------
+
+    def put_keypair(self, user_id: str, client_id: str, key_version: int, record: str) -> bool:
+        """Store a record; True if created, False if it replaced one.
+
+        Raises the spec's ReplayError (state unchanged) unless key_version is greater than
+        both the stored version and the last deleted one (KP-8).
+        """
+        with self._write() as db:
+            row = db.execute("SELECT key_version FROM keypair_records"
+                             " WHERE user_id = ? AND client_id = ?",
+                             (user_id, client_id)).fetchone()
+            tomb = db.execute("SELECT last_version FROM keypair_tombstones"
+                              " WHERE user_id = ? AND client_id = ?",
+                              (user_id, client_id)).fetchone()
+            floors = [int(r[0]) for r in (row, tomb) if r is not None]
+            check_replacement(max(floors) if floors else None, key_version)
+            db.execute("INSERT INTO keypair_records (user_id, client_id, key_version, record)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, client_id) DO UPDATE SET"
+                       " key_version = excluded.key_version, record = excluded.record",
+                       (user_id, client_id, key_version, record))
+            return row is None
+
+    def get_keypair(self, user_id: str, client_id: str) -> str | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT record FROM keypair_records WHERE user_id = ? AND client_id = ?",
+            (user_id, client_id)).fetchone())
+        return None if row is None else str(row[0])
+
+    def delete_keypair(self, user_id: str, client_id: str) -> bool:
+        """Delete a record, remembering its version; False if there was none."""
+        with self._write() as db:
+            row = db.execute("SELECT key_version FROM keypair_records"
+                             " WHERE user_id = ? AND client_id = ?",
+                             (user_id, client_id)).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM keypair_records WHERE user_id = ? AND client_id = ?",
+                       (user_id, client_id))
+            db.execute("INSERT INTO keypair_tombstones (user_id, client_id, last_version)"
+                       " VALUES (?, ?, ?) ON CONFLICT (user_id, client_id) DO UPDATE SET"
+                       " last_version = max(last_version, excluded.last_version)",
+                       (user_id, client_id, int(row[0])))
+            return True
+
+    def list_apps(self, user_id: str) -> list[tuple[str, int]]:
+        """(client_id, key_version) of every record of the user, sorted by client_id."""
+        rows = self._read(lambda db: db.execute(
+            "SELECT client_id, key_version FROM keypair_records WHERE user_id = ?"
+            " ORDER BY client_id", (user_id,)).fetchall())
+        return [(str(r[0]), int(r[1])) for r in rows]

@@ -1,0 +1,396 @@
+"""Cryptographic primitives: the one module every flow goes through.
+
+Thin, typed wrappers over `cryptography` (and PyNaCl for the fxakeys compatibility
+profile's SecretBox) that turn library exceptions into the specification's failure
+classes, so each rejection says *where* it happened. Sans-I/O: nothing here draws
+randomness or reads a clock; callers pass every key and nonce. Each function is pinned
+by external known-answer vectors in tests/test_primitives_kat.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import nacl.exceptions
+import nacl.secret
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from keyflows.spec.errors import AeadError, LengthError, ParamsError, PointError, SignatureError
+
+__all__ = [
+    "AES256_KEY_LEN",
+    "AES_BLOCK_LEN",
+    "ED25519_PUBLIC_KEY_LEN",
+    "ED25519_SEED_LEN",
+    "ED25519_SIG_LEN",
+    "GCM_NONCE_LEN",
+    "GCM_TAG_LEN",
+    "SHA256_LEN",
+    "X25519_KEY_LEN",
+    "X25519_LOW_ORDER_U",
+    "X25519_P",
+    "XSALSA20POLY1305_TAG_LEN",
+    "XSALSA20_KEY_LEN",
+    "XSALSA20_NONCE_LEN",
+    "aes256cbc_decrypt_nopad",
+    "aes256cbc_encrypt_nopad",
+    "aes256gcm_decrypt",
+    "aes256gcm_encrypt",
+    "argon2id",
+    "check_x25519_public_key",
+    "constant_time_equal",
+    "ed25519_public_key",
+    "ed25519_sign",
+    "ed25519_verify",
+    "hkdf_expand",
+    "hkdf_extract",
+    "hkdf_sha256",
+    "hmac_sha256",
+    "sha256",
+    "sha512",
+    "x25519",
+    "x25519_is_canonical",
+    "x25519_is_low_order",
+    "x25519_keypair_exchange",
+    "x25519_public_key",
+    "x25519_raw",
+    "xsalsa20poly1305_decrypt",
+    "xsalsa20poly1305_encrypt",
+]
+
+X25519_KEY_LEN = 32
+ED25519_SEED_LEN = 32
+ED25519_PUBLIC_KEY_LEN = 32
+ED25519_SIG_LEN = 64
+AES256_KEY_LEN = 32
+AES_BLOCK_LEN = 16
+GCM_NONCE_LEN = 12
+GCM_TAG_LEN = 16
+SHA256_LEN = 32
+XSALSA20_KEY_LEN = 32
+XSALSA20_NONCE_LEN = 24
+XSALSA20POLY1305_TAG_LEN = 16
+
+#: The field prime of Curve25519, 2^255 - 19.
+X25519_P = 2**255 - 19
+
+#: u-coordinates (reduced mod p) of the points of order 1, 2, 4 and 8 on Curve25519 and
+#: its twist: DH with any of them yields the all-zero secret for every clamped scalar.
+X25519_LOW_ORDER_U: frozenset[int] = frozenset({
+    0,
+    1,
+    X25519_P - 1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+})
+
+_HKDF_SHA256_MAX_LEN = 255 * SHA256_LEN
+_U_MASK = (1 << 255) - 1
+_A24 = 121665
+
+
+def _require_len(value: bytes, length: int, what: str, requirement: str | None = None) -> None:
+    if len(value) != length:
+        raise LengthError(f"{what} must be {length} bytes, got {len(value)}",
+                          requirement=requirement)
+
+
+# --- hashes and MACs -------------------------------------------------------------------
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 (FIPS 180-4)."""
+    return hashlib.sha256(data).digest()
+
+
+def sha512(data: bytes) -> bytes:
+    """SHA-512 (FIPS 180-4)."""
+    return hashlib.sha512(data).digest()
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA-256 (RFC 2104)."""
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare secrets (MACs, tokens) without leaking where they first differ."""
+    return hmac.compare_digest(a, b)
+
+
+# --- HKDF (RFC 5869) -------------------------------------------------------------------
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract with SHA-256; an empty salt means HashLen zero bytes (RFC 5869 2.2)."""
+    return hmac_sha256(salt if salt else bytes(SHA256_LEN), ikm)
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand with SHA-256; `length` must be 1..255*32 (RFC 5869 2.3)."""
+    if not 1 <= length <= _HKDF_SHA256_MAX_LEN:
+        raise ParamsError(f"HKDF-SHA256 output length must be 1..{_HKDF_SHA256_MAX_LEN}, "
+                          f"got {length}")
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 = Expand(Extract(salt, ikm), info, length)."""
+    return hkdf_expand(hkdf_extract(salt, ikm), info, length)
+
+
+# --- X25519 (RFC 7748) -----------------------------------------------------------------
+
+
+def x25519_is_canonical(public_key: bytes) -> bool:
+    """True iff the 32-byte encoding is the unique one: top bit clear and u < p.
+
+    RFC 7748 tells receivers to mask the top bit and accept u >= p, so one point has
+    several encodings; v1 accepts only the canonical one so every key has one byte form.
+    """
+    if len(public_key) != X25519_KEY_LEN:
+        return False
+    u = int.from_bytes(public_key, "little")
+    return u >> 255 == 0 and u < X25519_P
+
+
+def x25519_is_low_order(public_key: bytes) -> bool:
+    """True iff the point decodes (top bit masked, reduced mod p) to a low-order u.
+
+    DH with a low-order point gives a secret the peer can predict (all zero), so such
+    keys are rejected before use. A value of the wrong length is no u-coordinate at all
+    and answers False; check_x25519_public_key reports it as a LengthError.
+    """
+    if len(public_key) != X25519_KEY_LEN:
+        return False
+    u = (int.from_bytes(public_key, "little") & _U_MASK) % X25519_P
+    return u in X25519_LOW_ORDER_U
+
+
+def check_x25519_public_key(public_key: bytes, *, requirement: str | None = None) -> None:
+    """Reject a peer's X25519 public key that is mis-sized, non-canonical or low order."""
+    _require_len(public_key, X25519_KEY_LEN, "X25519 public key", requirement)
+    if not x25519_is_canonical(public_key):
+        raise PointError("X25519 public key is not canonically encoded",
+                         requirement=requirement)
+    if x25519_is_low_order(public_key):
+        raise PointError("X25519 public key is of low order", requirement=requirement)
+
+
+def x25519_public_key(private_key: bytes) -> bytes:
+    """X25519(k, 9): the public key of a 32-byte private key (clamped as RFC 7748 says)."""
+    _require_len(private_key, X25519_KEY_LEN, "X25519 private key")
+    key = X25519PrivateKey.from_private_bytes(private_key)
+    return key.public_key().public_bytes_raw()
+
+
+def x25519_raw(private_key: bytes, public_key: bytes) -> bytes:
+    """The bare RFC 7748 X25519 function: no checks, may return 32 zero bytes.
+
+    Pure Python (Montgomery ladder, RFC 7748 section 5) because `cryptography` refuses
+    all-zero results and so cannot reproduce the low-order vectors. Not constant time:
+    for known-answer and low-order tests only; protocol code calls x25519().
+    """
+    _require_len(private_key, X25519_KEY_LEN, "X25519 private key")
+    _require_len(public_key, X25519_KEY_LEN, "X25519 public key")
+    scalar = bytearray(private_key)
+    scalar[0] &= 248
+    scalar[31] &= 127
+    scalar[31] |= 64
+    k = int.from_bytes(scalar, "little")
+    p = X25519_P
+    x1 = int.from_bytes(public_key, "little") & _U_MASK
+    x2, z2, x3, z3 = 1, 0, x1, 1
+    swap = 0
+    for t in reversed(range(255)):
+        bit = (k >> t) & 1
+        if swap ^ bit:
+            x2, x3 = x3, x2
+            z2, z3 = z3, z2
+        swap = bit
+        a = (x2 + z2) % p
+        aa = a * a % p
+        b = (x2 - z2) % p
+        bb = b * b % p
+        e = (aa - bb) % p
+        c = (x3 + z3) % p
+        d = (x3 - z3) % p
+        da = d * a % p
+        cb = c * b % p
+        x3 = (da + cb) * (da + cb) % p
+        z3 = x1 * (da - cb) * (da - cb) % p
+        x2 = aa * bb % p
+        z2 = e * (aa + _A24 * e) % p
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, p - 2, p) % p).to_bytes(X25519_KEY_LEN, "little")
+
+
+def x25519(private_key: bytes, public_key: bytes, *, requirement: str | None = None) -> bytes:
+    """Checked X25519 DH: rejects non-canonical and low-order keys and a zero secret."""
+    _require_len(private_key, X25519_KEY_LEN, "X25519 private key", requirement)
+    check_x25519_public_key(public_key, requirement=requirement)
+    key = X25519PrivateKey.from_private_bytes(private_key)
+    try:
+        shared = key.exchange(X25519PublicKey.from_public_bytes(public_key))
+    except ValueError as exc:  # cryptography refuses an all-zero result
+        raise PointError("X25519 shared secret is all zero", requirement=requirement) from exc
+    if constant_time_equal(shared, bytes(X25519_KEY_LEN)):
+        raise PointError("X25519 shared secret is all zero", requirement=requirement)
+    return shared
+
+
+def x25519_keypair_exchange(private_key: bytes, peer_public_key: bytes, *,
+                            requirement: str | None = None) -> tuple[bytes, bytes]:
+    """(X25519(k, 9), checked X25519(k, peer)): an ephemeral key's public half and its DH.
+
+    Same checks and results as x25519_public_key and x25519 together, but one private-key
+    object serves both: the backend computes the public key when the object is made, so a
+    sender encrypting to many devices pays two scalar multiplications per recipient, not
+    three.
+    """
+    _require_len(private_key, X25519_KEY_LEN, "X25519 private key", requirement)
+    check_x25519_public_key(peer_public_key, requirement=requirement)
+    key = X25519PrivateKey.from_private_bytes(private_key)
+    try:
+        shared = key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
+    except ValueError as exc:  # cryptography refuses an all-zero result
+        raise PointError("X25519 shared secret is all zero", requirement=requirement) from exc
+    if constant_time_equal(shared, bytes(X25519_KEY_LEN)):
+        raise PointError("X25519 shared secret is all zero", requirement=requirement)
+    return key.public_key().public_bytes_raw(), shared
+
+
+# --- Ed25519 (RFC 8032) ----------------------------------------------------------------
+
+
+def ed25519_public_key(seed: bytes) -> bytes:
+    """The public key A of a 32-byte Ed25519 private key (seed)."""
+    _require_len(seed, ED25519_SEED_LEN, "Ed25519 seed")
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    """Pure Ed25519 signature (deterministic, 64 bytes)."""
+    _require_len(seed, ED25519_SEED_LEN, "Ed25519 seed")
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes, *,
+                   requirement: str | None = None) -> None:
+    """Verify a pure Ed25519 signature; raise SignatureError unless it is valid.
+
+    Mis-sized keys or signatures raise LengthError (they never reach the verifier);
+    a key that does not decode to a curve point is a SignatureError.
+    """
+    _require_len(public_key, ED25519_PUBLIC_KEY_LEN, "Ed25519 public key", requirement)
+    _require_len(signature, ED25519_SIG_LEN, "Ed25519 signature", requirement)
+    try:
+        key = Ed25519PublicKey.from_public_bytes(public_key)
+        key.verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError("Ed25519 signature does not verify",
+                             requirement=requirement) from exc
+
+
+# --- AES-256-GCM (NIST SP 800-38D) -----------------------------------------------------
+
+
+def aes256gcm_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM with a 96-bit nonce; returns ciphertext || 16-byte tag."""
+    _require_len(key, AES256_KEY_LEN, "AES-256 key")
+    _require_len(nonce, GCM_NONCE_LEN, "GCM nonce")
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aes256gcm_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, *,
+                      requirement: str | None = None) -> bytes:
+    """Open ciphertext || tag; AeadError if the tag does not authenticate."""
+    _require_len(key, AES256_KEY_LEN, "AES-256 key", requirement)
+    _require_len(nonce, GCM_NONCE_LEN, "GCM nonce", requirement)
+    if len(ciphertext) < GCM_TAG_LEN:
+        raise LengthError(f"AES-GCM ciphertext is shorter than its {GCM_TAG_LEN}-byte tag",
+                          requirement=requirement)
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except InvalidTag as exc:
+        raise AeadError("AES-GCM authentication failed", requirement=requirement) from exc
+
+
+# --- Argon2id (RFC 9106) ---------------------------------------------------------------
+
+
+def argon2id(password: bytes, salt: bytes, *, iterations: int, memory_kib: int, lanes: int,
+             length: int, secret: bytes = b"", ad: bytes = b"") -> bytes:
+    """Argon2id version 0x13; parameters outside RFC 9106 section 3.1 raise ParamsError."""
+    if len(salt) < 8:
+        raise ParamsError(f"Argon2id salt must be at least 8 bytes, got {len(salt)}")
+    if not 1 <= lanes <= 2**24 - 1:
+        raise ParamsError(f"Argon2id lanes must be 1..2^24-1, got {lanes}")
+    if not 8 * lanes <= memory_kib <= 2**32 - 1:
+        raise ParamsError(f"Argon2id memory must be 8*lanes..2^32-1 KiB, got {memory_kib}")
+    if not 1 <= iterations <= 2**32 - 1:
+        raise ParamsError(f"Argon2id iterations must be 1..2^32-1, got {iterations}")
+    if not 4 <= length <= 2**32 - 1:
+        raise ParamsError(f"Argon2id output length must be 4..2^32-1, got {length}")
+    try:
+        kdf = Argon2id(salt=salt, length=length, iterations=iterations, lanes=lanes,
+                       memory_cost=memory_kib, ad=ad or None, secret=secret or None)
+        return kdf.derive(password)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ParamsError(f"Argon2id rejected its parameters: {exc}") from exc
+
+
+# --- XSalsa20-Poly1305 (NaCl secretbox; fxakeys compatibility profile only) --------------
+
+
+def xsalsa20poly1305_encrypt(key: bytes, nonce24: bytes, plaintext: bytes) -> bytes:
+    """NaCl crypto_secretbox: returns the 16-byte Poly1305 tag || ciphertext (no nonce)."""
+    _require_len(key, XSALSA20_KEY_LEN, "SecretBox key")
+    _require_len(nonce24, XSALSA20_NONCE_LEN, "SecretBox nonce")
+    return bytes(nacl.secret.SecretBox(key).encrypt(plaintext, nonce24).ciphertext)
+
+
+def xsalsa20poly1305_decrypt(key: bytes, nonce24: bytes, box: bytes, *,
+                             requirement: str | None = None) -> bytes:
+    """Open a NaCl secretbox (tag || ciphertext); AeadError if it does not authenticate."""
+    _require_len(key, XSALSA20_KEY_LEN, "SecretBox key", requirement)
+    _require_len(nonce24, XSALSA20_NONCE_LEN, "SecretBox nonce", requirement)
+    if len(box) < XSALSA20POLY1305_TAG_LEN:
+        raise LengthError("SecretBox is shorter than its 16-byte tag", requirement=requirement)
+    try:
+        return bytes(nacl.secret.SecretBox(key).decrypt(box, nonce24))
+    except nacl.exceptions.CryptoError as exc:
+        raise AeadError("SecretBox authentication failed", requirement=requirement) from exc
+
+
+# --- AES-256-CBC without padding (mute compatibility profile only) ---------------------
+
+
+def _check_cbc(key: bytes, iv: bytes, data: bytes) -> None:
+    _require_len(key, AES256_KEY_LEN, "AES-256 key")
+    _require_len(iv, AES_BLOCK_LEN, "CBC IV")
+    if len(data) % AES_BLOCK_LEN:
+        raise LengthError(f"AES-CBC input must be a multiple of {AES_BLOCK_LEN} bytes, "
+                          f"got {len(data)}")
+
+
+def aes256cbc_encrypt_nopad(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+    """Raw AES-256-CBC over whole blocks (no padding, no integrity: compat only)."""
+    _check_cbc(key, iv, plaintext)
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return encryptor.update(plaintext) + encryptor.finalize()
+
+
+def aes256cbc_decrypt_nopad(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of aes256cbc_encrypt_nopad."""
+    _check_cbc(key, iv, ciphertext)
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    return decryptor.update(ciphertext) + decryptor.finalize()

@@ -1,0 +1,185 @@
+"""Test helpers that start real servers on loopback (a plain module, not a conftest).
+
+- `start_account_server()`: an in-memory account server (seed 004's "Server") answering
+  `POST /v1/validate` as the contract describes; it mints users and tokens on demand.
+- `start_reference_server(...)`: the reference key server (`create_app`) under uvicorn in a
+  background thread on 127.0.0.1 with an ephemeral port.
+
+Other test modules (the conformance runner's included) import these; keep the API stable.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from keyflows.reference.app import create_app
+from keyflows.reference.config import DEFAULT_MAX_BODY_BYTES, Settings
+
+ASGIApp = Callable[..., Any]
+
+FAILURE_MODES = (None, "status-500", "bad-json", "no-valid-member")
+
+
+@dataclass
+class _Token:
+    user_id: str
+    expired: bool = False
+
+
+@dataclass
+class AccountServer:
+    """An in-memory account server running in a thread.
+
+    `failure_mode` makes every answer go wrong (to test the key server's 503):
+    "status-500", "bad-json" or "no-valid-member"; None answers normally.
+    `validations` records every (user_id, access_token) asked, in order.
+    """
+
+    url: str
+    _httpd: ThreadingHTTPServer
+    _thread: threading.Thread
+    _tokens: dict[str, _Token] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    validations: list[tuple[str, str]] = field(default_factory=list)
+    failure_mode: str | None = None
+
+    def mint(self, user_id: str | None = None) -> tuple[str, str]:
+        """A fresh token for `user_id` (a new random user when None)."""
+        user = user_id if user_id is not None else "user-" + secrets.token_hex(8)
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = _Token(user)
+        return user, token
+
+    def expire(self, token: str) -> None:
+        """From now on the account server answers valid=false for this token."""
+        with self._lock:
+            self._tokens[token].expired = True
+
+    def is_valid(self, user_id: object, token: object) -> bool:
+        with self._lock:
+            entry = self._tokens.get(token) if isinstance(token, str) else None
+            return entry is not None and not entry.expired and entry.user_id == user_id
+
+    def record(self, user_id: object, token: object) -> None:
+        with self._lock:
+            self.validations.append((str(user_id), str(token)))
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=10)
+
+
+def _account_handler(server: list[AccountServer]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # silence test output
+            pass
+
+        def _answer(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            account = server[0]
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if self.path != "/v1/validate":
+                self._answer(404, b'{"error":"not found"}')
+                return
+            try:
+                request = json.loads(raw)
+                user_id, token = request["user_id"], request["access_token"]
+            except (ValueError, KeyError, TypeError):
+                self._answer(400, b'{"error":"bad request"}')
+                return
+            account.record(user_id, token)
+            mode = account.failure_mode
+            if mode == "status-500":
+                self._answer(500, b'{"error":"boom"}')
+            elif mode == "bad-json":
+                self._answer(200, b'{"valid": tru')
+            elif mode == "no-valid-member":
+                self._answer(200, b'{"ok": true}')
+            else:
+                answer = {"valid": account.is_valid(user_id, token)}
+                self._answer(200, json.dumps(answer).encode())
+
+    return Handler
+
+
+def start_account_server() -> AccountServer:
+    holder: list[AccountServer] = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _account_handler(holder))
+    httpd.daemon_threads = True
+    port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, name="account-server", daemon=True)
+    account = AccountServer(url=f"http://127.0.0.1:{port}", _httpd=httpd, _thread=thread)
+    holder.append(account)
+    thread.start()
+    return account
+
+
+@dataclass
+class RunningServer:
+    url: str
+    settings: Settings
+    _server: uvicorn.Server
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        if self._thread.is_alive():
+            raise RuntimeError("reference server did not stop")
+
+
+def start_reference_server(account_url: str, db_path: str | Path, *,
+                           app_wrapper: Callable[[ASGIApp], ASGIApp] | None = None,
+                           max_body_bytes: int | None = None) -> RunningServer:
+    """Run create_app under uvicorn in a thread; returns once it accepts connections."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = Settings(
+        host="127.0.0.1", port=port, db_path=Path(db_path), account_server=account_url,
+        max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
+    )
+    try:
+        app: ASGIApp = create_app(settings)
+        if app_wrapper is not None:
+            app = app_wrapper(app)
+    except BaseException:
+        sock.close()
+        raise
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name=f"reference-server-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError("reference server failed to start")
+        time.sleep(0.01)
+    return RunningServer(url=f"http://127.0.0.1:{port}", settings=settings, _server=server,
+                         _thread=thread)

@@ -1,0 +1,1056 @@
+"""Vectors of the keypair-publication flow: profile v1 and the fxakeys compatibility profile.
+
+Profile v1. Each base case (a user, an application, a key version, a KEK method) yields
+four positive cases, one per operation: `seal` (the producer, every intermediate),
+`validate-publication` (what a server checks), `validate-public-view` (what a discoverer
+checks) and `open` (the owner's recovery). Negatives are mutation families applied to
+every base case, each declaring the failure class and the step that must reject:
+
+  validate-publication  bit flips in the public keys and the signature; relabelled
+                        user, application or version; a foreign path; low-order and
+                        non-canonical X25519 keys (re-signed, so the point check is the one
+                        that rejects); swapped public keys; truncated and extended fields;
+                        non-canonical base64url; unknown, missing and ill-typed members;
+                        Argon2id costs out of range
+  open                  bit flips in the nonce and the ciphertext; a wrong kB, password or
+                        salt; another expected user, application or version; a record
+                        re-signed for another context over the same ciphertext (the AAD
+                        rejects it); a ciphertext of other private keys (KP-11)
+  validate-public-view  private members present; a flipped signature; a foreign user
+  check-replacement     equal and older key versions (replay)
+
+Profile fxakeys: encPrivKey = hex(nonce || SecretBox(kBr, nonce, hex(x25519_private)))
+(KP-13), with tampered, truncated and badly encoded negatives.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from keyflows.spec import key_derivation as kd
+from keyflows.spec import keypair_publication as kp
+from keyflows.spec import primitives
+from keyflows.spec.drbg import Drbg
+from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.vectors.framework import (
+    Case,
+    Failure,
+    Flag,
+    Outcome,
+    VectorFile,
+    compare,
+    expect_rejection,
+    hx,
+)
+from keyflows.vectors.key_derivation import stretch
+
+FLOW = "keypair-publication"
+
+OP_SEAL = "seal"
+OP_VALIDATE = "validate-publication"
+OP_PUBLIC_VIEW = "validate-public-view"
+OP_OPEN = "open"
+OP_REPLACEMENT = "check-replacement"
+OP_FXA_SEAL = "fxakeys-enc-priv-key"
+OP_FXA_OPEN = "fxakeys-open-enc-priv-key"
+
+APP = kp.METHOD_APPLICATION_KEY
+PASSWORD = kp.METHOD_PASSWORD
+
+OTHER_USER = "mallory"
+OTHER_CLIENT = "other.example"
+
+# Steps of the keypair-publication chapter where a rejection happens.
+STEP_CHECKS = "5"  # every party: decoding, lengths, params, points, binding signature
+STEP_SERVER = "6"  # the record is for the addressed user and application; versions increase
+STEP_RECOVERY = "9"  # the owner decrypts and checks the private keys
+
+NOTES_V1: dict[str, Flag] = {
+    "ApplicationKey": Flag("The private keys are encrypted under kBr (method application-key).",
+                           "Derive the KEK with KD-3."),
+    "PasswordKey": Flag("The private keys are encrypted under a password key (method password).",
+                        "Derive the KEK with KD-6 from the salt and costs the record carries."),
+    "Valid": Flag("A well-formed record for the expected user, application and version.",
+                  "Accept; recompute every intermediate and output."),
+    "BitFlip": Flag("One bit of one field is flipped; the encoding stays canonical.",
+                    "Reject at the check protecting that field: the signature for public keys "
+                    "and the signature, the AEAD for the nonce and ciphertext."),
+    "Relabelled": Flag("user_id, client_id or key_version of the record is changed and the "
+                       "verifier expects the changed value.",
+                       "Reject: the binding signature covers them (failure class signature)."),
+    "ForeignContext": Flag("The record is intact but the verifier expects another user, "
+                           "application or version.",
+                           "Reject before any cryptography (failure class binding)."),
+    "LowOrderPoint": Flag("The X25519 public key is a point of low order (DH with it gives a "
+                          "predictable secret). The signature is re-made over it.",
+                          "Reject at the point check, not at the signature (failure class "
+                          "point)."),
+    "NonCanonicalPoint": Flag("The X25519 public key has its top bit set or u >= 2^255 - 19. "
+                              "The signature is re-made over it.",
+                              "Reject at the point check (failure class point)."),
+    "SwappedFields": Flag("The X25519 and Ed25519 public keys trade places.",
+                          "Reject: at the point check if the Ed25519 key's top bit is set, "
+                          "else at the signature."),
+    "Truncated": Flag("A base64url field decodes to one byte fewer than required.",
+                      "Reject (failure class length)."),
+    "TrailingBytes": Flag("A base64url field decodes to one byte more than required.",
+                          "Reject (failure class length)."),
+    "NonCanonicalBase64": Flag("A base64url field is padded, uses the standard alphabet "
+                               "('+', '/') or has non-zero unused trailing bits.",
+                               "Reject (failure class decode): every value has exactly one "
+                               "accepted text form (API-1)."),
+    "UnknownMember": Flag("An object carries a member the wire format does not define.",
+                          "Reject (failure class decode)."),
+    "MissingMember": Flag("A required member is absent.", "Reject (failure class decode)."),
+    "BadValue": Flag("A member has the wrong JSON type, an out-of-range key_version, an "
+                     "identifier outside the syntax or an unknown algorithm name.",
+                     "Reject (failure class decode)."),
+    "ParamsOutOfRange": Flag("Argon2id costs in the record are outside the accepted range.",
+                             "Reject before running Argon2id (failure class params)."),
+    "WrongKey": Flag("The owner's kB, password or the record's salt differs from the one the "
+                     "record was sealed with.",
+                     "Reject at the AEAD (failure class aead)."),
+    "Rebound": Flag("The record is re-signed for another user, application or version over "
+                    "the SAME ciphertext (as someone holding the signing key could).",
+                    "Reject at the AEAD: the AAD binds the ciphertext to its context."),
+    "MismatchedPrivateKeys": Flag("The ciphertext authenticates but holds private keys that do "
+                                  "not produce the published public keys.",
+                                  "Reject after decryption (failure class binding, KP-11)."),
+    "PrivateMember": Flag("A public view carries encrypted_private_keys.",
+                          "Reject (failure class decode): public views never carry private "
+                          "material."),
+    "Replay": Flag("A key_version that is not greater than the stored one (or the last "
+                   "deleted one).", "Reject (failure class replay, KP-8)."),
+}
+
+NOTES_FXAKEYS: dict[str, Flag] = {
+    "Compat": Flag("The fxakeys original encPrivKey, byte-exact: hex(nonce || SecretBox(kBr, "
+                   "nonce, hex(x25519_private))) (KP-13).",
+                   "An implementation of the fxakeys profile produces and opens exactly this."),
+    "BitFlip": Flag("One bit of the nonce or the box is flipped.",
+                    "Reject at the SecretBox (failure class aead)."),
+    "WrongKey": Flag("The box is opened with another kBr.",
+                     "Reject at the SecretBox (failure class aead)."),
+    "Truncated": Flag("encPrivKey is one byte short.", "Reject (failure class length)."),
+    "TrailingBytes": Flag("encPrivKey is one byte long.", "Reject (failure class length)."),
+    "NonCanonicalHex": Flag("encPrivKey is not lowercase hex: uppercase, odd length, a non-hex "
+                            "character or embedded whitespace.",
+                            "Reject (failure class decode)."),
+    "BadPlaintext": Flag("The box authenticates but its plaintext is not 64 lowercase hex "
+                         "characters.",
+                         "Reject (failure class decode)."),
+}
+
+
+# --- base cases -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    user_id: str
+    client_id: str
+    key_version: int
+    method: str
+    comment: str
+    password: str | None = None
+
+
+BASES = (
+    Base("app-key-0", "alice", "notes.example", 1, APP,
+         "a first publication under the application key"),
+    Base("app-key-1", "Az09._~-" * 8, "5901bd09376fe0e9", kp.MAX_KEY_VERSION, APP,
+         "a 64-character user_id using every allowed symbol, a hex-style client_id and the "
+         "largest key_version"),
+    Base("password-0", "carol", "files.example", 7, PASSWORD,
+         "the private keys encrypted under a password key at the producer minimum cost",
+         password="correct horse battery staple"),
+)
+
+
+@dataclass(frozen=True)
+class Material:
+    """Everything a base case makes, each random byte from Drbg('keypair-publication/v1/<name>')."""
+
+    base: Base
+    private: kp.PrivateKeys
+    kb: bytes | None
+    kek_spec: kp.KekSpec
+    kek_info: bytes
+    stretched: bytes | None
+    kek: bytes
+    nonce: bytes
+    sealed: kp.Sealed
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return copy.deepcopy(self.sealed.record)
+
+    @property
+    def secret(self) -> dict[str, Any]:
+        if self.base.method == APP:
+            return {"method": APP, "kb": self.kb}
+        return {"method": PASSWORD, "password": self.base.password}
+
+    def drbg(self, purpose: str) -> Drbg:
+        return Drbg(f"{FLOW}/v1/{self.base.name}/{purpose}")
+
+
+@cache
+def material(base: Base) -> Material:
+    drbg = Drbg(f"{FLOW}/v1/{base.name}")
+    private = kp.generate_private_keys(drbg)  # x25519_private, then ed25519_seed
+    kb: bytes | None = None
+    stretched: bytes | None = None
+    if base.method == APP:
+        kb = drbg(kd.KB_LEN)
+        kek_spec = kp.KekSpec(method=APP)
+        kek_info = kd.application_key_info(base.client_id)
+        kek = kd.application_key(kb, base.client_id)
+    else:
+        assert base.password is not None
+        salt = drbg(kd.SALT_LEN)
+        kek_spec = kp.KekSpec(method=PASSWORD, salt=salt, params=kd.PRODUCER_MINIMUM)
+        kek_info = kd.password_key_info(base.user_id, base.client_id)
+        stretched = stretch(base.password, salt, kd.PRODUCER_MINIMUM)
+        kek = kd.password_key_from_stretched(stretched, base.user_id, base.client_id)
+    nonce = drbg(primitives.GCM_NONCE_LEN)
+    sealed = kp.seal_record(user_id=base.user_id, client_id=base.client_id,
+                            key_version=base.key_version, private=private, kek=kek,
+                            kek_spec=kek_spec, nonce=nonce)
+    return Material(base=base, private=private, kb=kb, kek_spec=kek_spec, kek_info=kek_info,
+                    stretched=stretched, kek=kek, nonce=nonce, sealed=sealed)
+
+
+def _method_flag(m: Material) -> str:
+    return "ApplicationKey" if m.base.method == APP else "PasswordKey"
+
+
+# --- record surgery -----------------------------------------------------------------------------
+
+Path = tuple[str, ...]
+
+FIELD_PATHS: dict[str, Path] = {
+    "x25519": ("public_keys", "x25519"),
+    "ed25519": ("public_keys", "ed25519"),
+    "signature": ("binding_signature",),
+    "nonce": ("encrypted_private_keys", "nonce"),
+    "ciphertext": ("encrypted_private_keys", "ciphertext"),
+    "salt": ("encrypted_private_keys", "kek", "salt"),
+}
+# The requirement each field's length and encoding rule comes from (besides API-1).
+FIELD_REQUIREMENTS: dict[str, str] = {
+    "x25519": "KP-5", "ed25519": "KP-4", "signature": "KP-4", "nonce": "KP-3",
+    "ciphertext": "KP-3", "salt": "KD-4",
+}
+
+
+def _fields(m: Material) -> list[str]:
+    names = ["x25519", "ed25519", "signature", "nonce", "ciphertext"]
+    return [*names, "salt"] if m.base.method == PASSWORD else names
+
+
+def _parent(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    node = record
+    for key in path[:-1]:
+        node = node[key]
+    return node
+
+
+def _get(record: dict[str, Any], path: Path) -> Any:
+    return _parent(record, path)[path[-1]]
+
+
+def _set(record: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
+    """A copy of the record with one member replaced (or added)."""
+    out = copy.deepcopy(record)
+    _parent(out, path)[path[-1]] = value
+    return out
+
+
+def _delete(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    out = copy.deepcopy(record)
+    del _parent(out, path)[path[-1]]
+    return out
+
+
+def _flip(data: bytes, index: int, bit: int = 0) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 1 << bit
+    return bytes(out)
+
+
+def _flip_field(record: dict[str, Any], path: Path, index: int, bit: int = 0) -> dict[str, Any]:
+    data = b64url_decode(_get(record, path))
+    return _set(record, path, b64url_encode(_flip(data, index, bit)))
+
+
+def _resign(record: dict[str, Any], seed: bytes) -> dict[str, Any]:
+    """Re-make the binding signature over the record's (possibly mutated) context, so
+    the check that rejects is the one the mutation targets, not the signature."""
+    keys = kp.PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
+                         ed25519=b64url_decode(record["public_keys"]["ed25519"]))
+    message = kp.binding_message(record["user_id"], record["client_id"], record["key_version"],
+                                 keys)
+    return _set(record, ("binding_signature",),
+                b64url_encode(primitives.ed25519_sign(seed, message)))
+
+
+def _other_version(version: int) -> int:
+    return version + 1 if version < kp.MAX_KEY_VERSION else version - 1
+
+
+# --- case builders --------------------------------------------------------------------------------
+
+def _validate_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
+                   requirements: tuple[str, ...], failure: Failure, record: Any, *,
+                   user_id: str | None = None, client_id: str | None = None) -> Case:
+    return Case(
+        id=f"kp-v1-{m.base.name}/validate/{slug}", comment=comment,
+        flags=(_method_flag(m), *flags), requirements=requirements, operation=OP_VALIDATE,
+        inputs={"record": record, "user_id": user_id or m.base.user_id,
+                "client_id": client_id or m.base.client_id},
+        failure=failure)
+
+
+def kek_for(record: Mapping[str, Any], secret: Mapping[str, Any], user_id: str,
+            client_id: str) -> bytes:
+    """Step 2 as the owner runs it: the KEK from the owner's secret, the record's kek
+    member, and the user and application the owner expects."""
+    spec = kp.parse_kek(record["encrypted_private_keys"]["kek"])
+    if spec.method != secret["method"]:
+        raise ValueError("the secret does not match the record's KEK method")
+    if spec.method == APP:
+        kb = secret["kb"]
+        return kd.application_key(kb if isinstance(kb, bytes) else hx(kb, "kb"), client_id)
+    assert spec.params is not None
+    stretched = stretch(secret["password"], spec.salt, spec.params)
+    return kd.password_key_from_stretched(stretched, user_id, client_id)
+
+
+def _open_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
+               requirements: tuple[str, ...], failure: Failure | None, record: dict[str, Any],
+               *, user_id: str | None = None, client_id: str | None = None,
+               key_version: int | None = None, secret: dict[str, Any] | None = None) -> Case:
+    user_id = user_id or m.base.user_id
+    client_id = client_id or m.base.client_id
+    secret = secret or m.secret
+    outputs: dict[str, Any] = {}
+    if failure is None:
+        outputs = {"x25519_private": m.private.x25519, "ed25519_seed": m.private.ed25519_seed}
+    return Case(
+        id=f"kp-v1-{m.base.name}/open" + (f"/{slug}" if slug else ""), comment=comment,
+        flags=(_method_flag(m), *flags), requirements=requirements, operation=OP_OPEN,
+        inputs={"record": record, "user_id": user_id, "client_id": client_id,
+                "key_version": key_version if key_version is not None else m.base.key_version,
+                "secret": secret},
+        intermediates={"kek": kek_for(record, secret, user_id, client_id)},
+        outputs=outputs, failure=failure)
+
+
+def _public_view_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
+                      requirements: tuple[str, ...], failure: Failure | None,
+                      view: dict[str, Any], *, user_id: str | None = None) -> Case:
+    intermediates: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    if failure is None:
+        intermediates, outputs = _validated(m)
+    return Case(
+        id=f"kp-v1-{m.base.name}/public-view" + (f"/{slug}" if slug else ""), comment=comment,
+        flags=(_method_flag(m), *flags), requirements=requirements, operation=OP_PUBLIC_VIEW,
+        inputs={"public_view": view, "user_id": user_id or m.base.user_id,
+                "client_id": m.base.client_id},
+        intermediates=intermediates, outputs=outputs, failure=failure)
+
+
+def _validated(m: Material) -> tuple[dict[str, Any], dict[str, Any]]:
+    return ({"signed_message": m.sealed.signed_message},
+            {"key_version": m.base.key_version, "x25519_public": m.sealed.public.x25519,
+             "ed25519_public": m.sealed.public.ed25519})
+
+
+# --- positives ------------------------------------------------------------------------------------
+
+def _positives(m: Material) -> list[Case]:
+    base, sealed = m.base, m.sealed
+    kek_input: dict[str, Any]
+    if base.method == APP:
+        kek_input = {"method": APP, "kb": m.kb}
+    else:
+        assert m.kek_spec.params is not None
+        kek_input = {"method": PASSWORD, "password": base.password, "salt": m.kek_spec.salt,
+                     "t": m.kek_spec.params.t, "m": m.kek_spec.params.m,
+                     "p": m.kek_spec.params.p}
+    seal = Case(
+        id=f"kp-v1-{base.name}/seal", comment=f"seal: {base.comment}",
+        flags=(_method_flag(m), "Valid"),
+        requirements=("KP-1", "KP-2", "KP-3", "KP-4", "KD-3" if base.method == APP else "KD-6"),
+        operation=OP_SEAL,
+        inputs={"user_id": base.user_id, "client_id": base.client_id,
+                "key_version": base.key_version, "x25519_private": m.private.x25519,
+                "ed25519_seed": m.private.ed25519_seed, "kek": kek_input, "nonce": m.nonce},
+        intermediates={"kek_info": m.kek_info, "stretched": m.stretched, "kek": m.kek,
+                       "x25519_public": sealed.public.x25519,
+                       "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
+                       "aad": sealed.aad, "ciphertext": sealed.ciphertext,
+                       "signed_message": sealed.signed_message, "signature": sealed.signature},
+        outputs={"record": m.record, "public_view": kp.public_view(m.record)})
+    intermediates, outputs = _validated(m)
+    validate = Case(
+        id=f"kp-v1-{base.name}/validate", comment=f"a server accepts the record of {base.name}",
+        flags=(_method_flag(m), "Valid"), requirements=("KP-5", "KP-6", "KP-7"),
+        operation=OP_VALIDATE,
+        inputs={"record": m.record, "user_id": base.user_id, "client_id": base.client_id},
+        intermediates=intermediates, outputs=outputs)
+    view = _public_view_case(m, "", f"a discoverer accepts the public view of {base.name}",
+                             ("Valid",), ("KP-5", "KP-6", "KP-10"), None,
+                             kp.public_view(m.record))
+    opened = _open_case(m, "", f"the owner recovers the private keys of {base.name}",
+                        ("Valid",), ("KP-2", "KP-3", "KP-6", "KP-11"), None, m.record)
+    return [seal, validate, view, opened]
+
+
+# --- validate-publication families ---------------------------------------------------------------
+
+SIG_REJECT = Failure("signature", STEP_CHECKS)
+
+
+def _bitflips(m: Material) -> list[Case]:
+    rec = m.record
+    specs: list[tuple[str, str, str, int, int, tuple[str, ...], Failure]] = [
+        ("x25519-first", "x25519", "bit 0 of the first byte of the X25519 public key", 0, 0,
+         ("KP-6", "KP-4"), SIG_REJECT),
+        ("x25519-top-bit", "x25519", "the top bit (bit 255) of the X25519 public key: the "
+         "encoding becomes non-canonical, so the point check rejects before the signature",
+         31, 7, ("KP-5",), Failure("point", STEP_CHECKS)),
+        ("ed25519-first", "ed25519", "bit 0 of the first byte of the Ed25519 public key", 0, 0,
+         ("KP-6", "KP-4"), SIG_REJECT),
+        ("ed25519-last", "ed25519", "bit 0 of the last byte of the Ed25519 public key", 31, 0,
+         ("KP-6", "KP-4"), SIG_REJECT),
+        ("signature-first", "signature", "bit 0 of the first byte of the signature (R)", 0, 0,
+         ("KP-6", "KP-4"), SIG_REJECT),
+        ("signature-last", "signature", "bit 0 of the last byte of the signature (S)", 63, 0,
+         ("KP-6", "KP-4"), SIG_REJECT),
+    ]
+    cases = []
+    for slug, name, what, index, bit, reqs, failure in specs:
+        flags = ("BitFlip", "NonCanonicalPoint") if failure.failure_class == "point" else (
+            "BitFlip",)
+        cases.append(_validate_case(m, f"bitflip-{slug}", f"flips {what}", flags, reqs,
+                                    failure, _flip_field(rec, FIELD_PATHS[name], index, bit)))
+    return cases
+
+
+def _relabelled(m: Material) -> list[Case]:
+    rec, base = m.record, m.base
+    other_version = _other_version(base.key_version)
+    return [
+        _validate_case(m, "relabel-user", f"record user_id changed to {OTHER_USER!r}; the "
+                       "server is addressed at that user", ("Relabelled",), ("KP-6", "KP-4"),
+                       SIG_REJECT, _set(rec, ("user_id",), OTHER_USER), user_id=OTHER_USER),
+        _validate_case(m, "relabel-client", f"record client_id changed to {OTHER_CLIENT!r}; "
+                       "the server is addressed at that application", ("Relabelled",),
+                       ("KP-6", "KP-4"), SIG_REJECT,
+                       _set(rec, ("client_id",), OTHER_CLIENT), client_id=OTHER_CLIENT),
+        _validate_case(m, "relabel-version", f"record key_version changed to {other_version}",
+                       ("Relabelled",), ("KP-6", "KP-4"), SIG_REJECT,
+                       _set(rec, ("key_version",), other_version)),
+    ]
+
+
+def _foreign_path(m: Material) -> list[Case]:
+    rec = m.record
+    binding = Failure("binding", STEP_SERVER)
+    return [
+        _validate_case(m, "foreign-user", f"an intact record PUT under the path of user "
+                       f"{OTHER_USER!r}", ("ForeignContext",), ("KP-7",), binding, rec,
+                       user_id=OTHER_USER),
+        _validate_case(m, "foreign-client", f"an intact record PUT under the path of "
+                       f"application {OTHER_CLIENT!r}", ("ForeignContext",), ("KP-7",), binding,
+                       rec, client_id=OTHER_CLIENT),
+    ]
+
+
+X25519_P = primitives.X25519_P
+ORDER_8_A = 325606250916557431795983626356110631294008115727848805560023387167927233504
+ORDER_8_B = 39382357235489614581723060781553021112529911719440698176882885853963445705823
+
+
+def _u(value: int) -> bytes:
+    return value.to_bytes(32, "little")
+
+
+def _bad_points(m: Material) -> list[tuple[str, bytes, str, tuple[str, ...]]]:
+    real = m.sealed.public.x25519
+    top_bit = real[:31] + bytes([real[31] | 0x80])
+    low, noncanon = ("LowOrderPoint",), ("NonCanonicalPoint",)
+    return [
+        ("low-order-zero", _u(0), "u = 0, a point of order 2", low),
+        ("low-order-one", _u(1), "u = 1, a point of order 4", low),
+        ("low-order-order8-a", _u(ORDER_8_A), "a point of order 8", low),
+        ("low-order-order8-b", _u(ORDER_8_B), "the other point of order 8", low),
+        ("low-order-p-minus-1", _u(X25519_P - 1), "u = p - 1, a point of order 4 on the twist",
+         low),
+        ("non-canonical-p", _u(X25519_P), "u = p, a non-canonical encoding of u = 0",
+         (*noncanon, *low)),
+        ("non-canonical-p-plus-1", _u(X25519_P + 1), "u = p + 1, a non-canonical encoding of "
+         "u = 1", (*noncanon, *low)),
+        ("non-canonical-p-plus-9", _u(X25519_P + 9), "u = p + 9, a non-canonical encoding of "
+         "the base point (not of low order)", noncanon),
+        ("top-bit-set", top_bit, "the published key with its top bit set: the same point "
+         "under RFC 7748 masking, but a second encoding", noncanon),
+    ]
+
+
+def _points(m: Material) -> list[Case]:
+    cases = []
+    for slug, point, what, flags in _bad_points(m):
+        record = _resign(_set(m.record, FIELD_PATHS["x25519"], b64url_encode(point)),
+                         m.private.ed25519_seed)
+        cases.append(_validate_case(m, f"x25519-{slug}", f"X25519 public key is {what}; the "
+                                    "binding signature is valid over it", flags, ("KP-5",),
+                                    Failure("point", STEP_CHECKS), record))
+    return cases
+
+
+def _swapped(m: Material) -> list[Case]:
+    rec = m.record
+    keys = rec["public_keys"]
+    swapped = _set(rec, ("public_keys",), {"x25519": keys["ed25519"], "ed25519": keys["x25519"]})
+    reqs: tuple[str, ...]
+    if m.sealed.public.ed25519[31] & 0x80:
+        failure, reqs = Failure("point", STEP_CHECKS), ("KP-5",)
+        why = "the Ed25519 key has its top bit set, so as an X25519 key it is non-canonical"
+    else:
+        failure, reqs = SIG_REJECT, ("KP-6", "KP-5")
+        why = ("the Ed25519 key's top bit is clear, so it passes as an X25519 key and the "
+               "signature rejects")
+    return [_validate_case(m, "swap-public-keys", f"the two public keys swapped; {why}",
+                           ("SwappedFields",), reqs, failure, swapped)]
+
+
+def _lengths(m: Material) -> list[Case]:
+    rec = m.record
+    extra = m.drbg("extra-byte")(1)
+    cases = []
+    for name in _fields(m):
+        path = FIELD_PATHS[name]
+        data = b64url_decode(_get(rec, path))
+        reqs = (FIELD_REQUIREMENTS[name], "API-1")
+        cases.append(_validate_case(m, f"truncated-{name}", f"{name} is one byte short "
+                                    f"({len(data) - 1} bytes)", ("Truncated",), reqs,
+                                    Failure("length", STEP_CHECKS),
+                                    _set(rec, path, b64url_encode(data[:-1]))))
+        cases.append(_validate_case(m, f"extended-{name}", f"{name} has one trailing byte "
+                                    f"({len(data) + 1} bytes)", ("TrailingBytes",), reqs,
+                                    Failure("length", STEP_CHECKS),
+                                    _set(rec, path, b64url_encode(data + extra))))
+    return cases
+
+
+_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _encodings(m: Material) -> list[Case]:
+    rec = m.record
+    decode = Failure("decode", STEP_CHECKS)
+    cases = []
+    padded = [n for n in _fields(m) if len(b64url_decode(_get(rec, FIELD_PATHS[n]))) % 3]
+    for name in padded:
+        path = FIELD_PATHS[name]
+        text = _get(rec, path)
+        cases.append(_validate_case(m, f"b64-padded-{name}", f"{name} carries '=' padding",
+                                    ("NonCanonicalBase64",), (FIELD_REQUIREMENTS[name], "API-1"),
+                                    decode, _set(rec, path, text + "=" * (-len(text) % 4))))
+    for name in ("signature", "ciphertext", "x25519", "ed25519", "nonce"):
+        path = FIELD_PATHS[name]
+        data = b64url_decode(_get(rec, path))
+        standard = base64.b64encode(data).decode("ascii").rstrip("=")
+        if standard != _get(rec, path):  # the first field whose two alphabets differ
+            cases.append(_validate_case(m, f"b64-standard-alphabet-{name}", f"{name} in the "
+                                        "standard base64 alphabet ('+' and '/')",
+                                        ("NonCanonicalBase64",),
+                                        (FIELD_REQUIREMENTS[name], "API-1"), decode,
+                                        _set(rec, path, standard)))
+            break
+    for name in padded:
+        path = FIELD_PATHS[name]
+        text = _get(rec, path)
+        last = _B64_ALPHABET[_B64_ALPHABET.index(text[-1]) | 1]
+        cases.append(_validate_case(m, f"b64-trailing-bits-{name}", f"{name} has a non-zero "
+                                    "unused trailing bit (decodes to the same bytes)",
+                                    ("NonCanonicalBase64",), (FIELD_REQUIREMENTS[name], "API-1"),
+                                    decode, _set(rec, path, text[:-1] + last)))
+    return cases
+
+
+def _structure(m: Material) -> list[Case]:
+    rec = m.record
+    decode = Failure("decode", STEP_CHECKS)
+    reqs = ("API-6",)
+    unknown: list[tuple[str, Path, Any]] = [
+        ("record", ("comment",), "hello"),
+        ("public-keys", ("public_keys", "x448"), rec["public_keys"]["x25519"]),
+        ("encrypted-private-keys", ("encrypted_private_keys", "tag"), ""),
+        ("kek", ("encrypted_private_keys", "kek", "info"), ""),
+    ]
+    missing: list[Path] = [(name,) for name in kp.RECORD_MEMBERS] + [
+        ("public_keys", "ed25519"), ("encrypted_private_keys", "ciphertext"),
+        ("encrypted_private_keys", "kek"), ("encrypted_private_keys", "kek", "method")]
+    if m.base.method == PASSWORD:
+        missing.append(("encrypted_private_keys", "kek", "salt"))
+    cases = [_validate_case(m, f"unknown-member-{where}", f"an unknown member "
+                            f"{'.'.join(path)!r}", ("UnknownMember",), reqs, decode,
+                            _set(rec, path, value)) for where, path, value in unknown]
+    cases += [_validate_case(m, f"missing-{'-'.join(path).replace('_', '-')}",
+                             f"member {'.'.join(path)!r} is absent", ("MissingMember",), reqs,
+                             decode, _delete(rec, path)) for path in missing]
+    return cases
+
+
+def _bad_values(m: Material) -> list[Case]:
+    rec = m.record
+    decode = Failure("decode", STEP_CHECKS)
+    specs: list[tuple[str, str, Path, Any, tuple[str, ...]]] = [
+        ("key-version-zero", "key_version is 0", ("key_version",), 0, ("KP-8",)),
+        ("key-version-too-large", "key_version is 2^32", ("key_version",), 2**32, ("KP-8",)),
+        ("key-version-string", "key_version is the string \"1\"", ("key_version",), "1",
+         ("KP-8",)),
+        ("key-version-boolean", "key_version is true (a boolean is not an integer)",
+         ("key_version",), True, ("KP-8",)),
+        ("user-id-syntax", "record user_id is an e-mail address", ("user_id",),
+         "carol@example.com", ("KD-2",)),
+        ("user-id-number", "record user_id is a number", ("user_id",), 42, ("API-6",)),
+        ("public-keys-array", "public_keys is an array", ("public_keys",),
+         [rec["public_keys"]["x25519"], rec["public_keys"]["ed25519"]], ("API-6",)),
+        ("signature-null", "binding_signature is null", ("binding_signature",), None,
+         ("API-6",)),
+        ("aead-unknown", "aead is A128GCM", ("encrypted_private_keys", "aead"), "A128GCM",
+         ("KP-3",)),
+        ("kek-method-unknown", "kek.method is \"none\"",
+         ("encrypted_private_keys", "kek", "method"), "none", ("KP-2",)),
+    ]
+    if m.base.method == PASSWORD:
+        specs.append(("kek-kdf-unknown", "kek.kdf is scrypt",
+                      ("encrypted_private_keys", "kek", "kdf"), "scrypt", ("KP-2",)))
+    return [_validate_case(m, slug, what, ("BadValue",), reqs, decode, _set(rec, path, value))
+            for slug, what, path, value, reqs in specs]
+
+
+def _params(m: Material) -> list[Case]:
+    if m.base.method != PASSWORD:
+        return []
+    rec = m.record
+    kek = ("encrypted_private_keys", "kek")
+    specs: list[tuple[str, str, dict[str, Any]]] = [
+        ("t-zero", "t = 0", {"t": 0}),
+        ("t-too-large", "t = 17", {"t": 17}),
+        ("t-string", "t is the string \"2\"", {"t": "2"}),
+        ("p-zero", "p = 0", {"p": 0}),
+        ("p-too-large", "p = 17", {"p": 17}),
+        ("m-below-8p", "m = 15 KiB with p = 2", {"m": 15, "p": 2}),
+        ("m-too-large", "m = 4194305 KiB", {"m": 4194305}),
+    ]
+    cases = []
+    for slug, what, change in specs:
+        record = _set(rec, kek, {**_get(rec, kek), **change})
+        cases.append(_validate_case(m, f"params-{slug}", f"Argon2id {what} in the record",
+                                    ("ParamsOutOfRange",), ("KD-5",),
+                                    Failure("params", STEP_CHECKS), record))
+    return cases
+
+
+# --- open families --------------------------------------------------------------------------------
+
+AEAD_REJECT = Failure("aead", STEP_RECOVERY)
+
+
+def _open_negatives(m: Material) -> list[Case]:
+    rec, base = m.record, m.base
+    nonce, ct = FIELD_PATHS["nonce"], FIELD_PATHS["ciphertext"]
+    seed = m.private.ed25519_seed
+    other_version = _other_version(base.key_version)
+    cases = [
+        _open_case(m, "bitflip-nonce-first", "flips bit 0 of the first nonce byte",
+                   ("BitFlip",), ("KP-3",), AEAD_REJECT, _flip_field(rec, nonce, 0)),
+        _open_case(m, "bitflip-ciphertext-first", "flips bit 0 of the first ciphertext byte",
+                   ("BitFlip",), ("KP-3",), AEAD_REJECT, _flip_field(rec, ct, 0)),
+        _open_case(m, "bitflip-ciphertext-last", "flips bit 0 of the last byte (the GCM tag)",
+                   ("BitFlip",), ("KP-3",), AEAD_REJECT,
+                   _flip_field(rec, ct, kp.CIPHERTEXT_LEN - 1)),
+    ]
+    if base.method == APP:
+        cases.append(_open_case(m, "wrong-kb", "the owner derives the KEK from another kB",
+                                ("WrongKey",), ("KP-2", "KP-3"), AEAD_REJECT, rec,
+                                secret={"method": APP, "kb": m.drbg("wrong-kb")(kd.KB_LEN)}))
+    else:
+        cases.append(_open_case(m, "wrong-password", "the owner types another password",
+                                ("WrongKey",), ("KP-2", "KP-3"), AEAD_REJECT, rec,
+                                secret={"method": PASSWORD,
+                                        "password": f"{base.password}!"}))
+        cases.append(_open_case(m, "bitflip-salt-first", "flips bit 0 of the first salt byte "
+                                "(the salt is not signed: the AEAD rejects)",
+                                ("BitFlip", "WrongKey"), ("KP-2", "KP-3", "KD-4"), AEAD_REJECT,
+                                _flip_field(rec, FIELD_PATHS["salt"], 0)))
+    cases += [
+        _open_case(m, "expected-other-user", f"the owner expects user {OTHER_USER!r}",
+                   ("ForeignContext",), ("KP-7",), Failure("binding", STEP_SERVER), rec,
+                   user_id=OTHER_USER),
+        _open_case(m, "expected-other-client", f"the owner expects application "
+                   f"{OTHER_CLIENT!r}", ("ForeignContext",), ("KP-7",),
+                   Failure("binding", STEP_SERVER), rec, client_id=OTHER_CLIENT),
+        _open_case(m, "expected-other-version", f"the owner expects key_version "
+                   f"{other_version}", ("ForeignContext",), ("KP-6",),
+                   Failure("binding", STEP_CHECKS), rec, key_version=other_version),
+        _open_case(m, "rebound-user", f"re-signed for user {OTHER_USER!r} over the same "
+                   "ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
+                   _resign(_set(rec, ("user_id",), OTHER_USER), seed), user_id=OTHER_USER),
+        _open_case(m, "rebound-client", f"re-signed for application {OTHER_CLIENT!r} over the "
+                   "same ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
+                   _resign(_set(rec, ("client_id",), OTHER_CLIENT), seed),
+                   client_id=OTHER_CLIENT),
+        _open_case(m, "rebound-version", f"re-signed for key_version {other_version} over the "
+                   "same ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
+                   _resign(_set(rec, ("key_version",), other_version), seed),
+                   key_version=other_version),
+        _open_case(m, "mismatched-private-keys", "the ciphertext is honestly encrypted under "
+                   "the KEK with the record's AAD, but holds other private keys",
+                   ("MismatchedPrivateKeys",), ("KP-11",), Failure("binding", STEP_RECOVERY),
+                   _mismatched(m)),
+    ]
+    return cases
+
+
+def _mismatched(m: Material) -> dict[str, Any]:
+    other = kp.generate_private_keys(m.drbg("mismatched-private-keys"))
+    ciphertext = primitives.aes256gcm_encrypt(m.kek, m.nonce, other.x25519 + other.ed25519_seed,
+                                              m.sealed.aad)
+    return _set(m.record, FIELD_PATHS["ciphertext"], b64url_encode(ciphertext))
+
+
+def _public_view_negatives(m: Material) -> list[Case]:
+    view = kp.public_view(m.record)
+    return [
+        _public_view_case(m, "private-member-present", "the whole record offered as a public "
+                          "view", ("PrivateMember",), ("KP-10", "API-6"),
+                          Failure("decode", STEP_CHECKS), m.record),
+        _public_view_case(m, "bitflip-signature-first", "flips bit 0 of the first signature "
+                          "byte", ("BitFlip",), ("KP-6",), SIG_REJECT,
+                          _flip_field(view, FIELD_PATHS["signature"], 0)),
+        _public_view_case(m, "foreign-user", f"the discoverer looked up user {OTHER_USER!r}",
+                          ("ForeignContext",), ("KP-7",), Failure("binding", STEP_SERVER), view,
+                          user_id=OTHER_USER),
+    ]
+
+
+def _replacement_cases() -> list[Case]:
+    specs: list[tuple[str, str, int | None, int, bool]] = [
+        ("first-publication", "no stored record: any version is accepted", None, 1, True),
+        ("increase", "version 2 replaces version 1", 1, 2, True),
+        ("skip-ahead", "versions may skip: 4294967295 replaces 7", 7, kp.MAX_KEY_VERSION,
+         True),
+        ("equal", "the stored version again: a replay", 1, 1, False),
+        ("decrease", "an older version: a rollback", 5, 4, False),
+        ("reset-after-maximum", "version 1 after the largest version", kp.MAX_KEY_VERSION, 1,
+         False),
+    ]
+    return [
+        Case(id=f"kp-v1-replacement/{slug}",
+             comment=f"{what} (stored_version is the greater of the stored and the last "
+                     "deleted record's version)",
+             flags=() if ok else ("Replay",), requirements=("KP-8",),
+             operation=OP_REPLACEMENT, inputs={"stored_version": stored, "new_version": new},
+             failure=None if ok else Failure("replay", STEP_SERVER))
+        for slug, what, stored, new, ok in specs
+    ]
+
+
+def _v1_cases() -> list[Case]:
+    materials = [material(base) for base in BASES]
+    cases: list[Case] = []
+    for m in materials:
+        cases += _positives(m)
+    for m in materials:
+        for family in (_bitflips, _relabelled, _foreign_path, _points, _swapped, _lengths,
+                       _encodings, _structure, _bad_values, _params, _open_negatives,
+                       _public_view_negatives):
+            cases += family(m)
+    return cases + _replacement_cases()
+
+
+# --- fxakeys --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FxaBase:
+    name: str
+    comment: str
+
+
+FXA_BASES = (
+    FxaBase("enc-0", "encPrivKey as the original made it"),
+    FxaBase("enc-1", "encPrivKey as the original made it (second key)"),
+    FxaBase("enc-2", "encPrivKey as the original made it (third key)"),
+)
+
+
+@dataclass(frozen=True)
+class FxaMaterial:
+    kbr: bytes
+    nonce: bytes
+    private: bytes
+    enc_priv_key: str
+
+
+@cache
+def _fxa_material(base: FxaBase) -> FxaMaterial:
+    drbg = Drbg(f"{FLOW}/fxakeys/{base.name}")
+    kbr, nonce, private = drbg(32), drbg(kp.FXAKEYS_NONCE_LEN), drbg(32)
+    return FxaMaterial(kbr, nonce, private, kp.fxakeys_enc_priv_key(kbr, nonce, private))
+
+
+def _fxa_open(base: FxaBase, slug: str, comment: str, flags: tuple[str, ...],
+              failure: Failure | None, enc_priv_key: str, kbr: bytes | None = None) -> Case:
+    mat = _fxa_material(base)
+    return Case(id=f"kp-fxakeys-{base.name}/open" + (f"/{slug}" if slug else ""),
+                comment=comment, flags=flags, requirements=("KP-13",), operation=OP_FXA_OPEN,
+                inputs={"kbr": kbr or mat.kbr, "enc_priv_key": enc_priv_key},
+                outputs={} if failure else {"x25519_private": mat.private}, failure=failure)
+
+
+def _fxa_cases(base: FxaBase) -> list[Case]:
+    mat = _fxa_material(base)
+    plaintext = mat.private.hex()
+    box = primitives.xsalsa20poly1305_encrypt(mat.kbr, mat.nonce, plaintext.encode("ascii"))
+    seal = Case(id=f"kp-fxakeys-{base.name}/seal", comment=base.comment, flags=("Compat",),
+                requirements=("KP-13",), operation=OP_FXA_SEAL,
+                inputs={"kbr": mat.kbr, "nonce": mat.nonce, "x25519_private": mat.private},
+                intermediates={"x25519_public": primitives.x25519_public_key(mat.private),
+                               "plaintext": plaintext, "box": box},
+                outputs={"enc_priv_key": mat.enc_priv_key})
+    return [seal, _fxa_open(base, "", f"the owner opens {base.name}", ("Compat",), None,
+                            mat.enc_priv_key)]
+
+
+def _fxa_negatives(base: FxaBase) -> list[Case]:
+    mat = _fxa_material(base)
+    raw = bytes.fromhex(mat.enc_priv_key)
+    n = kp.FXAKEYS_NONCE_LEN
+    aead, length = Failure("aead", "compat"), Failure("length", "compat")
+    decode = Failure("decode", "compat")
+    fork = Drbg(f"{FLOW}/fxakeys/{base.name}/plaintext-not-hex")
+
+    def boxed(plaintext: bytes) -> str:
+        return (mat.nonce + primitives.xsalsa20poly1305_encrypt(mat.kbr, mat.nonce,
+                                                                plaintext)).hex()
+
+    enc = mat.enc_priv_key
+    return [
+        _fxa_open(base, "bitflip-box-first", "flips bit 0 of the first box byte (the tag)",
+                  ("BitFlip",), aead, _flip(raw, n).hex()),
+        _fxa_open(base, "bitflip-box-last", "flips bit 0 of the last box byte", ("BitFlip",),
+                  aead, _flip(raw, len(raw) - 1).hex()),
+        _fxa_open(base, "bitflip-nonce-first", "flips bit 0 of the first nonce byte",
+                  ("BitFlip",), aead, _flip(raw, 0).hex()),
+        _fxa_open(base, "wrong-kbr", "opened with another kBr", ("WrongKey",), aead, enc,
+                  kbr=Drbg(f"{FLOW}/fxakeys/{base.name}/wrong-kbr")(32)),
+        _fxa_open(base, "truncated", "one byte short", ("Truncated",), length, enc[:-2]),
+        _fxa_open(base, "trailing-byte", "one trailing zero byte", ("TrailingBytes",), length,
+                  enc + "00"),
+        _fxa_open(base, "uppercase-hex", "uppercase hex", ("NonCanonicalHex",), decode,
+                  enc.upper()),
+        _fxa_open(base, "odd-length", "one hex character short", ("NonCanonicalHex",), decode,
+                  enc[:-1]),
+        _fxa_open(base, "non-hex-character", "the first character is 'g'",
+                  ("NonCanonicalHex",), decode, "g" + enc[1:]),
+        _fxa_open(base, "embedded-space", "a space after the first byte (Python's fromhex "
+                  "would skip it)", ("NonCanonicalHex",), decode, enc[:2] + " " + enc[2:]),
+        _fxa_open(base, "plaintext-uppercase", "the box holds the private key as UPPERCASE "
+                  "hex", ("BadPlaintext",), decode, boxed(mat.private.hex().upper().encode())),
+        _fxa_open(base, "plaintext-not-hex", "the box holds 64 bytes that are not hex text",
+                  ("BadPlaintext",), decode, boxed(_non_hex(fork(64)))),
+    ]
+
+
+def _non_hex(data: bytes) -> bytes:
+    """64 bytes guaranteed not to be hex text: the first byte is forced outside [0-9a-f]."""
+    return b"\xff" + data[1:]
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def generate() -> list[VectorFile]:
+    fxa_cases: list[Case] = []
+    for base in FXA_BASES:
+        fxa_cases += _fxa_cases(base)
+    for base in FXA_BASES:
+        fxa_cases += _fxa_negatives(base)
+    return [
+        VectorFile(schema_name=FLOW, flow=FLOW, profile="v1",
+                   source_labels=(f"Drbg('{FLOW}/v1/<base case>') draws x25519_private (32), "
+                                  "ed25519_seed (32), then kB (32) or the salt (16), then the "
+                                  "nonce (12); a mutation needing bytes draws from "
+                                  "'<label>/<mutation>' (extra-byte, wrong-kb, "
+                                  "mismatched-private-keys)"),
+                   notes=NOTES_V1, cases=_v1_cases()),
+        VectorFile(schema_name=f"{FLOW}.fxakeys", flow=FLOW, profile="fxakeys",
+                   source_labels=(f"Drbg('{FLOW}/fxakeys/<base case>') draws kbr (32), the "
+                                  "nonce (24), then x25519_private (32); mutations draw from "
+                                  "'<label>/<mutation>' (wrong-kbr, plaintext-not-hex)"),
+                   notes=NOTES_FXAKEYS, cases=fxa_cases),
+    ]
+
+
+# --- verification: the consumer side -------------------------------------------------------------
+
+def _verify_seal(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    user_id, client_id, version = inputs["user_id"], inputs["client_id"], inputs["key_version"]
+    private = kp.PrivateKeys(x25519=hx(inputs["x25519_private"], "x25519_private"),
+                             ed25519_seed=hx(inputs["ed25519_seed"], "ed25519_seed"))
+    kek_in = inputs["kek"]
+    stretched: bytes | None = None
+    if kek_in["method"] == APP:
+        kek_spec = kp.KekSpec(method=APP)
+        kek_info = kd.application_key_info(client_id)
+        kek = kd.application_key(hx(kek_in["kb"], "kb"), client_id)
+    else:
+        params = kd.Argon2Params(t=kek_in["t"], m=kek_in["m"], p=kek_in["p"])
+        kek_spec = kp.KekSpec(method=PASSWORD, salt=hx(kek_in["salt"], "salt"), params=params)
+        kek_info = kd.password_key_info(user_id, client_id)
+        stretched = stretch(kek_in["password"], kek_spec.salt, params)
+        kek = kd.password_key_from_stretched(stretched, user_id, client_id)
+    sealed = kp.seal_record(user_id=user_id, client_id=client_id, key_version=version,
+                            private=private, kek=kek, kek_spec=kek_spec,
+                            nonce=hx(inputs["nonce"], "nonce"))
+    outcome = compare(
+        case,
+        intermediates={"kek_info": kek_info, "stretched": stretched, "kek": kek,
+                       "x25519_public": sealed.public.x25519,
+                       "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
+                       "aad": sealed.aad, "ciphertext": sealed.ciphertext,
+                       "signed_message": sealed.signed_message, "signature": sealed.signature},
+        outputs={"record": sealed.record, "public_view": kp.public_view(sealed.record)})
+    if not outcome.agreed:
+        return outcome
+    # The consumers accept what the producer made, and the owner gets the keys back.
+    record = case["outputs"]["record"]
+    kp.validate_publication(record, user_id=user_id, client_id=client_id)
+    kp.validate_public_view(case["outputs"]["public_view"], user_id=user_id,
+                            client_id=client_id)
+    opened = kp.open_record(record, user_id=user_id, client_id=client_id, kek=kek,
+                            key_version=version)
+    if opened != private:
+        return Outcome(False, "open_record does not give back the sealed private keys")
+    return outcome
+
+
+def _validated_view(record: kp.Record, user_id: str, client_id: str
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    message = kp.binding_message(user_id, client_id, record.key_version, record.public_keys)
+    return ({"signed_message": message},
+            {"key_version": record.key_version, "x25519_public": record.public_keys.x25519,
+             "ed25519_public": record.public_keys.ed25519})
+
+
+def _verify_validate(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    user_id, client_id = inputs["user_id"], inputs["client_id"]
+    if case["result"] == "invalid":
+        return expect_rejection(case, lambda: kp.validate_publication(
+            inputs["record"], user_id=user_id, client_id=client_id))
+    record = kp.validate_publication(inputs["record"], user_id=user_id, client_id=client_id)
+    intermediates, outputs = _validated_view(record, user_id, client_id)
+    return compare(case, intermediates=intermediates, outputs=outputs)
+
+
+def _verify_public_view(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    user_id, client_id = inputs["user_id"], inputs["client_id"]
+    if case["result"] == "invalid":
+        return expect_rejection(case, lambda: kp.validate_public_view(
+            inputs["public_view"], user_id=user_id, client_id=client_id))
+    record = kp.validate_public_view(inputs["public_view"], user_id=user_id,
+                                     client_id=client_id)
+    intermediates, outputs = _validated_view(record, user_id, client_id)
+    return compare(case, intermediates=intermediates, outputs=outputs)
+
+
+def _verify_open(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    record, user_id, client_id = inputs["record"], inputs["user_id"], inputs["client_id"]
+    kek = kek_for(record, inputs["secret"], user_id, client_id)
+    outcome = compare(case, intermediates={"kek": kek})
+    if not outcome.agreed:
+        return outcome
+
+    def open_it() -> kp.PrivateKeys:
+        return kp.open_record(record, user_id=user_id, client_id=client_id, kek=kek,
+                              key_version=inputs["key_version"])
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, open_it)
+    private = open_it()
+    return compare(case, outputs={"x25519_private": private.x25519,
+                                  "ed25519_seed": private.ed25519_seed})
+
+
+def _verify_replacement(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+
+    def check() -> None:
+        kp.check_replacement(inputs["stored_version"], inputs["new_version"])
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, check)
+    check()
+    return compare(case, intermediates={}, outputs={})
+
+
+def _verify_fxa_seal(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    kbr, nonce = hx(inputs["kbr"], "kbr"), hx(inputs["nonce"], "nonce")
+    private = hx(inputs["x25519_private"], "x25519_private")
+    plaintext = private.hex()
+    enc = kp.fxakeys_enc_priv_key(kbr, nonce, private)
+    outcome = compare(
+        case,
+        intermediates={"x25519_public": primitives.x25519_public_key(private),
+                       "plaintext": plaintext,
+                       "box": primitives.xsalsa20poly1305_encrypt(kbr, nonce,
+                                                                  plaintext.encode("ascii"))},
+        outputs={"enc_priv_key": enc})
+    if outcome.agreed and kp.fxakeys_open_enc_priv_key(kbr, enc) != private:
+        return Outcome(False, "fxakeys_open_enc_priv_key does not give back the private key")
+    return outcome
+
+
+def _verify_fxa_open(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    kbr, enc = hx(inputs["kbr"], "kbr"), inputs["enc_priv_key"]
+    if case["result"] == "invalid":
+        return expect_rejection(case, lambda: kp.fxakeys_open_enc_priv_key(kbr, enc))
+    return compare(case, outputs={"x25519_private": kp.fxakeys_open_enc_priv_key(kbr, enc)})
+
+
+_VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
+    ("v1", OP_SEAL): _verify_seal,
+    ("v1", OP_VALIDATE): _verify_validate,
+    ("v1", OP_PUBLIC_VIEW): _verify_public_view,
+    ("v1", OP_OPEN): _verify_open,
+    ("v1", OP_REPLACEMENT): _verify_replacement,
+    ("fxakeys", OP_FXA_SEAL): _verify_fxa_seal,
+    ("fxakeys", OP_FXA_OPEN): _verify_fxa_open,
+}
+
+
+def verify_case(header: Mapping[str, Any], case: Mapping[str, Any]) -> Outcome:
+    """Replay one case through the spec's consumer side."""
+    verifier = _VERIFIERS.get((header.get("profile", ""), case.get("operation", "")))
+    if verifier is None:
+        return Outcome(False, f"no verifier for operation {case.get('operation')!r} in "
+                              f"profile {header.get('profile')!r}")
+    return verifier(case)
