@@ -6,7 +6,8 @@ The stream is SHA-256 in counter mode over a domain-separated label:
 
     block_i = SHA-256("keyflows-drbg-v1" || 0x00 || u16be(len(label)) || label || u64be(i))
 
-It is a test fixture, not a CSPRNG for production keys: servers pass `os.urandom`.
+It is a test fixture, not a CSPRNG for production keys: a server passes the operating
+system's random source.
 """
 
 from __future__ import annotations

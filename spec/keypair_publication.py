@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from keyflows.spec import primitives
+from keyflows.spec import primitives, wire
 from keyflows.spec.drbg import RandomSource
 from keyflows.spec.encoding import b64url_decode_exact, b64url_encode, labelled_context, u32be
 from keyflows.spec.errors import (
@@ -194,32 +194,12 @@ def check_key_version(value: object) -> int:
     return value
 
 
-def _members(obj: object, required: tuple[str, ...], where: str,
-             optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise DecodeError(f"{where} must be a JSON object", requirement="API-6")
-    missing = [k for k in required if k not in obj]
-    unknown = [k for k in obj if k not in required and k not in optional]
-    if missing:
-        raise DecodeError(f"{where} lacks {', '.join(missing)}", requirement="API-6")
-    if unknown:
-        raise DecodeError(f"{where} has unknown member {unknown[0]}", requirement="API-6")
-    return obj
-
-
-def _string(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj[key]
-    if not isinstance(value, str):
-        raise DecodeError(f"{where}.{key} must be a string", requirement="API-6")
-    return value
-
-
 def parse_public_keys(obj: object) -> PublicKeys:
     """Step 5 (KP-5): decode both public keys and reject bad X25519 points."""
-    members = _members(obj, ("x25519", "ed25519"), "public_keys")
-    x = b64url_decode_exact(_string(members, "x25519", "public_keys"), 32,
+    members = wire.members(obj, ("x25519", "ed25519"), "public_keys")
+    x = b64url_decode_exact(wire.string(members, "x25519", "public_keys"), 32,
                             field="public_keys.x25519", requirement="API-1")
-    e = b64url_decode_exact(_string(members, "ed25519", "public_keys"), 32,
+    e = b64url_decode_exact(wire.string(members, "ed25519", "public_keys"), 32,
                             field="public_keys.ed25519", requirement="API-1")
     primitives.check_x25519_public_key(x, requirement="KP-5")
     return PublicKeys(x25519=x, ed25519=e)
@@ -230,13 +210,13 @@ def parse_kek(obj: object) -> KekSpec:
         raise DecodeError("kek must be an object with a method", requirement="API-6")
     method = obj["method"]
     if method == METHOD_APPLICATION_KEY:
-        _members(obj, ("method",), "kek")
+        wire.members(obj, ("method",), "kek")
         return KekSpec(method=METHOD_APPLICATION_KEY)
     if method == METHOD_PASSWORD:
-        members = _members(obj, ("method", "kdf", "salt", "t", "m", "p"), "kek")
+        members = wire.members(obj, ("method", "kdf", "salt", "t", "m", "p"), "kek")
         if members["kdf"] != "argon2id":
             raise DecodeError("kek.kdf must be argon2id", requirement="KP-2")
-        salt = b64url_decode_exact(_string(members, "salt", "kek"), SALT_LEN,
+        salt = b64url_decode_exact(wire.string(members, "salt", "kek"), SALT_LEN,
                                    field="kek.salt", requirement="KD-4")
         params = Argon2Params(t=members["t"], m=members["m"], p=members["p"])
         check_argon2_params(params)
@@ -247,27 +227,27 @@ def parse_kek(obj: object) -> KekSpec:
 def parse_record(obj: object, *, public_only: bool = False) -> Record:
     """Decode a record (or its public view) and check lengths, params and points."""
     if public_only:
-        members = _members(obj, PUBLIC_MEMBERS, "record")
+        members = wire.members(obj, PUBLIC_MEMBERS, "record")
     else:
-        members = _members(obj, RECORD_MEMBERS, "record")
-    user_id = _string(members, "user_id", "record")
-    client_id = _string(members, "client_id", "record")
+        members = wire.members(obj, RECORD_MEMBERS, "record")
+    user_id = wire.string(members, "user_id", "record")
+    client_id = wire.string(members, "client_id", "record")
     check_identifier(user_id, "user_id")
     check_identifier(client_id, "client_id")
     key_version = check_key_version(members["key_version"])
-    signature = b64url_decode_exact(_string(members, "binding_signature", "record"),
+    signature = b64url_decode_exact(wire.string(members, "binding_signature", "record"),
                                     primitives.ED25519_SIG_LEN, field="binding_signature",
                                     requirement="API-1")
     kek: KekSpec | None = None
     nonce = ciphertext = b""
     if not public_only:
-        enc = _members(members["encrypted_private_keys"], ("aead", "kek", "nonce", "ciphertext"),
-                       "encrypted_private_keys")
+        enc = wire.members(members["encrypted_private_keys"],
+                           ("aead", "kek", "nonce", "ciphertext"), "encrypted_private_keys")
         if enc["aead"] != AEAD_ID:
             raise DecodeError("encrypted_private_keys.aead must be A256GCM", requirement="KP-3")
-        nonce = b64url_decode_exact(_string(enc, "nonce", "encrypted_private_keys"),
+        nonce = b64url_decode_exact(wire.string(enc, "nonce", "encrypted_private_keys"),
                                     primitives.GCM_NONCE_LEN, field="nonce", requirement="API-1")
-        ciphertext = b64url_decode_exact(_string(enc, "ciphertext", "encrypted_private_keys"),
+        ciphertext = b64url_decode_exact(wire.string(enc, "ciphertext", "encrypted_private_keys"),
                                          CIPHERTEXT_LEN, field="ciphertext",
                                          requirement="API-1")
         kek = parse_kek(enc["kek"])
