@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 from keyflows.spec import keypair_publication as kp
@@ -306,3 +307,30 @@ def test_shipped_files_end_with_one_newline_and_never_fold() -> None:
         assert text.startswith("---\n") and text.endswith("\n") and not text.endswith("\n\n")
         for number, line in enumerate(text.splitlines()[1:], start=2):
             assert line_shape.match(line), f"{name}:{number}: {line[:60]}"
+
+
+class _Yaml12CoreLoader(yaml.SafeLoader):
+    """A loader resolving plain scalars by the YAML 1.2 core schema, as js-yaml, Go and
+    Rust readers do; PyYAML itself follows YAML 1.1."""
+
+
+_Yaml12CoreLoader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12CoreLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+.0123456789"),
+)
+_Yaml12CoreLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+
+
+@pytest.mark.parametrize("name", catalog.FILE_NAMES)
+def test_files_read_the_same_under_yaml_1_2(name: str) -> None:
+    """A hex string such as '08' or '12e6' must be quoted, or a YAML 1.2 reader in
+    another language sees a number where the vector has bytes."""
+    text = SHIPPED.joinpath(name).read_text(encoding="utf-8")
+    assert yaml.load(text, Loader=_Yaml12CoreLoader) == yaml.safe_load(text)

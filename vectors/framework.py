@@ -12,6 +12,7 @@ as nested mappings, no line folding, an explicit document start and a trailing n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -178,9 +179,20 @@ class _Dumper(yaml.SafeDumper):
     newline inside a value reads as \\n instead of spanning lines."""
 
 
+# Plain scalars that a YAML 1.2 core-schema parser (js-yaml, Go, Rust) reads as a number,
+# boolean or null. PyYAML follows YAML 1.1 and leaves some of them unquoted (hex such as
+# "08" or "12e6"), so they are quoted explicitly: every reader must see a string.
+_YAML12_NON_STRING = re.compile(
+    r"\A(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+    r"|true|True|TRUE|false|False|FALSE|null|Null|NULL|~)\Z")
+
+
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     if any(not ch.isprintable() for ch in value):
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+    if _YAML12_NON_STRING.match(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
     return dumper.represent_str(value)
 
 
