@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import base64
-import re
+import binascii
 
 from keyflows.spec.errors import DecodeError, LengthError
 
 PROTOCOL_ID = b"keyflows-v1"
 
-_B64URL_CHARS = re.compile(r"\A[A-Za-z0-9_-]*\Z")
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -32,20 +32,32 @@ def b64url_decode(text: str, *, requirement: str | None = None) -> bytes:
     """Decode strictly; raise DecodeError for any non-canonical text."""
     if not isinstance(text, str):
         raise DecodeError("base64url value is not a string", requirement=requirement)
-    if not _B64URL_CHARS.match(text):
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise DecodeError("base64url value has characters outside the alphabet",
+                          requirement=requirement) from None
+    # '+', '/' and '=' are valid for binascii but not in unpadded base64url; everything
+    # else outside the alphabet (whitespace included) is refused by strict_mode.
+    if b"+" in raw or b"/" in raw or b"=" in raw:
         raise DecodeError("base64url value has characters outside the alphabet or padding",
                           requirement=requirement)
-    remainder = len(text) % 4
+    remainder = len(raw) % 4
     if remainder == 1:
         raise DecodeError("base64url value has an impossible length", requirement=requirement)
     if remainder:
         # The unused low bits of the last character must be zero (canonical form).
         unused_bits = {2: 4, 3: 2}[remainder]
-        last = _B64URL_ALPHABET.index(text[-1])
-        if last & ((1 << unused_bits) - 1):
+        last = _B64URL_ALPHABET.find(text[-1])
+        if last >= 0 and last & ((1 << unused_bits) - 1):
             raise DecodeError("base64url value has non-zero trailing bits",
                               requirement=requirement)
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        return binascii.a2b_base64(raw.translate(_URL_TO_STD) + b"=" * (-len(raw) % 4),
+                                   strict_mode=True)
+    except binascii.Error:
+        raise DecodeError("base64url value has characters outside the alphabet or padding",
+                          requirement=requirement) from None
 
 
 def b64url_decode_exact(text: str, length: int, *, field: str,
