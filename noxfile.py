@@ -60,6 +60,14 @@ def vectors(session: nox.Session) -> None:
     session.run("keyflows", "vectors", "verify")
 
 
+@nox.session(name="verify-js", venv_backend="none")
+def verify_js(session: nox.Session) -> None:
+    """Every vector file through the independent JavaScript verifier (node >= 20, npm)."""
+    node_dir = "vectors/verifiers/node"
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", node_dir, external=True)
+    session.run("node", f"{node_dir}/verify.mjs", "vectors/", external=True)
+
+
 @nox.session(python=PYTHON)
 def conformance(session: nox.Session) -> None:
     """The conformance suite against the embedded reference server."""

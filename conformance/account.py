@@ -1,8 +1,10 @@
 """The runner's account server (seed 004's "Server").
 
 The key server under test asks it `POST /v1/validate {"user_id", "access_token"}` for
-every authenticated request. The runner mints users and tokens on demand, can expire a
-token (then it answers valid=false) and can make it answer badly for one token, so the
+every authenticated request, and `GET /v1/secret?sub=<user_id>` -> {"secret": base64url}
+for the account server's secret share of a lock-layering user (404 if it holds none).
+The runner mints users and tokens on demand, can expire a token (then it answers
+valid=false) and can make it answer badly for one token, so the
 checks control every authentication outcome on any implementation configured to trust
 this server. It runs in a background thread on loopback, in memory only.
 """
@@ -50,6 +52,8 @@ class AccountStore:
         self._lock = threading.Lock()
         self._tokens: dict[str, _Token] = {}
         self._calls: list[ValidateCall] = []
+        self._shares: dict[str, str] = {}
+        self._share_requests: list[str] = []
 
     def mint(self, user_id: str) -> str:
         token = secrets.token_urlsafe(24)
@@ -76,6 +80,21 @@ class AccountStore:
         if entry.bad_answer is not None:
             state = "badly answered"
         return f"a {state} token of user {entry.user_id}"
+
+    def set_share(self, user_id: str, share: str) -> None:
+        """Hold `share` (base64url) as the account server's secret share of the user."""
+        with self._lock:
+            self._shares[user_id] = share
+
+    def share(self, sub: str) -> str | None:
+        with self._lock:
+            self._share_requests.append(sub)
+            return self._shares.get(sub)
+
+    def share_requests(self) -> list[str]:
+        """The `sub` of every GET /v1/secret, in order."""
+        with self._lock:
+            return list(self._share_requests)
 
     def calls(self) -> list[ValidateCall]:
         with self._lock:
@@ -104,7 +123,17 @@ def create_app(store: AccountStore) -> Starlette:
             return Response(bad_answer, media_type="application/json")
         return JSONResponse({"valid": valid})
 
-    return Starlette(routes=[Route("/v1/validate", validate, methods=["POST"])])
+    async def secret(request: Request) -> Response:
+        subs = request.query_params.getlist("sub")
+        if len(subs) != 1:
+            return JSONResponse({"error": "exactly one sub"}, status_code=400)
+        share = store.share(subs[0])
+        if share is None:
+            return JSONResponse({"error": "no secret for this subject"}, status_code=404)
+        return JSONResponse({"secret": share})
+
+    return Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
+                             Route("/v1/secret", secret, methods=["GET"])])
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -18,8 +18,23 @@ from types import TracebackType
 READY_TIMEOUT_S = 30.0
 
 
+EMBEDDED_CHALLENGE_LIFETIME = 3
+"""Seconds; the session-challenge expiry check waits out lifetimes up to 3 s."""
+
+
 class EmbeddedServerError(Exception):
     """The reference server did not start; the message is one line."""
+
+
+def write_master_key(path: Path) -> Path:
+    """A fresh 32-byte server-lock master key, mode 0600, for the lock-layering flow's
+    file backend (the server refuses a key file others can read, LOCK-19)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, os.urandom(32))
+    finally:
+        os.close(fd)
+    return path
 
 
 class EmbeddedServer:
@@ -45,7 +60,10 @@ class EmbeddedServer:
         self._log_path = tmp / "server.log"
         command = [sys.executable, "-m", "keyflows.reference", "--host", "127.0.0.1",
                    "--port", "0", "--db", str(tmp / "keyflows.sqlite3"),
-                   "--account-server", self.account_url, "--ready-file", str(ready)]
+                   "--account-server", self.account_url, "--ready-file", str(ready),
+                   "--master-key-file", str(write_master_key(tmp / "master.key")),
+                   # Short enough for the runner to wait out, so expiry is checked too.
+                   "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME)]
         with open(self._log_path, "wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=dict(os.environ))

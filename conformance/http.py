@@ -20,7 +20,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-SECRET_MEMBERS = ("ciphertext", "nonce", "salt", "access_token")
+SECRET_MEMBERS = ("ciphertext", "nonce", "salt", "access_token", "token",
+                  "session_token", "capability", "secret", "plaintext", "cek", "wrapped_key")
+SECRET_HEADERS = ("secret-share",)
+"""Headers whose whole value is secret (lock-layering: the user's share, LOCK-10)."""
 _SECRET_VALUE = re.compile(r'"(' + "|".join(SECRET_MEMBERS) + r')"(\s*:\s*)"([^"\\]*)"')
 MAX_SHOWN_BODY = 2000
 TOKEN_VARIABLE = "KEYFLOWS_TOKEN"
@@ -99,6 +102,8 @@ def _show_body(body: bytes) -> str:
 def _show_header(name: str, value: str) -> str:
     if name.lower() == "authorization":
         value = redact_authorization(value)
+    elif name.lower() in SECRET_HEADERS:
+        value = f"<redacted {len(value)} chars>"
     return f"{name}: {value}"
 
 
@@ -132,6 +137,9 @@ def curl_reproducer(exchange: Exchange) -> str:
                 # Double quotes so the shell expands the variable holding a live token.
                 parts += ["-H", f'"{name}: {scheme} ${TOKEN_VARIABLE}"']
                 continue
+        if name.lower() in SECRET_HEADERS:
+            parts += ["-H", f'"{name}: ${name.upper().replace("-", "_")}"']
+            continue
         parts += ["-H", shlex.quote(f"{name}: {value}")]
     body = exchange.request_body
     if not body:

@@ -18,7 +18,8 @@ from keyflows.spec.requirements import require_known
 if TYPE_CHECKING:
     from keyflows.conformance.probe import Probe
 
-FLOWS = ("common", "key-derivation", "keypair-publication")
+FLOWS = ("common", "key-derivation", "keypair-publication", "envelope", "session-challenge",
+         "lock-layering", "hashchain")
 """Flows the runner reports under, in reporting order."""
 
 KEYPAIR_PUBLICATION = "keypair-publication"
@@ -72,8 +73,12 @@ def all_checks() -> list[Check]:
     # alone stays cheap and cycle-free.
     from keyflows.conformance.checks import (  # noqa: F401
         common,
+        envelope,
+        hashchain,
         key_derivation,
         keypair_publication,
+        lock_layering,
+        session_challenge,
     )
 
     order = {flow: i for i, flow in enumerate(FLOWS)}

@@ -13,7 +13,19 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
-from keyflows.reference import keypair_publication
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from keyflows.reference import (
+    envelope,
+    hashchain,
+    keypair_publication,
+    lock_layering,
+    session_challenge,
+)
 from keyflows.reference.auth import AccountClient
 from keyflows.reference.common import (
     Services,
@@ -26,14 +38,10 @@ from keyflows.reference.config import Settings
 from keyflows.reference.problems import SLUGS, Problem
 from keyflows.reference.store import Store
 from keyflows.spec import PROFILE, SPEC_VERSION
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute
 
 SERVER_NAME = "keyflows-reference"
-FLOW_MODULES: tuple[ModuleType, ...] = (keypair_publication,)
+FLOW_MODULES: tuple[ModuleType, ...] = (keypair_publication, session_challenge, hashchain, envelope,
+                                        lock_layering)
 
 logger = logging.getLogger("keyflows.reference")
 
@@ -50,15 +58,20 @@ def capabilities_document(settings: Settings) -> dict[str, object]:
         "profile": PROFILE,
         "spec_version": SPEC_VERSION,
         "server": {"name": SERVER_NAME, "version": server_version()},
-        "flows": [module.FLOW for module in FLOW_MODULES],
+        "flows": [module.FLOW for module in FLOW_MODULES
+                  if module is not lock_layering or lock_layering.enabled(settings)],
         "limits": {"max_body_bytes": settings.max_body_bytes},
         "auth": {"scheme": "bearer", "account_server": "validate"},
+        session_challenge.CAPABILITIES_MEMBER: session_challenge.capabilities(settings),
+        envelope.CAPABILITIES_MEMBER: envelope.capabilities(settings),
     }
 
 
 async def get_capabilities(request: Request) -> Response:
     await limited_body(request)
     document = capabilities_document(services(request).settings)
+    document.update(hashchain.capabilities(request))  # needs the chain's origin and key
+    document.update(lock_layering.capabilities(request))  # needs the server lock in use
     return json_text_response(json.dumps(document, separators=(",", ":")))
 
 
@@ -112,17 +125,23 @@ def all_routes() -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app. Opens the store now (raising StoreError for a bad path), and the
     account-server client in the lifespan, inside the serving event loop."""
+    locks = lock_layering.setup(settings)  # ServerLockError for an unusable lock (LOCK-19)
     store = Store.open(settings.db_path)
+    challenges = session_challenge.open_store(settings)
     svc = Services(settings=settings, store=store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        svc.accounts = AccountClient(settings.account_server, timeout=settings.account_timeout)
+        svc.accounts = AccountClient(settings.account_server, timeout=settings.account_timeout,
+                                     session_check=session_challenge.session_credential)
         try:
             yield
         finally:
             await svc.accounts.aclose()
             svc.accounts = None
+            challenges.close()
+            if locks is not None:
+                locks.close()
             store.close()
 
     app = Starlette(
@@ -137,4 +156,7 @@ def create_app(settings: Settings) -> Starlette:
     # An unknown path is a 404, never a redirect to a slash-less twin.
     app.router.redirect_slashes = False
     app.state.services = svc
+    session_challenge.attach(app, challenges)
+    hashchain.setup(app, svc)
+    app.state.lock_layering = locks
     return app

@@ -9,14 +9,21 @@ server that cannot give a clear answer is a 503, never an accidental grant.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 import httpx
-from keyflows.reference.problems import Problem, Unauthorized
 from starlette.requests import Request
+
+from keyflows.reference.problems import Problem, Unauthorized
 
 # RFC 6750 section 2.1: b64token.
 _BEARER = re.compile(r"\A[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)\Z")
 _MAX_TOKEN_LEN = 4096
+
+SessionCheck = Callable[[Request, str, str], Awaitable[bool | None]]
+"""(request, user_id, credential) -> True: a valid session token for the addressed
+resource; False: a session token, refused; None: not a session token (ask the account
+server). The session-challenge flow provides it (SC-13)."""
 
 
 class AccountServerUnavailable(Problem):
@@ -38,8 +45,11 @@ def bearer_token(request: Request) -> str:
 class AccountClient:
     """Asks the account server about (user_id, access_token) pairs."""
 
-    def __init__(self, base_url: str, *, timeout: float) -> None:
+    def __init__(self, base_url: str, *, timeout: float,
+                 session_check: SessionCheck | None = None) -> None:
         self.validate_url = base_url.rstrip("/") + "/v1/validate"
+        self.secret_url = base_url.rstrip("/") + "/v1/secret"
+        self.session_check = session_check
         # trust_env=False: a proxy from the environment must not sit between the key
         # server and the authority it trusts.
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
@@ -68,8 +78,40 @@ class AccountClient:
             raise AccountServerUnavailable("the account server answer has no boolean 'valid'")
         return valid
 
+    async def get_share(self, user_id: str) -> str | None:
+        """The account server's secret share of a user, `GET /v1/secret?sub=<user_id>` ->
+        {"secret": base64url} (lock-layering, LOCK-10); None if it has none (404).
+        The text is returned unchecked: every defect of a share is the caller's one
+        share failure (LOCK-6)."""
+        try:
+            response = await self._client.get(self.secret_url, params={"sub": user_id})
+        except httpx.HTTPError as exc:
+            raise AccountServerUnavailable(
+                f"the account server could not be reached ({type(exc).__name__})") from None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise AccountServerUnavailable(
+                f"the account server answered status {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise AccountServerUnavailable("the account server answer is not JSON") from None
+        secret = answer.get("secret") if isinstance(answer, dict) else None
+        if not isinstance(secret, str):
+            raise AccountServerUnavailable("the account server answer has no string 'secret'")
+        return secret
+
     async def authenticate(self, request: Request, user_id: str) -> None:
-        """Let the request through only if its bearer token is valid for `user_id`."""
+        """Let the request through only if its bearer token is valid for `user_id`:
+        a session token of the session-challenge flow (SC-13), else an access token
+        the account server validates (API-3)."""
         token = bearer_token(request)
+        if self.session_check is not None:
+            verdict = await self.session_check(request, user_id, token)
+            if verdict is not None:
+                if verdict:
+                    return
+                raise Unauthorized()
         if not await self.is_valid(user_id, token):
             raise Unauthorized()

@@ -15,8 +15,10 @@ from typing import NoReturn
 
 import click
 import uvicorn
+
 from keyflows.reference.app import create_app
 from keyflows.reference.config import ConfigError, Settings, load_settings
+from keyflows.reference.server_lock import ServerLockError, configured_server_lock
 from keyflows.reference.store import StoreError
 
 EXIT_BAD_CONFIG = 2
@@ -78,7 +80,7 @@ def serve(settings: Settings) -> None:
     check_ready_file(settings.ready_file)
     try:
         app = create_app(settings)
-    except StoreError as exc:
+    except (StoreError, ServerLockError) as exc:
         raise ConfigError(str(exc)) from None
     sock = bind_socket(settings.host, settings.port)
     port = int(sock.getsockname()[1])
@@ -97,14 +99,47 @@ def serve(settings: Settings) -> None:
               help="Largest accepted request body [env KEYFLOWS_MAX_BODY_BYTES; default 65536].")
 @click.option("--ready-file", help="Write the base URL here once listening.")
 @click.option("--log-level", help="uvicorn log level [default warning].")
+@click.option("--challenge-lifetime",
+              help="Session-challenge lifetime in seconds, 1..300 "
+                   "[env KEYFLOWS_CHALLENGE_LIFETIME; default 60].")
+@click.option("--challenge-max-attempts",
+              help="Challenges per user within one challenge lifetime, 1..1000 "
+                   "[env KEYFLOWS_CHALLENGE_MAX_ATTEMPTS; default 5].")
+@click.option("--session-lifetime",
+              help="Session-token lifetime in seconds, 1..86400 "
+                   "[env KEYFLOWS_SESSION_LIFETIME; default 900].")
+@click.option("--server-lock", type=click.Choice(["file", "aws-kms", "pkcs11"]),
+              help="Server lock of the lock-layering flow [env KEYFLOWS_SERVER_LOCK; default "
+                   "file when a master key file is given; none: the flow is off].")
+@click.option("--master-key-file", help="32-byte master key, mode 0600 "
+                                        "[env KEYFLOWS_MASTER_KEY_FILE].")
+@click.option("--kms-key-id", help="AWS KMS key id, ARN or alias [env KEYFLOWS_KMS_KEY_ID].")
+@click.option("--kms-endpoint", help="AWS KMS endpoint URL [env KEYFLOWS_KMS_ENDPOINT].")
+@click.option("--kms-region", help="AWS region [env KEYFLOWS_KMS_REGION or AWS_REGION].")
+@click.option("--pkcs11-lib", help="PKCS#11 module [env KEYFLOWS_PKCS11_LIB; default SoftHSM2]; "
+                                   "the user PIN comes from KEYFLOWS_PKCS11_PIN only.")
+@click.option("--pkcs11-token", help="PKCS#11 token label [env KEYFLOWS_PKCS11_TOKEN].")
+@click.option("--pkcs11-key-label", help="Label of the AES-256 key on the token "
+                                         "[env KEYFLOWS_PKCS11_KEY_LABEL].")
 def serve_command(host: str | None, port: str | None, db: str | None,
                   account_server: str | None, max_body_bytes: str | None,
-                  ready_file: str | None, log_level: str | None) -> None:
+                  ready_file: str | None, log_level: str | None,
+                  challenge_lifetime: str | None, challenge_max_attempts: str | None,
+                  session_lifetime: str | None, server_lock: str | None,
+                  master_key_file: str | None, kms_key_id: str | None,
+                  kms_endpoint: str | None, kms_region: str | None, pkcs11_lib: str | None,
+                  pkcs11_token: str | None, pkcs11_key_label: str | None) -> None:
     """Run the keyflows reference key server."""
     try:
+        lock = configured_server_lock(
+            backend=server_lock, master_key_file=master_key_file, kms_key_id=kms_key_id,
+            kms_endpoint=kms_endpoint, kms_region=kms_region, pkcs11_lib=pkcs11_lib,
+            pkcs11_token=pkcs11_token, pkcs11_key_label=pkcs11_key_label)
         settings = load_settings(host=host, port=port, db=db, account_server=account_server,
                                  max_body_bytes=max_body_bytes, ready_file=ready_file,
-                                 log_level=log_level)
+                                 log_level=log_level, challenge_lifetime=challenge_lifetime,
+                                 challenge_max_attempts=challenge_max_attempts,
+                                 session_lifetime=session_lifetime, server_lock=lock)
         serve(settings)
-    except ConfigError as exc:
+    except (ConfigError, ServerLockError) as exc:
         fail(str(exc))

@@ -14,6 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from keyflows.reference.auth import AccountClient
 from keyflows.reference.config import Settings
 from keyflows.reference.limits import read_body
@@ -21,10 +26,6 @@ from keyflows.reference.problems import Problem, from_spec_error, malformed
 from keyflows.reference.store import Store
 from keyflows.spec.errors import SpecError
 from keyflows.spec.key_derivation import IDENTIFIER
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 T = TypeVar("T")
 JSON_MEDIA_TYPE = "application/json"

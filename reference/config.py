@@ -12,11 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from keyflows.reference.server_lock import ServerLockSettings
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 65536
 DEFAULT_LOG_LEVEL = "warning"
 DEFAULT_ACCOUNT_TIMEOUT = 5.0
+# session-challenge (SC-2, SC-3, SC-12); the ranges are the spec's.
+DEFAULT_CHALLENGE_LIFETIME = 60
+DEFAULT_CHALLENGE_MAX_ATTEMPTS = 5
+DEFAULT_SESSION_LIFETIME = 900
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 ENV_HOST = "KEYFLOWS_HOST"
@@ -24,6 +30,9 @@ ENV_PORT = "KEYFLOWS_PORT"
 ENV_DB = "KEYFLOWS_DB"
 ENV_ACCOUNT_SERVER = "KEYFLOWS_ACCOUNT_SERVER"
 ENV_MAX_BODY_BYTES = "KEYFLOWS_MAX_BODY_BYTES"
+ENV_CHALLENGE_LIFETIME = "KEYFLOWS_CHALLENGE_LIFETIME"
+ENV_CHALLENGE_MAX_ATTEMPTS = "KEYFLOWS_CHALLENGE_MAX_ATTEMPTS"
+ENV_SESSION_LIFETIME = "KEYFLOWS_SESSION_LIFETIME"
 
 
 class ConfigError(Exception):
@@ -40,6 +49,11 @@ class Settings:
     ready_file: Path | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     account_timeout: float = DEFAULT_ACCOUNT_TIMEOUT
+    challenge_lifetime: int = DEFAULT_CHALLENGE_LIFETIME
+    challenge_max_attempts: int = DEFAULT_CHALLENGE_MAX_ATTEMPTS
+    session_lifetime: int = DEFAULT_SESSION_LIFETIME
+    # lock-layering: None = no server lock configured, the flow is not mounted
+    server_lock: ServerLockSettings | None = None
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
@@ -65,6 +79,10 @@ def check_account_server(url: str) -> str:
 def load_settings(*, host: str | None, port: str | None, db: str | None,
                   account_server: str | None, max_body_bytes: str | None,
                   ready_file: str | None = None, log_level: str | None = None,
+                  challenge_lifetime: str | None = None,
+                  challenge_max_attempts: str | None = None,
+                  session_lifetime: str | None = None,
+                  server_lock: ServerLockSettings | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flag values, falling back to the KEYFLOWS_* environment variables."""
     env = os.environ if environ is None else environ
@@ -89,4 +107,26 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         max_body_bytes=parse_int(limit_text, "max body bytes", minimum=1, maximum=2**31 - 1),
         ready_file=Path(ready_file) if ready_file else None,
         log_level=level,
+        server_lock=server_lock,
+        **challenge_settings(challenge_lifetime, challenge_max_attempts, session_lifetime,
+                             env),
     )
+
+
+def challenge_settings(lifetime: str | None, max_attempts: str | None,
+                       session_lifetime: str | None, env: Mapping[str, str]) -> dict[str, int]:
+    """The session-challenge lifetimes and attempt limit (flags, then environment), within
+    the ranges the spec allows (SC-2, SC-3, SC-12)."""
+    lifetime_text = lifetime or env.get(ENV_CHALLENGE_LIFETIME) or str(DEFAULT_CHALLENGE_LIFETIME)
+    attempts_text = (max_attempts or env.get(ENV_CHALLENGE_MAX_ATTEMPTS)
+                     or str(DEFAULT_CHALLENGE_MAX_ATTEMPTS))
+    session_text = (session_lifetime or env.get(ENV_SESSION_LIFETIME)
+                    or str(DEFAULT_SESSION_LIFETIME))
+    return {
+        "challenge_lifetime": parse_int(lifetime_text, "challenge lifetime (seconds)",
+                                        minimum=1, maximum=300),
+        "challenge_max_attempts": parse_int(attempts_text, "challenge max attempts",
+                                            minimum=1, maximum=1000),
+        "session_lifetime": parse_int(session_text, "session lifetime (seconds)",
+                                      minimum=1, maximum=86400),
+    }

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
 from keyflows.reference.common import (
     authenticate,
     in_thread,
@@ -25,9 +29,6 @@ from keyflows.reference.common import (
 )
 from keyflows.reference.store import canonical_json
 from keyflows.spec.keypair_publication import public_view, validate_publication
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute
 
 FLOW = "keypair-publication"
 KEYPAIR_PATH = "/v1/users/{user_id}/apps/{client_id}/keypair"

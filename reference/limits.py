@@ -8,8 +8,9 @@ the limit plus one network chunk.
 
 from __future__ import annotations
 
-from keyflows.reference.problems import Problem, malformed
 from starlette.requests import Request
+
+from keyflows.reference.problems import Problem, malformed
 
 
 def too_large(limit: int) -> Problem:

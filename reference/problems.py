@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from keyflows.spec.errors import SpecError
 from starlette.responses import Response
+
+from keyflows.spec.errors import SpecError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:keyflows:problem:"
@@ -24,9 +25,11 @@ SLUGS: dict[str, tuple[int, str]] = {
     "conflict": (409, "Conflict"),
     "too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
+    "too-many-requests": (429, "Too many requests"),
     "invalid": (422, "Invalid content"),
     "internal-error": (500, "Internal server error"),
     "account-server-unavailable": (503, "Account server unavailable"),
+    "server-lock-unavailable": (503, "Server lock unavailable"),
 }
 
 # Failure class of a SpecError -> problem slug (the contract's status mapping).

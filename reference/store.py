@@ -14,16 +14,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keyflows.reference import envelope_store
 from keyflows.spec.keypair_publication import check_replacement
 
 T = TypeVar("T")
 
-SCHEMA = (
+SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS keypair_records (
         user_id TEXT NOT NULL,
         client_id TEXT NOT NULL,
@@ -39,6 +40,7 @@ SCHEMA = (
         last_version INTEGER NOT NULL,
         PRIMARY KEY (user_id, client_id)
     ) WITHOUT ROWID""",
+    *envelope_store.SCHEMA,
 )
 
 
@@ -51,32 +53,38 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-class Store:
+def open_connection(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
+    """Open the database file in WAL mode with synchronous=FULL and create `schema`.
+
+    Several connections (one per store) may share the file: WAL lets them."""
+    try:
+        connection = sqlite3.connect(str(path), isolation_level=None, timeout=30,
+                                     check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {str(path)!r}: {exc}") from None
+    try:
+        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"database {str(path)!r} cannot use WAL (journal mode {mode})")
+        connection.execute("PRAGMA synchronous=FULL")
+        for statement in schema:
+            connection.execute(statement)
+    except sqlite3.Error as exc:
+        connection.close()
+        raise StoreError(f"cannot use database {str(path)!r}: {exc}") from None
+    except StoreError:
+        connection.close()
+        raise
+    return connection
+
+
+class Database:
+    """One connection shared by every thread: reads under a lock, each write in one
+    IMMEDIATE transaction (the write lock is taken before anything is read)."""
+
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._lock = threading.Lock()
-
-    @classmethod
-    def open(cls, path: Path) -> Store:
-        try:
-            connection = sqlite3.connect(str(path), isolation_level=None, timeout=30,
-                                         check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {str(path)!r}: {exc}") from None
-        try:
-            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"database {str(path)!r} cannot use WAL (journal mode {mode})")
-            connection.execute("PRAGMA synchronous=FULL")
-            for statement in SCHEMA:
-                connection.execute(statement)
-        except sqlite3.Error as exc:
-            connection.close()
-            raise StoreError(f"cannot use database {str(path)!r}: {exc}") from None
-        except StoreError:
-            connection.close()
-            raise
-        return cls(connection)
 
     def close(self) -> None:
         with self._lock:
@@ -84,7 +92,6 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: the write lock is taken before anything is read."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -97,6 +104,25 @@ class Store:
     def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
             return query(self._db)
+
+
+class Store(Database):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        super().__init__(connection)
+        # Run inside each publication's transaction, so what they write (the hashchain
+        # flow's log entry, HC-29) commits or rolls back with the record.
+        self.publication_hooks: list[
+            Callable[[sqlite3.Connection, str, str, int, str], None]] = []
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        return cls(open_connection(path, SCHEMA))
+
+    # --- envelope (its queries live in envelope_store.py) ------------------------------
+
+    def envelope(self) -> envelope_store.EnvelopeTables:
+        """The envelope flow's tables, on this store's connection and transactions."""
+        return envelope_store.EnvelopeTables(self._write, self._read)
 
     def journal_mode(self) -> str:
         return str(self._read(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0]))
@@ -122,6 +148,8 @@ class Store:
                        " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, client_id) DO UPDATE SET"
                        " key_version = excluded.key_version, record = excluded.record",
                        (user_id, client_id, key_version, record))
+            for hook in self.publication_hooks:
+                hook(db, user_id, client_id, key_version, record)
             return row is None
 
     def get_keypair(self, user_id: str, client_id: str) -> str | None:

@@ -113,14 +113,14 @@ UNLOCKING_OPERATIONS = frozenset({OP_CREATE_KEY, OP_SIGN, OP_ENCRYPT, OP_DECRYPT
 SUPPORTED_OPERATIONS: dict[str, frozenset[str]] = {
     KEY_ED25519: frozenset({OP_EXPORT, OP_SIGN, OP_VERIFY, OP_DELETE_KEY}),
     KEY_X25519: frozenset({OP_EXPORT, OP_UNWRAP, OP_DELETE_KEY}),
-    KEY_AES256GCM: frozenset({OP_ENCRYPT, OP_DECRYPT, OP_DELETE_KEY}),
+    KEY_AES256GCM: frozenset({OP_EXPORT, OP_ENCRYPT, OP_DECRYPT, OP_DELETE_KEY}),
 }
 
 CAPABILITY_PREFIX = "kfc1."
 CAPABILITY_MAC_LEN = 32
 MAX_CAVEATS = 16
 MAX_CAVEAT_LEN = 256
-MAX_CAPABILITY_LEN = 8192
+MAX_CAPABILITY_LEN = 4096  # the longest bearer credential a server must accept
 MAX_EXPIRY = 2**63 - 1
 CAVEAT_OPS = "ops"
 CAVEAT_KEY = "key"
@@ -580,8 +580,12 @@ def attenuate(capability: Capability, caveat: str) -> Capability:
     parse_caveat(caveat)  # a holder should not append what no server can honour
     if len(capability.caveats) >= MAX_CAVEATS:
         raise ParamsError(f"at most {MAX_CAVEATS} caveats", requirement="LOCK-11")
-    return Capability(capability.keystore_id, (*capability.caveats, caveat),
-                      extend_mac(capability.mac, caveat))
+    attenuated = Capability(capability.keystore_id, (*capability.caveats, caveat),
+                            extend_mac(capability.mac, caveat))
+    if len(encode_capability(attenuated)) > MAX_CAPABILITY_LEN:
+        raise ParamsError(f"a capability is at most {MAX_CAPABILITY_LEN} characters",
+                          requirement="LOCK-11")
+    return attenuated
 
 
 def encode_capability(capability: Capability) -> str:
@@ -738,6 +742,66 @@ def unwrap(wrapped: Wrapped, recipient_private: bytes) -> bytes:
     kek = wrap_kek(shared, wrapped.epk, recipient_public)
     return primitives.aes256gcm_decrypt(kek, WRAP_NONCE, wrapped.wrapped_key, b"",
                                         requirement="LOCK-17")
+
+
+# --- the HTTP request bodies ------------------------------------------------------------------
+
+#: Request body members per request kind: (required, optional). Every other member is
+#: refused (API-6); binary members are strict base64url (API-1).
+REQUEST_MEMBERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "create-keystore": (("scenario",), ()),
+    "create-key": (("key_type",), ()),
+    "sign": (("message",), ()),
+    "verify": (("message", "signature"), ()),
+    "encrypt": (("plaintext",), ("aad",)),
+    "decrypt": (("nonce", "ciphertext"), ("aad",)),
+    "wrap": (("cek", "recipient_public_key"), ()),
+    "unwrap": (("epk", "wrapped_key"), ()),
+}
+_TEXT_MEMBERS = frozenset({"scenario", "key_type"})
+_EXACT_LENGTHS = {"signature": (primitives.ED25519_SIG_LEN, "LOCK-15"),
+                  "nonce": (NONCE_LEN, "LOCK-16"),
+                  "recipient_public_key": (32, "LOCK-17"), "epk": (32, "LOCK-17")}
+
+
+def parse_request(kind: str, obj: object) -> dict[str, Any]:
+    """Step 10: the body of a request of this kind, decoded: text members stay strings
+    (and are checked), binary members become bytes of their required length."""
+    required, optional = REQUEST_MEMBERS[kind]
+    if not isinstance(obj, dict):
+        raise DecodeError("the request body must be a JSON object", requirement="API-6")
+    missing = [name for name in required if name not in obj]
+    if missing:
+        raise DecodeError(f"the request body lacks {', '.join(missing)}", requirement="API-6")
+    unknown = sorted(set(obj) - set(required) - set(optional))
+    if unknown:
+        raise DecodeError(f"the request body has unknown member {unknown[0]}",
+                          requirement="API-6")
+    out: dict[str, Any] = {}
+    for name, value in obj.items():
+        if not isinstance(value, str):
+            raise DecodeError(f"{name} must be a string", requirement="API-6")
+        if name in _TEXT_MEMBERS:
+            out[name] = value
+            continue
+        data = b64url_decode(value, requirement="API-1")
+        if name in _EXACT_LENGTHS:
+            length, requirement = _EXACT_LENGTHS[name]
+            if len(data) != length:
+                raise LengthError(f"{name} must be {length} bytes", requirement=requirement)
+        out[name] = data
+    if "scenario" in out:
+        check_scenario(out["scenario"])
+    if "key_type" in out:
+        check_key_type(out["key_type"])
+    if "cek" in out:
+        check_cek(out["cek"])
+    if "wrapped_key" in out and not (CEK_MIN_LEN + TAG_LEN <= len(out["wrapped_key"])
+                                     <= CEK_MAX_LEN + TAG_LEN):
+        raise LengthError("wrapped_key has an impossible length", requirement="LOCK-17")
+    if kind in ("encrypt", "decrypt"):
+        out.setdefault("aad", b"")
+    return out
 
 
 # --- compat profile: trustbloc --------------------------------------------------------------

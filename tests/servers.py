@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
+
 from keyflows.reference.app import create_app
 from keyflows.reference.config import DEFAULT_MAX_BODY_BYTES, Settings
+from keyflows.reference.server_lock import ServerLockSettings
 
 ASGIApp = Callable[..., Any]
 
@@ -52,6 +55,8 @@ class AccountServer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     validations: list[tuple[str, str]] = field(default_factory=list)
     failure_mode: str | None = None
+    shares: dict[str, str] = field(default_factory=dict)
+    """lock-layering: the account server's secret share per user (GET /v1/secret)."""
 
     def mint(self, user_id: str | None = None) -> tuple[str, str]:
         """A fresh token for `user_id` (a new random user when None)."""
@@ -94,6 +99,20 @@ def _account_handler(server: list[AccountServer]) -> type[BaseHTTPRequestHandler
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            """GET /v1/secret?sub=<user_id> -> {"secret": base64url}, 404 if none."""
+            path, _, query = self.path.partition("?")
+            subs = parse_qs(query).get("sub", [])
+            if path != "/v1/secret" or len(subs) != 1:
+                self._answer(404, b'{"error":"not found"}')
+                return
+            with server[0]._lock:
+                share = server[0].shares.get(subs[0])
+            if share is None:
+                self._answer(404, b'{"error":"no secret for this subject"}')
+                return
+            self._answer(200, json.dumps({"secret": share}).encode())
 
         def do_POST(self) -> None:
             account = server[0]
@@ -151,7 +170,8 @@ class RunningServer:
 
 def start_reference_server(account_url: str, db_path: str | Path, *,
                            app_wrapper: Callable[[ASGIApp], ASGIApp] | None = None,
-                           max_body_bytes: int | None = None) -> RunningServer:
+                           max_body_bytes: int | None = None,
+                           server_lock: ServerLockSettings | None = None) -> RunningServer:
     """Run create_app under uvicorn in a thread; returns once it accepts connections."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,6 +180,7 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
     settings = Settings(
         host="127.0.0.1", port=port, db_path=Path(db_path), account_server=account_url,
         max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
+        server_lock=server_lock,
     )
     try:
         app: ASGIApp = create_app(settings)

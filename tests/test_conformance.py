@@ -20,7 +20,8 @@ from broken_servers import STALE_VERSION_CHECKS, VARIANTS, BrokenVariant
 from servers import RunningServer, start_reference_server
 
 KEYFLOWS = [sys.executable, "-m", "keyflows.conformance"]
-FLOWS = {"common", "key-derivation", "keypair-publication"}
+FLOWS = {"common", "key-derivation", "keypair-publication", "session-challenge", "envelope",
+         "hashchain", "lock-layering"}
 
 
 def free_port() -> int:

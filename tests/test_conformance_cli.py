@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+
 from keyflows.conformance.account import AccountServer
 from keyflows.conformance.cli import main
 from keyflows.conformance.http import (

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from keyflows.spec import primitives as P
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.errors import (

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from keyflows.spec import key_derivation as kd
 from keyflows.spec import keypair_publication as kp
 from keyflows.spec.drbg import Drbg

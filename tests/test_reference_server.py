@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
+from servers import AccountServer, RunningServer, start_account_server, start_reference_server
+
 from keyflows.reference.problems import UNAUTHORIZED_BODY
 from keyflows.spec import keypair_publication as kp
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.key_derivation import Argon2Params
-from servers import AccountServer, RunningServer, start_account_server, start_reference_server
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "spec" / "schemas"
 EXPECTED_401 = (b'{"type":"urn:keyflows:problem:unauthorized","title":"Unauthorized",'

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
+
 from keyflows.spec import keypair_publication as kp
 from keyflows.spec import primitives
 from keyflows.spec.drbg import Drbg

@@ -17,7 +17,17 @@ from types import ModuleType
 from typing import Any
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from keyflows.vectors import key_derivation, keypair_publication
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from keyflows.vectors import (
+    envelope,
+    hashchain,
+    key_derivation,
+    keypair_publication,
+    lock_layering,
+    session_challenge,
+)
 from keyflows.vectors.framework import (
     Outcome,
     VectorFile,
@@ -25,12 +35,14 @@ from keyflows.vectors.framework import (
     load_yaml,
     run_verifier,
 )
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 GENERATORS: dict[str, ModuleType] = {
     key_derivation.FLOW: key_derivation,
     keypair_publication.FLOW: keypair_publication,
+    envelope.FLOW: envelope,
+    hashchain.FLOW: hashchain,
+    session_challenge.FLOW: session_challenge,
+    lock_layering.FLOW: lock_layering,
 }
 
 FILE_NAMES = (
@@ -38,6 +50,12 @@ FILE_NAMES = (
     "key-derivation.fxakeys.yaml",
     "keypair-publication.yaml",
     "keypair-publication.fxakeys.yaml",
+    "envelope.yaml",
+    "hashchain.yaml",
+    "hashchain.mute.yaml",
+    "session-challenge.yaml",
+    "lock-layering.yaml",
+    "lock-layering.trustbloc.yaml",
 )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
 from keyflows.vectors import catalog
 from keyflows.vectors.framework import VectorFile, iter_cases
 

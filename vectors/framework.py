@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import Any
 
 import yaml
+
 from keyflows.spec import SPEC_VERSION
 from keyflows.spec.errors import FAILURE_CLASSES, SpecError
 from keyflows.spec.requirements import registry
@@ -223,6 +224,18 @@ class Outcome:
 
 
 AGREED = Outcome(True)
+
+CaseVerifier = Callable[[Mapping[str, Any]], Outcome]
+
+
+def dispatch(verifiers: Mapping[tuple[str, str], CaseVerifier], header: Mapping[str, Any],
+             case: Mapping[str, Any]) -> Outcome:
+    """Replay a case through the verifier registered for its (profile, operation)."""
+    profile, operation = str(header.get("profile", "")), str(case.get("operation", ""))
+    verifier = verifiers.get((profile, operation))
+    if verifier is None:
+        return Outcome(False, f"no verifier for operation {operation!r} in profile {profile!r}")
+    return verifier(case)
 
 
 def hx(value: object, field_name: str = "value") -> bytes:

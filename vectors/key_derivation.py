@@ -26,6 +26,7 @@ from keyflows.vectors.framework import (
     Outcome,
     VectorFile,
     compare,
+    dispatch,
     expect_rejection,
     hx,
 )
@@ -392,8 +393,4 @@ _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
 
 def verify_case(header: Mapping[str, Any], case: Mapping[str, Any]) -> Outcome:
     """Replay one case through the spec's consumer side."""
-    verifier = _VERIFIERS.get((header.get("profile", ""), case.get("operation", "")))
-    if verifier is None:
-        return Outcome(False, f"no verifier for operation {case.get('operation')!r} in "
-                              f"profile {header.get('profile')!r}")
-    return verifier(case)
+    return dispatch(_VERIFIERS, header, case)

@@ -1,0 +1,446 @@
+"""session-challenge checks: the full flow, single use, burning, expiry, the attempt limit,
+uniform refusals (no oracle on users, challenges or reasons), and where a session token
+is accepted and where it is not.
+
+The runner plays the client: it publishes a keypair it sealed itself (so it holds the
+X25519 private key), asks for challenges without credentials, opens them with the spec's
+client side (keyflows.spec.session_challenge.open_challenge) and answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from keyflows.conformance.checks.support import expect_stored, expect_unauthorized
+from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
+from keyflows.conformance.http import Exchange
+from keyflows.conformance.probe import JSON_HEADERS, CheckSkipped, Probe, User, describe
+from keyflows.conformance.registry import check
+from keyflows.spec import session_challenge as sc
+from keyflows.spec.encoding import b64url_encode
+from keyflows.spec.errors import SpecError
+
+FLOW = sc.FLOW_ID
+NEEDS = ("keypair-publication", FLOW)
+CLIENT = "sc-app"
+OTHER_CLIENT = "sc-other-app"
+CAPABILITIES_MEMBER = "session_challenge"
+MAX_WAITED_LIFETIME = 3
+"""The longest challenge lifetime the runner waits out to check expiry (seconds)."""
+MAX_ATTEMPTS_TRIED = 20
+"""The runner checks the attempt limit only when it is at most this many challenges."""
+
+
+def challenges_path(user_id: str, client_id: str) -> str:
+    return f"/v1/users/{user_id}/apps/{client_id}/session-challenges"
+
+
+def answer_path(user_id: str, client_id: str, challenge_id: str) -> str:
+    return f"{challenges_path(user_id, client_id)}/{challenge_id}/answer"
+
+
+@dataclass(frozen=True)
+class Owner:
+    user: User
+    client_id: str
+    sealed: Sealed
+
+    @property
+    def user_id(self) -> str:
+        return self.user.user_id
+
+    @property
+    def key_version(self) -> int:
+        version = self.sealed.record["key_version"]
+        assert isinstance(version, int)
+        return version
+
+
+def limits(t: Probe) -> sc.Limits:
+    """The advertised lifetimes and attempt limit (SC-14); a bad member fails the check."""
+    caps = t.session.capabilities or {}
+    try:
+        return sc.parse_limits(caps.get(CAPABILITIES_MEMBER))
+    except SpecError as exc:
+        t.fail(f"capabilities member {CAPABILITIES_MEMBER!r}: {exc}",
+               expected=f"{CAPABILITIES_MEMBER}: challenge_lifetime_seconds 1..300, "
+                        "max_attempts 1..1000, session_lifetime_seconds 1..86400",
+               actual=repr(caps.get(CAPABILITIES_MEMBER)))
+
+
+def owner(t: Probe, label: str, client_id: str = CLIENT, key_version: int = 1) -> Owner:
+    user = t.user(label)
+    return Owner(user=user, client_id=client_id,
+                 sealed=t.publish(user, client_id, key_version))
+
+
+def create(t: Probe, user_id: str, client_id: str) -> Exchange:
+    """POST .../session-challenges without credentials and without a body."""
+    return t.request("POST", challenges_path(user_id, client_id))
+
+
+def new_challenge(t: Probe, who: Owner) -> dict[str, Any]:
+    exchange = create(t, who.user_id, who.client_id)
+    body = t.expect_ok_json(exchange, 201, what="POST session-challenges for a published key")
+    if not isinstance(body, dict):
+        t.fail("the challenge is not a JSON object", expected="a challenge object",
+               actual=describe(exchange), exchange=exchange)
+    return body
+
+
+def open_token(t: Probe, who: Owner, challenge: dict[str, Any], exchange: Exchange | None = None
+               ) -> bytes:
+    """Step 6 as an honest client: check and open; any rejection fails the check."""
+    try:
+        opened = sc.open_challenge(challenge, user_id=who.user_id, client_id=who.client_id,
+                                   key_version=who.key_version,
+                                   x25519_private=who.sealed.private.x25519)
+    except SpecError as exc:
+        t.fail(f"the owner cannot open the challenge: {exc} (failure class "
+               f"{exc.failure_class})",
+               expected="a challenge for this user, application and key version, sealed "
+                        "with HPKE to the published X25519 key (SC-4)",
+               actual=str(exc), exchange=exchange or (t.exchanges[-1] if t.exchanges else None))
+    return opened.token
+
+
+def answer(t: Probe, who: Owner, challenge_id: str, token: bytes | Any) -> Exchange:
+    body = sc.answer_to_wire(token) if isinstance(token, bytes) else token
+    return t.request("POST", answer_path(who.user_id, who.client_id, challenge_id),
+                     headers=JSON_HEADERS, body=to_json(body))
+
+
+def expect_session(t: Probe, who: Owner, exchange: Exchange, *, what: str) -> bytes:
+    body = t.expect_ok_json(exchange, 200, what=what)
+    try:
+        token, session = sc.parse_session(body)
+    except SpecError as exc:
+        t.fail(f"{what}: the session body is malformed: {exc}",
+               expected="{session_token, token_type: Bearer, user_id, client_id, expires_at}",
+               actual=describe(exchange), exchange=exchange)
+    if (session.user_id, session.client_id) != (who.user_id, who.client_id):
+        t.fail(f"{what}: the session is for {session.user_id}/{session.client_id}",
+               expected=f"{who.user_id}/{who.client_id}", actual=describe(exchange),
+               exchange=exchange)
+    return token
+
+
+def login(t: Probe, who: Owner) -> bytes:
+    """The whole flow; returns the session token."""
+    challenge = new_challenge(t, who)
+    token = open_token(t, who, challenge)
+    exchange = answer(t, who, challenge["challenge_id"], token)
+    return expect_session(t, who, exchange, what="answering with the right token in time")
+
+
+def expect_refused_answer(t: Probe, exchange: Exchange, *, what: str,
+                          baseline: Exchange | None = None) -> None:
+    """SC-11: the uniform 401 of API-4, byte-identical to the baseline if one is given."""
+    expect_unauthorized(t, exchange, what=what)
+    if baseline is not None and exchange.response_body != baseline.response_body:
+        t.fail(f"{what}: the 401 body differs from the one for {baseline.line} "
+               "(an oracle on why the answer was refused)",
+               expected=baseline.response_body.decode(errors="replace"),
+               actual=exchange.response_body.decode(errors="replace"), exchange=exchange)
+
+
+def flipped(token: bytes) -> bytes:
+    return bytes([token[0] ^ 1]) + token[1:]
+
+
+# --- capabilities and the flow --------------------------------------------------------------
+
+@check("session-challenge/capabilities/limits-advertised", requirements=("SC-14",),
+       needs=(FLOW,))
+def limits_advertised(t: Probe) -> None:
+    """The capabilities carry the challenge lifetime, the attempt limit and the session
+    lifetime, each within the profile's range."""
+    limits(t)
+
+
+@check("session-challenge/flow/full", requirements=("SC-3", "SC-4", "SC-7", "SC-12", "SC-13"),
+       needs=NEEDS)
+def full_flow(t: Probe) -> None:
+    """Publish, ask for a challenge without credentials, open it with the private key,
+    answer, and fetch the own record with the session token."""
+    who = owner(t, "sc-full")
+    lim = limits(t)
+    before = int(time.time())
+    challenge = new_challenge(t, who)
+    expires_at = challenge.get("expires_at")
+    if not isinstance(expires_at, int) or not before <= expires_at - lim.challenge_lifetime \
+            <= int(time.time()) + 5:
+        t.fail("the challenge's expires_at is not now + challenge_lifetime_seconds (SC-3)",
+               expected=f"about {before + lim.challenge_lifetime}", actual=repr(expires_at),
+               exchange=t.exchanges[-1])
+    token = open_token(t, who, challenge)
+    session = expect_session(t, who, answer(t, who, challenge["challenge_id"], token),
+                             what="answering with the right token in time")
+    exchange = t.get_keypair(who.user_id, who.client_id, token=b64url_encode(session))
+    t.expect_status(exchange, 200, what="GET the own keypair with the session token")
+
+
+@check("session-challenge/flow/fresh-challenges", requirements=("SC-3",), needs=NEEDS)
+def fresh_challenges(t: Probe) -> None:
+    """Two challenges for the same key differ in id, ephemeral key and token."""
+    who = owner(t, "sc-fresh")
+    first, second = new_challenge(t, who), new_challenge(t, who)
+    for member in ("challenge_id", "enc", "ciphertext"):
+        if first.get(member) == second.get(member):
+            t.fail(f"two challenges share their {member} (SC-3: fresh per challenge)",
+                   expected="distinct values", actual=repr(first.get(member)),
+                   exchange=t.exchanges[-1])
+    if open_token(t, who, first) == open_token(t, who, second):
+        t.fail("two challenges seal the same token (SC-3)", expected="distinct tokens",
+               actual="equal tokens", exchange=t.exchanges[-1])
+
+
+@check("session-challenge/flow/current-key", requirements=("SC-4",), needs=NEEDS)
+def current_key(t: Probe) -> None:
+    """After the owner replaces the keypair, challenges name the new key_version and are
+    sealed to the new X25519 key."""
+    who = owner(t, "sc-rotate")
+    newer = seal_with_application_key(who.user_id, who.client_id, 4)
+    t.publish(who.user, who.client_id, 4, sealed=newer)
+    rotated = Owner(user=who.user, client_id=who.client_id, sealed=newer)
+    challenge = new_challenge(t, rotated)
+    open_token(t, rotated, challenge)
+
+
+# --- single use, burning, expiry ----------------------------------------------------------------
+
+@check("session-challenge/answer/replay-refused", requirements=("SC-8", "SC-11"), needs=NEEDS)
+def replay_refused(t: Probe) -> None:
+    """The right token a second time is refused with the uniform 401, and issues no second
+    session."""
+    who = owner(t, "sc-replay")
+    challenge = new_challenge(t, who)
+    token = open_token(t, who, challenge)
+    expect_session(t, who, answer(t, who, challenge["challenge_id"], token),
+                   what="the first answer")
+    expect_refused_answer(t, answer(t, who, challenge["challenge_id"], token),
+                          what="the same right answer again (a replay)")
+
+
+@check("session-challenge/answer/wrong-token-burns", requirements=("SC-10", "SC-8", "SC-11"),
+       needs=NEEDS)
+def wrong_token_burns(t: Probe) -> None:
+    """A wrong token is refused and burns the challenge: the right token afterwards is
+    refused too."""
+    who = owner(t, "sc-burn")
+    challenge = new_challenge(t, who)
+    token = open_token(t, who, challenge)
+    expect_refused_answer(t, answer(t, who, challenge["challenge_id"], flipped(token)),
+                          what="a token with one bit flipped")
+    expect_refused_answer(t, answer(t, who, challenge["challenge_id"], token),
+                          what="the right token after a wrong one (the challenge is burned)")
+
+
+@check("session-challenge/answer/other-challenge-token", requirements=("SC-10", "SC-11"),
+       needs=NEEDS)
+def other_challenge_token(t: Probe) -> None:
+    """The token of one challenge does not answer another, and burns it."""
+    who = owner(t, "sc-swap")
+    first, second = new_challenge(t, who), new_challenge(t, who)
+    first_token, second_token = open_token(t, who, first), open_token(t, who, second)
+    expect_refused_answer(t, answer(t, who, second["challenge_id"], first_token),
+                          what="the first challenge's token to the second challenge")
+    expect_refused_answer(t, answer(t, who, second["challenge_id"], second_token),
+                          what="the second challenge's own token after that")
+    expect_session(t, who, answer(t, who, first["challenge_id"], first_token),
+                   what="the first challenge, still unanswered, with its token")
+
+
+@check("session-challenge/answer/expiry", requirements=("SC-9", "SC-11"), needs=NEEDS)
+def expiry(t: Probe) -> None:
+    """An answer after expires_at is refused, even with the right token (run only when
+    the advertised lifetime is short enough to wait out)."""
+    lifetime = limits(t).challenge_lifetime
+    if lifetime > MAX_WAITED_LIFETIME:
+        raise CheckSkipped(f"the advertised challenge_lifetime_seconds is {lifetime}; the "
+                           f"runner waits out at most {MAX_WAITED_LIFETIME} s (start the "
+                           "server with a shorter lifetime to run this check)")
+    who = owner(t, "sc-expiry")
+    challenge = new_challenge(t, who)
+    token = open_token(t, who, challenge)
+    # expires_at is in whole seconds and the server's clock may lead ours by a little.
+    deadline = challenge["expires_at"] + 1.2
+    time.sleep(max(0.0, deadline - time.time()))
+    expect_refused_answer(t, answer(t, who, challenge["challenge_id"], token),
+                          what=f"the right token after expires_at ({lifetime} s lifetime)")
+
+
+@check("session-challenge/answer/malformed-keeps-challenge", requirements=("API-6", "SC-8"),
+       needs=NEEDS)
+def malformed_answer(t: Probe) -> None:
+    """Malformed answer bodies are refused with 400 and do not use up the challenge."""
+    who = owner(t, "sc-malformed")
+    challenge = new_challenge(t, who)
+    token = open_token(t, who, challenge)
+    cid = challenge["challenge_id"]
+    bodies: dict[str, Any] = {
+        "a 31-byte token": {"token": b64url_encode(token[:31])},
+        "a padded token": {"token": b64url_encode(token) + "="},
+        "an unknown member": {"token": b64url_encode(token), "session": True},
+        "no token": {},
+        "a numeric token": {"token": 7},
+    }
+    for name, body in bodies.items():
+        t.expect_rejected(answer(t, who, cid, body), 400, what=f"an answer with {name}")
+    exchange = t.request("POST", answer_path(who.user_id, who.client_id, cid),
+                         headers=JSON_HEADERS, body=b"{not json")
+    t.expect_rejected(exchange, 400, what="an answer that is not JSON")
+    expect_session(t, who, answer(t, who, cid, token),
+                   what="the right token after the malformed answers")
+
+
+# --- uniform refusals ---------------------------------------------------------------------------
+
+@check("session-challenge/create/no-published-key", requirements=("SC-1",), needs=NEEDS)
+def no_published_key(t: Probe) -> None:
+    """A challenge for a user with no published keypair is refused cleanly: 404
+    problem+json, not a challenge and not a server error."""
+    exchange = create(t, t.session.new_user_id("sc-nobody"), CLIENT)
+    t.expect_rejected(exchange, 404, what="a challenge for a user who never published a key")
+
+
+@check("session-challenge/create/uniform-refusal", requirements=("SC-1",), needs=NEEDS)
+def uniform_refusal(t: Probe) -> None:
+    """Unknown user, a user with a key for another application only, and a deleted
+    keypair get the same 404, byte for byte."""
+    other_app = owner(t, "sc-otherapp", client_id=OTHER_CLIENT)
+    deleted = owner(t, "sc-deleted")
+    t.expect_status(t.delete_keypair(deleted.user_id, deleted.client_id,
+                                     token=deleted.user.token), 204,
+                    what="DELETE the keypair as its owner")
+    cases = {
+        "an unknown user": create(t, t.session.new_user_id("sc-unknown"), CLIENT),
+        "a user with a key for another application": create(t, other_app.user_id, CLIENT),
+        "a user whose keypair was deleted": create(t, deleted.user_id, CLIENT),
+    }
+    baseline_name, baseline = next(iter(cases.items()))
+    for name, exchange in cases.items():
+        t.expect_rejected(exchange, 404, what=f"a challenge for {name}")
+        if exchange.response_body != baseline.response_body or \
+                exchange.media_type != baseline.media_type:
+            t.fail(f"a challenge for {name}: the refusal differs from the one for "
+                   f"{baseline_name} (it tells whether the user exists)",
+                   expected=describe(baseline), actual=describe(exchange), exchange=exchange)
+
+
+@check("session-challenge/answer/uniform-refusal", requirements=("SC-11",), needs=NEEDS)
+def uniform_answer_refusal(t: Probe) -> None:
+    """Every refused answer, whatever the reason, is the same 401 as a refused bearer
+    token: an unknown challenge, a wrong token, a replay, another user's challenge."""
+    who = owner(t, "sc-uniform")
+    other = owner(t, "sc-uniform-other")
+    baseline = t.get_keypair(who.user_id, who.client_id, token=None)
+    expect_unauthorized(t, baseline, what="GET the keypair without credentials")
+    unknown_id = b64url_encode(os.urandom(sc.CHALLENGE_ID_LEN))
+    expect_refused_answer(t, answer(t, who, unknown_id, os.urandom(32)),
+                          what="an answer to an unknown challenge id", baseline=baseline)
+    challenge = new_challenge(t, who)
+    token = open_token(t, who, challenge)
+    foreign = t.request("POST", answer_path(other.user_id, other.client_id,
+                                            challenge["challenge_id"]),
+                        headers=JSON_HEADERS, body=to_json(sc.answer_to_wire(token)))
+    expect_refused_answer(t, foreign, what="the right token on another user's path",
+                          baseline=baseline)
+    expect_session(t, who, answer(t, who, challenge["challenge_id"], token),
+                   what="the right token on the right path after that")
+    expect_refused_answer(t, answer(t, who, challenge["challenge_id"], token),
+                          what="a replay", baseline=baseline)
+    burned = new_challenge(t, who)
+    expect_refused_answer(t, answer(t, who, burned["challenge_id"], os.urandom(32)),
+                          what="a wrong token", baseline=baseline)
+
+
+@check("session-challenge/create/attempt-limit", requirements=("SC-2",), needs=NEEDS)
+def attempt_limit(t: Probe) -> None:
+    """After max_attempts challenges within one lifetime, the next request for that user
+    is refused with 429; another user is unaffected."""
+    lim = limits(t)
+    if lim.max_attempts > MAX_ATTEMPTS_TRIED:
+        raise CheckSkipped(f"the advertised max_attempts is {lim.max_attempts}; the runner "
+                           f"tries at most {MAX_ATTEMPTS_TRIED}")
+    who = owner(t, "sc-limit")
+    started = time.monotonic()
+    for _ in range(lim.max_attempts):
+        new_challenge(t, who)
+    exchange = create(t, who.user_id, who.client_id)
+    if time.monotonic() - started >= lim.challenge_lifetime:
+        raise CheckSkipped("the challenges took longer than one lifetime to create; the "
+                           "window moved on")
+    t.expect_problem(exchange, 429, what=f"challenge number {lim.max_attempts + 1} within "
+                     f"{lim.challenge_lifetime} s")
+    new_challenge(t, owner(t, "sc-limit-other"))
+
+
+# --- the session token ----------------------------------------------------------------------------
+
+@check("session-challenge/session/own-record", requirements=("SC-13", "SC-12"), needs=NEEDS)
+def session_own_record(t: Probe) -> None:
+    """The session token works as a bearer credential for the owner operations on its own
+    record: fetch, replace."""
+    who = owner(t, "sc-own")
+    session = b64url_encode(login(t, who))
+    expect_stored(t, User(who.user_id, session), who.client_id, who.sealed.record,
+                  what="GET the own keypair with the session token")
+    newer = seal_with_application_key(who.user_id, who.client_id, 2)
+    exchange = t.put_keypair(who.user_id, who.client_id, newer.record, token=session)
+    t.expect_status(exchange, 200, what="PUT a newer keypair with the session token")
+
+
+@check("session-challenge/session/other-user-refused", requirements=("SC-13", "API-4"),
+       needs=NEEDS)
+def session_other_user(t: Probe) -> None:
+    """A session token opens nothing of another user: the uniform 401."""
+    who = owner(t, "sc-scope")
+    victim = owner(t, "sc-victim")
+    session = b64url_encode(login(t, who))
+    baseline = t.get_keypair(victim.user_id, victim.client_id, token=None)
+    expect_unauthorized(t, baseline, what="GET another user's keypair without credentials")
+    for method in ("GET", "DELETE"):
+        exchange = t.request(method, f"/v1/users/{victim.user_id}/apps/{victim.client_id}"
+                                     "/keypair", token=session)
+        expect_refused_answer(t, exchange, what=f"{method} another user's keypair with a "
+                              "session token", baseline=baseline)
+    newer = seal_with_application_key(victim.user_id, victim.client_id, 9)
+    exchange = t.put_keypair(victim.user_id, victim.client_id, newer.record, token=session)
+    expect_refused_answer(t, exchange, what="PUT over another user's keypair with a session "
+                          "token", baseline=baseline)
+    expect_stored(t, victim.user, victim.client_id, victim.sealed.record,
+                  what="the victim's record after the attempts")
+
+
+@check("session-challenge/session/other-application-refused", requirements=("SC-13",),
+       needs=NEEDS)
+def session_other_application(t: Probe) -> None:
+    """A session won with one application's key opens nothing of the same user's other
+    applications."""
+    who = owner(t, "sc-apps")
+    other_app = seal_with_application_key(who.user_id, OTHER_CLIENT, 1)
+    t.publish(who.user, OTHER_CLIENT, 1, sealed=other_app)
+    session = b64url_encode(login(t, who))
+    expect_refused_answer(t, t.get_keypair(who.user_id, OTHER_CLIENT, token=session),
+                          what="GET the same user's other application with the session token")
+
+
+@check("session-challenge/session/not-a-challenge-token", requirements=("SC-13",),
+       needs=NEEDS)
+def challenge_token_is_no_session(t: Probe) -> None:
+    """The decrypted challenge token itself is no credential, before or after the answer."""
+    who = owner(t, "sc-notsession")
+    challenge = new_challenge(t, who)
+    token = open_token(t, who, challenge)
+    expect_unauthorized(t, t.get_keypair(who.user_id, who.client_id,
+                                         token=b64url_encode(token)),
+                        what="GET the own keypair with the challenge token as bearer")
+    expect_session(t, who, answer(t, who, challenge["challenge_id"], token),
+                   what="the answer")
+    expect_unauthorized(t, t.get_keypair(who.user_id, who.client_id,
+                                         token=b64url_encode(token)),
+                        what="GET with the challenge token after the answer")

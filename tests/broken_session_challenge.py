@@ -1,0 +1,139 @@
+"""Deliberately broken session-challenge servers: the conformance runner must catch each.
+
+Each variant is the real reference server with one fault, injected where a real bug would
+sit: in the step-8 seam of the challenge store (`judge`), in the session hook of the
+bearer authentication, in the spec function the server seals with, or as ASGI middleware
+when the fault is only visible on the wire. The runner runs in another process, so
+patching spec functions here changes the server only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from broken_servers import ASGIApp, call_app, path_of, rewriting
+
+from keyflows.spec import primitives
+from keyflows.spec import session_challenge as sc
+
+SHORT_LIFETIME = 2
+"""The challenge lifetime the tests give the server, so the runner waits out expiry."""
+
+
+@dataclass(frozen=True)
+class BrokenVariant:
+    name: str
+    fault: str
+    must_fail: tuple[str, ...]
+    patch: Any = None
+    wrapper: Any = None
+
+
+def _patch_judge(monkeypatch: pytest.MonkeyPatch, judge: Any) -> None:
+    from keyflows.reference import session_challenge_store
+
+    monkeypatch.setattr(session_challenge_store, "judge", judge)
+
+
+def accepts_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks the token but forgets that the challenge was already answered."""
+
+    def judge(challenge: sc.ServerChallenge, token: bytes, now: int) -> sc.AnswerResult:
+        if challenge.state is sc.ChallengeState.ANSWERED and \
+                primitives.constant_time_equal(token, challenge.token):
+            return sc.AnswerResult(challenge, None)
+        return sc.answer_challenge(challenge, token, now=now)
+
+    _patch_judge(monkeypatch, judge)
+
+
+def accepts_wrong_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any token answers an issued, unexpired challenge (the comparison is missing)."""
+
+    def judge(challenge: sc.ServerChallenge, token: bytes, now: int) -> sc.AnswerResult:
+        return sc.answer_challenge(challenge, challenge.token, now=now)
+
+    _patch_judge(monkeypatch, judge)
+
+
+def never_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judges every answer as if it arrived when the challenge was issued."""
+
+    def judge(challenge: sc.ServerChallenge, token: bytes, now: int) -> sc.AnswerResult:
+        return sc.answer_challenge(challenge, token, now=challenge.issued_at)
+
+    _patch_judge(monkeypatch, judge)
+
+
+def session_for_any_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live session token opens every user's and application's records."""
+    from keyflows.reference import session_challenge
+
+    original = session_challenge.session_credential
+
+    async def session_credential(request: Any, user_id: str, credential: str) -> bool | None:
+        verdict = await original(request, user_id, credential)
+        return True if verdict is False else verdict
+
+    monkeypatch.setattr(session_challenge, "session_credential", session_credential)
+
+
+def info_without_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seals the token under an info that leaves out expires_at (SC-4): honest clients
+    cannot open it."""
+    original = sc.challenge_info
+
+    def challenge_info(binding: sc.Binding) -> bytes:
+        return original(replace(binding, expires_at=0))
+
+    monkeypatch.setattr(sc, "challenge_info", challenge_info)
+
+
+def user_existence_oracle(app: ASGIApp) -> ASGIApp:
+    """The 404 for a challenge says whether the user has keys for other applications."""
+
+    async def rewrite(scope: Any, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        parts = path_of(scope)
+        if status == 404 and len(parts) == 6 and parts[5] == "session-challenges":
+            _, apps = await call_app(app, scope, "GET", f"/v1/users/{parts[2]}/apps")
+            known = bool(json.loads(apps).get("apps"))
+            problem = json.loads(body)
+            problem["detail"] = ("this user has no keypair for this application" if known
+                                 else "unknown user")
+            body = json.dumps(problem, separators=(",", ":")).encode()
+        return status, headers, body
+
+    return rewriting(rewrite)(app)
+
+
+VARIANTS = (
+    BrokenVariant("accepts-replay", "accepts the right token again after a success",
+                  ("session-challenge/answer/replay-refused",
+                   "session-challenge/answer/uniform-refusal"),
+                  patch=accepts_replay),
+    BrokenVariant("accepts-wrong-token", "accepts any token for an issued challenge",
+                  ("session-challenge/answer/wrong-token-burns",
+                   "session-challenge/answer/other-challenge-token",
+                   "session-challenge/answer/uniform-refusal"),
+                  patch=accepts_wrong_token),
+    BrokenVariant("never-expires", "answers are judged as if they came at once",
+                  ("session-challenge/answer/expiry",),
+                  patch=never_expires),
+    BrokenVariant("session-for-any-resource", "a session token opens every record",
+                  ("session-challenge/session/other-user-refused",
+                   "session-challenge/session/other-application-refused"),
+                  patch=session_for_any_resource),
+    BrokenVariant("info-without-expiry", "seals the token with an info lacking expires_at",
+                  ("session-challenge/flow/full", "session-challenge/answer/replay-refused",
+                   "session-challenge/session/own-record"),
+                  patch=info_without_expiry),
+    BrokenVariant("user-existence-oracle",
+                  "the challenge 404 tells unknown users from users with other keys",
+                  ("session-challenge/create/uniform-refusal",),
+                  wrapper=user_existence_oracle),
+)

@@ -1,0 +1,44 @@
+"""The envelope conformance checks: they pass the reference server and catch every broken
+envelope server of tests/broken_envelope.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from broken_envelope import VARIANTS
+from broken_servers import BrokenVariant
+from test_conformance import start_target, statuses
+
+SELECT = ("--select", "envelope/*")
+
+
+def test_reference_passes_every_envelope_check(tmp_path: Path) -> None:
+    """The control for the variants: the unbroken server, started the same way."""
+    target = start_target(tmp_path)
+    try:
+        done, report = target.run(tmp_path, *SELECT)
+    finally:
+        target.server.stop()
+    assert done.returncode == 0, done.stdout
+    results = statuses(report)
+    assert len(results) >= 20
+    assert set(results.values()) == {"passed"}, done.stdout
+    assert all(c["flow"] == "envelope" and c["requirements"] for c in report["checks"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_broken_envelope_server_is_caught(variant: BrokenVariant, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    assert variant.patch is not None
+    variant.patch(monkeypatch)
+    target = start_target(tmp_path, variant)
+    try:
+        done, report = target.run(tmp_path, *SELECT)
+    finally:
+        target.server.stop()
+    assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"
+    results = statuses(report)
+    missed = [cid for cid in variant.must_fail if results.get(cid) != "failed"]
+    assert not missed, f"{variant.name} ({variant.fault}) not caught by {missed}"
+    assert f"FAIL   {variant.must_fail[0]}" in done.stdout

@@ -1,0 +1,72 @@
+"""The hashchain conformance checks: the reference server passes them all, and every
+deliberately broken hashchain server in tests/broken_hashchain.py is caught."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broken_hashchain import VARIANTS, HashchainVariant
+from servers import RunningServer, start_reference_server
+
+KEYFLOWS = [sys.executable, "-m", "keyflows.conformance", "conformance"]
+SELECT = ("--select", "hashchain/*")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_against(server: RunningServer, account_port: int, tmp_path: Path
+                ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    report = tmp_path / f"report-{time.monotonic_ns()}.json"
+    done = subprocess.run([*KEYFLOWS, "--base-url", server.url, "--account-listen",
+                           f"127.0.0.1:{account_port}", "--report-json", str(report), *SELECT],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert report.exists(), done.stdout + done.stderr
+    return done, json.loads(report.read_text())
+
+
+def start(tmp_path: Path) -> tuple[RunningServer, int]:
+    port = free_port()
+    return start_reference_server(f"http://127.0.0.1:{port}", tmp_path / "keys.sqlite3"), port
+
+
+def test_reference_server_passes_every_hashchain_check(tmp_path: Path) -> None:
+    server, port = start(tmp_path)
+    try:
+        done, report = run_against(server, port, tmp_path)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stdout
+    checks = [c for c in report["checks"] if c["flow"] == "hashchain"]
+    assert len(checks) >= 25
+    assert all(c["status"] == "passed" for c in checks), done.stdout
+    for entry in checks:
+        assert entry["id"].startswith("hashchain/")
+        assert all(r.startswith(("HC-", "API-")) for r in entry["requirements"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_broken_hashchain_server_is_caught(variant: HashchainVariant, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    variant.patch(monkeypatch)
+    server, port = start(tmp_path)
+    try:
+        done, report = run_against(server, port, tmp_path)
+    finally:
+        server.stop()
+    assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"
+    results = {c["id"]: c["status"] for c in report["checks"]}
+    missed = [cid for cid in variant.must_fail if results.get(cid) != "failed"]
+    assert not missed, f"{variant.name} ({variant.fault}) not caught by {missed}:\n{done.stdout}"
+    assert f"FAIL   {variant.must_fail[0]}" in done.stdout
+    assert "curl -sS -i" in done.stdout

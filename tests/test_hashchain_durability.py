@@ -1,0 +1,153 @@
+"""HC-22 with a real process: appends are serialised and an acknowledged append survives
+`kill -9` of the reference server.
+
+The server runs as `python -m keyflows.reference` on loopback. Writer threads create UIDs
+concurrently and record every acknowledged (201) reply. The test kills the server with
+SIGKILL while the writers are still sending, restarts it on the same database, fetches
+the chain and checks: it verifies from entry 0 with the same keyserver key, every
+acknowledged entry is at its acknowledged position with the acknowledged bytes, and no
+two acknowledgements share a position.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyflows.spec import hashchain as hc
+from keyflows.spec import primitives
+from keyflows.spec.encoding import b64url_decode
+
+WRITERS = 8
+KILL_AFTER_ACKS = 40
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+
+
+def start_server(db: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    ready = tmp / f"ready-{time.monotonic_ns()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyflows.reference", "--host", "127.0.0.1", "--port", "0",
+         "--db", str(db), "--account-server", "http://127.0.0.1:9", "--ready-file",
+         str(ready), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate(timeout=10)
+            raise RuntimeError(f"server did not start: {err.decode(errors='replace')}")
+        time.sleep(0.02)
+    return process, ready.read_text().strip()
+
+
+def make_uid(base: str, client: httpx.Client, identity: str) -> hc.Uid:
+    head = hc.parse_head(client.get(f"{base}/v1/hashchain/head").json()["head"])
+    sigkey, escrow = os.urandom(32), os.urandom(32)
+    now = int(time.time())
+    content = hc.UidContent(identity=identity, msg_count=0, not_before=now - 60,
+                            not_after=now + 86400, sigkey=primitives.ed25519_public_key(sigkey),
+                            sigescrow=primitives.ed25519_public_key(escrow),
+                            x25519=primitives.x25519_public_key(os.urandom(32)),
+                            last_entry=hc.LastEntry(head.position, head.hash), previous=None)
+    return hc.sign_uid(content, sigkey_seed=sigkey, sigescrow_seed=escrow)
+
+
+def letters(number: int) -> str:
+    """A number written without the digits 0 and 1, which mapped identities never hold."""
+    return str(number).translate(str.maketrans("01", "ab"))
+
+
+def fetch_chain(base: str) -> tuple[list[bytes], hc.SignedHead, dict[str, object]]:
+    with httpx.Client(timeout=10) as client:
+        caps = client.get(f"{base}/v1/capabilities").json()["hashchain"]
+        entries: list[bytes] = []
+        while True:
+            answer = client.get(f"{base}/v1/hashchain/entries",
+                                params={"start": len(entries)})
+            if answer.status_code == 404:
+                break
+            body = answer.json()
+            entries += [b64url_decode(e) for e in body["entries"]]
+            head = hc.parse_head(body["head"])
+            if len(entries) > head.position:
+                break
+    return entries, head, caps
+
+
+def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
+    db = tmp_path / "keys.sqlite3"
+    process, base = start_server(db, tmp_path)
+    acknowledged: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(number: int) -> None:
+        with httpx.Client(timeout=5) as client:
+            count = 0
+            while not stop.is_set():
+                count += 1
+                try:
+                    uid = make_uid(base, client, f"writer-{letters(number)}-uid-{letters(count)}"
+                                                 "@keyflows.test")
+                    answer = client.post(f"{base}/v1/hashchain/uids",
+                                         json=hc.uid_to_wire(uid))
+                except httpx.HTTPError:
+                    return  # the server is gone
+                assert answer.status_code == 201, answer.text
+                body = answer.json()
+                with lock:
+                    acknowledged.append((body["position"], b64url_decode(body["entry"])))
+
+    try:
+        _, _, caps = fetch_chain(base)
+        key_before = caps["signing_keys"]
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while (len(acknowledged) < KILL_AFTER_ACKS and time.monotonic() < deadline
+               and any(t.is_alive() for t in threads)):
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)  # writers are mid-request right now
+        process.wait(timeout=10)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+    assert len(acknowledged) >= KILL_AFTER_ACKS
+
+    process, base = start_server(db, tmp_path)
+    try:
+        entries, head, caps = fetch_chain(base)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert caps["signing_keys"] == key_before
+
+    verifier = hc.ChainVerifier(origin=str(caps["origin"]),
+                                pinned_key=b64url_decode(str(key_before[0])))  # type: ignore[index]
+    verifier.feed_chunk(b"".join(entries))
+    verifier.check_head(head, now=int(time.time()))
+    positions = [p for p, _ in acknowledged]
+    assert len(set(positions)) == len(positions), "two acknowledgements share a position"
+    for position, entry in acknowledged:
+        assert position < len(entries), f"acknowledged entry {position} was lost"
+        assert entries[position] == entry, f"entry {position} changed after the crash"
+    # Every entry past 0 is a UID entry: nothing half-written, nothing duplicated.
+    assert all(e[0] == hc.TYPE_UID for e in entries[1:])
+    assert len(entries) - 1 >= len(acknowledged)
+    print(f"kill -9 after {len(acknowledged)} acknowledged appends by {WRITERS} writers; "
+          f"after restart the chain has {len(entries)} entries and verifies")

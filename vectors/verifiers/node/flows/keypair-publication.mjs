@@ -1,0 +1,263 @@
+// Keypair publication (docs/flows/keypair-publication.rst; KP-1..KP-13) and its
+// fxakeys compatibility profile (KP-13).
+
+import {
+  Reject, b64urlEncode, b64urlExact, checkIdentifier, checkMembers, concat, ed25519Public,
+  ed25519Sign, ed25519Verify, equalBytes, fromHex, isInteger, isObject, labelledContext,
+  aesGcmOpen, aesGcmSeal, secretboxOpen, secretboxSeal, toHex, u32be, utf8,
+  x25519PointProblem, x25519Public,
+} from "../lib/core.mjs";
+import { applicationKey, checkPasswordInputs, passwordKey } from "./key-derivation.mjs";
+
+const RECORD_MEMBERS = ["user_id", "client_id", "key_version", "public_keys", "binding_signature"];
+const EPK_MEMBERS = ["aead", "kek", "nonce", "ciphertext"];
+
+// --- the byte strings of the chapter ("Byte strings built by the steps") -----------------
+
+const aadOf = (userId, clientId, keyVersion, method, x, ed) =>
+  labelledContext("keypair-record", userId, clientId, u32be(keyVersion), method, x, ed);
+const messageOf = (userId, clientId, keyVersion, x, ed) =>
+  labelledContext("public-keys", userId, clientId, u32be(keyVersion), x, ed);
+
+// --- decoding a record or a public view (step 5: every party that receives one) ----------
+
+/** The wire format of "The record" table; a malformed value is a decode failure, a
+ * correctly encoded value of the wrong length a length failure (API-1), Argon2id costs
+ * outside the consumer bounds a params failure (KD-5). */
+function decodeRecord(rec, { publicView }) {
+  const step = "5";
+  const what = publicView ? "public view" : "record";
+  checkMembers(rec, publicView ? RECORD_MEMBERS : [...RECORD_MEMBERS, "encrypted_private_keys"], [], step, what);
+  const userId = checkIdentifier(rec.user_id, step, "user_id");
+  const clientId = checkIdentifier(rec.client_id, step, "client_id");
+  const kv = rec.key_version;
+  if (!isInteger(kv) || kv < 1 || kv > 0xffffffff) {
+    throw new Reject("decode", step, `key_version ${JSON.stringify(kv)} is not an integer 1..2^32-1`);
+  }
+  checkMembers(rec.public_keys, ["x25519", "ed25519"], [], step, "public_keys");
+  const x = b64urlExact(rec.public_keys.x25519, 32, step, "public_keys.x25519");
+  const ed = b64urlExact(rec.public_keys.ed25519, 32, step, "public_keys.ed25519");
+  const signature = b64urlExact(rec.binding_signature, 64, step, "binding_signature");
+  const out = { userId, clientId, keyVersion: kv, x, ed, signature };
+  if (publicView) return out;
+
+  const epk = checkMembers(rec.encrypted_private_keys, EPK_MEMBERS, [], step, "encrypted_private_keys");
+  if (epk.aead !== "A256GCM") throw new Reject("decode", step, `aead ${JSON.stringify(epk.aead)} is not A256GCM`);
+  if (!isObject(epk.kek)) throw new Reject("decode", step, "kek is not an object");
+  let kek;
+  if (epk.kek.method === "application-key") {
+    checkMembers(epk.kek, ["method"], [], step, "kek");
+    kek = { method: "application-key" };
+  } else if (epk.kek.method === "password") {
+    checkMembers(epk.kek, ["method", "kdf", "salt", "t", "m", "p"], [], step, "kek");
+    if (epk.kek.kdf !== "argon2id") throw new Reject("decode", step, `kdf ${JSON.stringify(epk.kek.kdf)} is not argon2id`);
+    const salt = b64urlExact(epk.kek.salt, 16, step, "kek.salt");
+    const { t, m, p } = epk.kek;
+    // KD-5: integers within the consumer bounds (else params), before Argon2id runs.
+    checkPasswordInputs({ password: "-", salt, t, m, p }, step);
+    kek = { method: "password", salt, t, m, p };
+  } else {
+    throw new Reject("decode", step, `kek method ${JSON.stringify(epk.kek.method)} unknown`);
+  }
+  out.kek = kek;
+  out.nonce = b64urlExact(epk.nonce, 12, step, "nonce");
+  out.ciphertext = b64urlExact(epk.ciphertext, 80, step, "ciphertext");
+  return out;
+}
+
+/** Step 5, in the order the chapter gives (step 5 a-d): the X25519 key (KP-5), then the
+ * context the party expects, before any cryptography (KP-7 for user and application,
+ * reported at step 6; KP-6 for the version), then the binding signature (KP-6) over the
+ * record's context. Returns the signed message. */
+function checkPublicKeys(r, expected, trace, { recordMessage = true } = {}) {
+  const problem = x25519PointProblem(r.x);
+  if (problem) throw new Reject("point", "5", `X25519 public key: ${problem}`);
+  if (r.userId !== expected.userId || r.clientId !== expected.clientId) {
+    throw new Reject("binding", "6", `record of ${r.userId}/${r.clientId}, expected ${expected.userId}/${expected.clientId}`);
+  }
+  if (expected.keyVersion !== null && expected.keyVersion !== r.keyVersion) {
+    throw new Reject("binding", "5", `key_version ${r.keyVersion}, expected ${expected.keyVersion}`);
+  }
+  const message = messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed);
+  if (recordMessage) trace.inter("signed_message", message);
+  if (!ed25519Verify(r.ed, message, r.signature)) {
+    throw new Reject("signature", "5", "the binding signature does not verify");
+  }
+}
+
+function validated(r, trace) {
+  trace.out("key_version", r.keyVersion);
+  trace.out("x25519_public", r.x);
+  trace.out("ed25519_public", r.ed);
+}
+
+// --- step 2: the key-encryption key ----------------------------------------------------
+
+async function deriveKek(kek, secret, userId, clientId, trace, names) {
+  if (secret.method !== kek.method) {
+    throw new Error(`the owner's secret is for method ${secret.method}, the record uses ${kek.method}`);
+  }
+  if (kek.method === "application-key") {
+    return applicationKey(fromHex(secret.kb), clientId, trace, names);
+  }
+  checkPasswordInputs({ password: secret.password, salt: kek.salt, t: kek.t, m: kek.m, p: kek.p }, "2");
+  return passwordKey({ password: secret.password, salt: kek.salt, t: kek.t, m: kek.m, p: kek.p },
+    userId, clientId, trace, names);
+}
+
+// --- operations ----------------------------------------------------------------------------
+
+async function seal(inp, trace) {
+  const userId = checkIdentifier(inp.user_id, "1", "user_id");
+  const clientId = checkIdentifier(inp.client_id, "1", "client_id");
+  const kv = inp.key_version;
+  // Step 1 (KP-1): the two key pairs.
+  const xPriv = fromHex(inp.x25519_private);
+  const edSeed = fromHex(inp.ed25519_seed);
+  const x = trace.inter("x25519_public", x25519Public(xPriv));
+  const ed = trace.inter("ed25519_public", ed25519Public(edSeed));
+  // Step 2 (KP-2): the KEK.
+  let kek, wireKek;
+  const names = { info: "kek_info", prk: null, stretched: "stretched" };
+  if (inp.kek.method === "application-key") {
+    trace.inter("stretched", null);
+    kek = applicationKey(fromHex(inp.kek.kb), clientId, trace, names);
+    wireKek = { method: "application-key" };
+  } else {
+    const params = { password: inp.kek.password, salt: fromHex(inp.kek.salt), t: inp.kek.t, m: inp.kek.m, p: inp.kek.p };
+    checkPasswordInputs(params, "2");
+    kek = await passwordKey(params, userId, clientId, trace, names);
+    wireKek = { method: "password", kdf: "argon2id", salt: b64urlEncode(params.salt), t: params.t, m: params.m, p: params.p };
+  }
+  trace.inter("kek", kek);
+  // Step 3 (KP-3): AES-256-GCM over x25519_private || ed25519_seed.
+  const plaintext = trace.inter("plaintext", concat(xPriv, edSeed));
+  const aad = trace.inter("aad", aadOf(userId, clientId, kv, inp.kek.method, x, ed));
+  const nonce = fromHex(inp.nonce);
+  const ciphertext = trace.inter("ciphertext", aesGcmSeal(kek, nonce, plaintext, aad));
+  // Step 4 (KP-4): the binding signature.
+  const message = trace.inter("signed_message", messageOf(userId, clientId, kv, x, ed));
+  const signature = trace.inter("signature", ed25519Sign(edSeed, message));
+  const publicView = {
+    user_id: userId,
+    client_id: clientId,
+    key_version: kv,
+    public_keys: { x25519: b64urlEncode(x), ed25519: b64urlEncode(ed) },
+    binding_signature: b64urlEncode(signature),
+  };
+  trace.out("record", {
+    ...publicView,
+    encrypted_private_keys: { aead: "A256GCM", kek: wireKek, nonce: b64urlEncode(nonce), ciphertext: b64urlEncode(ciphertext) },
+  });
+  trace.out("public_view", publicView);
+}
+
+/** Steps 5-6 on the key server (PUT .../keypair): the expected user and application are
+ * the path; the version is the record's own (KP-8 compares it with the stored one). */
+async function validatePublication(inp, trace) {
+  const r = decodeRecord(inp.record, { publicView: false });
+  checkPublicKeys(r, { userId: inp.user_id, clientId: inp.client_id, keyVersion: null }, trace);
+  validated(r, trace);
+}
+
+/** Steps 5 and 8 at a discoverer (GET .../public-keys). */
+async function validatePublicView(inp, trace) {
+  const r = decodeRecord(inp.public_view, { publicView: true });
+  checkPublicKeys(r, { userId: inp.user_id, clientId: inp.client_id, keyVersion: null }, trace);
+  validated(r, trace);
+}
+
+/** Step 9 (owner's client): verify the binding (step 5), derive the KEK (step 2), decrypt,
+ * compare the private keys with the public keys (KP-11). */
+async function open(inp, trace) {
+  const r = decodeRecord(inp.record, { publicView: false });
+  const expected = { userId: inp.user_id, clientId: inp.client_id, keyVersion: inp.key_version ?? null };
+  checkPublicKeys(r, expected, trace, { recordMessage: false });
+  const kek = trace.inter("kek", await deriveKek(r.kek, inp.secret, r.userId, r.clientId, null));
+  const aad = aadOf(r.userId, r.clientId, r.keyVersion, r.kek.method, r.x, r.ed);
+  const plaintext = aesGcmOpen(kek, r.nonce, r.ciphertext, aad);
+  if (!plaintext) throw new Reject("aead", "9", "AES-256-GCM authentication failed");
+  const xPriv = plaintext.slice(0, 32);
+  const edSeed = plaintext.slice(32, 64);
+  if (!equalBytes(x25519Public(xPriv), r.x) || !equalBytes(ed25519Public(edSeed), r.ed)) {
+    throw new Reject("binding", "9", "the decrypted private keys do not produce the published public keys");
+  }
+  trace.out("x25519_private", xPriv);
+  trace.out("ed25519_seed", edSeed);
+}
+
+/** The KEK of an open case that was rejected before step 2: from the owner's secret and
+ * the record's kek member, for the expected user and application. */
+async function openLate(inp, trace) {
+  const epk = inp.record?.encrypted_private_keys;
+  let kek = epk?.kek;
+  if (kek?.method === "password") kek = { ...kek, salt: b64urlExact(kek.salt, 16, "5", "kek.salt") };
+  trace.inter("kek", await deriveKek(kek, inp.secret, inp.user_id, inp.client_id, null));
+}
+
+/** Step 6 (KP-8): a strictly greater key_version than the stored (or last deleted) one. */
+async function checkReplacement(inp) {
+  if (inp.stored_version !== null && !(inp.new_version > inp.stored_version)) {
+    throw new Reject("replay", "6", `key_version ${inp.new_version} is not greater than ${inp.stored_version}`);
+  }
+}
+
+// --- fxakeys (KP-13) -----------------------------------------------------------------------
+
+const FX_NONCE = 24;
+const FX_BOX = 16 + 64;
+
+/** encPrivKey = hex(nonce || SecretBox(kBr, nonce, hex(x25519_private))). */
+async function fxSeal(inp, trace) {
+  const kbr = fromHex(inp.kbr);
+  const nonce = fromHex(inp.nonce);
+  const xPriv = fromHex(inp.x25519_private);
+  trace.inter("x25519_public", x25519Public(xPriv));
+  const text = trace.inter("plaintext", toHex(xPriv));
+  const box = trace.inter("box", secretboxSeal(kbr, nonce, utf8(text)));
+  trace.out("enc_priv_key", toHex(concat(nonce, box)));
+}
+
+async function fxOpen(inp, trace) {
+  const s = inp.enc_priv_key;
+  // encPrivKey is lowercase hex text: anything else is a decode failure; the decoded
+  // bytes must be nonce (24) || box (16 + 64).
+  if (typeof s !== "string" || !/^[0-9a-f]*$/.test(s) || s.length % 2) {
+    throw new Reject("decode", "compat", "encPrivKey is not lowercase hex of whole bytes");
+  }
+  const raw = fromHex(s);
+  if (raw.length !== FX_NONCE + FX_BOX) throw new Reject("length", "compat", `encPrivKey is ${raw.length} bytes, not ${FX_NONCE + FX_BOX}`);
+  const text = secretboxOpen(fromHex(inp.kbr), raw.slice(0, FX_NONCE), raw.slice(FX_NONCE));
+  if (!text) throw new Reject("aead", "compat", "SecretBox authentication failed");
+  const str = Buffer.from(text).toString("latin1");
+  if (!/^[0-9a-f]{64}$/.test(str)) throw new Reject("decode", "compat", "the plaintext is not 64 lowercase hex characters");
+  trace.out("x25519_private", fromHex(str));
+}
+
+export default {
+  "keypair-publication": {
+    header: {
+      schema: "urn:keyflows:schema:vectors:keypair-publication:1",
+      flow: "keypair-publication",
+      profile: "v1",
+    },
+    operations: {
+      seal: { run: seal },
+      "validate-publication": { run: validatePublication },
+      "validate-public-view": { run: validatePublicView },
+      open: { run: open, late: openLate },
+      "check-replacement": { run: checkReplacement },
+    },
+  },
+  "keypair-publication.fxakeys": {
+    header: {
+      schema: "urn:keyflows:schema:vectors:keypair-publication.fxakeys:1",
+      flow: "keypair-publication",
+      profile: "fxakeys",
+    },
+    operations: {
+      "fxakeys-enc-priv-key": { run: fxSeal },
+      "fxakeys-open-enc-priv-key": { run: fxOpen },
+    },
+  },
+};
