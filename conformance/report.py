@@ -1,4 +1,4 @@
-"""Reports: the JSON report (shape fixed by the brief, extended) and JUnit XML.
+"""Reports: the JSON report (target, summary and one entry per check; extended) and JUnit XML.
 
 Traces in reports are redacted exactly like the terminal output.
 """
