@@ -1,4 +1,4 @@
-"""Routes of the envelope flow (ENV-1 .. ENV-18).
+"""Routes of the envelope flow (ENV-1 .. ENV-20).
 
   GET    /v1/users/{user_id}/devices                          anyone: device ids and keys
   POST   /v1/users/{user_id}/devices                          owner: register, id assigned
@@ -6,8 +6,11 @@
   DELETE /v1/users/{user_id}/devices/{device_id}              owner: remove, with its queue
   POST   /v1/users/{user_id}/messages                         sender: post an envelope
   GET    /v1/users/{user_id}/devices/{device_id}/messages     owner: the device's queue
+                                                              (?payload=omit: nonce only)
   GET    .../devices/{device_id}/messages/{message_id}        owner: one record, with the
                                                               disclosed MAC key once ACKed
+  GET    .../devices/{device_id}/messages/{message_id}/payload owner: the payload
+                                                              ciphertext, raw bytes
   POST   .../devices/{device_id}/messages/{message_id}/ack    owner: ACK, disclosing k_mac
 
 The server holds no key of any envelope: it checks what can be checked without one
@@ -41,10 +44,10 @@ from keyflows.reference.common import (
 from keyflows.reference.config import Settings
 from keyflows.reference.envelope_store import EnvelopeTables, StoredDelivery
 from keyflows.reference.limits import read_body
-from keyflows.reference.problems import Problem
+from keyflows.reference.problems import Problem, malformed
 from keyflows.reference.store import canonical_json
 from keyflows.spec import envelope as E
-from keyflows.spec.encoding import b64url_encode
+from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.errors import ParamsError
 
 FLOW = "envelope"
@@ -55,6 +58,8 @@ MESSAGES_PATH = "/v1/users/{user_id}/messages"
 QUEUE_PATH = "/v1/users/{user_id}/devices/{device_id}/messages"
 MESSAGE_PATH = "/v1/users/{user_id}/devices/{device_id}/messages/{message_id}"
 ACK_PATH = "/v1/users/{user_id}/devices/{device_id}/messages/{message_id}/ack"
+PAYLOAD_PATH = "/v1/users/{user_id}/devices/{device_id}/messages/{message_id}/payload"
+OCTET_STREAM = "application/octet-stream"
 
 # ENV-17: the limits and lifetime this server advertises.
 RETENTION_SECONDS = 7 * 24 * 3600
@@ -218,6 +223,15 @@ def record_text(stored: StoredDelivery) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def payload_inline(request: Request) -> bool:
+    """ENV-19: ?payload=inline (the default) or ?payload=omit; anything else is 400."""
+    value = request.query_params.get("payload", "inline")
+    if value not in ("inline", "omit"):
+        raise malformed("query parameter payload must be inline or omit",
+                        requirement="ENV-19")
+    return value == "inline"
+
+
 def stored_delivery(stored: StoredDelivery) -> E.Delivery:
     return E.parse_delivery(json.loads(record_text(stored)))
 
@@ -233,11 +247,12 @@ async def _owned_device(request: Request, *names: str) -> tuple[str, ...]:
 async def get_queue(request: Request) -> Response:
     """Step 9 (ENV-11, ENV-12): the device's unacknowledged messages in arrival order."""
     user_id, device_id = await _owned_device(request)
+    inline = payload_inline(request)
     store = tables(request)
     if not await in_thread(lambda: store.has_device(user_id, device_id)):
         raise not_found("no such device", requirement="ENV-12")
     rows, more = await in_thread(lambda: store.queue(user_id, device_id, now=now(),
-                                                     limit=MAX_QUEUE_PAGE))
+                                                     limit=MAX_QUEUE_PAGE, inline=inline))
     text = (f'{{"device_id":{json.dumps(device_id)},"messages":['
             + ",".join(record_text(r) for r in rows)
             + f'],"more":{json.dumps(more)},"user_id":{json.dumps(user_id)}}}')
@@ -253,6 +268,18 @@ async def get_message(request: Request) -> Response:
     if stored is None:
         raise not_found("no such message for this device", requirement="ENV-17")
     return json_text_response(record_text(stored))
+
+
+async def get_payload(request: Request) -> Response:
+    """Step 9 (ENV-19): the payload ciphertext as posted, raw, to the device's owner; the
+    message's one stored payload, decoded from the base64url checked when it was posted."""
+    user_id, device_id, message_id = await _owned_device(request, "message_id")
+    store = tables(request)
+    text = await in_thread(lambda: store.payload_ciphertext(user_id, device_id, message_id,
+                                                            now=now()))
+    if text is None:
+        raise not_found("no such message for this device", requirement="ENV-19")
+    return Response(await in_thread(lambda: b64url_decode(text)), media_type=OCTET_STREAM)
 
 
 def _decide(mac_key: bytes) -> Callable[[StoredDelivery], tuple[str, bool]]:
@@ -291,4 +318,5 @@ def routes() -> list[BaseRoute]:
         method_route(QUEUE_PATH, {"GET": get_queue}, name="envelope_queue"),
         method_route(MESSAGE_PATH, {"GET": get_message}, name="envelope_message"),
         method_route(ACK_PATH, {"POST": post_ack}, name="envelope_ack"),
+        method_route(PAYLOAD_PATH, {"GET": get_payload}, name="envelope_payload"),
     ]

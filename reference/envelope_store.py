@@ -58,6 +58,10 @@ _DELIVERY_COLUMNS = (
     "SELECT d.message_id, m.sender, m.payload, m.digest, d.entry, d.mac_key, m.received_at,"
     " m.expires_at FROM envelope_deliveries d JOIN envelope_messages m"
     " ON m.message_id = d.message_id")
+# ENV-19: the same columns with the payload object cut down to its nonce, so a queue read
+# with payload=omit does not even load the stored ciphertext.
+_HEADER_COLUMNS = _DELIVERY_COLUMNS.replace(
+    "m.payload", "json_object('nonce', json_extract(m.payload, '$.nonce'))", 1)
 
 
 @dataclass(frozen=True)
@@ -162,11 +166,13 @@ class EnvelopeTables:
                            " entry) VALUES (?, ?, ?, ?)",
                            [(u, d, message_id, e) for u, d, e in entries])
 
-    def queue(self, user_id: str, device_id: str, *, now: int,
-              limit: int) -> tuple[list[StoredDelivery], bool]:
-        """Unacknowledged, unexpired deliveries in arrival order, and whether more wait."""
+    def queue(self, user_id: str, device_id: str, *, now: int, limit: int,
+              inline: bool = True) -> tuple[list[StoredDelivery], bool]:
+        """Unacknowledged, unexpired deliveries in arrival order, and whether more wait;
+        not inline, each payload text is {"nonce": ...} only (ENV-19)."""
+        columns = _DELIVERY_COLUMNS if inline else _HEADER_COLUMNS
         rows = self._read(lambda db: db.execute(
-            _DELIVERY_COLUMNS + " WHERE d.user_id = ? AND d.device_id = ?"
+            columns + " WHERE d.user_id = ? AND d.device_id = ?"
             " AND d.mac_key IS NULL AND m.expires_at > ? ORDER BY d.seq LIMIT ?",
             (user_id, device_id, now, limit + 1)).fetchall())
         return [_delivery(r) for r in rows[:limit]], len(rows) > limit
@@ -179,6 +185,17 @@ class EnvelopeTables:
             " AND d.message_id = ? AND m.expires_at > ?",
             (user_id, device_id, message_id, now)).fetchone())
         return None if row is None else _delivery(row)
+
+    def payload_ciphertext(self, user_id: str, device_id: str, message_id: str, *,
+                           now: int) -> str | None:
+        """ENV-19: the base64url ciphertext of the message's one stored payload, if the
+        message is among the device's unexpired records (acknowledged or not)."""
+        row = self._read(lambda db: db.execute(
+            "SELECT json_extract(m.payload, '$.ciphertext') FROM envelope_deliveries d"
+            " JOIN envelope_messages m ON m.message_id = d.message_id"
+            " WHERE d.user_id = ? AND d.device_id = ? AND d.message_id = ?"
+            " AND m.expires_at > ?", (user_id, device_id, message_id, now)).fetchone())
+        return None if row is None else str(row[0])
 
     def acknowledge(self, user_id: str, device_id: str, message_id: str, *, now: int,
                     decide: Callable[[StoredDelivery], tuple[str, bool]]

@@ -15,9 +15,11 @@ Steps (see the envelope chapter):
   8. The server checks the envelope (ENV-9), its sender, recipients and id (ENV-10), and
      fans it out: each device's queue gets the payload and that device's entry only
      (ENV-11).
-  9. A device's queue is served to the device's owner only (ENV-12).
+  9. A device's queue is served to the device's owner only (ENV-12); on request without
+     the inline payload ciphertext, which the device then fetches as raw bytes (ENV-19).
   10. The recipient opens: binding, derive, unwrap, verify the MAC, decrypt (ENV-13), and
-      refuses a message id it already acknowledged (ENV-18).
+      refuses a message id it already acknowledged (ENV-18); a raw payload is opened
+      exactly like an inline one (ENV-20).
   11. ACK: the recipient discloses its MAC key and nothing else (ENV-16); the server checks
       it against the stored MAC (ENV-14), dequeues the message and serves the disclosure
       with the message record; a repeated ACK changes nothing (ENV-15).
@@ -78,6 +80,8 @@ LABEL_MAC = "envelope-mac"
 
 ENVELOPE_MEMBERS = ("message_id", "sender", "payload", "recipients")
 PAYLOAD_MEMBERS = ("nonce", "ciphertext")
+# Step 9 (ENV-19): a queue record read with payload=omit carries the nonce only.
+PAYLOAD_HEADER_MEMBERS = ("nonce",)
 ENTRY_MEMBERS = ("user_id", "device_id", "ephemeral_key", "wrapped_key", "mac")
 DELIVERY_MEMBERS = ("message_id", "sender", "payload", "recipient")
 # Members a server adds to a delivery record; a consumer tolerates exactly these.
@@ -566,11 +570,14 @@ def parse_entry(obj: object) -> Entry:
                  wrapped_key=wrapped, mac=mac)
 
 
-def _parse_header(members: dict[str, Any], where: str) -> tuple[bytes, str, Payload]:
+def _parse_header(members: dict[str, Any], where: str,
+                  ciphertext: bytes | None = None) -> tuple[bytes, str, Payload]:
     message_id = _bytes(members, "message_id", MESSAGE_ID_LEN, where, "ENV-9")
     sender = wire.string(members, "sender", where)
     _id_bytes(sender, "sender")
-    return message_id, sender, parse_payload(members["payload"])
+    if ciphertext is None:
+        return message_id, sender, parse_payload(members["payload"])
+    return message_id, sender, parse_raw_payload(members["payload"], ciphertext)
 
 
 def parse_envelope(obj: object) -> Envelope:
@@ -649,10 +656,27 @@ def fan_out(envelope: Envelope) -> dict[tuple[str, str], Delivery]:
 
 # --- step 10: the recipient opens its delivery --------------------------------------------
 
-def parse_delivery(obj: object) -> Delivery:
-    """Step 10 (ENV-9): decode a delivery record, tolerating the server's own members."""
+def parse_raw_payload(members: object, ciphertext: bytes) -> Payload:
+    """Step 10 (ENV-20): a record's payload read with payload=omit -- {"nonce"} only --
+    joined with the ciphertext fetched raw (ENV-19). The raw bytes are checked like the
+    inline ones (at least the 16-byte tag); their integrity is the MAC's job (step 10)."""
+    header = wire.members(members, PAYLOAD_HEADER_MEMBERS, "payload")
+    nonce = _bytes(header, "nonce", PAYLOAD_NONCE_LEN, "payload", "ENV-9")
+    if len(ciphertext) < primitives.GCM_TAG_LEN:
+        raise LengthError("the raw payload is shorter than its 16-byte tag",
+                          requirement="ENV-20")
+    return Payload(nonce=nonce, ciphertext=bytes(ciphertext))
+
+
+def parse_delivery(obj: object, *, ciphertext: bytes | None = None) -> Delivery:
+    """Step 10 (ENV-9): decode a delivery record, tolerating the server's own members.
+
+    With `ciphertext` (the payload fetched raw, ENV-19) the record must be one read with
+    payload=omit: its payload carries the nonce only, and the raw bytes stand in for the
+    inline ciphertext (ENV-20). Either way the result opens the same (open_delivery).
+    """
     members = wire.members(obj, DELIVERY_MEMBERS, "delivery", optional=DELIVERY_SERVER_MEMBERS)
-    message_id, sender, payload = _parse_header(members, "delivery")
+    message_id, sender, payload = _parse_header(members, "delivery", ciphertext)
     entry = parse_entry(members["recipient"])
     mac_key = None
     if "mac_key" in members:

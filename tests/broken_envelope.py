@@ -28,9 +28,9 @@ def serves_first_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     tables = _tables()
     original = tables.queue
 
-    def queue(self: Any, user_id: str, device_id: str, *, now: int,
-              limit: int) -> tuple[list[Any], bool]:
-        rows, more = original(self, user_id, device_id, now=now, limit=limit)
+    def queue(self: Any, user_id: str, device_id: str, *, now: int, limit: int,
+              inline: bool = True) -> tuple[list[Any], bool]:
+        rows, more = original(self, user_id, device_id, now=now, limit=limit, inline=inline)
         out = []
         for row in rows:
             first = self._read(lambda db, r=row: db.execute(
@@ -64,10 +64,11 @@ def keeps_after_ack(monkeypatch: pytest.MonkeyPatch) -> None:
     """The queue forgets to leave out acknowledged messages."""
     from keyflows.reference import envelope_store
 
-    def queue(self: Any, user_id: str, device_id: str, *, now: int,
-              limit: int) -> tuple[list[Any], bool]:
+    def queue(self: Any, user_id: str, device_id: str, *, now: int, limit: int,
+              inline: bool = True) -> tuple[list[Any], bool]:
+        columns = envelope_store._DELIVERY_COLUMNS if inline else envelope_store._HEADER_COLUMNS
         rows = self._read(lambda db: db.execute(
-            envelope_store._DELIVERY_COLUMNS + " WHERE d.user_id = ? AND d.device_id = ?"
+            columns + " WHERE d.user_id = ? AND d.device_id = ?"
             " AND m.expires_at > ? ORDER BY d.seq LIMIT ?",
             (user_id, device_id, now, limit + 1)).fetchall())
         return [envelope_store._delivery(r) for r in rows[:limit]], len(rows) > limit
@@ -134,6 +135,44 @@ def no_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spec, "check_limits", lambda envelope, limits: None)
 
 
+# --- (9) (10) the raw payload (ENV-19) -----------------------------------------------------------
+
+def mangles_raw_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw payload endpoint flips one bit of the ciphertext it serves."""
+    tables = _tables()
+    original = tables.payload_ciphertext
+
+    def payload_ciphertext(self: Any, user_id: str, device_id: str, message_id: str, *,
+                           now: int) -> str | None:
+        from keyflows.spec.encoding import b64url_decode, b64url_encode
+
+        text = original(self, user_id, device_id, message_id, now=now)
+        if text is None:
+            return None
+        raw = bytearray(b64url_decode(text))
+        raw[len(raw) // 2] ^= 1
+        return b64url_encode(bytes(raw))
+
+    monkeypatch.setattr(tables, "payload_ciphertext", payload_ciphertext)
+
+
+def serves_latest_raw_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw payload endpoint looks the payload up by device only: it serves the payload
+    of the device's latest message, whatever message id the path names."""
+    tables = _tables()
+
+    def payload_ciphertext(self: Any, user_id: str, device_id: str, message_id: str, *,
+                           now: int) -> str | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT json_extract(m.payload, '$.ciphertext') FROM envelope_deliveries d"
+            " JOIN envelope_messages m ON m.message_id = d.message_id"
+            " WHERE d.user_id = ? AND d.device_id = ? ORDER BY d.seq DESC LIMIT 1",
+            (user_id, device_id)).fetchone())
+        return None if row is None else str(row[0])
+
+    monkeypatch.setattr(tables, "payload_ciphertext", payload_ciphertext)
+
+
 VARIANTS: tuple[BrokenVariant, ...] = (
     BrokenVariant("serves-another-devices-entry",
                   "every device's queue carries the message's first entry (ENV-11)",
@@ -161,4 +200,10 @@ VARIANTS: tuple[BrokenVariant, ...] = (
                   "more recipients and larger messages than advertised are taken (ENV-17)",
                   ("envelope/submit/too-many-recipients-refused",
                    "envelope/submit/oversized-message-refused"), patch=no_limits),
+    BrokenVariant("mangles-the-raw-payload",
+                  "the raw payload endpoint serves other bytes than were posted (ENV-19)",
+                  ("envelope/payload/raw-byte-identical",), patch=mangles_raw_payload),
+    BrokenVariant("serves-another-messages-raw-payload",
+                  "the raw payload endpoint serves the device's latest message (ENV-19)",
+                  ("envelope/payload/raw-byte-identical",), patch=serves_latest_raw_payload),
 )

@@ -640,4 +640,39 @@ def test_every_cited_requirement_exists() -> None:
     known = registry()
     assert cited - set(known) == set()
     env = {rid for rid, req in known.items() if req.flow == "envelope"}
-    assert env == {f"ENV-{i}" for i in range(1, 19)}
+    assert env == {f"ENV-{i}" for i in range(1, 21)}
+
+
+# --- the payload raw (ENV-19, ENV-20) ------------------------------------------------------
+
+def _raw_case() -> tuple[E.Sealed, dict[str, Any], bytes]:
+    private = Drbg("test/raw/device")(32)
+    device = E.Device(user_id="bob", device_id="phone",
+                      public_key=primitives.x25519_public_key(private))
+    sealed = E.seal(b"raw payload", sender="alice", recipients=[device],
+                    random=Drbg("test/raw/seal"))
+    record = E.delivery_to_wire(E.fan_out(sealed.envelope)[("bob", "phone")])
+    header = {**record, "payload": {"nonce": record["payload"]["nonce"]}}
+    return sealed, header, private
+
+
+def test_a_raw_payload_opens_like_an_inline_one() -> None:
+    sealed, header, private = _raw_case()
+    raw = sealed.envelope.payload.ciphertext
+    delivery = E.parse_delivery(header, ciphertext=raw)
+    assert delivery == E.fan_out(sealed.envelope)[("bob", "phone")]
+    opened = E.open_delivery(delivery, user_id="bob", device_id="phone",
+                             device_private=private)
+    assert opened.plaintext == b"raw payload"
+
+
+def test_a_raw_payload_is_checked() -> None:
+    sealed, header, private = _raw_case()
+    raw = sealed.envelope.payload.ciphertext
+    flipped = bytes([raw[0] ^ 1]) + raw[1:]
+    rejects("mac", "ENV-8", lambda: E.open_delivery(
+        E.parse_delivery(header, ciphertext=flipped), user_id="bob", device_id="phone",
+        device_private=private))
+    rejects("length", "ENV-20", lambda: E.parse_delivery(header, ciphertext=raw[:15]))
+    inline = {**header, "payload": {**header["payload"], "ciphertext": "AAAA"}}
+    rejects("decode", "API-6", lambda: E.parse_delivery(inline, ciphertext=raw))

@@ -120,7 +120,10 @@ def test_every_refusal_is_problem_json(document: dict[str, Any]) -> None:
             if int(status) >= 400:
                 assert list(response["content"]) == ["application/problem+json"], (method, path)
             elif int(status) != 204:
-                assert list(response["content"]) == ["application/json"], (method, path)
+                # The one binary answer: the envelope payload served raw (ENV-19).
+                raw = path.endswith("/messages/{message_id}/payload")
+                media = "application/octet-stream" if raw else "application/json"
+                assert list(response["content"]) == [media], (method, path)
 
 
 def test_authenticated_operations_document_the_uniform_401(document: dict[str, Any]) -> None:

@@ -227,3 +227,36 @@ def test_two_acks_in_parallel_are_one(world: World) -> None:
         t.join()
     assert statuses == [200] * 4
     assert world.queue("bob", "phone")["messages"] == []
+
+
+def test_the_payload_raw_and_the_queue_without_it(world: World) -> None:
+    """ENV-19: ?payload=omit leaves the ciphertext out of the records (schema-valid); the
+    raw payload is the posted ciphertext, stored once, served until the message expires."""
+    phone, laptop = world.device("bob", "phone"), world.device("bob", "laptop")
+    sealed = E.seal(b"raw" * 1000, sender="alice", recipients=[phone, laptop],
+                    random=os.urandom)
+    wire = E.envelope_to_wire(sealed.envelope)
+    posted = world.client.post("/v1/users/alice/messages", json=wire,
+                               headers=world.auth("alice"))
+    assert posted.status_code == 201
+    answer = world.client.get("/v1/users/bob/devices/phone/messages",
+                              params={"payload": "omit"}, headers=world.auth("bob"))
+    assert answer.status_code == 200
+    schema("envelope-queue").validate(answer.json())
+    (record,) = answer.json()["messages"]
+    assert record["payload"] == {"nonce": wire["payload"]["nonce"]}
+    assert "ciphertext" in world.queue("bob", "phone")["messages"][0]["payload"]
+    path = f"/v1/users/bob/devices/phone/messages/{wire['message_id']}/payload"
+    raw = world.client.get(path, headers=world.auth("bob"))
+    assert raw.status_code == 200
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert raw.content == sealed.envelope.payload.ciphertext
+    opened = E.open_delivery(E.parse_delivery(record, ciphertext=raw.content), user_id="bob",
+                             device_id="phone", device_private=world.privates[("bob", "phone")])
+    assert opened.plaintext == b"raw" * 1000
+    head = world.client.head(path, headers=world.auth("bob"))
+    assert head.status_code == 200 and head.content == b""
+    bad = world.client.get("/v1/users/bob/devices/phone/messages",
+                           params={"payload": "none"}, headers=world.auth("bob"))
+    assert bad.status_code == 400
+    assert bad.headers["content-type"] == "application/problem+json"

@@ -79,6 +79,10 @@ def ack_path(h: Handset, message_id: str) -> str:
     return f"{message_path(h, message_id)}/ack"
 
 
+def payload_path(h: Handset, message_id: str) -> str:
+    return f"{message_path(h, message_id)}/payload"
+
+
 def key_body(public: bytes) -> dict[str, Any]:
     return {"x25519": b64url_encode(public)}
 
@@ -534,6 +538,121 @@ def ack_unknown(t: Probe) -> None:
                       what="GET an unknown message")
 
 
+# --- the payload raw (steps 9 and 10, ENV-19, ENV-20) -------------------------------------------
+
+def read_queue_omit(t: Probe, h: Handset, *, what: str) -> list[dict[str, Any]]:
+    exchange = t.request("GET", queue_path(h) + "?payload=omit", token=h.owner.token)
+    body = t.expect_ok_json(exchange, 200, what=what)
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        t.fail(f"{what}: the queue has no list of message objects",
+               expected='{"messages": [...], ...}', actual=describe(exchange),
+               exchange=exchange)
+    return messages
+
+
+def fetch_raw(t: Probe, h: Handset, message_id: str, *, what: str) -> bytes:
+    """GET .../payload as the device's owner: 200 application/octet-stream required."""
+    exchange = t.request("GET", payload_path(h, message_id), token=h.owner.token)
+    t.expect_status(exchange, 200, what=what)
+    if exchange.media_type != "application/octet-stream":
+        t.fail(f"{what}: expected application/octet-stream, got "
+               f"{exchange.media_type or 'no content-type'}",
+               expected="content-type application/octet-stream", actual=describe(exchange),
+               exchange=exchange)
+    return exchange.response_body
+
+
+@check("envelope/payload/raw-byte-identical", requirements=("ENV-19", "ENV-20", "ENV-13"),
+       needs=NEEDS)
+def raw_byte_identical(t: Probe) -> None:
+    """GET .../messages/{message_id}/payload serves each addressed device the payload
+    ciphertext exactly as posted -- of that message, not another -- and the device opens
+    it with its queue record read with payload=omit."""
+    sender, phone, laptop, tablet = family(t, "raw")
+    sent = []
+    for n in range(2):
+        message = f"raw payload {n} ".encode() + os.urandom(4096 + n)
+        sealed, wire = send(t, sender, [phone, laptop, tablet], message)
+        sent.append((message, sealed, wire))
+    for message, sealed, wire in sent:
+        posted = sealed.envelope.payload.ciphertext
+        for h in (phone, laptop, tablet):
+            raw = fetch_raw(t, h, wire["message_id"],
+                            what=f"GET the raw payload of {wire['message_id']} as {h.label}")
+            if raw != posted:
+                t.fail(f"the raw payload served to {h.label} is not the posted ciphertext "
+                       f"of message {wire['message_id']}",
+                       expected=f"{len(posted)} bytes, SHA-256 "
+                                f"{primitives.sha256(posted).hex()}",
+                       actual=f"{len(raw)} bytes, SHA-256 {primitives.sha256(raw).hex()}")
+            record = next((m for m in read_queue_omit(
+                t, h, what=f"GET the queue of {h.label} with payload=omit")
+                if m.get("message_id") == wire["message_id"]), None)
+            if record is None:
+                t.fail(f"message {wire['message_id']} is not in the payload=omit queue of "
+                       f"{h.label}", expected="present", actual="absent")
+            try:
+                opened = E.open_delivery(E.parse_delivery(record, ciphertext=raw),
+                                         user_id=h.owner.user_id, device_id=h.device_id,
+                                         device_private=h.private)
+            except SpecError as exc:
+                t.fail(f"{h.label} cannot open its payload=omit record with the raw payload: "
+                       f"{exc} (failure class {exc.failure_class})",
+                       expected="a record and payload this device opens",
+                       actual=_short(record))
+            if opened.plaintext != message:
+                t.fail(f"{h.label} decrypts another plaintext from the raw payload",
+                       expected=repr(message[:40]), actual=repr(opened.plaintext[:40]))
+
+
+@check("envelope/payload/omit-option", requirements=("ENV-19", "ENV-11"), needs=NEEDS)
+def omit_option(t: Probe) -> None:
+    """The default queue read carries the payload inline, unchanged; with payload=omit
+    every record is the same but for a payload of {"nonce"} only."""
+    sender, phone, _, _ = family(t, "omit")
+    _, wire = send(t, sender, [phone])
+    inline = find(t, phone, wire["message_id"], what="GET the queue (default)")
+    if inline.get("payload") != wire["payload"]:
+        t.fail("the default queue read does not carry the payload inline as posted",
+               expected=_short(wire["payload"]), actual=_short(inline.get("payload")))
+    omitted = next((m for m in read_queue_omit(t, phone, what="GET the queue, payload=omit")
+                    if m.get("message_id") == wire["message_id"]), None)
+    expected = {**inline, "payload": {"nonce": wire["payload"]["nonce"]}}
+    diff = first_difference(expected, omitted)
+    if diff:
+        t.fail(f"the payload=omit record is not the default one with the ciphertext left "
+               f"out: {diff}", expected=_short(expected), actual=_short(omitted))
+    exchange = t.request("GET", queue_path(phone) + "?payload=maybe", token=phone.owner.token)
+    t.expect_rejected(exchange, 400, what="GET the queue with payload=maybe")
+
+
+@check("envelope/payload/owner-only", requirements=("ENV-19", "API-4"), needs=NEEDS)
+def raw_owner_only(t: Probe) -> None:
+    """The raw payload is served to the device's owner only: the sender, another
+    recipient (who holds the same ciphertext) and no token get the uniform 401."""
+    sender, phone, _, tablet = family(t, "rawowner")
+    _, wire = send(t, sender, [phone, tablet])
+    path = payload_path(phone, wire["message_id"])
+    for token, who in ((sender.token, "the sender"), (tablet.owner.token, "another recipient"),
+                       (None, "no token")):
+        expect_unauthorized(t, t.request("GET", path, token=token), what=f"GET {path} as {who}")
+
+
+@check("envelope/payload/unknown-message", requirements=("ENV-19",), needs=NEEDS)
+def raw_unknown(t: Probe) -> None:
+    """The raw payload of a message id never sent, or not addressed to this device (even
+    one of an addressed user), answers 404 problem+json."""
+    sender, phone, laptop, _ = family(t, "raw404")
+    _, wire = send(t, sender, [phone])
+    ghost = b64url_encode(os.urandom(16))
+    t.expect_rejected(t.request("GET", payload_path(phone, ghost), token=phone.owner.token),
+                      404, what="GET the raw payload of an unknown message")
+    t.expect_rejected(t.request("GET", payload_path(laptop, wire["message_id"]),
+                                token=laptop.owner.token), 404,
+                      what=f"GET the raw payload as the unaddressed {laptop.label}")
+
+
 # --- what the server refuses (steps 8 and 12) -----------------------------------------------------
 
 def expect_nothing_queued(t: Probe, handsets: list[Handset], message_id: str, *,
@@ -732,6 +851,8 @@ def uniform_401(t: Probe) -> None:
         ("GET", message_path(phone, wire["message_id"]), None),
         ("GET", message_path(missing, wire["message_id"]), None),
         ("POST", ack_path(phone, wire["message_id"]), E.ack_to_wire(os.urandom(32))),
+        ("GET", payload_path(phone, wire["message_id"]), None),
+        ("GET", payload_path(missing, wire["message_id"]), None),
     ]
     bodies = set()
     for method, path, body in requests:
