@@ -164,7 +164,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class RecipientKeys:
-    """Step 5: the per-recipient secrets."""
+    """Step 5: the per-recipient shared secret and keys."""
 
     shared_secret: bytes
     prk: bytes
