@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 from starlette.requests import Request
 
 from keyflows.reference.problems import Problem, Unauthorized
+
+T = TypeVar("T")
 
 # RFC 6750 section 2.1: b64token.
 _BEARER = re.compile(r"\A[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)\Z")
@@ -58,14 +61,17 @@ class AccountClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def is_valid(self, user_id: str, access_token: str) -> bool:
-        """True or False as the account server says; AccountServerUnavailable otherwise."""
+    async def _ask(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One call to the account server; any transport failure is unavailability."""
         try:
-            response = await self._client.post(
-                self.validate_url, json={"user_id": user_id, "access_token": access_token})
+            return await self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise AccountServerUnavailable(
                 f"the account server could not be reached ({type(exc).__name__})") from None
+
+    @staticmethod
+    def _member(response: httpx.Response, name: str, kind: type[T]) -> T:
+        """Member `name` of a 200 JSON object answer, of type `kind`; else unavailability."""
         if response.status_code != 200:
             raise AccountServerUnavailable(
                 f"the account server answered status {response.status_code}")
@@ -73,34 +79,27 @@ class AccountClient:
             answer = response.json()
         except ValueError:
             raise AccountServerUnavailable("the account server answer is not JSON") from None
-        valid = answer.get("valid") if isinstance(answer, dict) else None
-        if not isinstance(valid, bool):
-            raise AccountServerUnavailable("the account server answer has no boolean 'valid'")
-        return valid
+        value = answer.get(name) if isinstance(answer, dict) else None
+        if not isinstance(value, kind):
+            raise AccountServerUnavailable(
+                f"the account server answer has no {kind.__name__} {name!r}")
+        return value
+
+    async def is_valid(self, user_id: str, access_token: str) -> bool:
+        """True or False as the account server says; AccountServerUnavailable otherwise."""
+        response = await self._ask("POST", self.validate_url,
+                                   json={"user_id": user_id, "access_token": access_token})
+        return self._member(response, "valid", bool)
 
     async def get_share(self, user_id: str) -> str | None:
         """The account server's secret share of a user, `GET /v1/secret?sub=<user_id>` ->
         {"secret": base64url} (lock-layering, LOCK-10); None if it has none (404).
         The text is returned unchecked: every defect of a share is the caller's one
         share failure (LOCK-6)."""
-        try:
-            response = await self._client.get(self.secret_url, params={"sub": user_id})
-        except httpx.HTTPError as exc:
-            raise AccountServerUnavailable(
-                f"the account server could not be reached ({type(exc).__name__})") from None
+        response = await self._ask("GET", self.secret_url, params={"sub": user_id})
         if response.status_code == 404:
             return None
-        if response.status_code != 200:
-            raise AccountServerUnavailable(
-                f"the account server answered status {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError:
-            raise AccountServerUnavailable("the account server answer is not JSON") from None
-        secret = answer.get("secret") if isinstance(answer, dict) else None
-        if not isinstance(secret, str):
-            raise AccountServerUnavailable("the account server answer has no string 'secret'")
-        return secret
+        return self._member(response, "secret", str)
 
     async def authenticate(self, request: Request, user_id: str) -> None:
         """Let the request through only if its bearer token is valid for `user_id`:

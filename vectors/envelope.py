@@ -835,16 +835,13 @@ def _verify_register(case: Mapping[str, Any]) -> Outcome:
     return compare(case, outputs={"x25519": _registered(inputs["device_id"], inputs["body"])})
 
 
-_V1_VERIFIERS: dict[str, Callable[[Mapping[str, Any]], Outcome]] = {
-    OP_SEAL: _verify_seal,
-    OP_OPEN: _verify_open,
-    OP_SUBMIT: _verify_submission,
-    OP_ACK: _verify_ack,
-    OP_REGISTER: _verify_register,
+_VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
+    ("v1", OP_SEAL): _verify_seal,
+    ("v1", OP_OPEN): _verify_open,
+    ("v1", OP_SUBMIT): _verify_submission,
+    ("v1", OP_ACK): _verify_ack,
+    ("v1", OP_REGISTER): _verify_register,
 }
-
-
-_VERIFIERS = {("v1", operation): verifier for operation, verifier in _V1_VERIFIERS.items()}
 
 
 def verify_case(header: Mapping[str, Any], case: Mapping[str, Any]) -> Outcome:

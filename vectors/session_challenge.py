@@ -767,17 +767,14 @@ def _verify_attempts(case: Mapping[str, Any]) -> Outcome:
     return compare(case, outputs={"allowed": True})
 
 
-_V1_VERIFIERS: dict[str, Callable[[Mapping[str, Any]], Outcome]] = {
-    OP_ISSUE: _verify_issue,
-    OP_OPEN: _verify_open,
-    OP_ANSWER: _verify_answer,
-    OP_SESSION: _verify_session,
-    OP_CHECK_SESSION: _verify_check_session,
-    OP_ATTEMPTS: _verify_attempts,
+_VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
+    ("v1", OP_ISSUE): _verify_issue,
+    ("v1", OP_OPEN): _verify_open,
+    ("v1", OP_ANSWER): _verify_answer,
+    ("v1", OP_SESSION): _verify_session,
+    ("v1", OP_CHECK_SESSION): _verify_check_session,
+    ("v1", OP_ATTEMPTS): _verify_attempts,
 }
-
-
-_VERIFIERS = {("v1", operation): verifier for operation, verifier in _V1_VERIFIERS.items()}
 
 
 def verify_case(header: Mapping[str, Any], case: Mapping[str, Any]) -> Outcome:

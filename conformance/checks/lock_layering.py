@@ -454,6 +454,17 @@ def unwrap_via_server(t: Probe, ks: Keystore, key: dict[str, Any],
                                          "wrapped_key": b64url_encode(wrapped.wrapped_key)})
 
 
+
+def expect_unwrapped(t: Probe, ks: Keystore, key: dict[str, Any], wrapped: spec.Wrapped,
+                     cek: bytes, *,
+                     what: str) -> None:
+    """The server's unwrap of `wrapped` gives back exactly `cek` (LOCK-17)."""
+    exchange = unwrap_via_server(t, ks, key, wrapped)
+    answer = t.expect_ok_json(exchange, 200, what=f"unwrap {what}")
+    if decoded(t, exchange, answer, "cek") != cek:
+        t.fail(f"unwrap of {what} does not give back the wrapped key", expected=cek.hex(),
+               actual=describe(exchange), exchange=exchange)
+
 @check("lock-layering/wrap/round-trip-via-server", requirements=("LOCK-17",), needs=NEEDS)
 def wrap_round_trip(t: Probe) -> None:
     """A key wrapped by the server to the keystore's own X25519 key unwraps through the
@@ -463,11 +474,7 @@ def wrap_round_trip(t: Probe) -> None:
         key = create_key(t, ks, spec.KEY_X25519)
         cek = os.urandom(32)
         wrapped = wrap(t, ks, cek, b64url_decode(key["public_key"]))
-        exchange = unwrap_via_server(t, ks, key, wrapped)
-        answer = t.expect_ok_json(exchange, 200, what="unwrap a key the server wrapped")
-        if decoded(t, exchange, answer, "cek") != cek:
-            t.fail("unwrap does not give back the wrapped key", expected=cek.hex(),
-                   actual=describe(exchange), exchange=exchange)
+        expect_unwrapped(t, ks, key, wrapped, cek, what="a key the server wrapped")
 
 
 @check("lock-layering/wrap/interoperates-with-spec", requirements=("LOCK-17",), needs=NEEDS)
@@ -487,11 +494,7 @@ def wrap_interoperates(t: Probe) -> None:
                expected="KEK = HKDF(Z, ctx('lock-wrap', epk, R)); AES-256-GCM, zero nonce",
                actual=describe(ks.exchanges[-1]), exchange=ks.exchanges[-1])
     ours = spec.wrap(cek, b64url_decode(key["public_key"]), os.urandom(32))
-    exchange = unwrap_via_server(t, ks, key, ours)
-    answer = t.expect_ok_json(exchange, 200, what="unwrap a key the runner wrapped")
-    if decoded(t, exchange, answer, "cek") != cek:
-        t.fail("the server unwraps the runner's wrap to other bytes", expected=cek.hex(),
-               actual=describe(exchange), exchange=exchange)
+    expect_unwrapped(t, ks, key, ours, cek, what="a key the runner wrapped")
 
 
 @check("lock-layering/wrap/low-order-refused", requirements=("LOCK-17",), needs=NEEDS)
