@@ -28,9 +28,11 @@ from keyflows.spec.errors import AeadError, LengthError, ParamsError, PointError
 __all__ = [
     "AES256_KEY_LEN",
     "AES_BLOCK_LEN",
+    "ED25519_L",
     "ED25519_PUBLIC_KEY_LEN",
     "ED25519_SEED_LEN",
     "ED25519_SIG_LEN",
+    "ED25519_SMALL_ORDER",
     "GCM_NONCE_LEN",
     "GCM_TAG_LEN",
     "SHA256_LEN",
@@ -45,8 +47,10 @@ __all__ = [
     "aes256gcm_decrypt",
     "aes256gcm_encrypt",
     "argon2id",
+    "check_ed25519_public_key",
     "check_x25519_public_key",
     "constant_time_equal",
+    "ed25519_is_canonical",
     "ed25519_public_key",
     "ed25519_sign",
     "ed25519_verify",
@@ -269,7 +273,63 @@ def x25519_keypair_exchange(private_key: bytes, peer_public_key: bytes, *,
     return key.public_key().public_bytes_raw(), shared
 
 
-# --- Ed25519 (RFC 8032) ----------------------------------------------------------------
+# --- Ed25519 (RFC 8032), verified strictly -------------------------------------------
+
+#: The order of the Ed25519 base point, L = 2^252 + 27742317777372353535851937790883648493.
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+#: The canonical encodings of the eight points whose order divides 8 (the identity, the
+#: point of order 2, two of order 4, four of order 8). A public key or an R among them
+#: makes a signature that "verifies" for many messages, so the strict rule refuses them.
+#: tests/test_primitives_kat.py checks that each decodes to a point P with [8]P = O and
+#: that they are eight distinct points; libsodium's blocklist (ed25519_ref10.c) lists
+#: the same points.
+ED25519_SMALL_ORDER: frozenset[bytes] = frozenset(bytes.fromhex(h) for h in (
+    "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+    "0000000000000000000000000000000000000000000000000000000000000080",  # order 4
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",  # order 8
+))
+
+_ED25519_P = 2**255 - 19
+_ED25519_D = (-121665 * pow(121666, _ED25519_P - 2, _ED25519_P)) % _ED25519_P
+_Y_MASK = (1 << 255) - 1
+
+
+def ed25519_is_canonical(encoding: bytes) -> bool:
+    """True iff 32 bytes are the one encoding of a point of the curve (RFC 8032 5.1.3).
+
+    RFC 8032 decoding accepts y >= p and a set sign bit with x = 0, so some points have
+    two encodings; the strict rule accepts only y < p, a clear sign bit when x = 0, and a
+    y for which x exists.
+    """
+    if len(encoding) != ED25519_PUBLIC_KEY_LEN:
+        return False
+    value = int.from_bytes(encoding, "little")
+    y, sign = value & _Y_MASK, value >> 255
+    p = _ED25519_P
+    if y >= p:
+        return False
+    # The curve gives x^2 = (y^2 - 1) / (d y^2 + 1); an x exists iff that is zero or a
+    # square mod p (Euler's criterion), and x = 0 has only the encoding with sign 0.
+    x2 = (y * y - 1) * pow(_ED25519_D * y * y + 1, p - 2, p) % p
+    if x2 == 0:
+        return sign == 0
+    return pow(x2, (p - 1) // 2, p) == 1
+
+
+def check_ed25519_public_key(public_key: bytes, *, requirement: str | None = None) -> None:
+    """The key checks of the strict rule: 32 bytes, canonical, on the curve, not small order."""
+    _require_len(public_key, ED25519_PUBLIC_KEY_LEN, "Ed25519 public key", requirement)
+    if not ed25519_is_canonical(public_key):
+        raise PointError("Ed25519 public key is not the canonical encoding of a curve point",
+                         requirement=requirement)
+    if public_key in ED25519_SMALL_ORDER:
+        raise PointError("Ed25519 public key is of small order", requirement=requirement)
 
 
 def ed25519_public_key(seed: bytes) -> bytes:
@@ -286,16 +346,28 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
 
 def ed25519_verify(public_key: bytes, message: bytes, signature: bytes, *,
                    requirement: str | None = None) -> None:
-    """Verify a pure Ed25519 signature; raise SignatureError unless it is valid.
+    """Verify a pure Ed25519 signature by the strict rule; raise unless it is valid.
 
-    Mis-sized keys or signatures raise LengthError (they never reach the verifier);
-    a key that does not decode to a curve point is a SignatureError.
+    In order: lengths (LengthError); the public key A canonical, on the curve and not of
+    small order (PointError); S < L, R canonical and not of small order (SignatureError);
+    then the cofactorless equation [S]B = R + [k]A, k = SHA-512(R || A || M) mod L
+    (SignatureError). The equation is OpenSSL's through `cryptography`, which compares
+    the encoding of [S]B - [k]A with R byte for byte: with R canonical, that is equality
+    of points. libsodium (and so PyNaCl) gives the same verdict on every input;
+    tests/test_primitives_kat.py checks that on Wycheproof and the speccheck cases.
     """
     _require_len(public_key, ED25519_PUBLIC_KEY_LEN, "Ed25519 public key", requirement)
     _require_len(signature, ED25519_SIG_LEN, "Ed25519 signature", requirement)
+    check_ed25519_public_key(public_key, requirement=requirement)
+    r, s = signature[:32], int.from_bytes(signature[32:], "little")
+    if s >= ED25519_L:
+        raise SignatureError("Ed25519 signature has a non-canonical S (S >= L)",
+                             requirement=requirement)
+    if r in ED25519_SMALL_ORDER or not ed25519_is_canonical(r):
+        raise SignatureError("Ed25519 signature has a non-canonical or small-order R",
+                             requirement=requirement)
     try:
-        key = Ed25519PublicKey.from_public_bytes(public_key)
-        key.verify(signature, message)
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
         raise SignatureError("Ed25519 signature does not verify",
                              requirement=requirement) from exc

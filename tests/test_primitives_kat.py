@@ -456,6 +456,26 @@ def test_wycheproof_ed25519_header() -> None:
     assert WYCHEPROOF_ED25519["numberOfTests"] == len(ED25519_TESTS)
 
 
+def _libsodium_verifies(public: bytes, message: bytes, signature: bytes) -> bool:
+    """libsodium's crypto_sign_verify_detached (through PyNaCl): the strict rule's peer."""
+    import nacl.exceptions
+    import nacl.signing
+
+    try:
+        nacl.signing.VerifyKey(public).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        return False
+    return True
+
+
+def _strict_verdict(public: bytes, message: bytes, signature: bytes) -> str:
+    try:
+        P.ed25519_verify(public, message, signature)
+    except SpecError as exc:
+        return exc.failure_class
+    return "valid"
+
+
 @pytest.mark.parametrize(("pk", "case"), ED25519_TESTS, ids=[f"tc{t['tcId']}"
                                                              for _, t in ED25519_TESTS])
 def test_wycheproof_ed25519(pk: str, case: dict[str, Any]) -> None:
@@ -465,13 +485,135 @@ def test_wycheproof_ed25519(pk: str, case: dict[str, Any]) -> None:
     elif case["result"] == "invalid":
         # Truncated or padded signatures stop at the length check, the rest at
         # verification; either way the input is refused.
-        with pytest.raises((SignatureError, LengthError)):
+        with pytest.raises((SignatureError, LengthError, PointError)):
             P.ed25519_verify(public, message, signature)
-    else:  # "acceptable": small/mixed-order keys; either answer is allowed, no crash
-        try:
+    elif "SmallOrderPublicKey" in case["flags"]:
+        # "acceptable" to Wycheproof; the strict rule (HC-35) refuses small-order keys.
+        with pytest.raises(PointError):
             P.ed25519_verify(public, message, signature)
-        except SignatureError:
-            pass
+    else:  # MixedOrderPublicKey: the strict rule accepts mixed order, as libsodium does
+        assert "MixedOrderPublicKey" in case["flags"]
+        P.ed25519_verify(public, message, signature)
+
+
+@pytest.mark.parametrize(("pk", "case"), ED25519_TESTS, ids=[f"tc{t['tcId']}"
+                                                             for _, t in ED25519_TESTS])
+def test_wycheproof_ed25519_agrees_with_libsodium(pk: str, case: dict[str, Any]) -> None:
+    public, message, signature = _h(pk), _h(case["msg"]), _h(case["sig"])
+    if len(public) != 32 or len(signature) != 64:
+        return  # libsodium's API takes fixed sizes; the length checks are tested above
+    ours = _strict_verdict(public, message, signature) == "valid"
+    assert ours == _libsodium_verifies(public, message, signature)
+
+
+# --- "Taming the many EdDSAs" (ed25519-speccheck) under the strict rule ---------------------
+
+SPECCHECK = _json("ed25519_speccheck.json")
+
+
+def test_speccheck_file_shape() -> None:
+    assert SPECCHECK["source"]["commit"] == "65519336fda78a3d016e947df6d82848aca0c9da"
+    assert [c["index"] for c in SPECCHECK["cases"]] == list(range(12))
+    assert [c["keyflows"]["result"] for c in SPECCHECK["cases"]].count("valid") == 1
+
+
+@pytest.mark.parametrize("case", SPECCHECK["cases"], ids=lambda c: f"case{c['index']}")
+def test_speccheck_strict_verdict(case: dict[str, Any]) -> None:
+    """Each case gets the committed verdict and failure class, and libsodium agrees."""
+    public, message, signature = _h(case["pub_key"]), _h(case["message"]), _h(case["signature"])
+    expected = case["keyflows"]
+    verdict = _strict_verdict(public, message, signature)
+    assert verdict == ("valid" if expected["result"] == "valid" else expected["failure_class"])
+    assert _libsodium_verifies(public, message, signature) == (verdict == "valid")
+
+
+# Curve arithmetic for the tests only (affine twisted Edwards, RFC 8032 section 5.1), so
+# the small-order list is checked by an implementation independent of the one under test.
+_EP = 2**255 - 19
+_ED = -121665 * pow(121666, _EP - 2, _EP) % _EP
+
+
+def _decode_point(encoding: bytes) -> tuple[int, int]:
+    value = int.from_bytes(encoding, "little")
+    y, sign = value & ((1 << 255) - 1), value >> 255
+    assert y < _EP
+    x2 = (y * y - 1) * pow(_ED * y * y + 1, _EP - 2, _EP) % _EP
+    x = pow(x2, (_EP + 3) // 8, _EP)
+    if x * x % _EP != x2:
+        x = x * pow(2, (_EP - 1) // 4, _EP) % _EP
+    assert x * x % _EP == x2, "not on the curve"
+    if x & 1 != sign:
+        x = (_EP - x) % _EP
+    return x, y
+
+
+def _add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _ED * x1 * x2 * y1 * y2 % _EP
+    return ((x1 * y2 + x2 * y1) * pow(1 + t, _EP - 2, _EP) % _EP,
+            (y1 * y2 + x1 * x2) * pow(1 - t, _EP - 2, _EP) % _EP)
+
+
+def _times8(point: tuple[int, int]) -> tuple[int, int]:
+    for _ in range(3):
+        point = _add(point, point)
+    return point
+
+
+def test_small_order_list_is_the_eight_torsion_points() -> None:
+    points = {_decode_point(e) for e in P.ED25519_SMALL_ORDER}
+    assert len(points) == 8  # the torsion subgroup of Curve25519 has exactly 8 points
+    assert all(_times8(p) == (0, 1) for p in points)
+    base = _decode_point(_h("5866666666666666666666666666666666666666666666666666666666666666"))
+    assert _times8(base) != (0, 1)  # the base point is of order L, not in the list
+
+
+@pytest.mark.parametrize("encoding", sorted(P.ED25519_SMALL_ORDER))
+def test_small_order_keys_and_r_are_refused(encoding: bytes) -> None:
+    """With A of small order, R = A and S = 0 satisfy the cofactorless equation for many
+    messages: a lax verifier accepts these "signatures", the strict rule does not."""
+    message = b"any message"
+    signature = encoding + bytes(32)
+    with pytest.raises(PointError):
+        P.ed25519_verify(encoding, message, signature)
+    with pytest.raises(PointError):
+        P.check_ed25519_public_key(encoding)
+    _, _, public, _, valid = ED25519_RFC8032[0]
+    with pytest.raises(SignatureError):
+        P.ed25519_verify(public, message, encoding + valid[32:])
+
+
+def test_non_canonical_s_is_refused() -> None:
+    """S + L satisfies the same equation mod L; the strict rule refuses S >= L."""
+    _, _, public, message, signature = ED25519_RFC8032[0]
+    s = int.from_bytes(signature[32:], "little")
+    malleated = signature[:32] + (s + P.ED25519_L).to_bytes(32, "little")
+    with pytest.raises(SignatureError, match="S >= L"):
+        P.ed25519_verify(public, message, malleated)
+    assert not _libsodium_verifies(public, message, malleated)
+
+
+def test_non_canonical_encodings_are_refused() -> None:
+    """y >= p, and x = 0 with the sign bit set, are second encodings of points."""
+    one_plus_p = (1 + _EP).to_bytes(32, "little")  # the identity again, y = p + 1
+    signed_identity = bytes([1]) + bytes(30) + bytes([0x80])  # y = 1, sign bit set
+    for encoding in (one_plus_p, signed_identity):
+        assert not P.ed25519_is_canonical(encoding)
+        with pytest.raises(PointError):
+            P.check_ed25519_public_key(encoding)
+    _, _, public, _, _ = ED25519_RFC8032[0]
+    assert P.ed25519_is_canonical(public)
+    off_curve = next(bytes([i]) + bytes(31) for i in range(2, 50)
+                     if not _on_curve(bytes([i]) + bytes(31)))
+    assert not P.ed25519_is_canonical(off_curve)
+
+
+def _on_curve(encoding: bytes) -> bool:
+    try:
+        _decode_point(encoding)
+    except AssertionError:
+        return False
+    return True
 
 
 # === Argon2id: RFC 9106 section 5.3 and the reference implementation =======================

@@ -94,6 +94,15 @@ NOTES_V1: dict[str, Flag] = {
     "NonCanonicalPoint": Flag("The X25519 public key has its top bit set or u >= 2^255 - 19. "
                               "The signature is re-made over it.",
                               "Reject at the point check (failure class point)."),
+    "InvalidEd25519Key": Flag("The Ed25519 public key is not the canonical encoding of a "
+                              "curve point, or is a point of small order.",
+                              "Reject at the key check of the strict Ed25519 rule (HC-35, "
+                              "failure class point)."),
+    "LaxEd25519Signature": Flag("A signature that a verifier skipping the checks of the "
+                                "strict Ed25519 rule accepts: S >= L, or a small-order key "
+                                "and R with S = 0, which satisfy the equation for any message.",
+                                "Reject (HC-35): failure class point for the key, signature "
+                                "for R and S."),
     "SwappedFields": Flag("The X25519 and Ed25519 public keys trade places.",
                           "Reject: at the point check if the Ed25519 key's top bit is set, "
                           "else at the signature."),
@@ -441,9 +450,40 @@ def _bitflips(m: Material) -> list[Case]:
     for slug, name, what, index, bit, reqs, failure in specs:
         flags = ("BitFlip", "NonCanonicalPoint") if failure.failure_class == "point" else (
             "BitFlip",)
+        mutated = _flip_field(rec, FIELD_PATHS[name], index, bit)
+        if name == "ed25519" and not primitives.ed25519_is_canonical(
+                b64url_decode(_get(mutated, FIELD_PATHS[name]))):
+            # The strict Ed25519 rule refuses a key that is no curve point before verifying.
+            what += ": the result is no curve point, so the key check rejects"
+            flags, failure = ("BitFlip", "InvalidEd25519Key"), Failure("point", STEP_CHECKS)
         cases.append(_validate_case(m, f"bitflip-{slug}", f"flips {what}", flags, reqs,
-                                    failure, _flip_field(rec, FIELD_PATHS[name], index, bit)))
+                                    failure, mutated))
     return cases
+
+
+# The identity point as an Ed25519 key and as R: with S = 0 the cofactorless equation
+# [S]B = R + [k]A holds for every message, so a verifier without the strict rule's key
+# and R checks accepts this "signature" for any record.
+_ED25519_IDENTITY = bytes([1]) + bytes(31)
+
+
+def _strict_ed25519(m: Material) -> list[Case]:
+    rec, reqs = m.record, ("KP-6", "KP-4", "HC-35")
+    signature = b64url_decode(rec["binding_signature"])
+    s = int.from_bytes(signature[32:], "little") + primitives.ED25519_L
+    malleated = signature[:32] + s.to_bytes(32, "little")
+    identity_key = _set(_set(rec, FIELD_PATHS["ed25519"], b64url_encode(_ED25519_IDENTITY)),
+                        ("binding_signature",), b64url_encode(_ED25519_IDENTITY + bytes(32)))
+    return [
+        _validate_case(m, "ed25519-non-canonical-s", "the binding signature with S + L in "
+                       "place of S: the same equation mod L, refused because S >= L",
+                       ("LaxEd25519Signature",), reqs, SIG_REJECT,
+                       _set(rec, ("binding_signature",), b64url_encode(malleated))),
+        _validate_case(m, "ed25519-identity-key", "the Ed25519 key is the identity point and "
+                       "the signature is R = identity, S = 0, which a lax verifier accepts for "
+                       "any message", ("LaxEd25519Signature", "InvalidEd25519Key"), reqs,
+                       Failure("point", STEP_CHECKS), identity_key),
+    ]
 
 
 def _relabelled(m: Material) -> list[Case]:
@@ -776,7 +816,8 @@ def _v1_cases() -> list[Case]:
     for m in materials:
         cases += _positives(m)
     for m in materials:
-        for family in (_bitflips, _relabelled, _foreign_path, _points, _swapped, _lengths,
+        for family in (_bitflips, _strict_ed25519, _relabelled, _foreign_path, _points,
+                       _swapped, _lengths,
                        _encodings, _structure, _bad_values, _params, _open_negatives,
                        _public_view_negatives):
             cases += family(m)

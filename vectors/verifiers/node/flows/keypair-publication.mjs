@@ -3,7 +3,7 @@
 
 import {
   Reject, b64urlEncode, b64urlExact, checkIdentifier, checkMembers, concat, ed25519Public,
-  ed25519Sign, ed25519Verify, equalBytes, fromHex, isInteger, isObject, labelledContext,
+  ed25519Sign, ed25519Strict, equalBytes, fromHex, isInteger, isObject, labelledContext,
   aesGcmOpen, aesGcmSeal, secretboxOpen, secretboxSeal, toHex, u32be, utf8,
   x25519PointProblem, x25519Public,
 } from "../lib/core.mjs";
@@ -80,8 +80,9 @@ function checkPublicKeys(r, expected, trace, { recordMessage = true } = {}) {
   }
   const message = messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed);
   if (recordMessage) trace.inter("signed_message", message);
-  if (!ed25519Verify(r.ed, message, r.signature)) {
-    throw new Reject("signature", "5", "the binding signature does not verify");
+  const verdict = ed25519Strict(r.ed, message, r.signature);
+  if (verdict !== "valid") {
+    throw new Reject(verdict, "5", `the binding signature does not verify (strict Ed25519: ${verdict})`);
   }
 }
 

@@ -189,13 +189,56 @@ export function ed25519Public(seed) {
   return new Uint8Array(Buffer.from(jwk.x, "base64url"));
 }
 export const ed25519Sign = (seed, msg) => new Uint8Array(crypto.sign(null, msg, ed25519PrivateKey(seed)));
-export function ed25519Verify(pub, msg, sig) {
+/** Ed25519 verification by the strict rule of docs/common.rst ("Signatures", HC-35):
+ * "point" when the public key is not the canonical encoding of a curve point or is of
+ * small order; "signature" when S >= L, R is non-canonical or of small order, or the
+ * cofactorless equation fails (node's OpenSSL verify); "valid" otherwise. */
+export function ed25519Strict(pub, msg, sig) {
+  if (pub.length !== 32 || sig.length !== 64) return "length";
+  if (!ed25519IsCanonical(pub) || ED25519_SMALL_ORDER.has(toHex(pub))) return "point";
+  const r = sig.subarray(0, 32);
+  if (leBigInt(sig.subarray(32)) >= ED25519_L) return "signature";
+  if (!ed25519IsCanonical(r) || ED25519_SMALL_ORDER.has(toHex(r))) return "signature";
   try {
     const key = crypto.createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: b64urlEncode(pub) }, format: "jwk" });
-    return crypto.verify(null, msg, key, sig);
+    return crypto.verify(null, msg, key, sig) ? "valid" : "signature";
   } catch {
-    return false;
+    return "signature";
   }
+}
+export const ed25519Verify = (pub, msg, sig) => ed25519Strict(pub, msg, sig) === "valid";
+
+const ED25519_P = (1n << 255n) - 19n;
+export const ED25519_L = (1n << 252n) + 27742317777372353535851937790883648493n;
+const modPow = (b, e, m) => {
+  let r = 1n;
+  b %= m;
+  for (; e > 0n; e >>= 1n, b = (b * b) % m) if (e & 1n) r = (r * b) % m;
+  return r;
+};
+const ED25519_D = ((-121665n * modPow(121666n, ED25519_P - 2n, ED25519_P)) % ED25519_P + ED25519_P) % ED25519_P;
+const leBigInt = (bytes) => BigInt(`0x${Buffer.from(bytes).reverse().toString("hex") || "0"}`);
+// The eight points of order dividing 8, canonically encoded (docs/common.rst).
+const ED25519_SMALL_ORDER = new Set([
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0000000000000000000000000000000000000000000000000000000000000080",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+]);
+/** y < p, x exists for y, and the sign bit is clear when x = 0 (docs/common.rst). */
+export function ed25519IsCanonical(encoding) {
+  const v = leBigInt(encoding);
+  const y = v & ((1n << 255n) - 1n);
+  const sign = v >> 255n;
+  if (y >= ED25519_P) return false;
+  const p = ED25519_P;
+  const x2 = (((y * y - 1n) % p + p) % p) * modPow((ED25519_D * y * y + 1n) % p, p - 2n, p) % p;
+  if (x2 === 0n) return sign === 0n;
+  return modPow(x2, (p - 1n) / 2n, p) === 1n;
 }
 
 /** AES-256-GCM with a 12-byte nonce; the result is ciphertext || 16-byte tag. */
