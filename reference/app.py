@@ -36,6 +36,8 @@ from keyflows.reference.common import (
 )
 from keyflows.reference.config import Settings
 from keyflows.reference.problems import SLUGS, Problem
+from keyflows.reference.sealed_secrets import open_server_secrets
+from keyflows.reference.server_lock import open_server_lock
 from keyflows.reference.store import Store
 from keyflows.spec import PROFILE, SPEC_VERSION
 
@@ -125,10 +127,14 @@ def all_routes() -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app. Opens the store now (raising StoreError for a bad path), and the
     account-server client in the lifespan, inside the serving event loop."""
-    locks = lock_layering.setup(settings)  # ServerLockError for an unusable lock (LOCK-19)
+    server_lock = (None if settings.server_lock is None
+                   else open_server_lock(settings.server_lock))  # LOCK-19: refused if unusable
+    locks = lock_layering.setup(settings, server_lock)
     store = Store.open(settings.db_path)
+    secrets = open_server_secrets(store, db_path=settings.db_path, server_lock=server_lock,
+                                  key_file=settings.secrets_key_file)
     challenges = session_challenge.open_store(settings)
-    svc = Services(settings=settings, store=store)
+    svc = Services(settings=settings, store=store, secrets=secrets)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -140,6 +146,7 @@ def create_app(settings: Settings) -> Starlette:
             await svc.accounts.aclose()
             svc.accounts = None
             challenges.close()
+            secrets.close()
             if locks is not None:
                 locks.close()
             store.close()

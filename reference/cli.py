@@ -18,6 +18,7 @@ import uvicorn
 
 from keyflows.reference.app import create_app
 from keyflows.reference.config import ConfigError, Settings, load_settings
+from keyflows.reference.sealed_secrets import SecretsError
 from keyflows.reference.server_lock import ServerLockError, configured_server_lock
 from keyflows.reference.store import StoreError
 
@@ -80,7 +81,7 @@ def serve(settings: Settings) -> None:
     check_ready_file(settings.ready_file)
     try:
         app = create_app(settings)
-    except (StoreError, ServerLockError) as exc:
+    except (StoreError, ServerLockError, SecretsError) as exc:
         raise ConfigError(str(exc)) from None
     sock = bind_socket(settings.host, settings.port)
     port = int(sock.getsockname()[1])
@@ -97,6 +98,10 @@ def serve(settings: Settings) -> None:
 @click.option("--account-server", help="Account server base URL [env KEYFLOWS_ACCOUNT_SERVER].")
 @click.option("--max-body-bytes",
               help="Largest accepted request body [env KEYFLOWS_MAX_BODY_BYTES; default 65536].")
+@click.option("--secrets-key-file",
+              help="Key sealing the server's own secrets when no server lock is configured, "
+                   "mode 0600, created if absent [env KEYFLOWS_SECRETS_KEY_FILE; default the "
+                   "database path + .key].")
 @click.option("--ready-file", help="Write the base URL here once listening.")
 @click.option("--log-level", help="uvicorn log level [default warning].")
 @click.option("--challenge-lifetime",
@@ -123,7 +128,7 @@ def serve(settings: Settings) -> None:
                                          "[env KEYFLOWS_PKCS11_KEY_LABEL].")
 def serve_command(host: str | None, port: str | None, db: str | None,
                   account_server: str | None, max_body_bytes: str | None,
-                  ready_file: str | None, log_level: str | None,
+                  secrets_key_file: str | None, ready_file: str | None, log_level: str | None,
                   challenge_lifetime: str | None, challenge_max_attempts: str | None,
                   session_lifetime: str | None, server_lock: str | None,
                   master_key_file: str | None, kms_key_id: str | None,
@@ -137,6 +142,7 @@ def serve_command(host: str | None, port: str | None, db: str | None,
             pkcs11_token=pkcs11_token, pkcs11_key_label=pkcs11_key_label)
         settings = load_settings(host=host, port=port, db=db, account_server=account_server,
                                  max_body_bytes=max_body_bytes, ready_file=ready_file,
+                                 secrets_key_file=secrets_key_file,
                                  log_level=log_level, challenge_lifetime=challenge_lifetime,
                                  challenge_max_attempts=challenge_max_attempts,
                                  session_lifetime=session_lifetime, server_lock=lock)

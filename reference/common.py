@@ -23,6 +23,7 @@ from keyflows.reference.auth import AccountClient
 from keyflows.reference.config import Settings
 from keyflows.reference.limits import read_body
 from keyflows.reference.problems import Problem, from_spec_error, malformed
+from keyflows.reference.sealed_secrets import ServerSecrets
 from keyflows.reference.store import Store
 from keyflows.spec.errors import SpecError
 from keyflows.spec.key_derivation import IDENTIFIER
@@ -38,6 +39,7 @@ class Services:
 
     settings: Settings
     store: Store
+    secrets: ServerSecrets  # the server's own secrets, sealed at rest (sealed_secrets.py)
     accounts: AccountClient | None = None  # created in the lifespan, inside the event loop
 
 

@@ -33,6 +33,7 @@ ENV_MAX_BODY_BYTES = "KEYFLOWS_MAX_BODY_BYTES"
 ENV_CHALLENGE_LIFETIME = "KEYFLOWS_CHALLENGE_LIFETIME"
 ENV_CHALLENGE_MAX_ATTEMPTS = "KEYFLOWS_CHALLENGE_MAX_ATTEMPTS"
 ENV_SESSION_LIFETIME = "KEYFLOWS_SESSION_LIFETIME"
+ENV_SECRETS_KEY_FILE = "KEYFLOWS_SECRETS_KEY_FILE"
 
 
 class ConfigError(Exception):
@@ -54,6 +55,9 @@ class Settings:
     session_lifetime: int = DEFAULT_SESSION_LIFETIME
     # lock-layering: None = no server lock configured, the flow is not mounted
     server_lock: ServerLockSettings | None = None
+    # Seals the server's own secrets when no server lock is configured; None: the
+    # database's path with ".key" appended.
+    secrets_key_file: Path | None = None
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
@@ -83,6 +87,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
                   challenge_max_attempts: str | None = None,
                   session_lifetime: str | None = None,
                   server_lock: ServerLockSettings | None = None,
+                  secrets_key_file: str | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flag values, falling back to the KEYFLOWS_* environment variables."""
     env = os.environ if environ is None else environ
@@ -96,6 +101,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
                           f" or set {ENV_ACCOUNT_SERVER}")
     if not db:
         raise ConfigError(f"no database: pass --db PATH or set {ENV_DB}")
+    secrets_key_file = secrets_key_file or env.get(ENV_SECRETS_KEY_FILE)
     level = (log_level or DEFAULT_LOG_LEVEL).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -108,6 +114,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         ready_file=Path(ready_file) if ready_file else None,
         log_level=level,
         server_lock=server_lock,
+        secrets_key_file=Path(secrets_key_file) if secrets_key_file else None,
         **challenge_settings(challenge_lifetime, challenge_max_attempts, session_lifetime,
                              env),
     )

@@ -82,8 +82,8 @@ class Config:
 def setup(app: Starlette, svc: Services) -> None:
     """Create the chain (entry 0) and hook publication logging when the app is made."""
     config = Config()
-    app.state.hashchain = HashchainStore.attach(svc.store, origin=config.origin,
-                                                domains=config.domains)
+    app.state.hashchain = HashchainStore.attach(svc.store, secrets=svc.secrets,
+                                                origin=config.origin, domains=config.domains)
     app.state.hashchain_max_chunk = config.max_chunk
 
 

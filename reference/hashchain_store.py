@@ -12,9 +12,8 @@ It shares the Store's connection, lock and `BEGIN IMMEDIATE` transactions, so
 - a KeyInit is marked served in the transaction that selects it, so two concurrent fetches
   never get the same one (HC-27).
 
-The keyserver's Ed25519 seed and the log's origin are created with entry 0 and kept in
-`hashchain_meta`. (A production server would keep the seed under a server lock or in an
-HSM: see the lock-layering flow.)
+The keyserver's Ed25519 seed is a server secret, sealed at rest (sealed_secrets.py); the
+log's origin is created with entry 0 and kept in `hashchain_meta`.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from keyflows.reference.sealed_secrets import ServerSecrets
 from keyflows.reference.store import Store, canonical_json
 from keyflows.spec import hashchain as hc
 from keyflows.spec import primitives
@@ -79,6 +79,23 @@ SCHEMA = (
 PENDING, SERVED, FLUSHED = 0, 1, 2
 
 
+LOG_KEY_SECRET = "hashchain.log-key"
+
+
+def move_clear_seed(store: Store, secrets: ServerSecrets) -> None:
+    """A database written before server secrets were sealed kept the log key in the clear
+    in hashchain_meta: seal it, then erase the row (secure_delete) and the WAL's copy."""
+    row = store._read(lambda db: db.execute(
+        "SELECT value FROM hashchain_meta WHERE name = 'server_seed'").fetchone())
+    if row is None:
+        return
+    if secrets.get(LOG_KEY_SECRET) is None:
+        secrets.put(LOG_KEY_SECRET, bytes(row[0]))
+    with store._write() as db:
+        db.execute("DELETE FROM hashchain_meta WHERE name = 'server_seed'")
+    store.checkpoint()
+
+
 class UnknownIdentity(Exception):
     """The identity has no UID here (answered 404)."""
 
@@ -110,27 +127,29 @@ class HashchainStore:
         self.random = random
 
     @classmethod
-    def attach(cls, store: Store, *, origin: str, domains: Sequence[str],
-               random: RandomSource = os.urandom) -> HashchainStore:
+    def attach(cls, store: Store, *, secrets: ServerSecrets, origin: str,
+               domains: Sequence[str], random: RandomSource = os.urandom) -> HashchainStore:
         """Create the tables, make entry 0 on first use, and hook publication logging."""
         hc.check_origin(origin)
         with store._write() as db:
             for statement in SCHEMA:
                 db.execute(statement)
+        move_clear_seed(store, secrets)
+        seed = secrets.get_or_create(LOG_KEY_SECRET, lambda: random(32))
+        with store._write() as db:
             rows = dict(db.execute("SELECT name, value FROM hashchain_meta").fetchall())
-            if "server_seed" not in rows:
-                seed = random(32)
+            if "origin" not in rows:
                 entry = hc.build_server_key_entry(
                     origin=origin, position=0, new_key=primitives.ed25519_public_key(seed),
                     signer_seed=seed, nonce=random(hc.NONCE_LEN), prev_hash=hc.ZERO_HASH)
-                db.execute("INSERT INTO hashchain_meta (name, value) VALUES (?, ?), (?, ?)",
-                           ("server_seed", seed, "origin", origin.encode("ascii")))
+                db.execute("INSERT INTO hashchain_meta (name, value) VALUES (?, ?)",
+                           ("origin", origin.encode("ascii")))
                 db.execute("INSERT INTO hashchain_entries (position, entry, hash) VALUES (0, ?, ?)",
                            (entry, hc.entry_hash(entry)))
-                rows = {"server_seed": seed, "origin": origin.encode("ascii")}
+                rows = {"origin": origin.encode("ascii")}
         # The stored origin wins: old signatures cover it.
         self = cls(store, origin=bytes(rows["origin"]).decode("ascii"),
-                   server_seed=bytes(rows["server_seed"]), domains=tuple(domains), random=random)
+                   server_seed=seed, domains=tuple(domains), random=random)
         store.publication_hooks.append(self._log_publication)
         return self
 

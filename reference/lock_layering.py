@@ -97,11 +97,13 @@ def enabled(settings: Settings) -> bool:
     return settings.server_lock is not None
 
 
-def setup(settings: Settings) -> LockLayering | None:
-    """Open the server lock (refusing a bad one: LOCK-19) and the flow's tables."""
+def setup(settings: Settings, server_lock: ServerLock | None = None) -> LockLayering | None:
+    """Open the server lock (refusing a bad one: LOCK-19), unless the app opened it
+    already, and the flow's tables."""
     if settings.server_lock is None:
         return None
-    server_lock = open_server_lock(settings.server_lock)
+    if server_lock is None:
+        server_lock = open_server_lock(settings.server_lock)
     try:
         store = LockStore.open(settings.db_path)
     except BaseException:

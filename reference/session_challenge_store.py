@@ -7,9 +7,10 @@ user's recent challenges and inserting a new one, and reading a challenge, apply
 transition of its state machine and issuing the session, each happen inside one
 `BEGIN IMMEDIATE` transaction, so two concurrent answers cannot both win (SC-8).
 
-Only SHA-256 digests of session tokens are stored (SC-12). Rows a decision can no longer
-depend on (challenges older than one lifetime, expired sessions) are purged as a side
-effect of writes.
+Only digests of challenge tokens and of session tokens are stored (SC-12), so a reader of
+the database files can neither answer a challenge nor present a session. Rows a decision
+can no longer depend on (challenges older than one lifetime, expired sessions) are purged
+as a side effect of writes.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class ChallengeStore(Store):
                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (challenge.binding.challenge_id, new.user_id, new.client_id,
                         new.key_version, challenge.issued_at, challenge.binding.expires_at,
-                        challenge.token, challenge.state.value))
+                        sc.challenge_token_digest(challenge.token), challenge.state.value))
             return issued
 
     # --- steps 8 and 9 -------------------------------------------------------------------
@@ -120,7 +121,8 @@ class ChallengeStore(Store):
                 binding=sc.Binding(challenge_id=challenge_id, user_id=row[0], client_id=row[1],
                                    key_version=int(row[2]), expires_at=int(row[4])),
                 token=bytes(row[5]), issued_at=int(row[3]), state=sc.ChallengeState(row[6]))
-            result = judge(challenge, token, now)
+            # The row holds the token's digest: the spec compares the answer's digest to it.
+            result = judge(challenge, sc.challenge_token_digest(token), now)
             if result.challenge.state is not challenge.state:
                 db.execute("UPDATE session_challenges SET state = ? WHERE challenge_id = ?",
                            (result.challenge.state.value, challenge_id))

@@ -12,7 +12,9 @@ Records are stored as canonical JSON text and served back byte for byte (KP-9).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,10 +55,44 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+DATABASE_FILE_SUFFIXES = ("", "-wal", "-shm")
+
+
+def prepare_database_file(path: Path) -> None:
+    """Create the database file with mode 0600, or refuse one that group or others can
+    access: the files hold every record, queue and digest of the server. SQLite gives its
+    -wal and -shm files the mode of the database file; any existing one is checked too."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open database {str(path)!r}: {exc.strerror or exc}") from None
+    os.close(fd)
+    for suffix in DATABASE_FILE_SUFFIXES:
+        check_private_file(Path(str(path) + suffix))
+
+
+def check_private_file(path: Path) -> None:
+    """A regular file that group and others cannot access (absent is fine)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot inspect {str(path)!r}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"database {str(path)!r} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise StoreError(f"database file {str(path)!r} is accessible by group or others"
+                         f" (mode {mode:04o}); run: chmod 600 {path}")
+
+
 def open_connection(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
     """Open the database file in WAL mode with synchronous=FULL and create `schema`.
 
-    Several connections (one per store) may share the file: WAL lets them."""
+    Several connections (one per store) may share the file: WAL lets them. Deleted rows
+    are overwritten (secure_delete), so what a row held does not linger in free pages."""
+    prepare_database_file(path)
     try:
         connection = sqlite3.connect(str(path), isolation_level=None, timeout=30,
                                      check_same_thread=False)
@@ -67,6 +103,7 @@ def open_connection(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise StoreError(f"database {str(path)!r} cannot use WAL (journal mode {mode})")
         connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA secure_delete=ON")
         for statement in schema:
             connection.execute(statement)
     except sqlite3.Error as exc:
@@ -91,7 +128,8 @@ class Database:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, IMMEDIATE: committed on exit, rolled back on an error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -101,9 +139,19 @@ class Database:
                 raise
             self._db.execute("COMMIT")
 
-    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `query` on the connection, outside any write transaction."""
         with self._lock:
             return query(self._db)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and empty it (after erasing a secret)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # The names the flows' stores use today.
+    _write = write
+    _read = read
 
 
 class Store(Database):

@@ -74,7 +74,11 @@ KEY_TYPES = (KEY_ED25519, KEY_X25519, KEY_AES256GCM)
 
 PURPOSE_USER_LOCK_KEY = "user-lock-key"
 PURPOSE_CAPABILITY_ROOT_KEY = "capability-root-key"
-SERVER_LOCK_PURPOSES = (PURPOSE_USER_LOCK_KEY, PURPOSE_CAPABILITY_ROOT_KEY)
+# A secret of the server itself (a log signing key, a witness key); the keystore_id slot
+# carries the secret's name.
+PURPOSE_SERVER_SECRET = "server-secret"
+SERVER_LOCK_PURPOSES = (PURPOSE_USER_LOCK_KEY, PURPOSE_CAPABILITY_ROOT_KEY,
+                        PURPOSE_SERVER_SECRET)
 
 LOCK_KEY_LEN = 32
 SECRET_LEN = 32

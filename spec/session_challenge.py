@@ -446,6 +446,13 @@ def expire_challenge(challenge: ServerChallenge, *, now: int) -> ServerChallenge
     return challenge
 
 
+def challenge_token_digest(token: bytes) -> bytes:
+    """Steps 4 and 8: what a server may keep of a challenge token instead of the token:
+    SHA-256(labelled_context("challenge-token", token)). answer_challenge compares digests
+    as it compares tokens, so a reader of the server's storage cannot answer for the user."""
+    return primitives.sha256(labelled_context("challenge-token", token))
+
+
 # --- step 9: the session token --------------------------------------------------------------------
 
 def session_token_digest(token: bytes) -> bytes:

@@ -160,6 +160,8 @@ class RunningServer:
     settings: Settings
     _server: uvicorn.Server
     _thread: threading.Thread
+    app_state: Any = None
+    """The reference app's state (its stores), for tests that look inside."""
 
     def stop(self) -> None:
         self._server.should_exit = True
@@ -184,6 +186,7 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
     )
     try:
         app: ASGIApp = create_app(settings)
+        app_state = app.state
         if app_wrapper is not None:
             app = app_wrapper(app)
     except BaseException:
@@ -203,4 +206,4 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
             raise RuntimeError("reference server failed to start")
         time.sleep(0.01)
     return RunningServer(url=f"http://127.0.0.1:{port}", settings=settings, _server=server,
-                         _thread=thread)
+                         _thread=thread, app_state=app_state)
