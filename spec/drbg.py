@@ -46,3 +46,28 @@ class Drbg:
     def fork(self, sublabel: str) -> Drbg:
         """An independent stream for a named sub-purpose of the same case."""
         return Drbg(f"{self.label}/{sublabel}")
+
+
+class Unrecorded:
+    """A random source whose bytes nobody records: the operating system's CSPRNG, wrapped.
+
+    The spec still takes randomness as a parameter; marking a source unrecorded only
+    allows a randomized algorithm whose deterministic form exists for vectors (ML-KEM's
+    Encaps = Encaps_internal(ek, m) with m fresh) to draw its randomness inside a faster,
+    equivalent library call instead. Vectors never use an unrecorded source.
+    """
+
+    def __init__(self, source: RandomSource) -> None:
+        self._source = source
+
+    def __call__(self, n: int) -> bytes:
+        return self._source(n)
+
+
+def unrecorded(source: RandomSource) -> RandomSource:
+    """Mark `source` (e.g. os.urandom) as unrecorded; see Unrecorded."""
+    return source if isinstance(source, Unrecorded) else Unrecorded(source)
+
+
+def is_unrecorded(source: RandomSource) -> bool:
+    return isinstance(source, Unrecorded)

@@ -1,35 +1,53 @@
-"""HPKE (RFC 9180), base mode, one cipher suite: the sealed box of the session-challenge flow.
+"""HPKE (RFC 9180): the sealed box of the session-challenge flow and the per-recipient key
+schedule of the envelope flow.
 
-Suite (RFC 9180 section 7 registry values):
+Suites (RFC 9180 section 7 registry values; KEM 0x647a from draft-ietf-hpke-pq):
   KEM  0x0020  DHKEM(X25519, HKDF-SHA256)    Nsecret = Nenc = Npk = Nsk = 32
+  KEM  0x647a  MLKEM768-X25519               Nsecret = 32, Nenc = 1120, Npk = 1216
   KDF  0x0001  HKDF-SHA256                   Nh = 32
   AEAD 0x0002  AES-256-GCM                   Nk = 32, Nn = 12, Nt = 16
-  mode 0x00    mode_base (no PSK, no sender authentication)
+  modes 0x00 base, 0x01 psk, 0x02 auth (auth only with DHKEM: RFC 9180 section 5.1.3)
 
 Written from the RFC over keyflows.spec.primitives rather than taken from a library so
-that the sender's ephemeral key is injectable: Encap derives it with DeriveKeyPair(ikmE)
-(RFC 9180 section 7.1.3), exactly as the RFC's test vectors do, so every intermediate of a
-sealed challenge can be written into a vector. Pinned by the CFRG known-answer entry for
-this suite (tests/kat/hpke_x25519_sha256_aes256gcm_base.json) and cross-checked against
-an independent implementation (pyca/cryptography's HPKE) in tests/test_hpke_kat.py.
+that the sender's ephemeral randomness is injectable: DHKEM's Encap derives the ephemeral
+key with DeriveKeyPair(ikmE) (RFC 9180 section 7.1.3), and MLKEM768-X25519's encapsulation
+takes 64 bytes of randomness (ML-KEM's m, then the X25519 ephemeral scalar), exactly as the
+published test vectors do, so every intermediate of a sealed value can be written into a
+vector. Pinned by the CFRG known answers (RFC 9180 A.1 base, PSK and Auth modes; the
+draft-ietf-hpke-pq vectors for 0x647a; tests/kat/README.md) and cross-checked against an
+independent implementation (pyca/cryptography's HPKE, base mode) in tests/test_hpke_kat.py.
 
-Deviation from RFC 9180, stricter only: Decap rejects an `enc` that is not the canonical
-encoding of a point (top bit set, or u >= 2^255 - 19) or that is of low order, before the
-DH (failure class point), as every v1 party does for X25519 keys (KP-5). RFC 9180 only
-requires rejecting the all-zero DH output, which the checked X25519 also does.
+MLKEM768-X25519 (draft-ietf-hpke-pq, the X-Wing combiner of draft-connolly-cfrg-xwing-kem):
+  enc = ct_PQ (1088) || ct_T (32); pk = ek_PQ (1184) || ek_T (32)
+  ss  = SHA3-256(ss_PQ || ss_T || ct_T || ek_T || "\\.//^\\")
+
+The private key is held as its two components (the 64-byte ML-KEM seed d || z and the X25519
+scalar), which is what a keypair or device record seals; the draft's 32-byte seed and its
+SHAKE256 expansion are implemented for the known answers (expand_hybrid_seed).
+
+Deviation from RFC 9180, stricter only: Decap rejects an X25519 `enc` (or ct_T) that is not
+the canonical encoding of a point (top bit set, or u >= 2^255 - 19) or that is of low order,
+before the DH (failure class point), as every v1 party does for X25519 keys (KP-5). RFC 9180
+only requires rejecting the all-zero DH output, which the checked X25519 also does.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-from keyflows.spec import primitives
+from keyflows.spec import mlkem, primitives
+from keyflows.spec.drbg import RandomSource
 from keyflows.spec.errors import LengthError, ParamsError
 
 KEM_ID = 0x0020
 KDF_ID = 0x0001
 AEAD_ID = 0x0002
 MODE_BASE = 0x00
+MODE_PSK = 0x01
+MODE_AUTH = 0x02
+MODE_AUTH_PSK = 0x03
+MIN_PSK_LEN = 32  # RFC 9180 section 9.5: a PSK MUST have at least 32 bytes of entropy
 
 N_SECRET = 32
 N_ENC = 32
@@ -152,19 +170,42 @@ class KeySchedule:
 
 def key_schedule_base(shared_secret: bytes, info: bytes) -> KeySchedule:
     """KeySchedule(mode_base, shared_secret, info, psk = "", psk_id = "")."""
-    psk_id_hash = labeled_extract(HPKE_SUITE_ID, b"", b"psk_id_hash", b"")
-    info_hash = labeled_extract(HPKE_SUITE_ID, b"", b"info_hash", info)
-    context = bytes([MODE_BASE]) + psk_id_hash + info_hash
-    secret = labeled_extract(HPKE_SUITE_ID, shared_secret, b"secret", b"")
+    return key_schedule(MODE_BASE, shared_secret, info)
+
+
+def key_schedule(mode: int, shared_secret: bytes, info: bytes, psk: bytes = b"",
+                 psk_id: bytes = b"", *, suite_id: bytes = HPKE_SUITE_ID,
+                 key_length: int = N_K) -> KeySchedule:
+    """KeySchedule(mode, shared_secret, info, psk, psk_id) of RFC 9180 section 5.1, with
+    VerifyPSKInputs (section 5.1.1): a PSK in the PSK modes only, at least 32 bytes, with
+    a non-empty psk_id. `suite_id` and `key_length` (Nk) select the AEAD; the v1 suites
+    use AES-256-GCM (the other values serve the known-answer tests)."""
+    _verify_psk_inputs(mode, psk, psk_id)
+    psk_id_hash = labeled_extract(suite_id, b"", b"psk_id_hash", psk_id)
+    info_hash = labeled_extract(suite_id, b"", b"info_hash", info)
+    context = bytes([mode]) + psk_id_hash + info_hash
+    secret = labeled_extract(suite_id, shared_secret, b"secret", psk)
     return KeySchedule(
         psk_id_hash=psk_id_hash,
         info_hash=info_hash,
         key_schedule_context=context,
         secret=secret,
-        key=labeled_expand(HPKE_SUITE_ID, secret, b"key", context, N_K),
-        base_nonce=labeled_expand(HPKE_SUITE_ID, secret, b"base_nonce", context, N_N),
-        exporter_secret=labeled_expand(HPKE_SUITE_ID, secret, b"exp", context, N_H),
+        key=labeled_expand(suite_id, secret, b"key", context, key_length),
+        base_nonce=labeled_expand(suite_id, secret, b"base_nonce", context, N_N),
+        exporter_secret=labeled_expand(suite_id, secret, b"exp", context, N_H),
     )
+
+
+def _verify_psk_inputs(mode: int, psk: bytes, psk_id: bytes) -> None:
+    if mode not in (MODE_BASE, MODE_PSK, MODE_AUTH, MODE_AUTH_PSK):
+        raise ParamsError(f"unknown HPKE mode {mode}")
+    with_psk = mode in (MODE_PSK, MODE_AUTH_PSK)
+    if bool(psk) != bool(psk_id):
+        raise ParamsError("HPKE psk and psk_id must be given together")
+    if with_psk != bool(psk):
+        raise ParamsError("HPKE psk given in a mode without one, or missing in a PSK mode")
+    if psk and len(psk) < MIN_PSK_LEN:
+        raise ParamsError(f"an HPKE psk must carry at least {MIN_PSK_LEN} bytes")
 
 
 def compute_nonce(base_nonce: bytes, seq: int) -> bytes:
@@ -232,3 +273,216 @@ def open_base(enc: bytes, recipient_private: bytes, info: bytes, aad: bytes,
     schedule = key_schedule_base(decapsulation.shared_secret, info)
     plaintext = context_open(schedule, 0, aad, ciphertext, requirement=requirement)
     return Opened(decapsulation=decapsulation, schedule=schedule, plaintext=plaintext)
+
+
+# --- DHKEM AuthEncap / AuthDecap (RFC 9180 section 4.1), mode_auth -------------------------
+
+def auth_encap(recipient_public: bytes, ikm_e: bytes, sender_private: bytes, *,
+               requirement: str | None = None) -> Encapsulation:
+    """AuthEncap(pkR, skS): dh = DH(skE, pkR) || DH(skS, pkR), kem_context = enc || pkR ||
+    pkS. Only the holder of skS -- or of skR, who can compute the same DH(skR, pkS) --
+    can produce this shared secret: the sender is authenticated to the recipient, deniably."""
+    primitives.check_x25519_public_key(recipient_public, requirement=requirement)
+    ephemeral = derive_key_pair(ikm_e)
+    dh = (primitives.x25519(ephemeral.private, recipient_public, requirement=requirement)
+          + primitives.x25519(sender_private, recipient_public, requirement=requirement))
+    kem_context = ephemeral.public + recipient_public + primitives.x25519_public_key(
+        sender_private)
+    return Encapsulation(ikm_e=ikm_e, ephemeral_private=ephemeral.private,
+                         enc=ephemeral.public, dh=dh, kem_context=kem_context,
+                         shared_secret=extract_and_expand(dh, kem_context))
+
+
+def auth_decap(enc: bytes, recipient_private: bytes, sender_public: bytes, *,
+               requirement: str | None = None) -> Decapsulation:
+    """AuthDecap(enc, skR, pkS); enc and pkS are checked points (failure class point)."""
+    primitives.check_x25519_public_key(enc, requirement=requirement)
+    primitives.check_x25519_public_key(sender_public, requirement=requirement)
+    dh = (primitives.x25519(recipient_private, enc, requirement=requirement)
+          + primitives.x25519(recipient_private, sender_public, requirement=requirement))
+    kem_context = enc + primitives.x25519_public_key(recipient_private) + sender_public
+    return Decapsulation(dh=dh, kem_context=kem_context,
+                         shared_secret=extract_and_expand(dh, kem_context))
+
+
+AUTH_SUITE_ID = (b"HPKE" + KEM_ID.to_bytes(2, "big") + KDF_ID.to_bytes(2, "big")
+                 + AEAD_ID.to_bytes(2, "big"))
+
+
+def seal_auth(recipient_public: bytes, info: bytes, aad: bytes, plaintext: bytes, *,
+              ikm_e: bytes, sender_private: bytes, requirement: str | None = None) -> Sealed:
+    """SealAuth(pkR, info, aad, pt, skS) with the ephemeral key derived from ikm_e."""
+    encapsulation = auth_encap(recipient_public, ikm_e, sender_private, requirement=requirement)
+    schedule = key_schedule(MODE_AUTH, encapsulation.shared_secret, info)
+    return Sealed(encapsulation=encapsulation, schedule=schedule,
+                  ciphertext=context_seal(schedule, 0, aad, plaintext))
+
+
+def open_auth(enc: bytes, recipient_private: bytes, info: bytes, aad: bytes, ciphertext: bytes,
+              *, sender_public: bytes, requirement: str | None = None) -> Opened:
+    """OpenAuth(enc, skR, info, aad, ct, pkS): point errors, else AeadError on any change
+    of enc, info, aad, ciphertext, or a different sender or recipient key."""
+    decapsulation = auth_decap(enc, recipient_private, sender_public, requirement=requirement)
+    schedule = key_schedule(MODE_AUTH, decapsulation.shared_secret, info)
+    plaintext = context_open(schedule, 0, aad, ciphertext, requirement=requirement)
+    return Opened(decapsulation=decapsulation, schedule=schedule, plaintext=plaintext)
+
+
+# --- MLKEM768-X25519 (draft-ietf-hpke-pq; X-Wing's combiner) -------------------------------
+
+HYBRID_KEM_ID = 0x647A
+HYBRID_N_ENC = mlkem.CIPHERTEXT_LEN + primitives.X25519_KEY_LEN  # 1120
+HYBRID_N_PK = mlkem.ENCAPSULATION_KEY_LEN + primitives.X25519_KEY_LEN  # 1216
+HYBRID_N_SEED = 32
+HYBRID_N_RANDOM = mlkem.SEED_LEN + primitives.X25519_KEY_LEN  # 64: m || X25519 scalar
+#: The combiner label "\\.//^\\" (X-Wing's), 5c2e2f2f5e5c.
+HYBRID_LABEL = bytes.fromhex("5c2e2f2f5e5c")
+HYBRID_KEM_SUITE_ID = b"KEM" + HYBRID_KEM_ID.to_bytes(2, "big")
+#: suite_id of the key schedule with the hybrid KEM, HKDF-SHA256 and AES-256-GCM.
+HYBRID_SUITE_ID = (b"HPKE" + HYBRID_KEM_ID.to_bytes(2, "big") + KDF_ID.to_bytes(2, "big")
+                   + AEAD_ID.to_bytes(2, "big"))
+HYBRID_SUITE_NAME = "MLKEM768-X25519, HKDF-SHA256, AES-256-GCM"
+
+
+@dataclass(frozen=True)
+class HybridPrivateKey:
+    """The recipient's private key as its two components."""
+
+    mlkem_seed: bytes  # d || z, 64 bytes (FIPS 203 section 7.1)
+    x25519: bytes
+
+    def public_key(self) -> bytes:
+        """pk = ek_PQ || ek_T (Npk = 1216)."""
+        return (mlkem.public_key_from_seed(self.mlkem_seed)
+                + primitives.x25519_public_key(self.x25519))
+
+
+def split_hybrid_public_key(public: bytes, *, requirement: str | None = None
+                            ) -> tuple[bytes, bytes]:
+    """(ek_PQ, ek_T) after the length check; each part is checked where it is used."""
+    if len(public) != HYBRID_N_PK:
+        raise LengthError(f"an MLKEM768-X25519 public key is {HYBRID_N_PK} bytes, got "
+                          f"{len(public)}", requirement=requirement)
+    return public[:mlkem.ENCAPSULATION_KEY_LEN], public[mlkem.ENCAPSULATION_KEY_LEN:]
+
+
+def hybrid_combine(ss_pq: bytes, ss_t: bytes, ct_t: bytes, ek_t: bytes) -> bytes:
+    """ss = SHA3-256(ss_PQ || ss_T || ct_T || ek_T || Label)."""
+    return hashlib.sha3_256(ss_pq + ss_t + ct_t + ek_t + HYBRID_LABEL).digest()
+
+
+@dataclass(frozen=True)
+class HybridEncapsulation:
+    """Every value of the hybrid Encaps, for vectors. `mlkem_m` is None when the ML-KEM
+    randomness was drawn inside the library (an unrecorded source)."""
+
+    mlkem_m: bytes | None
+    ephemeral_private: bytes
+    ss_pq: bytes
+    ct_pq: bytes
+    ss_t: bytes
+    ct_t: bytes
+    enc: bytes
+    shared_secret: bytes
+
+
+@dataclass(frozen=True)
+class HybridDecapsulation:
+    ss_pq: bytes
+    ss_t: bytes
+    shared_secret: bytes
+
+
+def hybrid_encap(recipient_public: bytes, random: RandomSource, *,
+                 requirement: str | None = None) -> HybridEncapsulation:
+    """Encaps(pk), drawing m (32 bytes, ML-KEM.Encaps) and then the X25519 ephemeral scalar
+    (32 bytes) from `random` -- EncapsDerand(pk, m || scalar) of the draft for a recorded
+    source. ek_PQ must pass ML-KEM's modulus check and ek_T the v1 point checks."""
+    ek_pq, ek_t = split_hybrid_public_key(recipient_public, requirement=requirement)
+    primitives.check_x25519_public_key(ek_t, requirement=requirement)
+    ss_pq, ct_pq, m = mlkem.encaps(ek_pq, random, requirement=requirement)
+    ephemeral = random(primitives.X25519_KEY_LEN)
+    ct_t, ss_t = primitives.x25519_keypair_exchange(ephemeral, ek_t, requirement=requirement)
+    return HybridEncapsulation(mlkem_m=m, ephemeral_private=ephemeral, ss_pq=ss_pq, ct_pq=ct_pq,
+                               ss_t=ss_t, ct_t=ct_t, enc=ct_pq + ct_t,
+                               shared_secret=hybrid_combine(ss_pq, ss_t, ct_t, ek_t))
+
+
+def hybrid_decap(enc: bytes, private: HybridPrivateKey, *,
+                 requirement: str | None = None) -> HybridDecapsulation:
+    """Decaps(sk, enc): enc must be 1120 bytes (length) with ct_T a valid point (point);
+    ML-KEM rejects implicitly, so a tampered ct_PQ shows later, as an AEAD failure."""
+    if len(enc) != HYBRID_N_ENC:
+        raise LengthError(f"an MLKEM768-X25519 enc is {HYBRID_N_ENC} bytes, got {len(enc)}",
+                          requirement=requirement)
+    ct_pq, ct_t = enc[:mlkem.CIPHERTEXT_LEN], enc[mlkem.CIPHERTEXT_LEN:]
+    primitives.check_x25519_public_key(ct_t, requirement=requirement)
+    ss_pq = mlkem.decaps(private.mlkem_seed, ct_pq, requirement=requirement)
+    ss_t = primitives.x25519(private.x25519, ct_t, requirement=requirement)
+    ek_t = primitives.x25519_public_key(private.x25519)
+    return HybridDecapsulation(ss_pq=ss_pq, ss_t=ss_t,
+                               shared_secret=hybrid_combine(ss_pq, ss_t, ct_t, ek_t))
+
+
+def expand_hybrid_seed(seed: bytes) -> HybridPrivateKey:
+    """expandKey(seed): SHAKE256(seed, 96) = ML-KEM seed (64) || X25519 scalar (32)."""
+    if len(seed) != HYBRID_N_SEED:
+        raise LengthError(f"an MLKEM768-X25519 seed is {HYBRID_N_SEED} bytes, got {len(seed)}")
+    full = hashlib.shake_256(seed).digest(mlkem.PRIVATE_SEED_LEN + primitives.X25519_KEY_LEN)
+    return HybridPrivateKey(mlkem_seed=full[:mlkem.PRIVATE_SEED_LEN],
+                            x25519=full[mlkem.PRIVATE_SEED_LEN:])
+
+
+def derive_hybrid_seed(ikm: bytes) -> bytes:
+    """DeriveKeyPair(ikm) of MLKEM768-X25519: SHAKE256.LabeledDerive(ikm, "DeriveKeyPair",
+    "", 32) with suite_id = "KEM" || 0x647a."""
+    label = b"DeriveKeyPair"
+    labeled_ikm = (ikm + _VERSION_LABEL + HYBRID_KEM_SUITE_ID + len(label).to_bytes(2, "big")
+                   + label + HYBRID_N_SEED.to_bytes(2, "big"))
+    return hashlib.shake_256(labeled_ikm).digest(HYBRID_N_SEED)
+
+
+@dataclass(frozen=True)
+class HybridSealed:
+    """Seal output with the hybrid KEM and every intermediate, for vectors."""
+
+    encapsulation: HybridEncapsulation
+    schedule: KeySchedule
+    ciphertext: bytes
+
+    @property
+    def enc(self) -> bytes:
+        return self.encapsulation.enc
+
+
+@dataclass(frozen=True)
+class HybridOpened:
+    decapsulation: HybridDecapsulation
+    schedule: KeySchedule
+    plaintext: bytes
+
+
+def seal_hybrid(recipient_public: bytes, info: bytes, aad: bytes, plaintext: bytes, *,
+                random: RandomSource, psk: bytes = b"", psk_id: bytes = b"",
+                requirement: str | None = None) -> HybridSealed:
+    """SealBase, or SealPSK when a psk is given, with the hybrid KEM (HPKE defines no Auth
+    mode for KEMs without AuthEncap: draft-ietf-hpke-pq)."""
+    encapsulation = hybrid_encap(recipient_public, random, requirement=requirement)
+    mode = MODE_PSK if psk else MODE_BASE
+    schedule = key_schedule(mode, encapsulation.shared_secret, info, psk, psk_id,
+                            suite_id=HYBRID_SUITE_ID)
+    return HybridSealed(encapsulation=encapsulation, schedule=schedule,
+                        ciphertext=context_seal(schedule, 0, aad, plaintext))
+
+
+def open_hybrid(enc: bytes, private: HybridPrivateKey, info: bytes, aad: bytes,
+                ciphertext: bytes, *, psk: bytes = b"", psk_id: bytes = b"",
+                requirement: str | None = None) -> HybridOpened:
+    """OpenBase / OpenPSK with the hybrid KEM: length and point errors for a bad enc,
+    AeadError for anything else that differs (implicit rejection included)."""
+    decapsulation = hybrid_decap(enc, private, requirement=requirement)
+    mode = MODE_PSK if psk else MODE_BASE
+    schedule = key_schedule(mode, decapsulation.shared_secret, info, psk, psk_id,
+                            suite_id=HYBRID_SUITE_ID)
+    plaintext = context_open(schedule, 0, aad, ciphertext, requirement=requirement)
+    return HybridOpened(decapsulation=decapsulation, schedule=schedule, plaintext=plaintext)
