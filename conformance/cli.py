@@ -8,6 +8,7 @@ server, the reference one included, over HTTP only.
 from __future__ import annotations
 
 import sys
+import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -27,9 +28,10 @@ class _EntryPointGroup(click.Group):
             return None
         try:
             command = ep.load()  # type: ignore[attr-defined]
-        except ImportError as exc:
-            # A missing optional part must cost one clear line, not a traceback.
-            message = f"keyflows {cmd_name} is unavailable: {exc}"
+        except Exception as exc:
+            # A missing optional part, or an error the specification raises while it
+            # loads, must cost one clear line naming where, not a traceback.
+            message = f"keyflows {cmd_name} is unavailable: {_where(exc)}"
 
             @click.command(cmd_name, help=message,
                            context_settings={"ignore_unknown_options": True})
@@ -40,6 +42,14 @@ class _EntryPointGroup(click.Group):
             return unavailable
         assert isinstance(command, click.Command)
         return command
+
+
+def _where(exc: Exception) -> str:
+    """`Type: message (file:line)` of the innermost frame, on one line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}{where}"
 
 
 @click.group(cls=_EntryPointGroup)

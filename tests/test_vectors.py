@@ -46,8 +46,12 @@ def all_cases(files: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any
 
 
 def copy_shipped(target: Path) -> None:
+    """Every shipped file (YAML, its JSON twin, the schema bundle) into `target`."""
     for name in catalog.FILE_NAMES:
-        (target / name).write_bytes(SHIPPED.joinpath(name).read_bytes())
+        for shipped_name in (name, name.removesuffix(".yaml") + ".json"):
+            (target / shipped_name).write_bytes(SHIPPED.joinpath(shipped_name).read_bytes())
+    (target / "schemas").mkdir()
+    (target / catalog.BUNDLE_FILE).write_bytes(SHIPPED.joinpath(catalog.BUNDLE_FILE).read_bytes())
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -56,8 +60,10 @@ def test_check_is_clean() -> None:
     result = CliRunner().invoke(vectors_command, ["check"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert [line.split(":")[0] for line in lines] == list(catalog.FILE_NAMES)
+    assert [line.split(":")[0] for line in lines] == [*catalog.FILE_NAMES, catalog.BUNDLE_FILE]
     assert all(": ok, " in line for line in lines), lines
+    for name, line in zip(catalog.FILE_NAMES, lines, strict=False):
+        assert line.endswith(f"; {name.removesuffix('.yaml')}.json holds the same data"), line
 
 
 def test_verify_agrees_on_every_case() -> None:
@@ -70,7 +76,12 @@ def test_verify_agrees_on_every_case() -> None:
 def test_generate_writes_the_shipped_bytes(tmp_path: Path) -> None:
     result = CliRunner().invoke(vectors_command, ["generate", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    for name in catalog.FILE_NAMES:
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*"))
+    expected = sorted([*catalog.FILE_NAMES,
+                       *(name.removesuffix(".yaml") + ".json" for name in catalog.FILE_NAMES),
+                       catalog.BUNDLE_FILE])
+    assert written == expected
+    for name in expected:
         assert (tmp_path / name).read_bytes() == SHIPPED.joinpath(name).read_bytes(), name
 
 
@@ -123,10 +134,18 @@ def test_missing_or_broken_files_cost_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
 
     copy_shipped(tmp_path)
-    (tmp_path / "key-derivation.yaml").write_text("cases: [\n", encoding="utf-8")
+    path = tmp_path / "key-derivation.yaml"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert lines[3] == "flow: key-derivation\n"
+    lines[3] = "flow: key-derivation: x\n"  # a hand edit gone wrong on line 4
+    path.write_text("".join(lines), encoding="utf-8")
     result = CliRunner().invoke(vectors_command, ["check", "--dir", str(tmp_path)])
     assert result.exit_code == 1
-    assert "key-derivation.yaml is not valid YAML" in result.output
+    # The line and column of the error, as an editor counts them.
+    last = result.output.splitlines()[-1]
+    # libyaml and pure-Python PyYAML word the problem differently ("here" / "in this context")
+    assert last.startswith("Error: key-derivation.yaml:4:21: mapping values are not allowed ")
+    assert last.endswith(" (not valid YAML)")
     assert "Traceback" not in result.output
 
 

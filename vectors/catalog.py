@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -31,6 +32,8 @@ from keyflows.vectors import (
 from keyflows.vectors.framework import (
     Outcome,
     VectorFile,
+    describe_yaml_error,
+    dump_json,
     iter_cases,
     load_yaml,
     run_verifier,
@@ -119,7 +122,8 @@ def verify_file(plain: Mapping[str, Any]) -> Tally:
 # --- shipped files -----------------------------------------------------------------------------
 
 def read_vector_text(name: str, directory: Path | None = None) -> str:
-    """A vector file's text, from `directory` or from the installed package."""
+    """A shipped file's text (NAME may be schemas/bundle.json), from `directory` or from
+    the installed package."""
     try:
         if directory is not None:
             return (directory / name).read_text(encoding="utf-8")
@@ -131,20 +135,36 @@ def read_vector_text(name: str, directory: Path | None = None) -> str:
 
 
 def parse_vector_text(name: str, text: str) -> dict[str, Any]:
+    """A vector file's data; a YAML error is one line naming the line and column."""
     try:
         return load_yaml(text)
     except Exception as exc:  # yaml.YAMLError and friends: report, do not trace
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VectorError(f"{name} is not valid YAML: {first}") from exc
+        raise VectorError(f"{name}:{describe_yaml_error(exc)} (not valid YAML)") from exc
+
+
+def parse_json_text(name: str, text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VectorError(f"{name}:{exc.lineno}:{exc.colno}: {exc.msg} (not valid JSON)"
+                          ) from exc
+    if not isinstance(data, dict):
+        raise VectorError(f"{name}: a vector file must be a JSON object")
+    return data
 
 
 # --- schemas --------------------------------------------------------------------------------------
 
+BUNDLE_FILE = "schemas/bundle.json"
+BUNDLE_ID = "urn:keyflows:schema:vectors:bundle:1"
+
+
 @cache
 def schemas() -> dict[str, dict[str, Any]]:
-    """Every shipped JSON Schema by its $id."""
+    """Every shipped JSON Schema by its $id, in file-name order."""
     out: dict[str, dict[str, Any]] = {}
-    for entry in resources.files("keyflows.vectors.schemas").iterdir():
+    entries = sorted(resources.files("keyflows.vectors.schemas").iterdir(), key=lambda e: e.name)
+    for entry in entries:
         if entry.name.endswith(".schema.json"):
             schema = json.loads(entry.read_text(encoding="utf-8"))
             out[schema["$id"]] = schema
@@ -157,13 +177,57 @@ def schema_registry() -> Registry[Any]:
     return Registry().with_resources(resources_)
 
 
+def _bundle_key(schema_id: str) -> str:
+    # urn:keyflows:schema:vectors:<name>:<version> -> <name>
+    return schema_id.split(":")[-2]
+
+
+def schema_bundle() -> dict[str, Any]:
+    """Every schema in one document a consumer loads without knowing any `urn:` id.
+
+    Each schema is embedded under `$defs` with its own `$id` (a JSON Schema 2020-12
+    compound document), so its `$ref`s resolve inside the bundle. The root accepts any
+    vector file and applies the schema its `schema` member names.
+    """
+    embedded = schemas()
+    file_ids = [sid for sid in embedded if "cases" in embedded[sid].get("properties", {})]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": BUNDLE_ID,
+        "title": "keyflows vectors: every schema in one document",
+        "description": (
+            "Validate any keyflows vector file (YAML or JSON) against this document alone: "
+            "it applies the schema named by the file's `schema` member. Each schema is "
+            "embedded under $defs with its own $id, so no registry needs to know the urn: "
+            "ids. Generated from vectors/schemas/*.schema.json by `keyflows vectors "
+            "generate`."),
+        "type": "object",
+        "required": ["schema"],
+        "properties": {"schema": {"enum": file_ids}},
+        "allOf": [
+            {"if": {"properties": {"schema": {"const": sid}}, "required": ["schema"]},
+             "then": {"$ref": sid}}
+            for sid in file_ids
+        ],
+        "$defs": {_bundle_key(sid): schema for sid, schema in embedded.items()},
+    }
+
+
+def dump_bundle() -> str:
+    return dump_json(schema_bundle())
+
+
 def schema_errors(plain: Mapping[str, Any]) -> list[str]:
-    """Why a parsed vector file does not conform to the schema its header names."""
+    """Why a parsed vector file does not conform to the schema its header names; the
+    best-matching error (jsonschema's relevance: the deepest, most specific) first."""
     schema = schemas().get(str(plain.get("schema")))
     if schema is None:
         return [f"names an unknown schema {plain.get('schema')!r}"]
     validator = Draft202012Validator(schema, registry=schema_registry())
-    errors = sorted(validator.iter_errors(plain), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(plain), key=_path_order)
+    best = best_match(iter(errors))
+    if best is not None:
+        errors = [best, *(e for e in errors if e is not best)]
     out = [f"at /{'/'.join(str(p) for p in e.absolute_path)}: {_clip(e.message)}"
            for e in errors]
     cases = plain.get("cases")
@@ -171,6 +235,10 @@ def schema_errors(plain: Mapping[str, Any]) -> list[str]:
         out.append(f"number_of_cases is {plain.get('number_of_cases')}, the file has "
                    f"{len(cases)} cases")
     return out
+
+
+def _path_order(error: Any) -> list[tuple[int, int, str]]:
+    return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in error.absolute_path]
 
 
 def _clip(message: str, limit: int = 160) -> str:

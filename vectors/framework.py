@@ -12,6 +12,7 @@ as nested mappings, no line folding, an explicit document start and a trailing n
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,10 @@ class VectorFile:
         return f"{self.schema_name}.yaml"
 
     @property
+    def json_file_name(self) -> str:
+        return f"{self.schema_name}.json"
+
+    @property
     def schema_file_name(self) -> str:
         return f"{self.schema_name}.schema.json"
 
@@ -142,6 +147,9 @@ class VectorFile:
 
     def dump(self) -> str:
         return dump_yaml(self.to_plain())
+
+    def dump_json(self) -> str:
+        return dump_json(self.to_plain())
 
     def check_model(self) -> None:
         """Refuse to write a file whose cases break the model's own rules."""
@@ -206,11 +214,33 @@ def dump_yaml(plain: Mapping[str, Any]) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def dump_json(plain: Mapping[str, Any]) -> str:
+    """The JSON twin of a vector file: the same data as its YAML, member order kept."""
+    return json.dumps(dict(plain), indent=2, ensure_ascii=False) + "\n"
+
+
+# libyaml's parser when PyYAML has it (three times faster on the large files); the
+# constructor and resolver are PyYAML's either way, so the data is the same.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml(text: str) -> dict[str, Any]:
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=_SafeLoader)
     if not isinstance(data, dict):
         raise ValueError("a vector file must be a YAML mapping")
     return data
+
+
+def describe_yaml_error(exc: Exception) -> str:
+    """One line for a YAML error: `LINE:COLUMN: problem (context)`, 1-based like editors."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{mark.line + 1}:{mark.column + 1}: " if mark is not None else ""
+        what = exc.problem or exc.context or type(exc).__name__
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        return " ".join(f"{where}{what}{context}".split())
+    text = str(exc).strip()
+    return " ".join(text.split()) if text else type(exc).__name__
 
 
 # --- verification helpers -------------------------------------------------------------------
