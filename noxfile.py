@@ -76,6 +76,17 @@ def conformance(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the conformance runner: one reference server per mutated
+    enforcement site, checked by the pristine runner; prints the score overall and per
+    flow and the survivors. Options after `--`: --flow F, --only SITE, --jobs N, --list,
+    --update-manifest (after adding enforcement code). See tests/mutation/."""
+    session.install("-e", ".")
+    session.run("python", "-m", "mutation", *session.posargs,
+                env={"PYTHONPATH": str(Path("tests").resolve())})
+
+
+@nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the spec site offline, warnings as errors."""
     session.install("-e", ".[docs]")

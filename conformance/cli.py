@@ -74,9 +74,12 @@ def main() -> None:
               metavar="FILE", help="Write a JUnit XML report here.")
 @click.option("--trace", is_flag=True, help="Print every HTTP exchange (secrets redacted).")
 @click.option("--list", "list_only", is_flag=True, help="List the checks and exit.")
+@click.option("-x", "--exitfirst", is_flag=True,
+              help="Stop after the first check that fails or errors (known failures aside).")
 def conformance_command(base_url: str | None, account_listen: str, patterns: tuple[str, ...],
                         known_failing: Path | None, report_json: Path | None,
-                        junit_xml: Path | None, trace: bool, list_only: bool) -> None:
+                        junit_xml: Path | None, trace: bool, list_only: bool,
+                        exitfirst: bool) -> None:
     """Check a key server against the keyflows v1 profile, over HTTP.
 
     The runner plays the clients and the account server the key server validates
@@ -88,7 +91,7 @@ def conformance_command(base_url: str | None, account_listen: str, patterns: tup
     options = RunOptions(base_url=base_url, account_listen=account_listen,
                          patterns=list(patterns), known_failing=known_failing,
                          report_json=report_json, junit_xml=junit_xml, trace=trace,
-                         list_only=list_only)
+                         list_only=list_only, exitfirst=exitfirst)
     try:
         code = run(options)
     except StartError as exc:

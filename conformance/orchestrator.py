@@ -46,6 +46,7 @@ class RunOptions:
     junit_xml: Path | None = None
     trace: bool = False
     list_only: bool = False
+    exitfirst: bool = False
 
 
 def selected_checks(patterns: list[str]) -> list[Check]:
@@ -140,7 +141,7 @@ def execute(checks: list[Check], session: Session, options: RunOptions, *,
     started = time.perf_counter()
     try:
         results = run_all(checks, session, known_failing=known, on_start=console.started,
-                          on_result=console.finished)
+                          on_result=console.finished, exitfirst=options.exitfirst)
     finally:
         console.close()
     duration = time.perf_counter() - started

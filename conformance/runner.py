@@ -123,7 +123,9 @@ def apply_known_failing(result: Result, patterns: list[str]) -> None:
 
 def run_all(checks: list[Check], session: Session, *, known_failing: list[str],
             on_start: Callable[[Check], None] | None = None,
-            on_result: Callable[[Result], None] | None = None) -> list[Result]:
+            on_result: Callable[[Result], None] | None = None,
+            exitfirst: bool = False) -> list[Result]:
+    """Run `checks` in order; with `exitfirst`, stop after the first unexpected failure."""
     results = []
     for check in checks:
         if on_start:
@@ -133,6 +135,8 @@ def run_all(checks: list[Check], session: Session, *, known_failing: list[str],
         results.append(result)
         if on_result:
             on_result(result)
+        if exitfirst and result.status in (FAILED, ERRORED) and not result.known_failing:
+            break
     return results
 
 

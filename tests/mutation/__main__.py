@@ -1,0 +1,141 @@
+"""`nox -s mutation [-- options]`: mutation testing of the conformance runner.
+
+  --flow F            only sites of flow F (repeatable): common, key-derivation, ...
+  --only ID           only this site, or every site whose id starts with ID (repeatable)
+  --jobs N            mutants run at once (default: the number of cores)
+  --list              print the selected sites and exit
+  --update-manifest   rewrite manifest.yaml from the code (judgements are kept) and exit
+  --results FILE      the JSON results (default test-output/mutation/results.json)
+
+Exit status: 0 the score meets the bar (90% overall, 85% per flow, equivalents at most
+15%), 1 it does not, 2 the run could not start (manifest out of date, pristine run failing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from keyflows.conformance.registry import FLOWS
+
+from . import manifest
+from .harness import KILLED, SURVIVED, TIMEOUT, Outcome, judge, prepare_tree
+from .report import render, summary, verdict
+from .sites import ROOT, Site, discover
+
+DEFAULT_RESULTS = ROOT / "test-output" / "mutation" / "results.json"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nox -s mutation --",
+                                     description="Mutation testing of the conformance runner.")
+    parser.add_argument("--flow", action="append", default=[], choices=FLOWS)
+    parser.add_argument("--only", action="append", default=[], metavar="ID")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--update-manifest", action="store_true")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    return parser.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    print(f"mutation: {message}", file=sys.stderr)
+    return 2
+
+
+def select(sites: list[Site], entries: dict[str, manifest.Entry],
+           args: argparse.Namespace) -> list[Site]:
+    chosen = sites
+    if args.flow:
+        chosen = [s for s in chosen if entries[s.id].flow in args.flow]
+    if args.only:
+        chosen = [s for s in chosen if any(s.id == o or s.id.startswith(o) for o in args.only)]
+    return chosen
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    sites = discover()
+    if args.update_manifest:
+        for line in manifest.update(sites) or ["manifest.yaml is up to date"]:
+            print(line)
+        return 0
+    current = manifest.entries(sites)
+    stale = manifest.differences(current, manifest.committed())
+    if stale:
+        for line in stale[:20]:
+            print(f"  {line}", file=sys.stderr)
+        return fail(f"the manifest differs from the code in {len(stale)} place(s); run "
+                    "`nox -s mutation -- --update-manifest` and commit the result "
+                    "(add missing requirements to tests/mutation/overrides.yaml)")
+    missing = manifest.problems(current)
+    if missing:
+        for line in missing[:20]:
+            print(f"  {line}", file=sys.stderr)
+        return fail(f"{len(missing)} site(s) without a known requirement")
+    entries = {e.id: e for e in current}
+    chosen = select(sites, entries, args)
+    if not chosen:
+        return fail("no site matches the selection")
+    if args.list:
+        for site in chosen:
+            e = entries[site.id]
+            print(f"{site.id}  {site.where}  [{e.requirement}, {e.flow}]  {site.description}")
+        print(f"{len(chosen)} sites")
+        return 0
+    return run(chosen, entries, args)
+
+
+def run(chosen: list[Site], entries: dict[str, manifest.Entry],
+        args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    equivalent = manifest.equivalents()
+    with tempfile.TemporaryDirectory(prefix="keyflows-mutation-") as tmp:
+        work = Path(tmp)
+        base = prepare_tree(work)
+        pristine = judge(None, "common", base, work, FLOWS)
+        if pristine.status != SURVIVED:
+            return fail(f"the pristine server does not pass the runner: {pristine.reason}")
+        print(f"pristine run: every check passed in {pristine.seconds:.1f} s; "
+              f"{len(chosen)} mutants, {args.jobs} at a time", flush=True)
+        outcomes: list[Outcome] = []
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {pool.submit(judge, site, entries[site.id].flow, base, work, FLOWS): site
+                       for site in chosen}
+            for future in as_completed(futures):
+                site = futures[future]
+                outcome = future.result()
+                outcome.requirement = entries[site.id].requirement
+                outcomes.append(outcome)
+                progress(len(outcomes), len(chosen), outcome, equivalent)
+    outcomes.sort(key=lambda o: o.where)
+    wall = time.monotonic() - started
+    report = summary(outcomes, equivalent, population=len(entries))
+    report["wall_seconds"] = round(wall, 1)
+    report["jobs"] = args.jobs
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps({"summary": report,
+                                        "mutants": [o.as_json() for o in outcomes]},
+                                       indent=2) + "\n", encoding="utf-8")
+    print(render(outcomes, equivalent, report))
+    print(f"results: {args.results} ({wall / 60:.1f} min with {args.jobs} jobs)")
+    return 0 if verdict(report) else 1
+
+
+def progress(done: int, total: int, outcome: Outcome, equivalent: dict[str, str]) -> None:
+    label = {KILLED: "killed", SURVIVED: "SURVIVED", TIMEOUT: "timeout"}[outcome.status]
+    if outcome.status == SURVIVED and outcome.id in equivalent:
+        label = "equivalent"
+    detail = ", ".join(outcome.failed_checks[:2]) if outcome.status == KILLED else ""
+    print(f"[{done}/{total}] {label:<10} {outcome.where}  {outcome.mutation[:70]}"
+          f"{f'  <- {detail}' if detail else ''} ({outcome.seconds:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,551 @@
+"""The mutation population: every place where the reference server refuses or enforces.
+
+Sites are found in the source with `ast`, in reference/ and in the spec/ functions that
+reference/ reaches (directly or through other spec/ functions). Each site is one mutant:
+
+  guard-false    the condition of an `if` whose body refuses becomes False
+  guard-true     the condition of an `if` whose else branch refuses becomes True
+  drop-raise     a refusal that no single guard controls is not raised
+  drop-operand   one operand of an and/or in such a condition is removed
+  boundary       a comparison boundary in such a condition moves by one (< <=, > >=)
+  drop-call      a statement calling a check or a side effect (burn, delete, insert,
+                 remember, persist, authenticate, a spec check) is not executed
+  accept         a boolean check returns its accepting value at once
+
+A site is keyed without line numbers: file, qualified function, operator, a hash of the
+mutated code, and an ordinal only when the same code occurs twice in one function. The
+requirement of a site comes from the nearest `requirement=` argument, else the nearest
+requirement ID in a comment, docstring of the function, class or module.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("spec", "reference")
+PACKAGE_PREFIX = "keyflows."
+# The command line and configuration refuse at start-up, never over HTTP.
+EXCLUDED_FILES = frozenset({"reference/cli.py", "reference/__main__.py", "reference/config.py"})
+
+REQUIREMENT_ID = re.compile(r"\b(?:API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\b")
+
+# Exceptions that are refusals without being a SpecError or Problem class: the JSON hooks
+# raise ValueError, which the caller turns into a 400.
+PLAIN_REFUSALS = frozenset({"ValueError"})
+REFUSAL_BASES = frozenset({"SpecError", "Problem"})
+
+# A statement calling one of these (its result unused) checks or changes state.
+EFFECT_CALL = re.compile(
+    r"\A_?(?:check|verify|validate|require|ensure|authenticate|authorize|burn|delete|"
+    r"remove|insert|remember|persist|purge|record|consume|revoke|mark|put|store|save|"
+    r"int_in|id_bytes|limited_body|spec_checked|in_thread)")
+WRITE_SQL = re.compile(r"\A\s*(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+SQL_CALLS = frozenset({"execute", "executemany"})
+
+# Boolean checks: the value that lets the input through.
+BOOL_CHECK = re.compile(r"(?:\A|_)(?:is|has|verify|valid|accepted|meets|servable|equal|"
+                        r"canonical)(?:_|\Z)")
+REJECTING_WORDS = re.compile(r"expired|low_order|revoked|invalid|taken|replayed|reused")
+
+BOUNDARY_SWAP: dict[type[ast.cmpop], tuple[type[ast.cmpop], str, str]] = {
+    ast.Lt: (ast.LtE, "<", "<="),
+    ast.LtE: (ast.Lt, "<=", "<"),
+    ast.Gt: (ast.GtE, ">", ">="),
+    ast.GtE: (ast.Gt, ">=", ">"),
+}
+
+FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace source bytes [start, end) with `text`."""
+
+    start: int
+    end: int
+    text: bytes
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    file: str
+    function: str
+    operator: str
+    line: int
+    original: str
+    mutated: str
+    requirement: str | None
+    edit: Edit = field(compare=False, repr=False)
+    scope: tuple[int, int] = field(compare=False, repr=False, default=(0, 0))
+    """Byte span of the top-level statement that holds the site."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def description(self) -> str:
+        return f"{self.operator}: `{self.original}` -> `{self.mutated}`"
+
+    def apply(self, source: bytes) -> bytes:
+        return source[:self.edit.start] + self.edit.text + source[self.edit.end:]
+
+    def mutated_scope(self, source: bytes) -> bytes:
+        """The top-level statement holding the site, mutated (parses on its own)."""
+        start, end = self.scope
+        return (source[start:self.edit.start] + self.edit.text
+                + source[self.edit.end:end])
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+@dataclass
+class Module:
+    path: str  # relative to the repository root, e.g. "spec/hpke.py"
+    source: bytes
+    tree: ast.Module
+    line_starts: list[int]
+    functions: dict[str, FunctionNode]  # qualified name -> node
+    classes: dict[str, ast.ClassDef]  # top-level classes
+    imports: dict[str, tuple[str, str | None]]  # local name -> (module path, member or None)
+
+    def offset(self, line: int, col: int) -> int:
+        """Byte offset of an ast position (lines from 1, columns in UTF-8 bytes)."""
+        return self.line_starts[line - 1] + col
+
+    def segment(self, node: ast.AST) -> bytes:
+        start = self.offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
+        end = self.offset(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+        return self.source[start:end]
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        return (self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
+                self.offset(node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
+
+
+def module_path(dotted: str) -> str | None:
+    """keyflows.spec.hpke -> spec/hpke.py (if it exists); keyflows.spec -> spec/__init__.py."""
+    if not dotted.startswith(PACKAGE_PREFIX):
+        return None
+    parts = dotted[len(PACKAGE_PREFIX):].split(".")
+    if not parts or parts[0] not in PACKAGES:
+        return None
+    candidate = Path(*parts).with_suffix(".py")
+    if (ROOT / candidate).is_file():
+        return candidate.as_posix()
+    package = Path(*parts) / "__init__.py"
+    if (ROOT / package).is_file():
+        return package.as_posix()
+    return None
+
+
+def _imports(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
+    out: dict[str, tuple[str, str | None]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = module_path(f"{node.module}.{alias.name}")
+                local = alias.asname or alias.name
+                if sub is not None and not sub.endswith("__init__.py"):
+                    out[local] = (sub, None)
+                    continue
+                parent = module_path(node.module)
+                if parent is not None:
+                    out[local] = (parent, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                path = module_path(alias.name)
+                if path is not None and alias.asname:
+                    out[alias.asname] = (path, None)
+    return out
+
+
+def _functions(tree: ast.Module) -> dict[str, FunctionNode]:
+    out: dict[str, FunctionNode] = {}
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = prefix + node.name
+                out[name] = node
+                visit(node.body, name + ".")
+            elif isinstance(node, ast.ClassDef):
+                visit(node.body, prefix + node.name + ".")
+
+    visit(tree.body, "")
+    return out
+
+
+def parse(path: str) -> Module:
+    source = (ROOT / path).read_bytes()
+    tree = ast.parse(source, filename=path)
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    return Module(path=path, source=source, tree=tree, line_starts=starts,
+                  functions=_functions(tree), classes=classes, imports=_imports(tree))
+
+
+def load_modules() -> dict[str, Module]:
+    modules = {}
+    for package in PACKAGES:
+        for file in sorted((ROOT / package).glob("*.py")):
+            path = file.relative_to(ROOT).as_posix()
+            modules[path] = parse(path)
+    return modules
+
+
+# --- scope: reference/ and the spec/ functions it reaches -------------------------------------
+
+def _references(module: Module, node: ast.AST) -> Iterator[tuple[str, str]]:
+    """(module path, top-level name) pairs of spec/ definitions `node` mentions."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            if sub.id in module.imports:
+                target, member = module.imports[sub.id]
+                if member is not None:
+                    yield target, member
+            elif module.path.startswith("spec/"):
+                yield module.path, sub.id
+        elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+            imported = module.imports.get(sub.value.id)
+            if imported is not None and imported[1] is None:
+                yield imported[0], sub.attr
+
+
+def _definition(module: Module, name: str) -> ast.AST | None:
+    if name in module.classes:
+        return module.classes[name]
+    node = module.functions.get(name)
+    return node if node is not None and "." not in name else None
+
+
+def reachable_spec(modules: dict[str, Module]) -> set[tuple[str, str]]:
+    """Top-level spec/ functions and classes reference/ reaches, transitively."""
+    queue: list[tuple[str, str]] = []
+    for module in modules.values():
+        if module.path.startswith("reference/") and module.path not in EXCLUDED_FILES:
+            queue.extend(ref for ref in _references(module, module.tree)
+                         if ref[0].startswith("spec/"))
+    seen: set[tuple[str, str]] = set()
+    while queue:
+        ref = queue.pop()
+        if ref in seen or ref[0] not in modules:
+            continue
+        module = modules[ref[0]]
+        node = _definition(module, ref[1])
+        if node is None:
+            continue
+        seen.add(ref)
+        queue.extend(r for r in _references(module, node) if r[0].startswith("spec/"))
+    return seen
+
+
+def functions_in_scope(modules: dict[str, Module]) -> Iterator[tuple[Module, str, FunctionNode]]:
+    reached = reachable_spec(modules)
+    for module in modules.values():
+        if module.path in EXCLUDED_FILES:
+            continue
+        for qualname, node in module.functions.items():
+            top = qualname.split(".", 1)[0]
+            if module.path.startswith("reference/") or (module.path, top) in reached:
+                yield module, qualname, node
+
+
+# --- what counts as a refusal -----------------------------------------------------------------
+
+def refusal_names(modules: dict[str, Module]) -> set[str]:
+    """Names whose call, when raised, is a refusal: SpecError and Problem classes (and
+    their subclasses) and functions annotated to return one of them."""
+    names = set(REFUSAL_BASES) | set(PLAIN_REFUSALS)
+    classes = [c for m in modules.values() for c in ast.walk(m.tree)
+               if isinstance(c, ast.ClassDef)]
+    changed = True
+    while changed:
+        changed = False
+        for cls in classes:
+            bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")
+                     for b in cls.bases}
+            if cls.name not in names and bases & names:
+                names.add(cls.name)
+                changed = True
+    for module in modules.values():
+        for qualname, fn in module.functions.items():
+            returns = fn.returns
+            if returns is not None and ast.unparse(returns).strip("'\"") in names:
+                names.add(qualname.rsplit(".", 1)[-1])
+    return names
+
+
+def _raised_name(node: ast.Raise) -> str | None:
+    exc = node.exc
+    if isinstance(exc, ast.Call):
+        exc = exc.func
+    if isinstance(exc, ast.Name):
+        return exc.id
+    if isinstance(exc, ast.Attribute):
+        return exc.attr
+    return None
+
+
+def _walk_local(nodes: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Every node under `nodes`, not descending into nested functions or classes."""
+    stack: list[ast.AST] = list(reversed(nodes))
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        stack.extend(reversed(list(ast.iter_child_nodes(node))))
+
+
+def _is_refusal(node: ast.AST, refusals: set[str]) -> bool:
+    return isinstance(node, ast.Raise) and _raised_name(node) in refusals
+
+
+def _refuses(body: list[ast.stmt], refusals: set[str]) -> ast.Raise | None:
+    for node in _walk_local(body):
+        if isinstance(node, ast.Raise) and _is_refusal(node, refusals):
+            return node
+    return None
+
+
+def _effect_call(stmt: ast.stmt) -> ast.Call | None:
+    if not isinstance(stmt, ast.Expr):
+        return None
+    value = stmt.value.value if isinstance(stmt.value, ast.Await) else stmt.value
+    if not isinstance(value, ast.Call):
+        return None
+    func = value.func
+    name = func.id if isinstance(func, ast.Name) else (
+        func.attr if isinstance(func, ast.Attribute) else "")
+    if name in SQL_CALLS:
+        first = value.args[0] if value.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str) \
+                and WRITE_SQL.match(first.value):
+            return value
+        return None
+    return value if EFFECT_CALL.match(name) else None
+
+
+# --- requirement inference ------------------------------------------------------------------
+
+def _keyword_requirement(node: ast.AST) -> str | None:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            for kw in sub.keywords:
+                if kw.arg == "requirement" and isinstance(kw.value, ast.Constant) \
+                        and isinstance(kw.value.value, str):
+                    return kw.value.value
+    return None
+
+
+def _comment_requirement(module: Module, line: int) -> str | None:
+    lines = module.source.splitlines()
+    for number in (line, line - 1):
+        if 1 <= number <= len(lines):
+            text = lines[number - 1].decode("utf-8", "replace")
+            if "#" in text:
+                match = REQUIREMENT_ID.search(text.split("#", 1)[1])
+                if match:
+                    return match.group(0)
+    return None
+
+
+def _doc_requirement(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        doc = ast.get_docstring(node)
+        if doc:
+            match = REQUIREMENT_ID.search(doc)
+            if match:
+                return match.group(0)
+    return None
+
+
+def infer_requirement(module: Module, qualname: str, node: ast.AST,
+                      refusal: ast.AST | None) -> str | None:
+    for candidate in (node, refusal):
+        if candidate is not None:
+            found = _keyword_requirement(candidate)
+            if found:
+                return found
+    for candidate in (node, refusal):
+        if candidate is not None and hasattr(candidate, "lineno"):
+            found = _comment_requirement(module, candidate.lineno)
+            if found:
+                return found
+    parts = qualname.split(".")
+    scopes: list[ast.AST] = []
+    for i in range(len(parts), 0, -1):  # enclosing functions, innermost first
+        node_i = module.functions.get(".".join(parts[:i]))
+        if node_i is not None:
+            scopes.append(node_i)
+    if parts[0] in module.classes:
+        scopes.append(module.classes[parts[0]])
+    scopes.append(module.tree)
+    for scope in scopes:
+        found = _doc_requirement(scope)
+        if found:
+            return found
+    return None
+
+
+# --- operators -----------------------------------------------------------------------------
+
+def _one_line(text: bytes, limit: int = 90) -> str:
+    flat = " ".join(text.decode("utf-8", "replace").split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
+@dataclass
+class _Draft:
+    operator: str
+    key: str  # the code the id hashes
+    line: int
+    original: str
+    mutated: str
+    edit: Edit
+    requirement: str | None
+
+
+def _drafts(module: Module, qualname: str, fn: FunctionNode,
+            refusals: set[str]) -> Iterator[_Draft]:
+    def req(node: ast.AST, refusal: ast.AST | None) -> str | None:
+        return infer_requirement(module, qualname, node, refusal)
+
+    guarded: set[int] = set()  # ids of raises a guard operator already covers
+    for node in _walk_local(fn.body):
+        if isinstance(node, ast.If):
+            yield from _guard_drafts(module, node, refusals, guarded, req)
+    for node in _walk_local(fn.body):
+        if isinstance(node, ast.Raise) and _is_refusal(node, refusals) \
+                and id(node) not in guarded:
+            start, end = module.span(node)
+            yield _Draft("drop-raise", ast.unparse(node), node.lineno,
+                         _one_line(module.segment(node)), "pass", Edit(start, end, b"pass"),
+                         req(node, node))
+        elif isinstance(node, ast.stmt):
+            call = _effect_call(node)
+            if call is not None:
+                start, end = module.span(node)
+                yield _Draft("drop-call", ast.unparse(node), node.lineno,
+                             _one_line(module.segment(node)), "pass",
+                             Edit(start, end, b"pass"), req(call, None))
+    yield from _accept_drafts(module, qualname, fn, req)
+
+
+def _guard_drafts(module: Module, node: ast.If, refusals: set[str], guarded: set[int],
+                  req: object) -> Iterator[_Draft]:
+    assert callable(req)
+    in_body = _refuses(node.body, refusals)
+    in_else = _refuses(node.orelse, refusals) if node.orelse else None
+    if in_body is not None and in_else is not None:
+        return
+    refusal = in_body or in_else
+    if refusal is None:
+        return
+    branch = node.body if in_body is not None else node.orelse
+    if len(branch) == 1 and branch[0] is refusal:
+        guarded.add(id(refusal))
+    test = node.test
+    value = b"False" if in_body is not None else b"True"
+    start, end = module.span(test)
+    code = _one_line(module.segment(test))
+    requirement = req(refusal, refusal)
+    yield _Draft("guard-false" if in_body is not None else "guard-true",
+                 ast.unparse(test), node.lineno, code, value.decode(),
+                 Edit(start, end, value), requirement)
+    for sub in ast.walk(test):
+        if isinstance(sub, ast.BoolOp):
+            joiner = b" and " if isinstance(sub.op, ast.And) else b" or "
+            for i in range(len(sub.values)):
+                rest = [module.segment(v) for j, v in enumerate(sub.values) if j != i]
+                text = b"(" + joiner.join(rest) + b")"
+                s_start, s_end = module.span(sub)
+                yield _Draft("drop-operand", f"{ast.unparse(sub)} -{i}", sub.lineno,
+                             _one_line(module.segment(sub)), _one_line(text),
+                             Edit(s_start, s_end, text), requirement)
+        elif isinstance(sub, ast.Compare):
+            yield from _boundary_drafts(module, sub, requirement)
+
+
+def _boundary_drafts(module: Module, node: ast.Compare,
+                     requirement: str | None) -> Iterator[_Draft]:
+    operands = [node.left, *node.comparators]
+    for i, op in enumerate(node.ops):
+        swap = BOUNDARY_SWAP.get(type(op))
+        if swap is None:
+            continue
+        _, old, new = swap
+        gap_start = module.span(operands[i])[1]
+        gap_end = module.span(operands[i + 1])[0]
+        gap = module.source[gap_start:gap_end]
+        at = gap.find(old.encode())
+        if at < 0:
+            continue
+        start = gap_start + at
+        whole = module.segment(node)
+        rel = start - module.span(node)[0]
+        mutated = whole[:rel] + new.encode() + whole[rel + len(old):]
+        yield _Draft("boundary", f"{ast.unparse(node)} #{i}", node.lineno,
+                     _one_line(whole), _one_line(mutated),
+                     Edit(start, start + len(old), new.encode()), requirement)
+
+
+def _accept_drafts(module: Module, qualname: str, fn: FunctionNode,
+                   req: object) -> Iterator[_Draft]:
+    assert callable(req)
+    if fn.returns is None or ast.unparse(fn.returns) not in ("bool", "'bool'"):
+        return
+    if not BOOL_CHECK.search(fn.name):
+        return
+    value = "False" if REJECTING_WORDS.search(fn.name) else "True"
+    body = fn.body
+    first = body[1] if len(body) > 1 and ast.get_docstring(fn) is not None else body[0]
+    line_start = module.offset(first.lineno, 0)
+    indent = module.source[line_start:module.offset(first.lineno, first.col_offset)]
+    if indent.strip():
+        return  # the statement does not start its line
+    text = indent + f"return {value}\n".encode()
+    yield _Draft("accept", f"{qualname} -> {value}", fn.lineno, f"def {fn.name}(...) -> bool",
+                 f"return {value} at once", Edit(line_start, line_start, text),
+                 req(fn, None))
+
+
+# --- the population ---------------------------------------------------------------------------
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def discover() -> list[Site]:
+    modules = load_modules()
+    refusals = refusal_names(modules)
+    sites: list[Site] = []
+    for module, qualname, fn in functions_in_scope(modules):
+        top = next(n for n in module.tree.body
+                   if n.lineno <= fn.lineno <= (n.end_lineno or n.lineno))
+        first = top.decorator_list[0] if isinstance(
+            top, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and top.decorator_list \
+            else top
+        scope = (module.offset(first.lineno, 0), module.span(top)[1])
+        counts: dict[str, int] = {}
+        for draft in _drafts(module, qualname, fn, refusals):
+            base = f"{module.path}:{qualname}:{draft.operator}:{_short_hash(draft.key)}"
+            counts[base] = counts.get(base, 0) + 1
+            site_id = base if counts[base] == 1 else f"{base}~{counts[base]}"
+            sites.append(Site(id=site_id, file=module.path, function=qualname,
+                              operator=draft.operator, line=draft.line,
+                              original=draft.original, mutated=draft.mutated,
+                              requirement=draft.requirement, edit=draft.edit,
+                              scope=scope))
+    sites.sort(key=lambda s: (s.file, s.edit.start, s.operator, s.id))
+    return sites

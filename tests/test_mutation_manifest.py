@@ -1,0 +1,112 @@
+"""The mutation population is listed in full, with requirements, and every mutant is real.
+
+New refusal or enforcement code in reference/ (or in the spec/ functions it calls) makes
+`test_manifest_lists_every_site` fail until `nox -s mutation -- --update-manifest` lists it,
+with its requirement (tests/mutation/overrides.yaml where none can be inferred).
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from mutation import manifest
+from mutation.harness import KILLED, SURVIVED, judge, prepare_tree
+from mutation.report import EQUIVALENT_CAP
+from mutation.serve_mutant import shadowed_modules
+from mutation.sites import ROOT, Site, discover
+
+
+@pytest.fixture(scope="module")
+def sites() -> list[Site]:
+    return discover()
+
+
+def test_manifest_lists_every_site(sites: list[Site]) -> None:
+    diff = manifest.differences(manifest.entries(sites), manifest.committed())
+    assert not diff, ("the mutation manifest is out of date; run `nox -s mutation -- "
+                      "--update-manifest` and commit it:\n  " + "\n  ".join(diff[:30]))
+
+
+def test_every_site_has_a_known_requirement(sites: list[Site]) -> None:
+    missing = manifest.problems(manifest.entries(sites))
+    assert not missing, "\n".join(missing)
+
+
+def test_site_ids_are_unique(sites: list[Site]) -> None:
+    ids = [s.id for s in sites]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_mutant_parses_and_differs(sites: list[Site]) -> None:
+    sources: dict[str, bytes] = {}
+    for site in sites:
+        source = sources.setdefault(site.file, (ROOT / site.file).read_bytes())
+        assert site.apply(source) != source, site.id
+        ast.parse(site.mutated_scope(source), filename=site.id)
+
+
+def test_the_population_covers_every_operator_and_both_layers(sites: list[Site]) -> None:
+    assert {s.operator for s in sites} >= {"guard-false", "drop-raise", "drop-operand",
+                                           "boundary", "drop-call", "accept"}
+    assert {s.file.split("/")[0] for s in sites} == {"spec", "reference"}
+
+
+def test_judgements_name_existing_sites_within_the_cap(sites: list[Site]) -> None:
+    ids = {s.id for s in sites}
+    equivalent = manifest.equivalents()
+    assert set(equivalent) <= ids, set(equivalent) - ids
+    assert all(reason.strip() and "\n" not in reason for reason in equivalent.values())
+    assert 100.0 * len(equivalent) / len(sites) <= EQUIVALENT_CAP
+    overrides = manifest.read_mapping(manifest.OVERRIDES)
+    unused = [k for k in overrides if not any(i == k or i.startswith(k + ":") for i in ids)]
+    assert not unused
+
+
+def test_a_site_id_survives_an_unrelated_edit(sites: list[Site], tmp_path: Path) -> None:
+    """Ids carry no line numbers: code added above a site leaves its id alone."""
+    from mutation import sites as sites_module
+
+    copy = tmp_path / "repo"
+    for package in ("spec", "reference"):
+        shutil.copytree(ROOT / package, copy / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    auth = copy / "reference" / "auth.py"
+    auth.write_text("# an unrelated comment\n\n" + auth.read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    original_root = sites_module.ROOT
+    sites_module.ROOT = copy
+    try:
+        moved = sites_module.discover()
+    finally:
+        sites_module.ROOT = original_root
+    assert [s.id for s in moved] == [s.id for s in sites]
+    before = {s.id: s.line for s in sites if s.file == "reference/auth.py"}
+    assert all(s.line == before[s.id] + 2 for s in moved if s.file == "reference/auth.py")
+
+
+def test_shadowed_modules_names_a_module_outside_the_tree(tmp_path: Path) -> None:
+    import keyflows.spec.encoding  # noqa: F401  (loaded from the working tree)
+
+    assert any(name.startswith("keyflows.spec.encoding ")
+               for name in shadowed_modules(tmp_path))
+    assert not shadowed_modules(ROOT)  # the editable install loads from the working tree
+
+
+@pytest.mark.slow
+def test_a_mutant_server_runs_the_mutated_copy(sites: list[Site]) -> None:
+    """End to end: the mutant that lets an unknown bearer token through is killed, and
+    the unmutated copy passes the checks of its flow, so the mutation is what kills it."""
+    site = next(s for s in sites if s.id.startswith(
+        "reference/auth.py:AccountClient.is_valid:accept:"))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        base = prepare_tree(work)
+        killed = judge(site, "common", base, work, ("common",))
+        pristine = judge(None, "common", base, work, ("common",))
+    assert killed.status == KILLED, killed
+    assert any(c.startswith("common/auth/") for c in killed.failed_checks), killed
+    assert pristine.status == SURVIVED, pristine
