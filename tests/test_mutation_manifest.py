@@ -110,3 +110,31 @@ def test_a_mutant_server_runs_the_mutated_copy(sites: list[Site]) -> None:
     assert killed.status == KILLED, killed
     assert any(c.startswith("common/auth/") for c in killed.failed_checks), killed
     assert pristine.status == SURVIVED, pristine
+
+
+def test_runner_exitfirst_stops_after_the_first_failure() -> None:
+    """The harness relies on --exitfirst: a killed mutant costs one failing check."""
+    from typing import Any, cast
+
+    from keyflows.conformance.probe import CheckFailed, Probe, Session
+    from keyflows.conformance.registry import Check
+    from keyflows.conformance.runner import FAILED, PASSED, run_all
+
+    ran: list[str] = []
+
+    def make(name: str, fails: bool) -> Check:
+        def func(t: Probe) -> None:
+            ran.append(name)
+            if fails:
+                raise CheckFailed(f"{name} failed")
+        return Check(id=f"common/x/{name}", flow="common", requirements=("API-2",),
+                     needs=(), func=func, summary=name)
+
+    checks = [make("a", False), make("b", True), make("c", False)]
+    session = Session(base_url="http://127.0.0.1:9", http=cast(Any, None),
+                      accounts=cast(Any, None), capabilities={"flows": []})
+    results = run_all(checks, session, known_failing=[], exitfirst=True)
+    assert [r.status for r in results] == [PASSED, FAILED] and ran == ["a", "b"]
+    ran.clear()
+    results = run_all(checks, session, known_failing=["common/x/b"], exitfirst=True)
+    assert len(results) == 3 and ran == ["a", "b", "c"]  # a known failure does not stop it
