@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from mutation import manifest
-from mutation.harness import KILLED, SURVIVED, judge, prepare_tree
+from mutation.harness import KILLED, SURVIVED, judge, snapshot
 from mutation.report import EQUIVALENT_CAP
 from mutation.serve_mutant import shadowed_modules
 from mutation.sites import ROOT, Site, discover
@@ -68,8 +68,6 @@ def test_judgements_name_existing_sites_within_the_cap(sites: list[Site]) -> Non
 
 def test_a_site_id_survives_an_unrelated_edit(sites: list[Site], tmp_path: Path) -> None:
     """Ids carry no line numbers: code added above a site leaves its id alone."""
-    from mutation import sites as sites_module
-
     copy = tmp_path / "repo"
     for package in ("spec", "reference"):
         shutil.copytree(ROOT / package, copy / package,
@@ -77,12 +75,7 @@ def test_a_site_id_survives_an_unrelated_edit(sites: list[Site], tmp_path: Path)
     auth = copy / "reference" / "auth.py"
     auth.write_text("# an unrelated comment\n\n" + auth.read_text(encoding="utf-8"),
                     encoding="utf-8")
-    original_root = sites_module.ROOT
-    sites_module.ROOT = copy
-    try:
-        moved = sites_module.discover()
-    finally:
-        sites_module.ROOT = original_root
+    moved = discover(copy)
     assert [s.id for s in moved] == [s.id for s in sites]
     before = {s.id: s.line for s in sites if s.file == "reference/auth.py"}
     assert all(s.line == before[s.id] + 2 for s in moved if s.file == "reference/auth.py")
@@ -104,7 +97,7 @@ def test_a_mutant_server_runs_the_mutated_copy(sites: list[Site]) -> None:
         "reference/auth.py:AccountClient.is_valid:accept:"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base = prepare_tree(work)
+        base = snapshot(work)
         killed = judge(site, "common", base, work, ("common",))
         pristine = judge(None, "common", base, work, ("common",))
     assert killed.status == KILLED, killed

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from keyflows.conformance.registry import FLOWS
 
 from . import manifest
-from .harness import KILLED, SURVIVED, TIMEOUT, Outcome, judge, prepare_tree
+from .harness import CHILDREN, KILLED, SURVIVED, TIMEOUT, Outcome, judge, snapshot
 from .report import render, summary, verdict
 from .sites import ROOT, Site, discover
 
@@ -59,13 +60,30 @@ def select(sites: list[Site], entries: dict[str, manifest.Entry],
     return chosen
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    sites = discover()
+    # Ctrl-C and a termination request both stop every server and runner of the run.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.update_manifest:
-        for line in manifest.update(sites) or ["manifest.yaml is up to date"]:
+        for line in manifest.update(discover()) or ["manifest.yaml is up to date"]:
             print(line)
         return 0
+    if args.list:
+        return checked(discover(), args, run=None)
+    with tempfile.TemporaryDirectory(prefix="keyflows-mutation-") as tmp:
+        work = Path(tmp)
+        pristine = snapshot(work)
+        return checked(discover(pristine / "keyflows"), args, run=(pristine, work))
+
+
+def checked(sites: list[Site], args: argparse.Namespace,
+            run: tuple[Path, Path] | None) -> int:
+    """Check the population against the manifest; then list or run the selection."""
     current = manifest.entries(sites)
     stale = manifest.differences(current, manifest.committed())
     if stale:
@@ -83,37 +101,46 @@ def main(argv: list[str]) -> int:
     chosen = select(sites, entries, args)
     if not chosen:
         return fail("no site matches the selection")
-    if args.list:
+    if run is None:
         for site in chosen:
             e = entries[site.id]
             print(f"{site.id}  {site.where}  [{e.requirement}, {e.flow}]  {site.description}")
         print(f"{len(chosen)} sites")
         return 0
-    return run(chosen, entries, args)
+    try:
+        return execute(chosen, entries, args, *run)
+    except KeyboardInterrupt:
+        CHILDREN.stop_all()
+        print("\nmutation: interrupted; every server and runner stopped", file=sys.stderr)
+        return 130
 
 
-def run(chosen: list[Site], entries: dict[str, manifest.Entry],
-        args: argparse.Namespace) -> int:
+def execute(chosen: list[Site], entries: dict[str, manifest.Entry],
+            args: argparse.Namespace, pristine: Path, work: Path) -> int:
     started = time.monotonic()
     equivalent = manifest.equivalents()
-    with tempfile.TemporaryDirectory(prefix="keyflows-mutation-") as tmp:
-        work = Path(tmp)
-        base = prepare_tree(work)
-        pristine = judge(None, "common", base, work, FLOWS)
-        if pristine.status != SURVIVED:
-            return fail(f"the pristine server does not pass the runner: {pristine.reason}")
-        print(f"pristine run: every check passed in {pristine.seconds:.1f} s; "
-              f"{len(chosen)} mutants, {args.jobs} at a time", flush=True)
-        outcomes: list[Outcome] = []
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = {pool.submit(judge, site, entries[site.id].flow, base, work, FLOWS): site
-                       for site in chosen}
-            for future in as_completed(futures):
-                site = futures[future]
-                outcome = future.result()
-                outcome.requirement = entries[site.id].requirement
-                outcomes.append(outcome)
-                progress(len(outcomes), len(chosen), outcome, equivalent)
+    baseline = judge(None, "common", pristine, work, FLOWS)
+    if baseline.status != SURVIVED:
+        return fail(f"the pristine server does not pass the runner: {baseline.reason}")
+    print(f"pristine run: every check passed in {baseline.seconds:.1f} s; "
+          f"{len(chosen)} mutants, {args.jobs} at a time", flush=True)
+    outcomes: list[Outcome] = []
+    pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))
+    try:
+        futures = {pool.submit(judge, site, entries[site.id].flow, pristine, work, FLOWS):
+                   site for site in chosen}
+        for future in as_completed(futures):
+            site = futures[future]
+            outcome = future.result()
+            outcome.requirement = entries[site.id].requirement
+            outcomes.append(outcome)
+            progress(len(outcomes), len(chosen), outcome, equivalent)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        CHILDREN.stop_all()
+        pool.shutdown(wait=True)
+        raise
+    pool.shutdown()
     outcomes.sort(key=lambda o: o.where)
     wall = time.monotonic() - started
     report = summary(outcomes, equivalent, population=len(entries))

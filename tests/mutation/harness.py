@@ -1,13 +1,15 @@
 """Run each mutant: a reference server started from a mutated copy of the tree, checked by
 the pristine conformance runner over HTTP.
 
-For one mutant: copy the prepared tree (keyflows/spec, keyflows/reference, compiled),
-write the mutated file, start the server from it (serve_mutant.py, which asserts that
-the mutated copies are what it imports), then run `keyflows conformance --base-url ...
---account-listen ... --exitfirst`, first on the checks of the site's flow and, if they
-all pass, on every other check. The mutant is killed when the runner reports a failure
-(exit status 1) or cannot run against the server (exit status 2); it survives when the
-runner passes everything.
+At the start the packages are copied once into a snapshot (keyflows/spec, reference,
+conformance, vectors; compiled), so editing the working tree during a run changes
+nothing. For one mutant: copy the snapshot's spec/ and reference/, write the mutated
+file, start the server from that copy (serve_mutant.py, which asserts that the mutated
+copies are what it imports), then run `keyflows conformance --base-url ...
+--account-listen ... --exitfirst` from the pristine snapshot, first on the checks of the
+site's flow and, if they all pass, on every other check. The mutant is killed when the
+runner reports a failure (exit status 1) or cannot run against the server (exit status
+2); it survives when the runner passes everything.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +31,8 @@ from typing import Any
 from .sites import ROOT, Site
 
 SERVE_MUTANT = Path(__file__).resolve().parent / "serve_mutant.py"
-TREE_PACKAGES = ("spec", "reference")
+SNAPSHOT_PACKAGES = ("spec", "reference", "conformance", "vectors")
+MUTANT_PACKAGES = ("spec", "reference")
 READY_TIMEOUT_S = 60.0
 PHASE_TIMEOUT_S = 600.0
 CHALLENGE_LIFETIME_S = 3
@@ -62,11 +66,57 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def prepare_tree(into: Path) -> Path:
-    """A copy of spec/ and reference/ laid out as installed, compiled once, so a mutant
-    only recompiles the file it changes."""
-    tree = into / "base"
-    for package in TREE_PACKAGES:
+class Children:
+    """Every process the run starts, so an interrupt stops them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
+
+    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self.stopping:
+                raise Interrupted()
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
+            self._live.add(process)
+            return process
+
+    def forget(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._live.discard(process)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self.stopping = True
+            live = list(self._live)
+        for process in live:
+            stop(process)
+
+
+class Interrupted(Exception):
+    """The run is being stopped."""
+
+
+CHILDREN = Children()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    CHILDREN.forget(process)
+
+
+def snapshot(into: Path) -> Path:
+    """The packages laid out as installed (keyflows/spec, ...), compiled once, so a mutant
+    only recompiles the file it changes and the working tree may change meanwhile."""
+    tree = into / "pristine"
+    for package in SNAPSHOT_PACKAGES:
         shutil.copytree(ROOT / package, tree / "keyflows" / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "keyflows")],
@@ -74,12 +124,14 @@ def prepare_tree(into: Path) -> Path:
     return tree
 
 
+
 def mutant_tree(base: Path, into: Path, site: Site | None) -> Path:
     tree = Path(tempfile.mkdtemp(prefix="m-", dir=into))
-    shutil.copytree(base / "keyflows", tree / "keyflows")
+    for package in MUTANT_PACKAGES:
+        shutil.copytree(base / "keyflows" / package, tree / "keyflows" / package)
     if site is not None:
         target = tree / "keyflows" / site.file
-        mutated = site.apply((ROOT / site.file).read_bytes())
+        mutated = site.apply((base / "keyflows" / site.file).read_bytes())
         ast.parse(mutated, filename=site.id)  # a mutant that does not parse is a harness bug
         target.write_bytes(mutated)
         for stale in (target.parent / "__pycache__").glob(target.stem + ".*.pyc"):
@@ -99,13 +151,7 @@ class Server:
         return lines[-1] if lines else "(no output)"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop(self.process)
 
 
 def start_server(tree: Path, account_port: int) -> tuple[Server, str | None]:
@@ -125,8 +171,8 @@ def start_server(tree: Path, account_port: int) -> tuple[Server, str | None]:
            and not k.startswith("KEYFLOWS_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=env, cwd=tree)
+        process = CHILDREN.start(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                 cwd=tree)
     server = Server(process, log, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -147,19 +193,30 @@ class Phase:
     message: str
 
 
-def run_runner(base_url: str, account_port: int, patterns: list[str], report: Path) -> Phase:
+def run_runner(pristine: Path, base_url: str, account_port: int, patterns: list[str],
+               report: Path) -> Phase:
+    """The pristine runner (imported from the snapshot) against the mutant server."""
     command = [sys.executable, "-m", "keyflows.conformance", "conformance",
                "--base-url", base_url, "--account-listen", f"127.0.0.1:{account_port}",
                "--exitfirst", "--report-json", str(report)]
     for pattern in patterns:
         command += ["--select", pattern]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFLOWS_")}
+    env["PYTHONPATH"] = str(pristine)
     env["NO_COLOR"] = "1"
-    try:
-        done = subprocess.run(command, capture_output=True, env=env, timeout=PHASE_TIMEOUT_S,
-                              cwd=report.parent)
-    except subprocess.TimeoutExpired:
-        return Phase(None, [], 0, f"the runner did not finish within {PHASE_TIMEOUT_S:.0f} s")
+    stderr = report.with_suffix(".stderr")
+    with open(stderr, "wb") as err:
+        process = CHILDREN.start(command, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                 cwd=report.parent)
+        try:
+            process.wait(timeout=PHASE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return Phase(None, [], 0,
+                         f"the runner did not finish within {PHASE_TIMEOUT_S:.0f} s")
+        finally:
+            stop(process)
+    if CHILDREN.stopping:
+        raise Interrupted()
     failed: list[str] = []
     skipped = 0
     if report.exists():
@@ -167,9 +224,9 @@ def run_runner(base_url: str, account_port: int, patterns: list[str], report: Pa
         failed = [r["id"] for r in data.get("checks", [])
                   if r.get("status") in ("failed", "errored")]
         skipped = sum(1 for r in data.get("checks", []) if r.get("status") == "skipped")
-    lines = [ln for ln in done.stderr.decode(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in stderr.read_text(errors="replace").splitlines() if ln.strip()]
     message = lines[-1].strip() if lines else ""
-    return Phase(done.returncode, failed, skipped, message)
+    return Phase(process.returncode, failed, skipped, message)
 
 
 def phases_for(flow: str | None, flows: tuple[str, ...]) -> list[tuple[str, list[str]]]:
@@ -188,7 +245,7 @@ def judge(site: Site | None, flow: str | None, base: Path, workdir: Path,
     for _attempt in range(START_RETRIES):
         tree = mutant_tree(base, workdir, site)
         try:
-            retry = _judge_in(tree, outcome, flow, flows)
+            retry = _judge_in(base, tree, outcome, flow, flows)
         finally:
             shutil.rmtree(tree, ignore_errors=True)
         if not retry:
@@ -197,7 +254,7 @@ def judge(site: Site | None, flow: str | None, base: Path, workdir: Path,
     return outcome
 
 
-def _judge_in(tree: Path, outcome: Outcome, flow: str | None,
+def _judge_in(pristine: Path, tree: Path, outcome: Outcome, flow: str | None,
               flows: tuple[str, ...]) -> bool:
     """Fill in `outcome`; True if the run must be repeated (a port was taken)."""
     account_port = free_port()
@@ -205,7 +262,7 @@ def _judge_in(tree: Path, outcome: Outcome, flow: str | None,
     try:
         skipped = 0
         for name, patterns in phases_for(flow, flows):
-            phase = run_runner(server.base_url, account_port, patterns,
+            phase = run_runner(pristine, server.base_url, account_port, patterns,
                                tree / f"report-{name}.json")
             skipped += phase.skipped
             if phase.code == 2 and "account server" in phase.message \

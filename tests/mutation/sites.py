@@ -130,7 +130,7 @@ class Module:
                 self.offset(node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
 
 
-def module_path(dotted: str) -> str | None:
+def module_path(dotted: str, root: Path) -> str | None:
     """keyflows.spec.hpke -> spec/hpke.py (if it exists); keyflows.spec -> spec/__init__.py."""
     if not dotted.startswith(PACKAGE_PREFIX):
         return None
@@ -138,30 +138,30 @@ def module_path(dotted: str) -> str | None:
     if not parts or parts[0] not in PACKAGES:
         return None
     candidate = Path(*parts).with_suffix(".py")
-    if (ROOT / candidate).is_file():
+    if (root / candidate).is_file():
         return candidate.as_posix()
     package = Path(*parts) / "__init__.py"
-    if (ROOT / package).is_file():
+    if (root / package).is_file():
         return package.as_posix()
     return None
 
 
-def _imports(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
+def _imports(tree: ast.Module, root: Path) -> dict[str, tuple[str, str | None]]:
     out: dict[str, tuple[str, str | None]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
-                sub = module_path(f"{node.module}.{alias.name}")
+                sub = module_path(f"{node.module}.{alias.name}", root)
                 local = alias.asname or alias.name
                 if sub is not None and not sub.endswith("__init__.py"):
                     out[local] = (sub, None)
                     continue
-                parent = module_path(node.module)
+                parent = module_path(node.module, root)
                 if parent is not None:
                     out[local] = (parent, alias.name)
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                path = module_path(alias.name)
+                path = module_path(alias.name, root)
                 if path is not None and alias.asname:
                     out[alias.asname] = (path, None)
     return out
@@ -183,23 +183,24 @@ def _functions(tree: ast.Module) -> dict[str, FunctionNode]:
     return out
 
 
-def parse(path: str) -> Module:
-    source = (ROOT / path).read_bytes()
+def parse(path: str, root: Path) -> Module:
+    source = (root / path).read_bytes()
     tree = ast.parse(source, filename=path)
     starts = [0]
     for line in source.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     return Module(path=path, source=source, tree=tree, line_starts=starts,
-                  functions=_functions(tree), classes=classes, imports=_imports(tree))
+                  functions=_functions(tree), classes=classes,
+                  imports=_imports(tree, root))
 
 
-def load_modules() -> dict[str, Module]:
+def load_modules(root: Path) -> dict[str, Module]:
     modules = {}
     for package in PACKAGES:
-        for file in sorted((ROOT / package).glob("*.py")):
-            path = file.relative_to(ROOT).as_posix()
-            modules[path] = parse(path)
+        for file in sorted((root / package).glob("*.py")):
+            path = file.relative_to(root).as_posix()
+            modules[path] = parse(path, root)
     return modules
 
 
@@ -526,8 +527,9 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
-def discover() -> list[Site]:
-    modules = load_modules()
+def discover(root: Path = ROOT) -> list[Site]:
+    """The population in the tree at `root` (which holds spec/ and reference/)."""
+    modules = load_modules(root)
     refusals = refusal_names(modules)
     sites: list[Site] = []
     for module, qualname, fn in functions_in_scope(modules):
