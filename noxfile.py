@@ -102,3 +102,11 @@ def bench(session: nox.Session) -> None:
     # Hashchain: verify a generated 1,000,000-entry chain; entries/s, peak memory, ratio
     # to a bare hashlib loop over the same entries (its own options: see its --help).
     session.run("python", "tests/bench_hashchain.py")
+
+
+@nox.session(name="conformance-hostile", python=PYTHON)
+def conformance_hostile(session: nox.Session) -> None:
+    """The runner with default options against a drip server and a 100 MB-body server:
+    exit 1 within 5 minutes, peak memory under 300 MB, both reports parse."""
+    session.install(".")
+    session.run("python", "tests/soak_hostile.py")

@@ -6,23 +6,36 @@ for the account server's secret share of a lock-layering user (404 if it holds n
 The runner mints users and tokens on demand, can expire a token (then it answers
 valid=false) and can make it answer badly for one token, so the
 checks control every authentication outcome on any implementation configured to trust
-this server. It runs in a background thread on loopback, in memory only.
+this server. It runs in a background thread on loopback, in memory only, and records
+every exchange the server under test has with it (the run's traces show them).
+
+`python -m keyflows.conformance.account --listen HOST:PORT --state FILE` serves the
+tokens and shares a run saved (--save-exchanges), so a replayed request carries a token
+the server under test can still validate.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
 import socket
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from keyflows.conformance.http import Exchange
+from keyflows.conformance.redaction import SECRETS, remember_secret
 
 START_TIMEOUT_S = 10.0
 
@@ -54,12 +67,53 @@ class AccountStore:
         self._calls: list[ValidateCall] = []
         self._shares: dict[str, str] = {}
         self._share_requests: list[str] = []
+        self._exchanges: list[Exchange] = []
 
     def mint(self, user_id: str) -> str:
         token = secrets.token_urlsafe(24)
+        remember_secret(token)
         with self._lock:
             self._tokens[token] = _Token(user_id=user_id)
         return token
+
+    def record(self, exchange: Exchange) -> None:
+        """Keep one exchange the server under test had with this account server."""
+        SECRETS.learn_body(exchange.request_body, "json")
+        SECRETS.learn_body(exchange.response_body, "json")
+        with self._lock:
+            self._exchanges.append(exchange)
+
+    def exchanges_since(self, started: float) -> list[Exchange]:
+        """Exchanges that started at or after `started` (a time.monotonic() value)."""
+        with self._lock:
+            return [e for e in self._exchanges if e.started >= started]
+
+    def forget_exchanges(self, before: float) -> None:
+        """Drop exchanges that started before `before` (bounded memory over a run)."""
+        with self._lock:
+            self._exchanges = [e for e in self._exchanges if e.started >= before]
+
+    def validate_calls(self) -> int:
+        """How many validate calls arrived so far (well-formed or not)."""
+        with self._lock:
+            return len(self._calls)
+
+    def export_state(self) -> dict[str, Any]:
+        """Tokens and shares as JSON data (for a replay's account server)."""
+        with self._lock:
+            tokens = {t: {k: v.decode("latin-1") if isinstance(v, bytes) else v
+                          for k, v in asdict(e).items()} for t, e in self._tokens.items()}
+            return {"tokens": tokens, "shares": dict(self._shares)}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            for token, entry in state.get("tokens", {}).items():
+                bad = entry.get("bad_answer")
+                self._tokens[token] = _Token(user_id=entry["user_id"],
+                                             expired=bool(entry.get("expired")),
+                                             bad_answer=bad.encode("latin-1")
+                                             if isinstance(bad, str) else None)
+            self._shares.update(state.get("shares", {}))
 
     def expire(self, token: str) -> None:
         with self._lock:
@@ -83,6 +137,7 @@ class AccountStore:
 
     def set_share(self, user_id: str, share: str) -> None:
         """Hold `share` (base64url) as the account server's secret share of the user."""
+        remember_secret(share)
         with self._lock:
             self._shares[user_id] = share
 
@@ -110,7 +165,13 @@ class AccountStore:
         return valid, bad
 
 
-def create_app(store: AccountStore) -> Starlette:
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]],
+                    Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+def create_app(store: AccountStore) -> ASGIApp:
     async def validate(request: Request) -> Response:
         try:
             body = json.loads(await request.body())
@@ -132,8 +193,54 @@ def create_app(store: AccountStore) -> Starlette:
             return JSONResponse({"error": "no secret for this subject"}, status_code=404)
         return JSONResponse({"secret": share})
 
-    return Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
-                             Route("/v1/secret", secret, methods=["GET"])])
+    app = Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
+                            Route("/v1/secret", secret, methods=["GET"])])
+    return recording(app, store)
+
+
+def recording(app: ASGIApp, store: AccountStore) -> ASGIApp:
+    """Wrap the app so every HTTP exchange is kept in the store as an Exchange."""
+
+    async def wrapped(scope: Scope, receive: Callable[[], Awaitable[Message]],
+                      send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.monotonic()
+        request_body = bytearray()
+        answer: dict[str, Any] = {"status": 0, "headers": [], "body": bytearray()}
+
+        async def receive_recorded() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                request_body.extend(message.get("body", b""))
+            return message
+
+        async def send_recorded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = [(k.decode("latin-1"), v.decode("latin-1"))
+                                     for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                answer["body"].extend(message.get("body", b""))
+            await send(message)
+
+        try:
+            await app(scope, receive_recorded, send_recorded)
+        finally:
+            host, port = scope.get("server") or ("127.0.0.1", 0)
+            query = scope.get("query_string", b"").decode("latin-1")
+            url = f"http://{host}:{port}{scope['path']}" + (f"?{query}" if query else "")
+            headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                       for k, v in scope.get("headers", [])]
+            store.record(Exchange(
+                method=scope["method"], url=url, sent_headers=dict(headers),
+                request_headers=headers, request_body=bytes(request_body),
+                status=answer["status"], reason="", response_headers=answer["headers"],
+                response_body=bytes(answer["body"]), started=started,
+                elapsed_ms=(time.monotonic() - started) * 1000, party="account-server"))
+
+    return wrapped
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -192,3 +299,35 @@ class AccountServer:
 
     def expire(self, token: str) -> None:
         self.store.expire(token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve saved tokens and shares until interrupted (a replay's account server)."""
+    parser = argparse.ArgumentParser(prog="python -m keyflows.conformance.account",
+                                     description=main.__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT")
+    parser.add_argument("--state", type=Path, metavar="FILE",
+                        help="accounts.json written by --save-exchanges")
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_listen(args.listen)
+        server = AccountServer(host, port)
+        if args.state is not None:
+            server.store.import_state(json.loads(args.state.read_text(encoding="utf-8")))
+        server.start()
+    except (AccountServerError, OSError, ValueError) as exc:
+        print(f"account server: {exc}", file=sys.stderr)
+        return 2
+    print(f"account server: {server.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

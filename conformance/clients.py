@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from keyflows.conformance.redaction import remember_secret
 from keyflows.spec import primitives
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.key_derivation import Argon2Params, application_key, password_key
@@ -78,7 +79,14 @@ def to_json(obj: Any) -> bytes:
 
 
 def new_private_keys() -> PrivateKeys:
-    return generate_private_keys(os.urandom)
+    return remember_private(generate_private_keys(os.urandom))
+
+
+def remember_private(private: PrivateKeys) -> PrivateKeys:
+    """Register the private keys as secrets: no printed trace shows them."""
+    remember_secret(private.x25519)
+    remember_secret(private.ed25519_seed)
+    return private
 
 
 def seal_with_application_key(user_id: str, client_id: str, key_version: int, *,
@@ -86,8 +94,10 @@ def seal_with_application_key(user_id: str, client_id: str, key_version: int, *,
                               private: PrivateKeys | None = None) -> Sealed:
     """KP-2/KD-3: encrypt fresh private keys under kBr = HKDF(kB, client_id)."""
     kb = kb if kb is not None else os.urandom(32)
-    private = private or new_private_keys()
+    private = remember_private(private) if private else new_private_keys()
     kek = application_key(kb, client_id)
+    remember_secret(kb)
+    remember_secret(kek)
     sealed = seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
                          private=private, kek=kek,
                          kek_spec=KekSpec(method=METHOD_APPLICATION_KEY),
@@ -101,6 +111,8 @@ def seal_with_password(user_id: str, client_id: str, key_version: int, password:
     salt = os.urandom(SALT_LEN)
     private = new_private_keys()
     kek = password_key(password, salt, params, user_id, client_id)
+    remember_secret(password)
+    remember_secret(kek)
     spec = KekSpec(method=METHOD_PASSWORD, salt=salt, params=params)
     sealed = seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
                          private=private, kek=kek, kek_spec=spec,

@@ -1,36 +1,66 @@
-"""HTTP client that records every exchange, for traces and curl reproducers.
+"""The runner's HTTP/1.1 client: every exchange recorded, every answer bounded.
 
-Printed traces never show credentials or encrypted key material: bearer tokens and the
-values of `ciphertext`, `nonce`, `salt` and `access_token` are replaced by a marker that
-keeps only their length. (The OpenID conformance suite's users complained that its logs
-leak credentials; CI logs are public more often than not.)
+A server under test may be hostile: it may answer one byte every few seconds, or send
+a body of gigabytes. So this client (a thin shell over the h11 state machine, the
+caller owning the sockets) gives each request a deadline for the whole exchange (not
+per read: a slow drip never resets it), never reads more than a body cap, and records
+what was sent and received even when the exchange failed. The request target is sent
+exactly as the check wrote it (no dot-segment removal, no re-encoding), so checks can
+probe how a server parses paths.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit
 
-import httpx
+import h11
 
-SECRET_MEMBERS = ("ciphertext", "nonce", "salt", "access_token", "token",
-                  "session_token", "capability", "secret", "plaintext", "cek", "wrapped_key")
-SECRET_HEADERS = ("secret-share",)
-"""Headers whose whole value is secret (lock-layering: the user's share, LOCK-10)."""
-_SECRET_VALUE = re.compile(r'"(' + "|".join(SECRET_MEMBERS) + r')"(\s*:\s*)"([^"\\]*)"')
-MAX_SHOWN_BODY = 2000
-TOKEN_VARIABLE = "KEYFLOWS_TOKEN"
+from keyflows.conformance.answers import parse_answer
+from keyflows.conformance.options import DEFAULT_REQUEST_DEADLINE_S
+from keyflows.conformance.redaction import SECRETS
+
+DEFAULT_BODY_CAP = 1 << 20
+"""The least byte limit the cap assumes (before the capabilities advertise any)."""
+BODY_CAP_SLACK = 1 << 20
+"""Added to the largest advertised byte limit: answers carry some framing around data."""
+USER_AGENT = "keyflows-conformance"
+_RECV_SIZE = 65536
+_MAX_IDLE = 16
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+# Characters sent as they are in a request target; anything else is percent-encoded.
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7f))
 
 
 class TransportError(Exception):
-    """The target could not be reached or did not answer (no HTTP status at all)."""
+    """No usable answer: the target refused, reset, closed early or missed the deadline."""
+
+    def __init__(self, message: str, exchange: Exchange | None = None) -> None:
+        super().__init__(message)
+        self.exchange = exchange
+
+
+class DeadlineExceeded(TransportError):
+    """The whole exchange did not complete before its deadline."""
+
+
+class RequestNotSent(Exception):
+    """The runner could not encode the request a check asked for (the check's fault)."""
+
+
+class BadAnswer(Exception):
+    """The target answered, but not with something a client can accept: a body over the
+    cap or bytes that are not HTTP/1.1. The check fails (the server's fault)."""
+
+    def __init__(self, message: str, exchange: Exchange) -> None:
+        super().__init__(message)
+        self.exchange = exchange
 
 
 @dataclass
@@ -48,8 +78,21 @@ class Exchange:
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     response_body: bytes = b""
     elapsed_ms: float = 0.0
+    started: float = 0.0
+    """time.monotonic() when the request was sent (orders exchanges of several parties)."""
     credential_note: str = ""
     """What the bearer token was (whose, valid or not), to reproduce the request."""
+    chunked: bool = False
+    """The request body was sent with chunked transfer encoding."""
+    declared_length: int | None = None
+    """A Content-Length larger than the body sent (a withheld-body probe), else None."""
+    error: str = ""
+    """Why the exchange did not complete, when it did not."""
+    body_total: int | None = None
+    """The response body's full length when the kept bytes were cut (traces, memory)."""
+    party: str = "runner"
+    """'runner' for requests the runner sent; 'account-server' for requests the server
+    under test sent to the runner's account server."""
 
     def header(self, name: str) -> str | None:
         """The first response header of that name (case-insensitive), or None."""
@@ -65,238 +108,372 @@ class Exchange:
         return value.split(";", 1)[0].strip().lower()
 
     def json(self) -> Any:
-        """The response body as JSON; raises ValueError when it is not JSON."""
-        return json.loads(self.response_body)
+        """The response body as JSON; raises ValueError when it is not JSON. Objects and
+        arrays come back as mappings and lists whose missing members fail the check with
+        a message naming the member, instead of a bare KeyError."""
+        return parse_answer(self.response_body, where=self.line)
 
     @property
     def line(self) -> str:
         """One-line summary: `PUT /v1/... -> 201`."""
         url = self.url if len(self.url) <= 120 else self.url[:117] + "..."
-        return f"{self.method} {url} -> {self.status or 'no answer'}"
+        outcome = str(self.status) if self.status else f"no answer ({self.error or 'none'})"
+        return f"{self.method} {url} -> {outcome}"
+
+    def trim(self, keep: int) -> None:
+        """Drop body bytes beyond `keep` (after a check: bounded memory over a long run)."""
+        if len(self.response_body) > keep:
+            if self.body_total is None:
+                self.body_total = len(self.response_body)
+            self.response_body = self.response_body[:keep]
+        if len(self.request_body) > keep:
+            self.request_body = self.request_body[:keep]
 
 
-def redact_text(text: str) -> str:
-    """Replace the values of secret JSON members by a length marker."""
-    return _SECRET_VALUE.sub(
-        lambda m: f'"{m.group(1)}"{m.group(2)}"<redacted {len(m.group(3))} chars>"', text)
+def learn_secrets(exchange: Exchange) -> None:
+    """Teach the redaction registry the credentials this exchange carried."""
+    SECRETS.learn_headers(exchange.request_headers)
+    request_type = next((v for k, v in exchange.request_headers
+                         if k.lower() == "content-type"), "")
+    SECRETS.learn_body(exchange.request_body, request_type)
+    SECRETS.learn_body(exchange.response_body, exchange.media_type)
 
 
-def redact_authorization(value: str) -> str:
-    """Keep the scheme (the point of many auth checks), hide the credential."""
-    scheme, _, credential = value.partition(" ")
-    if not credential.strip():
-        return value
-    return f"{scheme} <redacted {len(credential)} chars>"
-
-
-def _show_body(body: bytes) -> str:
-    if not body:
-        return ""
-    text = body.decode("utf-8", errors="backslashreplace")
-    text = redact_text(text)
-    if len(text) > MAX_SHOWN_BODY:
-        text = text[:MAX_SHOWN_BODY] + f"... ({len(body)} bytes in total)"
-    return text
-
-
-def _show_header(name: str, value: str) -> str:
-    if name.lower() == "authorization":
-        value = redact_authorization(value)
-    elif name.lower() in SECRET_HEADERS:
-        value = f"<redacted {len(value)} chars>"
-    return f"{name}: {value}"
-
-
-def format_exchange(exchange: Exchange, indent: str = "  ") -> str:
-    """A redacted trace of one exchange, request lines prefixed '>' and response '<'."""
-    url = exchange.url if len(exchange.url) <= 300 else exchange.url[:297] + "..."
-    lines = [f"> {exchange.method} {url}"]
-    lines += [f"> {_show_header(k, v)}" for k, v in exchange.request_headers]
-    body = _show_body(exchange.request_body)
-    if body:
-        lines += ["> ", *(f"> {b}" for b in body.splitlines())]
-    if exchange.status:
-        lines.append(f"< {exchange.status} {exchange.reason}".rstrip())
-        lines += [f"< {_show_header(k, v)}" for k, v in exchange.response_headers]
-        body = _show_body(exchange.response_body)
-        if body:
-            lines += ["< ", *(f"< {b}" for b in body.splitlines())]
-    else:
-        lines.append("< (no answer)")
-    lines.append(f"  ({exchange.elapsed_ms:.1f} ms)")
-    return "\n".join(indent + line for line in lines)
-
-
-def curl_reproducer(exchange: Exchange) -> str:
-    """A shell command that sends the same request (token and key material redacted)."""
-    parts = ["curl", "-sS", "-i", "-X", exchange.method, shlex.quote(exchange.url)]
-    for name, value in exchange.sent_headers.items():
-        if name.lower() == "authorization":
-            scheme, _, credential = value.partition(" ")
-            if credential.strip():
-                # Double quotes so the shell expands the variable holding a live token.
-                parts += ["-H", f'"{name}: {scheme} ${TOKEN_VARIABLE}"']
-                continue
-        if name.lower() in SECRET_HEADERS:
-            parts += ["-H", f'"{name}: ${name.upper().replace("-", "_")}"']
-            continue
-        parts += ["-H", shlex.quote(f"{name}: {value}")]
-    body = exchange.request_body
-    if not body:
-        return " ".join(parts)
-    if len(body) > 4096:
-        return " ".join([*parts, "--data-binary", "@body.bin"]) + (
-            f"   # body: {len(body)} bytes, not shown")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        printf = "".join(f"\\x{b:02x}" for b in body)
-        return f"printf '{printf}' | " + " ".join([*parts, "--data-binary", "@-"])
-    return " ".join([*parts, "--data-binary", shlex.quote(redact_text(text))])
-
-
-class HttpClient:
-    """Sends requests to one base URL and returns recorded Exchanges."""
-
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False,
-                                    headers={"user-agent": "keyflows-conformance"})
-
-    def close(self) -> None:
-        self._client.close()
-
-    def send(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-             content: bytes | None = None, chunks: list[bytes] | None = None) -> Exchange:
-        """Send one request; `chunks` sends the body with chunked transfer encoding."""
-        sent = dict(headers or {})
-        url = self.base_url + path
-        body: Any = content
-        if chunks is not None:
-            body = iter(chunks)
-        # latin-1 so a check can send any byte in a header value (HTTP allows obs-text).
-        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in sent.items()]
-        request = self._client.build_request(method, url, headers=raw_headers, content=body)
-        exchange = Exchange(method=method, url=url, sent_headers=sent,
-                            request_headers=[(k.decode("latin-1"), v.decode("latin-1"))
-                                             for k, v in request.headers.raw],
-                            request_body=content if content is not None
-                            else b"".join(chunks or []))
-        started = time.perf_counter()
-        try:
-            response = self._client.send(request)
-        except httpx.LocalProtocolError as exc:
-            raise ValueError(f"the runner could not send {method} {url}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise TransportError(describe_transport_error(url, exc)) from exc
-        exchange.elapsed_ms = (time.perf_counter() - started) * 1000
-        exchange.status = response.status_code
-        exchange.reason = response.reason_phrase
-        exchange.response_headers = [(k.decode("latin-1"), v.decode("latin-1"))
-                                     for k, v in response.headers.raw]
-        exchange.response_body = response.content
-        return exchange
-
-
-def describe_transport_error(url: str, exc: Exception) -> str:
+def describe_transport_error(url: str, exc: BaseException) -> str:
     """One line naming the URL and the cause, e.g. 'connection refused'."""
-    text = str(exc) or type(exc).__name__
-    lowered = text.lower()
-    if "refused" in lowered or "errno 111" in lowered:
+    if isinstance(exc, ConnectionRefusedError):
         reason = "connection refused"
-    elif isinstance(exc, httpx.TimeoutException):
+    elif isinstance(exc, TimeoutError | socket.timeout):
         reason = "timed out"
-    elif "name or service not known" in lowered or "nodename nor servname" in lowered:
+    elif isinstance(exc, socket.gaierror):
         reason = "unknown host"
+    elif isinstance(exc, ConnectionResetError):
+        reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) \
+            else "connection reset"
     else:
-        reason = text.splitlines()[0]
+        text = str(exc) or type(exc).__name__
+        lowered = text.lower()
+        if "refused" in lowered or "errno 111" in lowered:
+            reason = "connection refused"
+        elif "name or service not known" in lowered or "nodename nor servname" in lowered:
+            reason = "unknown host"
+        else:
+            reason = text.splitlines()[0]
     return f"cannot reach {url}: {reason}"
 
 
-def send_declared_length(base_url: str, method: str, path: str, headers: dict[str, str], *,
-                         declared: int, sent: bytes, timeout: float) -> Exchange:
-    """Send headers declaring a `declared`-byte body, then only `sent` bytes of it, and
-    read the answer. A server that honours Content-Length early answers at once; one that
-    waits for the whole body times out (reported as status 0)."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    url = base_url.rstrip("/") + path
-    host_header = parts.netloc
-    head_headers = [("Host", host_header), *headers.items(),
-                    ("Content-Length", str(declared)), ("Connection", "close")]
-    head = f"{method} {parts.path.rstrip('/')}{path} HTTP/1.1\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in head_headers) + "\r\n"
-    exchange = Exchange(method=method, url=url, sent_headers=dict(headers),
-                        request_headers=head_headers, request_body=sent)
-    started = time.perf_counter()
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise TransportError(describe_transport_error(url, exc)) from exc
-    sock: socket.socket = raw
-    if parts.scheme == "https":
-        sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
-    received = b""
-    try:
-        sock.sendall(head.encode("latin-1") + sent)
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        head_end = received.find(b"\r\n\r\n")
-        if head_end >= 0:
-            # Read what else arrives quickly (the problem body), without waiting long.
-            sock.settimeout(0.5)
-            try:
-                while True:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    received += chunk
-            except OSError:
-                pass
-    except OSError:
-        pass  # a timeout or reset: whatever arrived is the answer
-    finally:
-        sock.close()
-    exchange.elapsed_ms = (time.perf_counter() - started) * 1000
-    _parse_raw_response(exchange, received)
-    return exchange
+class _Connection:
+    """One socket and its h11 state machine."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.reused = False
+        self.received = 0
+        """Bytes received for the current request (0: the server said nothing)."""
 
-def _parse_raw_response(exchange: Exchange, received: bytes) -> None:
-    head, sep, body = received.partition(b"\r\n\r\n")
-    if not sep:
-        return
-    lines = head.decode("latin-1").split("\r\n")
-    status_line = lines[0].split(" ", 2)
-    if len(status_line) < 2 or not status_line[1].isdigit():
-        return
-    exchange.status = int(status_line[1])
-    exchange.reason = status_line[2] if len(status_line) > 2 else ""
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        exchange.response_headers.append((name.strip(), value.strip()))
-    length = exchange.header("content-length")
-    if length and length.isdigit():
-        body = body[: int(length)]
-    elif (exchange.header("transfer-encoding") or "").lower() == "chunked":
-        body = _dechunk(body)
-    exchange.response_body = body
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, sep, rest = data.partition(b"\r\n")
+    def close(self) -> None:
         try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if not sep or size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2:]
-    return out
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _time_left(self, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline")
+        return left
+
+    def send(self, event: h11.Event, deadline: float) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.sock.settimeout(self._time_left(deadline))
+            self.sock.sendall(data)
+
+    def next_event(self, deadline: float) -> Any:
+        """The next h11 event (or PAUSED), reading as needed until the deadline."""
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.sock.settimeout(self._time_left(deadline))
+            data = self.sock.recv(_RECV_SIZE)
+            self.received += len(data)
+            self.h11.receive_data(data)
+
+
+class HttpClient:
+    """Sends requests to one base URL and returns recorded Exchanges (thread-safe).
+
+    `request_deadline` bounds each whole exchange; `run_deadline` (a time.monotonic()
+    value) bounds them all; `body_cap` bounds each response body. The run may raise the
+    cap once the capabilities advertise larger limits."""
+
+    def __init__(self, base_url: str, *, request_deadline: float = DEFAULT_REQUEST_DEADLINE_S,
+                 body_cap: int = DEFAULT_BODY_CAP + BODY_CAP_SLACK,
+                 run_deadline: float | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        self._scheme = parts.scheme
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._netloc = parts.netloc
+        self._prefix = parts.path.rstrip("/")
+        self.request_deadline = request_deadline
+        self.body_cap = body_cap
+        self.run_deadline = run_deadline
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def deadline(self, seconds: float | None = None) -> float:
+        """The time.monotonic() value by which an exchange started now must end."""
+        at = time.monotonic() + (self.request_deadline if seconds is None else seconds)
+        return min(at, self.run_deadline) if self.run_deadline is not None else at
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    # --- connections ------------------------------------------------------------------
+
+    def _connect(self, deadline: float) -> _Connection:
+        left = max(deadline - time.monotonic(), 0.001)
+        raw = socket.create_connection((self._host, self._port), timeout=left)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._scheme != "https":
+            return _Connection(raw)
+        raw.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            return _Connection(ssl.create_default_context().wrap_socket(
+                raw, server_hostname=self._host))
+        except BaseException:
+            raw.close()
+            raise
+
+    def _checkout(self, deadline: float) -> _Connection:
+        with self._lock:
+            if self._idle:
+                conn = self._idle.pop()
+                conn.reused = True
+                return conn
+        return self._connect(deadline)
+
+    def _checkin(self, conn: _Connection) -> None:
+        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+            try:
+                conn.h11.start_next_cycle()
+                conn.received = 0
+            except h11.LocalProtocolError:
+                conn.close()
+                return
+            with self._lock:
+                if len(self._idle) < _MAX_IDLE:
+                    self._idle.append(conn)
+                    return
+        conn.close()
+
+    # --- requests ---------------------------------------------------------------------
+
+    def send(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+             content: bytes | None = None, chunks: list[bytes] | None = None,
+             deadline_s: float | None = None) -> Exchange:
+        """Send one request; `chunks` sends the body with chunked transfer encoding.
+
+        Raises TransportError (no answer: refused, reset, deadline) or BadAnswer (an
+        answer over the body cap, or not HTTP); both carry the partial exchange."""
+        sent = dict(headers or {})
+        body = content if content is not None else b"".join(chunks or [])
+        head = self._head(method, sent, body, chunked=chunks is not None)
+        exchange = Exchange(method=method, url=self.url(path), sent_headers=sent,
+                            request_headers=head, request_body=body,
+                            chunked=chunks is not None)
+        deadline = self.deadline(deadline_s)
+        parts = [body] if chunks is None else chunks
+        try:
+            self._exchange(exchange, path, parts, deadline, complete=True)
+        finally:
+            learn_secrets(exchange)
+        return exchange
+
+    def send_declared_length(self, method: str, path: str, headers: dict[str, str], *,
+                             declared: int, sent: bytes, deadline_s: float) -> Exchange:
+        """Send headers declaring a `declared`-byte body, then only `sent` bytes of it, and
+        read the answer. A server that honours Content-Length early answers at once; one
+        that waits for the whole body runs out the deadline: status 0, not an error."""
+        head = self._head(method, dict(headers), b"", chunked=False)
+        head = [(k, v) for k, v in head if k.lower() != "content-length"]
+        head.append(("content-length", str(declared)))
+        exchange = Exchange(method=method, url=self.url(path), sent_headers=dict(headers),
+                            request_headers=head, request_body=sent,
+                            declared_length=declared)
+        try:
+            self._exchange(exchange, path, [sent], self.deadline(deadline_s), complete=False,
+                           fresh=True)
+        except DeadlineExceeded:
+            pass  # the finding itself: the check reports the missing answer
+        finally:
+            learn_secrets(exchange)
+        return exchange
+
+    def _head(self, method: str, sent: dict[str, str], body: bytes, *,
+              chunked: bool) -> list[tuple[str, str]]:
+        """The header block as sent: the usual defaults, overridden by the check's own."""
+        defaults: dict[str, tuple[str, str]] = {
+            "host": ("host", self._netloc), "user-agent": ("user-agent", USER_AGENT),
+            "accept": ("accept", "*/*"), "accept-encoding": ("accept-encoding", "identity")}
+        if chunked:
+            defaults["transfer-encoding"] = ("transfer-encoding", "chunked")
+        elif body or method in _BODY_METHODS:
+            defaults["content-length"] = ("content-length", str(len(body)))
+        chosen = {name.lower() for name in sent}
+        head = [pair for key, pair in defaults.items() if key not in chosen]
+        return [*head, *sent.items()]
+
+    def _target(self, path: str) -> bytes:
+        return quote(self._prefix + path, safe=_TARGET_SAFE).encode("ascii")
+
+    def _exchange(self, exchange: Exchange, path: str, parts: list[bytes], deadline: float,
+                  *, complete: bool, fresh: bool = False) -> None:
+        exchange.started = time.monotonic()
+        try:
+            for attempt in range(1 if fresh else 2):
+                try:
+                    conn = self._connect(deadline) if fresh else self._checkout(deadline)
+                except (OSError, ssl.SSLError) as exc:
+                    self._fail(exchange, exc, deadline)
+                try:
+                    self._run(conn, exchange, path, parts, deadline, complete=complete)
+                except _StaleConnection:
+                    conn.close()
+                    if attempt == 0 and not fresh:
+                        continue
+                    self._fail(exchange, ConnectionResetError("connection closed"), deadline)
+                except h11.LocalProtocolError as exc:
+                    conn.close()
+                    raise RequestNotSent(f"the runner could not send {exchange.method} "
+                                         f"{exchange.url}: {exc}") from exc
+                except (OSError, ssl.SSLError) as exc:
+                    conn.close()
+                    self._fail(exchange, exc, deadline)
+                except BaseException:
+                    conn.close()
+                    raise
+                if complete:
+                    self._checkin(conn)
+                else:
+                    conn.close()
+                return
+        finally:
+            exchange.elapsed_ms = (time.monotonic() - exchange.started) * 1000
+
+    def _fail(self, exchange: Exchange, exc: BaseException, deadline: float) -> NoReturn:
+        exchange.elapsed_ms = (time.monotonic() - exchange.started) * 1000
+        if isinstance(exc, TimeoutError | socket.timeout) or time.monotonic() >= deadline:
+            received = len(exchange.response_body)
+            got = (f"status {exchange.status} and {received} body bytes" if exchange.status
+                   else "no complete status line and headers")
+            exchange.error = f"deadline of {exchange.elapsed_ms / 1000:.1f} s passed"
+            raise DeadlineExceeded(
+                f"{exchange.method} {exchange.url}: no complete answer within "
+                f"{exchange.elapsed_ms / 1000:.1f} s (got {got})", exchange) from exc
+        message = describe_transport_error(exchange.url, exc)
+        exchange.error = message.rsplit(": ", 1)[-1]
+        raise TransportError(message, exchange) from exc
+
+    def _run(self, conn: _Connection, exchange: Exchange, path: str, parts: list[bytes],
+             deadline: float, *, complete: bool) -> None:
+        request = h11.Request(method=exchange.method, target=self._target(path),
+                              headers=[(k.encode("latin-1"), v.encode("latin-1"))
+                                       for k, v in exchange.request_headers])
+        try:
+            conn.send(request, deadline)
+            for part in parts:
+                if part:
+                    conn.send(h11.Data(data=part), deadline)
+            if complete:
+                conn.send(h11.EndOfMessage(), deadline)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may have answered early (413) and closed: read that answer.
+            if conn.reused and not self._answer_pending(conn):
+                raise _StaleConnection() from None
+        self._receive(conn, exchange, deadline)
+
+    @staticmethod
+    def _answer_pending(conn: _Connection) -> bool:
+        try:
+            conn.sock.settimeout(0.2)
+            data = conn.sock.recv(_RECV_SIZE, socket.MSG_PEEK)
+        except OSError:
+            return False
+        return bool(data)
+
+    def _receive(self, conn: _Connection, exchange: Exchange, deadline: float) -> None:
+        body = bytearray()
+        cap = self.body_cap
+        while True:
+            try:
+                event = conn.next_event(deadline)
+            except h11.RemoteProtocolError as exc:
+                if not conn.received:
+                    if conn.reused:
+                        raise _StaleConnection() from None
+                    raise ConnectionResetError("the server closed the connection without "
+                                               "answering") from None
+                exchange.error = "not HTTP/1.1"
+                exchange.response_body = bytes(body)
+                raise BadAnswer(f"{exchange.method} {exchange.url}: the answer is not valid "
+                                f"HTTP/1.1 ({exc})", exchange) from exc
+            except (ConnectionResetError, BrokenPipeError):
+                if conn.reused and not exchange.status:
+                    raise _StaleConnection() from None
+                exchange.response_body = bytes(body)
+                raise
+            except TimeoutError:
+                exchange.response_body = bytes(body)
+                raise
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                exchange.status = event.status_code
+                exchange.reason = event.reason.decode("latin-1")
+                exchange.response_headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                                             for k, v in event.headers.raw_items()]
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > cap:
+                    exchange.response_body = bytes(body[:cap])
+                    exchange.body_total = None
+                    exchange.error = f"body over {cap} bytes"
+                    raise BadAnswer(
+                        f"{exchange.method} {exchange.url}: the answer's body exceeds the "
+                        f"runner's cap of {cap} bytes (the largest byte limit the server "
+                        f"advertises, at least {DEFAULT_BODY_CAP}, plus {BODY_CAP_SLACK}); "
+                        f"the runner stopped reading", exchange)
+            elif isinstance(event, h11.EndOfMessage):
+                exchange.response_body = bytes(body)
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                if conn.reused and not exchange.status:
+                    raise _StaleConnection()
+                exchange.response_body = bytes(body)
+                raise ConnectionResetError("the connection closed before the answer ended")
+            else:  # PAUSED: the other side started something we did not ask for
+                exchange.response_body = bytes(body)
+                return
+
+
+class _StaleConnection(Exception):
+    """A kept-alive connection the server had closed: retry once on a fresh one."""
+
+
+def json_or_none(body: bytes) -> Any:
+    """Plain JSON (no shape tracking), or None when the body is not JSON."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None

@@ -14,7 +14,8 @@ from typing import Any, NoReturn
 
 from keyflows.conformance.account import AccountStore
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
-from keyflows.conformance.http import Exchange, HttpClient, redact_text
+from keyflows.conformance.http import BadAnswer, Exchange, HttpClient, TransportError
+from keyflows.conformance.redaction import redact_text
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:keyflows:problem:"
@@ -115,11 +116,30 @@ class Probe:
             body = to_json(json_body)
             sent.update(JSON_HEADERS)
         sent.update(headers or {})
-        exchange = self.session.http.send(method, path, headers=sent, content=body,
-                                          chunks=chunks)
+        try:
+            exchange = self.session.http.send(method, path, headers=sent, content=body,
+                                              chunks=chunks)
+        except (TransportError, BadAnswer) as exc:
+            if exc.exchange is not None:
+                self._note_credential(exc.exchange, sent)
+                self.exchanges.append(exc.exchange)
+            raise
+        self._note_credential(exchange, sent)
+        self.exchanges.append(exchange)
+        return exchange
+
+    def _note_credential(self, exchange: Exchange, sent: dict[str, str]) -> None:
         scheme, _, credential = sent.get("authorization", "").partition(" ")
         if scheme == "Bearer" and credential:
             exchange.credential_note = self.session.accounts.describe_token(credential)
+
+    def send_declared_length(self, method: str, path: str, headers: dict[str, str], *,
+                             declared: int, sent: bytes, deadline_s: float) -> Exchange:
+        """Declare a `declared`-byte body and send only `sent` bytes (status 0 when no
+        answer came before the deadline)."""
+        exchange = self.session.http.send_declared_length(
+            method, path, headers, declared=declared, sent=sent, deadline_s=deadline_s)
+        self._note_credential(exchange, headers)
         self.exchanges.append(exchange)
         return exchange
 

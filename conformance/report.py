@@ -11,9 +11,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from keyflows.conformance.http import format_exchange
+from keyflows.conformance.redaction import redact_text
 from keyflows.conformance.registry import FLOWS
 from keyflows.conformance.runner import ERRORED, FAILED, SKIPPED, Result, summarize
+from keyflows.conformance.trace import format_with_account_calls
 
 
 def keyflows_version() -> str:
@@ -29,37 +30,48 @@ def result_entry(result: Result) -> dict[str, Any]:
         "flow": result.check.flow,
         "status": result.status,
         "requirements": list(result.check.requirements),
-        "message": result.message,
+        "message": redact_text(result.message),
         "summary": result.check.summary,
         "duration_ms": round(result.duration_ms, 1),
         "known_failing": result.known_failing,
         "stale_known_failing": result.stale,
+        "requests": result.requests,
     }
-    if result.status in (FAILED, ERRORED):
-        entry["expected"] = result.expected
-        entry["actual"] = result.actual
+    if result.not_run:
+        entry["not_run"] = True
+    if result.status in (FAILED, ERRORED) and not result.not_run:
+        entry["expected"] = redact_text(result.expected)
+        entry["actual"] = redact_text(result.actual)
         if result.failing_exchange is not None:
-            entry["trace"] = format_exchange(result.failing_exchange, indent="")
+            entry["trace"] = format_with_account_calls(
+                result.failing_exchange, result.account_exchanges, indent="")
             entry["reproducer"] = result.reproducer
             entry["reproducer_token"] = result.failing_exchange.credential_note
+        if result.saved_to:
+            entry["saved_exchanges"] = result.saved_to
     return entry
 
 
 def json_report(results: list[Result], *, target: str, mode: str,
-                capabilities: dict[str, Any] | None, duration_s: float) -> dict[str, Any]:
+                capabilities: dict[str, Any] | None, duration_s: float,
+                stop_reason: str = "") -> dict[str, Any]:
     return {
         "target": target,
         "mode": mode,
         "runner": {"name": "keyflows-conformance", "version": keyflows_version()},
         "capabilities": capabilities,
         "duration_s": round(duration_s, 3),
+        "stopped_early": stop_reason or None,
         "summary": summarize(results),
         "checks": [result_entry(r) for r in results],
     }
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    """Write atomically: a reader never sees half a report, even after Ctrl-C."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
 
 
 def junit_xml(results: list[Result], *, target: str) -> ET.ElementTree[ET.Element]:
@@ -84,14 +96,15 @@ def junit_xml(results: list[Result], *, target: str) -> ET.ElementTree[ET.Elemen
                               "the check passes now; remove it from the list")
             elif result.known_failing:
                 counts["skipped"] += 1
-                ET.SubElement(case, "skipped", message=f"known failing: {result.message}")
+                ET.SubElement(case, "skipped",
+                              message=f"known failing: {redact_text(result.message)}")
             elif result.status == FAILED:
                 counts["failures"] += 1
-                failure = ET.SubElement(case, "failure", message=result.message)
+                failure = ET.SubElement(case, "failure", message=redact_text(result.message))
                 failure.text = _details(result)
             elif result.status == ERRORED:
                 counts["errors"] += 1
-                error = ET.SubElement(case, "error", message=result.message)
+                error = ET.SubElement(case, "error", message=redact_text(result.message))
                 error.text = _details(result)
             elif result.status == SKIPPED:
                 counts["skipped"] += 1
@@ -105,9 +118,11 @@ def junit_xml(results: list[Result], *, target: str) -> ET.ElementTree[ET.Elemen
 
 
 def _details(result: Result) -> str:
-    lines = [f"expected: {result.expected}", f"got:      {result.actual}"]
+    lines = [f"expected: {redact_text(result.expected)}",
+             f"got:      {redact_text(result.actual)}"]
     if result.failing_exchange is not None:
-        lines += ["trace:", format_exchange(result.failing_exchange),
+        lines += ["trace:", format_with_account_calls(result.failing_exchange,
+                                                      result.account_exchanges),
                   "reproduce:", "  " + result.reproducer]
     return "\n".join(lines)
 

@@ -19,13 +19,8 @@ from click.testing import CliRunner
 
 from keyflows.conformance.account import AccountServer
 from keyflows.conformance.cli import main
-from keyflows.conformance.http import (
-    Exchange,
-    curl_reproducer,
-    format_exchange,
-    redact_authorization,
-    redact_text,
-)
+from keyflows.conformance.http import Exchange
+from keyflows.conformance.redaction import redact_authorization, redact_text
 from keyflows.conformance.registry import FLOWS, all_checks
 from keyflows.conformance.report import junit_xml
 from keyflows.conformance.runner import (
@@ -38,6 +33,7 @@ from keyflows.conformance.runner import (
     run_failed,
     select,
 )
+from keyflows.conformance.trace import curl_reproducer, format_exchange
 from keyflows.spec.requirements import registry
 
 
@@ -123,7 +119,7 @@ def test_list_respects_select() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--select", "no/such/check"],
-     "keyflows conformance: no check matches --select no/such/check "
+     "keyflows conformance: --select no/such/check matches no check "
      "(see keyflows conformance --list)"),
     (["--base-url", "ftp://example.org"],
      "keyflows conformance: --base-url must be an http:// or https:// URL, "

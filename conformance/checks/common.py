@@ -23,7 +23,7 @@ from keyflows.conformance.clients import (
     with_padding,
     with_trailing_bits,
 )
-from keyflows.conformance.http import Exchange, send_declared_length
+from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import (
     JSON_HEADERS,
     CheckSkipped,
@@ -331,10 +331,9 @@ def content_length_early(t: Probe) -> None:
     limit = body_limit(t)
     user = t.user("declared")
     declared = limit * 64 + 1
-    exchange = send_declared_length(
-        t.session.base_url, "PUT", keypair_path(user.user_id, CLIENT),
-        {**bearer(user.token), **JSON_HEADERS}, declared=declared, sent=b"{", timeout=5.0)
-    t.exchanges.append(exchange)
+    exchange = t.send_declared_length(
+        "PUT", keypair_path(user.user_id, CLIENT), {**bearer(user.token), **JSON_HEADERS},
+        declared=declared, sent=b"{", deadline_s=5.0)
     if exchange.status == 0:
         t.fail(f"PUT declaring Content-Length {declared} got no answer within 5 s while "
                f"the body was withheld: the server waits to read more than its limit",

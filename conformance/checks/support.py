@@ -7,6 +7,7 @@ from typing import Any
 
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe, User, describe
+from keyflows.conformance.trace import describe_mismatch
 
 DELETE = object()
 """Marker for `mutated`: remove the member instead of setting it."""
@@ -33,9 +34,19 @@ def get_path(record: dict[str, Any], path: str) -> Any:
     return node
 
 
+def json_kind(value: Any) -> type:
+    """The JSON type of a value: bool, int, float, str, dict, list or NoneType (a tracked
+    answer object is a dict, and True is not an int)."""
+    for kind in (bool, int, float, str, dict, list, bytes):
+        if isinstance(value, kind):
+            return kind
+    return type(value)
+
+
 def first_difference(expected: Any, actual: Any, where: str = "$") -> str | None:
-    """Where two JSON values differ, type-exact (1 and 1.0 and true differ), or None."""
-    if type(expected) is not type(actual):
+    """Where two JSON values differ, type-exact (1 and 1.0 and true differ), or None.
+    Long strings report the first differing offset."""
+    if json_kind(expected) is not json_kind(actual):
         return f"{where}: expected {expected!r}, got {actual!r}"
     if isinstance(expected, dict):
         for key in expected:
@@ -58,7 +69,7 @@ def first_difference(expected: Any, actual: Any, where: str = "$") -> str | None
                 return diff
         return None
     if expected != actual:
-        return f"{where}: expected {expected!r}, got {actual!r}"
+        return f"{where}: {describe_mismatch(expected, actual)}"
     return None
 
 

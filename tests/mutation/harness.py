@@ -222,7 +222,7 @@ def run_runner(pristine: Path, base_url: str, account_port: int, patterns: list[
     if report.exists():
         data = json.loads(report.read_text(encoding="utf-8"))
         failed = [r["id"] for r in data.get("checks", [])
-                  if r.get("status") in ("failed", "errored")]
+                  if r.get("status") in ("failed", "errored") and not r.get("not_run")]
         skipped = sum(1 for r in data.get("checks", []) if r.get("status") == "skipped")
     lines = [ln for ln in stderr.read_text(errors="replace").splitlines() if ln.strip()]
     message = lines[-1].strip() if lines else ""
