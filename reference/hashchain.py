@@ -42,7 +42,7 @@ from keyflows.reference.common import (
 from keyflows.reference.hashchain_store import Appended, HashchainStore, UnknownIdentity
 from keyflows.reference.problems import Problem, malformed
 from keyflows.reference.store import canonical_json
-from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec.encoding import b64url_decode_exact, b64url_encode
 from keyflows.spec.errors import BindingError, DecodeError
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from keyflows.reference.sealed_secrets import ServerSecrets
 from keyflows.reference.store import Store, canonical_json
-from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec import primitives
 from keyflows.spec.drbg import RandomSource
 from keyflows.spec.encoding import b64url_decode_exact

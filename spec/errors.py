@@ -21,6 +21,11 @@ FAILURE_CLASSES: dict[str, str] = {
     "expired": "A value was presented outside its validity period.",
     "authz": "The caller is not allowed to perform the operation.",
     "share": "A secret share is malformed, duplicated or inconsistent.",
+    "proof": "A Merkle inclusion or consistency proof does not verify.",
+    "history": "An identity's history in a log is not valid (a second creation, an update "
+               "that does not follow the record it replaces).",
+    "fork": "Two statements signed by a log cannot both be true (a fork or split view).",
+    "witness": "A checkpoint lacks the witness cosignatures the verifier's policy requires.",
 }
 
 
@@ -88,6 +93,22 @@ class AuthzError(SpecError):
 
 class ShareError(SpecError):
     failure_class = "share"
+
+
+class ProofError(SpecError):
+    failure_class = "proof"
+
+
+class HistoryError(SpecError):
+    failure_class = "history"
+
+
+class ForkError(SpecError):
+    failure_class = "fork"
+
+
+class WitnessError(SpecError):
+    failure_class = "witness"
 
 
 def _check_classes() -> None:

@@ -35,7 +35,7 @@ import resource
 import sys
 import time
 
-from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec.drbg import Drbg
 
 ORIGIN = "bench.keyflows.example"

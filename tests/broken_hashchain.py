@@ -34,7 +34,7 @@ def forks_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shows small chunks a different history: entry 1 altered, every later entry re-linked
     and the head re-signed over the forked chain (a validly signed second history)."""
     from keyflows.reference.hashchain_store import HashchainStore
-    from keyflows.spec import hashchain as hc
+    from keyflows.spec import hashchain_v1chain as hc
 
     original = HashchainStore.entries
 
@@ -96,7 +96,7 @@ def signs_mismatched_head(monkeypatch: pytest.MonkeyPatch) -> None:
 def accepts_one_bad_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checks a creation's SIGKEY signature but never the SIGESCROW one."""
     import keyflows.reference.hashchain as routes
-    from keyflows.spec import hashchain as hc
+    from keyflows.spec import hashchain_v1chain as hc
     from keyflows.spec import primitives
 
     def verify(uid: hc.Uid, *, now: int, domains: Any = None) -> bytes:

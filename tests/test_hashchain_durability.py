@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec import primitives
 from keyflows.spec.encoding import b64url_decode
 

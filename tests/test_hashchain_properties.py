@@ -9,8 +9,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_mute as mute
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.errors import SpecError
 

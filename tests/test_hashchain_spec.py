@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_mute as mute
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec import primitives
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.errors import SpecError
@@ -761,15 +761,17 @@ def test_publication_subject_and_hash() -> None:
 
 def test_every_cited_requirement_exists() -> None:
     known = registry()
-    for name in ("hashchain.py", "hashchain_mute.py"):
+    for name in ("hashchain.py", "hashchain_mute.py", "hashchain_merkle.py", "hashchain_note.py",
+                 "hashchain_witness.py", "hashchain_tiles.py", "hashchain_client.py",
+                 "hashchain_uid.py", "hashchain_v1chain.py"):
         cited = set(re.findall(r"HC-\d+", (SPEC_DIR / name).read_text()))
         assert cited <= set(known), cited - set(known)
     hc_ids = {k for k, v in known.items() if v.flow == "hashchain"}
-    assert hc_ids == {f"HC-{i}" for i in range(1, 35)}
+    assert hc_ids == {f"HC-{i}" for i in (*range(1, 35), *range(36, 51))}
 
 
 def test_every_label_is_registered() -> None:
-    text = (SPEC_DIR / "hashchain.py").read_text()
+    text = (SPEC_DIR / "hashchain_v1chain.py").read_text()
     labels = set(re.findall(r'"(hashchain-[a-z-]+)"', text))
     assert labels and labels <= set(LABELS), labels - set(LABELS)
 

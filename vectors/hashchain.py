@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_mute as mute
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec import primitives
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_decode, b64url_encode

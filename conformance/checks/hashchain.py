@@ -20,7 +20,7 @@ from typing import Any
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import CheckSkipped, Probe, describe
 from keyflows.conformance.registry import check
-from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec import primitives
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.errors import SpecError
