@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyflows.conformance.redaction import remember_secret
-from keyflows.spec import primitives
+from keyflows.spec import primitives, xeddsa
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.key_derivation import Argon2Params, application_key, password_key
 from keyflows.spec.keypair_publication import (
+    CHANGE_INITIAL,
+    CHANGE_RESET,
+    CHANGE_ROTATION,
     METHOD_APPLICATION_KEY,
     METHOD_PASSWORD,
     KekSpec,
@@ -25,8 +28,10 @@ from keyflows.spec.keypair_publication import (
     PublicKeys,
     binding_message,
     generate_private_keys,
+    possession_message,
     public_keys_of,
     seal_record,
+    sign_deletion,
 )
 
 # Valid and cheap enough to run once per conformance run (about 50 ms).
@@ -73,6 +78,15 @@ class Sealed:
     def body(self) -> bytes:
         return to_json(self.record)
 
+    @property
+    def key_version(self) -> int:
+        return int(self.record["key_version"])
+
+    def deletion(self) -> dict[str, Any]:
+        """KP-19: the signed body of DELETE for this record."""
+        return sign_deletion(user_id=self.record["user_id"], client_id=self.record["client_id"],
+                             key_version=self.key_version, private=self.private)
+
 
 def to_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode("utf-8")
@@ -89,10 +103,20 @@ def remember_private(private: PrivateKeys) -> PrivateKeys:
     return private
 
 
+def default_change(key_version: int, previous: Sealed | None) -> str:
+    """KP-15: a rotation when the previous record is at hand, else initial for version 1
+    and a reset for any later one."""
+    if previous is not None:
+        return CHANGE_ROTATION
+    return CHANGE_INITIAL if key_version == 1 else CHANGE_RESET
+
+
 def seal_with_application_key(user_id: str, client_id: str, key_version: int, *,
                               kb: bytes | None = None,
-                              private: PrivateKeys | None = None) -> Sealed:
-    """KP-2/KD-3: encrypt fresh private keys under kBr = HKDF(kB, client_id)."""
+                              private: PrivateKeys | None = None,
+                              previous: Sealed | None = None) -> Sealed:
+    """KP-2/KD-3: encrypt fresh private keys under kBr = HKDF(kB, client_id); with
+    `previous`, a rotation signed by its keys (KP-17)."""
     kb = kb if kb is not None else os.urandom(32)
     private = remember_private(private) if private else new_private_keys()
     kek = application_key(kb, client_id)
@@ -101,7 +125,10 @@ def seal_with_application_key(user_id: str, client_id: str, key_version: int, *,
     sealed = seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
                          private=private, kek=kek,
                          kek_spec=KekSpec(method=METHOD_APPLICATION_KEY),
-                         nonce=os.urandom(primitives.GCM_NONCE_LEN))
+                         nonce=os.urandom(primitives.GCM_NONCE_LEN),
+                         z=os.urandom(xeddsa.Z_LEN),
+                         change_type=default_change(key_version, previous),
+                         previous=previous.private if previous else None)
     return Sealed(record=sealed.record, private=private, kek=kek, kb=kb)
 
 
@@ -116,25 +143,34 @@ def seal_with_password(user_id: str, client_id: str, key_version: int, password:
     spec = KekSpec(method=METHOD_PASSWORD, salt=salt, params=params)
     sealed = seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
                          private=private, kek=kek, kek_spec=spec,
-                         nonce=os.urandom(primitives.GCM_NONCE_LEN))
+                         nonce=os.urandom(primitives.GCM_NONCE_LEN),
+                         z=os.urandom(xeddsa.Z_LEN),
+                         change_type=default_change(key_version, None))
     return Sealed(record=sealed.record, private=private, kek=kek, password=password)
 
 
 def resign(record: dict[str, Any], seed: bytes, *, user_id: str | None = None,
-           client_id: str | None = None, key_version: int | None = None) -> dict[str, Any]:
+           client_id: str | None = None, key_version: int | None = None,
+           x25519_private: bytes | None = None) -> dict[str, Any]:
     """Recompute the binding signature over the record's public keys, for the given
-    context (default: the record's own), so only the mutation under test is wrong."""
+    context (default: the record's own), so only the mutation under test is wrong; with
+    `x25519_private`, the XEdDSA possession signature too (KP-14)."""
     public = PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
                         ed25519=b64url_decode(record["public_keys"]["ed25519"]))
-    message = binding_message(user_id or record["user_id"], client_id or record["client_id"],
-                              key_version or record["key_version"], public)
+    context = (user_id or record["user_id"], client_id or record["client_id"],
+               key_version or record["key_version"], public, record["change"]["type"])
     out = copy.deepcopy(record)
-    out["binding_signature"] = b64url_encode(primitives.ed25519_sign(seed, message))
+    out["binding_signature"] = b64url_encode(
+        primitives.ed25519_sign(seed, binding_message(*context)))
+    if x25519_private is not None:
+        out["x25519_signature"] = b64url_encode(xeddsa.sign(
+            x25519_private, possession_message(*context), os.urandom(xeddsa.Z_LEN)))
     return out
 
 
 def with_x25519_public(sealed: Sealed, x25519_public: bytes) -> dict[str, Any]:
-    """The record with another X25519 public key, correctly signed (a KP-5 probe)."""
+    """The record with another X25519 public key, correctly signed by the Ed25519 key
+    (a KP-5 probe: the point check must refuse it before any signature)."""
     record = copy.deepcopy(sealed.record)
     record["public_keys"]["x25519"] = b64url_encode(x25519_public)
     return resign(record, sealed.private.ed25519_seed)

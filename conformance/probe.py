@@ -103,6 +103,9 @@ class Probe:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.exchanges: list[Exchange] = []
+        # The last record this probe published per (user_id, client_id): the key a
+        # rotation is signed with (KP-17) and a deletion is signed with (KP-19).
+        self.published: dict[tuple[str, str], Sealed] = {}
 
     # --- requests -------------------------------------------------------------------
 
@@ -152,8 +155,15 @@ class Probe:
     def get_keypair(self, user_id: str, client_id: str, *, token: str | None) -> Exchange:
         return self.request("GET", keypair_path(user_id, client_id), token=token)
 
-    def delete_keypair(self, user_id: str, client_id: str, *, token: str | None) -> Exchange:
-        return self.request("DELETE", keypair_path(user_id, client_id), token=token)
+    def delete_keypair(self, user_id: str, client_id: str, *, token: str | None,
+                       body: Any = None) -> Exchange:
+        """DELETE with `body`, by default the deletion signed by the last record this
+        probe published there (KP-19), or an empty object if it published none."""
+        if body is None:
+            last = self.published.get((user_id, client_id))
+            body = last.deletion() if last is not None else {}
+        return self.request("DELETE", keypair_path(user_id, client_id), token=token,
+                            json_body=body)
 
     def get_public_keys(self, user_id: str, client_id: str) -> Exchange:
         return self.request("GET", public_keys_path(user_id, client_id))
@@ -171,13 +181,27 @@ class Probe:
     def token_for(self, user_id: str) -> str:
         return self.session.accounts.mint(user_id)
 
-    def publish(self, user: User, client_id: str = "app", key_version: int = 1,
+    def publish(self, user: User, client_id: str = "app", key_version: int | None = None,
                 sealed: Sealed | None = None) -> Sealed:
-        """Seal (unless given) and publish a record as its owner; 201 or 200 required."""
-        sealed = sealed or seal_with_application_key(user.user_id, client_id, key_version)
+        """Seal (unless given) and publish a record as its owner; 201 or 200 required.
+
+        Without `sealed`, the records up to `key_version` (default: the next one) are
+        published in turn, each a rotation signed by the one before (KP-16, KP-17)."""
+        if sealed is not None:
+            return self._publish_one(user, client_id, sealed)
+        last = self.published.get((user.user_id, client_id))
+        target = key_version or (last.key_version + 1 if last else 1)
+        while last is None or last.key_version < target:
+            version = last.key_version + 1 if last else 1
+            last = self._publish_one(user, client_id, seal_with_application_key(
+                user.user_id, client_id, version, previous=last))
+        return last
+
+    def _publish_one(self, user: User, client_id: str, sealed: Sealed) -> Sealed:
         exchange = self.put_keypair(user.user_id, client_id, sealed.body, token=user.token)
         self.expect_status(exchange, 201, 200,
                            what="publishing a valid record as its owner")
+        self.published[(user.user_id, client_id)] = sealed
         return sealed
 
     # --- expectations -----------------------------------------------------------------

@@ -76,6 +76,7 @@ def all_checks() -> list[Check]:
         envelope,
         hashchain,
         key_derivation,
+        keypair_continuity,
         keypair_publication,
         lock_layering,
         session_challenge,

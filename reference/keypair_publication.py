@@ -28,7 +28,7 @@ from keyflows.reference.common import (
     spec_checked,
 )
 from keyflows.reference.store import canonical_json
-from keyflows.spec.keypair_publication import public_view, validate_publication
+from keyflows.spec import keypair_publication as kp
 
 FLOW = "keypair-publication"
 KEYPAIR_PATH = "/v1/users/{user_id}/apps/{client_id}/keypair"
@@ -46,12 +46,18 @@ async def put_keypair(request: Request) -> Response:
     body = await limited_body(request)
     await authenticate(request, user_id)
     obj = json_body(request, body)
-    record = spec_checked(lambda: validate_publication(obj, user_id=user_id,
-                                                       client_id=client_id))
+    record = spec_checked(lambda: kp.validate_publication(obj, user_id=user_id,
+                                                          client_id=client_id))
     text = canonical_json(obj)
     store = services(request).store
+
+    def decide(live: str | None, deleted_version: int | None) -> None:
+        """Step 11: the change against what is stored (KP-8, KP-15 .. KP-18)."""
+        state = kp.state_of(None if live is None else json.loads(live), deleted_version)
+        kp.check_change(state, record)
+
     created = await in_thread(lambda: store.put_keypair(user_id, client_id,
-                                                        record.key_version, text))
+                                                        record.key_version, text, decide))
     if created:
         return json_text_response(text, 201,
                                   headers={"Location": keypair_location(user_id, client_id)})
@@ -71,12 +77,21 @@ async def get_keypair(request: Request) -> Response:
 
 
 async def delete_keypair(request: Request) -> Response:
-    """KP-12: after a delete the record and its public keys are gone; KP-8 remembers it."""
+    """KP-12, KP-19: a deletion signed by the live record's key; afterwards the record and
+    its public keys are gone, and KP-8 remembers its version."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    await limited_body(request)
+    body = await limited_body(request)
     await authenticate(request, user_id)
+    obj = json_body(request, body)
     store = services(request).store
-    if not await in_thread(lambda: store.delete_keypair(user_id, client_id)):
+
+    def decide(live: str) -> None:
+        """Step 11 (KP-19): the deletion against the live record (a missing record is a
+        404 whatever the body)."""
+        kp.check_deletion(kp.stored_predecessor(json.loads(live)), kp.parse_deletion(obj),
+                          user_id=user_id, client_id=client_id)
+
+    if not await in_thread(lambda: store.delete_keypair(user_id, client_id, decide)):
         raise not_found("no keypair is published for this application", requirement="KP-12")
     return Response(status_code=204)
 
@@ -89,7 +104,7 @@ async def get_public_keys(request: Request) -> Response:
     text = await in_thread(lambda: store.get_keypair(user_id, client_id))
     if text is None:
         raise not_found("no keypair is published for this application", requirement="KP-12")
-    return json_text_response(canonical_json(public_view(json.loads(text))))
+    return json_text_response(canonical_json(kp.public_view(json.loads(text))))
 
 
 async def list_apps(request: Request) -> Response:

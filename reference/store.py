@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keyflows.reference import envelope_store
-from keyflows.spec.keypair_publication import check_replacement
 
 T = TypeVar("T")
 
@@ -177,21 +176,22 @@ class Store(Database):
 
     # --- keypair-publication -----------------------------------------------------------
 
-    def put_keypair(self, user_id: str, client_id: str, key_version: int, record: str) -> bool:
+    def put_keypair(self, user_id: str, client_id: str, key_version: int, record: str,
+                    decide: Callable[[str | None, int | None], None]) -> bool:
         """Store a record; True if created, False if it replaced one.
 
-        Raises the spec's ReplayError (state unchanged) unless key_version is greater than
-        both the stored version and the last deleted one (KP-8).
+        `decide(live_record, last_deleted_version)` is the spec's decision over the stored
+        state (KP-8, KP-15 .. KP-18); it runs inside the write transaction and its
+        rejection leaves the state unchanged.
         """
         with self._write() as db:
-            row = db.execute("SELECT key_version FROM keypair_records"
+            row = db.execute("SELECT record FROM keypair_records"
                              " WHERE user_id = ? AND client_id = ?",
                              (user_id, client_id)).fetchone()
             tomb = db.execute("SELECT last_version FROM keypair_tombstones"
                               " WHERE user_id = ? AND client_id = ?",
                               (user_id, client_id)).fetchone()
-            floors = [int(r[0]) for r in (row, tomb) if r is not None]
-            check_replacement(max(floors) if floors else None, key_version)
+            decide(None if row is None else str(row[0]), None if tomb is None else int(tomb[0]))
             db.execute("INSERT INTO keypair_records (user_id, client_id, key_version, record)"
                        " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, client_id) DO UPDATE SET"
                        " key_version = excluded.key_version, record = excluded.record",
@@ -206,19 +206,24 @@ class Store(Database):
             (user_id, client_id)).fetchone())
         return None if row is None else str(row[0])
 
-    def delete_keypair(self, user_id: str, client_id: str) -> bool:
-        """Delete a record, remembering its version; False if there was none."""
+    def delete_keypair(self, user_id: str, client_id: str,
+                       decide: Callable[[str], None]) -> bool:
+        """Delete a record, remembering its version; False if there was none.
+        `decide(live_record)` is the spec's check of the deletion (KP-19), inside the
+        transaction."""
         with self._write() as db:
-            row = db.execute("SELECT key_version FROM keypair_records"
+            row = db.execute("SELECT key_version, record FROM keypair_records"
                              " WHERE user_id = ? AND client_id = ?",
                              (user_id, client_id)).fetchone()
             if row is None:
                 return False
+            decide(str(row[1]))
             db.execute("DELETE FROM keypair_records WHERE user_id = ? AND client_id = ?",
                        (user_id, client_id))
             db.execute("INSERT INTO keypair_tombstones (user_id, client_id, last_version)"
                        " VALUES (?, ?, ?) ON CONFLICT (user_id, client_id) DO UPDATE SET"
-                       " last_version = max(last_version, excluded.last_version)",
+                       " last_version = CASE WHEN excluded.last_version > last_version"
+                       " THEN excluded.last_version ELSE last_version END",
                        (user_id, client_id, int(row[0])))
             return True
 

@@ -12,6 +12,13 @@ Steps (see the keypair-publication chapter):
   7. The owner fetches the whole record, bytes unchanged (KP-9).
   8. Anyone fetches the public view, never private material (KP-10).
   9. The owner decrypts and checks the private keys against the public ones (KP-11).
+ 10. Possession of the X25519 private key: an XEdDSA signature over the binding (KP-14).
+ 11. Continuity: every record names its change (initial, rotation, reset) under the
+     binding signature (KP-15); versions grow by exactly one (KP-16); a rotation is signed
+     by the key it replaces (KP-17); a reset is a distinct, logged event that needs no old
+     key, so no sequence of requests locks an owner out (KP-18); a deletion is signed by
+     the key it deletes (KP-19); a party that pinned a version follows rotations only and
+     surfaces resets (KP-20).
 
 Compat profile fxakeys: encPrivKey as the original made it (KP-13).
 
@@ -24,13 +31,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from keyflows.spec import primitives, wire
+from keyflows.spec import primitives, wire, xeddsa
 from keyflows.spec.drbg import RandomSource
 from keyflows.spec.encoding import b64url_decode_exact, b64url_encode, labelled_context, u32be
 from keyflows.spec.errors import (
     BindingError,
     DecodeError,
     LengthError,
+    LinkError,
     ReplayError,
 )
 from keyflows.spec.key_derivation import (
@@ -50,10 +58,17 @@ MAX_KEY_VERSION = 2**32 - 1
 PRIVATE_PLAINTEXT_LEN = 64
 CIPHERTEXT_LEN = PRIVATE_PLAINTEXT_LEN + primitives.GCM_TAG_LEN
 
-RECORD_MEMBERS = ("user_id", "client_id", "key_version", "public_keys", "binding_signature",
-                  "encrypted_private_keys")
-PUBLIC_MEMBERS = ("user_id", "client_id", "key_version", "public_keys", "binding_signature")
+PUBLIC_MEMBERS = ("user_id", "client_id", "key_version", "public_keys", "change",
+                  "binding_signature", "x25519_signature")
+RECORD_MEMBERS = (*PUBLIC_MEMBERS, "encrypted_private_keys")
 PRIVATE_MEMBERS = ("encrypted_private_keys",)
+
+#: The kinds of change a record states (KP-15).
+CHANGE_INITIAL = "initial"
+CHANGE_ROTATION = "rotation"
+CHANGE_RESET = "reset"
+CHANGE_TYPES = (CHANGE_INITIAL, CHANGE_ROTATION, CHANGE_RESET)
+DELETION_MEMBERS = ("key_version", "signature")
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,14 @@ class KekSpec:
 
 
 @dataclass(frozen=True)
+class Change:
+    """What a record says about its predecessor (KP-15): `signature` for a rotation only."""
+
+    type: str
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
 class Record:
     """A parsed record: every field decoded and length-checked."""
 
@@ -85,10 +108,37 @@ class Record:
     client_id: str
     key_version: int
     public_keys: PublicKeys
+    change: Change
     binding_signature: bytes
+    x25519_signature: bytes
     kek: KekSpec | None
     nonce: bytes
     ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class Predecessor:
+    """What a rotation is checked against: the replaced version and its public keys."""
+
+    key_version: int
+    public_keys: PublicKeys
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What a server holds for one (user_id, client_id): the live record's version and
+    public keys (None after a deletion or before any publication) and the version of
+    the last deleted record (None if none was ever deleted)."""
+
+    live: Predecessor | None
+    deleted_version: int | None
+
+    @property
+    def floor(self) -> int:
+        """The highest version ever accepted, 0 when none was."""
+        versions = [v for v in (self.live.key_version if self.live else None,
+                                self.deleted_version) if v is not None]
+        return max(versions) if versions else 0
 
 
 # --- step 1 ---------------------------------------------------------------------------
@@ -129,17 +179,50 @@ def record_aad(user_id: str, client_id: str, key_version: int, method: str,
                             method.encode("ascii"), public.x25519, public.ed25519)
 
 
-def binding_message(user_id: str, client_id: str, key_version: int,
-                    public: PublicKeys) -> bytes:
-    """Step 4 (KP-4): what the binding signature covers."""
-    return labelled_context("public-keys", check_identifier(user_id, "user_id"),
+def public_key_fields(public: PublicKeys) -> tuple[bytes, ...]:
+    """The public keys as they enter every signed context, in this order."""
+    return (public.x25519, public.ed25519)
+
+
+def _keyed_context(label: str, user_id: str, client_id: str, key_version: int,
+                   public: PublicKeys, *extra: bytes) -> bytes:
+    return labelled_context(label, check_identifier(user_id, "user_id"),
                             check_identifier(client_id, "client_id"), u32be(key_version),
-                            public.x25519, public.ed25519)
+                            *public_key_fields(public), *extra)
+
+
+def binding_message(user_id: str, client_id: str, key_version: int, public: PublicKeys,
+                    change_type: str) -> bytes:
+    """Step 4 (KP-4, KP-15): what the binding signature covers."""
+    return _keyed_context("public-keys", user_id, client_id, key_version, public,
+                          change_type.encode("ascii"))
+
+
+def possession_message(user_id: str, client_id: str, key_version: int, public: PublicKeys,
+                       change_type: str) -> bytes:
+    """Step 10 (KP-14): what the XEdDSA signature by the X25519 key covers."""
+    return _keyed_context("x25519-possession", user_id, client_id, key_version, public,
+                          change_type.encode("ascii"))
+
+
+def rotation_message(user_id: str, client_id: str, previous: Predecessor,
+                     key_version: int, public: PublicKeys) -> bytes:
+    """Step 11 (KP-17): what the replaced Ed25519 key signs to hand over to the new keys."""
+    return labelled_context("keypair-rotation", check_identifier(user_id, "user_id"),
+                            check_identifier(client_id, "client_id"),
+                            u32be(previous.key_version), *public_key_fields(previous.public_keys),
+                            u32be(key_version), *public_key_fields(public))
+
+
+def deletion_message(user_id: str, client_id: str, key_version: int,
+                     public: PublicKeys) -> bytes:
+    """Step 11 (KP-19): what the deleted record's Ed25519 key signs to end its chain."""
+    return _keyed_context("keypair-deletion", user_id, client_id, key_version, public)
 
 
 @dataclass(frozen=True)
 class Sealed:
-    """A sealed record and every intermediate value of steps 1-4 (for vectors)."""
+    """A sealed record and every intermediate value of steps 1-4, 10 and 11 (for vectors)."""
 
     record: dict[str, Any]
     public: PublicKeys
@@ -148,25 +231,56 @@ class Sealed:
     ciphertext: bytes
     signed_message: bytes
     signature: bytes
+    possession_message: bytes
+    x25519_signature: bytes
+    rotation_message: bytes | None
+    rotation_signature: bytes | None
+
+
+def change_to_wire(change: Change) -> dict[str, Any]:
+    if change.type == CHANGE_ROTATION:
+        return {"type": CHANGE_ROTATION, "signature": b64url_encode(change.signature)}
+    return {"type": change.type}
 
 
 def seal_record(*, user_id: str, client_id: str, key_version: int, private: PrivateKeys,
-                kek: bytes, kek_spec: KekSpec, nonce: bytes) -> Sealed:
-    """Steps 3 and 4: encrypt the private keys and sign the public ones."""
+                kek: bytes, kek_spec: KekSpec, nonce: bytes, z: bytes,
+                change_type: str = CHANGE_INITIAL,
+                previous: PrivateKeys | None = None) -> Sealed:
+    """Steps 3, 4, 10 and 11: encrypt the private keys, sign the public ones with both
+    keys, and for a rotation sign the hand-over with the replaced Ed25519 key `previous`
+    (whose version is key_version - 1). `z` is the 64 random bytes of XEdDSA."""
     check_key_version(key_version)
+    if change_type not in CHANGE_TYPES:
+        raise ValueError(f"unknown change type {change_type!r}")
+    if (change_type == CHANGE_ROTATION) != (previous is not None):
+        raise ValueError("a rotation, and only a rotation, is signed by the previous keys")
     public = public_keys_of(private)
     aad = record_aad(user_id, client_id, key_version, kek_spec.method, public)
     plaintext = private.x25519 + private.ed25519_seed
     ciphertext = primitives.aes256gcm_encrypt(kek, nonce, plaintext, aad)
-    message = binding_message(user_id, client_id, key_version, public)
+    message = binding_message(user_id, client_id, key_version, public, change_type)
     signature = primitives.ed25519_sign(private.ed25519_seed, message)
+    possession = possession_message(user_id, client_id, key_version, public, change_type)
+    x25519_signature = xeddsa.sign(private.x25519, possession, z)
+    rotation: bytes | None = None
+    rotation_signature: bytes | None = None
+    change = Change(type=change_type)
+    if previous is not None:
+        predecessor = Predecessor(key_version=key_version - 1,
+                                  public_keys=public_keys_of(previous))
+        rotation = rotation_message(user_id, client_id, predecessor, key_version, public)
+        rotation_signature = primitives.ed25519_sign(previous.ed25519_seed, rotation)
+        change = Change(type=CHANGE_ROTATION, signature=rotation_signature)
     record = {
         "user_id": user_id,
         "client_id": client_id,
         "key_version": key_version,
         "public_keys": {"x25519": b64url_encode(public.x25519),
                         "ed25519": b64url_encode(public.ed25519)},
+        "change": change_to_wire(change),
         "binding_signature": b64url_encode(signature),
+        "x25519_signature": b64url_encode(x25519_signature),
         "encrypted_private_keys": {
             "aead": AEAD_ID,
             "kek": kek_spec_to_wire(kek_spec),
@@ -175,7 +289,9 @@ def seal_record(*, user_id: str, client_id: str, key_version: int, private: Priv
         },
     }
     return Sealed(record=record, public=public, aad=aad, plaintext=plaintext,
-                  ciphertext=ciphertext, signed_message=message, signature=signature)
+                  ciphertext=ciphertext, signed_message=message, signature=signature,
+                  possession_message=possession, x25519_signature=x25519_signature,
+                  rotation_message=rotation, rotation_signature=rotation_signature)
 
 
 def kek_spec_to_wire(kek: KekSpec) -> dict[str, Any]:
@@ -224,6 +340,24 @@ def parse_kek(obj: object) -> KekSpec:
     raise DecodeError(f"kek.method must be one of {', '.join(METHODS)}", requirement="KP-2")
 
 
+def parse_change(obj: object) -> Change:
+    """KP-15: {"type": "initial" | "reset"} or {"type": "rotation", "signature": b64url(64)}."""
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise DecodeError("change must be an object with a type", requirement="API-6")
+    kind = obj["type"]
+    if kind == CHANGE_ROTATION:
+        members = wire.members(obj, ("type", "signature"), "change")
+        signature = b64url_decode_exact(wire.string(members, "signature", "change"),
+                                        primitives.ED25519_SIG_LEN, field="change.signature",
+                                        requirement="API-1")
+        return Change(type=CHANGE_ROTATION, signature=signature)
+    if kind in (CHANGE_INITIAL, CHANGE_RESET):
+        wire.members(obj, ("type",), "change")
+        return Change(type=kind)
+    raise DecodeError(f"change.type must be one of {', '.join(CHANGE_TYPES)}",
+                      requirement="KP-15")
+
+
 def parse_record(obj: object, *, public_only: bool = False) -> Record:
     """Decode a record (or its public view) and check lengths, params and points."""
     if public_only:
@@ -235,9 +369,13 @@ def parse_record(obj: object, *, public_only: bool = False) -> Record:
     check_identifier(user_id, "user_id")
     check_identifier(client_id, "client_id")
     key_version = check_key_version(members["key_version"])
+    change = parse_change(members["change"])
     signature = b64url_decode_exact(wire.string(members, "binding_signature", "record"),
                                     primitives.ED25519_SIG_LEN, field="binding_signature",
                                     requirement="API-1")
+    x25519_signature = b64url_decode_exact(wire.string(members, "x25519_signature", "record"),
+                                           xeddsa.SIGNATURE_LEN, field="x25519_signature",
+                                           requirement="API-1")
     kek: KekSpec | None = None
     nonce = ciphertext = b""
     if not public_only:
@@ -253,26 +391,34 @@ def parse_record(obj: object, *, public_only: bool = False) -> Record:
         kek = parse_kek(enc["kek"])
     public = parse_public_keys(members["public_keys"])
     return Record(user_id=user_id, client_id=client_id, key_version=key_version,
-                  public_keys=public, binding_signature=signature, kek=kek, nonce=nonce,
+                  public_keys=public, change=change, binding_signature=signature,
+                  x25519_signature=x25519_signature, kek=kek, nonce=nonce,
                   ciphertext=ciphertext)
 
 
 def check_binding(record: Record, *, user_id: str, client_id: str,
                   key_version: int | None = None) -> None:
-    """Step 5/6 (KP-6, KP-7): the record is for the expected user, app (and version),
-    and its binding signature verifies over exactly that context."""
+    """Step 5/6 (KP-6, KP-7, KP-14): the record is for the expected user, app (and
+    version), its binding signature verifies over exactly that context, and so does the
+    XEdDSA signature by its X25519 key (possession of both private keys)."""
     if record.user_id != user_id or record.client_id != client_id:
         raise BindingError("record is bound to another user or application",
                            requirement="KP-7")
     if key_version is not None and record.key_version != key_version:
         raise BindingError("record has another key_version", requirement="KP-6")
-    message = binding_message(user_id, client_id, record.key_version, record.public_keys)
+    message = binding_message(user_id, client_id, record.key_version, record.public_keys,
+                              record.change.type)
     primitives.ed25519_verify(record.public_keys.ed25519, message, record.binding_signature,
                               requirement="KP-6")
+    possession = possession_message(user_id, client_id, record.key_version,
+                                    record.public_keys, record.change.type)
+    xeddsa.verify(record.public_keys.x25519, possession, record.x25519_signature,
+                  requirement="KP-14")
 
 
 def validate_publication(obj: object, *, user_id: str, client_id: str) -> Record:
-    """Step 6, server side: everything a server can check without the KEK."""
+    """Step 6, server side: everything a server can check without the KEK or the stored
+    state (the state is step 11's check_change)."""
     record = parse_record(obj)
     check_binding(record, user_id=user_id, client_id=client_id)
     return record
@@ -295,6 +441,140 @@ def check_replacement(stored_version: int | None, new_version: int) -> None:
     if stored_version is not None and new_version <= stored_version:
         raise ReplayError(f"key_version {new_version} is not greater than {stored_version}",
                           requirement="KP-8")
+
+
+# --- step 11: continuity -----------------------------------------------------------------------
+
+def predecessor_of(record: Record) -> Predecessor:
+    return Predecessor(key_version=record.key_version, public_keys=record.public_keys)
+
+
+def check_rotation(record: Record, previous: Predecessor) -> None:
+    """KP-17: a rotation of version v is signed by the Ed25519 key of version v - 1 over
+    both key sets."""
+    if record.change.type != CHANGE_ROTATION:
+        raise LinkError(f"a change of type {record.change.type} is not a rotation",
+                        requirement="KP-17")
+    if previous.key_version + 1 != record.key_version:
+        raise LinkError(f"a rotation to {record.key_version} cannot follow "
+                        f"{previous.key_version}", requirement="KP-16")
+    message = rotation_message(record.user_id, record.client_id, previous, record.key_version,
+                               record.public_keys)
+    primitives.ed25519_verify(previous.public_keys.ed25519, message, record.change.signature,
+                              requirement="KP-17")
+
+
+def stored_predecessor(live_record: object) -> Predecessor:
+    """The version and public keys of a stored record (a dict as it was accepted)."""
+    return predecessor_of(parse_record(live_record))
+
+
+def state_of(live_record: object | None, deleted_version: int | None) -> StoredState:
+    """The StoredState of a stored record (or None) and the last deleted version."""
+    live = None if live_record is None else stored_predecessor(live_record)
+    return StoredState(live=live, deleted_version=deleted_version)
+
+
+def check_change(state: StoredState, record: Record) -> None:
+    """Step 11, server side, after step 6's checks of the record alone, in this order:
+
+    1. key_version <= every version accepted before: replay (KP-8);
+    2. key_version != that version + 1: link (KP-16);
+    3. the change type the state allows: initial with no history, rotation or reset over
+       a live record, reset after a deletion; anything else: link (KP-15, KP-18);
+    4. a rotation's signature by the replaced key: signature (KP-17).
+    """
+    floor = state.floor
+    check_replacement(floor or None, record.key_version)
+    if record.key_version != floor + 1:
+        raise LinkError(f"key_version {record.key_version} skips versions: the next is "
+                        f"{floor + 1}", requirement="KP-16")
+    kind = record.change.type
+    if floor == 0:
+        if kind != CHANGE_INITIAL:
+            raise LinkError(f"the first record of an application is initial, not {kind}",
+                            requirement="KP-15")
+        return
+    if kind == CHANGE_INITIAL:
+        raise LinkError("a record with a history is a rotation or a reset, not initial",
+                        requirement="KP-15")
+    if state.live is None:
+        if kind != CHANGE_RESET:
+            raise LinkError("after a deletion there is no key to rotate from: a reset",
+                            requirement="KP-18")
+        return
+    if kind == CHANGE_ROTATION:
+        check_rotation(record, state.live)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    key_version: int
+    signature: bytes
+
+
+def deletion_to_wire(key_version: int, signature: bytes) -> dict[str, Any]:
+    return {"key_version": key_version, "signature": b64url_encode(signature)}
+
+
+def sign_deletion(*, user_id: str, client_id: str, key_version: int,
+                  private: PrivateKeys) -> dict[str, Any]:
+    """Step 11 (KP-19): the body of DELETE .../keypair."""
+    message = deletion_message(user_id, client_id, key_version, public_keys_of(private))
+    return deletion_to_wire(key_version, primitives.ed25519_sign(private.ed25519_seed, message))
+
+
+def parse_deletion(obj: object) -> Deletion:
+    members = wire.members(obj, DELETION_MEMBERS, "deletion")
+    signature = b64url_decode_exact(wire.string(members, "signature", "deletion"),
+                                    primitives.ED25519_SIG_LEN, field="deletion.signature",
+                                    requirement="API-1")
+    return Deletion(key_version=check_key_version(members["key_version"]), signature=signature)
+
+
+def check_deletion(live: Predecessor, deletion: Deletion, *, user_id: str,
+                   client_id: str) -> None:
+    """Step 11 (KP-19): a deletion names the live version (else replay: an old deletion
+    replayed, or a race) and is signed by that version's Ed25519 key."""
+    if deletion.key_version != live.key_version:
+        raise ReplayError(f"the deletion names key_version {deletion.key_version}, the live "
+                          f"record is {live.key_version}", requirement="KP-19")
+    message = deletion_message(user_id, client_id, live.key_version, live.public_keys)
+    primitives.ed25519_verify(live.public_keys.ed25519, message, deletion.signature,
+                              requirement="KP-19")
+
+
+@dataclass(frozen=True)
+class History:
+    """What a party that pinned a version learns from the records after it (KP-20)."""
+
+    latest: Record
+    resets: tuple[int, ...]
+
+
+def follow_history(pinned: Predecessor, later: list[Record]) -> History:
+    """Step 11 (KP-20), discoverer side: `later` holds the verified public views of
+    versions pinned + 1, pinned + 2, ... in order. Each must be the next version; a
+    rotation must verify under the keys before it; a reset is accepted only as an event
+    the caller surfaces (its versions are returned), never silently."""
+    previous = pinned
+    current: Record | None = None
+    resets: list[int] = []
+    for record in later:
+        if record.key_version != previous.key_version + 1:
+            raise LinkError(f"version {record.key_version} does not follow "
+                            f"{previous.key_version}", requirement="KP-20")
+        if record.change.type == CHANGE_ROTATION:
+            check_rotation(record, previous)
+        elif record.change.type == CHANGE_RESET:
+            resets.append(record.key_version)
+        else:
+            raise LinkError("an initial record cannot follow another version",
+                            requirement="KP-20")
+        previous, current = predecessor_of(record), record
+    if current is None:
+        raise LinkError("no record follows the pinned version", requirement="KP-20")
+    return History(latest=current, resets=tuple(resets))
 
 
 # --- step 9: owner recovery -------------------------------------------------------------------

@@ -278,10 +278,50 @@ def reason_oracle_401(app: ASGIApp) -> ASGIApp:
 # --- (7) stale key_version accepted -----------------------------------------------------------
 
 def stale_versions_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The store forgets to compare key_versions (KP-8)."""
-    import keyflows.reference.store as store
+    """The server forgets to compare key_versions with the stored ones (KP-8)."""
+    import keyflows.spec.keypair_publication as kp
 
-    monkeypatch.setattr(store, "check_replacement", lambda stored, new: None)
+    monkeypatch.setattr(kp, "check_replacement", lambda stored, new: None)
+
+
+# --- (7b) continuity not enforced -------------------------------------------------------------
+
+def no_rotation_signature_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes a rotation's hand-over signature on trust (KP-17)."""
+    import keyflows.spec.keypair_publication as kp
+
+    monkeypatch.setattr(kp, "check_rotation", lambda record, previous: None)
+
+
+def versions_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The v1 server: versions must grow, nothing else about the change is checked
+    (KP-15 .. KP-17)."""
+    import keyflows.spec.keypair_publication as kp
+
+    monkeypatch.setattr(kp, "check_change", lambda state, record: kp.check_replacement(
+        state.floor or None, record.key_version))
+
+
+def no_possession_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verifies the Ed25519 binding signature only, not the X25519 key's (KP-14)."""
+    import keyflows.spec.keypair_publication as kp
+
+    class Lenient:
+        SIGNATURE_LEN = 64
+        sign = staticmethod(kp.xeddsa.sign)
+
+        @staticmethod
+        def verify(*args: Any, **kwargs: Any) -> None:
+            return None
+
+    monkeypatch.setattr(kp, "xeddsa", Lenient)
+
+
+def unsigned_deletion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deletes on any well-formed deletion body (KP-19)."""
+    import keyflows.spec.keypair_publication as kp
+
+    monkeypatch.setattr(kp, "check_deletion", lambda live, deletion, **_: None)
 
 
 # --- (8) limit advertised but not enforced ----------------------------------------------------
@@ -399,7 +439,27 @@ VARIANTS = (
         ("common/auth/uniform-401",), wrapper=reason_oracle_401),
     BrokenVariant(
         "accepts-stale-key-version", "stores records whose key_version is not higher",
-        STALE_VERSION_CHECKS, patch=stale_versions_accepted),
+        (*STALE_VERSION_CHECKS, "keypair-publication/rotation/replayed-change-refused"),
+        patch=stale_versions_accepted),
+    BrokenVariant(
+        "unsigned-rotation-accepted", "takes a rotation's hand-over signature on trust",
+        ("keypair-publication/rotation/unsigned-change-refused",
+         "keypair-publication/rotation/other-users-key-refused"),
+        patch=no_rotation_signature_check),
+    BrokenVariant(
+        "versions-only", "checks that versions grow and nothing else about a change",
+        ("keypair-publication/rotation/version-gap-refused",
+         "keypair-publication/change/wrong-type-refused",
+         "keypair-publication/publish/key-version-range",
+         "keypair-publication/rotation/unsigned-change-refused",
+         "keypair-publication/rotation/other-users-key-refused"),
+        patch=versions_only),
+    BrokenVariant(
+        "no-x25519-possession-check", "does not verify the X25519 key's XEdDSA signature",
+        ("keypair-publication/possession/x25519-key-proven",), patch=no_possession_check),
+    BrokenVariant(
+        "unsigned-deletion-accepted", "deletes without checking the deletion's signature",
+        ("keypair-publication/delete/signed-deletion",), patch=unsigned_deletion),
     BrokenVariant(
         "unenforced-body-limit", "advertises max_body_bytes 4096 but accepts 65536",
         ("common/limits/oversized-body", "common/limits/oversized-chunked"),

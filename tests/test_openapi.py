@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OPENAPI = ROOT / "spec" / "openapi.yaml"
 SCHEMAS = ROOT / "spec" / "schemas"
 MIRRORS = {"KeypairRecord": "keypair-record", "KeypairPublic": "keypair-public",
+           "KeypairDeletion": "keypair-deletion",
            "Problem": "problem", "Capabilities": "capabilities", "Apps": "apps",
            "EnvelopeDeviceKey": "envelope-device-key", "EnvelopeDevice": "envelope-device",
            "EnvelopeDevices": "envelope-devices", "Envelope": "envelope",
@@ -159,7 +160,7 @@ def _record(password: bool, version: int = 1) -> dict[str, Any]:
             if password else kp.KekSpec(method="application-key"))
     return kp.seal_record(user_id="alice", client_id="app.example", key_version=version,
                           private=kp.generate_private_keys(rng), kek=rng(32), kek_spec=spec,
-                          nonce=rng(12)).record
+                          nonce=rng(12), z=rng(64)).record
 
 
 @pytest.mark.parametrize("password", [False, True])

@@ -52,7 +52,8 @@ def seal(user_id: str, client_id: str, version: int, x: bytes, e: bytes, nonce: 
         kek = password_kek(user_id, client_id)
         spec = kp.KekSpec(method=kp.METHOD_PASSWORD, salt=SALT, params=kd.PRODUCER_MINIMUM)
     sealed = kp.seal_record(user_id=user_id, client_id=client_id, key_version=version,
-                            private=private, kek=kek, kek_spec=spec, nonce=nonce)
+                            private=private, kek=kek, kek_spec=spec, nonce=nonce,
+                            z=nonce * 5 + nonce[:4])
     return sealed.record, kek, private
 
 

@@ -36,18 +36,38 @@ def validator(name: str) -> Draft202012Validator:
 
 # --- records --------------------------------------------------------------------------------
 
+def private_keys(user_id: str, client_id: str, key_version: int, label: str) -> kp.PrivateKeys:
+    return kp.generate_private_keys(
+        Drbg(f"test-reference/{label}/{user_id}/{client_id}/{key_version}"))
+
+
 def make_record(user_id: str, client_id: str, key_version: int, *, label: str = "r",
-                password: bool = False) -> dict[str, Any]:
-    """A valid sealed record; deterministic per label."""
-    rng = Drbg(f"test-reference/{label}/{user_id}/{client_id}/{key_version}")
-    private = kp.generate_private_keys(rng)
+                password: bool = False, reset: bool = False) -> dict[str, Any]:
+    """A valid sealed record; deterministic per label. Version 1 is initial; a later one
+    is a rotation signed by the keys of the previous version with the same label (KP-17),
+    or with `reset` a reset (KP-18)."""
+    rng = Drbg(f"test-reference/{label}/{user_id}/{client_id}/{key_version}/seal")
+    private = private_keys(user_id, client_id, key_version, label)
     if password:
         spec = kp.KekSpec(method="password", salt=rng(16), params=Argon2Params(2, 19456, 1))
     else:
         spec = kp.KekSpec(method="application-key")
+    change, previous = kp.CHANGE_INITIAL, None
+    if key_version > 1:
+        change = kp.CHANGE_RESET if reset else kp.CHANGE_ROTATION
+        if not reset:
+            previous = private_keys(user_id, client_id, key_version - 1, label)
     sealed = kp.seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
-                            private=private, kek=rng(32), kek_spec=spec, nonce=rng(12))
+                            private=private, kek=rng(32), kek_spec=spec, nonce=rng(12),
+                            z=rng(64), change_type=change, previous=previous)
     return sealed.record
+
+
+def deletion(user_id: str, client_id: str, key_version: int, *, label: str = "r"
+             ) -> dict[str, Any]:
+    """The signed body of DELETE for make_record's record of that version (KP-19)."""
+    return kp.sign_deletion(user_id=user_id, client_id=client_id, key_version=key_version,
+                            private=private_keys(user_id, client_id, key_version, label))
 
 
 def resign(record: dict[str, Any], seed_label: str) -> dict[str, Any]:
@@ -56,7 +76,7 @@ def resign(record: dict[str, Any], seed_label: str) -> dict[str, Any]:
     public = kp.PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
                            ed25519=kp.primitives.ed25519_public_key(seed))
     message = kp.binding_message(record["user_id"], record["client_id"],
-                                 record["key_version"], public)
+                                 record["key_version"], public, record["change"]["type"])
     out = json.loads(json.dumps(record))
     out["public_keys"]["ed25519"] = b64url_encode(public.ed25519)
     out["binding_signature"] = b64url_encode(kp.primitives.ed25519_sign(seed, message))
@@ -102,6 +122,23 @@ def keypair_path(user_id: str, client_id: str = "app") -> str:
 def put(client: httpx.Client, user_id: str, token: str, record: object,
         client_id: str = "app") -> httpx.Response:
     return client.put(keypair_path(user_id, client_id), json=record, headers=bearer(token))
+
+
+def publish_up_to(client: httpx.Client, user_id: str, token: str, version: int,
+                  client_id: str = "app") -> dict[str, Any]:
+    """Publish versions 1 .. `version`, each a rotation of the one before; the last record."""
+    for v in range(1, version + 1):
+        record = make_record(user_id, client_id, v)
+        response = put(client, user_id, token, record, client_id)
+        assert response.status_code in (200, 201), response.text
+    return record
+
+
+def delete(client: httpx.Client, user_id: str, token: str, version: int,
+           client_id: str = "app") -> httpx.Response:
+    """DELETE with the deletion signed by make_record's keys of `version` (KP-19)."""
+    return client.request("DELETE", keypair_path(user_id, client_id), headers=bearer(token),
+                          json=deletion(user_id, client_id, version))
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str,
@@ -165,19 +202,18 @@ def test_publish_fetch_replace_delete(client: httpx.Client, owner: tuple[str, st
     assert replaced.json() == v2
     assert client.get(keypair_path(user), headers=bearer(token)).json() == v2
 
-    deleted = client.delete(keypair_path(user), headers=bearer(token))
+    deleted = delete(client, user, token, 2)
     assert deleted.status_code == 204
     assert deleted.content == b""
     assert_problem(client.get(keypair_path(user), headers=bearer(token)), 404, "not-found")
-    assert_problem(client.delete(keypair_path(user), headers=bearer(token)), 404, "not-found")
+    assert_problem(delete(client, user, token, 2), 404, "not-found")
     assert_problem(client.get(f"/v1/users/{user}/apps/app/public-keys"), 404, "not-found")
 
 
 def test_public_keys_never_carry_private_material(client: httpx.Client,
                                                   owner: tuple[str, str]) -> None:
     user, token = owner
-    record = make_record(user, "app", 7)
-    assert put(client, user, token, record).status_code == 201
+    record = publish_up_to(client, user, token, 7)
     response = client.get(f"/v1/users/{user}/apps/app/public-keys")  # no credentials needed
     assert response.status_code == 200
     body = response.json()
@@ -191,8 +227,7 @@ def test_public_keys_never_carry_private_material(client: httpx.Client,
 def test_apps_listing(client: httpx.Client, account: AccountServer) -> None:
     user, token = account.mint()
     for client_id, version in (("zeta", 3), ("alpha", 1), ("mid.app", 9)):
-        assert put(client, user, token, make_record(user, client_id, version),
-                   client_id).status_code == 201
+        publish_up_to(client, user, token, version, client_id)
     response = client.get(f"/v1/users/{user}/apps")
     assert response.status_code == 200
     body = response.json()
@@ -299,8 +334,7 @@ def test_account_server_down_is_503(account: AccountServer, tmp_path: Path) -> N
 def test_stale_versions_conflict_and_leave_state_unchanged(client: httpx.Client,
                                                           owner: tuple[str, str]) -> None:
     user, token = owner
-    v5 = make_record(user, "app", 5)
-    assert put(client, user, token, v5).status_code == 201
+    v5 = publish_up_to(client, user, token, 5)
     for version in (5, 4, 1):
         body = assert_problem(put(client, user, token, make_record(user, "app", version,
                                                                    label="other")),
@@ -308,13 +342,13 @@ def test_stale_versions_conflict_and_leave_state_unchanged(client: httpx.Client,
         assert body["requirement"] == "KP-8"
     assert client.get(keypair_path(user), headers=bearer(token)).json() == v5
 
-    assert client.delete(keypair_path(user), headers=bearer(token)).status_code == 204
+    assert delete(client, user, token, 5).status_code == 204
     # After a delete, neither the deleted version nor an older one may come back.
     assert_problem(put(client, user, token, v5), 409, "conflict", "replay")
     assert_problem(put(client, user, token, make_record(user, "app", 3)), 409, "conflict")
     assert_problem(client.get(keypair_path(user), headers=bearer(token)), 404, "not-found")
-    v6 = make_record(user, "app", 6)
-    assert put(client, user, token, v6).status_code == 201  # created anew
+    v6 = make_record(user, "app", 6, reset=True)
+    assert put(client, user, token, v6).status_code == 201  # created anew, as a reset
 
 
 def test_concurrent_publications_of_one_version_have_one_winner(
@@ -501,10 +535,11 @@ def test_database_is_wal_and_survives_restart(account: AccountServer, tmp_path: 
     first = start_reference_server(account.url, db)
     try:
         with httpx.Client(base_url=first.url, trust_env=False) as c:
+            publish_up_to(c, user, token, 3, "kept")
             kept = put(c, user, token, make_record(user, "kept", 4), "kept")
-            assert kept.status_code == 201
-            assert put(c, user, token, make_record(user, "gone", 2), "gone").status_code == 201
-            assert c.delete(keypair_path(user, "gone"), headers=bearer(token)).status_code == 204
+            assert kept.status_code == 200
+            publish_up_to(c, user, token, 2, "gone")
+            assert delete(c, user, token, 2, "gone").status_code == 204
         with sqlite3.connect(db) as probe:
             assert probe.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert Path(f"{db}-wal").exists()

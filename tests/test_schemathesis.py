@@ -64,7 +64,7 @@ def sealed(user_id: str, client_id: str, key_version: int, label: str) -> dict[s
     return kp.seal_record(user_id=user_id, client_id=client_id, key_version=key_version,
                           private=kp.generate_private_keys(rng), kek=rng(32),
                           kek_spec=kp.KekSpec(method="application-key"),
-                          nonce=rng(12)).record
+                          nonce=rng(12), z=rng(64)).record
 
 
 @pytest.fixture(scope="module")

@@ -265,12 +265,15 @@ def test_point_cases_carry_a_valid_signature(files: dict[str, dict[str, Any]]) -
     """A verifier that checked the signature before the point would accept these: the
     point check must be the one that rejects (a high-level check must not mask it)."""
     plain = files["keypair-publication.yaml"]
-    point_cases = [c for c in iter_cases(plain) if c["id"].split("/")[-1].startswith("x25519-")]
-    assert len(point_cases) == 3 * 9
+    point_cases = [c for c in iter_cases(plain) if c["operation"] == "validate-publication"
+                   and {"LowOrderPoint", "NonCanonicalPoint"} & set(c["flags"])
+                   and not c["id"].split("/")[-1].startswith("bitflip-")]
+    assert len(point_cases) == 4 * 9
     for case in point_cases:
         record = case["inputs"]["record"]
         message = kp.binding_message(record["user_id"], record["client_id"],
-                                     record["key_version"], _public_keys(record))
+                                     record["key_version"], _public_keys(record),
+                                     record["change"]["type"])
         primitives.ed25519_verify(_public_keys(record).ed25519, message,
                                   b64url_decode(record["binding_signature"]))
         assert case["failure"]["class"] == "point"
@@ -279,7 +282,7 @@ def test_point_cases_carry_a_valid_signature(files: dict[str, dict[str, Any]]) -
 def test_rebound_cases_pass_every_check_but_the_aead(files: dict[str, dict[str, Any]]) -> None:
     plain = files["keypair-publication.yaml"]
     rebound = [c for c in iter_cases(plain) if "Rebound" in c["flags"]]
-    assert len(rebound) == 3 * 3
+    assert len(rebound) == 4 * 3
     for case in rebound:
         inputs = case["inputs"]
         kp.validate_publication(inputs["record"], user_id=inputs["user_id"],

@@ -34,7 +34,7 @@ from typing import Any
 
 from keyflows.spec import key_derivation as kd
 from keyflows.spec import keypair_publication as kp
-from keyflows.spec import primitives
+from keyflows.spec import primitives, xeddsa
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.vectors.framework import (
@@ -57,6 +57,9 @@ OP_VALIDATE = "validate-publication"
 OP_PUBLIC_VIEW = "validate-public-view"
 OP_OPEN = "open"
 OP_REPLACEMENT = "check-replacement"
+OP_CHANGE = "check-change"
+OP_DELETION = "check-deletion"
+OP_HISTORY = "follow-history"
 OP_FXA_SEAL = "fxakeys-enc-priv-key"
 OP_FXA_OPEN = "fxakeys-open-enc-priv-key"
 
@@ -70,6 +73,7 @@ OTHER_CLIENT = "other.example"
 STEP_CHECKS = "5"  # every party: decoding, lengths, params, points, binding signature
 STEP_SERVER = "6"  # the record is for the addressed user and application; versions increase
 STEP_RECOVERY = "9"  # the owner decrypts and checks the private keys
+STEP_CONTINUITY = "11"  # changes against the stored state; deletions; following a history
 
 NOTES_V1: dict[str, Flag] = {
     "ApplicationKey": Flag("The private keys are encrypted under kBr (method application-key).",
@@ -135,7 +139,25 @@ NOTES_V1: dict[str, Flag] = {
                           "Reject (failure class decode): public views never carry private "
                           "material."),
     "Replay": Flag("A key_version that is not greater than the stored one (or the last "
-                   "deleted one).", "Reject (failure class replay, KP-8)."),
+                   "deleted one), or a deletion naming a replaced version.",
+                   "Reject (failure class replay, KP-8, KP-19)."),
+    "Rotation": Flag("A change of type rotation, signed by the key it replaces.",
+                     "Verify change.signature under the previous version's Ed25519 key "
+                     "(KP-17)."),
+    "Reset": Flag("A change of type reset: no earlier key signs it.",
+                  "Accept where the stored state allows a reset (KP-18) and surface it to "
+                  "the user; a party following a history reports it (KP-20)."),
+    "UnsignedChange": Flag("A rotation whose hand-over is not signed by the replaced key: "
+                           "signed by the new key, by another user's key or by an older "
+                           "(stale) key of the same chain, or altered.",
+                           "Reject (failure class signature, KP-17)."),
+    "VersionGap": Flag("A version that is not exactly one more than the last accepted one.",
+                       "Reject (failure class link, KP-16, KP-20)."),
+    "WrongChangeType": Flag("A change type the stored state does not allow: initial over a "
+                            "history, rotation or reset with no history, rotation after a "
+                            "deletion.", "Reject (failure class link, KP-15, KP-18)."),
+    "UnsignedDeletion": Flag("A deletion not signed by the live record's key, or altered.",
+                             "Reject (failure class signature, KP-19)."),
 }
 
 NOTES_FXAKEYS: dict[str, Flag] = {
@@ -168,6 +190,8 @@ class Base:
     method: str
     comment: str
     password: str | None = None
+    change: str = kp.CHANGE_INITIAL
+    previous: str | None = None  # the base whose keys a rotation is signed with
 
 
 BASES = (
@@ -175,11 +199,16 @@ BASES = (
          "a first publication under the application key"),
     Base("app-key-1", "Az09._~-" * 8, "5901bd09376fe0e9", kp.MAX_KEY_VERSION, APP,
          "a 64-character user_id using every allowed symbol, a hex-style client_id and the "
-         "largest key_version"),
+         "largest key_version, published as a reset", change=kp.CHANGE_RESET),
     Base("password-0", "carol", "files.example", 7, PASSWORD,
-         "the private keys encrypted under a password key at the producer minimum cost",
-         password="correct horse battery staple"),
+         "the private keys encrypted under a password key at the producer minimum cost, "
+         "published as a reset", password="correct horse battery staple",
+         change=kp.CHANGE_RESET),
+    Base("rotation-0", "alice", "notes.example", 2, APP,
+         "a rotation of app-key-0 to version 2, signed by version 1's Ed25519 key",
+         change=kp.CHANGE_ROTATION, previous="app-key-0"),
 )
+BASES_BY_NAME = {base.name: base for base in BASES}
 
 
 @dataclass(frozen=True)
@@ -194,6 +223,8 @@ class Material:
     stretched: bytes | None
     kek: bytes
     nonce: bytes
+    z: bytes
+    previous: kp.PrivateKeys | None
     sealed: kp.Sealed
 
     @property
@@ -229,11 +260,15 @@ def material(base: Base) -> Material:
         stretched = stretch(base.password, salt, kd.PRODUCER_MINIMUM)
         kek = kd.password_key_from_stretched(stretched, base.user_id, base.client_id)
     nonce = drbg(primitives.GCM_NONCE_LEN)
+    z = drbg(xeddsa.Z_LEN)
+    previous = material(BASES_BY_NAME[base.previous]).private if base.previous else None
     sealed = kp.seal_record(user_id=base.user_id, client_id=base.client_id,
                             key_version=base.key_version, private=private, kek=kek,
-                            kek_spec=kek_spec, nonce=nonce)
+                            kek_spec=kek_spec, nonce=nonce, z=z, change_type=base.change,
+                            previous=previous)
     return Material(base=base, private=private, kb=kb, kek_spec=kek_spec, kek_info=kek_info,
-                    stretched=stretched, kek=kek, nonce=nonce, sealed=sealed)
+                    stretched=stretched, kek=kek, nonce=nonce, z=z, previous=previous,
+                    sealed=sealed)
 
 
 def _method_flag(m: Material) -> str:
@@ -248,19 +283,21 @@ FIELD_PATHS: dict[str, Path] = {
     "x25519": ("public_keys", "x25519"),
     "ed25519": ("public_keys", "ed25519"),
     "signature": ("binding_signature",),
+    "x25519_signature": ("x25519_signature",),
     "nonce": ("encrypted_private_keys", "nonce"),
     "ciphertext": ("encrypted_private_keys", "ciphertext"),
     "salt": ("encrypted_private_keys", "kek", "salt"),
 }
 # The requirement each field's length and encoding rule comes from (besides API-1).
 FIELD_REQUIREMENTS: dict[str, str] = {
-    "x25519": "KP-5", "ed25519": "KP-4", "signature": "KP-4", "nonce": "KP-3",
+    "x25519": "KP-5", "ed25519": "KP-4", "signature": "KP-4", "x25519_signature": "KP-14",
+    "nonce": "KP-3",
     "ciphertext": "KP-3", "salt": "KD-4",
 }
 
 
 def _fields(m: Material) -> list[str]:
-    names = ["x25519", "ed25519", "signature", "nonce", "ciphertext"]
+    names = ["x25519", "ed25519", "signature", "x25519_signature", "nonce", "ciphertext"]
     return [*names, "salt"] if m.base.method == PASSWORD else names
 
 
@@ -299,15 +336,21 @@ def _flip_field(record: dict[str, Any], path: Path, index: int, bit: int = 0) ->
     return _set(record, path, b64url_encode(_flip(data, index, bit)))
 
 
-def _resign(record: dict[str, Any], seed: bytes) -> dict[str, Any]:
-    """Re-make the binding signature over the record's (possibly mutated) context, so
-    the check that rejects is the one the mutation targets, not the signature."""
+def _resign(record: dict[str, Any], seed: bytes, x25519_private: bytes | None = None,
+            z: bytes = bytes(64)) -> dict[str, Any]:
+    """Re-make the binding signature (and with `x25519_private` the XEdDSA signature) over
+    the record's (possibly mutated) context, so the check that rejects is the one the
+    mutation targets, not the signature."""
     keys = kp.PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
                          ed25519=b64url_decode(record["public_keys"]["ed25519"]))
-    message = kp.binding_message(record["user_id"], record["client_id"], record["key_version"],
-                                 keys)
-    return _set(record, ("binding_signature",),
-                b64url_encode(primitives.ed25519_sign(seed, message)))
+    context = (record["user_id"], record["client_id"], record["key_version"], keys,
+               record["change"]["type"])
+    out = _set(record, ("binding_signature",),
+               b64url_encode(primitives.ed25519_sign(seed, kp.binding_message(*context))))
+    if x25519_private is not None:
+        out = _set(out, ("x25519_signature",), b64url_encode(
+            xeddsa.sign(x25519_private, kp.possession_message(*context), z)))
+    return out
 
 
 def _other_version(version: int) -> int:
@@ -378,7 +421,8 @@ def _public_view_case(m: Material, slug: str, comment: str, flags: tuple[str, ..
 
 
 def _validated(m: Material) -> tuple[dict[str, Any], dict[str, Any]]:
-    return ({"signed_message": m.sealed.signed_message},
+    return ({"signed_message": m.sealed.signed_message,
+             "possession_message": m.sealed.possession_message},
             {"key_version": m.base.key_version, "x25519_public": m.sealed.public.x25519,
              "ed25519_public": m.sealed.public.ed25519})
 
@@ -398,21 +442,30 @@ def _positives(m: Material) -> list[Case]:
     seal = Case(
         id=f"kp-v1-{base.name}/seal", comment=f"seal: {base.comment}",
         flags=(_method_flag(m), "Valid"),
-        requirements=("KP-1", "KP-2", "KP-3", "KP-4", "KD-3" if base.method == APP else "KD-6"),
+        requirements=("KP-1", "KP-2", "KP-3", "KP-4", "KP-14", "KP-15",
+                      *(("KP-17",) if base.change == kp.CHANGE_ROTATION else ()),
+                      "KD-3" if base.method == APP else "KD-6"),
         operation=OP_SEAL,
         inputs={"user_id": base.user_id, "client_id": base.client_id,
                 "key_version": base.key_version, "x25519_private": m.private.x25519,
-                "ed25519_seed": m.private.ed25519_seed, "kek": kek_input, "nonce": m.nonce},
+                "ed25519_seed": m.private.ed25519_seed, "kek": kek_input, "nonce": m.nonce,
+                "z": m.z, "change_type": base.change,
+                "previous_x25519_private": m.previous.x25519 if m.previous else None,
+                "previous_ed25519_seed": m.previous.ed25519_seed if m.previous else None},
         intermediates={"kek_info": m.kek_info, "stretched": m.stretched, "kek": m.kek,
                        "x25519_public": sealed.public.x25519,
                        "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
                        "aad": sealed.aad, "ciphertext": sealed.ciphertext,
-                       "signed_message": sealed.signed_message, "signature": sealed.signature},
+                       "signed_message": sealed.signed_message, "signature": sealed.signature,
+                       "possession_message": sealed.possession_message,
+                       "x25519_signature": sealed.x25519_signature,
+                       "rotation_message": sealed.rotation_message,
+                       "rotation_signature": sealed.rotation_signature},
         outputs={"record": m.record, "public_view": kp.public_view(m.record)})
     intermediates, outputs = _validated(m)
     validate = Case(
         id=f"kp-v1-{base.name}/validate", comment=f"a server accepts the record of {base.name}",
-        flags=(_method_flag(m), "Valid"), requirements=("KP-5", "KP-6", "KP-7"),
+        flags=(_method_flag(m), "Valid"), requirements=("KP-5", "KP-6", "KP-7", "KP-14"),
         operation=OP_VALIDATE,
         inputs={"record": m.record, "user_id": base.user_id, "client_id": base.client_id},
         intermediates=intermediates, outputs=outputs)
@@ -445,6 +498,10 @@ def _bitflips(m: Material) -> list[Case]:
          ("KP-6", "KP-4"), SIG_REJECT),
         ("signature-last", "signature", "bit 0 of the last byte of the signature (S)", 63, 0,
          ("KP-6", "KP-4"), SIG_REJECT),
+        ("x25519-signature-first", "x25519_signature", "bit 0 of the first byte of the "
+         "XEdDSA signature (R)", 0, 0, ("KP-14",), SIG_REJECT),
+        ("x25519-signature-last", "x25519_signature", "bit 0 of the last byte of the XEdDSA "
+         "signature (S)", 63, 0, ("KP-14",), SIG_REJECT),
     ]
     cases = []
     for slug, name, what, index, bit, reqs, failure in specs:
@@ -500,6 +557,34 @@ def _relabelled(m: Material) -> list[Case]:
         _validate_case(m, "relabel-version", f"record key_version changed to {other_version}",
                        ("Relabelled",), ("KP-6", "KP-4"), SIG_REJECT,
                        _set(rec, ("key_version",), other_version)),
+    ]
+
+
+def _possession(m: Material) -> list[Case]:
+    """KP-14 and KP-15: the X25519 key is proven by its own signature, and the change type
+    is signed."""
+    rec, seed = m.record, m.private.ed25519_seed
+    other = kp.generate_private_keys(m.drbg("other-x25519"))
+    lifted = _set(rec, FIELD_PATHS["x25519"], b64url_encode(kp.public_keys_of(other).x25519))
+    other_type = kp.CHANGE_INITIAL if m.base.change != kp.CHANGE_INITIAL else kp.CHANGE_RESET
+    retyped = _set(rec, ("change",), {"type": other_type})
+    return [
+        _validate_case(m, "x25519-signature-other-key", "the XEdDSA signature is made by "
+                       "another X25519 key over the record's own context", ("WrongKey",),
+                       ("KP-14",), SIG_REJECT,
+                       _set(rec, FIELD_PATHS["x25519_signature"], b64url_encode(
+                           xeddsa.sign(other.x25519, m.sealed.possession_message,
+                                       m.drbg("other-z")(64))))),
+        _validate_case(m, "x25519-key-lifted", "someone else's X25519 public key under this "
+                       "record's name: the binding signature is re-made by the record's "
+                       "Ed25519 key, but nobody here can make the XEdDSA signature",
+                       ("Relabelled",), ("KP-14",), SIG_REJECT, _resign(lifted, seed)),
+        _validate_case(m, "change-type-relabelled", f"change.type rewritten to {other_type} "
+                       "(as a server turning a rotation into a reset would)", ("Relabelled",),
+                       ("KP-15", "KP-4", "KP-6"), SIG_REJECT, retyped),
+        _validate_case(m, "change-type-unknown", "change.type is \"revoke\"", ("BadValue",),
+                       ("KP-15",), Failure("decode", STEP_CHECKS),
+                       _set(rec, ("change",), {"type": "revoke"})),
     ]
 
 
@@ -714,6 +799,10 @@ def _open_negatives(m: Material) -> list[Case]:
     rec, base = m.record, m.base
     nonce, ct = FIELD_PATHS["nonce"], FIELD_PATHS["ciphertext"]
     seed = m.private.ed25519_seed
+
+    def resigned(record: dict[str, Any]) -> dict[str, Any]:
+        return _resign(record, seed, m.private.x25519, m.z)
+
     other_version = _other_version(base.key_version)
     cases = [
         _open_case(m, "bitflip-nonce-first", "flips bit 0 of the first nonce byte",
@@ -749,14 +838,14 @@ def _open_negatives(m: Material) -> list[Case]:
                    Failure("binding", STEP_CHECKS), rec, key_version=other_version),
         _open_case(m, "rebound-user", f"re-signed for user {OTHER_USER!r} over the same "
                    "ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
-                   _resign(_set(rec, ("user_id",), OTHER_USER), seed), user_id=OTHER_USER),
+                   resigned(_set(rec, ("user_id",), OTHER_USER)), user_id=OTHER_USER),
         _open_case(m, "rebound-client", f"re-signed for application {OTHER_CLIENT!r} over the "
                    "same ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
-                   _resign(_set(rec, ("client_id",), OTHER_CLIENT), seed),
+                   resigned(_set(rec, ("client_id",), OTHER_CLIENT)),
                    client_id=OTHER_CLIENT),
         _open_case(m, "rebound-version", f"re-signed for key_version {other_version} over the "
                    "same ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
-                   _resign(_set(rec, ("key_version",), other_version), seed),
+                   resigned(_set(rec, ("key_version",), other_version)),
                    key_version=other_version),
         _open_case(m, "mismatched-private-keys", "the ciphertext is honestly encrypted under "
                    "the KEK with the record's AAD, but holds other private keys",
@@ -790,10 +879,8 @@ def _public_view_negatives(m: Material) -> list[Case]:
 
 def _replacement_cases() -> list[Case]:
     specs: list[tuple[str, str, int | None, int, bool]] = [
-        ("first-publication", "no stored record: any version is accepted", None, 1, True),
+        ("first-publication", "no stored record: version 1 is not a replay", None, 1, True),
         ("increase", "version 2 replaces version 1", 1, 2, True),
-        ("skip-ahead", "versions may skip: 4294967295 replaces 7", 7, kp.MAX_KEY_VERSION,
-         True),
         ("equal", "the stored version again: a replay", 1, 1, False),
         ("decrease", "an older version: a rollback", 5, 4, False),
         ("reset-after-maximum", "version 1 after the largest version", kp.MAX_KEY_VERSION, 1,
@@ -810,18 +897,233 @@ def _replacement_cases() -> list[Case]:
     ]
 
 
+# --- step 11: continuity -----------------------------------------------------------------------
+
+CHAIN_USER, CHAIN_CLIENT = "dave", "chat.example"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One record of the continuity chain: its keys and its public view."""
+
+    key_version: int
+    private: kp.PrivateKeys
+    view: dict[str, Any]
+
+    @property
+    def public(self) -> kp.PublicKeys:
+        return kp.public_keys_of(self.private)
+
+    def state_entry(self) -> dict[str, Any]:
+        return {"key_version": self.key_version, "x25519": self.public.x25519,
+                "ed25519": self.public.ed25519}
+
+
+def _link(version: int, private: kp.PrivateKeys, change: str,
+          previous: kp.PrivateKeys | None, label: str) -> Link:
+    drbg = Drbg(f"{FLOW}/v1/chain/{label}/seal")
+    kb = drbg(kd.KB_LEN)
+    sealed = kp.seal_record(user_id=CHAIN_USER, client_id=CHAIN_CLIENT, key_version=version,
+                            private=private, kek=kd.application_key(kb, CHAIN_CLIENT),
+                            kek_spec=kp.KekSpec(method=APP),
+                            nonce=drbg(primitives.GCM_NONCE_LEN), z=drbg(xeddsa.Z_LEN),
+                            change_type=change, previous=previous)
+    return Link(version, private, kp.public_view(sealed.record))
+
+
+@cache
+def chain() -> tuple[Link, ...]:
+    """Versions 1 (initial), 2 and 3 (rotations), 4 (a reset): keys from
+    Drbg('keypair-publication/v1/chain/v<n>')."""
+    keys = [kp.generate_private_keys(Drbg(f"{FLOW}/v1/chain/v{n}")) for n in range(1, 5)]
+    changes = (kp.CHANGE_INITIAL, kp.CHANGE_ROTATION, kp.CHANGE_ROTATION, kp.CHANGE_RESET)
+    return tuple(_link(n + 1, keys[n], changes[n],
+                       keys[n - 1] if changes[n] == kp.CHANGE_ROTATION else None, f"v{n + 1}")
+                 for n in range(4))
+
+
+def _forged_rotation(version: int, private: kp.PrivateKeys, signer: kp.PrivateKeys,
+                     named: kp.Predecessor, label: str) -> dict[str, Any]:
+    """A well-formed rotation to `version` whose hand-over names `named` as the replaced
+    version but is signed by `signer`."""
+    view = _link(version, private, kp.CHANGE_ROTATION, signer, label).view
+    message = kp.rotation_message(CHAIN_USER, CHAIN_CLIENT, named, version,
+                                  kp.public_keys_of(private))
+    return _set(view, ("change", "signature"),
+                b64url_encode(primitives.ed25519_sign(signer.ed25519_seed, message)))
+
+
+def _retyped(link: Link, change: str) -> dict[str, Any]:
+    """The link's view with another change type, both signatures re-made over it."""
+    view = _set(link.view, ("change",), {"type": change})
+    return _resign(view, link.private.ed25519_seed, link.private.x25519,
+                   Drbg(f"{FLOW}/v1/chain/retyped/{change}")(xeddsa.Z_LEN))
+
+
+def _change_case(slug: str, comment: str, flags: tuple[str, ...],
+                 requirements: tuple[str, ...], live: Link | None, deleted: int | None,
+                 view: dict[str, Any], failure: Failure | None) -> Case:
+    intermediates: dict[str, Any] = {}
+    if failure is None and live is not None and view["change"]["type"] == kp.CHANGE_ROTATION:
+        record = kp.parse_record(view, public_only=True)
+        intermediates = {"rotation_message": kp.rotation_message(
+            CHAIN_USER, CHAIN_CLIENT, kp.Predecessor(live.key_version, live.public),
+            record.key_version, record.public_keys)}
+    return Case(id=f"kp-v1-change/{slug}", comment=comment, flags=flags,
+                requirements=requirements, operation=OP_CHANGE,
+                inputs={"user_id": CHAIN_USER, "client_id": CHAIN_CLIENT,
+                        "state": {"live": live.state_entry() if live else None,
+                                  "deleted_version": deleted},
+                        "record": view},
+                intermediates=intermediates, failure=failure)
+
+
+def _change_cases() -> list[Case]:
+    v1, v2, v3, v4 = chain()
+    mallory = kp.generate_private_keys(Drbg(f"{FLOW}/v1/chain/mallory"))
+    link = Failure("link", STEP_CONTINUITY)
+    sig = Failure("signature", STEP_CONTINUITY)
+    replay = Failure("replay", STEP_SERVER)
+    stale = _forged_rotation(3, v3.private, v1.private, kp.Predecessor(2, v2.public), "stale")
+    other_user = _forged_rotation(2, v2.private, mallory, kp.Predecessor(1, v1.public),
+                                  "mallory")
+    self_signed = _forged_rotation(2, v2.private, v2.private, kp.Predecessor(1, v1.public),
+                                   "self")
+    other_previous = _forged_rotation(2, v2.private, v1.private,
+                                      kp.Predecessor(1, kp.public_keys_of(mallory)), "named")
+    rotation = ("KP-15", "KP-16", "KP-17")
+    return [
+        _change_case("initial-first", "the first record of an application, initial", (
+            "Valid",), ("KP-15", "KP-16"), None, None, v1.view, None),
+        _change_case("rotation-next", "version 2 over live version 1, signed by version 1's "
+                     "key", ("Valid", "Rotation"), rotation, v1, None, v2.view, None),
+        _change_case("rotation-third", "version 3 over live version 2", ("Valid", "Rotation"),
+                     rotation, v2, None, v3.view, None),
+        _change_case("reset-over-live", "a reset to version 4 over live version 3 (the owner "
+                     "lost version 3's keys)", ("Valid", "Reset"), ("KP-15", "KP-18"), v3, None,
+                     v4.view, None),
+        _change_case("reset-after-deletion", "a reset to version 4 after version 3 was deleted",
+                     ("Valid", "Reset"), ("KP-15", "KP-18"), None, 3, v4.view, None),
+        _change_case("replay-equal", "the live version 2 again", ("Replay",), ("KP-8",), v2,
+                     None, v2.view, replay),
+        _change_case("replay-older", "the signed rotation to version 2 replayed over version 3 "
+                     "(a rollback)", ("Replay", "Rotation"), ("KP-8",), v3, None, v2.view, replay),
+        _change_case("replay-deleted", "the rotation to version 2 after version 2 was deleted",
+                     ("Replay",), ("KP-8",), None, 2, v2.view, replay),
+        _change_case("gap", "a rotation to version 3 over live version 1", ("VersionGap",),
+                     ("KP-16",), v1, None, v3.view, link),
+        _change_case("gap-first", "version 4 as the first record", ("VersionGap",), ("KP-16",),
+                     None, None, v4.view, link),
+        _change_case("initial-over-live", "version 2 marked initial over live version 1",
+                     ("WrongChangeType",), ("KP-15",), v1, None, _retyped(v2, kp.CHANGE_INITIAL),
+                     link),
+        _change_case("reset-as-first", "version 1 marked reset with no history",
+                     ("WrongChangeType",), ("KP-15",), None, None,
+                     _retyped(v1, kp.CHANGE_RESET), link),
+        _change_case("rotation-after-deletion", "a rotation to version 2 after version 1 was "
+                     "deleted: nothing live to rotate from", ("WrongChangeType",),
+                     ("KP-18",), None, 1, v2.view, link),
+        _change_case("rotation-other-users-key", "a rotation to version 2 signed by another "
+                     "user's key", ("UnsignedChange",), ("KP-17",), v1, None, other_user, sig),
+        _change_case("rotation-stale-key", "a rotation to version 3 naming version 2 but "
+                     "signed by version 1's key", ("UnsignedChange",), ("KP-17",), v2, None,
+                     stale, sig),
+        _change_case("rotation-self-signed", "a rotation to version 2 signed by its own new "
+                     "key", ("UnsignedChange",), ("KP-17",), v1, None, self_signed, sig),
+        _change_case("rotation-other-previous-keys", "version 1's key signs a hand-over naming "
+                     "other previous keys than the live ones", ("UnsignedChange",), ("KP-17",),
+                     v1, None, other_previous, sig),
+        _change_case("rotation-signature-bitflip", "bit 0 of the first byte of the rotation "
+                     "signature flipped", ("UnsignedChange", "BitFlip"), ("KP-17",), v1, None,
+                     _flip_field(v2.view, ("change", "signature"), 0), sig),
+    ]
+
+
+def _deletion_case(slug: str, comment: str, flags: tuple[str, ...],
+                   requirements: tuple[str, ...], live: Link, deletion: Any,
+                   failure: Failure | None) -> Case:
+    intermediates: dict[str, Any] = {}
+    if failure is None:
+        intermediates = {"deletion_message": kp.deletion_message(
+            CHAIN_USER, CHAIN_CLIENT, live.key_version, live.public)}
+    return Case(id=f"kp-v1-deletion/{slug}", comment=comment, flags=flags,
+                requirements=requirements, operation=OP_DELETION,
+                inputs={"user_id": CHAIN_USER, "client_id": CHAIN_CLIENT,
+                        "live": live.state_entry(), "deletion": deletion},
+                intermediates=intermediates, failure=failure)
+
+
+def _deletion_cases() -> list[Case]:
+    v1, v2, _, _ = chain()
+    signed = kp.sign_deletion(user_id=CHAIN_USER, client_id=CHAIN_CLIENT, key_version=2,
+                              private=v2.private)
+    sig = Failure("signature", STEP_CONTINUITY)
+    return [
+        _deletion_case("signed", "version 2 deleted with its own key", ("Valid",),
+                       ("KP-19",), v2, signed, None),
+        _deletion_case("other-key", "signed by version 1's key", ("UnsignedDeletion",),
+                       ("KP-19",), v2, kp.sign_deletion(user_id=CHAIN_USER,
+                                                        client_id=CHAIN_CLIENT, key_version=2,
+                                                        private=v1.private), sig),
+        _deletion_case("bitflip-signature", "bit 0 of the first signature byte flipped",
+                       ("UnsignedDeletion", "BitFlip"), ("KP-19",), v2,
+                       _flip_field(signed, ("signature",), 0), sig),
+        _deletion_case("stale-version", "version 1's signed deletion replayed while version 2 "
+                       "is live", ("Replay",), ("KP-19",), v2,
+                       kp.sign_deletion(user_id=CHAIN_USER, client_id=CHAIN_CLIENT,
+                                        key_version=1, private=v1.private),
+                       Failure("replay", STEP_CONTINUITY)),
+        _deletion_case("missing-signature", "no signature member", ("MissingMember",),
+                       ("KP-19", "API-6"), v2, _delete(signed, ("signature",)),
+                       Failure("decode", STEP_CONTINUITY)),
+    ]
+
+
+def _history_case(slug: str, comment: str, flags: tuple[str, ...],
+                  requirements: tuple[str, ...], pinned: Link, later: list[dict[str, Any]],
+                  failure: Failure | None, outputs: dict[str, Any] | None = None) -> Case:
+    return Case(id=f"kp-v1-history/{slug}", comment=comment, flags=flags,
+                requirements=requirements, operation=OP_HISTORY,
+                inputs={"user_id": CHAIN_USER, "client_id": CHAIN_CLIENT,
+                        "pinned": pinned.state_entry(), "later": later},
+                outputs=outputs or {}, failure=failure)
+
+
+def _history_cases() -> list[Case]:
+    v1, v2, v3, v4 = chain()
+    mallory = kp.generate_private_keys(Drbg(f"{FLOW}/v1/chain/mallory"))
+    planted = _forged_rotation(2, v2.private, mallory, kp.Predecessor(1, v1.public), "mallory")
+    return [
+        _history_case("rotations", "pinned version 1 follows two rotations to version 3",
+                      ("Valid", "Rotation"), ("KP-20", "KP-17"), v1, [v2.view, v3.view], None,
+                      {"latest_version": 3, "resets": []}),
+        _history_case("with-reset", "pinned version 2 follows a rotation and a reset: the "
+                      "reset is reported", ("Valid", "Reset"), ("KP-20", "KP-18"), v2,
+                      [v3.view, v4.view], None, {"latest_version": 4, "resets": [4]}),
+        _history_case("gap", "pinned version 1 is shown version 3 only", ("VersionGap",),
+                      ("KP-20",), v1, [v3.view], Failure("link", STEP_CONTINUITY)),
+        _history_case("substituted", "pinned version 1 is shown a version 2 signed by another "
+                      "user's key", ("UnsignedChange",), ("KP-20", "KP-17"), v1, [planted],
+                      Failure("signature", STEP_CONTINUITY)),
+        _history_case("initial-in-between", "pinned version 1 is shown a version 2 marked "
+                      "initial", ("WrongChangeType",), ("KP-20",), v1,
+                      [_retyped(v2, kp.CHANGE_INITIAL)], Failure("link", STEP_CONTINUITY)),
+    ]
+
+
 def _v1_cases() -> list[Case]:
     materials = [material(base) for base in BASES]
     cases: list[Case] = []
     for m in materials:
         cases += _positives(m)
     for m in materials:
-        for family in (_bitflips, _strict_ed25519, _relabelled, _foreign_path, _points,
-                       _swapped, _lengths,
+        for family in (_bitflips, _strict_ed25519, _possession, _relabelled, _foreign_path,
+                       _points, _swapped, _lengths,
                        _encodings, _structure, _bad_values, _params, _open_negatives,
                        _public_view_negatives):
             cases += family(m)
-    return cases + _replacement_cases()
+    return cases + _replacement_cases() + _change_cases() + _deletion_cases() + \
+        _history_cases()
 
 
 # --- fxakeys --------------------------------------------------------------------------------------
@@ -934,9 +1236,12 @@ def generate() -> list[VectorFile]:
         VectorFile(schema_name=FLOW, flow=FLOW, profile="v1",
                    source_labels=(f"Drbg('{FLOW}/v1/<base case>') draws x25519_private (32), "
                                   "ed25519_seed (32), then kB (32) or the salt (16), then the "
-                                  "nonce (12); a mutation needing bytes draws from "
-                                  "'<label>/<mutation>' (extra-byte, wrong-kb, "
-                                  "mismatched-private-keys)"),
+                                  "nonce (12), then the XEdDSA Z (64); a mutation needing "
+                                  "bytes draws from '<label>/<mutation>' (extra-byte, "
+                                  "wrong-kb, mismatched-private-keys, other-x25519, other-z); "
+                                  f"the continuity chain's keys come from "
+                                  f"Drbg('{FLOW}/v1/chain/v<n>') and each record's kB, nonce "
+                                  f"and Z from Drbg('{FLOW}/v1/chain/<label>/seal')"),
                    notes=NOTES_V1, cases=_v1_cases()),
         VectorFile(schema_name=f"{FLOW}.fxakeys", flow=FLOW, profile="fxakeys",
                    source_labels=(f"Drbg('{FLOW}/fxakeys/<base case>') draws kbr (32), the "
@@ -965,16 +1270,26 @@ def _verify_seal(case: Mapping[str, Any]) -> Outcome:
         kek_info = kd.password_key_info(user_id, client_id)
         stretched = stretch(kek_in["password"], kek_spec.salt, params)
         kek = kd.password_key_from_stretched(stretched, user_id, client_id)
+    previous = None
+    if inputs["previous_ed25519_seed"] is not None:
+        previous = kp.PrivateKeys(
+            x25519=hx(inputs["previous_x25519_private"], "previous_x25519_private"),
+            ed25519_seed=hx(inputs["previous_ed25519_seed"], "previous_ed25519_seed"))
     sealed = kp.seal_record(user_id=user_id, client_id=client_id, key_version=version,
                             private=private, kek=kek, kek_spec=kek_spec,
-                            nonce=hx(inputs["nonce"], "nonce"))
+                            nonce=hx(inputs["nonce"], "nonce"), z=hx(inputs["z"], "z"),
+                            change_type=inputs["change_type"], previous=previous)
     outcome = compare(
         case,
         intermediates={"kek_info": kek_info, "stretched": stretched, "kek": kek,
                        "x25519_public": sealed.public.x25519,
                        "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
                        "aad": sealed.aad, "ciphertext": sealed.ciphertext,
-                       "signed_message": sealed.signed_message, "signature": sealed.signature},
+                       "signed_message": sealed.signed_message, "signature": sealed.signature,
+                       "possession_message": sealed.possession_message,
+                       "x25519_signature": sealed.x25519_signature,
+                       "rotation_message": sealed.rotation_message,
+                       "rotation_signature": sealed.rotation_signature},
         outputs={"record": sealed.record, "public_view": kp.public_view(sealed.record)})
     if not outcome.agreed:
         return outcome
@@ -992,8 +1307,9 @@ def _verify_seal(case: Mapping[str, Any]) -> Outcome:
 
 def _validated_view(record: kp.Record, user_id: str, client_id: str
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
-    message = kp.binding_message(user_id, client_id, record.key_version, record.public_keys)
-    return ({"signed_message": message},
+    context = (user_id, client_id, record.key_version, record.public_keys, record.change.type)
+    return ({"signed_message": kp.binding_message(*context),
+             "possession_message": kp.possession_message(*context)},
             {"key_version": record.key_version, "x25519_public": record.public_keys.x25519,
              "ed25519_public": record.public_keys.ed25519})
 
@@ -1052,6 +1368,59 @@ def _verify_replacement(case: Mapping[str, Any]) -> Outcome:
     return compare(case, intermediates={}, outputs={})
 
 
+def _predecessor(entry: Mapping[str, Any]) -> kp.Predecessor:
+    return kp.Predecessor(key_version=entry["key_version"], public_keys=kp.PublicKeys(
+        x25519=hx(entry["x25519"], "x25519"), ed25519=hx(entry["ed25519"], "ed25519")))
+
+
+def _verify_change(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    state_in = inputs["state"]
+    live = None if state_in["live"] is None else _predecessor(state_in["live"])
+    state = kp.StoredState(live=live, deleted_version=state_in["deleted_version"])
+    record = kp.validate_public_view(inputs["record"], user_id=inputs["user_id"],
+                                     client_id=inputs["client_id"])
+    if case["result"] == "invalid":
+        return expect_rejection(case, lambda: kp.check_change(state, record))
+    kp.check_change(state, record)
+    intermediates: dict[str, Any] = {}
+    if live is not None and record.change.type == kp.CHANGE_ROTATION:
+        intermediates = {"rotation_message": kp.rotation_message(
+            record.user_id, record.client_id, live, record.key_version, record.public_keys)}
+    return compare(case, intermediates=intermediates, outputs={})
+
+
+def _verify_deletion(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    live = _predecessor(inputs["live"])
+
+    def check() -> None:
+        kp.check_deletion(live, kp.parse_deletion(inputs["deletion"]),
+                          user_id=inputs["user_id"], client_id=inputs["client_id"])
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, check)
+    check()
+    return compare(case, intermediates={"deletion_message": kp.deletion_message(
+        inputs["user_id"], inputs["client_id"], live.key_version, live.public_keys)})
+
+
+def _verify_history(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+
+    def follow() -> kp.History:
+        views = [kp.validate_public_view(view, user_id=inputs["user_id"],
+                                         client_id=inputs["client_id"])
+                 for view in inputs["later"]]
+        return kp.follow_history(_predecessor(inputs["pinned"]), views)
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, follow)
+    history = follow()
+    return compare(case, outputs={"latest_version": history.latest.key_version,
+                                  "resets": list(history.resets)})
+
+
 def _verify_fxa_seal(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
     kbr, nonce = hx(inputs["kbr"], "kbr"), hx(inputs["nonce"], "nonce")
@@ -1084,6 +1453,9 @@ _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
     ("v1", OP_PUBLIC_VIEW): _verify_public_view,
     ("v1", OP_OPEN): _verify_open,
     ("v1", OP_REPLACEMENT): _verify_replacement,
+    ("v1", OP_CHANGE): _verify_change,
+    ("v1", OP_DELETION): _verify_deletion,
+    ("v1", OP_HISTORY): _verify_history,
     ("fxakeys", OP_FXA_SEAL): _verify_fxa_seal,
     ("fxakeys", OP_FXA_OPEN): _verify_fxa_open,
 }

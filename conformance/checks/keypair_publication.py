@@ -78,22 +78,22 @@ def fetch_absent(t: Probe) -> None:
                       what="GET the public keys of a record never published")
 
 
-@check("keypair-publication/replace/higher-version", requirements=("KP-8", "KP-9"))
+@check("keypair-publication/replace/higher-version", requirements=("KP-8", "KP-9", "KP-17"))
 def replace_higher(t: Probe) -> None:
-    """A record with a higher key_version replaces the stored one: 200, and every
-    endpoint serves the new version."""
+    """A rotation to the next key_version, signed by the replaced key, replaces the stored
+    record: 200, and every endpoint serves the new version."""
     user = t.user("replace")
-    t.publish(user, CLIENT, 1)
-    newer = seal_with_application_key(user.user_id, CLIENT, 5)
+    first = t.publish(user, CLIENT, 1)
+    newer = seal_with_application_key(user.user_id, CLIENT, 2, previous=first)
     exchange = t.put_keypair(user.user_id, CLIENT, newer.record, token=user.token)
-    t.expect_status(exchange, 200, what="PUT key_version 5 over key_version 1")
+    t.expect_status(exchange, 200, what="PUT a rotation to key_version 2 over key_version 1")
     expect_same_record(t, exchange, newer.record, what="the body of the 200")
     expect_stored(t, user, CLIENT, newer.record, what="GET after the replacement")
     exchange = t.get_public_keys(user.user_id, CLIENT)
     t.expect_status(exchange, 200, what="GET public keys after the replacement")
     expect_same_record(t, exchange, public_view(newer.record),
                        what="GET public keys after the replacement")
-    expect_listed(t, user.user_id, [(CLIENT, 5)])
+    expect_listed(t, user.user_id, [(CLIENT, 2)])
 
 
 def expect_refused_replay(t: Probe, user: User, record: dict[str, Any], stored: dict[str, Any],
@@ -148,7 +148,7 @@ def refused_changes_nothing(t: Probe) -> None:
     """A refused publication neither changes the record nor uses up its key_version."""
     user = t.user("atomic")
     stored = t.publish(user, CLIENT, 1)
-    attempt = seal_with_application_key(user.user_id, CLIENT, 2)
+    attempt = seal_with_application_key(user.user_id, CLIENT, 2, previous=stored)
     forged = mutated(attempt.record, "binding_signature", flip_bit(
         attempt.record["binding_signature"]))
     exchange = t.put_keypair(user.user_id, CLIENT, forged, token=user.token)
@@ -180,7 +180,7 @@ def delete_then_gone(t: Probe) -> None:
 @check("keypair-publication/delete/deleted-version-replay-refused", requirements=("KP-8",))
 def deleted_version_replay(t: Probe) -> None:
     """After a delete, the deleted record and any key_version up to it are refused (409);
-    a higher one is accepted."""
+    the next one, a reset, is accepted."""
     user = t.user("tombstone")
     deleted = t.publish(user, CLIENT, 3)
     exchange = t.delete_keypair(user.user_id, CLIENT, token=user.token)
@@ -193,12 +193,15 @@ def deleted_version_replay(t: Probe) -> None:
         expect_absent(t, user, CLIENT, what=f"GET after: {what}")
     newer = seal_with_application_key(user.user_id, CLIENT, 4)
     exchange = t.put_keypair(user.user_id, CLIENT, newer.record, token=user.token)
-    t.expect_status(exchange, 201, what="PUT key_version 4 after key_version 3 was deleted")
+    t.expect_status(exchange, 201, what="PUT a reset to key_version 4 after key_version 3 "
+                                        "was deleted")
 
 
-@check("keypair-publication/publish/key-version-range", requirements=("KP-8",))
+@check("keypair-publication/publish/key-version-range", requirements=("KP-8", "KP-16"))
 def key_version_range(t: Probe) -> None:
-    """key_version outside 1..2^32-1 is refused with 400; 2^32-1 itself is accepted."""
+    """key_version outside 1..2^32-1 is refused with 400; 2^32-1 as the first record of
+    an application is refused with 422 (link): versions are never skipped, so no single
+    request exhausts them and locks the owner out."""
     user = t.user("versions")
     for i, version in enumerate((0, -1, MAX_KEY_VERSION + 1)):
         client_id = f"version-{i}"
@@ -208,7 +211,9 @@ def key_version_range(t: Probe) -> None:
         t.expect_rejected(exchange, 400, what=f"PUT key_version {version}")
     top = seal_with_application_key(user.user_id, "version-max", MAX_KEY_VERSION)
     exchange = t.put_keypair(user.user_id, "version-max", top.record, token=user.token)
-    t.expect_status(exchange, 201, what=f"PUT key_version {MAX_KEY_VERSION}")
+    t.expect_rejected(exchange, 422, what=f"PUT key_version {MAX_KEY_VERSION} as a first "
+                                          "record", failure_class="link")
+    t.publish(user, "version-max")
 
 
 @check("keypair-publication/storage/records-independent", requirements=("KP-9", "KP-12"))

@@ -203,8 +203,8 @@ def current_key(t: Probe) -> None:
     """After the owner replaces the keypair, challenges name the new key_version and are
     sealed to the new X25519 key."""
     who = owner(t, "sc-rotate")
-    newer = seal_with_application_key(who.user_id, who.client_id, 4)
-    t.publish(who.user, who.client_id, 4, sealed=newer)
+    newer = seal_with_application_key(who.user_id, who.client_id, 2, previous=who.sealed)
+    t.publish(who.user, who.client_id, sealed=newer)
     rotated = Owner(user=who.user, client_id=who.client_id, sealed=newer)
     challenge = new_challenge(t, rotated)
     open_token(t, rotated, challenge)

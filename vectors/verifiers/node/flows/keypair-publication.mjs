@@ -8,16 +8,40 @@ import {
   x25519PointProblem, x25519Public,
 } from "../lib/core.mjs";
 import { applicationKey, checkPasswordInputs, passwordKey } from "./key-derivation.mjs";
+import { xeddsaSign, xeddsaVerify } from "../lib/xeddsa.mjs";
 
-const RECORD_MEMBERS = ["user_id", "client_id", "key_version", "public_keys", "binding_signature"];
+const RECORD_MEMBERS = ["user_id", "client_id", "key_version", "public_keys", "change",
+  "binding_signature", "x25519_signature"];
+const CHANGE_TYPES = ["initial", "rotation", "reset"];
 const EPK_MEMBERS = ["aead", "kek", "nonce", "ciphertext"];
 
 // --- the byte strings of the chapter ("Byte strings built by the steps") -----------------
 
 const aadOf = (userId, clientId, keyVersion, method, x, ed) =>
   labelledContext("keypair-record", userId, clientId, u32be(keyVersion), method, x, ed);
-const messageOf = (userId, clientId, keyVersion, x, ed) =>
-  labelledContext("public-keys", userId, clientId, u32be(keyVersion), x, ed);
+const messageOf = (userId, clientId, keyVersion, x, ed, changeType) =>
+  labelledContext("public-keys", userId, clientId, u32be(keyVersion), x, ed, changeType);
+const possessionOf = (userId, clientId, keyVersion, x, ed, changeType) =>
+  labelledContext("x25519-possession", userId, clientId, u32be(keyVersion), x, ed, changeType);
+const rotationOf = (userId, clientId, prev, keyVersion, x, ed) =>
+  labelledContext("keypair-rotation", userId, clientId, u32be(prev.keyVersion), prev.x, prev.ed,
+    u32be(keyVersion), x, ed);
+const deletionOf = (userId, clientId, keyVersion, x, ed) =>
+  labelledContext("keypair-deletion", userId, clientId, u32be(keyVersion), x, ed);
+
+/** The change member (step 11, KP-15). */
+function decodeChange(change, step) {
+  if (!isObject(change) || !("type" in change)) throw new Reject("decode", step, "change is not an object with a type");
+  if (change.type === "rotation") {
+    checkMembers(change, ["type", "signature"], [], step, "change");
+    return { type: "rotation", signature: b64urlExact(change.signature, 64, step, "change.signature") };
+  }
+  if (change.type === "initial" || change.type === "reset") {
+    checkMembers(change, ["type"], [], step, "change");
+    return { type: change.type };
+  }
+  throw new Reject("decode", step, `change.type ${JSON.stringify(change.type)} is not one of ${CHANGE_TYPES}`);
+}
 
 // --- decoding a record or a public view (step 5: every party that receives one) ----------
 
@@ -37,8 +61,10 @@ function decodeRecord(rec, { publicView }) {
   checkMembers(rec.public_keys, ["x25519", "ed25519"], [], step, "public_keys");
   const x = b64urlExact(rec.public_keys.x25519, 32, step, "public_keys.x25519");
   const ed = b64urlExact(rec.public_keys.ed25519, 32, step, "public_keys.ed25519");
+  const change = decodeChange(rec.change, step);
   const signature = b64urlExact(rec.binding_signature, 64, step, "binding_signature");
-  const out = { userId, clientId, keyVersion: kv, x, ed, signature };
+  const xSignature = b64urlExact(rec.x25519_signature, 64, step, "x25519_signature");
+  const out = { userId, clientId, keyVersion: kv, x, ed, change, signature, xSignature };
   if (publicView) return out;
 
   const epk = checkMembers(rec.encrypted_private_keys, EPK_MEMBERS, [], step, "encrypted_private_keys");
@@ -78,11 +104,17 @@ function checkPublicKeys(r, expected, trace, { recordMessage = true } = {}) {
   if (expected.keyVersion !== null && expected.keyVersion !== r.keyVersion) {
     throw new Reject("binding", "5", `key_version ${r.keyVersion}, expected ${expected.keyVersion}`);
   }
-  const message = messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed);
+  const message = messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type);
   if (recordMessage) trace.inter("signed_message", message);
   const verdict = ed25519Strict(r.ed, message, r.signature);
   if (verdict !== "valid") {
     throw new Reject(verdict, "5", `the binding signature does not verify (strict Ed25519: ${verdict})`);
+  }
+  // Step 10 (KP-14): the X25519 key's own XEdDSA signature, after the binding signature.
+  const possession = possessionOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type);
+  if (recordMessage) trace.inter("possession_message", possession);
+  if (!xeddsaVerify(r.x, possession, r.xSignature)) {
+    throw new Reject("signature", "5", "the x25519_signature does not verify");
   }
 }
 
@@ -137,14 +169,32 @@ async function seal(inp, trace) {
   const nonce = fromHex(inp.nonce);
   const ciphertext = trace.inter("ciphertext", aesGcmSeal(kek, nonce, plaintext, aad));
   // Step 4 (KP-4): the binding signature.
-  const message = trace.inter("signed_message", messageOf(userId, clientId, kv, x, ed));
+  const changeType = inp.change_type;
+  const message = trace.inter("signed_message", messageOf(userId, clientId, kv, x, ed, changeType));
   const signature = trace.inter("signature", ed25519Sign(edSeed, message));
+  // Step 10 (KP-14): the XEdDSA signature by the X25519 key, with the case's Z.
+  const possession = trace.inter("possession_message", possessionOf(userId, clientId, kv, x, ed, changeType));
+  const xSignature = trace.inter("x25519_signature", xeddsaSign(xPriv, possession, fromHex(inp.z)));
+  // Step 11 (KP-17): a rotation is signed by the previous Ed25519 key over both key sets.
+  let change = { type: changeType };
+  if (changeType === "rotation") {
+    const prevSeed = fromHex(inp.previous_ed25519_seed);
+    const prev = { keyVersion: kv - 1, x: x25519Public(fromHex(inp.previous_x25519_private)), ed: ed25519Public(prevSeed) };
+    const rotation = trace.inter("rotation_message", rotationOf(userId, clientId, prev, kv, x, ed));
+    const rotationSignature = trace.inter("rotation_signature", ed25519Sign(prevSeed, rotation));
+    change = { type: "rotation", signature: b64urlEncode(rotationSignature) };
+  } else {
+    trace.inter("rotation_message", null);
+    trace.inter("rotation_signature", null);
+  }
   const publicView = {
     user_id: userId,
     client_id: clientId,
     key_version: kv,
     public_keys: { x25519: b64urlEncode(x), ed25519: b64urlEncode(ed) },
+    change,
     binding_signature: b64urlEncode(signature),
+    x25519_signature: b64urlEncode(xSignature),
   };
   trace.out("record", {
     ...publicView,
@@ -203,6 +253,82 @@ async function checkReplacement(inp) {
   }
 }
 
+// --- step 11: continuity (KP-15 .. KP-20) -------------------------------------------------
+
+const entryOf = (e) => ({ keyVersion: e.key_version, x: fromHex(e.x25519), ed: fromHex(e.ed25519) });
+
+/** KP-17: the rotation's hand-over, signed by the key of the version before. */
+function checkRotation(r, prev, trace) {
+  if (r.change.type !== "rotation") throw new Reject("link", "11", `a ${r.change.type} is not a rotation`);
+  if (prev.keyVersion + 1 !== r.keyVersion) throw new Reject("link", "11", `${r.keyVersion} does not follow ${prev.keyVersion}`);
+  const message = rotationOf(r.userId, r.clientId, prev, r.keyVersion, r.x, r.ed);
+  if (trace) trace.inter("rotation_message", message);
+  if (!ed25519Verify(prev.ed, message, r.change.signature)) {
+    throw new Reject("signature", "11", "the rotation is not signed by the replaced key");
+  }
+}
+
+function verifiedView(view, userId, clientId) {
+  const r = decodeRecord(view, { publicView: true });
+  checkPublicKeys(r, { userId, clientId, keyVersion: null }, null, { recordMessage: false });
+  return r;
+}
+
+/** Step 11 on the key server: the record against the stored state, in the chapter's order:
+ * replay (KP-8), the next version (KP-16), the change type (KP-15, KP-18), the rotation's
+ * signature (KP-17). */
+async function checkChange(inp, trace) {
+  const r = verifiedView(inp.record, inp.user_id, inp.client_id);
+  const live = inp.state.live ? entryOf(inp.state.live) : null;
+  const floor = Math.max(live ? live.keyVersion : 0, inp.state.deleted_version ?? 0);
+  if (floor > 0 && r.keyVersion <= floor) throw new Reject("replay", "6", `key_version ${r.keyVersion} is not above ${floor}`);
+  if (r.keyVersion !== floor + 1) throw new Reject("link", "11", `key_version ${r.keyVersion} is not ${floor + 1}`);
+  const type = r.change.type;
+  if (floor === 0) {
+    if (type !== "initial") throw new Reject("link", "11", `a first record is initial, not ${type}`);
+    return;
+  }
+  if (type === "initial") throw new Reject("link", "11", "a record with a history is not initial");
+  if (!live) {
+    if (type !== "reset") throw new Reject("link", "11", "after a deletion only a reset");
+    return;
+  }
+  if (type === "rotation") checkRotation(r, live, trace);
+}
+
+/** Step 11 (KP-19): the deletion names the live version and is signed by its key. */
+async function checkDeletion(inp, trace) {
+  const live = entryOf(inp.live);
+  const del = checkMembers(inp.deletion, ["key_version", "signature"], [], "11", "deletion");
+  if (!isInteger(del.key_version) || del.key_version < 1 || del.key_version > 0xffffffff) {
+    throw new Reject("decode", "11", "deletion.key_version is not an integer 1..2^32-1");
+  }
+  const signature = b64urlExact(del.signature, 64, "11", "deletion.signature");
+  if (del.key_version !== live.keyVersion) throw new Reject("replay", "11", `the deletion names ${del.key_version}, live is ${live.keyVersion}`);
+  const message = trace.inter("deletion_message", deletionOf(inp.user_id, inp.client_id, live.keyVersion, live.x, live.ed));
+  if (!ed25519Verify(live.ed, message, signature)) throw new Reject("signature", "11", "the deletion is not signed by the live key");
+}
+
+/** Step 11 (KP-20): from a pinned version through each later public view; resets are
+ * reported, never silently accepted. */
+async function followHistory(inp, trace) {
+  let prev = entryOf(inp.pinned);
+  const resets = [];
+  let latest = null;
+  for (const view of inp.later) {
+    const r = verifiedView(view, inp.user_id, inp.client_id);
+    if (r.keyVersion !== prev.keyVersion + 1) throw new Reject("link", "11", `${r.keyVersion} does not follow ${prev.keyVersion}`);
+    if (r.change.type === "rotation") checkRotation(r, prev, null);
+    else if (r.change.type === "reset") resets.push(r.keyVersion);
+    else throw new Reject("link", "11", "an initial record cannot follow another version");
+    prev = { keyVersion: r.keyVersion, x: r.x, ed: r.ed };
+    latest = r;
+  }
+  if (!latest) throw new Reject("link", "11", "no record follows the pinned version");
+  trace.out("latest_version", latest.keyVersion);
+  trace.out("resets", resets);
+}
+
 // --- fxakeys (KP-13) -----------------------------------------------------------------------
 
 const FX_NONCE = 24;
@@ -248,6 +374,9 @@ export default {
       "validate-public-view": { run: validatePublicView },
       open: { run: open, late: openLate },
       "check-replacement": { run: checkReplacement },
+      "check-change": { run: checkChange },
+      "check-deletion": { run: checkDeletion },
+      "follow-history": { run: followHistory },
     },
   },
   "keypair-publication.fxakeys": {
