@@ -23,7 +23,7 @@ import hashlib
 import nacl.bindings as sodium
 
 from keyflows.spec import primitives
-from keyflows.spec.errors import LengthError, SignatureError
+from keyflows.spec.errors import LengthError, PointError, SignatureError
 
 #: The order q (called L in RFC 8032) of the prime-order subgroup of edwards25519.
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
@@ -103,6 +103,6 @@ def verify(x25519_public: bytes, message: bytes, signature: bytes, *,
                              requirement=requirement) from None
     try:
         primitives.ed25519_verify(edwards, message, signature, requirement=requirement)
-    except SignatureError:
+    except (SignatureError, PointError):  # a u on the twist has no Edwards point
         raise SignatureError("XEdDSA signature does not verify",
                              requirement=requirement) from None

@@ -651,6 +651,10 @@ def _swapped(m: Material) -> list[Case]:
     if m.sealed.public.ed25519[31] & 0x80:
         failure, reqs = Failure("point", STEP_CHECKS), ("KP-5",)
         why = "the Ed25519 key has its top bit set, so as an X25519 key it is non-canonical"
+    elif not primitives.ed25519_is_canonical(m.sealed.public.x25519):
+        failure, reqs = Failure("point", STEP_CHECKS), ("KP-6", "HC-35")
+        why = ("the X25519 key is not the encoding of an Edwards point, so the strict Ed25519 "
+               "key check rejects it before the signature")
     else:
         failure, reqs = SIG_REJECT, ("KP-6", "KP-5")
         why = ("the Ed25519 key's top bit is clear, so it passes as an X25519 key and the "

@@ -3,7 +3,7 @@
 
 import {
   Reject, b64urlEncode, b64urlExact, checkIdentifier, checkMembers, concat, ed25519Public,
-  ed25519Sign, ed25519Strict, equalBytes, fromHex, isInteger, isObject, labelledContext,
+  ed25519Sign, ed25519Strict, ed25519Verify, equalBytes, fromHex, isInteger, isObject, labelledContext,
   aesGcmOpen, aesGcmSeal, secretboxOpen, secretboxSeal, toHex, u32be, utf8,
   x25519PointProblem, x25519Public,
 } from "../lib/core.mjs";
