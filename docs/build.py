@@ -3,9 +3,9 @@
 
     python docs/build.py [--out DIR] [--doctrees DIR] [-- EXTRA SPHINX ARGS]
 
-1. Make mermaid available locally: `npm install mermaid@11` into docs/_node/ unless it is
-   already there, then copy the ESM bundle and its chunks into docs/_static/mermaid/
-   (both folders are gitignored). conf.py points sphinxcontrib-mermaid at that copy.
+1. Make sure the pinned mermaid-cli is installed (docs/_node/package-lock.json, `npm ci`
+   once into a shared cache; see docs/_ext/keyflows_sphinx/mermaid_cli.py). Diagrams are
+   rendered to inline SVG during the build, so pages need no script and work from file://.
 2. Run `sphinx-build -W --keep-going -E -b html docs docs/_build/html` (fresh environment).
 3. Scan the built site for anything a reader's browser would fetch from another host
    (src= anywhere, <link href=>, imports in scripts, url()/@import in CSS) and for any
@@ -17,7 +17,6 @@ Exit status: 0 on success; 1 with one readable line on stderr on any failure.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -28,11 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DOCS = Path(__file__).resolve().parent
-NODE_DIR = DOCS / "_node"
-MERMAID_PACKAGE = "mermaid@11"
-MERMAID_DIST = NODE_DIR / "node_modules" / "mermaid" / "dist"
-STATIC_MERMAID = DOCS / "_static" / "mermaid"
-CHUNKS = Path("chunks") / "mermaid.esm.min"
+sys.path.insert(0, str(DOCS / "_ext"))
 
 # Hosts that serve JavaScript, CSS or fonts to pages. Any reference to one fails the
 # build, even a plain hyperlink: the site must not depend on, or point readers at, them.
@@ -56,51 +51,28 @@ class BuildError(Exception):
     """A failure explained in one line."""
 
 
-# --- 1. mermaid -------------------------------------------------------------------------
+# --- 1. mermaid-cli -------------------------------------------------------------------------
 
-def ensure_mermaid() -> str:
-    """Install mermaid under docs/_node if needed and sync it into _static; return its version."""
-    bundle = MERMAID_DIST / "mermaid.esm.min.mjs"
-    if not bundle.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise BuildError("npm is not on PATH and docs/_node has no mermaid; install npm "
-                             "(Debian: apt-get install npm) or copy node_modules/mermaid there")
-        NODE_DIR.mkdir(exist_ok=True)
-        package_json = NODE_DIR / "package.json"
-        if not package_json.exists():
-            package_json.write_text(json.dumps(
-                {"name": "keyflows-docs-assets", "private": True,
-                 "description": "mermaid for the keyflows docs (installed by docs/build.py)"},
-                indent=2) + "\n", encoding="utf-8")
-        print(f"docs/build.py: npm install {MERMAID_PACKAGE} into {NODE_DIR}", flush=True)
-        proc = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", MERMAID_PACKAGE],
-            cwd=NODE_DIR, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or not bundle.is_file():
-            detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BuildError(f"npm install {MERMAID_PACKAGE} failed (exit {proc.returncode}): "
-                             f"{detail}")
-    package = json.loads((MERMAID_DIST.parent / "package.json").read_text("utf-8"))
-    version = str(package["version"])
+STALE = (DOCS / "_static" / "mermaid", DOCS / "_node" / "node_modules")
 
-    wanted: dict[Path, Path] = {Path("mermaid.esm.min.mjs"): bundle}
-    for chunk in sorted((MERMAID_DIST / CHUNKS).glob("*.mjs")):
-        wanted[CHUNKS / chunk.name] = chunk
-    if len(wanted) == 1:
-        raise BuildError(f"mermaid {version} in {MERMAID_DIST} has no {CHUNKS} chunks")
-    for rel, src in wanted.items():
-        dst = STATIC_MERMAID / rel
-        if not dst.is_file() or dst.stat().st_size != src.stat().st_size or (
-                dst.read_bytes() != src.read_bytes()):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-    (STATIC_MERMAID / "VERSION").write_text(version + "\n", encoding="utf-8")
-    keep = {*wanted, Path("VERSION")}
-    for existing in list(STATIC_MERMAID.rglob("*")):  # chunks of an older mermaid
-        if existing.is_file() and existing.relative_to(STATIC_MERMAID) not in keep:
-            existing.unlink()
-    return version
+
+def ensure_mermaid_cli() -> str:
+    """Install the pinned mermaid-cli if needed; return its version."""
+    from keyflows_sphinx import mermaid_cli
+
+    # Earlier builds served mermaid's JavaScript from these folders; the site must not.
+    for stale in STALE:
+        if stale.is_dir():
+            shutil.rmtree(stale)
+            print(f"docs/build.py: removed {stale} (diagrams are SVG now)", flush=True)
+
+    try:
+        mermaid_cli.chromium()
+        mermaid_cli.ensure_installed(say=lambda line: print(f"docs/build.py: {line}",
+                                                            flush=True))
+        return mermaid_cli.version()
+    except mermaid_cli.MermaidCliError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 # --- 3. scan for external resources ------------------------------------------------------
@@ -191,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = args.sphinx_args[1:] if args.sphinx_args[:1] == ["--"] else args.sphinx_args
     started = time.monotonic()
     try:
-        version = ensure_mermaid()
+        version = ensure_mermaid_cli()
         out = args.out.resolve()
         # -E: a fresh environment every time. Sphinx reports a page's warnings only when
         # it reads the page, so an incremental run after a failed one could pass silently.
@@ -213,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"docs/build.py: error: {exc}", file=sys.stderr)
         return 1
     pages = sum(1 for p in out.rglob("*.html") if ".doctrees" not in p.parts)
-    print(f"docs/build.py: ok: {pages} pages in {out} (mermaid {version}, served locally) "
+    print(f"docs/build.py: ok: {pages} pages in {out} (diagrams by mermaid-cli {version}) "
           f"in {time.monotonic() - started:.1f} s")
     return 0
 

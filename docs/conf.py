@@ -1,9 +1,9 @@
 """Sphinx configuration of the keyflows spec site.
 
-Build with `python docs/build.py` (or `nox -s docs`): it fetches mermaid into
-docs/_static/mermaid/ first, then runs sphinx-build -W. Nothing on the built site is
-loaded from another host; mermaid runs from _static/ (serve the site over http://,
-browsers refuse ES modules from file://).
+Build with `python docs/build.py` (or `nox -s docs`): sphinx-build -W, then a scan for
+anything loaded from another host. Diagrams are rendered to inline SVG at build time by
+mermaid-cli (pinned in docs/_node/package-lock.json, installed once into a cache) with
+Debian's chromium, so every page works from file:// and without JavaScript.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import importlib.util
 import sys
 import types
 from pathlib import Path
-
-from sphinx.util import logging
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -27,7 +25,7 @@ if importlib.util.find_spec("keyflows") is None:
     _namespace.__path__ = [str(ROOT)]  # type: ignore[attr-defined]
     sys.modules["keyflows"] = _namespace
 
-from keyflows.spec import SPEC_VERSION  # noqa: E402
+from keyflows.spec import PROFILE, SPEC_STATUS, SPEC_VERSION  # noqa: E402
 
 project = "keyflows"
 author = "the keyflows authors"
@@ -37,14 +35,14 @@ version = ".".join(SPEC_VERSION.split(".")[:2])
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinxcontrib.mermaid",
     "keyflows_sphinx",
 ]
 
 root_doc = "index"
 source_suffix = {".rst": "restructuredtext"}
-exclude_patterns = ["_build", "_node", "_static", "_ext", "_generated", "README*"]
-templates_path: list[str] = []
+exclude_patterns = ["_build", "_node", "_static", "_ext", "_generated", "_templates", "text",
+                    "README*"]
+templates_path = ["_templates"]
 nitpicky = False
 keep_warnings = False
 smartquotes = False  # the spec quotes byte strings: "application-key" must stay straight
@@ -64,18 +62,13 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 
-# --- mermaid: served from _static/mermaid/ (docs/build.py puts it there), never a CDN -------
-MERMAID_LOCAL = "mermaid/mermaid.esm.min.mjs"
-mermaid_use_local = MERMAID_LOCAL
-mermaid_include_elk = False
-mermaid_include_zenuml = False
-mermaid_d3_zoom = False
-mermaid_icon_packs: dict[str, str] = {}
-mermaid_output_format = "raw"
-mermaid_init_config = {"startOnLoad": False, "securityLevel": "strict",
-                       "sequence": {"mirrorActors": False}}
-mermaid_height = "auto"  # scale with the page width instead of squeezing into 500px
-mermaid_fullscreen = False
+# --- diagrams: mermaid-cli at build time (keyflows_sphinx/diagrams.py) --------------------
+keyflows_mermaid_config = {
+    "theme": "default",
+    "securityLevel": "strict",
+    "fontFamily": "DejaVu Sans, Verdana, Arial, sans-serif",
+    "sequence": {"mirrorActors": False},
+}
 
 # --- HTML ----------------------------------------------------------------------------------------
 html_theme = "alabaster"
@@ -94,16 +87,9 @@ html_theme_options = {
     "sidebar_width": "240px",
     "extra_nav_links": {},
 }
+# A requirement ID typed into the search box lands on that requirement first.
+html_search_scorer = str(DOCS / "_ext" / "keyflows_sphinx" / "search-scorer.js")
 html_sidebars = {"**": ["about.html", "navigation.html", "searchbox.html"]}
-
-
-def _check_mermaid(app, config):  # type: ignore[no-untyped-def]
-    if not (DOCS / "_static" / MERMAID_LOCAL).is_file():
-        logging.getLogger("keyflows").warning(
-            f"docs/_static/{MERMAID_LOCAL} is missing: build with `python docs/build.py`, "
-            "which installs mermaid locally (diagrams would not render)",
-            type="keyflows", subtype="mermaid")
-
-
-def setup(app):  # type: ignore[no-untyped-def]
-    app.connect("config-inited", _check_mermaid)
+# Every page says which version of the specification it shows and where it stands.
+html_context = {"keyflows_spec_version": SPEC_VERSION, "keyflows_spec_status": SPEC_STATUS,
+                "keyflows_profile": PROFILE}

@@ -7,3 +7,6 @@ from a global random source.
 
 PROFILE = "v1"
 SPEC_VERSION = "1.0.0"
+# Where the specification stands: "draft" until it is published as final. Every page
+# of the spec site carries it beside the version.
+SPEC_STATUS = "draft"

@@ -8,7 +8,11 @@ Directives and roles (see each module):
   (vectors.py), from vectors/*.yaml and keyflows.spec.errors;
 - ``.. keyflows-openapi::``, ``.. keyflows-operations::`` (openapi.py), from
   spec/openapi.yaml;
-- ``.. keyflows-coverage::`` (coverage.py).
+- ``.. keyflows-coverage::`` (coverage.py);
+- ``.. mermaid::`` diagrams rendered to inline SVG at build time (diagrams.py);
+- the ``keyflows`` domain: requirements as searchable, indexed objects (requirements.py).
+
+Every requirement ID in running text is kept on one line (util.keep_ids_whole).
 
 Config values (paths relative to ``keyflows_root``, the repository): override with
 ``-D`` for experiments, e.g. ``-D keyflows_requirements_file=/tmp/req.yaml``.
@@ -21,7 +25,7 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from keyflows_sphinx import coverage, openapi, requirements, util, vectors
+from keyflows_sphinx import coverage, diagrams, openapi, requirements, util, vectors
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -41,8 +45,15 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-merge-info", util.merge_info)
     app.connect("env-get-outdated", util.outdated)
     app.connect("doctree-resolved", util.resolve_refs)
+    app.connect("doctree-resolved", util.keep_ids_whole)
+    app.add_node(util.folded,
+                 html=(util.visit_folded_html, util.depart_folded_html),
+                 text=(util.visit_folded_text, util.depart_folded_other),
+                 latex=(util.visit_folded_other, util.depart_folded_other),
+                 man=(util.visit_folded_other, util.depart_folded_other),
+                 texinfo=(util.visit_folded_other, util.depart_folded_other))
 
-    for module in (requirements, vectors, openapi, coverage):
+    for module in (requirements, vectors, openapi, coverage, diagrams):
         module.setup(app)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True,
-            "env_version": 1}
+            "env_version": 2}

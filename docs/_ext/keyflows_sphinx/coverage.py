@@ -1,10 +1,12 @@
 """`.. keyflows-coverage::`: which vectors and conformance checks cite each requirement.
 
-Every ID of spec/requirements.yaml gets a row (HTML id `cov-<ID>`) listing the vector
-cases (from every vectors/*.yaml) and the conformance checks
-(keyflows.conformance.registry.all_checks()) that cite it; IDs cited by neither are
-listed again in an "Uncovered requirements" section. When the check registry cannot be
-imported yet the checks column stays empty and the page says so.
+The page opens with counts (overall and per flow). Every ID of spec/requirements.yaml
+then gets a row (HTML id `cov-<ID>`) with the number of vector cases (from every
+vectors/*.yaml) and of conformance checks (keyflows.conformance.registry.all_checks())
+citing it, each list folded under its count; and its coverage class when the registry
+gives one. IDs cited by neither are listed again in an "Uncovered requirements"
+section. When the check registry cannot be imported yet the checks column stays empty
+and the page says so.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from keyflows_sphinx import data
 from keyflows_sphinx.util import (
+    folded,
     html_id,
     joined,
     logger,
@@ -95,6 +98,9 @@ class CoverageDirective(SphinxDirective):
                                     "covered by checks that are not shown.")
             out.append(note)
 
+        out.append(self.per_flow(known, by_vector, by_check))
+
+        with_class = any(_coverage_class(req) for req in known.values())
         rows: list[list[Any]] = []
         row_ids: list[str | None] = []
         for rid, req in known.items():
@@ -104,19 +110,27 @@ class CoverageDirective(SphinxDirective):
             vec_nodes = [make_ref("vector", f"{vf.name}#{cid}", nodes.literal("", cid),
                                   title=vf.name)
                          for vf, cid in by_vector[rid]]
-            vec_cell: list[nodes.Node] = joined(vec_nodes)
-            if vec_nodes:
-                vec_cell = [nodes.strong("", str(len(vec_nodes))), nodes.Text(": "), *vec_cell]
-            check_cell: list[nodes.Node] = joined(
-                [nodes.abbreviation("", "", nodes.literal("", c.id), explanation=c.summary)
-                 if c.summary else nodes.literal("", c.id) for c in by_check[rid]])
-            rows.append([
+            check_nodes = [
+                nodes.abbreviation("", "", nodes.literal("", c.id), explanation=c.summary)
+                if c.summary else nodes.literal("", c.id) for c in by_check[rid]]
+            row: list[Any] = [
                 make_ref("req", rid, nodes.strong("", rid), title=req.text,
                          classes=["keyflows-req-ref"]),
-                req.level, f"{req.flow} · {req.step}", vec_cell, check_cell])
-        out.append(table(["requirement", "level", "flow · step", "vector cases",
-                          "conformance checks"], rows, row_ids=row_ids,
-                         classes=["keyflows-coverage-table"], widths=[11, 9, 12, 42, 26]))
+                req.level, f"{req.flow} · {req.step}"]
+            if with_class:
+                row.append(_class_cell(req))
+            row += [_folded_list(vec_nodes, "case", "cases"),
+                    _folded_list(check_nodes, "check", "checks")]
+            rows.append(row)
+        headers = ["requirement", "level", "flow · step"]
+        widths = [13, 9, 20]
+        if with_class:
+            headers.append("class")
+            widths.append(18)
+        headers += ["vector cases", "conformance checks"]
+        widths += [20, 20] if with_class else [29, 29]
+        out.append(table(headers, rows, row_ids=row_ids,
+                         classes=["keyflows-coverage-table"], widths=widths))
 
         sec = section("Uncovered requirements", "uncovered")
         if uncovered:
@@ -137,6 +151,59 @@ class CoverageDirective(SphinxDirective):
         self.state.document.note_implicit_target(sec, sec)
         out.append(sec)
         return out
+
+
+    def per_flow(self, known: dict[str, data.Requirement],
+                 by_vector: dict[str, list[tuple[data.VectorFile, str]]],
+                 by_check: dict[str, list[data.Check]]) -> nodes.table:
+        flows: dict[str, list[str]] = {}
+        for rid, req in known.items():
+            flows.setdefault(req.flow, []).append(rid)
+        rows: list[list[Any]] = []
+        for flow, ids in flows.items():
+            rows.append([flow, str(len(ids)),
+                         str(sum(1 for rid in ids if by_vector[rid])),
+                         str(sum(1 for rid in ids if by_check[rid])),
+                         str(sum(1 for rid in ids if not by_vector[rid] and not by_check[rid])),
+                         str(sum(len(by_vector[rid]) for rid in ids)),
+                         str(sum(len(by_check[rid]) for rid in ids))])
+        return table(["flow", "requirements", "cited by vectors", "cited by checks",
+                      "cited by neither", "citing cases", "citing checks"], rows,
+                     title="Coverage by flow", classes=["keyflows-coverage-flows"])
+
+
+# Where the registry states how a requirement can be covered (checked by the runner,
+# vector-only, or not observable over HTTP) and why.
+CLASS_KEYS = ("coverage", "class")
+REASON_KEYS = ("reason", "coverage_reason")
+
+
+def _coverage_class(req: data.Requirement) -> str:
+    for key in CLASS_KEYS:
+        if req.get(key):
+            return str(req.get(key))
+    return ""
+
+
+def _class_cell(req: data.Requirement) -> list[nodes.Node]:
+    value = _coverage_class(req)
+    if not value:
+        return []
+    cell: list[nodes.Node] = [nodes.Text(value)]
+    for key in REASON_KEYS:
+        if req.get(key):
+            cell.append(nodes.Text(f": {req.get(key)}"))
+            break
+    return cell
+
+
+def _folded_list(items: list[nodes.Node], one: str, many: str) -> list[nodes.Node]:
+    """`N cases`, the list folded under it; a dash when there is none."""
+    if not items:
+        return [nodes.inline("", "—", classes=["keyflows-none"])]
+    box = folded(summary=f"{len(items)} {one if len(items) == 1 else many}")
+    box += nodes.paragraph("", "", *joined(items))
+    return [box]
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

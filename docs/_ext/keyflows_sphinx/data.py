@@ -36,6 +36,12 @@ class Requirement:
     step: str
     level: str
     text: str
+    # Every other key of the entry (e.g. its coverage class), kept so that new keys in
+    # the registry reach the pages that want them without breaking the others.
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.extra).get(key, default)
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,11 @@ def requirements(config: Any) -> dict[str, Requirement]:
             raise DataError(f"{path}: {rid} needs flow, step, level and text")
         if entry["level"] not in LEVELS:
             raise DataError(f"{path}: {rid} has level {entry['level']!r}, not one of {LEVELS}")
+        extra = tuple((str(k), v) for k, v in entry.items()
+                      if k not in ("flow", "step", "level", "text"))
         out[rid] = Requirement(id=rid, flow=str(entry["flow"]), step=str(entry["step"]),
-                               level=str(entry["level"]), text=" ".join(str(entry["text"]).split()))
+                               level=str(entry["level"]),
+                               text=" ".join(str(entry["text"]).split()), extra=extra)
     return out
 
 

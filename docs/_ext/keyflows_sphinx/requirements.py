@@ -4,17 +4,30 @@ The single source of truth is spec/requirements.yaml. A requirement block carrie
 HTML id `req-<ID>` so vectors, checks and reports can link to
 `flows/<flow>.html#req-<ID>`. Unknown IDs fail the build (a warning under -W); so does a
 flow whose chapter renders some of its requirements but not all of them.
+
+Requirements are objects of the `keyflows` domain (object type `requirement`): the
+site's search index lists each ID as an object pointing at its
+block, and the site's search scorer (search-scorer.js) ranks the requirement whose ID is
+the whole query first, so searching "ENV-14" lands on it; `:keyflows:req:`
+cross-references them; the domain's index page (`keyflows-reqindex`) lists every
+requirement by flow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
+from sphinx import addnodes
 from sphinx.application import Sphinx
+from sphinx.builders import Builder
+from sphinx.domains import Domain, Index, IndexEntry, ObjType
 from sphinx.environment import BuildEnvironment
+from sphinx.roles import XRefRole
 from sphinx.util.docutils import SphinxDirective, SphinxRole
+from sphinx.util.nodes import make_refnode
 
 from keyflows_sphinx import data
 from keyflows_sphinx.util import (
@@ -30,6 +43,7 @@ from keyflows_sphinx.util import (
 
 def requirement_block(directive: SphinxDirective, req: data.Requirement,
                       known: dict[str, data.Requirement]) -> nodes.container:
+    """The requirement's block, anchored `req-<ID>`, noted as a domain object."""
     anchor = html_id("req", req.id)
     level_class = "keyflows-level-" + req.level.lower().replace(" ", "-")
     block = nodes.container(ids=[anchor], classes=["keyflows-requirement", level_class])
@@ -53,6 +67,9 @@ def requirement_block(directive: SphinxDirective, req: data.Requirement,
     block += nodes.paragraph("", "", *inline_text(req.text, known=known, warn=warn),
                              classes=["keyflows-requirement-text"])
     register_anchor(directive.env, "req", req.id, anchor, warn=warn)
+    domain = directive.env.get_domain(RequirementDomain.name)
+    assert isinstance(domain, RequirementDomain)
+    domain.note_requirement(req, directive.env.docname, anchor)
     return block
 
 
@@ -157,7 +174,82 @@ def check_consistency(app: Sphinx, env: BuildEnvironment) -> None:
                            location=docs[0], type="keyflows", subtype="requirement")
 
 
+# --- the keyflows domain -----------------------------------------------------------------------
+
+class RequirementIndex(Index):
+    """Every rendered requirement, grouped by flow, linking to its block."""
+
+    name = "reqindex"
+    localname = "Requirement index"
+    shortname = "requirements"
+
+    def generate(self, docnames: Iterable[str] | None = None
+                 ) -> tuple[list[tuple[str, list[IndexEntry]]], bool]:
+        assert isinstance(self.domain, RequirementDomain)
+        groups: dict[str, list[IndexEntry]] = {}
+        for rid, (docname, anchor, flow, level, text) in self.domain.requirements.items():
+            if docnames is not None and docname not in docnames:
+                continue
+            summary = text if len(text) <= 110 else text[:107] + "..."
+            groups.setdefault(flow, []).append(
+                IndexEntry(rid, 0, docname, anchor, level, "", summary))
+        order = {flow: i for i, flow in enumerate(groups)}  # registry order of flows
+        content = [(flow, entries) for flow, entries in
+                   sorted(groups.items(), key=lambda item: order[item[0]])]
+        return content, True
+
+
+class RequirementDomain(Domain):
+    """Requirements as objects: searchable, cross-referenceable, indexed."""
+
+    name = "keyflows"
+    label = "keyflows"
+    object_types: ClassVar[dict[str, ObjType]] = {
+        "requirement": ObjType("requirement", "req")}
+    roles: ClassVar[dict[str, Any]] = {"req": XRefRole()}
+    indices: ClassVar[list[type[Index]]] = [RequirementIndex]
+    initial_data: ClassVar[dict[str, Any]] = {"requirements": {}}
+
+    @property
+    def requirements(self) -> dict[str, tuple[str, str, str, str, str]]:
+        """ID -> (docname, anchor, flow, level, text)."""
+        return self.data.setdefault("requirements", {})  # type: ignore[no-any-return]
+
+    def note_requirement(self, req: data.Requirement, docname: str, anchor: str) -> None:
+        self.requirements[req.id] = (docname, anchor, req.flow, req.level, req.text)
+
+    def clear_doc(self, docname: str) -> None:
+        for rid in [r for r, v in self.requirements.items() if v[0] == docname]:
+            del self.requirements[rid]
+
+    def merge_domaindata(self, docnames: set[str], otherdata: dict[str, Any]) -> None:
+        for rid, value in otherdata.get("requirements", {}).items():
+            if value[0] in docnames:
+                self.requirements[rid] = value
+
+    def resolve_xref(self, env: BuildEnvironment, fromdocname: str, builder: Builder,
+                     typ: str, target: str, node: addnodes.pending_xref,
+                     contnode: nodes.Element) -> nodes.reference | None:
+        found = self.requirements.get(target.strip())
+        if found is None:
+            return None
+        docname, anchor, _flow, level, text = found
+        return make_refnode(builder, fromdocname, docname, anchor, contnode,
+                            f"{level}: {text}")
+
+    def resolve_any_xref(self, env: BuildEnvironment, fromdocname: str, builder: Builder,
+                         target: str, node: addnodes.pending_xref, contnode: nodes.Element
+                         ) -> list[tuple[str, nodes.reference]]:
+        ref = self.resolve_xref(env, fromdocname, builder, "req", target, node, contnode)
+        return [] if ref is None else [("keyflows:req", ref)]
+
+    def get_objects(self) -> Iterator[tuple[str, str, str, str, str, int]]:
+        for rid, (docname, anchor, _flow, _level, _text) in self.requirements.items():
+            yield rid, rid, "requirement", docname, anchor, 1
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_domain(RequirementDomain)
     app.add_directive("keyflows-requirement", RequirementDirective)
     app.add_directive("keyflows-requirements", RequirementsDirective)
     app.add_role("req", RequirementRole())

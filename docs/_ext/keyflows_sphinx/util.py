@@ -29,6 +29,33 @@ class kf_ref(nodes.Inline, nodes.TextElement):
     """A link to (kind, key), resolved after reading: see resolve_refs()."""
 
 
+class folded(nodes.General, nodes.Element):
+    """Content a reader unfolds: HTML <details> with the `summary` attribute as its
+    <summary>; other builders show the summary, then the content."""
+
+
+def visit_folded_html(self: Any, node: folded) -> None:
+    summary = (str(node["summary"]).replace("&", "&amp;").replace("<", "&lt;")
+               .replace(">", "&gt;"))
+    self.body.append(f'<details class="keyflows-folded"><summary>{summary}</summary>')
+
+
+def depart_folded_html(self: Any, node: folded) -> None:
+    self.body.append("</details>")
+
+
+def visit_folded_text(self: Any, node: folded) -> None:
+    self.add_text(str(node["summary"]) + ": ")
+
+
+def depart_folded_other(self: Any, node: folded) -> None:
+    pass
+
+
+def visit_folded_other(self: Any, node: folded) -> None:
+    pass
+
+
 def html_id(*parts: str) -> str:
     """An HTML id from parts, keeping case (req-KD-3), replacing unsafe characters."""
     return re.sub(r"[^A-Za-z0-9._:-]+", "-", "-".join(parts)).strip("-")
@@ -273,3 +300,29 @@ def section(title: str, anchor: str, *, classes: Sequence[str] = ()) -> nodes.se
                         classes=list(classes))
     sec += nodes.title(title, title)
     return sec
+
+
+# --- ids never break across lines ---------------------------------------------------------------
+
+def keep_ids_whole(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Wrap every requirement ID in running text (tables, literals, links included) in a
+    `keyflows-nobreak` span, so a narrow column never splits `ENV-14` at its hyphen."""
+    for text in list(doctree.findall(nodes.Text)):
+        parent = text.parent
+        if parent is None or isinstance(parent, nodes.FixedTextElement | nodes.raw):
+            continue
+        if "keyflows-nobreak" in parent.get("classes", ()):
+            continue
+        value = str(text)
+        if not REQUIREMENT_ID.search(value):
+            continue
+        pieces: list[nodes.Node] = []
+        pos = 0
+        for m in REQUIREMENT_ID.finditer(value):
+            if m.start() > pos:
+                pieces.append(nodes.Text(value[pos:m.start()]))
+            pieces.append(nodes.inline(m.group(0), m.group(0), classes=["keyflows-nobreak"]))
+            pos = m.end()
+        if pos < len(value):
+            pieces.append(nodes.Text(value[pos:]))
+        parent.replace(text, pieces)

@@ -1,13 +1,18 @@
-"""Vector tables and the failure-class table.
+"""Vector tables, the list of vector files, and the failure-class table.
 
 `.. keyflows-vectors:: FLOW` renders one table per vector file of the flow
 (`vectors/<flow>.yaml` and compat files `vectors/<flow>.<profile>.yaml`), captioned with
-its profile, followed by the file's flag glossary.
+its profile and folded under its counts when long, followed by the file's flag glossary.
+`.. keyflows-vector-files::` lists every vector file with links to its YAML, its JSON twin
+and its schema, and the schema bundle; the build copies those files into the site
+(`downloads/vectors/`), so the links work offline and from file://.
 `.. keyflows-failure-classes::` renders keyflows.spec.errors.FAILURE_CLASSES.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from docutils import nodes
@@ -16,6 +21,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from keyflows_sphinx import data
 from keyflows_sphinx.util import (
+    folded,
     html_id,
     inline_text,
     joined,
@@ -26,9 +32,43 @@ from keyflows_sphinx.util import (
     table,
 )
 
+DOWNLOADS = "downloads/vectors"
+BUNDLE = "schemas/bundle.json"
+FOLD_ABOVE = 12  # cases: longer tables are folded under their counts
+
 
 def case_anchor(vfile: data.VectorFile, case_id: str) -> str:
     return html_id("vector", vfile.name.removesuffix(".yaml"), case_id)
+
+
+def download(docname: str, relative: str, text: str) -> nodes.reference:
+    """A link from page `docname` to a file the build copies under downloads/vectors/."""
+    prefix = "../" * docname.count("/")
+    return nodes.reference(text, text, refuri=f"{prefix}{DOWNLOADS}/{relative}",
+                           classes=["keyflows-download"])
+
+
+def file_links(docname: str, vfile: data.VectorFile, folder: Path) -> list[nodes.Node]:
+    stem = vfile.name.removesuffix(".yaml")
+    links: list[nodes.Node] = [download(docname, vfile.name, "YAML")]
+    if (folder / f"{stem}.json").is_file():
+        links.append(download(docname, f"{stem}.json", "JSON"))
+    if (folder / "schemas" / f"{stem}.schema.json").is_file():
+        links.append(download(docname, f"schemas/{stem}.schema.json", "schema"))
+    return joined(links, " · ")
+
+
+def copy_downloads(app: Sphinx, exception: Exception | None) -> None:
+    """After an HTML build: every vector file, JSON twin and schema into the site."""
+    if exception is not None or app.builder.format != "html":
+        return
+    folder = data.vectors_dir(app.config)
+    target = Path(app.outdir) / DOWNLOADS
+    for pattern in ("*.yaml", "*.json", "schemas/*.json"):
+        for path in sorted(folder.glob(pattern)):
+            destination = target / path.relative_to(folder)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
 
 
 class VectorsDirective(SphinxDirective):
@@ -97,7 +137,8 @@ class VectorsDirective(SphinxDirective):
                            ("spec_version", "spec"), ("generator", "generator")):
             if header.get(key) is not None:
                 details.append(f"{label} {header[key]}")
-        intro += nodes.Text(" — " + "; ".join(details) + ".")
+        intro += nodes.Text(" — " + "; ".join(details) + ". ")
+        intro += file_links(self.env.docname, vfile, data.vectors_dir(self.config))
         wrapper = nodes.container(ids=[anchor], classes=["keyflows-vectors"])
         wrapper += intro
 
@@ -141,10 +182,18 @@ class VectorsDirective(SphinxDirective):
                 flags.append(nodes.abbreviation(flag, flag, explanation=explanation))
             rows.append([nodes.literal("", cid), result, failure_cell, joined(reqs),
                          joined(flags), str(case.get("comment") or "")])
-        wrapper += table(["id", "result", "failure class", "requirements", "flags", "comment"],
-                         rows, title=f"{vfile.flow} vectors, profile {vfile.profile}",
-                         row_ids=row_ids, classes=["keyflows-vector-table"],
-                         widths=[27, 8, 12, 14, 15, 24])
+        cases_table = table(["id", "result", "failure class", "requirements", "flags",
+                             "comment"],
+                            rows, title=f"{vfile.flow} vectors, profile {vfile.profile}",
+                            row_ids=row_ids, classes=["keyflows-vector-table"],
+                            widths=[27, 8, 12, 14, 15, 24])
+        if len(rows) > FOLD_ABOVE:
+            box = folded(summary=f"The {len(rows)} cases of {vfile.name} ({valid} valid, "
+                                 f"{invalid} invalid)")
+            box += cases_table
+            wrapper += box
+        else:
+            wrapper += cases_table
         if notes:
             glossary = []
             for flag, note in notes.items():
@@ -178,7 +227,50 @@ class FailureClassesDirective(SphinxDirective):
                       classes=["keyflows-failure-table"])]
 
 
+class VectorFilesDirective(SphinxDirective):
+    """Every vector file with links to its YAML, JSON and schema, then the bundle."""
+
+    def run(self) -> list[nodes.Node]:
+        note_generated(self.env)
+        folder = data.vectors_dir(self.config)
+        docname = self.env.docname
+        rows: list[list[Any]] = []
+        for name in data.vector_file_names(self.config):
+            self.env.note_dependency(str(folder / name))
+            try:
+                vfile = data.vector_file(self.config, name)
+            except data.DataError as exc:
+                logger.warning(str(exc), location=self.get_location(), type="keyflows",
+                               subtype="vectors")
+                continue
+            valid = sum(1 for c in vfile.cases if c.get("result") == "valid")
+            stem = name.removesuffix(".yaml")
+            page = make_ref("vectorfile", name, nodes.literal("", stem))
+            rows.append([page, vfile.flow, vfile.profile,
+                         f"{len(vfile.cases)} ({valid} valid)",
+                         file_links(docname, vfile, folder)])
+        out: list[nodes.Node] = [table(
+            ["file", "flow", "profile", "cases", "download"], rows,
+            classes=["keyflows-vector-files"])]
+        if (folder / BUNDLE).is_file():
+            para = nodes.paragraph()
+            para += nodes.Text("Every schema in one document: ")
+            para += download(docname, BUNDLE, BUNDLE)
+            para += nodes.Text(". Validate any vector file, YAML or JSON, against it alone: "
+                               "it applies the schema the file's ")
+            para += nodes.literal("", "schema")
+            para += nodes.Text(" member names, and embeds every schema with its own ")
+            para += nodes.literal("", "$id")
+            para += nodes.Text(", so no registry needs the ")
+            para += nodes.literal("", "urn:")
+            para += nodes.Text(" identifiers.")
+            out.append(para)
+        return out
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("keyflows-vector-files", VectorFilesDirective)
+    app.connect("build-finished", copy_downloads)
     app.add_directive("keyflows-vectors", VectorsDirective)
     app.add_directive("keyflows-failure-classes", FailureClassesDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
