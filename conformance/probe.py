@@ -16,9 +16,10 @@ from keyflows.conformance.account import AccountStore
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
 from keyflows.conformance.http import BadAnswer, Exchange, HttpClient, TransportError
 from keyflows.conformance.redaction import redact_text
+from keyflows.spec import contract
 
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_TYPE_PREFIX = "urn:keyflows:problem:"
+PROBLEM_JSON = contract.PROBLEM_MEDIA_TYPE
+PROBLEM_TYPE_PREFIX = contract.PROBLEM_TYPE_PREFIX
 JSON_HEADERS = {"content-type": "application/json"}
 
 
@@ -271,6 +272,21 @@ class Probe:
             if not isinstance(problem.get(member), str):
                 self.fail(f"{what}: problem lacks a string {member!r} member (API-2)",
                           expected=expected, actual=describe(exchange), exchange=exchange)
+        registered = contract.problem_from_uri(str(problem.get("type")))
+        if registered is None or registered.status != exchange.status:
+            known = ", ".join(p.uri for p in contract.problem_types_with_status(exchange.status))
+            self.fail(f"{what}: problem type {problem.get('type')!r} is not a type the "
+                      f"contract gives status {exchange.status} (API-8)",
+                      expected=known or f"no problem type has status {exchange.status}",
+                      actual=describe(exchange), exchange=exchange)
+        declared = problem.get("failure_class")
+        if declared is not None and not contract.failure_class_fits(str(declared),
+                                                                    exchange.status):
+            fits = [f.failure_class for f in contract.FAILURE_STATUSES
+                    if f.status == exchange.status]
+            self.fail(f"{what}: failure_class {declared!r} with status {exchange.status} "
+                      f"(API-9)", expected=f"one of {fits}" if fits else "another status",
+                      actual=describe(exchange), exchange=exchange)
         if slug and problem.get("type") != PROBLEM_TYPE_PREFIX + slug:
             self.fail(f"{what}: problem type is {problem.get('type')!r}, expected "
                       f"{PROBLEM_TYPE_PREFIX + slug!r}", expected=expected,
@@ -286,7 +302,7 @@ class Probe:
                         failure_class: str | None = None) -> dict[str, Any]:
         """A client-input rejection: the status, problem+json, and the failure class."""
         # 400 and 422 are graded by failure class rather than by type slug.
-        slug = {413: "too-large", 415: "unsupported-media-type", 409: "conflict",
-                404: "not-found", 401: "unauthorized", 405: "method-not-allowed"}.get(status)
+        only = contract.problem_types_with_status(status)
+        slug = only[0].slug if len(only) == 1 and status not in (400, 422) else None
         return self.expect_problem(exchange, status, what=what, slug=slug,
                                    failure_class=failure_class)

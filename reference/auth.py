@@ -8,7 +8,6 @@ server that cannot give a clear answer is a 503, never an accidental grant.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,12 +15,10 @@ import httpx
 from starlette.requests import Request
 
 from keyflows.reference.problems import Problem, Unauthorized
+from keyflows.spec import contract
+from keyflows.spec.errors import SpecError
 
 T = TypeVar("T")
-
-# RFC 6750 section 2.1: b64token.
-_BEARER = re.compile(r"\A[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)\Z")
-_MAX_TOKEN_LEN = 4096
 
 SessionCheck = Callable[[Request, str, str], Awaitable[bool | None]]
 """(request, user_id, credential) -> True: a valid session token for the addressed
@@ -35,14 +32,11 @@ class AccountServerUnavailable(Problem):
 
 
 def bearer_token(request: Request) -> str:
-    """The token of the single `Authorization: Bearer <token>` header, else 401."""
-    values = request.headers.getlist("authorization")
-    if len(values) != 1:
-        raise Unauthorized()
-    match = _BEARER.match(values[0].strip())
-    if match is None or len(match.group(1)) > _MAX_TOKEN_LEN:
-        raise Unauthorized()
-    return match.group(1)
+    """The token of the single `Authorization: Bearer <token>` header, else 401 (API-14)."""
+    try:
+        return contract.bearer_credential(request.headers.getlist("authorization"))
+    except SpecError:
+        raise Unauthorized() from None
 
 
 class AccountClient:

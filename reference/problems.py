@@ -1,5 +1,6 @@
 """RFC 9457 problem details (application/problem+json), the only error format (API-2).
 
+Types, statuses and titles come from the contract registry (keyflows.spec.contract).
 Handlers raise `Problem`; the app turns it into a response. Bodies are serialised with no
 spaces so equal problems are byte-identical, which the uniform 401 (API-4) relies on.
 """
@@ -11,37 +12,17 @@ from typing import Any
 
 from starlette.responses import Response
 
+from keyflows.spec import contract
 from keyflows.spec.errors import SpecError
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:keyflows:problem:"
+PROBLEM_MEDIA_TYPE = contract.PROBLEM_MEDIA_TYPE
+TYPE_PREFIX = contract.PROBLEM_TYPE_PREFIX
 
-# slug -> (status, title)
-SLUGS: dict[str, tuple[int, str]] = {
-    "malformed": (400, "Malformed request"),
-    "unauthorized": (401, "Unauthorized"),
-    "not-found": (404, "Not found"),
-    "method-not-allowed": (405, "Method not allowed"),
-    "conflict": (409, "Conflict"),
-    "too-large": (413, "Request body too large"),
-    "unsupported-media-type": (415, "Unsupported media type"),
-    "too-many-requests": (429, "Too many requests"),
-    "invalid": (422, "Invalid content"),
-    "internal-error": (500, "Internal server error"),
-    "account-server-unavailable": (503, "Account server unavailable"),
-    "server-lock-unavailable": (503, "Server lock unavailable"),
-}
+# slug -> (status, title), from the contract's problem-type table (API-8).
+SLUGS: dict[str, tuple[int, str]] = {p.slug: (p.status, p.title) for p in contract.PROBLEM_TYPES}
 
-# Failure class of a SpecError -> problem slug (the contract's status mapping).
-FAILURE_CLASS_SLUGS: dict[str, str] = {
-    "decode": "malformed",
-    "length": "malformed",
-    "params": "malformed",
-    "point": "invalid",
-    "signature": "invalid",
-    "binding": "invalid",
-    "replay": "conflict",
-}
+# Failure class of a SpecError -> problem slug (the contract's failure-class table, API-9).
+FAILURE_CLASS_SLUGS: dict[str, str] = dict(contract.FAILURE_CLASS_SLUGS)
 
 UNAUTHORIZED_DETAIL = "The request does not carry valid credentials for this resource."
 UNAUTHORIZED_BODY = json.dumps(
@@ -82,7 +63,7 @@ class Unauthorized(Problem):
 
     def __init__(self) -> None:
         super().__init__("unauthorized", UNAUTHORIZED_DETAIL,
-                         headers={"WWW-Authenticate": "Bearer"})
+                         headers={"WWW-Authenticate": contract.BEARER_CHALLENGE})
 
     def response(self) -> Response:
         return Response(UNAUTHORIZED_BODY, status_code=401, headers=self.headers,

@@ -8,6 +8,7 @@ from typing import Any
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe, User, describe
 from keyflows.conformance.trace import describe_mismatch
+from keyflows.spec import contract
 
 DELETE = object()
 """Marker for `mutated`: remove the member instead of setting it."""
@@ -98,10 +99,10 @@ def expect_absent(t: Probe, owner: User, client_id: str, *, what: str) -> None:
 
 
 def expect_unauthorized(t: Probe, exchange: Exchange, *, what: str) -> None:
-    """401 problem+json with WWW-Authenticate: Bearer (API-4)."""
+    """401 problem+json with WWW-Authenticate: Bearer (API-4, API-13)."""
     t.expect_rejected(exchange, 401, what=what)
-    challenge = exchange.header("www-authenticate") or ""
-    if not challenge.lower().startswith("bearer"):
-        t.fail(f"{what}: 401 without a 'WWW-Authenticate: Bearer' header",
-               expected="WWW-Authenticate: Bearer", actual=challenge or "(no header)",
-               exchange=exchange)
+    challenge = exchange.header("www-authenticate")
+    if challenge != contract.BEARER_CHALLENGE:
+        t.fail(f"{what}: 401 without 'WWW-Authenticate: {contract.BEARER_CHALLENGE}' (API-13)",
+               expected=f"WWW-Authenticate: {contract.BEARER_CHALLENGE}",
+               actual=challenge or "(no header)", exchange=exchange)

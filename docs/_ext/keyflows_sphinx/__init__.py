@@ -10,7 +10,9 @@ Directives and roles (see each module):
   spec/openapi.yaml;
 - ``.. keyflows-coverage::`` (coverage.py);
 - ``.. mermaid::`` diagrams rendered to inline SVG at build time (diagrams.py);
-- the ``keyflows`` domain: requirements as searchable, indexed objects (requirements.py).
+- the ``keyflows`` domain: requirements as searchable, indexed objects (requirements.py);
+- ``.. keyflows-contract:: problems`` (and ``failure-classes``, ``headers``, ``limits``,
+  ``choices``) (contract.py), from keyflows.spec.contract.
 
 Every requirement ID in running text is kept on one line (util.keep_ids_whole).
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from keyflows_sphinx import coverage, diagrams, openapi, requirements, util, vectors
+from keyflows_sphinx import contract, coverage, diagrams, openapi, requirements, util, vectors
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
                  man=(util.visit_folded_other, util.depart_folded_other),
                  texinfo=(util.visit_folded_other, util.depart_folded_other))
 
-    for module in (requirements, vectors, openapi, coverage, diagrams):
+    for module in (requirements, vectors, openapi, coverage, diagrams, contract):
         module.setup(app)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True,
             "env_version": 2}
