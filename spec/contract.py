@@ -60,8 +60,9 @@ PROBLEM_TYPES: tuple[ProblemType, ...] = (
                 "A request body that is not application/json (charset, if given, utf-8)."),
     ProblemType("invalid", 422, "Invalid content", "API-9",
                 "Well-formed content that fails validation: a key, signature, MAC, AEAD, "
-                "binding, chain link or share check (failure classes point, signature, mac, "
-                "aead, binding, link, share, expired, authz)."),
+                "binding, chain link, share or proof check (failure classes point, signature, "
+                "mac, aead, binding, link, share, expired, authz, proof, history, fork, "
+                "witness)."),
     ProblemType("too-many-requests", 429, "Too many requests", "API-17",
                 "An advertised rate limit is reached; Retry-After says when to retry."),
     ProblemType("internal-error", 500, "Internal server error", "API-8",
@@ -105,6 +106,10 @@ FAILURE_STATUSES: tuple[FailureStatus, ...] = (
     FailureStatus("expired", "invalid", "API-9"),
     FailureStatus("authz", "invalid", "API-9"),
     FailureStatus("share", "invalid", "API-9"),
+    FailureStatus("proof", "invalid", "API-9"),
+    FailureStatus("history", "invalid", "API-9"),
+    FailureStatus("fork", "invalid", "API-9"),
+    FailureStatus("witness", "invalid", "API-9"),
 )
 
 FAILURE_CLASS_SLUGS: dict[str, str] = {f.failure_class: f.slug for f in FAILURE_STATUSES}
