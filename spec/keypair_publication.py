@@ -1,17 +1,17 @@
 """Flow: keypair-publication.
 
 Steps (see the keypair-publication chapter):
-  1. The client generates an X25519 private key and an Ed25519 seed (KP-1).
-  2. It derives the key-encryption key: kBr or the password key (KP-2).
-  3. It encrypts x25519_private || ed25519_seed under the KEK with an AAD binding user,
+ 1. The client generates an X25519 private key and an Ed25519 seed (KP-1).
+ 2. It derives the key-encryption key: kBr or the password key (KP-2).
+ 3. It encrypts x25519_private || ed25519_seed under the KEK with an AAD binding user,
      application, version, method and public keys (KP-3).
-  4. It signs the public keys and their binding with the Ed25519 key (KP-4).
-  5. Every party checks public keys (KP-5) and the binding signature (KP-6).
-  6. The server accepts the record from its owner only, for the addressed resource
+ 4. It signs the public keys and their binding with the Ed25519 key (KP-4).
+ 5. Every party checks public keys (KP-5) and the binding signature (KP-6).
+ 6. The server accepts the record from its owner only, for the addressed resource
      (KP-7), with a strictly increasing key_version (KP-8); 404 when absent (KP-12).
-  7. The owner fetches the whole record, bytes unchanged (KP-9).
-  8. Anyone fetches the public view, never private material (KP-10).
-  9. The owner decrypts and checks the private keys against the public ones (KP-11).
+ 7. The owner fetches the whole record, bytes unchanged (KP-9).
+ 8. Anyone fetches the public view, never private material (KP-10).
+ 9. The owner decrypts and checks the private keys against the public ones (KP-11).
  10. Possession of the X25519 private key: an XEdDSA signature over the binding (KP-14).
  11. Continuity: every record names its change (initial, rotation, reset) under the
      binding signature (KP-15); versions grow by exactly one (KP-16); a rotation is signed
