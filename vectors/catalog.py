@@ -27,6 +27,7 @@ from keyflows.vectors import (
     key_derivation,
     keypair_publication,
     lock_layering,
+    originals,
     session_challenge,
 )
 from keyflows.vectors.framework import (
@@ -70,6 +71,11 @@ def generate_all(*, self_check: bool = True) -> list[VectorFile]:
     files: list[VectorFile] = []
     for module in GENERATORS.values():
         files.extend(module.generate())
+    try:
+        files = [originals.annotate(f) for f in files]
+        originals.check_coverage(files)
+    except originals.OriginalsError as exc:
+        raise VectorError(str(exc)) from exc
     names = tuple(f.file_name for f in files)
     if names != FILE_NAMES:
         raise VectorError(f"generators produce {names}, the catalogue lists {FILE_NAMES}")

@@ -112,6 +112,9 @@ class VectorFile:
     source_labels: str
     notes: Mapping[str, Flag]
     cases: Sequence[Case]
+    # Compatibility profiles: the original system, its revision and sources, and the
+    # operations of it no file of the profile covers (vectors/originals.py).
+    original: Mapping[str, Any] | None = None
 
     @property
     def file_name(self) -> str:
@@ -137,6 +140,7 @@ class VectorFile:
                        "labels": self.source_labels},
             "notes": {name: {"description": f.description, "effect": f.effect}
                       for name, f in self.notes.items()},
+            **({"original": to_plain(self.original)} if self.original is not None else {}),
         }
 
     def to_plain(self) -> dict[str, Any]:

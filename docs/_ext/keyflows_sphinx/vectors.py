@@ -141,6 +141,9 @@ class VectorsDirective(SphinxDirective):
         intro += file_links(self.env.docname, vfile, data.vectors_dir(self.config))
         wrapper = nodes.container(ids=[anchor], classes=["keyflows-vectors"])
         wrapper += intro
+        original = header.get("original")
+        if isinstance(original, dict):
+            wrapper.extend(self.original(original))
 
         rows: list[list[Any]] = []
         row_ids: list[str | None] = []
@@ -205,6 +208,29 @@ class VectorsDirective(SphinxDirective):
                              title=f"Flags of {vfile.name}", classes=["keyflows-flag-table"],
                              widths=[20, 40, 40])
         return [wrapper]
+
+
+    def original(self, original: dict[str, Any]) -> list[nodes.Node]:
+        """Which original the profile reproduces and which of its operations no vector
+        covers."""
+        para = nodes.paragraph(classes=["keyflows-original"])
+        para += nodes.Text("Reproduces ")
+        para += nodes.strong("", str(original.get("system", "")))
+        para += nodes.Text(" at ")
+        para += nodes.literal("", str(original.get("revision", ""))[:12])
+        para += nodes.Text(f" (read: {original.get('sources', '')}). Negative cases the "
+                           "original accepts carry the flag ")
+        para += nodes.literal("", "StricterThanOriginal")
+        para += nodes.Text("; those it rejects at another step carry ")
+        para += nodes.literal("", "OriginalRejectsElsewhere")
+        para += nodes.Text(". Operations of the original that no vector covers:")
+        items = nodes.bullet_list(classes=["keyflows-not-covered"])
+        for entry in original.get("not_covered") or []:
+            item = nodes.list_item()
+            item += nodes.paragraph("", "", nodes.strong("", str(entry.get("operation", ""))),
+                                    nodes.Text(f": {entry.get('why', '')}"))
+            items += item
+        return [para, items] if len(items) else [para]
 
 
 class FailureClassesDirective(SphinxDirective):
