@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-import yaml
+from keyflows.spec import yamlfile
 
 REQUIREMENT_ID = re.compile(r"\A(API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\Z")
 
@@ -24,7 +24,7 @@ class Requirement:
 @cache
 def registry() -> dict[str, Requirement]:
     """Every requirement by ID, in the order of the registry file."""
-    raw = yaml.safe_load(resources.files("keyflows.spec").joinpath("requirements.yaml")
+    raw = yamlfile.load(resources.files("keyflows.spec").joinpath("requirements.yaml")
                          .read_text(encoding="utf-8"))
     out: dict[str, Requirement] = {}
     for rid, entry in raw.items():

@@ -14,8 +14,8 @@ import yaml
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class DuplicateKeyError(yaml.YAMLError):
-    """A mapping names the same key twice."""
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice (a MarkedYAMLError: it says where)."""
 
 
 class StrictLoader(_Base):  # type: ignore[valid-type, misc]
@@ -33,8 +33,8 @@ class StrictLoader(_Base):  # type: ignore[valid-type, misc]
                 continue  # an unhashable key: the base constructor reports it
             if first is not None:
                 raise DuplicateKeyError(
-                    f"repeated key {key!r} at line {key_node.start_mark.line + 1}, "
-                    f"column {key_node.start_mark.column + 1} (first at line {first.line + 1})")
+                    f"while constructing a mapping (first {key!r} at line {first.line + 1})",
+                    node.start_mark, f"repeated key {key!r}", key_node.start_mark)
             seen[key] = key_node.start_mark
         result: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return result

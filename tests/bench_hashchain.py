@@ -34,6 +34,7 @@ import random
 import resource
 import sys
 import time
+from collections.abc import Iterator
 
 from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec.drbg import Drbg
@@ -48,7 +49,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def generate_chunks(total: int, chunk: int, seed: int, first: bytes):
+def generate_chunks(total: int, chunk: int, seed: int, first: bytes,
+                    ) -> Iterator[tuple[bytes, list[bytes], bytes]]:
     """Yield (chunk bytes, entries list, last hash); entry 0 is `first`."""
     rnd = random.Random(seed)
     prev = hashlib.sha256(first).digest()

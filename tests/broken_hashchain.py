@@ -108,7 +108,7 @@ def accepts_one_bad_signature(monkeypatch: pytest.MonkeyPatch) -> None:
         hc.check_uid_validity(c, now=now)
         return hc.uid_record_hash(uid)
 
-    monkeypatch.setattr(routes.hc, "verify_uid_create", verify)
+    monkeypatch.setattr(routes.hc, "verify_uid_create", verify)  # type: ignore[attr-defined]
 
 
 def forgets_publications(monkeypatch: pytest.MonkeyPatch) -> None:

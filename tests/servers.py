@@ -185,10 +185,9 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
         server_lock=server_lock,
     )
     try:
-        app: ASGIApp = create_app(settings)
-        app_state = app.state
-        if app_wrapper is not None:
-            app = app_wrapper(app)
+        starlette_app = create_app(settings)
+        app_state = starlette_app.state
+        app: ASGIApp = starlette_app if app_wrapper is None else app_wrapper(starlette_app)
     except BaseException:
         sock.close()
         raise

@@ -64,7 +64,7 @@ def reports(tmp_path: Path) -> list[str]:
 
 def read_reports(tmp_path: Path) -> dict[str, Any]:
     """Both reports parse; the JSON one lists every check exactly once."""
-    report = json.loads((tmp_path / "r.json").read_text())
+    report: dict[str, Any] = json.loads((tmp_path / "r.json").read_text())
     ET.parse(tmp_path / "r.xml")
     ids = [c["id"] for c in report["checks"]]
     assert len(ids) == len(set(ids))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import hmac
 import json
@@ -587,9 +588,9 @@ def test_apply_ack_first_repeat_and_wrong_key(sealed_two: Any) -> None:
     stored = with_header(bob, mac_key=first.mac_key)
     assert E.apply_ack(stored, right) == E.AckOutcome(mac_key=right, changed=False)
     for delivery in (bob, stored):
-        rejects("mac", "ENV-14", lambda d=delivery: E.apply_ack(d, flip(right)))
-        rejects("mac", "ENV-14", lambda d=delivery: E.apply_ack(
-            d, sealed.recipients[1].keys.mac_key))
+        rejects("mac", "ENV-14", functools.partial(E.apply_ack, delivery, flip(right)))
+        rejects("mac", "ENV-14", functools.partial(E.apply_ack, delivery,
+                                                   sealed.recipients[1].keys.mac_key))
 
 
 def test_inbox_opens_acknowledges_and_refuses_replays(sealed_two: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -730,7 +731,7 @@ class TestKeyInit:
         assert hc.parse_flush(hc.flush_to_wire(req)) == req
         hc.verify_flush(req, origin=ORIGIN, identity=alice.identity, current_sigkey=sigkey,
                         now=NOW + hc.FLUSH_WINDOW, nonce_seen=False)
-        cases = [
+        cases: list[tuple[str, dict[str, Any]]] = [
             ("expired", {"now": NOW + hc.FLUSH_WINDOW + 1}),
             ("replay", {"nonce_seen": True}),
             ("signature", {"origin": "other.example"}),
@@ -738,11 +739,11 @@ class TestKeyInit:
             ("binding", {"identity": "bob@example.org"}),
         ]
         for expected, change in cases:
-            kw: dict[str, object] = {"origin": ORIGIN, "identity": alice.identity,
+            kw: dict[str, Any] = {"origin": ORIGIN, "identity": alice.identity,
                                      "current_sigkey": sigkey, "now": NOW, "nonce_seen": False}
             kw.update(change)
             with pytest.raises(SpecError) as exc:
-                hc.verify_flush(req, **kw)  # type: ignore[arg-type]
+                hc.verify_flush(req, **kw)
             assert failure(exc) == expected, change
 
 

@@ -33,13 +33,13 @@ AUTH = KAT["rfc9180_a1"]["auth_mode"]
 PQ = KAT["mlkem768_x25519"][0]
 
 
-def h(value: str) -> bytes:
-    return bytes.fromhex(value)
+def h(value: Any) -> bytes:
+    return bytes.fromhex(str(value))
 
 
 def suite_id(case: dict[str, Any]) -> bytes:
-    return (b"HPKE" + case["kem_id"].to_bytes(2, "big") + case["kdf_id"].to_bytes(2, "big")
-            + case["aead_id"].to_bytes(2, "big"))
+    ids = (int(case["kem_id"]), int(case["kdf_id"]), int(case["aead_id"]))
+    return b"HPKE" + b"".join(i.to_bytes(2, "big") for i in ids)
 
 
 def aead_for(case: dict[str, Any], key: bytes) -> AESGCM | ChaCha20Poly1305:

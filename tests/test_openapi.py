@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -23,6 +22,7 @@ from starlette.routing import Route
 from keyflows.reference.app import all_routes
 from keyflows.reference.problems import UNAUTHORIZED_BODY
 from keyflows.spec import keypair_publication as kp
+from keyflows.spec import yamlfile
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.errors import FAILURE_CLASSES
@@ -45,7 +45,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "tra
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yamlfile.load(OPENAPI.read_text(encoding="utf-8"))
     return loaded
 
 

@@ -20,6 +20,7 @@ from servers import AccountServer, RunningServer, start_account_server, start_re
 
 from keyflows.reference.problems import UNAUTHORIZED_BODY
 from keyflows.spec import keypair_publication as kp
+from keyflows.spec import primitives
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.key_derivation import Argon2Params
@@ -74,12 +75,12 @@ def resign(record: dict[str, Any], seed_label: str) -> dict[str, Any]:
     """Re-sign a (modified) record with a fresh Ed25519 key, so only other checks can fail."""
     seed = Drbg(seed_label)(32)
     public = kp.PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
-                           ed25519=kp.primitives.ed25519_public_key(seed))
+                           ed25519=primitives.ed25519_public_key(seed))
     message = kp.binding_message(record["user_id"], record["client_id"],
                                  record["key_version"], public, record["change"]["type"])
-    out = json.loads(json.dumps(record))
+    out: dict[str, Any] = json.loads(json.dumps(record))
     out["public_keys"]["ed25519"] = b64url_encode(public.ed25519)
-    out["binding_signature"] = b64url_encode(kp.primitives.ed25519_sign(seed, message))
+    out["binding_signature"] = b64url_encode(primitives.ed25519_sign(seed, message))
     return out
 
 
@@ -452,7 +453,7 @@ def test_json_media_type_parameters_are_accepted(client: httpx.Client,
 
 
 def _mutate(record: dict[str, Any], path: tuple[str, ...], value: object) -> dict[str, Any]:
-    out = json.loads(json.dumps(record))
+    out: dict[str, Any] = json.loads(json.dumps(record))
     target = out
     for key in path[:-1]:
         target = target[key]

@@ -98,11 +98,11 @@ schema = schemathesis.openapi.from_path(OPENAPI, config=schemathesis.Config.from
 }))
 
 
-def _secured(case: schemathesis.Case) -> bool:
+def _secured(case: schemathesis.Case[Any]) -> bool:
     return bool(case.operation.definition.raw.get("security"))
 
 
-def positive(case: schemathesis.Case, location: ParameterLocation) -> bool:
+def positive(case: schemathesis.Case[Any], location: ParameterLocation) -> bool:
     """Whether schemathesis generated this component as valid data."""
     if case.meta is None:
         return False
@@ -114,7 +114,7 @@ def positive(case: schemathesis.Case, location: ParameterLocation) -> bool:
 @schema.given(data=st.data())
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=DERANDOMIZE,
           suppress_health_check=list(HealthCheck))
-def test_api_conforms(case: schemathesis.Case, data: st.DataObject, base_url: str,
+def test_api_conforms(case: schemathesis.Case[Any], data: st.DataObject, base_url: str,
                       account: AccountServer) -> None:
     # Only components generated as valid are edited: schemathesis judges a case by the
     # negative components it generated, and does not re-check edits made here.
@@ -171,7 +171,7 @@ RULES_NO_SCHEMA_EXPRESSES = {
 }
 
 
-def check_positive_data_acceptance(case: schemathesis.Case, response: Any) -> None:
+def check_positive_data_acceptance(case: schemathesis.Case[Any], response: Any) -> None:
     """Schemathesis's positive_data_acceptance, minus what no JSON Schema can express.
 
     A schema-valid record may still carry a signature that does not verify or a low-order

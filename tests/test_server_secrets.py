@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,7 @@ CLIENT = "secrets-app"
 
 
 @pytest.fixture(scope="module")
-def account() -> AccountServer:
+def account() -> Iterator[AccountServer]:
     server = start_account_server()
     yield server
     server.stop()

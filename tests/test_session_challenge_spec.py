@@ -239,6 +239,7 @@ def test_malformed_challenges_are_decode_errors(mutate: Any) -> None:
 
 
 def test_a_challenge_that_is_not_an_object_is_a_decode_error() -> None:
+    body: object
     for body in ([], "challenge", None, 3):
         assert rejection(body).failure_class == "decode"
 

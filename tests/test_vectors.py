@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def files() -> dict[str, dict[str, Any]]:
     return {name: shipped(name) for name in catalog.FILE_NAMES}
 
 
-def all_cases(files: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+def all_cases(files: dict[str, dict[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
     return [(name, case) for name, plain in files.items() for case in iter_cases(plain)]
 
 

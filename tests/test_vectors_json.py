@@ -36,7 +36,9 @@ def _yaml_files() -> list[Path]:
 
 
 def _bundle() -> dict[str, Any]:
-    return json.loads(SHIPPED.joinpath(catalog.BUNDLE_FILE).read_text(encoding="utf-8"))
+    bundle: dict[str, Any] = json.loads(
+        SHIPPED.joinpath(catalog.BUNDLE_FILE).read_text(encoding="utf-8"))
+    return bundle
 
 
 def test_every_yaml_file_has_a_json_twin_with_the_same_data() -> None:

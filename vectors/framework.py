@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from keyflows.spec import SPEC_VERSION
+from keyflows.spec import SPEC_VERSION, yamlfile
 from keyflows.spec.errors import FAILURE_CLASSES, SpecError
 from keyflows.spec.requirements import registry
 
@@ -223,13 +223,9 @@ def dump_json(plain: Mapping[str, Any]) -> str:
     return json.dumps(dict(plain), indent=2, ensure_ascii=False) + "\n"
 
 
-# libyaml's parser when PyYAML has it (three times faster on the large files); the
-# constructor and resolver are PyYAML's either way, so the data is the same.
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def load_yaml(text: str) -> dict[str, Any]:
-    data = yaml.load(text, Loader=_SafeLoader)
+    """A vector file: libyaml's parser, safe types, a repeated key refused (yamlfile)."""
+    data = yamlfile.load(text)
     if not isinstance(data, dict):
         raise ValueError("a vector file must be a YAML mapping")
     return data

@@ -16,10 +16,7 @@ from typing import Any
 
 import yaml
 
-try:  # the C loader is an order of magnitude faster on large vector files
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML without libyaml
-    _Loader = yaml.SafeLoader
+from keyflows.spec import yamlfile
 
 REQUIREMENT_ID = re.compile(r"\b(?:API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\b")
 LEVELS = ("MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY")
@@ -84,7 +81,8 @@ def _load(path: Path, kind: str, parse: Any) -> Any:
 
 
 def load_yaml(path: Path) -> Any:
-    return _load(path, "YAML", lambda text: yaml.load(text, Loader=_Loader))
+    # libyaml's parser, refusing repeated keys, as everything that reads the project's YAML.
+    return _load(path, "YAML", yamlfile.load)
 
 
 def load_json_or_yaml(path: Path) -> Any:
