@@ -93,9 +93,10 @@ def mutation(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the spec site offline, warnings as errors."""
+    """Build the spec site offline, warnings as errors; fail if the committed plain-text
+    rendering (docs/text/) is stale. `nox -s docs -- --text` rewrites it instead."""
     session.install("-e", ".[docs]")
-    session.run("python", "docs/build.py")
+    session.run("python", "docs/build.py", *(session.posargs or ["--check-text"]))
 
 
 @nox.session(python=PYTHON)

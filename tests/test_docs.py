@@ -81,7 +81,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = base / "html"
     proc = subprocess.run(
         [sys.executable, str(DOCS / "build.py"), "--out", str(out),
-         "--doctrees", str(base / "doctrees")],
+         "--doctrees", str(base / "doctrees"), "--text-out", str(base / "text")],
         cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
         log = (proc.stdout + proc.stderr).splitlines()
@@ -200,6 +200,40 @@ def test_the_vectors_page_links_every_file_and_schema(site: Path) -> None:
     for link in links:
         shipped = ROOT / "vectors" / link.removeprefix("downloads/vectors/")
         assert (site / link).read_bytes() == shipped.read_bytes(), link
+
+
+# --- the plain-text rendering ---------------------------------------------------------------
+
+def test_the_committed_plain_text_rendering_is_current(site: Path) -> None:
+    """docs/text/ is what the sources render to (`python docs/build.py --text`)."""
+    build = _load_build_module()
+    rendered = {p.relative_to(site.parent / "text").as_posix(): p.read_text("utf-8")
+                for p in (site.parent / "text").rglob("*.txt")}
+    assert {f"{page}.txt" for page in build.spec_pages()} == set(rendered)
+    drift = build.text_drift(rendered, DOCS / "text")
+    assert drift == [], ("docs/text/ is stale: run `python docs/build.py --text` and commit "
+                         "docs/text/\n" + "\n".join(drift)[:4000])
+
+
+def test_the_plain_text_carries_every_requirement_text(site: Path) -> None:
+    text_dir = site.parent / "text"
+    for rid, req in _requirements().items():
+        page = "common" if req["flow"] == "common" else f"flows/{req['flow']}"
+        path = text_dir / f"{page}.txt"
+        if not path.is_file():
+            continue
+        words = " ".join(path.read_text("utf-8").split())
+        assert f"**{rid}** {req['level']}" in words, f"{rid} missing from {page}.txt"
+        first = " ".join(str(req["text"]).split())[:40]
+        assert first in words, f"the text of {rid} is missing from {page}.txt"
+
+
+def test_the_plain_text_names_version_and_status(site: Path) -> None:
+    from keyflows.spec import SPEC_STATUS, SPEC_VERSION
+
+    for path in sorted((site.parent / "text").rglob("*.txt")):
+        assert path.read_text("utf-8").startswith(
+            f"keyflows specification {SPEC_VERSION} ({SPEC_STATUS}): "), path.name
 
 
 # --- diagrams: SVG in the HTML itself ---------------------------------------------------------

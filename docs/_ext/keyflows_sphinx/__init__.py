@@ -36,6 +36,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("keyflows_requirements_file", "spec/requirements.yaml", "env", str)
     app.add_config_value("keyflows_openapi_file", "spec/openapi.yaml", "env", str)
     app.add_config_value("keyflows_vectors_dir", "vectors", "env", str)
+    app.add_config_value("keyflows_reread_generated", True, "", bool)
 
     app.add_node(util.kf_ref,
                  html=(util.visit_unresolved, util.depart_unresolved),
@@ -54,6 +55,16 @@ def setup(app: Sphinx) -> dict[str, Any]:
                  latex=(util.visit_folded_other, util.depart_folded_other),
                  man=(util.visit_folded_other, util.depart_folded_other),
                  texinfo=(util.visit_folded_other, util.depart_folded_other))
+
+    app.add_node(util.html_only,
+                 html=(util.visit_passthrough, util.depart_passthrough),
+                 text=(util.visit_html_only_text, None),
+                 latex=(util.skip_node, None), man=(util.skip_node, None),
+                 texinfo=(util.skip_node, None))
+    app.add_node(util.html_only_inline,
+                 html=(util.visit_passthrough, util.depart_passthrough),
+                 text=(util.skip_node, None), latex=(util.skip_node, None),
+                 man=(util.skip_node, None), texinfo=(util.skip_node, None))
 
     for module in (requirements, vectors, openapi, coverage, diagrams, contract):
         module.setup(app)

@@ -33,6 +33,7 @@ from keyflows_sphinx import data
 from keyflows_sphinx.util import (
     anchors_of_kind,
     html_id,
+    html_only_inline,
     inline_text,
     logger,
     make_ref,
@@ -53,11 +54,12 @@ def requirement_block(directive: SphinxDirective, req: data.Requirement,
     head += nodes.inline(req.level, req.level, classes=["keyflows-level", level_class])
     where = f"{req.flow}, step {req.step}" if req.step.isdigit() else f"{req.flow}, {req.step}"
     head += nodes.inline(where, " · " + where, classes=["keyflows-req-where"])
-    head += nodes.Text(" ")
-    head += make_ref("cov", req.id, "coverage", classes=["keyflows-req-coverage"],
-                     title=f"vectors and conformance checks citing {req.id}")
-    head += nodes.reference("", "¶", refuri="#" + anchor, classes=["headerlink"],
-                            reftitle=f"Link to {req.id}")
+    head += html_only_inline(
+        "", "", nodes.Text(" "),
+        make_ref("cov", req.id, "coverage", classes=["keyflows-req-coverage"],
+                 title=f"vectors and conformance checks citing {req.id}"),
+        nodes.reference("", "¶", refuri="#" + anchor, classes=["headerlink"],
+                        reftitle=f"Link to {req.id}"))
     block += head
 
     def warn(message: str) -> None:

@@ -56,6 +56,37 @@ def visit_folded_other(self: Any, node: folded) -> None:
     pass
 
 
+class html_only(nodes.General, nodes.Element):
+    """Content for the HTML site only (generated tables whose numbers change with every
+    regeneration of the vectors). In the plain-text rendering of the specification the
+    `text` attribute stands in for it: a stable pointer, or nothing."""
+
+
+class html_only_inline(nodes.Inline, nodes.TextElement):
+    """Inline content for the HTML site only (the coverage link, the pilcrow)."""
+
+
+def visit_passthrough(self: Any, node: nodes.Element) -> None:
+    pass
+
+
+def depart_passthrough(self: Any, node: nodes.Element) -> None:
+    pass
+
+
+def visit_html_only_text(self: Any, node: nodes.Element) -> None:
+    text = str(node.get("text", ""))
+    if text:
+        self.new_state(0)
+        self.add_text(text)
+        self.end_state()
+    raise nodes.SkipNode
+
+
+def skip_node(self: Any, node: nodes.Element) -> None:
+    raise nodes.SkipNode
+
+
 def html_id(*parts: str) -> str:
     """An HTML id from parts, keeping case (req-KD-3), replacing unsafe characters."""
     return re.sub(r"[^A-Za-z0-9._:-]+", "-", "-".join(parts)).strip("-")
@@ -119,7 +150,11 @@ def merge_info(app: Sphinx, env: BuildEnvironment, docnames: Iterable[str],
 
 def outdated(app: Sphinx, env: BuildEnvironment, added: set[str], changed: set[str],
              removed: set[str]) -> list[str]:
-    """Pages with generated content depend on files and code Sphinx does not track."""
+    """Pages with generated content depend on files and code Sphinx does not track, so
+    they are read again on every build, unless the build reuses the pages another
+    builder read a moment ago (keyflows_reread_generated = 0: docs/build.py --text)."""
+    if not app.config.keyflows_reread_generated:
+        return []
     return sorted(d for d in _docs(env) if d in env.found_docs and d not in removed)
 
 
@@ -265,7 +300,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str 
         tbl += nodes.title(title, title)
     group = nodes.tgroup(cols=len(headers))
     tbl += group
-    for width in widths or [1] * len(headers):
+    # Declared widths, or widths from the content: HTML lays out auto tables itself, but
+    # the plain-text writer sizes its columns by these numbers.
+    for width in widths or _content_widths(headers, rows):
         group += nodes.colspec(colwidth=width)
     tbl["classes"].append("colwidths-auto" if widths is None else "colwidths-given")
     head = nodes.thead()
@@ -279,6 +316,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str 
             row["ids"].append(row_ids[i])
         body += row
     return tbl
+
+
+def _content_widths(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> list[int]:
+    widths = [max(len(h), 4) for h in headers]
+    for cells in rows:
+        for i, cell in enumerate(cells):
+            text = "".join(n.astext() for n in _inline(cell))
+            widths[i] = max(widths[i], min(len(text), 48))
+    return widths
 
 
 def _row(cells: Sequence[Cell]) -> nodes.row:

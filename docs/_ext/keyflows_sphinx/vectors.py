@@ -23,6 +23,7 @@ from keyflows_sphinx import data
 from keyflows_sphinx.util import (
     folded,
     html_id,
+    html_only,
     inline_text,
     joined,
     logger,
@@ -108,8 +109,18 @@ class VectorsDirective(SphinxDirective):
             except data.DataError as exc:
                 self.warn(str(exc))
                 continue
-            out.extend(self.render(vfile, known, classes))
+            out.append(html_only("", *self.render(vfile, known, classes),
+                                 text=self.pointer(vfile)))
         return out
+
+    def pointer(self, vfile: data.VectorFile) -> str:
+        """What the plain-text rendering says instead of the table: where the cases are
+        (no counts, so the text changes with the prose, not with every regeneration)."""
+        stem = vfile.name.removesuffix(".yaml")
+        folder = self.config.keyflows_vectors_dir
+        return (f"Test vectors, profile {vfile.profile}: {folder}/{vfile.name} (the same "
+                f"data as JSON: {folder}/{stem}.json), validated by "
+                f"{folder}/schemas/{stem}.schema.json. The HTML site shows them as tables.")
 
     def render(self, vfile: data.VectorFile, known: dict[str, data.Requirement],
                classes: dict[str, str]) -> list[nodes.Node]:
@@ -269,15 +280,16 @@ class VectorFilesDirective(SphinxDirective):
                 logger.warning(str(exc), location=self.get_location(), type="keyflows",
                                subtype="vectors")
                 continue
-            valid = sum(1 for c in vfile.cases if c.get("result") == "valid")
             stem = name.removesuffix(".yaml")
             page = make_ref("vectorfile", name, nodes.literal("", stem))
-            rows.append([page, vfile.flow, vfile.profile,
-                         f"{len(vfile.cases)} ({valid} valid)",
-                         file_links(docname, vfile, folder)])
-        out: list[nodes.Node] = [table(
-            ["file", "flow", "profile", "cases", "download"], rows,
-            classes=["keyflows-vector-files"])]
+            rows.append([page, vfile.flow, vfile.profile, file_links(docname, vfile, folder)])
+        folder_name = self.config.keyflows_vectors_dir
+        out: list[nodes.Node] = [html_only(
+            "", table(["file", "flow", "profile", "download"], rows,
+                      classes=["keyflows-vector-files"]),
+            text=f"The files: {folder_name}/<flow>.yaml and {folder_name}/<flow>.<profile>"
+                 f".yaml, each with its JSON twin (.json) and its schema "
+                 f"{folder_name}/schemas/<name>.schema.json.")]
         if (folder / BUNDLE).is_file():
             para = nodes.paragraph()
             para += nodes.Text("Every schema in one document: ")
