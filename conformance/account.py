@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import secrets
 import socket
 import sys
@@ -56,6 +57,8 @@ class _Token:
     user_id: str
     expired: bool = False
     bad_answer: bytes | None = None
+    bad_status: int = 200
+    """With bad_answer: the status it is sent with; 0 breaks the connection mid-answer."""
 
 
 class AccountStore:
@@ -69,8 +72,10 @@ class AccountStore:
         self._share_requests: list[str] = []
         self._exchanges: list[Exchange] = []
 
-    def mint(self, user_id: str) -> str:
-        token = secrets.token_urlsafe(24)
+    def mint(self, user_id: str, token: str | None = None) -> str:
+        """A valid token of `user_id`: a fresh random one, or `token` (which a check picks
+        for its length or alphabet)."""
+        token = token if token is not None else secrets.token_urlsafe(24)
         remember_secret(token)
         with self._lock:
             self._tokens[token] = _Token(user_id=user_id)
@@ -112,17 +117,20 @@ class AccountStore:
                 self._tokens[token] = _Token(user_id=entry["user_id"],
                                              expired=bool(entry.get("expired")),
                                              bad_answer=bad.encode("latin-1")
-                                             if isinstance(bad, str) else None)
+                                             if isinstance(bad, str) else None,
+                                             bad_status=int(entry.get("bad_status", 200)))
             self._shares.update(state.get("shares", {}))
 
     def expire(self, token: str) -> None:
         with self._lock:
             self._tokens[token].expired = True
 
-    def answer_badly(self, token: str, body: bytes) -> None:
-        """Answer validate calls for this token with `body` (status 200) instead."""
+    def answer_badly(self, token: str, body: bytes, status: int = 200) -> None:
+        """Answer validate calls for this token with `body` and `status` instead; status 0
+        announces `body` and more, sends `body`, then breaks the connection."""
         with self._lock:
             self._tokens[token].bad_answer = body
+            self._tokens[token].bad_status = status
 
     def describe_token(self, token: str) -> str:
         """What a token is, for reproducer hints: whose, and whether still valid."""
@@ -155,20 +163,49 @@ class AccountStore:
         with self._lock:
             return list(self._calls)
 
-    def validate(self, user_id: object, access_token: object) -> tuple[bool, bytes | None]:
+    def validate(self, user_id: object, access_token: object,
+                 ) -> tuple[bool, bytes | None, int]:
+        """(valid, the bad answer to send instead or None, its status)."""
         with self._lock:
             entry = self._tokens.get(access_token) if isinstance(access_token, str) else None
             bad = entry.bad_answer if entry else None
             valid = bool(entry and not entry.expired and entry.user_id == user_id
                          and bad is None)
             self._calls.append(ValidateCall(user_id, access_token, valid))
-        return valid, bad
+        return valid, bad, entry.bad_status if entry else 200
 
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]],
                     Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+class AnswerBroken(Exception):
+    """Raised on purpose by BrokenAnswer; not logged (see _QuietBrokenAnswers)."""
+
+
+class _QuietBrokenAnswers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AnswerBroken))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietBrokenAnswers())
+
+
+class BrokenAnswer(Response):
+    """Announces a longer body than it sends, then fails: the connection breaks."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body, media_type="application/json")
+        self.headers["content-length"] = str(len(body) + 64)
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        raise AnswerBroken("the account server breaks this answer on purpose")
 
 
 def create_app(store: AccountStore) -> ASGIApp:
@@ -179,9 +216,11 @@ def create_app(store: AccountStore) -> ASGIApp:
             return JSONResponse({"error": "body is not JSON"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
-        valid, bad_answer = store.validate(body.get("user_id"), body.get("access_token"))
+        valid, bad_answer, status = store.validate(body.get("user_id"), body.get("access_token"))
+        if bad_answer is not None and status == 0:
+            return BrokenAnswer(bad_answer)
         if bad_answer is not None:
-            return Response(bad_answer, media_type="application/json")
+            return Response(bad_answer, status_code=status, media_type="application/json")
         return JSONResponse({"valid": valid})
 
     async def secret(request: Request) -> Response:

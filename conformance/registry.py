@@ -73,6 +73,7 @@ def all_checks() -> list[Check]:
     # alone stays cheap and cycle-free.
     from keyflows.conformance.checks import (  # noqa: F401
         common,
+        contract,
         envelope,
         hashchain,
         key_derivation,

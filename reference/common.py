@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -25,8 +26,8 @@ from keyflows.reference.limits import read_body
 from keyflows.reference.problems import Problem, from_spec_error, malformed
 from keyflows.reference.sealed_secrets import ServerSecrets
 from keyflows.reference.store import Store
+from keyflows.spec import contract
 from keyflows.spec.errors import SpecError
-from keyflows.spec.key_derivation import IDENTIFIER
 
 T = TypeVar("T")
 JSON_MEDIA_TYPE = "application/json"
@@ -59,15 +60,10 @@ def accounts(request: Request) -> AccountClient:
 # --- step 1 -----------------------------------------------------------------------------
 
 def path_identifiers(request: Request, *names: str) -> tuple[str, ...]:
-    """The named path parameters, each matching the identifier syntax (KD-2), else 400."""
-    values = []
-    for name in names:
-        value = request.path_params[name]
-        if not isinstance(value, str) or not IDENTIFIER.match(value):
-            raise malformed(f"path parameter {name} does not match ^[A-Za-z0-9._~-]{{1,64}}$",
-                            requirement="KD-2")
-        values.append(value)
-    return tuple(values)
+    """The named path parameters, each an identifier (KD-2) and no dot segment (API-22),
+    else 400."""
+    return tuple(spec_checked(partial(contract.path_identifier, request.path_params[name], name))
+                 for name in names)
 
 
 # --- step 2 -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from keyflows.spec.errors import DecodeError
+from keyflows.spec.key_derivation import IDENTIFIER
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 JSON_MEDIA_TYPE = "application/json"
@@ -265,3 +266,18 @@ def bearer_credential(values: list[str]) -> str:
         raise DecodeError(f"the bearer token is longer than {MAX_TOKEN_LENGTH} characters",
                           requirement="API-14")
     return match.group(1)
+
+
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def path_identifier(value: object, name: str) -> str:
+    """API-22 / KD-2: a path segment used as an identifier (user_id, client_id, ...),
+    percent-decoded by the caller. Raises DecodeError unless it matches the identifier
+    syntax and is not a dot segment, which a client's URL handling would remove."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise DecodeError(f"path parameter {name} does not match ^[A-Za-z0-9._~-]{{1,64}}$",
+                          requirement="KD-2")
+    if value in DOT_SEGMENTS:
+        raise DecodeError(f"path parameter {name} is a dot segment", requirement="API-22")
+    return value

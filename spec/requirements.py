@@ -12,6 +12,12 @@ from keyflows.spec import yamlfile
 REQUIREMENT_ID = re.compile(r"\A(API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\Z")
 
 
+COVERAGE_CLASSES = ("runner", "vectors", "unobservable")
+"""How a requirement is covered: a conformance check over HTTP (`runner`, the default),
+vectors only because it binds clients (`vectors`), or nothing a client can observe over
+HTTP (`unobservable`, with a one-line reason)."""
+
+
 @dataclass(frozen=True)
 class Requirement:
     id: str
@@ -19,6 +25,8 @@ class Requirement:
     step: str
     level: str
     text: str
+    coverage: str = "runner"
+    reason: str = ""
 
 
 @cache
@@ -30,8 +38,15 @@ def registry() -> dict[str, Requirement]:
     for rid, entry in raw.items():
         if not REQUIREMENT_ID.match(rid):
             raise ValueError(f"malformed requirement id {rid!r}")
+        coverage = entry.get("coverage", "runner")
+        if coverage not in COVERAGE_CLASSES:
+            raise ValueError(f"{rid}: coverage must be one of {COVERAGE_CLASSES}")
+        reason = str(entry.get("reason", ""))
+        if (coverage == "unobservable") != bool(reason):
+            raise ValueError(f"{rid}: a reason is given exactly when coverage is unobservable")
         out[rid] = Requirement(id=rid, flow=entry["flow"], step=str(entry["step"]),
-                               level=entry["level"], text=entry["text"])
+                               level=entry["level"], text=entry["text"],
+                               coverage=coverage, reason=reason)
     return out
 
 

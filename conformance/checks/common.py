@@ -92,7 +92,7 @@ def capability_problems(caps: Any) -> list[str]:
 
 # --- routing ---------------------------------------------------------------------------
 
-@check("common/routes/unknown-route", requirements=("API-2",), needs=())
+@check("common/routes/unknown-route", requirements=("API-2", "API-10"), needs=())
 def unknown_route(t: Probe) -> None:
     """Unknown routes answer 404 problem+json."""
     for path in ("/v1/no-such-route", "/v2/capabilities", "/v1/users/u1/apps/c1/secret-keys",
@@ -101,19 +101,29 @@ def unknown_route(t: Probe) -> None:
         t.expect_rejected(exchange, 404, what=f"GET {path}")
 
 
-@check("common/routes/wrong-method", requirements=("API-2",), needs=())
+@check("common/routes/wrong-method", requirements=("API-2", "API-11"), needs=())
 def wrong_method(t: Probe) -> None:
-    """A known route with a method it does not serve answers 405 problem+json."""
-    attempts: list[tuple[str, str, str | None]] = [
-        ("POST", "/v1/capabilities", None), ("DELETE", "/v1/capabilities", None)]
+    """A known route with a method it does not serve answers 405 problem+json with an
+    Allow header naming the methods the path serves."""
+    attempts: list[tuple[str, str, str | None, set[str]]] = [
+        ("POST", "/v1/capabilities", None, {"GET"}),
+        ("DELETE", "/v1/capabilities", None, {"GET"})]
     if KEYPAIR_PUBLICATION in t.session.flows:
         user = t.user("method")
-        attempts += [("PATCH", keypair_path(user.user_id, CLIENT), user.token),
-                     ("POST", f"/v1/users/{user.user_id}/apps/{CLIENT}/public-keys", None),
-                     ("PUT", f"/v1/users/{user.user_id}/apps", None)]
-    for method, path, token in attempts:
+        attempts += [("PATCH", keypair_path(user.user_id, CLIENT), user.token,
+                      {"GET", "PUT", "DELETE"}),
+                     ("POST", f"/v1/users/{user.user_id}/apps/{CLIENT}/public-keys", None,
+                      {"GET"}),
+                     ("PUT", f"/v1/users/{user.user_id}/apps", None, {"GET"})]
+    for method, path, token, served in attempts:
         exchange = t.request(method, path, token=token)
         t.expect_rejected(exchange, 405, what=f"{method} {path}")
+        allow = {m.strip().upper() for m in (exchange.header("allow") or "").split(",")
+                 if m.strip()}
+        if not served <= allow or method in allow:
+            t.fail(f"{method} {path}: the 405's Allow header does not list the path's "
+                   f"methods (API-11)", expected=f"Allow naming {', '.join(sorted(served))}",
+                   actual=f"Allow: {exchange.header('allow') or '(none)'}", exchange=exchange)
 
 
 # --- authentication --------------------------------------------------------------------
@@ -481,10 +491,11 @@ def no_server_error(t: Probe) -> None:
                    actual=describe(exchange), exchange=exchange)
 
 
-@check("common/errors/problem-json", requirements=("API-2",))
+@check("common/errors/problem-json", requirements=("API-2", "API-8", "API-9"))
 def problem_json(t: Probe) -> None:
     """Every refusal (400, 401, 404, 405, 409, 413, 415, 422) is problem+json whose
-    status member equals the HTTP status."""
+    status member equals the HTTP status, of a problem type the contract gives that status,
+    with a failure class that fits it."""
     owner, sealed = owner_with_record(t)
     path = keypair_path(owner.user_id, CLIENT)
     limit = body_limit(t)

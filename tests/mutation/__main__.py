@@ -150,6 +150,11 @@ def execute(chosen: list[Site], entries: dict[str, manifest.Entry],
     args.results.write_text(json.dumps({"summary": report,
                                         "mutants": [o.as_json() for o in outcomes]},
                                        indent=2) + "\n", encoding="utf-8")
+    killed: dict[str, int] = {}
+    for o in outcomes:
+        if o.status in (KILLED, TIMEOUT) and o.requirement:
+            killed[o.requirement] = killed.get(o.requirement, 0) + 1
+    manifest.record_observed(killed, complete=len(chosen) == len(entries))
     print(render(outcomes, equivalent, report))
     print(f"results: {args.results} ({wall / 60:.1f} min with {args.jobs} jobs)")
     return 0 if verdict(report) else 1

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.yaml"
 OVERRIDES = HERE / "overrides.yaml"
 EQUIVALENT = HERE / "equivalent.yaml"
+OBSERVED = HERE / "observed.yaml"
 
 HEADER = {
     MANIFEST: "# The mutation population (generated: nox -s mutation -- --update-manifest).\n"
@@ -33,6 +34,9 @@ HEADER = {
                "# Keys: a site id, or a prefix of ids (\"file:function\"); longest wins.\n",
     EQUIVALENT: "# Mutants that cannot change any answer of the server, each with the reason.\n"
                 "# At most 15% of the population.\n",
+    OBSERVED: "# Requirements with a mutant the runner killed: each changes an HTTP answer,\n"
+              "# so tests/test_coverage_classes.py wants a check for it (written by\n"
+              "# nox -s mutation: a full run replaces the list, a partial run adds to it).\n",
 }
 
 
@@ -139,3 +143,16 @@ def update(sites: list[Site]) -> list[str]:
 
 def equivalents() -> dict[str, str]:
     return {str(k): str(v) for k, v in read_mapping(EQUIVALENT).items()}
+
+
+def record_observed(killed: dict[str, int], *, complete: bool) -> None:
+    """Requirement -> killed mutants; a complete run replaces the file, others add."""
+    counts = {} if complete else {str(k): int(v) for k, v in read_mapping(OBSERVED).items()}
+    for rid, n in killed.items():
+        counts[rid] = n if complete else max(n, counts.get(rid, 0))
+    write_mapping(OBSERVED, dict(sorted(counts.items(), key=lambda kv: _id_key(kv[0]))))
+
+
+def _id_key(rid: str) -> tuple[str, int]:
+    prefix, _, number = rid.partition("-")
+    return prefix, int(number) if number.isdigit() else 0

@@ -1,0 +1,253 @@
+"""Checks of the HTTP contract (keyflows.spec.contract, API-8 .. API-23) and of the
+authentication edge cases: the Authorization syntax, an account server that answers with
+the wrong status or breaks the connection, strict JSON, path identifiers, integers, list
+order, Location and the order of checks.
+
+Every check that tries to change state reads the resource before and after, so a server
+that refuses with the right status but changes state anyway is caught too."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from keyflows.conformance.checks.support import expect_absent, expect_stored, expect_unauthorized
+from keyflows.conformance.clients import seal_with_application_key, to_json
+from keyflows.conformance.probe import (
+    JSON_HEADERS,
+    Probe,
+    User,
+    apps_path,
+    describe,
+    keypair_path,
+)
+from keyflows.conformance.registry import check
+from keyflows.spec import contract
+
+CLIENT = "contract-app"
+B64TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
+
+
+def owner_with_record(t: Probe, label: str) -> tuple[User, dict[str, Any]]:
+    user = t.user(label)
+    return user, t.publish(user, CLIENT).record
+
+
+def random_token(length: int) -> str:
+    return "".join(secrets.choice(B64TOKEN_ALPHABET) for _ in range(length))
+
+
+# --- authentication ------------------------------------------------------------------------
+
+@check("common/auth/bearer-syntax", requirements=("API-14", "API-4", "API-13"))
+def bearer_syntax(t: Probe) -> None:
+    """The scheme name Bearer in any letter case and several spaces are accepted; a valid
+    token of 4096 characters is accepted and one of 4097 gets the uniform 401, even though
+    the account server would call it valid."""
+    owner, record = owner_with_record(t, "syntax")
+    path = keypair_path(owner.user_id, CLIENT)
+    for value in (f"bearer {owner.token}", f"BEARER   {owner.token}", f"bEaReR {owner.token}"):
+        exchange = t.request("GET", path, headers={"authorization": value})
+        t.expect_status(exchange, 200, what=f"GET own record with Authorization: "
+                                            f"{value.split(' ')[0]} and the owner's token")
+    longest = t.session.accounts.mint(owner.user_id, random_token(contract.MAX_TOKEN_LENGTH))
+    exchange = t.request("GET", path, headers={"authorization": f"Bearer {longest}"})
+    t.expect_status(exchange, 200, what=f"GET own record with a valid token of "
+                                        f"{contract.MAX_TOKEN_LENGTH} characters")
+    too_long = t.session.accounts.mint(owner.user_id,
+                                       random_token(contract.MAX_TOKEN_LENGTH + 1))
+    exchange = t.request("GET", path, headers={"authorization": f"Bearer {too_long}"})
+    expect_unauthorized(t, exchange, what=f"GET own record with a token of "
+                                          f"{contract.MAX_TOKEN_LENGTH + 1} characters")
+    newer = seal_with_application_key(owner.user_id, CLIENT, 2)
+    exchange = t.request("PUT", path, headers={**JSON_HEADERS,
+                                               "authorization": f"Bearer {too_long}"},
+                         body=newer.body)
+    expect_unauthorized(t, exchange, what="PUT a newer record with the over-long token")
+    expect_stored(t, owner, CLIENT, record, what="the record after the refused PUT")
+
+
+ACCOUNT_FAILURES: tuple[tuple[str, bytes, int], ...] = (
+    ("status 500 with a body saying valid", b'{"valid":true}', 500),
+    ("status 404 with a body saying valid", b'{"valid":true}', 404),
+    ("status 201 with a body saying valid", b'{"valid":true}', 201),
+    ("a broken connection after a body saying valid", b'{"valid":true}', 0),
+)
+
+
+@check("common/auth/account-server-failure", requirements=("API-3",))
+def account_server_failure(t: Probe) -> None:
+    """An account server that answers with another status than 200, or breaks the
+    connection, never lets a request through: 503 account-server-unavailable, and
+    nothing changes."""
+    owner, record = owner_with_record(t, "acctfail")
+    for label, body, status in ACCOUNT_FAILURES:
+        token = t.token_for(owner.user_id)
+        t.session.accounts.answer_badly(token, body, status)
+        what = f"the account server answers with {label}"
+        exchange = t.get_keypair(owner.user_id, CLIENT, token=token)
+        if 200 <= exchange.status < 300:
+            t.fail(f"GET own record while {what}: the request was let through (API-3)",
+                   expected="503 account-server-unavailable", actual=describe(exchange),
+                   exchange=exchange)
+        t.expect_problem(exchange, 503, what=f"GET own record while {what}",
+                         slug="account-server-unavailable")
+        newer = seal_with_application_key(owner.user_id, CLIENT, 2)
+        exchange = t.put_keypair(owner.user_id, CLIENT, newer.record, token=token)
+        t.expect_problem(exchange, 503, what=f"PUT a newer record while {what}",
+                         slug="account-server-unavailable")
+    expect_stored(t, owner, CLIENT, record, what="the record after the refused requests")
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+def with_leading_member(body: bytes, member: bytes) -> bytes:
+    """`{member, ...rest of body}`: the body with one more member written first."""
+    assert body.startswith(b"{")
+    return b"{" + member + b"," + body[1:]
+
+
+@check("common/json/repeated-member", requirements=("API-6",))
+def repeated_member(t: Probe) -> None:
+    """A body naming one member twice is refused with 400, whether the two values agree
+    or not (two parsers must never read two different records), and nothing is stored."""
+    user = t.user("repeated")
+    sealed = seal_with_application_key(user.user_id, CLIENT, 1)
+    version = sealed.record["key_version"]
+    for member, label in ((f'"key_version":{version}'.encode(), "the same key_version twice"),
+                          (b'"key_version":7', "key_version 7, then the real one"),
+                          (f'"user_id":"{user.user_id}"'.encode(), "user_id twice")):
+        exchange = t.put_keypair(user.user_id, CLIENT, with_leading_member(sealed.body, member),
+                                 token=user.token)
+        t.expect_rejected(exchange, 400, what=f"PUT a valid record with {label}")
+    expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
+
+
+@check("common/json/integers", requirements=("API-21", "API-6"))
+def integers(t: Probe) -> None:
+    """An integer member written as 1.0, 1e0, true or "1" is refused with 400 and nothing
+    is stored: one value has one encoding."""
+    user = t.user("integers")
+    sealed = seal_with_application_key(user.user_id, CLIENT, 1)
+    text = sealed.body
+    needle = b'"key_version":1'
+    if needle not in text:
+        t.fail("the runner's own record does not carry key_version 1", actual=text.decode())
+    for spelled in (b"1.0", b"1e0", b"true", b'"1"', b"01"):
+        body = text.replace(needle, b'"key_version":' + spelled, 1)
+        exchange = t.put_keypair(user.user_id, CLIENT, body, token=user.token)
+        t.expect_rejected(exchange, 400, what=f"PUT a record with key_version {spelled.decode()}")
+    expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
+
+
+@check("common/media/charset", requirements=("API-12",))
+def charset(t: Probe) -> None:
+    """application/json is accepted with charset utf-8 in any case and quoting, and
+    refused with 415 with any other charset; nothing is stored by a refused PUT."""
+    user = t.user("charset")
+    sealed = seal_with_application_key(user.user_id, CLIENT, 1)
+    path = keypair_path(user.user_id, CLIENT)
+    for content_type in ("application/json; charset=latin-1",
+                         "application/json; charset=utf-16", "application/json;charset=ascii"):
+        exchange = t.request("PUT", path, token=user.token,
+                             headers={"content-type": content_type}, body=sealed.body)
+        t.expect_rejected(exchange, 415, what=f"PUT a valid record as {content_type}")
+    expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
+    exchange = t.request("PUT", path, token=user.token,
+                         headers={"content-type": 'Application/JSON; Charset="UTF-8"'},
+                         body=sealed.body)
+    t.expect_status(exchange, 201, what='PUT a valid record as Application/JSON; '
+                                        'Charset="UTF-8"')
+    expect_stored(t, user, CLIENT, sealed.record, what="the record after the PUT")
+
+
+# --- paths ---------------------------------------------------------------------------------
+
+BAD_IDENTIFIERS = (("a%20b", "a space"), ("%C3%A9t%C3%A9", "non-ASCII letters"),
+                   ("a" * 65, "65 characters"), ("a%00", "a NUL byte"),
+                   ("%2E", "an encoded ."), ("%2E%2E", "an encoded .."))
+
+
+@check("common/path/identifiers", requirements=("API-22", "KD-2"), needs=())
+def path_identifiers(t: Probe) -> None:
+    """A path identifier is matched after percent-decoding: one outside
+    ^[A-Za-z0-9._~-]{1,64}$, or . or .., is refused with 400 (before authentication);
+    a percent-encoded valid one addresses the same resource as its plain form."""
+    for segment, label in BAD_IDENTIFIERS:
+        exchange = t.request("GET", apps_path(segment))
+        t.expect_rejected(exchange, 400, what=f"GET the applications of a user_id with "
+                                              f"{label} ({segment})")
+        exchange = t.request("GET", keypair_path(segment, CLIENT))
+        t.expect_rejected(exchange, 400, what=f"GET a keypair of a user_id with {label}, "
+                                              f"without credentials (path before auth)")
+    if "keypair-publication" not in t.session.flows:
+        return
+    owner, _ = owner_with_record(t, "encoded")
+    encoded = "".join(f"%{b:02X}" for b in owner.user_id.encode("ascii"))
+    exchange = t.request("GET", apps_path(encoded))
+    body = t.expect_ok_json(exchange, 200, what="GET the applications of a fully "
+                                                "percent-encoded user_id")
+    if body.get("user_id") != owner.user_id:
+        t.fail("a percent-encoded user_id names another user (API-22)",
+               expected=f'"user_id": "{owner.user_id}"', actual=describe(exchange),
+               exchange=exchange)
+
+
+# --- answers -------------------------------------------------------------------------------
+
+@check("common/http/location", requirements=("API-15", "KP-9"))
+def location(t: Probe) -> None:
+    """The 201 of a first publication carries Location with the record's path, and a GET
+    of that path answers the stored record; a later replacement (200) needs none."""
+    user = t.user("location")
+    expect_absent(t, user, CLIENT, what="GET before the first publication")
+    sealed = seal_with_application_key(user.user_id, CLIENT, 1)
+    exchange = t.put_keypair(user.user_id, CLIENT, sealed.record, token=user.token)
+    t.expect_status(exchange, 201, what="PUT a first record")
+    expected = keypair_path(user.user_id, CLIENT)
+    if exchange.header("location") != expected:
+        t.fail("the 201 does not carry Location with the record's path (API-15)",
+               expected=f"Location: {expected}",
+               actual=f"Location: {exchange.header('location') or '(none)'}",
+               exchange=exchange)
+    t.published[(user.user_id, CLIENT)] = sealed
+    expect_stored(t, user, CLIENT, sealed.record, what="GET the Location")
+
+
+@check("common/http/apps-order", requirements=("API-23", "KP-10"))
+def apps_order(t: Probe) -> None:
+    """The applications of a user are listed by client_id in ascending byte order,
+    whatever the order of publication."""
+    user = t.user("order")
+    names = ["b-app", "A-app", "a-app", "_app", "0app", "B.app", "b~app"]
+    for name in names:
+        t.publish(user, name)
+    exchange = t.get_apps(user.user_id)
+    body = t.expect_ok_json(exchange, 200, what="GET the applications")
+    listed = [a.get("client_id") for a in body.get("apps", [])]
+    if listed != sorted(names, key=lambda n: n.encode("ascii")):
+        t.fail("applications are not listed by client_id in byte order (API-23)",
+               expected=str(sorted(names, key=lambda n: n.encode("ascii"))),
+               actual=str(listed), exchange=exchange)
+
+
+@check("common/http/check-order", requirements=("API-18", "API-12", "API-6"))
+def check_order(t: Probe) -> None:
+    """Where a request fails several checks, the first in the contract's order decides:
+    a bad path identifier before missing credentials (400), a wrong media type before a
+    body that is not JSON (415), a missing member before a bad signature (400)."""
+    user = t.user("order-of-checks")
+    exchange = t.request("PUT", keypair_path("a%20b", CLIENT), headers=JSON_HEADERS,
+                         body=b"not json")
+    t.expect_rejected(exchange, 400, what="PUT to a bad user_id, without credentials, "
+                                          "a body that is not JSON")
+    exchange = t.request("PUT", keypair_path(user.user_id, CLIENT), token=user.token,
+                         headers={"content-type": "text/plain"}, body=b"not json")
+    t.expect_rejected(exchange, 415, what="PUT text/plain that is not JSON either")
+    record = seal_with_application_key(user.user_id, CLIENT, 1).record
+    broken = {k: v for k, v in record.items() if k != "binding_signature"}
+    broken["public_keys"] = dict(record["public_keys"], x25519="A" * 43)
+    exchange = t.put_keypair(user.user_id, CLIENT, to_json(broken), token=user.token)
+    t.expect_rejected(exchange, 400, what="PUT a record missing binding_signature, with "
+                                          "a public key that does not match")
+    expect_absent(t, user, CLIENT, what="GET after the refused PUTs")

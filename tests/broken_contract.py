@@ -1,0 +1,187 @@
+"""Key servers that break one rule of the HTTP contract each (API-3, API-6, API-12,
+API-14, API-15, API-18, API-21, API-22, API-23): the checks of
+conformance/checks/contract.py must catch every one.
+
+Like tests/broken_servers.py: the real reference server with one fault, as ASGI
+middleware (visible on the wire only) or a monkeypatch where a real bug would sit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from broken_servers import ASGIApp, Scope, compact, path_of, rewriting
+
+
+@dataclass(frozen=True)
+class ContractVariant:
+    name: str
+    fault: str
+    must_fail: str
+    """The one check that must fail (the test runs it alone)."""
+    wrapper: Callable[[ASGIApp], ASGIApp] | None = None
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None
+
+
+def case_sensitive_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyflows.spec import contract
+
+    monkeypatch.setattr(contract, "_AUTHORIZATION",
+                        re.compile(r"\ABearer ([A-Za-z0-9\-._~+/]+=*)\Z"))
+
+
+def unbounded_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes the token of a well-formed header whatever its length. (Patched in the
+    server's module: the runner shares this process and reads the contract's limit.)"""
+    from keyflows.reference import auth
+    from keyflows.reference.problems import Unauthorized
+
+    def bearer_token(request: Any) -> str:
+        values = request.headers.getlist("authorization")
+        match = re.fullmatch(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S+)", values[0]) if values else None
+        if match is None:
+            raise Unauthorized()
+        return match.group(1)
+
+    monkeypatch.setattr(auth, "bearer_token", bearer_token)
+
+
+def account_status_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads {"valid": true} out of any answer, whatever its status."""
+    from keyflows.reference.auth import AccountClient
+
+    original = AccountClient._member
+
+    def member(response: httpx.Response, name: str, kind: type[Any]) -> Any:
+        return original(httpx.Response(200, content=response.content), name, kind)
+
+    monkeypatch.setattr(AccountClient, "_member", staticmethod(member))
+
+
+def fail_open_on_transport_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes whatever arrived before a broken connection as the answer."""
+    from keyflows.reference import auth
+
+    async def ask(self: auth.AccountClient, method: str, url: str,
+                  **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, url, **kwargs)
+        except httpx.HTTPError:
+            return httpx.Response(200, json={"valid": True})
+
+    monkeypatch.setattr(auth.AccountClient, "_ask", ask)
+
+
+def last_member_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyflows.reference import common
+
+    monkeypatch.setattr(common, "_unique_members", dict)
+
+
+def integral_floats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads 1.0 and 1e0 as the integer 1."""
+    from keyflows.reference import common
+    from keyflows.reference.problems import malformed
+
+    def parse(body: bytes) -> Any:
+        def number(text: str) -> int | float:
+            value = float(text)
+            return int(value) if value.is_integer() else value
+        try:
+            return json.loads(body.decode("utf-8"), parse_float=number)
+        except ValueError:
+            raise malformed("the request body is not valid JSON") from None
+
+    monkeypatch.setattr(common, "parse_json", parse)
+
+
+def any_charset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyflows.reference import common
+
+    original = common.check_json_content_type
+
+    def check(request: Any) -> None:
+        header = request.headers.get("content-type", "")
+        if header.split(";")[0].strip().lower() != "application/json":
+            original(request)
+
+    monkeypatch.setattr(common, "check_json_content_type", check)
+
+
+def parse_before_media_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyflows.reference import common, keypair_publication
+
+    def json_body(request: Any, body: bytes) -> Any:
+        parsed = common.parse_json(body)
+        common.check_json_content_type(request)
+        return parsed
+
+    monkeypatch.setattr(keypair_publication, "json_body", json_body)
+
+
+def dot_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyflows.spec import contract
+
+    monkeypatch.setattr(contract, "DOT_SEGMENTS", frozenset())
+
+
+def without_location(app: ASGIApp) -> ASGIApp:
+    async def rewrite(scope: Scope, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return status, [(k, v) for k, v in headers if k.lower() != b"location"], body
+
+    return rewriting(rewrite)(app)
+
+
+def apps_in_publication_order(app: ASGIApp) -> ASGIApp:
+    """Lists applications in the order they were first published."""
+    order: list[tuple[str, str]] = []
+
+    async def rewrite(scope: Scope, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        parts = path_of(scope)
+        if scope["method"] == "PUT" and status == 201 and parts[-1] == "keypair":
+            order.append((parts[2], parts[4]))
+        if scope["method"] == "GET" and len(parts) == 4 and parts[3] == "apps" \
+                and status == 200:
+            listing = json.loads(body)
+            rank = {client: i for i, (user, client) in enumerate(order) if user == parts[2]}
+            listing["apps"].sort(key=lambda a: rank.get(a["client_id"], -1))
+            body = compact(listing)
+        return status, headers, body
+
+    return rewriting(rewrite)(app)
+
+
+VARIANTS = (
+    ContractVariant("case-sensitive-scheme", "accepts only `Bearer` spelled so",
+                    "common/auth/bearer-syntax", patch=case_sensitive_scheme),
+    ContractVariant("unbounded-tokens", "accepts bearer tokens of any length",
+                    "common/auth/bearer-syntax", patch=unbounded_tokens),
+    ContractVariant("account-status-ignored", "grants on {\"valid\": true} with any status",
+                    "common/auth/account-server-failure", patch=account_status_ignored),
+    ContractVariant("fail-open-transport", "grants when the account server's answer breaks",
+                    "common/auth/account-server-failure", patch=fail_open_on_transport_error),
+    ContractVariant("last-member-wins", "reads a repeated JSON member as its last value",
+                    "common/json/repeated-member", patch=last_member_wins),
+    ContractVariant("integral-floats", "reads 1.0 and 1e0 as the integer 1",
+                    "common/json/integers", patch=integral_floats),
+    ContractVariant("any-charset", "accepts application/json in any charset",
+                    "common/media/charset", patch=any_charset),
+    ContractVariant("parse-before-media-type", "parses the body before checking its type",
+                    "common/http/check-order", patch=parse_before_media_type),
+    ContractVariant("dot-segments", "takes . and .. as identifiers",
+                    "common/path/identifiers", patch=dot_segments),
+    ContractVariant("no-location", "answers 201 without Location",
+                    "common/http/location", wrapper=without_location),
+    ContractVariant("apps-unsorted", "lists applications in publication order",
+                    "common/http/apps-order", wrapper=apps_in_publication_order),
+)

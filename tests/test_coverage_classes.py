@@ -1,0 +1,98 @@
+"""Coverage that means something: every requirement has a coverage class
+(spec/requirements.yaml `coverage:`; none means `runner`), and the class holds.
+
+- runner: a conformance check cites it (or it is listed in PENDING below, with the reason
+  its check does not exist yet; the list may only shrink).
+- vectors: a rule binding clients only; a vector case cites it.
+- unobservable: nothing a client sees over HTTP changes; the registry says why.
+
+Evidence of observability overrides the class: a requirement whose mutants the
+conformance runner killed (tests/mutation/observed.yaml, written by `nox -s mutation`)
+changes an HTTP answer, so it must be of class runner and cited by a check, PENDING or not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keyflows.conformance.registry import all_checks
+from keyflows.spec import yamlfile
+from keyflows.spec.requirements import COVERAGE_CLASSES, registry
+
+ROOT = Path(__file__).resolve().parent.parent
+OBSERVED = ROOT / "tests" / "mutation" / "observed.yaml"
+
+PENDING: dict[str, str] = {
+    "API-16": "Cache-Control: no-store on lock-layering answers that carry a capability",
+    "API-17": "Retry-After on 429: the server's rate limits are being reworked",
+    "API-19": "repeated query parameters: the routes that read them are being reworked",
+    "API-20": "answers validated against the shipped schemas (generic checks)",
+    "HC-2": "hashchain entries: the log is being rebuilt on RFC 9162",
+    "HC-3": "hashchain entries: the log is being rebuilt on RFC 9162",
+    "HC-4": "hashchain entries: the log is being rebuilt on RFC 9162",
+    "HC-15": "hashchain UIDs: the log is being rebuilt on RFC 9162",
+    "HC-35": "strict Ed25519 on the server's signature checks (hashchain UIDs, KeyInits)",
+    **{f"HC-{n}": "the RFC 9162 log, checkpoints, witnesses and tiles, in progress"
+       for n in range(36, 51)},
+}
+
+
+def cited_by_checks() -> set[str]:
+    return {rid for check in all_checks() for rid in check.requirements}
+
+
+def cited_by_vectors() -> set[str]:
+    out: set[str] = set()
+    for path in sorted((ROOT / "vectors").glob("*.yaml")):
+        for case in yamlfile.load(path.read_text(encoding="utf-8")).get("cases", []):
+            out.update(case.get("requirements") or ())
+    return out
+
+
+def observed() -> set[str]:
+    if not OBSERVED.exists():
+        return set()
+    data = yamlfile.load(OBSERVED.read_text(encoding="utf-8")) or {}
+    return set(data)
+
+
+def test_every_requirement_has_a_class() -> None:
+    for req in registry().values():
+        assert req.coverage in COVERAGE_CLASSES, req.id
+        assert (req.coverage == "unobservable") == bool(req.reason), req.id
+        assert "\n" not in req.reason, req.id
+
+
+def test_runner_requirements_are_checked() -> None:
+    checked = cited_by_checks()
+    unchecked = [rid for rid, req in registry().items()
+                 if req.coverage == "runner" and rid not in checked and rid not in PENDING]
+    assert unchecked == [], "requirements of class runner without a check (write one, or " \
+                            "class them in spec/requirements.yaml)"
+
+
+def test_pending_only_shrinks() -> None:
+    """An entry leaves PENDING as soon as its check exists or its class changes."""
+    checked = cited_by_checks()
+    known = registry()
+    stale = [rid for rid in PENDING
+             if rid not in known or rid in checked or known[rid].coverage != "runner"]
+    assert stale == []
+
+
+def test_vector_requirements_have_vectors() -> None:
+    vectors = cited_by_vectors()
+    missing = [rid for rid, req in registry().items()
+               if req.coverage == "vectors" and rid not in vectors]
+    assert missing == []
+
+
+def test_observable_requirements_are_checked_by_the_runner() -> None:
+    seen = observed()
+    known = registry()
+    checked = cited_by_checks()
+    assert seen <= set(known), seen - set(known)
+    misclassed = [rid for rid in sorted(seen) if known[rid].coverage != "runner"]
+    assert misclassed == [], "a mutant of these changed an HTTP answer: class them runner"
+    unchecked = [rid for rid in sorted(seen) if rid not in checked]
+    assert unchecked == [], "a mutant of these changed an HTTP answer: they need a check"
