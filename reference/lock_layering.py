@@ -59,6 +59,7 @@ from keyflows.reference.lock_layering_store import KeyIdTaken, LockStore
 from keyflows.reference.problems import Problem, Unauthorized
 from keyflows.reference.server_lock import ServerLock, ServerLockError, open_server_lock
 from keyflows.reference.store import canonical_json
+from keyflows.spec import contract
 from keyflows.spec import lock_layering as spec
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.errors import ShareError, SpecError
@@ -180,7 +181,10 @@ def key_description(record: spec.WorkingKeyRecord) -> dict[str, str]:
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    return json_text_response(canonical_json(obj), status, headers=headers)
+    """Keystore answers carry capabilities and key material: never stored by a cache
+    (API-16)."""
+    return json_text_response(canonical_json(obj), status,
+                              headers={**contract.NO_STORE, **(headers or {})})
 
 
 def user_share_header(request: Request) -> str | None:

@@ -20,6 +20,9 @@ JSON_MEDIA_TYPE = "application/json"
 PROBLEM_TYPE_PREFIX = "urn:keyflows:problem:"
 BEARER_CHALLENGE = "Bearer"
 """The value of WWW-Authenticate on every 401 (API-13)."""
+NO_STORE = {"Cache-Control": "no-store"}
+"""The header of every answer that carries a token, a challenge, a capability or key
+material in the clear (API-16)."""
 MAX_TOKEN_LENGTH = 4096
 """Longest bearer token a server considers (API-14)."""
 _AUTHORIZATION = re.compile(r"\A[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)\Z")
@@ -136,8 +139,8 @@ HEADER_RULES: tuple[HeaderRule, ...] = (
     HeaderRule("Location", "every 201", "the path of the created resource, from /v1/ on; "
                "equal to the URL member of the body where the body has one", "API-15"),
     HeaderRule("Retry-After", "every 429", "delta-seconds, an integer >= 1", "API-17"),
-    HeaderRule("Cache-Control", "every answer that carries a token, a capability or the "
-               "owner's private record", "no-store", "API-16"),
+    HeaderRule("Cache-Control", "every answer that carries a session token, a session "
+               "challenge, a capability or key material in the clear", "no-store", "API-16"),
 )
 
 

@@ -161,6 +161,21 @@ def apps_in_publication_order(app: ASGIApp) -> ASGIApp:
     return rewriting(rewrite)(app)
 
 
+def without_header(name: bytes, *, path_part: str) -> Callable[[ASGIApp], ASGIApp]:
+    """Drops header `name` from answers to paths containing `path_part`."""
+    def wrap(app: ASGIApp) -> ASGIApp:
+        async def rewrite(scope: Scope, request_body: bytes, status: int,
+                          headers: list[tuple[bytes, bytes]], body: bytes
+                          ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            if path_part in str(scope["path"]):
+                headers = [(k, v) for k, v in headers if k.lower() != name]
+            return status, headers, body
+
+        return rewriting(rewrite)(app)
+
+    return wrap
+
+
 VARIANTS = (
     ContractVariant("case-sensitive-scheme", "accepts only `Bearer` spelled so",
                     "common/auth/bearer-syntax", patch=case_sensitive_scheme),
@@ -184,4 +199,13 @@ VARIANTS = (
                     "common/http/location", wrapper=without_location),
     ContractVariant("apps-unsorted", "lists applications in publication order",
                     "common/http/apps-order", wrapper=apps_in_publication_order),
+    ContractVariant("cacheable-challenge", "lets caches store session challenges",
+                    "common/http/no-store-challenge",
+                    wrapper=without_header(b"cache-control", path_part="/session-challenges")),
+    ContractVariant("cacheable-capability", "lets caches store a new keystore's capability",
+                    "common/http/no-store-capability",
+                    wrapper=without_header(b"cache-control", path_part="/keystores")),
+    ContractVariant("no-retry-after", "answers 429 without Retry-After",
+                    "common/limits/retry-after",
+                    wrapper=without_header(b"retry-after", path_part="/session-challenges")),
 )

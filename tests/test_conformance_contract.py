@@ -16,6 +16,7 @@ from broken_contract import VARIANTS, ContractVariant
 from click.testing import CliRunner
 from servers import start_reference_server
 from test_conformance import free_port, statuses
+from test_conformance_lock_layering import file_lock
 
 from keyflows.conformance.cli import main
 
@@ -26,7 +27,8 @@ def run_against(tmp_path: Path, variant: ContractVariant | None,
                 checks: list[str]) -> tuple[int, str, dict[str, Any]]:
     port = free_port()
     server = start_reference_server(f"http://127.0.0.1:{port}", tmp_path / "keys.sqlite3",
-                                    app_wrapper=variant.wrapper if variant else None)
+                                    app_wrapper=variant.wrapper if variant else None,
+                                    server_lock=file_lock(tmp_path))
     report = tmp_path / "report.json"
     try:
         done = CliRunner().invoke(main, [

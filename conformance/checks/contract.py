@@ -13,8 +13,10 @@ from typing import Any
 
 from keyflows.conformance.checks.support import expect_absent, expect_stored, expect_unauthorized
 from keyflows.conformance.clients import seal_with_application_key, to_json
+from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import (
     JSON_HEADERS,
+    CheckSkipped,
     Probe,
     User,
     apps_path,
@@ -251,3 +253,69 @@ def check_order(t: Probe) -> None:
     t.expect_rejected(exchange, 400, what="PUT a record missing binding_signature, with "
                                           "a public key that does not match")
     expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
+
+
+# --- caching and rate limits ---------------------------------------------------------------
+
+def expect_no_store(t: Probe, exchange: Exchange, *, what: str) -> None:
+    directives = {d.strip().lower() for d in (exchange.header("cache-control") or "").split(",")}
+    if "no-store" not in directives:
+        t.fail(f"{what}: the answer may be stored by a cache (API-16)",
+               expected="Cache-Control: no-store",
+               actual=f"Cache-Control: {exchange.header('cache-control') or '(none)'}",
+               exchange=exchange)
+
+
+@check("common/http/no-store-challenge", requirements=("API-16", "SC-3"),
+       needs=("keypair-publication", "session-challenge"))
+def no_store_challenge(t: Probe) -> None:
+    """A session challenge (it carries a sealed token) is answered with
+    Cache-Control: no-store."""
+    user = t.user("nostore")
+    t.publish(user, CLIENT)
+    exchange = t.request("POST", f"/v1/users/{user.user_id}/apps/{CLIENT}/session-challenges")
+    t.expect_status(exchange, 201, what="POST a session challenge for a published key")
+    expect_no_store(t, exchange, what="the new session challenge")
+
+
+@check("common/http/no-store-capability", requirements=("API-16", "LOCK-1"),
+       needs=("lock-layering",))
+def no_store_capability(t: Probe) -> None:
+    """A new keystore's answer (it carries the root capability) is answered with
+    Cache-Control: no-store."""
+    user = t.user("nostore-ks")
+    exchange = t.request("POST", f"/v1/users/{user.user_id}/keystores", token=user.token,
+                         json_body={"scenario": "server-held"})
+    t.expect_status(exchange, 201, what="create a server-held keystore as its controller")
+    expect_no_store(t, exchange, what="the new keystore and its root capability")
+
+
+MAX_ATTEMPTS_TRIED = 20
+
+
+@check("common/limits/retry-after", requirements=("API-17", "SC-2"),
+       needs=("keypair-publication", "session-challenge"))
+def retry_after(t: Probe) -> None:
+    """Over an advertised rate limit (challenges per user) the answer is 429
+    too-many-requests with Retry-After in whole seconds, at least 1."""
+    caps = t.session.capabilities or {}
+    attempts = (caps.get("session_challenge") or {}).get("max_attempts")
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        t.fail("the capabilities do not advertise session_challenge.max_attempts (SC-14)",
+               expected="an integer >= 1", actual=repr(attempts))
+    if attempts > MAX_ATTEMPTS_TRIED:
+        raise CheckSkipped(f"max_attempts is {attempts}; the runner tries at most "
+                           f"{MAX_ATTEMPTS_TRIED}")
+    user = t.user("retry")
+    t.publish(user, CLIENT)
+    path = f"/v1/users/{user.user_id}/apps/{CLIENT}/session-challenges"
+    for _ in range(attempts):
+        t.expect_status(t.request("POST", path), 201, what="a challenge within the limit")
+    exchange = t.request("POST", path)
+    t.expect_problem(exchange, 429, what=f"challenge {attempts + 1} within one lifetime",
+                     slug="too-many-requests")
+    value = exchange.header("retry-after") or ""
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        t.fail("the 429 does not say when to retry (API-17)",
+               expected="Retry-After: <delta-seconds >= 1>",
+               actual=f"Retry-After: {value or '(none)'}", exchange=exchange)
