@@ -20,6 +20,9 @@ READY_TIMEOUT_S = 30.0
 
 EMBEDDED_CHALLENGE_LIFETIME = 3
 """Seconds; the session-challenge expiry check waits out lifetimes up to 3 s."""
+EMBEDDED_LIMITS = ("--header-timeout", "2", "--body-timeout", "2", "--idle-timeout", "2",
+                   "--quotas", "queue-per-device=12,queue-per-sender=5")
+"""Deadlines and quotas small enough that the limit checks wait and post little."""
 
 
 class EmbeddedServerError(Exception):
@@ -63,7 +66,9 @@ class EmbeddedServer:
                    "--account-server", self.account_url, "--ready-file", str(ready),
                    "--master-key-file", str(write_master_key(tmp / "master.key")),
                    # Short enough for the runner to wait out, so expiry is checked too.
-                   "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME)]
+                   "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME),
+                   # Test values the limit checks can drive in seconds (API-52, API-53).
+                   *EMBEDDED_LIMITS]
         with open(self._log_path, "wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=dict(os.environ))

@@ -79,6 +79,7 @@ def all_checks() -> list[Check]:
         key_derivation,
         keypair_continuity,
         keypair_publication,
+        limits,  # after the flows' modules, which it imports first
         lock_layering,
         session_challenge,
     )

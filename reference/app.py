@@ -15,6 +15,7 @@ from types import ModuleType
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -23,6 +24,7 @@ from keyflows.reference import (
     envelope,
     hashchain,
     keypair_publication,
+    limits,
     lock_layering,
     session_challenge,
 )
@@ -62,7 +64,7 @@ def capabilities_document(settings: Settings) -> dict[str, object]:
         "server": {"name": SERVER_NAME, "version": server_version()},
         "flows": [module.FLOW for module in FLOW_MODULES
                   if module is not lock_layering or lock_layering.enabled(settings)],
-        "limits": {"max_body_bytes": settings.max_body_bytes},
+        "limits": limits.capabilities_member(settings),
         "auth": {"scheme": "bearer", "account_server": "validate"},
         session_challenge.CAPABILITIES_MEMBER: session_challenge.capabilities(settings),
         envelope.CAPABILITIES_MEMBER: envelope.capabilities(settings),
@@ -154,6 +156,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=all_routes(),
         lifespan=lifespan,
+        middleware=[Middleware(limits.BodyGuard, body_timeout=settings.body_timeout)],
         exception_handlers={
             Problem: problem_handler,
             HTTPException: http_exception_handler,
@@ -163,6 +166,7 @@ def create_app(settings: Settings) -> Starlette:
     # An unknown path is a 404, never a redirect to a slash-less twin.
     app.router.redirect_slashes = False
     app.state.services = svc
+    app.state.rate_limiter = limits.RateLimiter(store, settings.rates)
     session_challenge.attach(app, challenges)
     hashchain.setup(app, svc)
     app.state.lock_layering = locks

@@ -3,18 +3,22 @@
 For each authenticated request the key server asks `POST {account_server}/v1/validate`
 whether (user_id from the path, access_token) is valid, with no caching, so an expired
 or revoked token stops working at once. Every refusal is the same 401 (API-4); an account
-server that cannot give a clear answer is a 503, never an accidental grant.
+server that cannot give a clear answer is a 503, never an accidental grant: unreachable,
+slow, a status other than 200, an answer that is not strict JSON (a duplicate member, NaN,
+not UTF-8), over 64 KiB, or whose "valid" is not exactly true or false.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
-import httpx
 from starlette.requests import Request
 
 from keyflows.reference.problems import Problem, Unauthorized
+from keyflows.reference.upstream import Answer, UpstreamClient, UpstreamError
 from keyflows.spec import contract
 from keyflows.spec.errors import SpecError
 
@@ -39,61 +43,82 @@ def bearer_token(request: Request) -> str:
         raise Unauthorized() from None
 
 
+def strict_json_object(body: bytes) -> dict[str, Any]:
+    """The answer as a JSON object: UTF-8, no duplicate member (two readers could see two
+    different answers: a duplicate "valid" once granted access), no NaN; else 503."""
+    try:
+        answer = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members,
+                            parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise AccountServerUnavailable(
+            f"the account server answer is not strict JSON ({str(exc)[:80]})") from None
+    if not isinstance(answer, dict):
+        raise AccountServerUnavailable("the account server answer is not a JSON object")
+    return answer
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in members:
+            raise ValueError(f"duplicate member {key!r}")
+        members[key] = value
+    return members
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 class AccountClient:
-    """Asks the account server about (user_id, access_token) pairs."""
+    """Asks the account server about (user_id, access_token) pairs. No answer is cached:
+    a revoked token stops working on the next request."""
 
     def __init__(self, base_url: str, *, timeout: float,
                  session_check: SessionCheck | None = None) -> None:
-        self.validate_url = base_url.rstrip("/") + "/v1/validate"
-        self.secret_url = base_url.rstrip("/") + "/v1/secret"
         self.session_check = session_check
-        # trust_env=False: a proxy from the environment must not sit between the key
-        # server and the authority it trusts.
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
-                                         trust_env=False)
+        # A direct connection: no proxy from the environment sits between the key server
+        # and the authority it trusts.
+        self._upstream = UpstreamClient(base_url, timeout=timeout)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _ask(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One call to the account server; any transport failure is unavailability."""
-        try:
-            return await self._client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise AccountServerUnavailable(
-                f"the account server could not be reached ({type(exc).__name__})") from None
+        await self._upstream.aclose()
 
     @staticmethod
-    def _member(response: httpx.Response, name: str, kind: type[T]) -> T:
-        """Member `name` of a 200 JSON object answer, of type `kind`; else unavailability."""
-        if response.status_code != 200:
+    def _member(answer: Answer, name: str, kind: type[T]) -> T:
+        """Member `name` of a 200 JSON object answer, of exactly type `kind`; else 503."""
+        if answer.status != 200:
             raise AccountServerUnavailable(
-                f"the account server answered status {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError:
-            raise AccountServerUnavailable("the account server answer is not JSON") from None
-        value = answer.get(name) if isinstance(answer, dict) else None
-        if not isinstance(value, kind):
+                f"the account server answered status {answer.status}")
+        value = strict_json_object(answer.body).get(name)
+        if type(value) is not kind:  # exactly: 1 is no true, and True no 1
             raise AccountServerUnavailable(
                 f"the account server answer has no {kind.__name__} {name!r}")
         return value
 
+    async def _call(self, call: Awaitable[Answer]) -> Answer:
+        try:
+            return await call
+        except UpstreamError as exc:
+            raise AccountServerUnavailable(
+                f"the account server could not be reached ({exc})") from None
+
     async def is_valid(self, user_id: str, access_token: str) -> bool:
         """True or False as the account server says; AccountServerUnavailable otherwise."""
-        response = await self._ask("POST", self.validate_url,
-                                   json={"user_id": user_id, "access_token": access_token})
-        return self._member(response, "valid", bool)
+        body = json.dumps({"user_id": user_id, "access_token": access_token},
+                          separators=(",", ":")).encode("utf-8")
+        answer = await self._call(self._upstream.post_json("/v1/validate", body))
+        return self._member(answer, "valid", bool)
 
     async def get_share(self, user_id: str) -> str | None:
         """The account server's secret share of a user, `GET /v1/secret?sub=<user_id>` ->
         {"secret": base64url} (lock-layering, LOCK-10); None if it has none (404).
         The text is returned unchecked: every defect of a share is the caller's one
         share failure (LOCK-6)."""
-        response = await self._ask("GET", self.secret_url, params={"sub": user_id})
-        if response.status_code == 404:
+        answer = await self._call(self._upstream.get("/v1/secret?" + urlencode({"sub": user_id})))
+        if answer.status == 404:
             return None
-        return self._member(response, "secret", str)
+        return self._member(answer, "secret", str)
 
     async def authenticate(self, request: Request, user_id: str) -> None:
         """Let the request through only if its bearer token is valid for `user_id`:

@@ -20,6 +20,7 @@ from keyflows.reference.app import create_app
 from keyflows.reference.config import ConfigError, Settings, load_settings
 from keyflows.reference.sealed_secrets import SecretsError
 from keyflows.reference.server_lock import ServerLockError, configured_server_lock
+from keyflows.reference.serving import uvicorn_config
 from keyflows.reference.store import StoreError
 
 EXIT_BAD_CONFIG = 2
@@ -85,8 +86,7 @@ def serve(settings: Settings) -> None:
         raise ConfigError(str(exc)) from None
     sock = bind_socket(settings.host, settings.port)
     port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app, host=settings.host, port=port, log_level=settings.log_level,
-                            lifespan="on")
+    config = uvicorn_config(app, settings, port=port)
     server = _ReadyServer(config, base_url(settings.host, port), settings.ready_file)
     server.run(sockets=[sock])
 
@@ -102,6 +102,19 @@ def serve(settings: Settings) -> None:
               help="Key sealing the server's own secrets when no server lock is configured, "
                    "mode 0600, created if absent [env KEYFLOWS_SECRETS_KEY_FILE; default the "
                    "database path + .key].")
+@click.option("--header-timeout", help="Seconds for a request's line and headers to arrive "
+                                      "[env KEYFLOWS_HEADER_TIMEOUT; default 10].")
+@click.option("--body-timeout", help="Seconds for a request body to arrive after its headers "
+                                    "[env KEYFLOWS_BODY_TIMEOUT; default 30].")
+@click.option("--idle-timeout", help="Seconds a connection may stay idle between requests "
+                                    "[env KEYFLOWS_IDLE_TIMEOUT; default 5].")
+@click.option("--max-connections", help="Open connections beyond which new ones get 503 "
+                                       "[env KEYFLOWS_MAX_CONNECTIONS; default 1024].")
+@click.option("--rates", help="Rate limits NAME=CAPACITY/WINDOW_SECONDS,... over the defaults "
+                             "[env KEYFLOWS_RATES]; names: challenge-create, keyinit-fetch, "
+                             "keyinit-fetch-identity, uid-create.")
+@click.option("--quotas", help="Quotas NAME=LIMIT,... over the defaults [env KEYFLOWS_QUOTAS]; "
+                              "names: queue-per-device, queue-per-sender.")
 @click.option("--ready-file", help="Write the base URL here once listening.")
 @click.option("--log-level", help="uvicorn log level [default warning].")
 @click.option("--challenge-lifetime",
@@ -128,7 +141,10 @@ def serve(settings: Settings) -> None:
                                          "[env KEYFLOWS_PKCS11_KEY_LABEL].")
 def serve_command(host: str | None, port: str | None, db: str | None,
                   account_server: str | None, max_body_bytes: str | None,
-                  secrets_key_file: str | None, ready_file: str | None, log_level: str | None,
+                  secrets_key_file: str | None, header_timeout: str | None,
+                  body_timeout: str | None, idle_timeout: str | None,
+                  max_connections: str | None, rates: str | None, quotas: str | None,
+                  ready_file: str | None, log_level: str | None,
                   challenge_lifetime: str | None, challenge_max_attempts: str | None,
                   session_lifetime: str | None, server_lock: str | None,
                   master_key_file: str | None, kms_key_id: str | None,
@@ -143,6 +159,11 @@ def serve_command(host: str | None, port: str | None, db: str | None,
         settings = load_settings(host=host, port=port, db=db, account_server=account_server,
                                  max_body_bytes=max_body_bytes, ready_file=ready_file,
                                  secrets_key_file=secrets_key_file,
+                                 limits={"header_timeout": header_timeout,
+                                         "body_timeout": body_timeout,
+                                         "idle_timeout": idle_timeout,
+                                         "max_connections": max_connections,
+                                         "rates": rates, "quotas": quotas},
                                  log_level=log_level, challenge_lifetime=challenge_lifetime,
                                  challenge_max_attempts=challenge_max_attempts,
                                  session_lifetime=session_lifetime, server_lock=lock)

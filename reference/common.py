@@ -1,8 +1,11 @@
 """Request handling shared by every flow's routes, in the contract's order of checks:
 
-  1. path identifiers (400)  2. body size (413)  3. bearer auth (401)
+  1. path identifiers (400)  2. bearer auth (401)  3. body size (413)
   4. Content-Type (415)      5. JSON parse and shape (400)
   6. crypto validation (422) 7. state conflicts (409)
+
+Credentials are checked before a byte of the body is read (API-50): a refused client
+costs no body buffering, and limits.BodyGuard closes its connection after the 401.
 
 Each step is one function, so a route reads as the list of steps it performs.
 """
@@ -68,14 +71,14 @@ def path_identifiers(request: Request, *names: str) -> tuple[str, ...]:
 
 # --- step 2 -----------------------------------------------------------------------------
 
-async def limited_body(request: Request) -> bytes:
-    return await read_body(request, services(request).settings.max_body_bytes)
+async def authenticate(request: Request, user_id: str) -> None:
+    await accounts(request).authenticate(request, user_id)
 
 
 # --- step 3 -----------------------------------------------------------------------------
 
-async def authenticate(request: Request, user_id: str) -> None:
-    await accounts(request).authenticate(request, user_id)
+async def limited_body(request: Request) -> bytes:
+    return await read_body(request, services(request).settings.max_body_bytes)
 
 
 # --- steps 4 and 5 -------------------------------------------------------------------------

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from keyflows.reference.server_lock import ServerLockSettings
+from keyflows.spec import limits as spec_limits
+from keyflows.spec.errors import SpecError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -23,6 +26,24 @@ DEFAULT_ACCOUNT_TIMEOUT = 5.0
 DEFAULT_CHALLENGE_LIFETIME = 60
 DEFAULT_CHALLENGE_MAX_ATTEMPTS = 5
 DEFAULT_SESSION_LIFETIME = 900
+# Connections (API-53): generous for honest clients on slow links, short enough that idle
+# and trickling connections are not kept.
+DEFAULT_HEADER_TIMEOUT = 10
+DEFAULT_BODY_TIMEOUT = 30
+DEFAULT_IDLE_TIMEOUT = 5
+DEFAULT_MAX_CONNECTIONS = 1024
+# Rate limits (API-52, API-54): token buckets per requester, refilled within a minute.
+DEFAULT_RATES: dict[str, spec_limits.Rate] = {
+    "challenge-create": spec_limits.Rate(60, 60),
+    "keyinit-fetch": spec_limits.Rate(120, 60),
+    "keyinit-fetch-identity": spec_limits.Rate(10, 60),
+    "uid-create": spec_limits.Rate(60, 60),
+}
+# Quotas (API-54): stored quantities per owner.
+DEFAULT_QUOTAS: dict[str, int] = {
+    "queue-per-device": 1000,
+    "queue-per-sender": 100,
+}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 ENV_HOST = "KEYFLOWS_HOST"
@@ -34,6 +55,12 @@ ENV_CHALLENGE_LIFETIME = "KEYFLOWS_CHALLENGE_LIFETIME"
 ENV_CHALLENGE_MAX_ATTEMPTS = "KEYFLOWS_CHALLENGE_MAX_ATTEMPTS"
 ENV_SESSION_LIFETIME = "KEYFLOWS_SESSION_LIFETIME"
 ENV_SECRETS_KEY_FILE = "KEYFLOWS_SECRETS_KEY_FILE"
+ENV_HEADER_TIMEOUT = "KEYFLOWS_HEADER_TIMEOUT"
+ENV_BODY_TIMEOUT = "KEYFLOWS_BODY_TIMEOUT"
+ENV_IDLE_TIMEOUT = "KEYFLOWS_IDLE_TIMEOUT"
+ENV_MAX_CONNECTIONS = "KEYFLOWS_MAX_CONNECTIONS"
+ENV_RATES = "KEYFLOWS_RATES"
+ENV_QUOTAS = "KEYFLOWS_QUOTAS"
 
 
 class ConfigError(Exception):
@@ -58,6 +85,13 @@ class Settings:
     # Seals the server's own secrets when no server lock is configured; None: the
     # database's path with ".key" appended.
     secrets_key_file: Path | None = None
+    # limits (API-51 .. API-54)
+    header_timeout: int = DEFAULT_HEADER_TIMEOUT
+    body_timeout: int = DEFAULT_BODY_TIMEOUT
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    rates: dict[str, spec_limits.Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
@@ -88,6 +122,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
                   session_lifetime: str | None = None,
                   server_lock: ServerLockSettings | None = None,
                   secrets_key_file: str | None = None,
+                  limits: Mapping[str, str | None] | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flag values, falling back to the KEYFLOWS_* environment variables."""
     env = os.environ if environ is None else environ
@@ -115,13 +150,30 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         log_level=level,
         server_lock=server_lock,
         secrets_key_file=Path(secrets_key_file) if secrets_key_file else None,
+        **limit_settings(limits or {}, env),
         **challenge_settings(challenge_lifetime, challenge_max_attempts, session_lifetime,
                              env),
     )
 
 
+class ChallengeSettings(TypedDict):
+    challenge_lifetime: int
+    challenge_max_attempts: int
+    session_lifetime: int
+
+
+class LimitSettings(TypedDict):
+    header_timeout: int
+    body_timeout: int
+    idle_timeout: int
+    max_connections: int
+    rates: dict[str, spec_limits.Rate]
+    quotas: dict[str, int]
+
+
 def challenge_settings(lifetime: str | None, max_attempts: str | None,
-                       session_lifetime: str | None, env: Mapping[str, str]) -> dict[str, int]:
+                       session_lifetime: str | None, env: Mapping[str, str]
+                       ) -> ChallengeSettings:
     """The session-challenge lifetimes and attempt limit (flags, then environment), within
     the ranges the spec allows (SC-2, SC-3, SC-12)."""
     lifetime_text = lifetime or env.get(ENV_CHALLENGE_LIFETIME) or str(DEFAULT_CHALLENGE_LIFETIME)
@@ -137,3 +189,68 @@ def challenge_settings(lifetime: str | None, max_attempts: str | None,
         "session_lifetime": parse_int(session_text, "session lifetime (seconds)",
                                       minimum=1, maximum=86400),
     }
+
+
+def limit_settings(flags: Mapping[str, str | None], env: Mapping[str, str]) -> LimitSettings:
+    """Deadlines, connection limit, rates and quotas from flags, then the environment.
+
+    Rates and quotas are lists `name=CAPACITY/WINDOW,...` and `name=LIMIT,...` that
+    change the named defaults; an unknown name is an error, not silently ignored."""
+    def value(name: str, variable: str, default: int) -> str:
+        return flags.get(name) or env.get(variable) or str(default)
+
+    return {
+        "header_timeout": parse_int(value("header_timeout", ENV_HEADER_TIMEOUT,
+                                          DEFAULT_HEADER_TIMEOUT),
+                                    "header timeout (seconds)", minimum=1, maximum=3600),
+        "body_timeout": parse_int(value("body_timeout", ENV_BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT),
+                                  "body timeout (seconds)", minimum=1, maximum=3600),
+        "idle_timeout": parse_int(value("idle_timeout", ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT),
+                                  "idle timeout (seconds)", minimum=1, maximum=3600),
+        "max_connections": parse_int(value("max_connections", ENV_MAX_CONNECTIONS,
+                                           DEFAULT_MAX_CONNECTIONS),
+                                     "max connections", minimum=1, maximum=1_000_000),
+        "rates": parse_rates(flags.get("rates") or env.get(ENV_RATES) or ""),
+        "quotas": parse_quotas(flags.get("quotas") or env.get(ENV_QUOTAS) or ""),
+    }
+
+
+def _assignments(text: str, what: str, known: Mapping[str, object]) -> list[tuple[str, str]]:
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ConfigError(f"{what} must be NAME=VALUE with NAME one of"
+                              f" {', '.join(sorted(known))}, got {item!r}")
+        out.append((name, value.strip()))
+    return out
+
+
+def parse_rates(text: str) -> dict[str, spec_limits.Rate]:
+    """`challenge-create=60/60,uid-create=30/60` over the defaults."""
+    rates = dict(DEFAULT_RATES)
+    for name, value in _assignments(text, "a rate", DEFAULT_RATES):
+        capacity, sep, window = value.partition("/")
+        if not sep:
+            raise ConfigError(f"rate {name} must be CAPACITY/WINDOW_SECONDS, got {value!r}")
+        try:
+            rates[name] = spec_limits.Rate(
+                parse_int(capacity, f"rate {name} capacity", minimum=1,
+                          maximum=spec_limits.MAX_CAPACITY),
+                parse_int(window, f"rate {name} window", minimum=1,
+                          maximum=spec_limits.MAX_WINDOW_SECONDS))
+        except SpecError as exc:
+            raise ConfigError(f"rate {name}: {exc}") from None
+    return rates
+
+
+def parse_quotas(text: str) -> dict[str, int]:
+    """`queue-per-device=1000,queue-per-sender=100` over the defaults."""
+    quotas = dict(DEFAULT_QUOTAS)
+    for name, value in _assignments(text, "a quota", DEFAULT_QUOTAS):
+        quotas[name] = parse_int(value, f"quota {name}", minimum=1,
+                                 maximum=spec_limits.MAX_QUOTA)
+    return quotas

@@ -42,8 +42,8 @@ from keyflows.reference.common import (
     services,
 )
 from keyflows.reference.config import Settings
-from keyflows.reference.envelope_store import EnvelopeTables, StoredDelivery
-from keyflows.reference.limits import read_body
+from keyflows.reference.envelope_store import EnvelopeTables, QueueFull, StoredDelivery
+from keyflows.reference.limits import quota_exceeded, read_body
 from keyflows.reference.problems import Problem, malformed
 from keyflows.reference.store import canonical_json
 from keyflows.spec import envelope as E
@@ -107,8 +107,8 @@ def _device_body(device_id: str, key_text: str) -> str:
 
 async def _register(request: Request, user_id: str, device_id: str | None) -> Response:
     """ENV-1 .. ENV-3: check the key, then store it under the given or a fresh id."""
-    body = await limited_body(request)
     await authenticate(request, user_id)
+    body = await limited_body(request)
     obj = json_body(request, body)
     key = await in_thread(lambda: E.parse_device_registration(obj))
     key_text = b64url_encode(key)
@@ -159,8 +159,8 @@ async def list_devices(request: Request) -> Response:
 
 async def delete_device(request: Request) -> Response:
     user_id, device_id = path_identifiers(request, "user_id", "device_id")
-    await limited_body(request)
     await authenticate(request, user_id)
+    await limited_body(request)
     store = tables(request)
     if not await in_thread(lambda: store.delete_device(user_id, device_id)):
         raise not_found("no such device", requirement="ENV-3")
@@ -186,8 +186,8 @@ def _validated(obj: Any, sender: str) -> E.Envelope:
 async def post_message(request: Request) -> Response:
     """Steps 8 (ENV-9, ENV-10, ENV-11): check, then queue for every addressed device."""
     (user_id,) = path_identifiers(request, "user_id")
-    body = await read_body(request, MAX_ENVELOPE_BODY_BYTES)
     await authenticate(request, user_id)
+    body = await read_body(request, MAX_ENVELOPE_BODY_BYTES)
     obj = json_body(request, body)
     envelope = await in_thread(lambda: _validated(obj, user_id))
     store = tables(request)
@@ -196,14 +196,19 @@ async def post_message(request: Request) -> Response:
     entries = [(e["user_id"], e["device_id"], canonical_json(e)) for e in obj["recipients"]]
     digest = E.ciphertext_digest(envelope.payload.ciphertext)
 
+    quotas = services(request).settings.quotas
+
     def store_it() -> None:
         store.purge_expired(received)
         store.put_message(message_id=message_id, sender=envelope.sender,
                           payload=canonical_json(obj["payload"]), digest=digest,
                           entries=entries, received_at=received,
-                          expires_at=E.expires_at(received, RETENTION_SECONDS))
+                          expires_at=E.expires_at(received, RETENTION_SECONDS), quotas=quotas)
 
-    await in_thread(store_it)
+    try:
+        await in_thread(store_it)
+    except QueueFull as full:  # the owner frees space by acknowledging (API-54)
+        raise quota_exceeded(full.quota, full.limit) from None
     return json_text_response(canonical_json(
         {"message_id": message_id, "recipients": len(entries), "received_at": received,
          "expires_at": E.expires_at(received, RETENTION_SECONDS)}), 201)
@@ -239,8 +244,8 @@ def stored_delivery(stored: StoredDelivery) -> E.Delivery:
 async def _owned_device(request: Request, *names: str) -> tuple[str, ...]:
     """Path identifiers, no body, the device owner's token (ENV-12)."""
     values = path_identifiers(request, "user_id", "device_id", *names)
-    await limited_body(request)
     await authenticate(request, values[0])
+    await limited_body(request)
     return values
 
 
@@ -296,8 +301,8 @@ async def post_ack(request: Request) -> Response:
     """Step 11: the recipient discloses k_mac; refused (422, mac) unless it verifies."""
     user_id, device_id, message_id = path_identifiers(request, "user_id", "device_id",
                                                       "message_id")
-    body = await limited_body(request)
     await authenticate(request, user_id)
+    body = await limited_body(request)
     obj = json_body(request, body)
     mac_key = await in_thread(lambda: E.parse_ack(obj))
     store = tables(request)

@@ -49,10 +49,28 @@ SCHEMA = (
         message_id TEXT NOT NULL,
         entry TEXT NOT NULL,
         mac_key TEXT,
+        sender TEXT NOT NULL DEFAULT '',
         UNIQUE (user_id, device_id, message_id)
     )""",
     "CREATE INDEX IF NOT EXISTS envelope_deliveries_message ON envelope_deliveries (message_id)",
+    # A device's queue in arrival order, and its size per sender (the quotas), read from
+    # the index alone: a queue read costs the same at 10 or 10,000 queued.
+    """CREATE INDEX IF NOT EXISTS envelope_deliveries_queue
+        ON envelope_deliveries (user_id, device_id, seq) WHERE mac_key IS NULL""",
+    """CREATE INDEX IF NOT EXISTS envelope_deliveries_sender
+        ON envelope_deliveries (user_id, device_id, sender) WHERE mac_key IS NULL""",
 )
+# Columns added after the first release of the tables: (table, column, definition).
+ADDED_COLUMNS = (("envelope_deliveries", "sender", "TEXT NOT NULL DEFAULT ''"),)
+
+
+class QueueFull(Exception):
+    """A quota (API-54) would be exceeded: nothing was stored."""
+
+    def __init__(self, quota: str, limit: int) -> None:
+        super().__init__(f"{quota} {limit}")
+        self.quota = quota
+        self.limit = limit
 
 _DELIVERY_COLUMNS = (
     "SELECT d.message_id, m.sender, m.payload, m.digest, d.entry, d.mac_key, m.received_at,"
@@ -83,6 +101,31 @@ def _delivery(row: Any) -> StoredDelivery:
                           digest=bytes(row[3]), entry=str(row[4]),
                           mac_key=None if row[5] is None else str(row[5]),
                           received_at=int(row[6]), expires_at=int(row[7]))
+
+
+def _queued(db: sqlite3.Connection, user_id: str, device_id: str, limit: int,
+            sender: str | None = None) -> int:
+    """How many messages wait in the device's queue (from `sender` only, if given),
+    counted up to `limit` on the queue indexes: a quota check costs at most `limit` steps."""
+    where = "user_id = ? AND device_id = ? AND mac_key IS NULL"
+    args: tuple[object, ...] = (user_id, device_id)
+    if sender is not None:
+        where += " AND sender = ?"
+        args += (sender,)
+    row = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM envelope_deliveries WHERE {where}"
+                     " LIMIT ?) AS queued", (*args, limit)).fetchone()
+    return int(row[0])
+
+
+def _check_quotas(db: sqlite3.Connection, user_id: str, device_id: str, sender: str,
+                  quotas: dict[str, int]) -> None:
+    per_sender = quotas.get("queue-per-sender")
+    if per_sender is not None and _queued(db, user_id, device_id, per_sender,
+                                          sender) >= per_sender:
+        raise QueueFull("queue-per-sender", per_sender)
+    per_device = quotas.get("queue-per-device")
+    if per_device is not None and _queued(db, user_id, device_id, per_device) >= per_device:
+        raise QueueFull("queue-per-device", per_device)
 
 
 Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
@@ -142,12 +185,15 @@ class EnvelopeTables:
 
     def put_message(self, *, message_id: str, sender: str, payload: str, digest: bytes,
                     entries: list[tuple[str, str, str]], received_at: int,
-                    expires_at: int) -> None:
+                    expires_at: int, quotas: dict[str, int] | None = None) -> None:
         """Store the payload once and one delivery per (user_id, device_id, entry JSON).
 
         Raises the spec's BindingError naming a device that is not registered and its
-        ReplayError for a message id seen before (ENV-10); either way nothing is stored.
+        ReplayError for a message id seen before (ENV-10), and QueueFull when a device's
+        queue holds quotas["queue-per-device"] messages, or quotas["queue-per-sender"]
+        from this sender (API-54); in every case nothing is stored.
         """
+        quotas = quotas or {}
         with self._write() as db:
             for user_id, device_id, _ in entries:
                 if db.execute("SELECT 1 FROM envelope_devices WHERE user_id = ? AND"
@@ -157,14 +203,16 @@ class EnvelopeTables:
             if db.execute("SELECT 1 FROM envelope_message_ids WHERE message_id = ?",
                           (message_id,)).fetchone():
                 raise ReplayError("message_id was already used", requirement="ENV-10")
+            for user_id, device_id, _ in entries:
+                _check_quotas(db, user_id, device_id, sender, quotas)
             db.execute("INSERT INTO envelope_message_ids (message_id) VALUES (?)",
                        (message_id,))
             db.execute("INSERT INTO envelope_messages (message_id, sender, payload, digest,"
                        " received_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                        (message_id, sender, payload, digest, received_at, expires_at))
             db.executemany("INSERT INTO envelope_deliveries (user_id, device_id, message_id,"
-                           " entry) VALUES (?, ?, ?, ?)",
-                           [(u, d, message_id, e) for u, d, e in entries])
+                           " entry, sender) VALUES (?, ?, ?, ?, ?)",
+                           [(u, d, message_id, e, sender) for u, d, e in entries])
 
     def queue(self, user_id: str, device_id: str, *, now: int, limit: int,
               inline: bool = True) -> tuple[list[StoredDelivery], bool]:

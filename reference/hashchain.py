@@ -40,6 +40,7 @@ from keyflows.reference.common import (
     spec_checked,
 )
 from keyflows.reference.hashchain_store import Appended, HashchainStore, UnknownIdentity
+from keyflows.reference.limits import rate_limit, requester
 from keyflows.reference.problems import Problem, malformed
 from keyflows.reference.store import canonical_json
 from keyflows.spec import hashchain_v1chain as hc
@@ -182,6 +183,7 @@ async def get_entries(request: Request) -> Response:
 
 async def post_uid(request: Request) -> Response:
     """Steps 8-9: create (HC-14 .. HC-21)."""
+    await rate_limit(request, ("uid-create", requester(request)))
     body = await limited_body(request)
     obj = json_body(request, body)
     store = chain(request)
@@ -267,8 +269,11 @@ async def post_keyinits(request: Request) -> Response:
 
 
 async def fetch_keyinit(request: Request) -> Response:
-    """HC-27: exactly one KeyInit, never handed out again; 404 when none is left."""
+    """HC-27: exactly one KeyInit, never handed out again; 404 when none is left.
+    Counted per requester, so no one can drain another identity's pool (API-54)."""
     identity = path_identity(request)
+    who = requester(request)
+    await rate_limit(request, ("keyinit-fetch", who), ("keyinit-fetch-identity", who, identity))
     await limited_body(request)
     store = chain(request)
     try:

@@ -43,8 +43,8 @@ def keypair_location(user_id: str, client_id: str) -> str:
 async def put_keypair(request: Request) -> Response:
     """Step 6: validate everything checkable without the KEK, then store if newer."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    body = await limited_body(request)
     await authenticate(request, user_id)
+    body = await limited_body(request)
     obj = json_body(request, body)
     record = spec_checked(lambda: kp.validate_publication(obj, user_id=user_id,
                                                           client_id=client_id))
@@ -67,8 +67,8 @@ async def put_keypair(request: Request) -> Response:
 async def get_keypair(request: Request) -> Response:
     """Step 7 (KP-9): the owner gets the stored record, byte for byte."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    await limited_body(request)
     await authenticate(request, user_id)
+    await limited_body(request)
     store = services(request).store
     text = await in_thread(lambda: store.get_keypair(user_id, client_id))
     if text is None:
@@ -80,8 +80,8 @@ async def delete_keypair(request: Request) -> Response:
     """KP-12, KP-19: a deletion signed by the live record's key; afterwards the record and
     its public keys are gone, and KP-8 remembers its version."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    body = await limited_body(request)
     await authenticate(request, user_id)
+    body = await limited_body(request)
     obj = json_body(request, body)
     store = services(request).store
 

@@ -19,7 +19,7 @@ the uniform 401 (API-4, LOCK-18). In scenario "shares" an operation that needs t
 lock takes the user's share from the `Secret-Share` header and the other from the account
 server; every share failure is one and the same 422 (LOCK-6, LOCK-10).
 
-Order of checks: path identifiers (400), body size (413), capability (401), the key
+Order of checks: path identifiers (400), capability (401), body size (413), the key
 exists (404), Content-Type (415), JSON shape (400), the key type supports the operation
 (400), the shares open the user lock (422), the operation's own checks (400 / 422).
 
@@ -209,7 +209,6 @@ async def authorized(request: Request, operation: str, *, body_kind: str | None 
     names = ("keystore_id", "key_id") if key_scoped else ("keystore_id",)
     ids = path_identifiers(request, *names)
     keystore_id, key_id = ids[0], (ids[1] if key_scoped else None)
-    raw = await limited_body(request)
     state = flow_state(request)
     token = bearer_token(request)
     keystore = await server_side(lambda: state.store.get_keystore(keystore_id))
@@ -221,6 +220,7 @@ async def authorized(request: Request, operation: str, *, body_kind: str | None 
         spec.check_capability(token, root_key, keystore_id, operation, key_id, state.clock())
     except SpecError:
         raise Unauthorized() from None
+    raw = await limited_body(request)  # only once the capability holds (API-50)
     key = None
     if key_id is not None:
         key = await server_side(lambda: state.store.get_key(keystore_id, key_id))
@@ -267,9 +267,9 @@ async def create_keystore(request: Request) -> Response:
     """Steps 1-6: the controller (bearer, validated with the account server) creates a
     keystore and receives its root capability, once."""
     (user_id,) = path_identifiers(request, "user_id")
-    raw = await limited_body(request)
     state = flow_state(request)
     await authenticate(request, user_id)
+    raw = await limited_body(request)
     obj = json_body(request, raw)
     scenario = spec_checked(lambda: spec.parse_request("create-keystore", obj))["scenario"]
     keystore_id = spec.new_identifier(state.random)

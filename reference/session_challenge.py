@@ -38,6 +38,7 @@ from keyflows.reference.common import (
     spec_checked,
 )
 from keyflows.reference.config import Settings
+from keyflows.reference.limits import rate_limit, requester
 from keyflows.reference.problems import Problem, Unauthorized, malformed
 from keyflows.reference.session_challenge_store import (
     AttemptLimitReached,
@@ -96,6 +97,8 @@ def check_empty_body(request: Request, body: bytes) -> None:
 
 async def create_challenge(request: Request) -> Response:
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    who = requester(request)
+    await rate_limit(request, ("challenge-create", who))
     body = await limited_body(request)
     check_empty_body(request, body)
     text = await in_thread(lambda: services(request).store.get_keypair(user_id, client_id))
@@ -105,7 +108,8 @@ async def create_challenge(request: Request) -> Response:
     record: dict[str, Any] = json.loads(text)
     new = NewChallenge(user_id=user_id, client_id=client_id,
                        key_version=int(record["key_version"]),
-                       recipient_public=b64url_decode(record["public_keys"]["x25519"]))
+                       recipient_public=b64url_decode(record["public_keys"]["x25519"]),
+                       requester=who)
     settings = services(request).settings
     store = challenge_store(request)
     try:
@@ -113,7 +117,8 @@ async def create_challenge(request: Request) -> Response:
                                                      random=os.urandom))
     except AttemptLimitReached as exc:
         raise Problem("too-many-requests",
-                      f"at most {settings.challenge_max_attempts} challenges per user within "
+                      f"at most {settings.challenge_max_attempts} challenges per user and "
+                      f"requester within "
                       f"{settings.challenge_lifetime} s", requirement="SC-2",
                       headers={"Retry-After": str(exc.retry_after)}) from None
     return json_text_response(canonical_json(issued.wire), 201, headers=NO_STORE)

@@ -33,7 +33,8 @@ SCHEMA = (
         issued_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL,
         token BLOB NOT NULL,
-        state TEXT NOT NULL
+        state TEXT NOT NULL,
+        requester TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID""",
     """CREATE INDEX IF NOT EXISTS session_challenges_by_user
         ON session_challenges (user_id, issued_at)""",
@@ -47,7 +48,8 @@ SCHEMA = (
 
 
 class AttemptLimitReached(Exception):
-    """SC-2: the user has had max_attempts challenges within the last lifetime."""
+    """SC-2: the requester has had max_attempts challenges for the user within the last
+    lifetime."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"retry after {retry_after} s")
@@ -62,6 +64,7 @@ class NewChallenge:
     client_id: str
     key_version: int
     recipient_public: bytes
+    requester: str = ""  # who asks: attempts are counted per user and requester (SC-2)
 
 
 class ChallengeStore(Store):
@@ -71,6 +74,10 @@ class ChallengeStore(Store):
         with store._write() as db:
             for statement in SCHEMA:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(session_challenges)")}
+            if "requester" not in columns:  # a database from before SC-2 counted requesters
+                db.execute("ALTER TABLE session_challenges"
+                           " ADD COLUMN requester TEXT NOT NULL DEFAULT ''")
         return store
 
     # --- steps 3 to 5 --------------------------------------------------------------------
@@ -83,8 +90,8 @@ class ChallengeStore(Store):
             db.execute("DELETE FROM session_challenges WHERE user_id = ? AND issued_at <= ?",
                        (new.user_id, now - window))
             issued_at = [int(r[0]) for r in db.execute(
-                "SELECT issued_at FROM session_challenges WHERE user_id = ?",
-                (new.user_id,)).fetchall()]
+                "SELECT issued_at FROM session_challenges WHERE user_id = ? AND requester = ?",
+                (new.user_id, new.requester)).fetchall()]
             try:
                 sc.check_attempt_limit(issued_at, now=now, limits=limits)
             except AuthzError:
@@ -96,11 +103,12 @@ class ChallengeStore(Store):
                                         lifetime=window, random=random)
             challenge = issued.challenge
             db.execute("INSERT INTO session_challenges (challenge_id, user_id, client_id,"
-                       " key_version, issued_at, expires_at, token, state)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       " key_version, issued_at, expires_at, token, state, requester)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (challenge.binding.challenge_id, new.user_id, new.client_id,
                         new.key_version, challenge.issued_at, challenge.binding.expires_at,
-                        sc.challenge_token_digest(challenge.token), challenge.state.value))
+                        sc.challenge_token_digest(challenge.token), challenge.state.value,
+                        new.requester))
             return issued
 
     # --- steps 8 and 9 -------------------------------------------------------------------

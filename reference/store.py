@@ -86,7 +86,18 @@ def check_private_file(path: Path) -> None:
                          f" (mode {mode:04o}); run: chmod 600 {path}")
 
 
-def open_connection(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
+def add_missing_columns(connection: sqlite3.Connection,
+                        added: Sequence[tuple[str, str, str]]) -> None:
+    """Columns added to a table after databases were created with it: (table, column,
+    definition). Run before the schema, so its indexes may use them."""
+    for table, column, definition in added:
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if columns and column not in columns:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def open_connection(path: Path, schema: Sequence[str],
+                    added_columns: Sequence[tuple[str, str, str]] = ()) -> sqlite3.Connection:
     """Open the database file in WAL mode with synchronous=FULL and create `schema`.
 
     Several connections (one per store) may share the file: WAL lets them. Deleted rows
@@ -103,6 +114,7 @@ def open_connection(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
             raise StoreError(f"database {str(path)!r} cannot use WAL (journal mode {mode})")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA secure_delete=ON")
+        add_missing_columns(connection, added_columns)
         for statement in schema:
             connection.execute(statement)
     except sqlite3.Error as exc:
@@ -163,7 +175,7 @@ class Store(Database):
 
     @classmethod
     def open(cls, path: Path) -> Store:
-        return cls(open_connection(path, SCHEMA))
+        return cls(open_connection(path, SCHEMA, envelope_store.ADDED_COLUMNS))
 
     # --- envelope (its queries live in envelope_store.py) ------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from keyflows.spec import limits
 from keyflows.spec.errors import DecodeError
 from keyflows.spec.key_derivation import IDENTIFIER
 
@@ -54,6 +55,9 @@ PROBLEM_TYPES: tuple[ProblemType, ...] = (
                 "the flow lets the caller learn that)."),
     ProblemType("method-not-allowed", 405, "Method not allowed", "API-11",
                 "The path exists but not with this method."),
+    ProblemType("request-timeout", 408, "Request timeout", "API-53",
+                "The request line and headers, or the body, did not arrive within the "
+                "advertised deadline; the server closes the connection."),
     ProblemType("conflict", 409, "Conflict", "API-9",
                 "The request is well-formed and valid but conflicts with stored state: a "
                 "replayed single-use value (failure class replay), an existing identifier, "
@@ -76,6 +80,9 @@ PROBLEM_TYPES: tuple[ProblemType, ...] = (
                 "on an unclear answer."),
     ProblemType("server-lock-unavailable", 503, "Server lock unavailable", "LOCK-5",
                 "The server lock (key file, AWS KMS, PKCS#11) could not open or seal."),
+    ProblemType("busy", 503, "Server busy", "API-53",
+                "The server holds as many connections as it accepts; Retry-After says when "
+                "to try again."),
 )
 
 PROBLEMS: dict[str, ProblemType] = {p.slug: p for p in PROBLEM_TYPES}
@@ -163,7 +170,8 @@ LIMIT_RULES: tuple[LimitRule, ...] = (
               "too-large", "ENV-17"),
     LimitRule("devices of one user", "envelope.max_devices_per_user", 409, "conflict",
               "ENV-17"),
-    LimitRule("challenges per user within one lifetime", "session_challenge.max_attempts",
+    LimitRule("challenges per user and requester within one lifetime",
+              "session_challenge.max_attempts",
               429, "too-many-requests", "SC-2"),
     LimitRule("KeyInits in one publication", "hashchain.max_keyinits", 400, "malformed",
               "HC-26"),
@@ -175,6 +183,14 @@ LIMIT_RULES: tuple[LimitRule, ...] = (
     LimitRule("entries in one chunk", "hashchain.max_chunk", 200, None, "HC-23"),
     LimitRule("bearer token length", "4096 characters (fixed)", 401, "unauthorized",
               "API-14"),
+    *(LimitRule(what, f"limits.rates.{name}.capacity", 429, "too-many-requests", "API-52")
+      for name, what in limits.RATES.items()),
+    *(LimitRule(what, f"limits.quotas.{name}.limit", 429, "too-many-requests", "API-54")
+      for name, what in limits.QUOTAS.items()),
+    LimitRule("seconds for the request line and headers", "limits.header_timeout_seconds",
+              408, "request-timeout", "API-53"),
+    LimitRule("seconds for the request body", "limits.body_timeout_seconds", 408,
+              "request-timeout", "API-53"),
 )
 
 
@@ -225,6 +241,7 @@ CHOICES: tuple[Choice, ...] = (
            "order; log entries by position. Other lists are in the order their flow "
            "chapter gives.", "API-23"),
     Choice("Attempt counting",
+           "Attempts are counted per user and requester (the client's address). "
            "Every challenge a server issues for a user counts against max_attempts for "
            "challenge_lifetime_seconds from its issue, answered or not; a refused request "
            "(404, 429) does not count.", "SC-2"),

@@ -9,8 +9,8 @@ Steps (see the session-challenge chapter):
   1. The client asks for a challenge for (user_id, client_id), without credentials.
   2. The server looks up the published keypair of (user_id, client_id); without one it
      refuses, in one way whatever the reason (SC-1).
-  3. It enforces the attempt limit: at most max_attempts challenges per user_id within
-     any challenge_lifetime window (SC-2).
+  3. It enforces the attempt limit: at most max_attempts challenges per user_id and
+     requester within any challenge_lifetime window (SC-2).
   4. It draws challenge_id (16 bytes), token (32 bytes) and ikmE (32 bytes) fresh, and
      fixes expires_at = now + challenge_lifetime (SC-3).
   5. It seals the token with HPKE base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 /
@@ -251,8 +251,8 @@ def attempts_in_window(issued_at: Iterable[int], *, now: int, window: int) -> in
 
 def check_attempt_limit(issued_at: Iterable[int], *, now: int, limits: Limits) -> None:
     """Step 3 (SC-2): refuse a new challenge once max_attempts were issued to this user_id
-    in the last challenge_lifetime seconds. A challenge admits exactly one answer (SC-8),
-    so this bounds the answers a user_id can be tried with, too."""
+    for this requester in the last challenge_lifetime seconds. A challenge admits exactly
+    one answer (SC-8), so this bounds the answers a user_id can be tried with, too."""
     count = attempts_in_window(issued_at, now=now, window=limits.challenge_lifetime)
     if count >= limits.max_attempts:
         raise AuthzError(f"{count} challenges issued in the last {limits.challenge_lifetime} s;"

@@ -27,10 +27,24 @@ import uvicorn
 from keyflows.reference.app import create_app
 from keyflows.reference.config import DEFAULT_MAX_BODY_BYTES, Settings
 from keyflows.reference.server_lock import ServerLockSettings
+from keyflows.reference.serving import uvicorn_config
 
 ASGIApp = Callable[..., Any]
 
-FAILURE_MODES = (None, "status-500", "bad-json", "no-valid-member")
+# Answers of a misbehaving account server, each 200 unless the mode says otherwise; a
+# lenient client would read several of them as a grant.
+BAD_ANSWERS: dict[str, bytes] = {
+    "bad-json": b'{"valid": tru',
+    "no-valid-member": b'{"ok": true}',
+    "duplicate-valid": b'{"valid": false, "valid": true}',
+    "valid-not-bool": b'{"valid": 1}',
+    "valid-string": b'{"valid": "true"}',
+    "nan-member": b'{"valid": true, "x": NaN}',
+    "not-utf8": b'{"valid": true, "x": "\xff"}',
+    "array": b'[{"valid": true}]',
+    "oversized": b'{"valid": true, "pad": "' + b"a" * 70_000 + b'"}',
+}
+FAILURE_MODES = (None, "status-500", *BAD_ANSWERS)
 
 
 @dataclass
@@ -131,10 +145,8 @@ def _account_handler(server: list[AccountServer]) -> type[BaseHTTPRequestHandler
             mode = account.failure_mode
             if mode == "status-500":
                 self._answer(500, b'{"error":"boom"}')
-            elif mode == "bad-json":
-                self._answer(200, b'{"valid": tru')
-            elif mode == "no-valid-member":
-                self._answer(200, b'{"ok": true}')
+            elif mode in BAD_ANSWERS:
+                self._answer(200, BAD_ANSWERS[mode])
             else:
                 answer = {"valid": account.is_valid(user_id, token)}
                 self._answer(200, json.dumps(answer).encode())
@@ -142,9 +154,13 @@ def _account_handler(server: list[AccountServer]) -> type[BaseHTTPRequestHandler
     return Handler
 
 
+class _AccountHTTPServer(ThreadingHTTPServer):
+    request_queue_size = 1024  # a key server under load may open many connections at once
+
+
 def start_account_server() -> AccountServer:
     holder: list[AccountServer] = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _account_handler(holder))
+    httpd = _AccountHTTPServer(("127.0.0.1", 0), _account_handler(holder))
     httpd.daemon_threads = True
     port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, name="account-server", daemon=True)
@@ -170,11 +186,21 @@ class RunningServer:
             raise RuntimeError("reference server did not stop")
 
 
+TEST_LIMITS: dict[str, Any] = {"header_timeout": 2, "body_timeout": 2, "idle_timeout": 2,
+                               "quotas": {"queue-per-device": 12, "queue-per-sender": 5}}
+"""Test values of the limits (as the embedded server uses): deadlines the runner waits out
+in seconds and quotas it fills with a few envelopes. `defaults=True` keeps the real ones."""
+
+
 def start_reference_server(account_url: str, db_path: str | Path, *,
                            app_wrapper: Callable[[ASGIApp], ASGIApp] | None = None,
                            max_body_bytes: int | None = None,
-                           server_lock: ServerLockSettings | None = None) -> RunningServer:
-    """Run create_app under uvicorn in a thread; returns once it accepts connections."""
+                           server_lock: ServerLockSettings | None = None,
+                           defaults: bool = False, **settings: Any) -> RunningServer:
+    """Run create_app under uvicorn in a thread; returns once it accepts connections.
+    Extra keyword arguments are Settings fields (limits, deadlines), over TEST_LIMITS
+    unless `defaults`."""
+    settings = {**({} if defaults else TEST_LIMITS), **settings}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -182,7 +208,7 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
     settings = Settings(
         host="127.0.0.1", port=port, db_path=Path(db_path), account_server=account_url,
         max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
-        server_lock=server_lock,
+        server_lock=server_lock, **settings,
     )
     try:
         starlette_app = create_app(settings)
@@ -191,8 +217,7 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
     except BaseException:
         sock.close()
         raise
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
+    config = uvicorn_config(app, settings, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name=f"reference-server-{port}", daemon=True)

@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
-from servers import AccountServer, RunningServer, start_account_server, start_reference_server
+from servers import (
+    FAILURE_MODES,
+    AccountServer,
+    RunningServer,
+    start_account_server,
+    start_reference_server,
+)
 
 from keyflows.reference.problems import UNAUTHORIZED_BODY
 from keyflows.spec import keypair_publication as kp
@@ -165,8 +171,32 @@ def test_capabilities(client: httpx.Client) -> None:
     validator("capabilities").validate(body)
     assert body["profile"] == "v1"
     assert "keypair-publication" in body["flows"]
-    assert body["limits"] == {"max_body_bytes": 65536}
+    limits = body["limits"]
+    assert limits["max_body_bytes"] == 65536
+    assert (limits["header_timeout_seconds"], limits["body_timeout_seconds"],
+            limits["idle_timeout_seconds"]) == (2, 2, 2)  # the test servers' values
+    assert limits["rates"]["challenge-create"] == {"capacity": 60, "window_seconds": 60,
+                                                   "per": "requester"}
+    assert limits["quotas"]["queue-per-sender"] == {"limit": 5, "per": "sender+device"}
     assert body["auth"] == {"scheme": "bearer", "account_server": "validate"}
+
+
+def test_default_limits_are_advertised(account: AccountServer, tmp_path: Path) -> None:
+    running = start_reference_server(account.url, tmp_path / "d.db", defaults=True)
+    try:
+        limits = httpx.get(running.url + "/v1/capabilities", trust_env=False).json()["limits"]
+    finally:
+        running.stop()
+    assert (limits["header_timeout_seconds"], limits["body_timeout_seconds"],
+            limits["idle_timeout_seconds"]) == (10, 30, 5)
+    assert limits["rates"] == {
+        "challenge-create": {"capacity": 60, "window_seconds": 60, "per": "requester"},
+        "keyinit-fetch": {"capacity": 120, "window_seconds": 60, "per": "requester"},
+        "keyinit-fetch-identity": {"capacity": 10, "window_seconds": 60,
+                                   "per": "requester+identity"},
+        "uid-create": {"capacity": 60, "window_seconds": 60, "per": "requester"}}
+    assert limits["quotas"] == {"queue-per-device": {"limit": 1000, "per": "device"},
+                                "queue-per-sender": {"limit": 100, "per": "sender+device"}}
 
 
 def test_unknown_route_and_wrong_method_are_problems(client: httpx.Client, owner: tuple[str, str]
@@ -303,7 +333,7 @@ def test_each_request_asks_the_account_server(client: httpx.Client,
     assert client.get(keypair_path(user), headers=bearer(token)).content == EXPECTED_401
 
 
-@pytest.mark.parametrize("mode", ["status-500", "bad-json", "no-valid-member"])
+@pytest.mark.parametrize("mode", [m for m in FAILURE_MODES if m is not None])
 def test_account_server_bad_answer_is_503(client: httpx.Client, account: AccountServer,
                                           mode: str) -> None:
     user, token = account.mint()
@@ -390,11 +420,15 @@ def test_bad_path_identifiers_are_400_before_anything_else(client: httpx.Client)
             assert body["requirement"] == "KD-2"
 
 
-def test_too_large_bodies_are_413_before_auth(client: httpx.Client, owner: tuple[str, str]
-                                              ) -> None:
+def test_credentials_before_body_size(client: httpx.Client, owner: tuple[str, str]) -> None:
+    """API-50: no credentials, 401 whatever the body; with them, an oversized body 413."""
     user, token = owner
     declared = client.put(keypair_path(user), content=b"{" + b" " * 70_000 + b"}",
                           headers={"Content-Type": "application/json"})
+    assert declared.status_code == 401
+    assert declared.headers["connection"] == "close"  # the unread body ends the connection
+    declared = client.put(keypair_path(user), content=b"{" + b" " * 70_000 + b"}",
+                          headers={"Content-Type": "application/json", **bearer(token)})
     assert_problem(declared, 413, "too-large")
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the stream is counted

@@ -9,6 +9,8 @@ from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe, User, describe
 from keyflows.conformance.trace import describe_mismatch
 from keyflows.spec import contract
+from keyflows.spec.errors import SpecError
+from keyflows.spec.limits import parse_limits
 
 DELETE = object()
 """Marker for `mutated`: remove the member instead of setting it."""
@@ -106,3 +108,15 @@ def expect_unauthorized(t: Probe, exchange: Exchange, *, what: str) -> None:
         t.fail(f"{what}: 401 without 'WWW-Authenticate: {contract.BEARER_CHALLENGE}' (API-13)",
                expected=f"WWW-Authenticate: {contract.BEARER_CHALLENGE}",
                actual=challenge or "(no header)", exchange=exchange)
+
+
+def advertised_capacity(t: Probe, rate: str, wanted: int) -> int:
+    """How many requests of rate limit `rate` a check may make at once and stay under the
+    server's advertised bucket (API-52): `wanted`, or the bucket's capacity if smaller."""
+    try:
+        limits = parse_limits((t.session.capabilities or {}).get("limits"))
+    except SpecError:
+        return wanted  # a malformed member is the capabilities check's failure
+    found = limits.rates.get(rate)
+    return wanted if found is None else max(1, min(wanted, found.capacity))
+

@@ -1,0 +1,117 @@
+"""Serving the app under uvicorn with the deadlines and limits uvicorn itself lacks.
+
+uvicorn stays the server; two small layers add what a server facing the Internet needs:
+
+- `GuardedHttpProtocol` (the protocol layer): a header deadline, from the moment a
+  connection opens (or the first byte of a later request on it) until its request line
+  and headers are complete, so idle and slowloris connections are closed; and a
+  connection limit, beyond which a new connection is answered 503 and closed. The idle
+  deadline between requests is uvicorn's own keep-alive timeout.
+- `BodyGuard` (the ASGI layer, see limits.py): the body-read deadline, and
+  `Connection: close` on any answer given before the request body was read, so a refused
+  client cannot keep streaming its body into the connection.
+
+`uvicorn_config(app, settings)` builds the configuration every entry point uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from keyflows.reference.config import Settings
+
+_REFUSED_TEMPLATE = (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\n"
+                     b"content-length: %d\r\n%sconnection: close\r\n\r\n%s")
+
+
+def raw_problem(status: int, reason: str, slug: str, title: str, detail: str,
+                extra_headers: bytes = b"") -> bytes:
+    """A whole problem+json response, written by the protocol layer before any app runs."""
+    body = json.dumps({"type": f"urn:keyflows:problem:{slug}", "title": title,
+                       "status": status, "detail": detail},
+                      separators=(",", ":")).encode("ascii")
+    return _REFUSED_TEMPLATE % (status, reason.encode("ascii"), len(body), extra_headers, body)
+
+
+HEADER_TIMEOUT_RESPONSE = raw_problem(
+    408, "Request Timeout", "request-timeout", "Request timeout",
+    "the request line and headers did not arrive in time")
+BUSY_RESPONSE = raw_problem(
+    503, "Service Unavailable", "busy", "Server busy",
+    "the server has too many open connections", b"retry-after: 1\r\n")
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline and a connection limit."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 1024
+
+    _header_timer: asyncio.TimerHandle | None = None
+    _request_begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            transport.write(BUSY_RESPONSE)
+            transport.close()
+            return
+        self._arm_header_deadline()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_begun = True
+        self._arm_header_deadline()  # a later request on a kept-alive connection
+
+    def on_headers_complete(self) -> None:
+        self._request_begun = False
+        self._disarm_header_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout,
+                                                      self._header_deadline_passed)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        # A half-sent request is told why; a connection that never sent a byte is just
+        # closed (it may be a client's speculative preconnect).
+        if self._request_begun and (self.cycle is None or self.cycle.response_complete):
+            self.transport.write(HEADER_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
+    """The protocol class with this server's header deadline and connection limit."""
+    return type("KeyflowsHttpProtocol", (GuardedHttpProtocol,),
+                {"header_timeout": float(settings.header_timeout),
+                 "max_connections": settings.max_connections})
+
+
+def uvicorn_config(app: Any, settings: Settings, *, port: int | None = None,
+                   log_level: str | None = None) -> uvicorn.Config:
+    """uvicorn's configuration for the reference app: the guarded protocol, the idle
+    (keep-alive) deadline, and no uvicorn-side concurrency limit (ours answers
+    problem+json)."""
+    return uvicorn.Config(app, host=settings.host, port=settings.port if port is None else port,
+                          log_level=log_level or settings.log_level, lifespan="on",
+                          http=guarded_protocol(settings),
+                          timeout_keep_alive=settings.idle_timeout,
+                          backlog=max(2048, settings.max_connections))

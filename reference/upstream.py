@@ -1,0 +1,203 @@
+"""A small, strict HTTP/1.1 client for the one upstream the key server trusts: the
+account server.
+
+Why not a general client: every authenticated request makes one call, so its cost is
+the owner routes' cost. This client does only what the account server's two calls need
+(a JSON POST, a GET with a query), keeps a bounded pool of kept-alive connections on the
+serving event loop, and refuses anything outside a narrow answer shape: a status line,
+headers of at most MAX_HEAD_BYTES, a body of at most MAX_BODY_BYTES framed by
+Content-Length or chunked encoding. Anything else is an UpstreamError, which the caller
+answers as 503 (never as a grant).
+
+A request that fails on a reused connection before any byte of the answer arrived (the
+peer closed it while idle) is sent once more on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_MAX_CONNECTIONS = 32
+
+
+class UpstreamError(Exception):
+    """No clear answer: unreachable, timed out, or an answer outside the accepted shape.
+    The message is short and names the cause."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+class _Connection:
+    __slots__ = ("reader", "reused", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.reused = False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class UpstreamClient:
+    """Requests to one origin (scheme, host, port) over pooled HTTP/1.1 connections."""
+
+    def __init__(self, base_url: str, *, timeout: float,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.base_path = parts.path.rstrip("/")
+        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.timeout = timeout
+        host_header = parts.netloc.rsplit("@", 1)[-1]
+        self._host_line = f"Host: {host_header}\r\n".encode("ascii")
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    async def post_json(self, path: str, body: bytes) -> Answer:
+        head = (b"POST " + (self.base_path + path).encode("ascii") + b" HTTP/1.1\r\n"
+                + self._host_line + b"Content-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode("ascii") + b"\r\n\r\n")
+        return await self.send(head + body)
+
+    async def get(self, path_and_query: str) -> Answer:
+        return await self.send(b"GET " + (self.base_path + path_and_query).encode("ascii")
+                               + b" HTTP/1.1\r\n" + self._host_line + b"\r\n")
+
+    async def send(self, request: bytes) -> Answer:
+        try:
+            async with asyncio.timeout(self.timeout), self._slots:
+                connection = await self._connection()
+                try:
+                    return await self._exchange(connection, request)
+                except _Stale:
+                    return await self._exchange(await self._connect(), request)
+        except TimeoutError:
+            raise UpstreamError(f"no answer within {self.timeout:g} s") from None
+        except OSError as exc:
+            raise UpstreamError(type(exc).__name__) from None
+
+    async def _connection(self) -> _Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.writer.is_closing() and not connection.reader.at_eof():
+                connection.reused = True
+                return connection
+            connection.close()
+        return await self._connect()
+
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl,
+                                                       limit=MAX_HEAD_BYTES)
+        return _Connection(reader, writer)
+
+    async def _exchange(self, connection: _Connection, request: bytes) -> Answer:
+        keep = False
+        try:
+            try:
+                connection.writer.write(request)
+                head = await connection.reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                if connection.reused and not getattr(exc, "partial", b""):
+                    raise _Stale() from None
+                raise UpstreamError("the connection closed before an answer") from None
+            except asyncio.LimitOverrunError:
+                raise UpstreamError(f"answer headers over {MAX_HEAD_BYTES} bytes") from None
+            status, length, chunked, keep = parse_head(head)
+            body = await (read_chunked(connection.reader) if chunked
+                          else read_exactly(connection.reader, length))
+            return Answer(status, body)
+        finally:
+            if keep:
+                self._idle.append(connection)
+            else:
+                connection.close()
+
+
+class _Stale(Exception):
+    """A reused connection was closed by the peer before it answered."""
+
+
+def parse_head(head: bytes) -> tuple[int, int, bool, bool]:
+    """(status, content length, chunked, keep-alive) of an answer's head, strictly."""
+    lines = head[:-4].split(b"\r\n")
+    status_line = lines[0].split(b" ", 2)
+    if len(status_line) < 2 or status_line[0] not in (b"HTTP/1.1", b"HTTP/1.0") \
+            or len(status_line[1]) != 3 or not status_line[1].isdigit():
+        raise UpstreamError("not an HTTP/1.x status line")
+    length: int | None = None
+    chunked = False
+    keep = status_line[0] == b"HTTP/1.1"
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise UpstreamError("a malformed header line")
+        name = name.strip().lower()
+        value = value.strip()
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                raise UpstreamError("a bad or repeated Content-Length")
+            length = int(value)
+        elif name == b"transfer-encoding":
+            if value.lower() != b"chunked" or chunked:
+                raise UpstreamError("an unsupported Transfer-Encoding")
+            chunked = True
+        elif name == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            keep = b"close" not in tokens and (keep or b"keep-alive" in tokens)
+    if chunked and length is not None:
+        raise UpstreamError("both Content-Length and chunked")
+    if not chunked and length is None:
+        raise UpstreamError("an answer without Content-Length")
+    if length is not None and length > MAX_BODY_BYTES:
+        raise UpstreamError(f"an answer over {MAX_BODY_BYTES} bytes")
+    return int(status_line[1]), length or 0, chunked, keep
+
+
+async def read_exactly(reader: asyncio.StreamReader, length: int) -> bytes:
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise UpstreamError("the answer body was cut short") from None
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    try:
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size_text = size_line[:-2].split(b";", 1)[0].strip()
+            if not size_text or len(size_text) > 8:
+                raise UpstreamError("a malformed chunk size")
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise UpstreamError("a malformed chunk size") from None
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                    pass
+                return bytes(body)
+            if len(body) + size > MAX_BODY_BYTES:
+                raise UpstreamError(f"an answer over {MAX_BODY_BYTES} bytes")
+            body += await reader.readexactly(size)
+            if await reader.readexactly(2) != b"\r\n":
+                raise UpstreamError("a malformed chunk")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        raise UpstreamError("the chunked answer was cut short") from None
