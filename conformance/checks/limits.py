@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from keyflows.conformance.checks import envelope as env_checks
 from keyflows.conformance.checks import hashchain as hc_checks
 from keyflows.conformance.checks import session_challenge as _session_challenge  # noqa: F401
-from keyflows.conformance.http import Exchange, send_declared_length
+from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import JSON_HEADERS, CheckSkipped, Probe, User, keypair_path
 from keyflows.conformance.registry import check
 from keyflows.spec import envelope as E
@@ -127,11 +127,9 @@ def credentials_before_body(t: Probe) -> None:
     user = t.user("cbb")
     path = keypair_path(user.user_id, "app")
     declared = limits.max_body_bytes
-    exchange = send_declared_length(
-        t.session.base_url, "PUT", path,
-        {"Authorization": f"Bearer {INVALID_TOKEN}", **JSON_HEADERS}, declared=declared,
-        sent=b"{", timeout=5.0)
-    t.exchanges.append(exchange)
+    exchange = t.send_declared_length(
+        "PUT", path, {"Authorization": f"Bearer {INVALID_TOKEN}", **JSON_HEADERS},
+        declared=declared, sent=b"{", deadline_s=5.0)
     if exchange.status == 0:
         t.fail(f"PUT with a refused token declaring Content-Length {declared} got no answer "
                f"within 5 s while the body was withheld: the server reads the body before "
