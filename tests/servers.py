@@ -187,7 +187,7 @@ class RunningServer:
 
 
 TEST_LIMITS: dict[str, Any] = {"header_timeout": 2, "body_timeout": 2, "idle_timeout": 2,
-                               "quotas": {"queue-per-device": 12, "queue-per-sender": 5}}
+                               "quotas": {"queue-per-device": 30, "queue-per-sender": 12}}
 """Test values of the limits (as the embedded server uses): deadlines the runner waits out
 in seconds and quotas it fills with a few envelopes. `defaults=True` keeps the real ones."""
 

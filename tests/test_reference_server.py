@@ -177,7 +177,7 @@ def test_capabilities(client: httpx.Client) -> None:
             limits["idle_timeout_seconds"]) == (2, 2, 2)  # the test servers' values
     assert limits["rates"]["challenge-create"] == {"capacity": 60, "window_seconds": 60,
                                                    "per": "requester"}
-    assert limits["quotas"]["queue-per-sender"] == {"limit": 5, "per": "sender+device"}
+    assert limits["quotas"]["queue-per-sender"] == {"limit": 12, "per": "sender+device"}
     assert body["auth"] == {"scheme": "bearer", "account_server": "validate"}
 
 
