@@ -196,11 +196,11 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
                            app_wrapper: Callable[[ASGIApp], ASGIApp] | None = None,
                            max_body_bytes: int | None = None,
                            server_lock: ServerLockSettings | None = None,
-                           defaults: bool = False, **settings: Any) -> RunningServer:
+                           defaults: bool = False, **fields: Any) -> RunningServer:
     """Run create_app under uvicorn in a thread; returns once it accepts connections.
     Extra keyword arguments are Settings fields (limits, deadlines), over TEST_LIMITS
     unless `defaults`."""
-    settings = {**({} if defaults else TEST_LIMITS), **settings}
+    fields = {**({} if defaults else TEST_LIMITS), **fields}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -208,7 +208,7 @@ def start_reference_server(account_url: str, db_path: str | Path, *,
     settings = Settings(
         host="127.0.0.1", port=port, db_path=Path(db_path), account_server=account_url,
         max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
-        server_lock=server_lock, **settings,
+        server_lock=server_lock, **fields,
     )
     try:
         starlette_app = create_app(settings)
