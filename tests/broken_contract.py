@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from broken_servers import ASGIApp, Scope, compact, path_of, rewriting
 
@@ -55,11 +54,12 @@ def unbounded_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
 def account_status_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     """Reads {"valid": true} out of any answer, whatever its status."""
     from keyflows.reference.auth import AccountClient
+    from keyflows.reference.upstream import Answer
 
     original = AccountClient._member
 
-    def member(response: httpx.Response, name: str, kind: type[Any]) -> Any:
-        return original(httpx.Response(200, content=response.content), name, kind)
+    def member(answer: Answer, name: str, kind: type[Any]) -> Any:
+        return original(Answer(200, answer.body), name, kind)
 
     monkeypatch.setattr(AccountClient, "_member", staticmethod(member))
 
@@ -67,15 +67,15 @@ def account_status_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
 def fail_open_on_transport_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Takes whatever arrived before a broken connection as the answer."""
     from keyflows.reference import auth
+    from keyflows.reference.upstream import Answer, UpstreamError
 
-    async def ask(self: auth.AccountClient, method: str, url: str,
-                  **kwargs: Any) -> httpx.Response:
+    async def call(self: auth.AccountClient, pending: Awaitable[Answer]) -> Answer:
         try:
-            return await self._client.request(method, url, **kwargs)
-        except httpx.HTTPError:
-            return httpx.Response(200, json={"valid": True})
+            return await pending
+        except UpstreamError:
+            return Answer(200, b'{"valid": true}')
 
-    monkeypatch.setattr(auth.AccountClient, "_ask", ask)
+    monkeypatch.setattr(auth.AccountClient, "_call", call)
 
 
 def last_member_wins(monkeypatch: pytest.MonkeyPatch) -> None:
