@@ -69,6 +69,13 @@ def path_identifiers(request: Request, *names: str) -> tuple[str, ...]:
                  for name in names)
 
 
+def query_parameter(request: Request, name: str) -> str | None:
+    """A query parameter the route defines, None when absent, 400 when repeated (API-19).
+    Parameters a route does not define are never read, so they change nothing."""
+    return spec_checked(partial(contract.single_query_value,
+                                request.query_params.getlist(name), name))
+
+
 # --- step 2 -----------------------------------------------------------------------------
 
 async def authenticate(request: Request, user_id: str) -> None:

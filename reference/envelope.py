@@ -39,6 +39,7 @@ from keyflows.reference.common import (
     method_route,
     not_found,
     path_identifiers,
+    query_parameter,
     services,
 )
 from keyflows.reference.config import Settings
@@ -230,7 +231,7 @@ def record_text(stored: StoredDelivery) -> str:
 
 def payload_inline(request: Request) -> bool:
     """ENV-19: ?payload=inline (the default) or ?payload=omit; anything else is 400."""
-    value = request.query_params.get("payload", "inline")
+    value = query_parameter(request, "payload") or "inline"
     if value not in ("inline", "omit"):
         raise malformed("query parameter payload must be inline or omit",
                         requirement="ENV-19")

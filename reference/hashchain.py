@@ -37,6 +37,7 @@ from keyflows.reference.common import (
     limited_body,
     method_route,
     not_found,
+    query_parameter,
     spec_checked,
 )
 from keyflows.reference.hashchain_store import Appended, HashchainStore, UnknownIdentity
@@ -127,7 +128,7 @@ def path_record_index(request: Request) -> bytes:
 
 
 def query_position(request: Request, name: str, default: int | None = None) -> int:
-    text = request.query_params.get(name)
+    text = query_parameter(request, name)
     if text is None:
         if default is None:
             raise malformed(f"query parameter {name} is required", requirement="HC-23")

@@ -301,3 +301,13 @@ def path_identifier(value: object, name: str) -> str:
     if value in DOT_SEGMENTS:
         raise DecodeError(f"path parameter {name} is a dot segment", requirement="API-22")
     return value
+
+
+def single_query_value(values: list[str], name: str) -> str | None:
+    """API-19: the value of a query parameter a route defines, None when absent; given
+    twice (even with equal values) it is a DecodeError, since two readers could take
+    different ones."""
+    if len(values) > 1:
+        raise DecodeError(f"query parameter {name} is given {len(values)} times",
+                          requirement="API-19")
+    return values[0] if values else None

@@ -131,6 +131,30 @@ def dot_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(contract, "DOT_SEGMENTS", frozenset())
 
 
+def last_query_value_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyflows.reference import hashchain
+
+    def query_parameter(request: Any, name: str) -> str | None:
+        value: str | None = request.query_params.get(name)
+        return value
+
+    monkeypatch.setattr(hashchain, "query_parameter", query_parameter)
+
+
+def query_changes_capabilities(app: ASGIApp) -> ASGIApp:
+    """Reads any query string as a request for a leaner capabilities document."""
+    async def rewrite(scope: Scope, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if scope["path"] == "/v1/capabilities" and scope.get("query_string"):
+            caps = json.loads(body)
+            caps.pop("session_challenge", None)
+            body = compact(caps)
+        return status, headers, body
+
+    return rewriting(rewrite)(app)
+
+
 def without_location(app: ASGIApp) -> ASGIApp:
     async def rewrite(scope: Scope, request_body: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes
@@ -205,6 +229,10 @@ VARIANTS = (
     ContractVariant("cacheable-capability", "lets caches store a new keystore's capability",
                     "common/http/no-store-capability",
                     wrapper=without_header(b"cache-control", path_part="/keystores")),
+    ContractVariant("last-query-value-wins", "takes the last of a repeated query parameter",
+                    "common/http/query-parameters", patch=last_query_value_wins),
+    ContractVariant("query-changes-capabilities", "answers differently to an unknown query",
+                    "common/http/query-parameters", wrapper=query_changes_capabilities),
     ContractVariant("no-retry-after", "answers 429 without Retry-After",
                     "common/limits/retry-after",
                     wrapper=without_header(b"retry-after", path_part="/session-challenges")),

@@ -8,7 +8,9 @@ that refuses with the right status but changes state anyway is caught too."""
 
 from __future__ import annotations
 
+import re
 import secrets
+from importlib import resources
 from typing import Any
 
 from keyflows.conformance.checks.support import expect_absent, expect_stored, expect_unauthorized
@@ -24,7 +26,7 @@ from keyflows.conformance.probe import (
     keypair_path,
 )
 from keyflows.conformance.registry import check
-from keyflows.spec import contract
+from keyflows.spec import contract, yamlfile
 
 CLIENT = "contract-app"
 B64TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
@@ -319,3 +321,71 @@ def retry_after(t: Probe) -> None:
         t.fail("the 429 does not say when to retry (API-17)",
                expected="Retry-After: <delta-seconds >= 1>",
                actual=f"Retry-After: {value or '(none)'}", exchange=exchange)
+
+
+# --- query parameters ------------------------------------------------------------------------
+
+def public_query_operations() -> list[tuple[str, str, dict[str, str]]]:
+    """(method, path, {parameter: a valid value}) for every operation of the shipped
+    openapi.yaml with query parameters, no path parameter and no authentication."""
+    document = yamlfile.load(resources.files("keyflows.spec").joinpath("openapi.yaml")
+                             .read_text(encoding="utf-8"))
+
+    def resolve(node: Any) -> Any:
+        while isinstance(node, dict) and "$ref" in node:
+            target: Any = document
+            for part in str(node["$ref"]).removeprefix("#/").split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    out = []
+    for path, item in document["paths"].items():
+        if "{" in path:
+            continue
+        for method, op in item.items():
+            if not isinstance(op, dict) or op.get("security", [{}]) != []:
+                continue
+            query = {str(p["name"]): valid_value(p.get("schema", {}))
+                     for p in (resolve(p) for p in op.get("parameters", []))
+                     if p.get("in") == "query"}
+            if query and all(v is not None for v in query.values()):
+                out.append((method.upper(), path, {k: str(v) for k, v in query.items()}))
+    return out
+
+
+def valid_value(schema: dict[str, Any]) -> str | None:
+    """A value the schema admits, from its default, enum or minimum, else a small guess."""
+    candidates = [schema.get("default"), *schema.get("enum", []), schema.get("minimum"),
+                  "0", "1", "a"]
+    pattern = schema.get("pattern")
+    for candidate in (str(c) for c in candidates if c is not None):
+        if pattern is None or re.search(str(pattern), candidate):
+            return candidate
+    return None
+
+
+@check("common/http/query-parameters", requirements=("API-19",), needs=())
+def query_parameters(t: Probe) -> None:
+    """A query parameter no route defines changes nothing (the capabilities come back
+    byte for byte); a parameter a public route defines, given twice, is refused with 400."""
+    plain = t.request("GET", "/v1/capabilities")
+    t.expect_status(plain, 200, what="GET /v1/capabilities")
+    for query in ("?unknown=1", "?profile=v2&flows=none", "?x"):
+        exchange = t.request("GET", "/v1/capabilities" + query)
+        t.expect_status(exchange, 200, what=f"GET /v1/capabilities{query}")
+        if exchange.response_body != plain.response_body:
+            t.fail(f"an undefined query parameter changed the capabilities ({query})",
+                   expected="the same body as without it", actual=describe(exchange),
+                   exchange=exchange)
+    flows = set(t.session.flows)
+    for method, path, parameters in public_query_operations():
+        if not any(path.startswith(f"/v1/{flow}") for flow in flows):
+            continue
+        once = "&".join(f"{k}={v}" for k, v in parameters.items())
+        exchange = t.request(method, f"{path}?{once}")
+        t.expect_status(exchange, 200, what=f"{method} {path}?{once}")
+        for name, value in parameters.items():
+            exchange = t.request(method, f"{path}?{once}&{name}={value}")
+            t.expect_rejected(exchange, 400, what=f"{method} {path}?{once} with {name} "
+                                                  f"given twice")
