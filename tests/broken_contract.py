@@ -155,6 +155,26 @@ def query_changes_capabilities(app: ASGIApp) -> ASGIApp:
     return rewriting(rewrite)(app)
 
 
+def stale_cache(app: ASGIApp) -> ASGIApp:
+    """Keeps the first 200 answer to every GET (per path and credential) for good."""
+    cache: dict[tuple[str, bytes], tuple[int, list[tuple[bytes, bytes]], bytes]] = {}
+
+    async def rewrite(scope: Scope, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if scope["method"] != "GET" or not str(scope["path"]).startswith("/v1/users/"):
+            return status, headers, body
+        auth = dict(scope.get("headers", [])).get(b"authorization", b"")
+        key = (str(scope["path"]), auth)
+        if key in cache:
+            return cache[key]
+        if status == 200:
+            cache[key] = (status, headers, body)
+        return status, headers, body
+
+    return rewriting(rewrite)(app)
+
+
 def without_location(app: ASGIApp) -> ASGIApp:
     async def rewrite(scope: Scope, request_body: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes
@@ -233,6 +253,8 @@ VARIANTS = (
                     "common/http/query-parameters", patch=last_query_value_wins),
     ContractVariant("query-changes-capabilities", "answers differently to an unknown query",
                     "common/http/query-parameters", wrapper=query_changes_capabilities),
+    ContractVariant("stale-cache", "serves the first answer to a GET for good",
+                    "common/http/fresh-after-change", wrapper=stale_cache),
     ContractVariant("no-retry-after", "answers 429 without Retry-After",
                     "common/limits/retry-after",
                     wrapper=without_header(b"retry-after", path_part="/session-challenges")),

@@ -389,3 +389,48 @@ def query_parameters(t: Probe) -> None:
             exchange = t.request(method, f"{path}?{once}&{name}={value}")
             t.expect_rejected(exchange, 400, what=f"{method} {path}?{once} with {name} "
                                                   f"given twice")
+
+
+# --- freshness ----------------------------------------------------------------------------
+
+@check("common/http/fresh-after-change", requirements=("KP-9", "KP-10", "KP-12"))
+def fresh_after_change(t: Probe) -> None:
+    """Every view of a record is read before and after each change, and reflects the
+    change at once: the owner's record, the public keys and the application list after a
+    replacement, and all three after a deletion (no stale cache answers)."""
+    user = t.user("fresh")
+    first = t.publish(user, CLIENT, 1)
+    views = {"the owner's record": lambda: t.get_keypair(user.user_id, CLIENT, token=user.token),
+             "the public keys": lambda: t.get_public_keys(user.user_id, CLIENT),
+             "the application list": lambda: t.get_apps(user.user_id)}
+
+    def versions() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, read in views.items():
+            exchange = read()
+            if exchange.status == 404:
+                out[name] = None
+                continue
+            body = t.expect_ok_json(exchange, 200, what=f"GET {name}")
+            if name == "the application list":
+                out[name] = {a.get("client_id"): a.get("key_version")
+                             for a in body.get("apps", [])}.get(CLIENT)
+            else:
+                out[name] = body.get("key_version")
+        return out
+
+    def expect(wanted: int | None, after: str) -> None:
+        seen = versions()
+        stale = {name: v for name, v in seen.items() if v != wanted}
+        if stale:
+            t.fail(f"after {after}, a view still shows the old state (a stale answer)",
+                   expected=f"key_version {wanted}" if wanted else "404 everywhere",
+                   actual=", ".join(f"{n}: {v}" for n, v in stale.items()),
+                   exchange=t.exchanges[-1])
+
+    expect(first.key_version, "the first publication")
+    second = t.publish(user, CLIENT, 2)
+    expect(second.key_version, "a replacement")
+    exchange = t.delete_keypair(user.user_id, CLIENT, token=user.token)
+    t.expect_status(exchange, 204, what="DELETE the record as its owner")
+    expect(None, "the deletion")
