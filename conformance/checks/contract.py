@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -400,9 +401,10 @@ def fresh_after_change(t: Probe) -> None:
     replacement, and all three after a deletion (no stale cache answers)."""
     user = t.user("fresh")
     first = t.publish(user, CLIENT, 1)
-    views = {"the owner's record": lambda: t.get_keypair(user.user_id, CLIENT, token=user.token),
-             "the public keys": lambda: t.get_public_keys(user.user_id, CLIENT),
-             "the application list": lambda: t.get_apps(user.user_id)}
+    views: dict[str, Callable[[], Exchange]] = {
+        "the owner's record": lambda: t.get_keypair(user.user_id, CLIENT, token=user.token),
+        "the public keys": lambda: t.get_public_keys(user.user_id, CLIENT),
+        "the application list": lambda: t.get_apps(user.user_id)}
 
     def versions() -> dict[str, Any]:
         out: dict[str, Any] = {}
