@@ -25,6 +25,19 @@ EMBEDDED_LIMITS = ("--header-timeout", "2", "--body-timeout", "2", "--idle-timeo
 """Deadlines and quotas small enough that the limit checks wait and post little."""
 
 
+def server_arguments(workdir: Path, account_url: str, ready: Path) -> list[str]:
+    """The reference server's options in an embedded run: an ephemeral loopback port
+    announced in `ready`, a fresh database and master key in `workdir`, and the test
+    settings. The mutation harness starts its mutants with the same options."""
+    return ["--host", "127.0.0.1", "--port", "0", "--db", str(workdir / "keyflows.sqlite3"),
+            "--account-server", account_url, "--ready-file", str(ready),
+            "--master-key-file", str(write_master_key(workdir / "master.key")),
+            # Short enough for the runner to wait out, so expiry is checked too.
+            "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME),
+            # Test values the limit checks can drive in seconds (API-52, API-53).
+            *EMBEDDED_LIMITS]
+
+
 class EmbeddedServerError(Exception):
     """The reference server did not start; the message is one line."""
 
@@ -61,14 +74,8 @@ class EmbeddedServer:
         tmp = Path(self._tmp.name)
         ready = tmp / "ready"
         self._log_path = tmp / "server.log"
-        command = [sys.executable, "-m", "keyflows.reference", "--host", "127.0.0.1",
-                   "--port", "0", "--db", str(tmp / "keyflows.sqlite3"),
-                   "--account-server", self.account_url, "--ready-file", str(ready),
-                   "--master-key-file", str(write_master_key(tmp / "master.key")),
-                   # Short enough for the runner to wait out, so expiry is checked too.
-                   "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME),
-                   # Test values the limit checks can drive in seconds (API-52, API-53).
-                   *EMBEDDED_LIMITS]
+        command = [sys.executable, "-m", "keyflows.reference",
+                   *server_arguments(tmp, self.account_url, ready)]
         with open(self._log_path, "wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=dict(os.environ))

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyflows.conformance.embedded import server_arguments
+
 from .sites import ROOT, Site
 
 SERVE_MUTANT = Path(__file__).resolve().parent / "serve_mutant.py"
@@ -35,8 +37,6 @@ SNAPSHOT_PACKAGES = ("spec", "reference", "conformance", "vectors")
 MUTANT_PACKAGES = ("spec", "reference")
 READY_TIMEOUT_S = 60.0
 PHASE_TIMEOUT_S = 600.0
-CHALLENGE_LIFETIME_S = 3
-"""Seconds, as the embedded run uses: short enough for the runner to wait out expiry."""
 START_RETRIES = 3
 
 KILLED, SURVIVED, TIMEOUT = "killed", "survived", "timeout"
@@ -155,33 +155,32 @@ class Server:
 
 
 def start_server(tree: Path, account_port: int) -> tuple[Server, str | None]:
-    """Start the server from `tree`; the note says why it is not ready, if it is not."""
-    port = free_port()
-    key = tree / "master.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
+    """Start the server from `tree` with the embedded run's options; the note says why
+    it is not ready, if it is not."""
     ready = tree / "ready"
     log = tree / "server.log"
-    command = [sys.executable, str(SERVE_MUTANT), str(tree), "--host", "127.0.0.1",
-               "--port", str(port), "--db", str(tree / "keyflows.sqlite3"),
-               "--account-server", f"http://127.0.0.1:{account_port}",
-               "--ready-file", str(ready), "--master-key-file", str(key),
-               "--challenge-lifetime", str(CHALLENGE_LIFETIME_S)]
+    options = server_arguments(tree, f"http://127.0.0.1:{account_port}", ready)
+    command = [sys.executable, str(SERVE_MUTANT), str(tree), *options]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)
            and not k.startswith("KEYFLOWS_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     with open(log, "wb") as out:
         process = CHILDREN.start(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                  cwd=tree)
-    server = Server(process, log, f"http://127.0.0.1:{port}")
+    server = Server(process, log, "")
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if ready.exists() and ready.read_text().strip():
+            server.base_url = ready.read_text().strip().rstrip("/")
             return server, None
         if process.poll() is not None:
-            return server, f"the server exited with status {process.returncode}: " \
-                           f"{server.last_line()}"
+            break
         time.sleep(0.05)
+    # The runner still runs, against a port nobody listens on, and reports it (exit 2).
+    server.base_url = f"http://127.0.0.1:{free_port()}"
+    if process.poll() is not None:
+        return server, f"the server exited with status {process.returncode}: " \
+                       f"{server.last_line()}"
     return server, f"the server was not ready within {READY_TIMEOUT_S:.0f} s"
 
 
