@@ -22,12 +22,14 @@ from typing import Any
 
 CREDENTIAL_MEMBERS = frozenset({
     "access_token", "token", "session_token", "capability", "secret", "plaintext", "cek",
-    "password", "share", "secret_share", "private_key", "seed", "mac_key", "key_material"})
+    "password", "share", "secret_share", "private_key", "seed", "mac_key", "key_material",
+    "grant"})
 """JSON members whose values are learned as secrets from any exchange."""
 MASKED_MEMBERS = (*sorted(CREDENTIAL_MEMBERS), "ciphertext", "nonce", "salt", "wrapped_key")
 """JSON members whose string values printed traces mask by name."""
-SECRET_HEADERS = ("secret-share",)
-"""Headers whose whole value is secret (lock-layering: the user's share, LOCK-10)."""
+SECRET_HEADERS = ("secret-share", "unlock-grant")
+"""Headers whose whole value is secret (lock-layering: the user's share, LOCK-10, and an
+unlock grant, LOCK-28)."""
 MIN_SECRET_LEN = 8
 """Shorter values would blank out ordinary words; no minted secret is that short."""
 

@@ -139,6 +139,9 @@ def serve(settings: Settings) -> None:
 @click.option("--pkcs11-token", help="PKCS#11 token label [env KEYFLOWS_PKCS11_TOKEN].")
 @click.option("--pkcs11-key-label", help="Label of the AES-256 key on the token "
                                          "[env KEYFLOWS_PKCS11_KEY_LABEL].")
+@click.option("--root-capability-lifetime",
+              help="Seconds a keystore's root capability lives, 60..31622400 "
+                   "[env KEYFLOWS_ROOT_CAPABILITY_LIFETIME; default 2592000].")
 def serve_command(host: str | None, port: str | None, db: str | None,
                   account_server: str | None, max_body_bytes: str | None,
                   secrets_key_file: str | None, header_timeout: str | None,
@@ -149,7 +152,8 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                   session_lifetime: str | None, server_lock: str | None,
                   master_key_file: str | None, kms_key_id: str | None,
                   kms_endpoint: str | None, kms_region: str | None, pkcs11_lib: str | None,
-                  pkcs11_token: str | None, pkcs11_key_label: str | None) -> None:
+                  pkcs11_token: str | None, pkcs11_key_label: str | None,
+                  root_capability_lifetime: str | None) -> None:
     """Run the keyflows reference key server."""
     try:
         lock = configured_server_lock(
@@ -166,7 +170,8 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                                          "rates": rates, "quotas": quotas},
                                  log_level=log_level, challenge_lifetime=challenge_lifetime,
                                  challenge_max_attempts=challenge_max_attempts,
-                                 session_lifetime=session_lifetime, server_lock=lock)
+                                 session_lifetime=session_lifetime, server_lock=lock,
+                                 root_capability_lifetime=root_capability_lifetime)
         serve(settings)
     except (ConfigError, ServerLockError) as exc:
         fail(str(exc))

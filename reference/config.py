@@ -44,6 +44,8 @@ DEFAULT_QUOTAS: dict[str, int] = {
     "queue-per-device": 1000,
     "queue-per-sender": 100,
 }
+# lock-layering (LOCK-23): how long a root capability lives; the range is the spec's.
+DEFAULT_ROOT_CAPABILITY_LIFETIME = 30 * 86400
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 ENV_HOST = "KEYFLOWS_HOST"
@@ -61,6 +63,7 @@ ENV_IDLE_TIMEOUT = "KEYFLOWS_IDLE_TIMEOUT"
 ENV_MAX_CONNECTIONS = "KEYFLOWS_MAX_CONNECTIONS"
 ENV_RATES = "KEYFLOWS_RATES"
 ENV_QUOTAS = "KEYFLOWS_QUOTAS"
+ENV_ROOT_CAPABILITY_LIFETIME = "KEYFLOWS_ROOT_CAPABILITY_LIFETIME"
 
 
 class ConfigError(Exception):
@@ -92,6 +95,7 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     rates: dict[str, spec_limits.Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
     quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    root_capability_lifetime: int = DEFAULT_ROOT_CAPABILITY_LIFETIME
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
@@ -123,6 +127,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
                   server_lock: ServerLockSettings | None = None,
                   secrets_key_file: str | None = None,
                   limits: Mapping[str, str | None] | None = None,
+                  root_capability_lifetime: str | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flag values, falling back to the KEYFLOWS_* environment variables."""
     env = os.environ if environ is None else environ
@@ -137,6 +142,8 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
     if not db:
         raise ConfigError(f"no database: pass --db PATH or set {ENV_DB}")
     secrets_key_file = secrets_key_file or env.get(ENV_SECRETS_KEY_FILE)
+    root_text = (root_capability_lifetime or env.get(ENV_ROOT_CAPABILITY_LIFETIME)
+                 or str(DEFAULT_ROOT_CAPABILITY_LIFETIME))
     level = (log_level or DEFAULT_LOG_LEVEL).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -151,6 +158,8 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         server_lock=server_lock,
         secrets_key_file=Path(secrets_key_file) if secrets_key_file else None,
         **limit_settings(limits or {}, env),
+        root_capability_lifetime=parse_int(root_text, "root capability lifetime (seconds)",
+                                           minimum=60, maximum=366 * 86400),
         **challenge_settings(challenge_lifetime, challenge_max_attempts, session_lifetime,
                              env),
     )

@@ -1,27 +1,34 @@
-"""Routes of the lock-layering flow (LOCK-1 .. LOCK-19).
+"""Routes of the lock-layering flow (LOCK-1 .. LOCK-29).
 
-  POST   /v1/users/{user_id}/keystores                      controller (bearer) creates
-  GET    /v1/keystores/{keystore_id}                        read: the keystore and its keys
-  POST   /v1/keystores/{keystore_id}/keys                   create-key
-  GET    /v1/keystores/{keystore_id}/keys/{key_id}          export: the public description
-  DELETE /v1/keystores/{keystore_id}/keys/{key_id}          delete-key
-  POST   /v1/keystores/{keystore_id}/keys/{key_id}/sign     sign      (ed25519)
-  POST   /v1/keystores/{keystore_id}/keys/{key_id}/verify   verify    (ed25519)
-  POST   /v1/keystores/{keystore_id}/keys/{key_id}/encrypt  encrypt   (aes256gcm)
-  POST   /v1/keystores/{keystore_id}/keys/{key_id}/decrypt  decrypt   (aes256gcm)
-  POST   /v1/keystores/{keystore_id}/wrap                   wrap      (to any X25519 key)
-  POST   /v1/keystores/{keystore_id}/keys/{key_id}/unwrap   unwrap    (x25519)
+  POST   /v1/users/{user_id}/keystores                       controller (bearer) creates
+  POST   /v1/users/{user_id}/keystores/{keystore_id}/capability  a fresh root capability
+  GET    /v1/keystores/{keystore_id}                         read: the keystore and its keys
+  POST   /v1/keystores/{keystore_id}/keys                    create-key
+  GET    /v1/keystores/{keystore_id}/keys/{key_id}           export: the public description
+  DELETE /v1/keystores/{keystore_id}/keys/{key_id}           delete-key
+  POST   /v1/keystores/{keystore_id}/keys/{key_id}/{op}      sign, verify (ed25519);
+                                                             encrypt, decrypt (aes256gcm);
+                                                             unwrap (x25519); computemac,
+                                                             verifymac (hmac-sha256); rotate
+  POST   /v1/keystores/{keystore_id}/wrap                    wrap (to any X25519 key)
+  POST   /v1/keystores/{keystore_id}/revocations             revoke a capability
+  POST   /v1/keystores/{keystore_id}/grants                  an unlock grant for a capability
 
 Keystore operations are authorized by a capability (`Authorization: Bearer kfc1...`),
-not by the account server: whoever holds a capability may use what it grants, so a
-controller can delegate an attenuated one (LOCK-11, LOCK-12). Every capability failure is
-the uniform 401 (API-4, LOCK-18). In scenario "shares" an operation that needs the user
-lock takes the user's share from the `Secret-Share` header and the other from the account
-server; every share failure is one and the same 422 (LOCK-6, LOCK-10).
+not by the account server: whoever holds a capability -- and, for one bound to a holder,
+signs the request with the holder's key (RFC 9421) -- may use what it grants. Every
+capability failure, for a keystore that exists or not, is the uniform 401 (API-4,
+LOCK-29). In scenario "shares" an operation that needs the user lock takes the user's
+share from the `Secret-Share` header and the other from the account server, or an unlock
+grant from `Unlock-Grant`; every unlock failure is one and the same 422 (LOCK-6, LOCK-28).
 
-Order of checks: path identifiers (400), capability (401), body size (413), the key
-exists (404), Content-Type (415), JSON shape (400), the key type supports the operation
-(400), the shares open the user lock (422), the operation's own checks (400 / 422).
+Order of checks: path identifiers (400), the capability and the request signature,
+revocations and the nonce store (401, before the body is read: API-50), body size (413),
+the body's Content-Digest if the signature covers it (401), the key exists (404),
+Content-Type (415), JSON shape (400), the key type supports the operation (400), the lock
+opens (422), the operation's own checks (400 / 422). The decisions are the spec's
+(keyflows.spec.lock_layering, keyflows.spec.lock_layering_capability); this module stores
+and serves.
 
 The flow is mounted only when a server lock is configured (Settings.server_lock);
 otherwise its routes answer 404 and /v1/capabilities does not list it.
@@ -59,20 +66,25 @@ from keyflows.reference.lock_layering_store import KeyIdTaken, LockStore
 from keyflows.reference.problems import Problem, Unauthorized
 from keyflows.reference.server_lock import ServerLock, ServerLockError, open_server_lock
 from keyflows.reference.store import canonical_json
-from keyflows.spec import contract
+from keyflows.spec import contract, http_signatures
 from keyflows.spec import lock_layering as spec
+from keyflows.spec import lock_layering_capability as cap
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.errors import ShareError, SpecError
 
 FLOW = "lock-layering"
 SHARE_HEADER = "secret-share"
+GRANT_HEADER = "unlock-grant"
 SHARE_REFUSED_DETAIL = "The secret shares do not open this keystore."
 
 CREATE_PATH = "/v1/users/{user_id}/keystores"
+ROOT_PATH = "/v1/users/{user_id}/keystores/{keystore_id}/capability"
 KEYSTORE_PATH = "/v1/keystores/{keystore_id}"
 KEYS_PATH = "/v1/keystores/{keystore_id}/keys"
 KEY_PATH = "/v1/keystores/{keystore_id}/keys/{key_id}"
 WRAP_PATH = "/v1/keystores/{keystore_id}/wrap"
+REVOCATIONS_PATH = "/v1/keystores/{keystore_id}/revocations"
+GRANTS_PATH = "/v1/keystores/{keystore_id}/grants"
 
 T = TypeVar("T")
 logger = logging.getLogger("keyflows.reference.lock_layering")
@@ -84,6 +96,7 @@ class LockLayering:
 
     store: LockStore
     server_lock: ServerLock
+    root_lifetime: int = 30 * 86400
     random: Callable[[int], bytes] = os.urandom
     clock: Callable[[], int] = field(default=lambda: int(time.time()))
 
@@ -110,7 +123,8 @@ def setup(settings: Settings, server_lock: ServerLock | None = None) -> LockLaye
     except BaseException:
         server_lock.close()
         raise
-    return LockLayering(store=store, server_lock=server_lock)
+    return LockLayering(store=store, server_lock=server_lock,
+                        root_lifetime=settings.root_capability_lifetime)
 
 
 def capabilities(request: Request) -> dict[str, Any]:
@@ -127,9 +141,15 @@ def capability_members(state: LockLayering) -> dict[str, Any]:
         "scenarios": list(spec.SCENARIOS),
         "key_types": list(spec.KEY_TYPES),
         "operations": list(spec.OPERATIONS),
-        "capability": {"format": spec.CAPABILITY_PREFIX.rstrip("."),
-                       "caveats": list(spec.CAVEAT_NAMES), "max_caveats": spec.MAX_CAVEATS},
+        "capability": {"format": cap.CAPABILITY_PREFIX.rstrip("."),
+                       "caveats": list(cap.CAVEAT_NAMES), "max_caveats": cap.MAX_CAVEATS,
+                       "root_lifetime": state.root_lifetime,
+                       "signature": {"label": cap.SIGNATURE_LABEL, "tag": cap.SIGNATURE_TAG,
+                                     "max_age": cap.SIGNATURE_MAX_AGE,
+                                     "components": list(cap.REQUIRED_COMPONENTS)}},
         "share_header": "Secret-Share",
+        "grant_header": cap.GRANT_HEADER,
+        "max_key_versions": spec.MAX_KEY_VERSIONS,
         "server_lock": state.server_lock.name,
     }}
 
@@ -144,7 +164,7 @@ def flow_state(request: Request) -> LockLayering:
 # --- helpers ---------------------------------------------------------------------------------
 
 def share_refused() -> Problem:
-    """LOCK-6: one error, byte for byte, for every share failure."""
+    """LOCK-6, LOCK-28: one error, byte for byte, for every unlock failure."""
     return Problem("invalid", SHARE_REFUSED_DETAIL, failure_class="share", requirement="LOCK-6")
 
 
@@ -162,6 +182,18 @@ async def server_side(work: Callable[[], T]) -> T:
         raise Problem("internal-error", "the server failed to process the request") from None
 
 
+async def seal_secret(state: LockLayering, secret: bytes, keystore_id: str, purpose: str
+                      ) -> bytes:
+    """The one place this flow seals a server secret under the server lock (LOCK-5)."""
+    return await server_side(lambda: state.server_lock.seal(secret, keystore_id, purpose))
+
+
+async def open_secret(state: LockLayering, sealed: bytes, keystore_id: str, purpose: str
+                      ) -> bytes:
+    """The one place this flow opens a server secret sealed under the server lock."""
+    return await server_side(lambda: state.server_lock.open(sealed, keystore_id, purpose))
+
+
 def keystore_url(keystore_id: str) -> str:
     return f"/v1/keystores/{keystore_id}"
 
@@ -170,26 +202,33 @@ def key_url(keystore_id: str, key_id: str) -> str:
     return f"/v1/keystores/{keystore_id}/keys/{key_id}"
 
 
-def key_description(record: spec.WorkingKeyRecord) -> dict[str, str]:
-    """What a response may say about a key (LOCK-18): never its material."""
-    out = {"key_id": record.key_id, "key_type": record.key_type,
-           "key_url": key_url(record.keystore_id, record.key_id)}
-    if record.public_key:
-        out["public_key"] = b64url_encode(record.public_key)
-    return out
+def key_description(record: spec.WorkingKeyRecord) -> dict[str, Any]:
+    """What a response may say about a key (LOCK-18, LOCK-22): never its material."""
+    return spec.key_description(record, key_url(record.keystore_id, record.key_id))
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    """Keystore answers carry capabilities and key material: never stored by a cache
-    (API-16)."""
+    """Keystore answers carry capabilities, grants and key descriptions: never stored by a
+    cache (API-16)."""
     return json_text_response(canonical_json(obj), status,
                               headers={**contract.NO_STORE, **(headers or {})})
 
 
-def user_share_header(request: Request) -> str | None:
-    values = request.headers.getlist(SHARE_HEADER)
-    return values[0].strip() if len(values) == 1 else None
+def header_values(request: Request, name: str) -> list[str]:
+    return [v.strip() for v in request.headers.getlist(name)]
+
+
+def signed_view(request: Request, raw: bytes | None) -> http_signatures.Request:
+    """The request as RFC 9421 sees it: method, Host, the path as sent, query, field
+    lines and body (LOCK-25); `raw` None while the body is not read yet."""
+    scope = request.scope
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8")
+    headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+    return http_signatures.Request(
+        method=request.method, authority=request.headers.get("host", ""),
+        path=raw_path.decode("latin-1"), query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers, body=raw, scheme=request.url.scheme)
 
 
 @dataclass
@@ -200,6 +239,38 @@ class Call:
     keystore: spec.KeystoreRecord
     key: spec.WorkingKeyRecord | None
     body: dict[str, Any]
+    auth: cap.Authorized
+    root_key: bytes
+
+
+async def check_capability(request: Request, state: LockLayering, keystore_id: str,
+                           operation: str, key_id: str | None
+                           ) -> tuple[spec.KeystoreRecord, cap.Authorized, bytes]:
+    """Step 9 (LOCK-11 .. LOCK-29), before the body is read (API-50): every failure,
+    whether the keystore exists or not, is the uniform 401."""
+    token = bearer_token(request)
+    keystore = await server_side(lambda: state.store.get_keystore(keystore_id))
+    if keystore is None:
+        raise Unauthorized()  # LOCK-29 / API-4: no hint that the keystore does not exist
+    root_key = await open_secret(state, keystore.capability_root_key, keystore_id,
+                                 spec.PURPOSE_CAPABILITY_ROOT_KEY)
+    now = state.clock()
+    try:
+        auth = cap.check_capability(token, root_key, keystore_id, operation, key_id, now,
+                                    signed_view(request, None))
+    except SpecError:
+        raise Unauthorized() from None
+    revoked = await server_side(lambda: state.store.revoked_among(keystore_id,
+                                                                  auth.revocation_ids))
+    try:
+        cap.check_not_revoked(auth.revocation_ids, revoked)
+    except SpecError:
+        raise Unauthorized() from None
+    claim = auth.nonce
+    if claim is not None and not await server_side(
+            lambda: state.store.claim_nonce(claim.nonce_id, claim.keep_until, now)):
+        raise Unauthorized()  # LOCK-26: a replayed signed request
+    return keystore, auth, root_key
 
 
 async def authorized(request: Request, operation: str, *, body_kind: str | None = None
@@ -210,17 +281,13 @@ async def authorized(request: Request, operation: str, *, body_kind: str | None 
     ids = path_identifiers(request, *names)
     keystore_id, key_id = ids[0], (ids[1] if key_scoped else None)
     state = flow_state(request)
-    token = bearer_token(request)
-    keystore = await server_side(lambda: state.store.get_keystore(keystore_id))
-    if keystore is None:
-        raise Unauthorized()  # LOCK-18 / API-4: no hint that the keystore does not exist
-    root_key = await server_side(lambda: state.server_lock.open(
-        keystore.capability_root_key, keystore_id, spec.PURPOSE_CAPABILITY_ROOT_KEY))
+    keystore, auth, root_key = await check_capability(request, state, keystore_id, operation,
+                                                      key_id)
+    raw = await limited_body(request)  # only once the capability holds (API-50)
     try:
-        spec.check_capability(token, root_key, keystore_id, operation, key_id, state.clock())
+        cap.check_signed_body(auth, signed_view(request, raw))
     except SpecError:
         raise Unauthorized() from None
-    raw = await limited_body(request)  # only once the capability holds (API-50)
     key = None
     if key_id is not None:
         key = await server_side(lambda: state.store.get_key(keystore_id, key_id))
@@ -232,7 +299,8 @@ async def authorized(request: Request, operation: str, *, body_kind: str | None 
         body = spec_checked(lambda: spec.parse_request(body_kind, obj))
     if key is not None:
         spec_checked(lambda: spec.check_operation_supported(key.key_type, operation))
-    return Call(state=state, keystore=keystore, key=key, body=body)
+    return Call(state=state, keystore=keystore, key=key, body=body, auth=auth,
+                root_key=root_key)
 
 
 async def account_share(request: Request, controller: str) -> str | None:
@@ -240,12 +308,26 @@ async def account_share(request: Request, controller: str) -> str | None:
 
 
 async def unlock(request: Request, call: Call) -> bytes:
-    """The user lock key: from the server lock, or from the two shares (LOCK-6, LOCK-10)."""
-    keystore = call.keystore
+    """The user lock key: from the server lock, or from the two shares (LOCK-6, LOCK-10),
+    or from an unlock grant for the request's capability (LOCK-28)."""
+    keystore, state = call.keystore, call.state
     if keystore.scenario == spec.SCENARIO_SERVER_HELD:
-        return await server_side(lambda: call.state.server_lock.open(
-            keystore.user_lock_key, keystore.keystore_id, spec.PURPOSE_USER_LOCK_KEY))
-    user_share = user_share_header(request)
+        return await open_secret(state, keystore.user_lock_key, keystore.keystore_id,
+                                 spec.PURPOSE_USER_LOCK_KEY)
+    shares, grants = header_values(request, SHARE_HEADER), header_values(request, GRANT_HEADER)
+    try:
+        method = cap.unlock_method(shares, grants)
+    except ShareError:
+        raise share_refused() from None
+    if method == cap.UNLOCK_BY_GRANT:
+        grant_key = await open_secret(state, keystore.unlock_grant_key, keystore.keystore_id,
+                                      spec.PURPOSE_UNLOCK_GRANT_KEY)
+        try:
+            return cap.open_unlock_grant(grant_key, grants[0], keystore.keystore_id,
+                                         call.auth.links, state.clock())
+        except ShareError:
+            raise share_refused() from None
+    user_share = shares[0] if len(shares) == 1 else None
     other = await account_share(request, keystore.controller)
     try:
         return spec.unlock_with_shares(other, user_share, keystore.keystore_id,
@@ -254,50 +336,81 @@ async def unlock(request: Request, call: Call) -> bytes:
         raise share_refused() from None
 
 
-async def working_material(request: Request, call: Call) -> bytes:
-    lock_key = await unlock(request, call)
+async def working_material(request: Request, call: Call, version: int | None = None
+                           ) -> tuple[bytes, int]:
+    """The material of the named (default: current) version and its number (LOCK-22)."""
     assert call.key is not None
     record = call.key
-    return await server_side(lambda: spec.open_working_key_record(lock_key, record))
+    entry = spec_checked(lambda: record.version(version))
+    lock_key = await unlock(request, call)
+    material = await server_side(lambda: spec.open_key_version(lock_key, record, entry))
+    return material, entry.version
 
 
 # --- keystores ---------------------------------------------------------------------------------
 
 async def create_keystore(request: Request) -> Response:
-    """Steps 1-6: the controller (bearer, validated with the account server) creates a
-    keystore and receives its root capability, once."""
+    """Steps 1-6 (LOCK-1): the controller (bearer, validated with the account server)
+    creates a keystore and receives its root capability, which expires."""
     (user_id,) = path_identifiers(request, "user_id")
     state = flow_state(request)
     await authenticate(request, user_id)
     raw = await limited_body(request)
     obj = json_body(request, raw)
-    scenario = spec_checked(lambda: spec.parse_request("create-keystore", obj))["scenario"]
+    body = spec_checked(lambda: spec.parse_request("create-keystore", obj))
+    scenario = body["scenario"]
     keystore_id = spec.new_identifier(state.random)
     root_key = spec.new_capability_root_key(state.random)
-    user_lock_key = b""
-    lock_check = b""
+    record = spec.KeystoreRecord(keystore_id, user_id, scenario,
+                                 await seal_secret(state, root_key, keystore_id,
+                                                   spec.PURPOSE_CAPABILITY_ROOT_KEY))
     if scenario == spec.SCENARIO_SHARES:
         other = await account_share(request, user_id)
+        shares = header_values(request, SHARE_HEADER)
         try:
-            shares = [spec.decode_share(other), spec.decode_share(user_share_header(request))]
-            lock_key = spec.lock_key_from_shares(shares, keystore_id)
+            _, lock_check = spec.lock_from_new_shares(
+                other, shares[0] if len(shares) == 1 else None, keystore_id)
         except SpecError:
             raise share_refused() from None
-        lock_check = spec.make_lock_check(lock_key, keystore_id)
-    lock = state.server_lock
-    sealed_root = await server_side(lambda: lock.seal(
-        root_key, keystore_id, spec.PURPOSE_CAPABILITY_ROOT_KEY))
-    if scenario == spec.SCENARIO_SERVER_HELD:
-        fresh = spec.new_user_lock_key(state.random)
-        user_lock_key = await server_side(lambda: lock.seal(
-            fresh, keystore_id, spec.PURPOSE_USER_LOCK_KEY))
-    record = spec.KeystoreRecord(keystore_id, user_id, scenario, sealed_root,
-                                 user_lock_key=user_lock_key, lock_check=lock_check)
+        grant_key = await seal_secret(state, cap.new_grant_key(state.random), keystore_id,
+                                      spec.PURPOSE_UNLOCK_GRANT_KEY)
+        record = spec.KeystoreRecord(keystore_id, user_id, scenario, record.capability_root_key,
+                                     lock_check=lock_check, unlock_grant_key=grant_key)
+    else:
+        sealed = await seal_secret(state, spec.new_user_lock_key(state.random), keystore_id,
+                                   spec.PURPOSE_USER_LOCK_KEY)
+        record = spec.KeystoreRecord(keystore_id, user_id, scenario, record.capability_root_key,
+                                     user_lock_key=sealed)
     await server_side(lambda: state.store.add_keystore(record))
-    capability = spec.encode_capability(spec.mint_root_capability(root_key, keystore_id))
-    body = {"keystore_id": keystore_id, "keystore_url": keystore_url(keystore_id),
-            "controller": user_id, "scenario": scenario, "capability": capability}
-    return json_response(body, 201, headers={"Location": keystore_url(keystore_id)})
+    capability = mint_root(state, root_key, keystore_id, body.get("holder"))
+    answer = {"keystore_id": keystore_id, "keystore_url": keystore_url(keystore_id),
+              "controller": user_id, "scenario": scenario, "capability": capability}
+    return json_response(answer, 201, headers={"Location": keystore_url(keystore_id)})
+
+
+def mint_root(state: LockLayering, root_key: bytes, keystore_id: str,
+              holder: bytes | None) -> str:
+    not_after = cap.root_not_after(state.clock(), state.root_lifetime)
+    return cap.encode_capability(cap.mint_root_capability(root_key, keystore_id, not_after,
+                                                          holder))
+
+
+async def reissue_root(request: Request) -> Response:
+    """LOCK-13, LOCK-23: the controller, authenticated by the account server, gets a fresh
+    root capability for its keystore (the old ones keep their own expiry)."""
+    user_id, keystore_id = path_identifiers(request, "user_id", "keystore_id")
+    state = flow_state(request)
+    await authenticate(request, user_id)
+    raw = await limited_body(request)
+    keystore = await server_side(lambda: state.store.get_keystore(keystore_id))
+    if keystore is None or keystore.controller != user_id:
+        raise not_found("no such keystore of this controller", requirement="LOCK-13")
+    obj = json_body(request, raw)
+    body = spec_checked(lambda: spec.parse_request("root-capability", obj))
+    root_key = await open_secret(state, keystore.capability_root_key, keystore_id,
+                                 spec.PURPOSE_CAPABILITY_ROOT_KEY)
+    return json_response({"capability": mint_root(state, root_key, keystore_id,
+                                                  body.get("holder"))}, 201)
 
 
 async def read_keystore(request: Request) -> Response:
@@ -309,10 +422,53 @@ async def read_keystore(request: Request) -> Response:
                           "keys": [key_description(k) for k in keys]})
 
 
+async def target_capability(call: Call) -> cap.Capability:
+    """LOCK-24, LOCK-28: the capability a revocation or grant names: valid for this
+    keystore, attenuated from the caller's own, not revoked."""
+    keystore_id = call.keystore.keystore_id
+    target = spec_checked(lambda: cap.verified_target(call.body["capability"], call.root_key,
+                                                      keystore_id))
+    spec_checked(lambda: cap.check_may_act_on(call.auth.capability, target,
+                                               requirement="LOCK-24"))
+    return target
+
+
+async def revoke(request: Request) -> Response:
+    """LOCK-24: revoke a capability attenuated from the caller's (or the caller's own);
+    everything attenuated from it is refused from now on."""
+    call = await authorized(request, spec.OP_REVOKE, body_kind="revoke")
+    target = await target_capability(call)
+    keystore_id, state = call.keystore.keystore_id, call.state
+    until = cap.not_after(target) or 0
+    await server_side(lambda: state.store.revoke(
+        keystore_id, cap.revocation_id(keystore_id, target.mac), until, state.clock()))
+    return Response(status_code=204)
+
+
+async def grant(request: Request) -> Response:
+    """LOCK-28: an unlock grant for a capability attenuated from the caller's; the caller
+    opens the lock (its share) and the server seals the lock key for that capability."""
+    call = await authorized(request, spec.OP_GRANT, body_kind="grant")
+    spec_checked(lambda: cap.check_grantable(call.keystore.scenario))
+    target = await target_capability(call)
+    state, keystore = call.state, call.keystore
+    ids = cap.revocation_ids(keystore.keystore_id, cap.capability_chain(
+        call.root_key, keystore.keystore_id, target.caveats))
+    revoked = await server_side(lambda: state.store.revoked_among(keystore.keystore_id, ids))
+    spec_checked(lambda: cap.check_not_revoked(ids, revoked))
+    lock_key = await unlock(request, call)
+    grant_key = await open_secret(state, keystore.unlock_grant_key, keystore.keystore_id,
+                                  spec.PURPOSE_UNLOCK_GRANT_KEY)
+    now = state.clock()
+    text = spec_checked(lambda: cap.make_unlock_grant(
+        grant_key, state.random(spec.NONCE_LEN), lock_key, keystore.keystore_id, target, now))
+    return json_response({"grant": text, "not_after": cap.grant_not_after(target, now)}, 201)
+
+
 # --- keys ---------------------------------------------------------------------------------------
 
 async def create_key(request: Request) -> Response:
-    """Step 7 (LOCK-7, LOCK-14): a fresh key sealed under the user lock."""
+    """Step 7 (LOCK-7, LOCK-14): a fresh key, version 1, sealed under the user lock."""
     call = await authorized(request, spec.OP_CREATE_KEY, body_kind="create-key")
     key_type = call.body["key_type"]
     lock_key = await unlock(request, call)
@@ -348,64 +504,102 @@ async def delete_key(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def rotate(request: Request) -> Response:
+    """LOCK-22: a new version of the key, sealed under the user lock; older versions stay
+    for verify, decrypt, unwrap and verifymac."""
+    call = await authorized(request, spec.OP_ROTATE)
+    assert call.key is not None
+    record, state = call.key, call.state
+    version = spec_checked(lambda: spec.next_version(record))
+    lock_key = await unlock(request, call)
+    entry = spec.make_key_version(lock_key, state.random(spec.NONCE_LEN),
+                                  spec.generate_working_key(record.key_type, state.random),
+                                  record.keystore_id, record.key_id, version, record.key_type)
+    updated = spec.rotated(record, entry)
+    if not await server_side(lambda: state.store.replace_key(updated)):
+        raise not_found("no such key in this keystore", requirement="LOCK-14")
+    return json_response(key_description(updated))
+
+
 # --- operations --------------------------------------------------------------------------------
 
 async def sign(request: Request) -> Response:
-    """LOCK-15."""
+    """LOCK-15, LOCK-20: with the current version."""
     call = await authorized(request, spec.OP_SIGN, body_kind="sign")
-    seed = await working_material(request, call)
-    return json_response({"signature": b64url_encode(spec.sign(seed, call.body["message"]))})
+    message = call.body["message"]
+    spec_checked(lambda: spec.check_signable(message))
+    seed, version = await working_material(request, call)
+    return json_response({"signature": b64url_encode(spec.sign(seed, message)),
+                          "version": version})
 
 
 async def verify(request: Request) -> Response:
-    """LOCK-15: with the stored public key; needs no share."""
+    """LOCK-15: with the stored public key of the named version; needs no share."""
     call = await authorized(request, spec.OP_VERIFY, body_kind="verify")
     assert call.key is not None
-    public = call.key.public_key
-    valid = spec_checked(lambda: spec.verify(public, call.body["message"],
-                                             call.body["signature"]))
-    return json_response({"valid": valid})
+    record, body = call.key, call.body
+    entry = spec_checked(lambda: record.version(body["version"]))
+    valid = spec_checked(lambda: spec.verify(entry.public_key, body["message"],
+                                             body["signature"]))
+    return json_response({"valid": valid, "version": entry.version})
 
 
 async def encrypt(request: Request) -> Response:
-    """LOCK-16: a fresh random nonce per encryption."""
+    """LOCK-16: a fresh random nonce per encryption, the current version."""
     call = await authorized(request, spec.OP_ENCRYPT, body_kind="encrypt")
-    key = await working_material(request, call)
+    key, version = await working_material(request, call)
     nonce = call.state.random(spec.NONCE_LEN)
     ciphertext = spec.encrypt(key, nonce, call.body["plaintext"], call.body["aad"])
     return json_response({"nonce": b64url_encode(nonce),
-                          "ciphertext": b64url_encode(ciphertext)})
+                          "ciphertext": b64url_encode(ciphertext), "version": version})
 
 
 async def decrypt(request: Request) -> Response:
     """LOCK-16: a ciphertext that does not authenticate is a 422 (class aead)."""
     call = await authorized(request, spec.OP_DECRYPT, body_kind="decrypt")
-    key = await working_material(request, call)
     body = call.body
+    key, version = await working_material(request, call, body["version"])
     plaintext = spec_checked(lambda: spec.decrypt(key, body["nonce"], body["ciphertext"],
                                                   body["aad"]))
-    return json_response({"plaintext": b64url_encode(plaintext)})
+    return json_response({"plaintext": b64url_encode(plaintext), "version": version})
+
+
+async def computemac(request: Request) -> Response:
+    """LOCK-21: HMAC-SHA256 with the current version."""
+    call = await authorized(request, spec.OP_COMPUTEMAC, body_kind="computemac")
+    key, version = await working_material(request, call)
+    return json_response({"mac": b64url_encode(spec.computemac(key, call.body["message"])),
+                          "version": version})
+
+
+async def verifymac(request: Request) -> Response:
+    """LOCK-21: valid true or false with the named version."""
+    call = await authorized(request, spec.OP_VERIFYMAC, body_kind="verifymac")
+    body = call.body
+    key, version = await working_material(request, call, body["version"])
+    valid = spec_checked(lambda: spec.verifymac(key, body["message"], body["mac"]))
+    return json_response({"valid": valid, "version": version})
 
 
 async def wrap(request: Request) -> Response:
-    """LOCK-17: ECDH-ES to any X25519 public key; uses no keystore key, needs no share."""
+    """LOCK-17: HPKE to any X25519 public key; uses no keystore key, needs no share."""
     call = await authorized(request, spec.OP_WRAP, body_kind="wrap")
     body = call.body
-    ephemeral = call.state.random(32)
-    wrapped = spec_checked(lambda: spec.wrap(body["cek"], body["recipient_public_key"],
-                                             ephemeral))
-    return json_response({"epk": b64url_encode(wrapped.epk),
+    ikm_e = call.state.random(32)
+    wrapped = spec_checked(lambda: spec.wrap(body["cek"], body["recipient_public_key"], ikm_e))
+    return json_response({"enc": b64url_encode(wrapped.enc),
                           "wrapped_key": b64url_encode(wrapped.wrapped_key)})
 
 
 async def unwrap(request: Request) -> Response:
-    """LOCK-17: with the keystore's X25519 key."""
+    """LOCK-17, LOCK-18: with the named version of the keystore's X25519 key; the answer
+    is the caller's own wrapped key."""
     call = await authorized(request, spec.OP_UNWRAP, body_kind="unwrap")
-    private = await working_material(request, call)
     body = call.body
-    cek = spec_checked(lambda: spec.unwrap(spec.Wrapped(body["epk"], body["wrapped_key"]),
+    private, version = await working_material(request, call, body["version"])
+    cek = spec_checked(lambda: spec.unwrap(spec.Wrapped(body["enc"], body["wrapped_key"]),
                                            private))
-    return json_response({"cek": b64url_encode(cek)})
+    return json_response({"cek": b64url_encode(cek), "version": version})
 
 
 def routes() -> list[BaseRoute]:
@@ -414,10 +608,14 @@ def routes() -> list[BaseRoute]:
 
     return [
         method_route(CREATE_PATH, {"POST": create_keystore}, name="lock_keystores"),
+        method_route(ROOT_PATH, {"POST": reissue_root}, name="lock_root_capability"),
         method_route(KEYSTORE_PATH, {"GET": read_keystore}, name="lock_keystore"),
         method_route(KEYS_PATH, {"POST": create_key}, name="lock_keys"),
         method_route(KEY_PATH, {"GET": export_key, "DELETE": delete_key}, name="lock_key"),
         method_route(WRAP_PATH, {"POST": wrap}, name="lock_wrap"),
+        method_route(REVOCATIONS_PATH, {"POST": revoke}, name="lock_revocations"),
+        method_route(GRANTS_PATH, {"POST": grant}, name="lock_grants"),
         post("sign", sign), post("verify", verify), post("encrypt", encrypt),
-        post("decrypt", decrypt), post("unwrap", unwrap),
+        post("decrypt", decrypt), post("unwrap", unwrap), post("computemac", computemac),
+        post("verifymac", verifymac), post("rotate", rotate),
     ]

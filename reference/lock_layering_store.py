@@ -7,14 +7,22 @@ spec's parsers, so a row that does not match the record format is caught when re
 
 What is stored, per LOCK-9 and LOCK-13: a keystore's controller and scenario, its
 capability root key sealed under the server lock, and either the user lock key sealed
-under the server lock (scenario "server-held") or the lock check (scenario "shares");
-working keys sealed under the user lock. Never a share, a combined secret or a lock key
-in the clear. Deleted key ids are remembered so a key id is never reused (LOCK-14).
+under the server lock (scenario "server-held") or the lock check and the sealed
+unlock-grant key (scenario "shares"); working keys, each version sealed under the user
+lock. Never a share, a combined secret or a lock key in the clear. Deleted key ids are
+remembered so a key id is never reused (LOCK-14).
+
+Two tables serve every server process that shares the database (LOCK-24, LOCK-26): the
+revocation ids of revoked capabilities, kept until the capability would have expired, and
+the nonces of signed requests, kept until their signature would be too old anyway. A
+nonce is claimed by one INSERT on a primary key, so of two processes racing to accept the
+same replayed request exactly one wins. The SQL is portable to PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +48,17 @@ SCHEMA = (
         key_id TEXT NOT NULL,
         PRIMARY KEY (keystore_id, key_id)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS lock_revocations (
+        keystore_id TEXT NOT NULL,
+        revocation_id TEXT NOT NULL,
+        not_after BIGINT NOT NULL,
+        PRIMARY KEY (keystore_id, revocation_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS lock_request_nonces (
+        nonce_id TEXT NOT NULL PRIMARY KEY,
+        keep_until BIGINT NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS lock_request_nonces_keep ON lock_request_nonces (keep_until)",
 )
 
 
@@ -82,6 +101,14 @@ class LockStore(Database):
                        " VALUES (?, ?, ?)",
                        (record.keystore_id, record.key_id, canonical_json(record.to_json())))
 
+    def replace_key(self, record: spec.WorkingKeyRecord) -> bool:
+        """Store a rotated key record in place; False if the key is gone."""
+        with self._write() as db:
+            return bool(db.execute(
+                "UPDATE lock_working_keys SET record = ? WHERE keystore_id = ? AND key_id = ?",
+                (canonical_json(record.to_json()), record.keystore_id,
+                 record.key_id)).rowcount)
+
     def get_key(self, keystore_id: str, key_id: str) -> spec.WorkingKeyRecord | None:
         row = self._read(lambda db: db.execute(
             "SELECT record FROM lock_working_keys WHERE keystore_id = ? AND key_id = ?",
@@ -100,9 +127,39 @@ class LockStore(Database):
             gone = db.execute("DELETE FROM lock_working_keys WHERE keystore_id = ? AND"
                               " key_id = ?", (keystore_id, key_id)).rowcount
             if gone:
-                db.execute("INSERT OR IGNORE INTO lock_deleted_keys (keystore_id, key_id)"
-                           " VALUES (?, ?)", (keystore_id, key_id))
+                db.execute("INSERT INTO lock_deleted_keys (keystore_id, key_id) VALUES (?, ?)"
+                           " ON CONFLICT DO NOTHING", (keystore_id, key_id))
             return bool(gone)
+
+    # --- revocations and request nonces ------------------------------------------------------
+
+    def revoke(self, keystore_id: str, revocation_id: bytes, not_after: int, now: int) -> None:
+        """Remember a revoked capability until it would have expired (LOCK-24)."""
+        with self._write() as db:
+            db.execute("DELETE FROM lock_revocations WHERE not_after <= ?", (now,))
+            db.execute("INSERT INTO lock_revocations (keystore_id, revocation_id, not_after)"
+                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                       (keystore_id, revocation_id.hex(), not_after))
+
+    def revoked_among(self, keystore_id: str, revocation_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of these revocation ids are revoked in this keystore."""
+        if not revocation_ids:
+            return set()
+        marks = ", ".join("?" for _ in revocation_ids)
+        rows = self._read(lambda db: db.execute(
+            f"SELECT revocation_id FROM lock_revocations WHERE keystore_id = ?"
+            f" AND revocation_id IN ({marks})",
+            (keystore_id, *(i.hex() for i in revocation_ids))).fetchall())
+        return {bytes.fromhex(r[0]) for r in rows}
+
+    def claim_nonce(self, nonce_id: bytes, keep_until: int, now: int) -> bool:
+        """Record a signed request's nonce; False if it was seen before (a replay,
+        LOCK-26). Expired nonces are dropped first: their requests are too old anyway."""
+        with self._write() as db:
+            db.execute("DELETE FROM lock_request_nonces WHERE keep_until < ?", (now,))
+            return bool(db.execute(
+                "INSERT INTO lock_request_nonces (nonce_id, keep_until) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING", (nonce_id.hex(), keep_until)).rowcount)
 
 
 def _loads(text: object) -> object:

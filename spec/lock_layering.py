@@ -3,14 +3,16 @@
 Three layers, outermost first:
   server lock  -- a key the server holds outside its database (a master key file, an AWS
                   KMS key, a PKCS#11 token). It seals the secrets the server keeps for a
-                  keystore: the capability root key, and in scenario "server-held" the
-                  user lock key.
+                  keystore: the capability root key, the unlock-grant key, the keys of the
+                  keystore's encrypted data vault, and in scenario "server-held" the user
+                  lock key.
   user lock    -- a per-keystore AES-256-GCM key. Scenario "server-held" (seed scenario 1):
                   drawn at keystore creation and stored sealed under the server lock.
                   Scenario "shares" (seed scenario 2): made on the fly from two Shamir
                   shares of a 32-byte secret, one from the account server and one sent by
                   the user with each request; never stored.
-  working keys -- Ed25519, X25519 and AES-256-GCM keys, stored encrypted under the user lock.
+  working keys -- Ed25519, X25519, AES-256-GCM and HMAC-SHA256 keys, each a list of
+                  versions, every version stored encrypted under the user lock.
 
 Steps (see the lock-layering chapter):
   1. Keystore creation: controller and scenario (LOCK-1); a fresh capability root key
@@ -20,16 +22,17 @@ Steps (see the lock-layering chapter):
   3. The server combines the two shares after checking them (LOCK-3, LOCK-10).
   4. Lock key = HKDF-SHA256 of the combined secret, bound to the keystore (LOCK-4).
   5. The server lock seals with AAD bound to keystore and purpose (LOCK-5).
-  6. Lock check: an HMAC commitment to the lock key, so a wrong, foreign, missing or
-     malformed share is refused with one error before any working key is touched (LOCK-6).
-  7. Working keys are sealed under the user lock, bound to keystore, key id, type and
-     public key (LOCK-7, LOCK-14).
+  6. Lock check: a second HKDF output of the combined secret, under its own label, so a
+     wrong, foreign, missing or malformed share is refused with one error before any
+     working key is touched; the lock key itself only seals (LOCK-6).
+  7. Working keys are sealed under the user lock, one record per version, bound to
+     keystore, key id, version, type and public key (LOCK-7, LOCK-14, LOCK-22).
   8. In scenario "shares" the server stores no share, secret or lock key (LOCK-9).
-  9. Capabilities: a root capability per keystore, attenuated offline by appending caveats
-     to an HMAC chain; the server verifies the chain and every caveat (LOCK-11, LOCK-12).
- 10. Operations: sign / verify (LOCK-15), encrypt / decrypt (LOCK-16), wrap / unwrap by
-     ECDH-ES to an X25519 recipient (LOCK-17); responses never carry private material
-     (LOCK-18).
+  9. Capabilities (keyflows.spec.lock_layering_capability): HMAC chains of caveats that
+     expire, revoke, bind to a holder's key and delegate (LOCK-11, LOCK-12, LOCK-23 ..).
+ 10. Operations: sign / verify (LOCK-15, LOCK-20), encrypt / decrypt (LOCK-16), wrap /
+     unwrap with HPKE (LOCK-17), computemac / verifymac (LOCK-21), rotate (LOCK-22);
+     answers carry no key of the keystore (LOCK-18).
 
 Compat profile trustbloc: Vault-layout shares, HKDF with empty salt and info, AES-256-GCM
 as padded base64url(nonce || ciphertext || tag) (LOCK-8).
@@ -41,22 +44,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keyflows.spec import primitives, shamir
+from keyflows.spec import hpke, primitives, shamir
 from keyflows.spec.drbg import RandomSource
-from keyflows.spec.encoding import b64url_decode, b64url_encode, labelled_context
+from keyflows.spec.encoding import PROTOCOL_ID, b64url_decode, b64url_encode, labelled_context
 from keyflows.spec.errors import (
-    AuthzError,
     BindingError,
     DecodeError,
-    ExpiredError,
     LengthError,
-    MacError,
     ParamsError,
     ShareError,
     SpecError,
@@ -70,15 +68,22 @@ SCENARIOS = (SCENARIO_SERVER_HELD, SCENARIO_SHARES)
 KEY_ED25519 = "ed25519"
 KEY_X25519 = "x25519"
 KEY_AES256GCM = "aes256gcm"
-KEY_TYPES = (KEY_ED25519, KEY_X25519, KEY_AES256GCM)
+KEY_HMAC_SHA256 = "hmac-sha256"
+KEY_TYPES = (KEY_ED25519, KEY_X25519, KEY_AES256GCM, KEY_HMAC_SHA256)
+ASYMMETRIC_KEY_TYPES = frozenset({KEY_ED25519, KEY_X25519})
 
 PURPOSE_USER_LOCK_KEY = "user-lock-key"
 PURPOSE_CAPABILITY_ROOT_KEY = "capability-root-key"
 # A secret of the server itself (a log signing key, a witness key); the keystore_id slot
 # carries the secret's name.
 PURPOSE_SERVER_SECRET = "server-secret"
+PURPOSE_UNLOCK_GRANT_KEY = "unlock-grant-key"
+PURPOSE_EDV_RECIPIENT_KEY = "edv-recipient-key"
+PURPOSE_EDV_MAC_KEY = "edv-mac-key"
+PURPOSE_EDV_TOKEN = "edv-token"
 SERVER_LOCK_PURPOSES = (PURPOSE_USER_LOCK_KEY, PURPOSE_CAPABILITY_ROOT_KEY,
-                        PURPOSE_SERVER_SECRET)
+                        PURPOSE_SERVER_SECRET, PURPOSE_UNLOCK_GRANT_KEY,
+                        PURPOSE_EDV_RECIPIENT_KEY, PURPOSE_EDV_MAC_KEY, PURPOSE_EDV_TOKEN)
 
 LOCK_KEY_LEN = 32
 SECRET_LEN = 32
@@ -88,13 +93,18 @@ USER_LOCK_THRESHOLD = 2
 MATERIAL_LEN = 32
 ROOT_KEY_LEN = 32
 LOCK_CHECK_LEN = 32
+MAC_LEN = 32
 NONCE_LEN = primitives.GCM_NONCE_LEN
 TAG_LEN = primitives.GCM_TAG_LEN
 SEALED_MIN_LEN = NONCE_LEN + TAG_LEN
 SEALED_WORKING_KEY_LEN = NONCE_LEN + MATERIAL_LEN + TAG_LEN
 CEK_MIN_LEN = 16
 CEK_MAX_LEN = 64
-WRAP_NONCE = bytes(NONCE_LEN)
+WRAP_ENC_LEN = hpke.N_ENC
+MAX_KEY_VERSIONS = 32
+#: What every statement keyflows itself signs begins with (labelled_context); `sign`
+#: refuses a message with this prefix (LOCK-20).
+SIGNED_CONTEXT_PREFIX = PROTOCOL_ID + b"\x00"
 
 #: Operations a capability can grant. Keystore-scoped ones act on no particular key.
 OP_READ = "read"
@@ -107,31 +117,30 @@ OP_ENCRYPT = "encrypt"
 OP_DECRYPT = "decrypt"
 OP_WRAP = "wrap"
 OP_UNWRAP = "unwrap"
+OP_COMPUTEMAC = "computemac"
+OP_VERIFYMAC = "verifymac"
+OP_ROTATE = "rotate"
+OP_REVOKE = "revoke"
+OP_GRANT = "grant"
 OPERATIONS = (OP_READ, OP_CREATE_KEY, OP_DELETE_KEY, OP_EXPORT, OP_SIGN, OP_VERIFY,
-              OP_ENCRYPT, OP_DECRYPT, OP_WRAP, OP_UNWRAP)
-KEYSTORE_OPERATIONS = frozenset({OP_READ, OP_CREATE_KEY, OP_WRAP})
+              OP_ENCRYPT, OP_DECRYPT, OP_WRAP, OP_UNWRAP, OP_COMPUTEMAC, OP_VERIFYMAC,
+              OP_ROTATE, OP_REVOKE, OP_GRANT)
+KEYSTORE_OPERATIONS = frozenset({OP_READ, OP_CREATE_KEY, OP_WRAP, OP_REVOKE, OP_GRANT})
 KEY_OPERATIONS = frozenset(OPERATIONS) - KEYSTORE_OPERATIONS
-#: Operations that need the user lock open (in scenario "shares": the user's share).
-UNLOCKING_OPERATIONS = frozenset({OP_CREATE_KEY, OP_SIGN, OP_ENCRYPT, OP_DECRYPT, OP_UNWRAP})
+#: Operations that need the user lock open (in scenario "shares": the user's share or an
+#: unlock grant).
+UNLOCKING_OPERATIONS = frozenset({OP_CREATE_KEY, OP_SIGN, OP_ENCRYPT, OP_DECRYPT, OP_UNWRAP,
+                                  OP_COMPUTEMAC, OP_VERIFYMAC, OP_ROTATE, OP_GRANT})
+_EVERY_TYPE = frozenset({OP_EXPORT, OP_DELETE_KEY, OP_ROTATE})
 #: Which key-scoped operations each key type supports (LOCK-14).
 SUPPORTED_OPERATIONS: dict[str, frozenset[str]] = {
-    KEY_ED25519: frozenset({OP_EXPORT, OP_SIGN, OP_VERIFY, OP_DELETE_KEY}),
-    KEY_X25519: frozenset({OP_EXPORT, OP_UNWRAP, OP_DELETE_KEY}),
-    KEY_AES256GCM: frozenset({OP_EXPORT, OP_ENCRYPT, OP_DECRYPT, OP_DELETE_KEY}),
+    KEY_ED25519: _EVERY_TYPE | {OP_SIGN, OP_VERIFY},
+    KEY_X25519: _EVERY_TYPE | {OP_UNWRAP},
+    KEY_AES256GCM: _EVERY_TYPE | {OP_ENCRYPT, OP_DECRYPT},
+    KEY_HMAC_SHA256: _EVERY_TYPE | {OP_COMPUTEMAC, OP_VERIFYMAC},
 }
-
-CAPABILITY_PREFIX = "kfc1."
-CAPABILITY_MAC_LEN = 32
-MAX_CAVEATS = 16
-MAX_CAVEAT_LEN = 256
-MAX_CAPABILITY_LEN = 4096  # the longest bearer credential a server must accept
-MAX_EXPIRY = 2**63 - 1
-CAVEAT_OPS = "ops"
-CAVEAT_KEY = "key"
-CAVEAT_EXP = "exp"
-CAVEAT_NAMES = (CAVEAT_OPS, CAVEAT_KEY, CAVEAT_EXP)
-_CAVEAT_SYNTAX = re.compile(r"\A([a-z]+)=([\x21-\x7e]+)\Z")
-_DECIMAL = re.compile(r"\A(0|[1-9][0-9]{0,18})\Z")
+#: Operations that may name an older version of the key; the others use the current one.
+VERSIONED_OPERATIONS = frozenset({OP_VERIFY, OP_DECRYPT, OP_UNWRAP, OP_VERIFYMAC})
 
 
 # --- step 1: keystores ----------------------------------------------------------------------
@@ -145,7 +154,7 @@ def check_scenario(scenario: object) -> str:
 
 
 def check_key_type(key_type: object) -> str:
-    """Step 7 (LOCK-14): one of the three working-key types."""
+    """Step 7 (LOCK-14): one of the four working-key types."""
     if key_type not in KEY_TYPES:
         raise DecodeError(f"key_type must be one of {', '.join(KEY_TYPES)}",
                           requirement="LOCK-14")
@@ -214,16 +223,15 @@ def lock_key_info(keystore_id: str) -> bytes:
     return labelled_context("lock-key", check_identifier(keystore_id, "keystore_id"))
 
 
+def _check_secret(secret: bytes, requirement: str) -> None:
+    if len(secret) != SECRET_LEN:
+        raise LengthError(f"combined secret must be {SECRET_LEN} bytes", requirement=requirement)
+
+
 def lock_key_from_secret(secret: bytes, keystore_id: str) -> bytes:
     """Step 4 (LOCK-4): HKDF-SHA256(secret, salt = empty, ctx("lock-key", keystore_id))."""
-    if len(secret) != SECRET_LEN:
-        raise LengthError(f"combined secret must be {SECRET_LEN} bytes", requirement="LOCK-4")
+    _check_secret(secret, "LOCK-4")
     return labelled_hkdf(secret, "lock-key", check_identifier(keystore_id, "keystore_id"))
-
-
-def lock_key_from_shares(shares: Sequence[bytes], keystore_id: str) -> bytes:
-    """Steps 3 and 4."""
-    return lock_key_from_secret(combine_shares(shares), keystore_id)
 
 
 # --- step 5: the server lock --------------------------------------------------------------
@@ -269,52 +277,61 @@ def server_lock_open(master_key: bytes, sealed: bytes, keystore_id: str, purpose
 
 # --- step 6: the lock check --------------------------------------------------------------------
 
-def lock_check_input(keystore_id: str) -> bytes:
+def lock_check_info(keystore_id: str) -> bytes:
+    """The HKDF info of the lock check, exposed so vectors can record it."""
     return labelled_context("lock-check", check_identifier(keystore_id, "keystore_id"))
 
 
-def make_lock_check(lock_key: bytes, keystore_id: str) -> bytes:
-    """Step 6 (LOCK-6): HMAC-SHA256(lock key, ctx("lock-check", keystore_id)).
+def lock_check_from_secret(secret: bytes, keystore_id: str) -> bytes:
+    """Step 6 (LOCK-6): HKDF-SHA256(secret, salt = empty, ctx("lock-check", keystore_id)).
 
-    An HMAC, not an AEAD tag: AES-GCM is not key-committing, while this value commits to
-    the one lock key, and it needs no nonce."""
-    if len(lock_key) != LOCK_KEY_LEN:
-        raise LengthError("lock key must be 32 bytes", requirement="LOCK-6")
-    return primitives.hmac_sha256(lock_key, lock_check_input(keystore_id))
+    Derived from the combined secret beside the lock key, under its own label, so the lock
+    key serves one purpose (sealing) and the stored check reveals nothing about it. As an
+    HMAC output it commits to the secret, which AES-GCM under the lock key would not."""
+    _check_secret(secret, "LOCK-6")
+    return labelled_hkdf(secret, "lock-check", check_identifier(keystore_id, "keystore_id"))
 
 
-def verify_lock_check(lock_key: bytes, keystore_id: str, stored: bytes) -> None:
-    """Step 6 (LOCK-6): a lock key that fails the check is refused as a share failure, the
+def verify_lock_check(secret: bytes, keystore_id: str, stored: bytes) -> None:
+    """Step 6 (LOCK-6): a secret that fails the check is refused as a share failure, the
     same whether a share was wrong, foreign, for another threshold, or missing."""
-    if not primitives.constant_time_equal(make_lock_check(lock_key, keystore_id), stored):
+    if not primitives.constant_time_equal(lock_check_from_secret(secret, keystore_id), stored):
         raise ShareError("the shares do not open this keystore", requirement="LOCK-6")
 
 
 def unlock_with_shares(account_share_text: object, user_share_text: object, keystore_id: str,
                        stored_check: bytes) -> bytes:
-    """Steps 3, 4 and 6 as a server runs them: every failure is ShareError (LOCK-6)."""
+    """Steps 3, 6 and 4 as a server runs them, in that order: the lock key is derived only
+    from a secret that passed the check. Every failure is ShareError (LOCK-6)."""
     try:
-        shares = [decode_share(account_share_text), decode_share(user_share_text)]
-        lock_key = lock_key_from_shares(shares, keystore_id)
+        secret = combine_shares([decode_share(account_share_text),
+                                 decode_share(user_share_text)])
     except ShareError:
         raise
     except SpecError as exc:
         raise ShareError("the shares do not open this keystore", requirement="LOCK-6") from exc
-    verify_lock_check(lock_key, keystore_id, stored_check)
-    return lock_key
+    verify_lock_check(secret, keystore_id, stored_check)
+    return lock_key_from_secret(secret, keystore_id)
+
+
+def lock_from_new_shares(account_share_text: object, user_share_text: object,
+                         keystore_id: str) -> tuple[bytes, bytes]:
+    """Steps 3, 4 and 6 at keystore creation: (lock key, lock check) from fresh shares."""
+    secret = combine_shares([decode_share(account_share_text), decode_share(user_share_text)])
+    return lock_key_from_secret(secret, keystore_id), lock_check_from_secret(secret, keystore_id)
 
 
 # --- step 7: working keys -----------------------------------------------------------------------
 
 def generate_working_key(key_type: str, random: RandomSource) -> bytes:
     """Step 7 (LOCK-14): 32 random bytes for each key type (Ed25519 seed, X25519 private
-    key, AES-256 key)."""
+    key, AES-256 key, HMAC-SHA256 key)."""
     check_key_type(key_type)
     return random(MATERIAL_LEN)
 
 
 def public_key_of(key_type: str, material: bytes) -> bytes:
-    """Step 7 (LOCK-14): the public key of an asymmetric key; empty for AES-256-GCM."""
+    """Step 7 (LOCK-14): the public key of an asymmetric key; empty for symmetric ones."""
     check_key_type(key_type)
     if len(material) != MATERIAL_LEN:
         raise LengthError("key material must be 32 bytes", requirement="LOCK-14")
@@ -325,30 +342,43 @@ def public_key_of(key_type: str, material: bytes) -> bytes:
     return b""
 
 
-def working_key_aad(keystore_id: str, key_id: str, key_type: str, public_key: bytes) -> bytes:
-    """Step 7 (LOCK-7): ctx("working-key", keystore_id, key_id, key_type, public_key)."""
+def check_version(version: object, *, requirement: str = "LOCK-22") -> int:
+    """Step 7 (LOCK-22): a key version is an integer 1..MAX_KEY_VERSIONS."""
+    if isinstance(version, bool) or not isinstance(version, int) \
+            or not 1 <= version <= MAX_KEY_VERSIONS:
+        raise DecodeError(f"version must be an integer 1..{MAX_KEY_VERSIONS}",
+                          requirement=requirement)
+    return version
+
+
+def working_key_aad(keystore_id: str, key_id: str, version: int, key_type: str,
+                    public_key: bytes) -> bytes:
+    """Step 7 (LOCK-7): ctx("working-key", keystore_id, key_id, u32be(version), key_type,
+    public_key)."""
     check_key_type(key_type)
     return labelled_context("working-key", check_identifier(keystore_id, "keystore_id"),
-                            check_identifier(key_id, "key_id"), key_type.encode("ascii"),
-                            public_key)
+                            check_identifier(key_id, "key_id"),
+                            check_version(version).to_bytes(4, "big"),
+                            key_type.encode("ascii"), public_key)
 
 
 def seal_working_key(lock_key: bytes, nonce: bytes, material: bytes, keystore_id: str,
-                     key_id: str, key_type: str) -> bytes:
+                     key_id: str, version: int, key_type: str) -> bytes:
     """Step 7 (LOCK-7): nonce || AES-256-GCM(lock key, nonce, material, AAD) || tag."""
-    aad = working_key_aad(keystore_id, key_id, key_type, public_key_of(key_type, material))
+    aad = working_key_aad(keystore_id, key_id, version, key_type,
+                          public_key_of(key_type, material))
     return seal(lock_key, nonce, material, aad)
 
 
 def open_working_key(lock_key: bytes, sealed: bytes, keystore_id: str, key_id: str,
-                     key_type: str, public_key: bytes) -> bytes:
-    """Step 7 (LOCK-7): open a stored record; the stored public key is authenticated by
-    the AAD, so a record moved to another key id, type or public key fails (aead)."""
+                     version: int, key_type: str, public_key: bytes) -> bytes:
+    """Step 7 (LOCK-7): open one version; the stored public key is authenticated by the
+    AAD, so a record moved to another key id, version, type or public key fails (aead)."""
     if len(sealed) != SEALED_WORKING_KEY_LEN:
         raise LengthError(f"a sealed working key is {SEALED_WORKING_KEY_LEN} bytes",
                           requirement="LOCK-7")
-    return open_sealed(lock_key, sealed, working_key_aad(keystore_id, key_id, key_type,
-                                                         public_key), requirement="LOCK-7")
+    aad = working_key_aad(keystore_id, key_id, version, key_type, public_key)
+    return open_sealed(lock_key, sealed, aad, requirement="LOCK-7")
 
 
 def check_operation_supported(key_type: str, operation: str) -> None:
@@ -371,6 +401,7 @@ class KeystoreRecord:
     capability_root_key: bytes  # sealed under the server lock
     user_lock_key: bytes = b""  # sealed under the server lock; scenario "server-held" only
     lock_check: bytes = b""  # scenario "shares" only
+    unlock_grant_key: bytes = b""  # sealed under the server lock; scenario "shares" only
 
     def to_json(self) -> dict[str, str]:
         out = {"keystore_id": self.keystore_id, "controller": self.controller,
@@ -380,6 +411,7 @@ class KeystoreRecord:
             out["user_lock_key"] = b64url_encode(self.user_lock_key)
         else:
             out["lock_check"] = b64url_encode(self.lock_check)
+            out["unlock_grant_key"] = b64url_encode(self.unlock_grant_key)
         return out
 
 
@@ -389,9 +421,10 @@ def parse_keystore_record(obj: object) -> KeystoreRecord:
     if not isinstance(obj, dict):
         raise DecodeError("keystore record must be an object", requirement="LOCK-1")
     scenario = check_scenario(obj.get("scenario"))
-    extra = "user_lock_key" if scenario == SCENARIO_SERVER_HELD else "lock_check"
+    extra: tuple[str, ...] = (("user_lock_key",) if scenario == SCENARIO_SERVER_HELD
+                              else ("lock_check", "unlock_grant_key"))
     fields = _members(obj, ("keystore_id", "controller", "scenario", "capability_root_key",
-                            extra), "keystore record", "LOCK-1")
+                            *extra), "keystore record", "LOCK-1")
     check_identifier(fields["keystore_id"], "keystore_id")
     check_identifier(fields["controller"], "controller")
     root = b64url_decode(fields["capability_root_key"], requirement="LOCK-13")
@@ -403,286 +436,189 @@ def parse_keystore_record(obj: object) -> KeystoreRecord:
     if len(check) != LOCK_CHECK_LEN:
         raise LengthError("lock_check must be 32 bytes", requirement="LOCK-6")
     return KeystoreRecord(fields["keystore_id"], fields["controller"], scenario, root,
-                          lock_check=check)
+                          lock_check=check,
+                          unlock_grant_key=b64url_decode(fields["unlock_grant_key"],
+                                                         requirement="LOCK-28"))
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One version of a working key: its public key (empty for symmetric keys) and its
+    material sealed under the user lock (empty where the vault keeps it, step 12)."""
+
+    version: int
+    public_key: bytes
+    sealed: bytes = b""
+
+    def to_json(self, key_type: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version}
+        if key_type in ASYMMETRIC_KEY_TYPES:
+            out["public_key"] = b64url_encode(self.public_key)
+        if self.sealed:
+            out["sealed"] = b64url_encode(self.sealed)
+        return out
 
 
 @dataclass(frozen=True)
 class WorkingKeyRecord:
+    """A working key: its versions, oldest first; the last is the current one."""
+
     keystore_id: str
     key_id: str
     key_type: str
-    public_key: bytes  # empty for aes256gcm
-    sealed: bytes  # nonce || ciphertext || tag under the user lock
+    versions: tuple[KeyVersion, ...]
 
-    def to_json(self) -> dict[str, str]:
-        out = {"keystore_id": self.keystore_id, "key_id": self.key_id,
-               "key_type": self.key_type, "sealed": b64url_encode(self.sealed)}
-        if self.key_type != KEY_AES256GCM:
-            out["public_key"] = b64url_encode(self.public_key)
-        return out
+    @property
+    def current(self) -> KeyVersion:
+        return self.versions[-1]
+
+    def version(self, number: int | None) -> KeyVersion:
+        """The named version (or the current one); ParamsError if the key has no such
+        version (LOCK-22)."""
+        if number is None:
+            return self.current
+        for entry in self.versions:
+            if entry.version == number:
+                return entry
+        raise ParamsError(f"the key has no version {number}", requirement="LOCK-22")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keystore_id": self.keystore_id, "key_id": self.key_id,
+                "key_type": self.key_type,
+                "versions": [v.to_json(self.key_type) for v in self.versions]}
 
 
-def parse_working_key_record(obj: object) -> WorkingKeyRecord:
-    """Step 7 (LOCK-7): the stored working key; public_key only for asymmetric keys."""
+def parse_working_key_record(obj: object, *, sealed_in_record: bool = True
+                             ) -> WorkingKeyRecord:
+    """Step 7 (LOCK-7, LOCK-22): the stored working key; public_key only for asymmetric
+    keys, versions numbered 1, 2, ... in order; `sealed` in each version unless the vault
+    keeps the material (step 12), in which case the record has none."""
     if not isinstance(obj, dict):
         raise DecodeError("working-key record must be an object", requirement="LOCK-7")
     key_type = check_key_type(obj.get("key_type"))
-    names: tuple[str, ...] = ("keystore_id", "key_id", "key_type", "sealed")
-    if key_type != KEY_AES256GCM:
+    names = ("keystore_id", "key_id", "key_type", "versions")
+    _require_exact(obj, names, "working-key record", "LOCK-7")
+    for name in names[:3]:
+        if not isinstance(obj[name], str):
+            raise DecodeError(f"working-key record.{name} must be a string", requirement="LOCK-7")
+    check_identifier(obj["keystore_id"], "keystore_id")
+    check_identifier(obj["key_id"], "key_id")
+    versions = obj["versions"]
+    if not isinstance(versions, list) or not 1 <= len(versions) <= MAX_KEY_VERSIONS:
+        raise DecodeError(f"versions is a list of 1..{MAX_KEY_VERSIONS}", requirement="LOCK-22")
+    parsed = tuple(_parse_version(v, key_type, sealed_in_record) for v in versions)
+    if [v.version for v in parsed] != list(range(1, len(parsed) + 1)):
+        raise DecodeError("versions are numbered 1, 2, ... in order", requirement="LOCK-22")
+    return WorkingKeyRecord(obj["keystore_id"], obj["key_id"], key_type, parsed)
+
+
+def _parse_version(obj: object, key_type: str, sealed_in_record: bool) -> KeyVersion:
+    if not isinstance(obj, dict):
+        raise DecodeError("a key version must be an object", requirement="LOCK-7")
+    names: tuple[str, ...] = ("version",)
+    if key_type in ASYMMETRIC_KEY_TYPES:
         names += ("public_key",)
-    fields = _members(obj, names, "working-key record", "LOCK-7")
-    check_identifier(fields["keystore_id"], "keystore_id")
-    check_identifier(fields["key_id"], "key_id")
+    if sealed_in_record:
+        names += ("sealed",)
+    _require_exact(obj, names, "key version", "LOCK-7")
+    version = check_version(obj["version"])
     public = b""
-    if key_type != KEY_AES256GCM:
-        public = b64url_decode(fields["public_key"], requirement="LOCK-7")
+    if key_type in ASYMMETRIC_KEY_TYPES:
+        public = b64url_decode(obj["public_key"], requirement="LOCK-7")
         if len(public) != 32:
             raise LengthError("public_key must be 32 bytes", requirement="LOCK-7")
-    sealed = b64url_decode(fields["sealed"], requirement="LOCK-7")
-    if len(sealed) != SEALED_WORKING_KEY_LEN:
-        raise LengthError(f"sealed must be {SEALED_WORKING_KEY_LEN} bytes", requirement="LOCK-7")
-    return WorkingKeyRecord(fields["keystore_id"], fields["key_id"], key_type, public, sealed)
+    sealed = b""
+    if sealed_in_record:
+        sealed = b64url_decode(obj["sealed"], requirement="LOCK-7")
+        if len(sealed) != SEALED_WORKING_KEY_LEN:
+            raise LengthError(f"sealed must be {SEALED_WORKING_KEY_LEN} bytes",
+                              requirement="LOCK-7")
+    return KeyVersion(version, public, sealed)
+
+
+def make_key_version(lock_key: bytes, nonce: bytes, material: bytes, keystore_id: str,
+                     key_id: str, version: int, key_type: str) -> KeyVersion:
+    """Step 7: one sealed version of a working key."""
+    return KeyVersion(version, public_key_of(key_type, material),
+                      seal_working_key(lock_key, nonce, material, keystore_id, key_id, version,
+                                       key_type))
 
 
 def make_working_key_record(lock_key: bytes, nonce: bytes, material: bytes, keystore_id: str,
                             key_id: str, key_type: str) -> WorkingKeyRecord:
-    """Step 7: the record a server stores for a new working key."""
-    return WorkingKeyRecord(keystore_id, key_id, key_type, public_key_of(key_type, material),
-                            seal_working_key(lock_key, nonce, material, keystore_id, key_id,
-                                             key_type))
+    """Step 7: the record a server stores for a new working key (version 1)."""
+    return WorkingKeyRecord(keystore_id, key_id, key_type, (
+        make_key_version(lock_key, nonce, material, keystore_id, key_id, 1, key_type),))
 
 
-def open_working_key_record(lock_key: bytes, record: WorkingKeyRecord) -> bytes:
-    """Step 7: the material of a stored record, checked against its public key."""
-    material = open_working_key(lock_key, record.sealed, record.keystore_id, record.key_id,
-                                record.key_type, record.public_key)
-    if public_key_of(record.key_type, material) != record.public_key:
+def rotated(record: WorkingKeyRecord, new_version: KeyVersion) -> WorkingKeyRecord:
+    """Step 10 (LOCK-22): the record with one more version; the older ones are kept."""
+    return WorkingKeyRecord(record.keystore_id, record.key_id, record.key_type,
+                            (*record.versions, new_version))
+
+
+def next_version(record: WorkingKeyRecord) -> int:
+    """Step 10 (LOCK-22): the number of the version a rotation adds; a key has at most
+    MAX_KEY_VERSIONS versions (failure class params)."""
+    if len(record.versions) >= MAX_KEY_VERSIONS:
+        raise ParamsError(f"a key has at most {MAX_KEY_VERSIONS} versions",
+                          requirement="LOCK-22")
+    return record.current.version + 1
+
+
+def open_key_version(lock_key: bytes, record: WorkingKeyRecord, entry: KeyVersion,
+                     sealed: bytes | None = None) -> bytes:
+    """Step 7: the material of one version, checked against its public key. `sealed`
+    comes from the vault when the record does not hold it (step 12)."""
+    material = open_working_key(lock_key, entry.sealed if sealed is None else sealed,
+                                record.keystore_id, record.key_id, entry.version,
+                                record.key_type, entry.public_key)
+    if public_key_of(record.key_type, material) != entry.public_key:
         # Unreachable unless the sealer lied: the AAD already authenticates the public key.
         raise BindingError("working key does not match its public key", requirement="LOCK-7")
     return material
 
 
-def _members(obj: dict[str, Any], names: tuple[str, ...], where: str,
-             requirement: str) -> dict[str, str]:
+def open_working_key_record(lock_key: bytes, record: WorkingKeyRecord,
+                            version: int | None = None) -> bytes:
+    """Step 7: the material of the named (default: current) version of a stored record."""
+    return open_key_version(lock_key, record, record.version(version))
+
+
+def _require_exact(obj: dict[str, Any], names: tuple[str, ...], where: str,
+                   requirement: str) -> None:
     missing = [n for n in names if n not in obj]
     if missing:
         raise DecodeError(f"{where} lacks {', '.join(missing)}", requirement=requirement)
     unknown = sorted(set(obj) - set(names))
     if unknown:
         raise DecodeError(f"{where} has unknown member {unknown[0]}", requirement=requirement)
+
+
+def _members(obj: dict[str, Any], names: tuple[str, ...], where: str,
+             requirement: str) -> dict[str, str]:
+    _require_exact(obj, names, where, requirement)
     for name in names:
         if not isinstance(obj[name], str):
             raise DecodeError(f"{where}.{name} must be a string", requirement=requirement)
     return {n: obj[n] for n in names}
 
 
-# --- step 9: capabilities --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Capability:
-    """A keystore capability: its caveats, in order, and the last link of its HMAC chain."""
-
-    keystore_id: str
-    caveats: tuple[str, ...]
-    mac: bytes
-
-
-def capability_chain(root_key: bytes, keystore_id: str, caveats: Sequence[str]) -> list[bytes]:
-    """Step 9 (LOCK-11): every link of the chain, first to last.
-
-        mac_0 = HMAC-SHA256(root key, ctx("capability", keystore_id))
-        mac_i = HMAC-SHA256(mac_{i-1}, ctx("capability-caveat", caveat_i))
-    """
-    if len(root_key) != ROOT_KEY_LEN:
-        raise LengthError("capability root key must be 32 bytes", requirement="LOCK-13")
-    links = [primitives.hmac_sha256(root_key, labelled_context(
-        "capability", check_identifier(keystore_id, "keystore_id")))]
-    for caveat in caveats:
-        links.append(extend_mac(links[-1], caveat))
-    return links
-
-
-def extend_mac(mac: bytes, caveat: str) -> bytes:
-    """Step 9 (LOCK-11): one link; needs only the previous link, not the root key."""
-    return primitives.hmac_sha256(mac, labelled_context("capability-caveat",
-                                                        caveat.encode("ascii")))
-
-
-def mint_root_capability(root_key: bytes, keystore_id: str) -> Capability:
-    """Step 9 (LOCK-13): the root capability has no caveats: every operation, every key,
-    no expiry. The server returns it once, to the controller, at keystore creation."""
-    return Capability(keystore_id, (), capability_chain(root_key, keystore_id, ())[-1])
-
-
-def ops_caveat(operations: Sequence[str]) -> str:
-    """`ops=<op>,<op>...`: only these operations."""
-    return f"{CAVEAT_OPS}={','.join(operations)}"
-
-
-def key_caveat(key_id: str) -> str:
-    """`key=<key id>`: only key-scoped operations on this one key."""
-    check_identifier(key_id, "key_id", requirement="LOCK-12")
-    return f"{CAVEAT_KEY}={key_id}"
-
-
-def expiry_caveat(not_after: int) -> str:
-    """`exp=<unix seconds>`: valid while now < exp."""
-    return f"{CAVEAT_EXP}={not_after}"
-
-
-def check_caveat_syntax(caveat: object) -> str:
-    """Step 9 (LOCK-11): `name=value`, printable ASCII without spaces, at most 256 bytes."""
-    if not isinstance(caveat, str) or len(caveat) > MAX_CAVEAT_LEN \
-            or not _CAVEAT_SYNTAX.match(caveat):
-        raise DecodeError("a caveat is name=value in printable ASCII, at most 256 characters",
-                          requirement="LOCK-11")
-    return caveat
-
-
-@dataclass(frozen=True)
-class Caveat:
-    """The meaning of one caveat: exactly one of the three restrictions."""
-
-    name: str
-    operations: frozenset[str] = frozenset()
-    key_id: str = ""
-    not_after: int = 0
-
-
-def parse_caveat(caveat: str) -> Caveat:
-    """Step 9 (LOCK-12): the meaning of a caveat. Anything not understood is refused
-    (class authz): a server that cannot evaluate a restriction must not ignore it."""
-    match = _CAVEAT_SYNTAX.match(caveat)
-    if not match:
-        raise AuthzError("malformed caveat", requirement="LOCK-12")
-    name, value = match.group(1), match.group(2)
-    if name == CAVEAT_OPS:
-        ops = value.split(",")
-        if any(op not in OPERATIONS for op in ops) or len(set(ops)) != len(ops):
-            raise AuthzError("ops caveat names an unknown or repeated operation",
-                             requirement="LOCK-12")
-        return Caveat(name, operations=frozenset(ops))
-    if name == CAVEAT_KEY:
-        try:
-            check_identifier(value, "key_id", requirement="LOCK-12")
-        except DecodeError as exc:
-            raise AuthzError("key caveat is not a key id", requirement="LOCK-12") from exc
-        return Caveat(name, key_id=value)
-    if name == CAVEAT_EXP:
-        if not _DECIMAL.match(value) or int(value) > MAX_EXPIRY:
-            raise AuthzError("exp caveat is not a canonical decimal time", requirement="LOCK-12")
-        return Caveat(name, not_after=int(value))
-    raise AuthzError(f"unknown caveat {name!r}", requirement="LOCK-12")
-
-
-def attenuate(capability: Capability, caveat: str) -> Capability:
-    """Step 9 (LOCK-11): append one caveat, offline, without the server or the root key.
-
-    Appending can only narrow: every caveat must hold, and no caveat can be removed,
-    because that would need an earlier link of the chain, which HMAC does not reveal."""
-    check_caveat_syntax(caveat)
-    parse_caveat(caveat)  # a holder should not append what no server can honour
-    if len(capability.caveats) >= MAX_CAVEATS:
-        raise ParamsError(f"at most {MAX_CAVEATS} caveats", requirement="LOCK-11")
-    attenuated = Capability(capability.keystore_id, (*capability.caveats, caveat),
-                            extend_mac(capability.mac, caveat))
-    if len(encode_capability(attenuated)) > MAX_CAPABILITY_LEN:
-        raise ParamsError(f"a capability is at most {MAX_CAPABILITY_LEN} characters",
-                          requirement="LOCK-11")
-    return attenuated
-
-
-def encode_capability(capability: Capability) -> str:
-    """Step 9 (LOCK-11): "kfc1." || base64url(JSON {"keystore_id", "caveats", "mac"})."""
-    body = json.dumps({"keystore_id": capability.keystore_id,
-                       "caveats": list(capability.caveats),
-                       "mac": b64url_encode(capability.mac)},
-                      separators=(",", ":"), ensure_ascii=True)
-    return CAPABILITY_PREFIX + b64url_encode(body.encode("ascii"))
-
-
-def decode_capability(text: object) -> Capability:
-    """Step 9 (LOCK-11): parse a capability strictly (class decode for any defect)."""
-    if not isinstance(text, str) or not text.startswith(CAPABILITY_PREFIX):
-        raise DecodeError("not a kfc1 capability", requirement="LOCK-11")
-    if len(text) > MAX_CAPABILITY_LEN:
-        raise LengthError("capability too long", requirement="LOCK-11")
-    raw = b64url_decode(text[len(CAPABILITY_PREFIX):], requirement="LOCK-11")
-    try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DecodeError("capability body is not JSON", requirement="LOCK-11") from exc
-    if not isinstance(obj, dict) or sorted(obj) != ["caveats", "keystore_id", "mac"]:
-        raise DecodeError("capability has exactly keystore_id, caveats and mac",
-                          requirement="LOCK-11")
-    keystore_id, caveats, mac_text = obj["keystore_id"], obj["caveats"], obj["mac"]
-    check_identifier(keystore_id, "keystore_id", requirement="LOCK-11")
-    if not isinstance(caveats, list) or len(caveats) > MAX_CAVEATS:
-        raise DecodeError(f"caveats is a list of at most {MAX_CAVEATS}", requirement="LOCK-11")
-    mac = b64url_decode(mac_text, requirement="LOCK-11")
-    if len(mac) != CAPABILITY_MAC_LEN:
-        raise LengthError("capability mac must be 32 bytes", requirement="LOCK-11")
-    return Capability(keystore_id, tuple(check_caveat_syntax(c) for c in caveats), mac)
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object hook that refuses repeated member names."""
-    names = [name for name, _ in pairs]
-    if len(set(names)) != len(names):
-        raise ValueError("repeated member")
-    return dict(pairs)
-
-
-def verify_capability(capability: Capability, root_key: bytes, keystore_id: str) -> None:
-    """Step 9 (LOCK-11): recompute the chain from the root key; compare in constant time.
-
-    A capability for another keystore is a binding failure; a changed, removed, reordered
-    or added-without-the-chain caveat is a MAC failure."""
-    if capability.keystore_id != keystore_id:
-        raise BindingError("capability is for another keystore", requirement="LOCK-11")
-    expected = capability_chain(root_key, keystore_id, capability.caveats)[-1]
-    if not primitives.constant_time_equal(expected, capability.mac):
-        raise MacError("capability MAC does not verify", requirement="LOCK-11")
-
-
-def authorize(capability: Capability, operation: str, key_id: str | None, now: int) -> None:
-    """Step 9 (LOCK-12): every caveat must allow the request.
-
-    exp=T    now < T; a passed expiry is reported first (ExpiredError), before any other
-             caveat is evaluated;
-    ops=...  the operation is listed;
-    key=K    the operation is key-scoped and on key K;
-    anything else denies (AuthzError)."""
-    if operation not in OPERATIONS:
-        raise ValueError(f"unknown operation {operation!r}")
-    if (operation in KEY_OPERATIONS) != (key_id is not None):
-        raise ValueError("key-scoped operations name a key; keystore operations do not")
-    for caveat in capability.caveats:
-        if caveat.startswith(CAVEAT_EXP + "="):
-            parsed = parse_caveat(caveat)
-            if not now < parsed.not_after:
-                raise ExpiredError("capability has expired", requirement="LOCK-12")
-    for caveat in capability.caveats:
-        parsed = parse_caveat(caveat)
-        if parsed.name == CAVEAT_OPS and operation not in parsed.operations:
-            raise AuthzError(f"capability does not grant {operation}", requirement="LOCK-12")
-        if parsed.name == CAVEAT_KEY and key_id != parsed.key_id:
-            raise AuthzError("capability is restricted to another key", requirement="LOCK-12")
-
-
-def check_capability(text: object, root_key: bytes, keystore_id: str, operation: str,
-                     key_id: str | None, now: int) -> Capability:
-    """Step 9 as a server runs it: decode, verify the chain, then authorize."""
-    capability = decode_capability(text)
-    verify_capability(capability, root_key, keystore_id)
-    authorize(capability, operation, key_id, now)
-    return capability
-
-
 # --- step 10: operations ----------------------------------------------------------------------
 
+def check_signable(message: bytes) -> None:
+    """Step 10 (LOCK-20): `sign` is an oracle for whoever holds a capability, so it refuses
+    every message that begins like a statement keyflows itself signs (labelled_context:
+    "keyflows-v1" || 0x00): a keystore key can never be made to sign one (class params)."""
+    if message.startswith(SIGNED_CONTEXT_PREFIX):
+        raise ParamsError("the message begins like a keyflows signed statement",
+                          requirement="LOCK-20")
+
+
 def sign(seed: bytes, message: bytes) -> bytes:
-    """Step 10 (LOCK-15): pure Ed25519 over the message bytes."""
+    """Step 10 (LOCK-15, LOCK-20): pure Ed25519 over the message bytes, for any message
+    outside keyflows' own signed contexts."""
+    check_signable(message)
     return primitives.ed25519_sign(seed, message)
 
 
@@ -710,15 +646,26 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     return primitives.aes256gcm_decrypt(key, nonce, ciphertext, aad, requirement="LOCK-16")
 
 
+def computemac(key: bytes, message: bytes) -> bytes:
+    """Step 10 (LOCK-21): HMAC-SHA256(key, message)."""
+    return primitives.hmac_sha256(key, message)
+
+
+def verifymac(key: bytes, message: bytes, mac: bytes) -> bool:
+    """Step 10 (LOCK-21): true iff mac equals HMAC-SHA256(key, message), compared in
+    constant time; a mac that is not 32 bytes is a length error, not an answer."""
+    if len(mac) != MAC_LEN:
+        raise LengthError(f"mac must be {MAC_LEN} bytes", requirement="LOCK-21")
+    return primitives.constant_time_equal(computemac(key, message), mac)
+
+
+WRAP_INFO = labelled_context("lock-wrap")
+
+
 @dataclass(frozen=True)
 class Wrapped:
-    epk: bytes  # the sender's ephemeral X25519 public key
-    wrapped_key: bytes  # AES-256-GCM(KEK, zero nonce, cek, empty AAD) = ciphertext || tag
-
-
-def wrap_kek(shared: bytes, epk: bytes, recipient_public: bytes) -> bytes:
-    """Step 10 (LOCK-17): KEK = HKDF-SHA256(Z, salt = empty, ctx("lock-wrap", epk, R))."""
-    return labelled_hkdf(shared, "lock-wrap", epk, recipient_public)
+    enc: bytes  # HPKE enc: the sender's ephemeral X25519 public key
+    wrapped_key: bytes  # HPKE ciphertext: AES-256-GCM of the cek, with its tag
 
 
 def check_cek(cek: bytes) -> None:
@@ -727,50 +674,65 @@ def check_cek(cek: bytes) -> None:
                           requirement="LOCK-17")
 
 
-def wrap(cek: bytes, recipient_public: bytes, ephemeral_private: bytes) -> Wrapped:
-    """Step 10 (LOCK-17): ECDH-ES. Z = X25519(e, R) with R checked (canonical, not of low
-    order, non-zero Z); the KEK is single-use, so the nonce is fixed at zero."""
+def check_wrapped_key_length(wrapped_key: bytes) -> None:
+    if not CEK_MIN_LEN + TAG_LEN <= len(wrapped_key) <= CEK_MAX_LEN + TAG_LEN:
+        raise LengthError("wrapped_key has an impossible length", requirement="LOCK-17")
+
+
+def wrap_sealed(cek: bytes, recipient_public: bytes, ikm_e: bytes) -> hpke.Sealed:
+    """Step 10 (LOCK-17), every intermediate: HPKE base mode (RFC 9180), suite
+    DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM, single shot, info =
+    ctx("lock-wrap"), aad = empty; the ephemeral key is DeriveKeyPair(ikm_e)."""
     check_cek(cek)
-    epk, shared = primitives.x25519_keypair_exchange(ephemeral_private, recipient_public,
-                                                     requirement="LOCK-17")
-    kek = wrap_kek(shared, epk, recipient_public)
-    return Wrapped(epk, primitives.aes256gcm_encrypt(kek, WRAP_NONCE, cek, b""))
+    return hpke.seal_base(recipient_public, WRAP_INFO, b"", cek, ikm_e=ikm_e,
+                          requirement="LOCK-17")
+
+
+def wrap(cek: bytes, recipient_public: bytes, ikm_e: bytes) -> Wrapped:
+    """Step 10 (LOCK-17): HPKE SealBase of the cek to R; R is checked (canonical, not of
+    low order), the DH output must not be zero."""
+    sealed = wrap_sealed(cek, recipient_public, ikm_e)
+    return Wrapped(sealed.enc, sealed.ciphertext)
 
 
 def unwrap(wrapped: Wrapped, recipient_private: bytes) -> bytes:
-    """Step 10 (LOCK-17): the recipient side; point errors for a bad epk, aead otherwise."""
-    if not CEK_MIN_LEN + TAG_LEN <= len(wrapped.wrapped_key) <= CEK_MAX_LEN + TAG_LEN:
-        raise LengthError("wrapped key has an impossible length", requirement="LOCK-17")
-    recipient_public = primitives.x25519_public_key(recipient_private)
-    shared = primitives.x25519(recipient_private, wrapped.epk, requirement="LOCK-17")
-    kek = wrap_kek(shared, wrapped.epk, recipient_public)
-    return primitives.aes256gcm_decrypt(kek, WRAP_NONCE, wrapped.wrapped_key, b"",
-                                        requirement="LOCK-17")
+    """Step 10 (LOCK-17): HPKE OpenBase; point errors for a bad enc, aead otherwise."""
+    check_wrapped_key_length(wrapped.wrapped_key)
+    return hpke.open_base(wrapped.enc, recipient_private, WRAP_INFO, b"", wrapped.wrapped_key,
+                          requirement="LOCK-17").plaintext
 
 
 # --- the HTTP request bodies ------------------------------------------------------------------
 
 #: Request body members per request kind: (required, optional). Every other member is
-#: refused (API-6); binary members are strict base64url (API-1).
+#: refused (API-6); binary members are strict base64url (API-1); "version" is an integer.
 REQUEST_MEMBERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "create-keystore": (("scenario",), ()),
+    "create-keystore": (("scenario",), ("holder",)),
+    "root-capability": ((), ("holder",)),
+    "revoke": (("capability",), ()),
+    "grant": (("capability",), ()),
     "create-key": (("key_type",), ()),
     "sign": (("message",), ()),
-    "verify": (("message", "signature"), ()),
+    "verify": (("message", "signature"), ("version",)),
     "encrypt": (("plaintext",), ("aad",)),
-    "decrypt": (("nonce", "ciphertext"), ("aad",)),
+    "decrypt": (("nonce", "ciphertext"), ("aad", "version")),
     "wrap": (("cek", "recipient_public_key"), ()),
-    "unwrap": (("epk", "wrapped_key"), ()),
+    "unwrap": (("enc", "wrapped_key"), ("version",)),
+    "computemac": (("message",), ()),
+    "verifymac": (("message", "mac"), ("version",)),
 }
-_TEXT_MEMBERS = frozenset({"scenario", "key_type"})
+_TEXT_MEMBERS = frozenset({"scenario", "key_type", "capability"})
+_INTEGER_MEMBERS = frozenset({"version"})
 _EXACT_LENGTHS = {"signature": (primitives.ED25519_SIG_LEN, "LOCK-15"),
-                  "nonce": (NONCE_LEN, "LOCK-16"),
-                  "recipient_public_key": (32, "LOCK-17"), "epk": (32, "LOCK-17")}
+                  "nonce": (NONCE_LEN, "LOCK-16"), "mac": (MAC_LEN, "LOCK-21"),
+                  "recipient_public_key": (32, "LOCK-17"), "enc": (WRAP_ENC_LEN, "LOCK-17"),
+                  "holder": (32, "LOCK-25")}
 
 
 def parse_request(kind: str, obj: object) -> dict[str, Any]:
     """Step 10: the body of a request of this kind, decoded: text members stay strings
-    (and are checked), binary members become bytes of their required length."""
+    (and are checked), "version" an integer, binary members become bytes of their
+    required length."""
     required, optional = REQUEST_MEMBERS[kind]
     if not isinstance(obj, dict):
         raise DecodeError("the request body must be a JSON object", requirement="API-6")
@@ -783,6 +745,9 @@ def parse_request(kind: str, obj: object) -> dict[str, Any]:
                           requirement="API-6")
     out: dict[str, Any] = {}
     for name, value in obj.items():
+        if name in _INTEGER_MEMBERS:
+            out[name] = check_version(value)
+            continue
         if not isinstance(value, str):
             raise DecodeError(f"{name} must be a string", requirement="API-6")
         if name in _TEXT_MEMBERS:
@@ -794,17 +759,34 @@ def parse_request(kind: str, obj: object) -> dict[str, Any]:
             if len(data) != length:
                 raise LengthError(f"{name} must be {length} bytes", requirement=requirement)
         out[name] = data
+    _check_members(out)
+    if kind in ("encrypt", "decrypt"):
+        out.setdefault("aad", b"")
+    if "version" in optional:
+        out.setdefault("version", None)
+    return out
+
+
+def _check_members(out: dict[str, Any]) -> None:
     if "scenario" in out:
         check_scenario(out["scenario"])
     if "key_type" in out:
         check_key_type(out["key_type"])
     if "cek" in out:
         check_cek(out["cek"])
-    if "wrapped_key" in out and not (CEK_MIN_LEN + TAG_LEN <= len(out["wrapped_key"])
-                                     <= CEK_MAX_LEN + TAG_LEN):
-        raise LengthError("wrapped_key has an impossible length", requirement="LOCK-17")
-    if kind in ("encrypt", "decrypt"):
-        out.setdefault("aad", b"")
+    if "wrapped_key" in out:
+        check_wrapped_key_length(out["wrapped_key"])
+
+
+def key_description(record: WorkingKeyRecord, key_url: str) -> dict[str, Any]:
+    """Step 10 (LOCK-18, LOCK-22): what an answer may say about a key: its id, type, URL,
+    current version and every version's public key; never material."""
+    out: dict[str, Any] = {"key_id": record.key_id, "key_type": record.key_type,
+                           "key_url": key_url, "version": record.current.version,
+                           "versions": [KeyVersion(v.version, v.public_key).to_json(
+                               record.key_type) for v in record.versions]}
+    if record.key_type in ASYMMETRIC_KEY_TYPES:
+        out["public_key"] = b64url_encode(record.current.public_key)
     return out
 
 
@@ -813,10 +795,12 @@ def parse_request(kind: str, obj: object) -> dict[str, Any]:
 def trustbloc_split(secret: bytes, random: RandomSource, *, parts: int = 2,
                     threshold: int = 2) -> shamir.Split:
     """LOCK-8: a split as trustbloc made it: Vault's Split of the pinned release (2020),
-    whose x-coordinates are the first `parts` of a random permutation of 1..255."""
+    whose x-coordinates are the first `parts` of a random permutation of 1..255 and whose
+    makePolynomial draws the coefficients once, without looking at the leading one."""
     shamir.check_split_params(parts, threshold, len(secret))
     xs = shamir.vault_2017_x_coordinates(parts, random)
-    return shamir.split(secret, parts, threshold, random, xs)
+    return shamir.split(secret, parts, threshold, random, xs,
+                        draw=shamir.draw_polynomial_once)
 
 
 def trustbloc_lock_key(shares: Sequence[bytes]) -> bytes:

@@ -13,8 +13,11 @@ with x in 1..255, distinct per share. Combining is Lagrange interpolation at x =
 
 Steps (lock-layering chapter, "Secret shares"):
   S1. Parameters: 2 <= threshold <= parts <= 255, non-empty secret (LOCK-2).
-  S2. Polynomials: Vault's makePolynomial draws all threshold - 1 non-intercept
-      coefficients and redraws them all while the leading one is zero (LOCK-2).
+  S2. Polynomials: all threshold - 1 non-intercept coefficients are drawn together and
+      the whole draw is repeated while the leading one is zero (LOCK-2), as Vault's
+      makePolynomial does since it checks the leading coefficient (hashicorp/vault
+      shamir/shamir.go, e.g. commit 0057c76). The release trustbloc pinned drew them once
+      and never looked at the leading coefficient (`draw_polynomial_once`, LOCK-8).
   S3. x-coordinates: distinct, in 1..255. The v1 layout is x = 1..parts (current Vault);
       the Vault releases of 2017..2024, which trustbloc pinned, drew a random permutation
       of 1..255 (`vault_2017_x_coordinates`). Vectors carry the x-coordinates as inputs.
@@ -28,7 +31,7 @@ secret data; x-coordinates are public, so their inverses may come from a cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -127,18 +130,26 @@ def vault_2017_x_coordinates(parts: int, random: RandomSource) -> list[int]:
 
 
 def draw_polynomial(intercept: int, degree: int, random: RandomSource) -> list[int]:
-    """Step S2 (Vault's makePolynomial): redraw all non-intercept coefficients until the
-    leading one is non-zero, so the polynomial has exactly the stated degree."""
+    """Step S2 (LOCK-2): draw all non-intercept coefficients, and draw them all again
+    while the leading one is zero, so the polynomial has exactly the stated degree."""
     while True:
         rest = random(degree)
         if rest[-1] != 0:
             return [intercept, *rest]
 
 
+def draw_polynomial_once(intercept: int, degree: int, random: RandomSource) -> list[int]:
+    """The pinned Vault release of the trustbloc profile (LOCK-8): one draw, whatever the
+    leading coefficient. A zero one lowers the degree; in a 2-of-2 split the byte's
+    polynomial is then constant and that byte of every share equals the secret byte."""
+    return [intercept, *random(degree)]
+
+
 def check_polynomials(secret: bytes, coefficients: Sequence[Sequence[int]],
-                      threshold: int) -> None:
+                      threshold: int, *, leading_nonzero: bool = True) -> None:
     """Step S2 (LOCK-2): one polynomial per secret byte, intercept = that byte, degree
-    threshold - 1 with a non-zero leading coefficient, every coefficient a byte."""
+    threshold - 1 with a non-zero leading coefficient (unless `leading_nonzero` is off, for
+    the trustbloc profile's shares), every coefficient a byte."""
     if len(coefficients) != len(secret):
         raise ParamsError("one polynomial per secret byte", requirement="LOCK-2")
     for byte, poly in zip(secret, coefficients, strict=True):
@@ -148,7 +159,7 @@ def check_polynomials(secret: bytes, coefficients: Sequence[Sequence[int]],
             raise ParamsError("coefficients are bytes", requirement="LOCK-2")
         if poly[0] != byte:
             raise ParamsError("the intercept must be the secret byte", requirement="LOCK-2")
-        if poly[-1] == 0:
+        if leading_nonzero and poly[-1] == 0:
             raise ParamsError("the leading coefficient must be non-zero", requirement="LOCK-2")
 
 
@@ -162,18 +173,19 @@ class Split:
 
 
 def split_with(secret: bytes, coefficients: Sequence[Sequence[int]],
-               x_coordinates: Sequence[int]) -> list[bytes]:
+               x_coordinates: Sequence[int], *, leading_nonzero: bool = True) -> list[bytes]:
     """Steps S1-S4 from given polynomials and x-coordinates (the Vault layout)."""
     threshold = len(coefficients[0]) if coefficients else 0
     check_split_params(len(x_coordinates), threshold, len(secret))
-    check_polynomials(secret, coefficients, threshold)
+    check_polynomials(secret, coefficients, threshold, leading_nonzero=leading_nonzero)
     check_x_coordinates(x_coordinates, len(x_coordinates))
     return [bytes(evaluate(poly, x) for poly in coefficients) + bytes([x])
             for x in x_coordinates]
 
 
 def split(secret: bytes, parts: int, threshold: int, random: RandomSource,
-          x_coordinates: Sequence[int] | None = None) -> Split:
+          x_coordinates: Sequence[int] | None = None,
+          draw: Callable[[int, int, RandomSource], list[int]] = draw_polynomial) -> Split:
     """Split `secret` into `parts` shares, any `threshold` of which recombine it.
 
     The polynomials are drawn first, byte by byte, as Vault does; x-coordinates default to
@@ -181,8 +193,10 @@ def split(secret: bytes, parts: int, threshold: int, random: RandomSource,
     check_split_params(parts, threshold, len(secret))
     xs = list(x_coordinates) if x_coordinates is not None else sequential_x_coordinates(parts)
     check_x_coordinates(xs, parts)
-    coefficients = [draw_polynomial(b, threshold - 1, random) for b in secret]
-    return Split(shares=split_with(secret, coefficients, xs), coefficients=coefficients,
+    coefficients = [draw(b, threshold - 1, random) for b in secret]
+    return Split(shares=split_with(secret, coefficients, xs,
+                                   leading_nonzero=draw is draw_polynomial),
+                 coefficients=coefficients,
                  x_coordinates=xs)
 
 

@@ -25,51 +25,149 @@ def _patch_spec(monkeypatch: pytest.MonkeyPatch, name: str, replacement: Any) ->
     monkeypatch.setattr(spec, name, replacement)
 
 
+def _patch_cap(monkeypatch: pytest.MonkeyPatch, name: str, replacement: Any) -> None:
+    from keyflows.spec import lock_layering_capability as cap
+
+    monkeypatch.setattr(cap, name, replacement)
+
+
 # --- capabilities ---------------------------------------------------------------------------
 
 def ignores_caveat(kind: str) -> Any:
     """authorize() that forgets one kind of caveat (ops, key or exp)."""
 
     def patch(monkeypatch: pytest.MonkeyPatch) -> None:
-        from keyflows.spec import lock_layering as spec
+        from keyflows.spec import lock_layering_capability as cap
 
-        original = spec.authorize
+        original = cap.authorize
 
         def authorize(capability: Any, operation: str, key_id: str | None, now: int) -> None:
             kept = tuple(c for c in capability.caveats if not c.startswith(kind + "="))
-            original(spec.Capability(capability.keystore_id, kept, capability.mac), operation,
+            if kind == "exp":
+                kept = (*kept, f"exp={now + 1}")  # the expiry rule sees a live capability
+            original(cap.Capability(capability.keystore_id, kept, capability.mac), operation,
                      key_id, now)
 
-        _patch_spec(monkeypatch, "authorize", authorize)
+        _patch_cap(monkeypatch, "authorize", authorize)
 
     return patch
 
 
 def skips_mac_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """verify_capability() that checks the keystore id and forgets the MAC."""
+    from keyflows.spec import lock_layering_capability as cap
     from keyflows.spec.errors import BindingError
 
-    def verify(capability: Any, root_key: bytes, keystore_id: str) -> None:
+    def verify(capability: Any, root_key: bytes, keystore_id: str) -> list[bytes]:
         if capability.keystore_id != keystore_id:
             raise BindingError("other keystore")
+        return cap.capability_chain(root_key, keystore_id, capability.caveats)
 
-    _patch_spec(monkeypatch, "verify_capability", verify)
+    _patch_cap(monkeypatch, "verify_capability", verify)
 
 
 def unknown_caveats_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     """parse_caveat() that lets anything it does not understand through."""
-    from keyflows.spec import lock_layering as spec
+    from keyflows.spec import lock_layering_capability as cap
     from keyflows.spec.errors import AuthzError
 
-    original = spec.parse_caveat
+    original = cap.parse_caveat
 
     def parse(caveat: str) -> Any:
         try:
             return original(caveat)
         except AuthzError:
-            return spec.Caveat("ignored")
+            return cap.Caveat("ignored")
 
-    _patch_spec(monkeypatch, "parse_caveat", parse)
+    _patch_cap(monkeypatch, "parse_caveat", parse)
+
+
+def roots_never_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root capabilities carry no exp caveat, and capabilities without one are accepted."""
+    from keyflows.spec import lock_layering_capability as cap
+
+    def mint(root_key: bytes, keystore_id: str, not_after: int, holder: Any = None) -> Any:
+        caveats = [] if holder is None else [cap.holder_caveat(holder)]
+        links = cap.capability_chain(root_key, keystore_id, caveats)
+        return cap.Capability(keystore_id, tuple(caveats), links[-1])
+
+    original = cap.authorize
+
+    def authorize(capability: Any, operation: str, key_id: str | None, now: int) -> None:
+        if cap.not_after(capability) is None:
+            capability = cap.Capability(capability.keystore_id,
+                                        (*capability.caveats, f"exp={now + 1}"), capability.mac)
+        original(capability, operation, key_id, now)
+
+    _patch_cap(monkeypatch, "mint_root_capability", mint)
+    _patch_cap(monkeypatch, "authorize", authorize)
+
+
+def ignores_revocations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The revocation store is never consulted."""
+    from keyflows.reference.lock_layering_store import LockStore
+
+    monkeypatch.setattr(LockStore, "revoked_among", lambda self, keystore_id, ids: set())
+
+
+def revokes_only_the_named_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the presented capability's own link is looked up, not its ancestors'."""
+    from keyflows.spec import lock_layering_capability as cap
+
+    original = cap.check_not_revoked
+    _patch_cap(monkeypatch, "check_not_revoked",
+               lambda ids, revoked: original(list(ids)[-1:], revoked))
+
+
+def ignores_holder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """holder caveats are parsed and ignored: a bound capability is a bearer token."""
+    _patch_cap(monkeypatch, "holder_of", lambda capability, links: None)
+
+
+def no_nonce_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signed requests are checked but their nonces are never remembered."""
+    from keyflows.reference.lock_layering_store import LockStore
+
+    monkeypatch.setattr(LockStore, "claim_nonce", lambda self, nonce_id, keep, now: True)
+
+
+def unsigned_delegations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delegate caveat is believed without checking the holder's signature."""
+    from keyflows.spec import lock_layering_capability as cap
+
+    def holder_of(capability: Any, links: Any) -> Any:
+        holder = None
+        for caveat in capability.caveats:
+            parsed = cap.parse_caveat(caveat)
+            if parsed.name in (cap.CAVEAT_HOLDER, cap.CAVEAT_DELEGATE):
+                holder = parsed.public_key
+        return holder
+
+    _patch_cap(monkeypatch, "holder_of", holder_of)
+
+
+def grants_for_any_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grant's AAD leaves out the capability's link: any capability opens it."""
+    from keyflows.spec import lock_layering_capability as cap
+
+    original = cap.grant_aad
+    _patch_cap(monkeypatch, "grant_aad",
+               lambda keystore_id, depth, link, until: original(keystore_id, 1, bytes(32),
+                                                                until))
+
+
+def unknown_keystore_is_404(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capability for a keystore that does not exist is answered 404: an oracle."""
+    from keyflows.reference import lock_layering as routes
+
+    original = routes.check_capability
+
+    async def check(request: Request, state: Any, keystore_id: str, *args: Any) -> Any:
+        if await routes.server_side(lambda: state.store.get_keystore(keystore_id)) is None:
+            raise routes.not_found("no such keystore")
+        return await original(request, state, keystore_id, *args)
+
+    monkeypatch.setattr(routes, "check_capability", check)
 
 
 # --- shares ---------------------------------------------------------------------------------
@@ -117,25 +215,27 @@ def fixed_nonce(monkeypatch: pytest.MonkeyPatch) -> None:
 
     async def encrypt(request: Request) -> Response:
         call = await routes.authorized(request, spec.OP_ENCRYPT, body_kind="encrypt")
-        key = await routes.working_material(request, call)
+        key, version = await routes.working_material(request, call)
         nonce = bytes(12)
         ciphertext = spec.encrypt(key, nonce, call.body["plaintext"], call.body["aad"])
         return routes.json_response({"nonce": b64url_encode(nonce),
-                                     "ciphertext": b64url_encode(ciphertext)})
+                                     "ciphertext": b64url_encode(ciphertext),
+                                     "version": version})
 
     monkeypatch.setattr(routes, "encrypt", encrypt)
 
 
 def unwrap_without_point_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    """unwrap() with the raw X25519 function: a low-order epk gets through to the AEAD."""
+    """unwrap() with the raw X25519 function: a low-order enc gets through to the AEAD."""
+    from keyflows.spec import hpke, primitives
     from keyflows.spec import lock_layering as spec
-    from keyflows.spec import primitives
 
     def unwrap(wrapped: Any, recipient_private: bytes) -> bytes:
         recipient_public = primitives.x25519_public_key(recipient_private)
-        shared = primitives.x25519_raw(recipient_private, wrapped.epk)
-        kek = spec.wrap_kek(shared, wrapped.epk, recipient_public)
-        return primitives.aes256gcm_decrypt(kek, spec.WRAP_NONCE, wrapped.wrapped_key, b"")
+        dh = primitives.x25519_raw(recipient_private, wrapped.enc)
+        shared = hpke.extract_and_expand(dh, wrapped.enc + recipient_public)
+        schedule = hpke.key_schedule_base(shared, spec.WRAP_INFO)
+        return hpke.context_open(schedule, 0, b"", wrapped.wrapped_key)
 
     _patch_spec(monkeypatch, "unwrap", unwrap)
 
@@ -147,11 +247,54 @@ def leaks_signing_seed(monkeypatch: pytest.MonkeyPatch) -> None:
 
     async def sign(request: Request) -> Response:
         call = await routes.authorized(request, spec.OP_SIGN, body_kind="sign")
-        seed = await routes.working_material(request, call)
+        seed, version = await routes.working_material(request, call)
         return routes.json_response({"signature": b64url_encode(spec.sign(
-            seed, call.body["message"])), "debug": b64url_encode(seed)})
+            seed, call.body["message"])), "version": version, "debug": b64url_encode(seed)})
 
     monkeypatch.setattr(routes, "sign", sign)
+
+
+def signs_keyflows_contexts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sign() without the domain separation: keyflows' own statements get signed."""
+    from keyflows.spec import primitives
+
+    _patch_spec(monkeypatch, "check_signable", lambda message: None)
+    _patch_spec(monkeypatch, "sign", primitives.ed25519_sign)
+
+
+def rotation_overwrites(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotation replaces the key's only version instead of adding one."""
+    from keyflows.spec import lock_layering as spec
+
+    _patch_spec(monkeypatch, "next_version", lambda record: 1)
+    _patch_spec(monkeypatch, "rotated", lambda record, entry: spec.WorkingKeyRecord(
+        record.keystore_id, record.key_id, record.key_type, (entry,)))
+
+
+def verifymac_always_true(monkeypatch: pytest.MonkeyPatch) -> None:
+    _patch_spec(monkeypatch, "verifymac", lambda key, message, mac: True)
+
+
+def computemac_ignores_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """computemac() hashes the message alone (and verifymac agrees with it)."""
+    import hashlib
+
+    from keyflows.spec import primitives
+
+    _patch_spec(monkeypatch, "computemac", lambda key, message: hashlib.sha256(message).digest())
+    _patch_spec(monkeypatch, "verifymac", lambda key, message, mac: primitives.constant_time_equal(
+        hashlib.sha256(message).digest(), mac))
+
+
+def capabilities_cached(app: Any) -> Any:
+    """Answers that carry a capability lose their Cache-Control: no-store."""
+
+    async def rewrite(scope: Scope, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return status, [(k, v) for k, v in headers if k.lower() != b"cache-control"], body
+
+    return rewriting(rewrite)(app)
 
 
 def leaks_user_share(app: Any) -> Any:
@@ -171,6 +314,7 @@ def leaks_user_share(app: Any) -> Any:
     return rewriting(rewrite)(app)
 
 
+CAP = "lock-layering/capability/"
 VARIANTS = (
     BrokenVariant("ignores-ops-caveats", "capabilities grant every operation despite ops=",
                   ("lock-layering/capability/ops-caveat", "lock-layering/capability/cannot-widen"),
@@ -203,4 +347,36 @@ VARIANTS = (
                   ("lock-layering/privacy/no-secret-material",), patch=leaks_signing_seed),
     BrokenVariant("leaks-user-share", "key creation echoes the user's share",
                   ("lock-layering/privacy/no-secret-material",), wrapper=leaks_user_share),
+    BrokenVariant("capabilities-cached", "a capability is answered without no-store",
+                  ("lock-layering/keystore/create-server-held",
+                   CAP + "root-expires-and-is-renewed"), wrapper=capabilities_cached),
+    BrokenVariant("roots-never-expire", "root capabilities have no expiry",
+                  (CAP + "root-expires-and-is-renewed",), patch=roots_never_expire),
+    BrokenVariant("ignores-revocations", "a revoked capability keeps working",
+                  (CAP + "revoked-refused", "lock-layering/delegation/grant-needs-the-share"),
+                  patch=ignores_revocations),
+    BrokenVariant("revokes-only-the-named-capability", "capabilities attenuated from a "
+                  "revoked one keep working", (CAP + "revoked-refused",),
+                  patch=revokes_only_the_named_capability),
+    BrokenVariant("unknown-keystore-is-404", "a capability for a missing keystore gets 404",
+                  (CAP + "refusals-are-uniform",), patch=unknown_keystore_is_404),
+    BrokenVariant("ignores-holder", "a capability bound to a key works without its signature",
+                  ("lock-layering/holder/stolen-capability-refused",), patch=ignores_holder),
+    BrokenVariant("no-nonce-store", "a replayed signed request is accepted",
+                  ("lock-layering/holder/replay-refused",), patch=no_nonce_store),
+    BrokenVariant("unsigned-delegations", "a delegation the holder did not sign is believed",
+                  ("lock-layering/delegation/grant-within-caveats",),
+                  patch=unsigned_delegations),
+    BrokenVariant("grants-for-any-capability", "an unlock grant opens with any capability",
+                  ("lock-layering/delegation/grant-within-caveats",),
+                  patch=grants_for_any_capability),
+    BrokenVariant("signs-keyflows-contexts", "sign signs keyflows' own statements",
+                  ("lock-layering/sign/refuses-keyflows-contexts",),
+                  patch=signs_keyflows_contexts),
+    BrokenVariant("rotation-overwrites", "rotating replaces the key",
+                  ("lock-layering/rotate/keeps-old-versions",), patch=rotation_overwrites),
+    BrokenVariant("verifymac-always-true", "verifymac answers valid for any MAC",
+                  ("lock-layering/mac/compute-and-verify",), patch=verifymac_always_true),
+    BrokenVariant("computemac-ignores-key", "computemac is a hash of the message",
+                  ("lock-layering/mac/compute-and-verify",), patch=computemac_ignores_key),
 )

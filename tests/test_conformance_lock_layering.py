@@ -25,7 +25,10 @@ from servers import RunningServer, start_reference_server
 
 from keyflows.conformance.account import AccountServer
 from keyflows.reference.server_lock import ServerLockSettings, load_server_lock_settings
+from keyflows.spec import http_signatures as hs
 from keyflows.spec import lock_layering as spec
+from keyflows.spec import lock_layering_capability as C
+from keyflows.spec import primitives as P
 from keyflows.spec.encoding import b64url_encode
 
 __all__ = ["kms_backend", "moto_endpoint", "softhsm"]  # fixtures used by name
@@ -51,13 +54,14 @@ class Target:
         self.server = server
         self.account_port = account_port
 
-    def run(self, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str],
-                                                          dict[str, Any]]:
+    def run(self, tmp_path: Path, *extra: str, select: tuple[str, ...] = (LOCK_CHECKS,)
+            ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
         report = tmp_path / f"report-{time.monotonic_ns()}.json"
+        selection = [arg for pattern in select for arg in ("--select", pattern)]
         done = subprocess.run(
             [*KEYFLOWS, "conformance", "--base-url", self.server.url, "--account-listen",
              f"127.0.0.1:{self.account_port}", "--report-json", str(report),
-             "--select", LOCK_CHECKS, *extra],
+             *selection, *extra],
             capture_output=True, text=True, timeout=120, check=False,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         assert report.exists(), done.stderr
@@ -147,7 +151,9 @@ def test_broken_server_is_caught(variant: BrokenVariant, tmp_path: Path,
         variant.patch(monkeypatch)
     target = start_target(tmp_path, file_lock(tmp_path), variant)
     try:
-        done, report = target.run(tmp_path)
+        # Only the checks that must catch it: every check passes on the sound server
+        # (test_passes_on_the_file_lock), so this is what the variant changes.
+        done, report = target.run(tmp_path, select=variant.must_fail)
     finally:
         target.server.stop()
     assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"
@@ -203,9 +209,9 @@ def test_database_holds_no_share_secret_or_lock_key(
     with sqlite3.connect(tmp_path / "keys.sqlite3") as connection:
         record = json.loads(connection.execute("SELECT record FROM lock_keystores").fetchone()[0])
     assert set(record) == {"keystore_id", "controller", "scenario", "capability_root_key",
-                           "lock_check"}
-    assert spec.parse_keystore_record(record).lock_check == spec.make_lock_check(
-        lock_key, keystore_id)
+                           "lock_check", "unlock_grant_key"}
+    assert spec.parse_keystore_record(record).lock_check == spec.lock_check_from_secret(
+        secret, keystore_id)
 
 
 # --- a bad server lock stops the server (LOCK-19) --------------------------------------------
@@ -243,3 +249,46 @@ def test_serve_refuses_an_unreachable_kms(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith("keyflows serve: error: cannot describe the KMS key")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# --- one nonce store for every server process (LOCK-26) ----------------------------------------
+
+def test_a_replay_is_refused_by_another_server_process(tmp_path: Path) -> None:
+    """Two reference servers on one database: a signed request accepted by the first is
+    refused when replayed to the second, and the other way round."""
+    accounts = AccountServer()
+    accounts.start()
+    lock = file_lock(tmp_path)
+    first = start_reference_server(accounts.url, tmp_path / "keys.sqlite3", server_lock=lock)
+    second = start_reference_server(accounts.url, tmp_path / "keys.sqlite3", server_lock=lock)
+    try:
+        holder = bytes(range(32))
+        token = accounts.mint("alice")
+        made = httpx.post(first.url + "/v1/users/alice/keystores",
+                          json={"scenario": "server-held",
+                                "holder": b64url_encode(P.ed25519_public_key(holder))},
+                          headers={"authorization": f"Bearer {token}"})
+        assert made.status_code == 201, made.text
+        path = f"/v1/keystores/{made.json()['keystore_id']}"
+        for origin, replica in ((first, second), (second, first)):
+            headers = _signed_read(holder, made.json()["capability"], origin.url, path)
+            assert httpx.get(origin.url + path, headers=headers).status_code == 200
+            # The same bytes to the other process: the signature covers @authority, so the
+            # replay keeps the Host the signature was made for.
+            replayed = httpx.get(replica.url + path, headers=headers)
+            assert replayed.status_code == 401, replayed.text
+    finally:
+        first.stop()
+        second.stop()
+        accounts.stop()
+
+
+def _signed_read(seed: bytes, capability: str, base: str, path: str) -> dict[str, str]:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(base).netloc
+    headers = {"authorization": f"Bearer {capability}", "host": host}
+    view = hs.Request("GET", host, path, "", tuple(headers.items()), b"", "http")
+    headers.update(C.sign_request(seed, view, created=int(time.time()),
+                                  nonce=b64url_encode(os.urandom(16))))
+    return headers

@@ -11,16 +11,20 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from keyflows.spec import lock_layering as L
+from keyflows.spec import lock_layering_capability as C
 from keyflows.spec import shamir
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.errors import (
     AeadError,
     AuthzError,
+    BindingError,
+    DecodeError,
     ExpiredError,
     LengthError,
     MacError,
     ShareError,
+    SignatureError,
     SpecError,
 )
 
@@ -90,7 +94,7 @@ def test_fewer_than_threshold_shares_give_another_secret(secret: bytes, threshol
 def test_any_change_to_either_share_is_a_share_failure(secret: bytes, seed: str, user_side: bool,
                                                        index: int, delta: int) -> None:
     account, user = L.split_user_secret(secret, Drbg(seed))
-    check = L.make_lock_check(L.lock_key_from_secret(secret, "ks"), "ks")
+    check = L.lock_check_from_secret(secret, "ks")
     victim = bytearray(user if user_side else account)
     victim[index] ^= delta
     if user_side:
@@ -108,7 +112,7 @@ def test_any_change_to_either_share_is_a_share_failure(secret: bytes, seed: str,
 @given(st.binary(min_size=32, max_size=32), seeds)
 def test_unlock_is_order_free(secret: bytes, seed: str) -> None:
     account, user = L.split_user_secret(secret, Drbg(seed))
-    check = L.make_lock_check(L.lock_key_from_secret(secret, "ks"), "ks")
+    check = L.lock_check_from_secret(secret, "ks")
     a, u = b64url_encode(account), b64url_encode(user)
     assert L.unlock_with_shares(a, u, "ks", check) == L.unlock_with_shares(u, a, "ks", check)
 
@@ -122,10 +126,11 @@ def test_any_bit_flip_of_a_working_key_record_fails_aead(key_type: str, seed: st
     record = L.make_working_key_record(lock, nonce, L.generate_working_key(key_type, rnd),
                                        "ks", "k1", key_type)
     assert L.open_working_key_record(lock, record)
-    sealed = bytearray(record.sealed)
+    sealed = bytearray(record.current.sealed)
     sealed[bit // 8] ^= 1 << (bit % 8)
     try:
-        L.open_working_key(lock, bytes(sealed), "ks", "k1", key_type, record.public_key)
+        L.open_working_key(lock, bytes(sealed), "ks", "k1", 1, key_type,
+                           record.current.public_key)
     except AeadError:
         return
     raise AssertionError("a tampered record opened")
@@ -158,16 +163,16 @@ OPS = st.lists(st.sampled_from(L.OPERATIONS), min_size=1, max_size=5, unique=Tru
 def test_attenuation_grants_the_intersection(grants: list[list[str]], op: str, exp: int,
                                              now: int) -> None:
     root = bytes(32)
-    cap = L.mint_root_capability(root, "ks")
+    cap = C.mint_root_capability(root, "ks", 10**6)
     for ops in grants:
-        cap = L.attenuate(cap, L.ops_caveat(ops))
-    cap = L.attenuate(cap, L.expiry_caveat(exp))
-    cap = L.decode_capability(L.encode_capability(cap))
-    L.verify_capability(cap, root, "ks")
+        cap = C.attenuate(cap, C.ops_caveat(ops))
+    cap = C.attenuate(cap, C.expiry_caveat(exp))
+    cap = C.decode_capability(C.encode_capability(cap))
+    C.verify_capability(cap, root, "ks")
     key_id = "k1" if op in L.KEY_OPERATIONS else None
     allowed = all(op in ops for ops in grants)
     try:
-        L.authorize(cap, op, key_id, now)
+        C.authorize(cap, op, key_id, now)
     except ExpiredError:
         assert now >= exp
         return
@@ -182,9 +187,9 @@ def test_attenuation_grants_the_intersection(grants: list[list[str]], op: str, e
 def test_dropping_or_changing_any_caveat_breaks_the_mac(grants: list[list[str]],
                                                         data: st.DataObject) -> None:
     root = bytes(range(32))
-    cap = L.mint_root_capability(root, "ks")
+    cap = C.mint_root_capability(root, "ks", 10**6)
     for ops in grants:
-        cap = L.attenuate(cap, L.ops_caveat(ops))
+        cap = C.attenuate(cap, C.ops_caveat(ops))
     index = data.draw(st.integers(0, len(cap.caveats) - 1))
     dropped = cap.caveats[:index] + cap.caveats[index + 1:]
     changed = list(cap.caveats)
@@ -192,7 +197,7 @@ def test_dropping_or_changing_any_caveat_breaks_the_mac(grants: list[list[str]],
     for caveats in (dropped, tuple(changed)):
         assume(tuple(caveats) != cap.caveats)
         try:
-            L.verify_capability(L.Capability("ks", tuple(caveats), cap.mac), root, "ks")
+            C.verify_capability(C.Capability("ks", tuple(caveats), cap.mac), root, "ks")
         except MacError:
             continue
         raise AssertionError("a forged capability verified")
@@ -204,6 +209,7 @@ def test_wrap_round_trip(cek: bytes, seed: str) -> None:
     rnd = Drbg(seed)
     recipient = rnd(32)
     wrapped = L.wrap(cek, L.public_key_of("x25519", recipient), rnd(32))
+    assert len(wrapped.wrapped_key) == len(cek) + 16
     assert L.unwrap(wrapped, recipient) == cek
 
 
@@ -230,3 +236,88 @@ def test_trustbloc_shares_combine_back(secret: bytes, seed: str, parts: int) -> 
     made = L.trustbloc_split(secret, Drbg(seed), parts=parts, threshold=2)
     assert shamir.combine(made.shares[-2:]) == secret
     assert L.trustbloc_lock_key(made.shares) == L.trustbloc_lock_key(made.shares[::-1])
+
+
+# --- capabilities: revocation, grants, signed requests -------------------------------------------
+
+CAVEATS = st.sampled_from(["ops=sign", "ops=read,sign", "key=k1", "key=k2", "exp=5000",
+                           "ops=verify"])
+
+
+@FAST
+@given(st.lists(CAVEATS, min_size=1, max_size=6), st.data())
+def test_revoking_a_link_refuses_exactly_its_subtree(caveats: list[str],
+                                                      data: st.DataObject) -> None:
+    """A capability is refused iff one of its links is revoked: revoking the capability at
+    depth d refuses every capability whose first d caveats are the same."""
+    root = bytes(range(32))
+    chain = C.capability_chain(root, "ks", ["exp=9000", *caveats])
+    depth = data.draw(st.integers(1, len(chain) - 1))
+    revoked = {C.revocation_id("ks", chain[depth])}
+    other = data.draw(st.lists(CAVEATS, min_size=0, max_size=6))
+    candidate = ["exp=9000", *other]
+    ids = C.revocation_ids("ks", C.capability_chain(root, "ks", candidate))
+    descends = candidate[:depth] == ["exp=9000", *caveats][:depth] and len(candidate) >= depth
+    try:
+        C.check_not_revoked(ids, revoked)
+    except AuthzError:
+        assert descends
+        return
+    assert not descends
+
+
+@FAST
+@given(st.lists(CAVEATS, min_size=0, max_size=4), st.lists(CAVEATS, min_size=0, max_size=4),
+       st.binary(min_size=12, max_size=12))
+def test_a_grant_opens_only_for_its_capability_and_its_attenuations(
+        granted: list[str], presented: list[str], nonce: bytes) -> None:
+    root, grant_key, lock_key = bytes(32), bytes(range(32)), bytes(range(1, 33))
+    base = C.mint_root_capability(root, "ks", 10**6)
+    cap = base
+    for caveat in granted:
+        cap = C.attenuate(cap, caveat)
+    grant = C.make_unlock_grant(grant_key, nonce, lock_key, "ks", cap, 0)
+    other = base
+    for caveat in presented:
+        other = C.attenuate(other, caveat)
+    links = C.verify_capability(other, root, "ks")
+    try:
+        opened = C.open_unlock_grant(grant_key, grant, "ks", links, 0)
+    except ShareError:
+        assert not C.is_attenuation_of(other, cap)
+        return
+    assert opened == lock_key and C.is_attenuation_of(other, cap)
+
+
+@FAST
+@given(st.sampled_from(["method", "authority", "path", "query", "body", "authorization"]),
+       st.binary(min_size=1, max_size=40))
+def test_a_signed_request_changed_anywhere_covered_is_refused(where: str, body: bytes) -> None:
+    from keyflows.spec import http_signatures as hs
+    from keyflows.spec import primitives as P
+
+    seed = bytes(range(32))
+    cap = C.mint_root_capability(bytes(32), "ks", 10**6, P.ed25519_public_key(seed))
+    text = C.encode_capability(cap)
+    headers = (("authorization", f"Bearer {text}"),)
+    request = hs.Request("POST", "kms.example", "/v1/keystores/ks/keys", "", headers, body)
+    fields = C.sign_request(seed, request, created=1000, nonce="n" * 22)
+    signed = (*headers, *fields.items())
+    changed = {"method": ("PUT",), "authority": ("evil.example",), "path": ("/x",),
+               "query": ("a=1",), "body": None, "authorization": None}
+    parts = ["POST", "kms.example", "/v1/keystores/ks/keys", "", signed, body]
+    if where == "body":
+        parts[5] = body + b"!"
+    elif where == "authorization":
+        parts[4] = (("authorization", f"Bearer {text}x"), *fields.items())
+    else:
+        parts[["method", "authority", "path", "query"].index(where)] = changed[where][0]
+    C.check_capability(text, bytes(32), "ks", "create-key", None, 1000,
+                       hs.Request("POST", "kms.example", "/v1/keystores/ks/keys", "", signed,
+                                  body))
+    try:
+        C.check_capability(text, bytes(32), "ks", "create-key", None, 1000,
+                           hs.Request(*parts))  # type: ignore[arg-type]
+    except (SignatureError, BindingError, DecodeError):
+        return
+    raise AssertionError(f"a request with a changed {where} was accepted")

@@ -1,4 +1,5 @@
-"""Unit tests of the lock-layering spec (keyflows.spec.lock_layering, keyflows.spec.shamir).
+"""Unit tests of the lock-layering spec (keyflows.spec.lock_layering, keyflows.spec.shamir);
+the capabilities are tested in test_lock_layering_capability.py.
 
 The GF(2^8) arithmetic and the Vault share layout are checked against HashiCorp Vault's own
 log/exp tables (tests/kat/vault_shamir_tables.json, provenance in tests/kat/README.md), with
@@ -21,12 +22,8 @@ from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_encode, labelled_context
 from keyflows.spec.errors import (
     AeadError,
-    AuthzError,
-    BindingError,
     DecodeError,
-    ExpiredError,
     LengthError,
-    MacError,
     ParamsError,
     PointError,
     ShareError,
@@ -144,6 +141,18 @@ class TestVaultLayout:
         made = shamir.split(b"A", 3, 3, lambda n: next(draws))
         assert made.coefficients == [[0x41, 0x07, 0x09]]
 
+    def test_the_pinned_release_draws_once(self) -> None:
+        """The trustbloc profile's Vault (2020) kept a zero leading coefficient: the byte's
+        polynomial is then constant in a 2-of-2 split, and every share holds the byte."""
+        draws = iter([b"\x00"])
+        made = shamir.split(b"A", 2, 2, lambda n: next(draws), [7, 9],
+                            draw=shamir.draw_polynomial_once)
+        assert made.coefficients == [[0x41, 0x00]]
+        assert [s[0] for s in made.shares] == [0x41, 0x41]
+        assert shamir.combine(made.shares) == b"A"
+        with pytest.raises(ParamsError):
+            shamir.split_with(b"A", made.coefficients, [7, 9])
+
 
 class TestSplitParams:
     @pytest.mark.parametrize(("parts", "threshold"),
@@ -242,17 +251,28 @@ class TestUserLock:
         with pytest.raises(ShareError):
             L.combine_shares(made.shares)
 
-    def test_lock_check_is_hmac(self) -> None:
+    def test_lock_check_is_its_own_hkdf_output(self) -> None:
+        """One purpose per key: the check and the lock key are two labelled HKDF outputs
+        of the secret, and the lock key is not an input of the check."""
+        check = L.lock_check_from_secret(SECRET, KS)
+        info = labelled_context("lock-check", KS.encode())
+        assert info == L.lock_check_info(KS)
+        assert check == P.hkdf_sha256(SECRET, b"", info, 32)
         key = L.lock_key_from_secret(SECRET, KS)
-        check = L.make_lock_check(key, KS)
-        assert check == P.hmac_sha256(key, labelled_context("lock-check", KS.encode()))
-        L.verify_lock_check(key, KS, check)
-        with pytest.raises(ShareError) as info:
-            L.verify_lock_check(key, "ks-Beta", check)
-        assert info.value.requirement == "LOCK-6"
+        assert check != key
+        assert check != P.hmac_sha256(key, info)
+        L.verify_lock_check(SECRET, KS, check)
+        with pytest.raises(ShareError) as error:
+            L.verify_lock_check(SECRET, "ks-Beta", check)
+        assert error.value.requirement == "LOCK-6"
+
+    def test_lock_from_new_shares(self) -> None:
+        account, user = _shares()
+        assert L.lock_from_new_shares(b64url_encode(account), b64url_encode(user), KS) == (
+            L.lock_key_from_secret(SECRET, KS), L.lock_check_from_secret(SECRET, KS))
 
     def _stored_check(self) -> bytes:
-        return L.make_lock_check(L.lock_key_from_secret(SECRET, KS), KS)
+        return L.lock_check_from_secret(SECRET, KS)
 
     def test_unlock_in_either_order(self) -> None:
         account, user = _shares()
@@ -337,12 +357,57 @@ class TestWorkingKeys:
     def test_record_round_trip(self, key_type: str) -> None:
         material = L.generate_working_key(key_type, Drbg(f"lock/test/{key_type}"))
         record = L.make_working_key_record(self.LOCK, self.NONCE, material, KS, "k1", key_type)
-        assert len(record.sealed) == L.SEALED_WORKING_KEY_LEN
+        assert len(record.current.sealed) == L.SEALED_WORKING_KEY_LEN
+        assert record.current.version == 1
         parsed = L.parse_working_key_record(json.loads(json.dumps(record.to_json())))
         assert parsed == record
         assert L.open_working_key_record(self.LOCK, parsed) == material
-        if key_type == L.KEY_AES256GCM:
-            assert "public_key" not in record.to_json() and record.public_key == b""
+        if key_type in (L.KEY_AES256GCM, L.KEY_HMAC_SHA256):
+            assert "public_key" not in record.to_json()["versions"][0]
+            assert record.current.public_key == b""
+
+    def test_rotation_keeps_versions(self) -> None:
+        first = bytes(range(32))
+        record = L.make_working_key_record(self.LOCK, self.NONCE, first, KS, "k1", "ed25519")
+        second = bytes(range(1, 33))
+        assert L.next_version(record) == 2
+        rotated = L.rotated(record, L.make_key_version(self.LOCK, self.NONCE, second, KS, "k1",
+                                                       2, "ed25519"))
+        assert [v.version for v in rotated.versions] == [1, 2]
+        assert L.open_working_key_record(self.LOCK, rotated) == second
+        assert L.open_working_key_record(self.LOCK, rotated, 1) == first
+        with pytest.raises(ParamsError):
+            rotated.version(3)
+        assert L.parse_working_key_record(rotated.to_json()) == rotated
+        # A version's record moved to another version number does not open.
+        with pytest.raises(AeadError):
+            L.open_key_version(self.LOCK, rotated, L.KeyVersion(
+                1, rotated.versions[1].public_key, rotated.versions[1].sealed))
+
+    def test_at_most_32_versions(self) -> None:
+        record = L.make_working_key_record(self.LOCK, self.NONCE, bytes(32), KS, "k1",
+                                           "aes256gcm")
+        for number in range(2, L.MAX_KEY_VERSIONS + 1):
+            record = L.rotated(record, L.make_key_version(self.LOCK, self.NONCE, bytes(32), KS,
+                                                          "k1", number, "aes256gcm"))
+        with pytest.raises(ParamsError):
+            L.next_version(record)
+
+    def test_versions_must_be_in_order(self) -> None:
+        record = L.make_working_key_record(self.LOCK, self.NONCE, bytes(32), KS, "k1",
+                                           "aes256gcm").to_json()
+        record["versions"][0]["version"] = 2
+        with pytest.raises(DecodeError):
+            L.parse_working_key_record(record)
+
+    def test_description_has_no_material(self) -> None:
+        record = L.make_working_key_record(self.LOCK, self.NONCE, bytes(32), KS, "k1",
+                                           "x25519")
+        description = L.key_description(record, "/k1")
+        assert set(description) == {"key_id", "key_type", "key_url", "version", "versions",
+                                    "public_key"}
+        assert description["versions"] == [{"version": 1,
+                                             "public_key": description["public_key"]}]
 
     def test_public_keys(self) -> None:
         seed = bytes(32)
@@ -352,14 +417,16 @@ class TestWorkingKeys:
     def test_moved_record_fails(self) -> None:
         material = bytes(range(32))
         record = L.make_working_key_record(self.LOCK, self.NONCE, material, KS, "k1", "ed25519")
+        public, sealed = record.current.public_key, record.current.sealed
         other_public = L.public_key_of("ed25519", bytes(32))
-        for keystore, key_id, key_type, public in (
-                ("ks-Beta", "k1", "ed25519", record.public_key),
-                (KS, "k2", "ed25519", record.public_key),
-                (KS, "k1", "x25519", record.public_key),
-                (KS, "k1", "ed25519", other_public)):
+        for keystore, key_id, version, key_type, pk in (
+                ("ks-Beta", "k1", 1, "ed25519", public),
+                (KS, "k2", 1, "ed25519", public),
+                (KS, "k1", 2, "ed25519", public),
+                (KS, "k1", 1, "x25519", public),
+                (KS, "k1", 1, "ed25519", other_public)):
             with pytest.raises(AeadError):
-                L.open_working_key(self.LOCK, record.sealed, keystore, key_id, key_type, public)
+                L.open_working_key(self.LOCK, sealed, keystore, key_id, version, key_type, pk)
 
     def test_wrong_lock_key_and_tamper(self) -> None:
         record = L.make_working_key_record(self.LOCK, self.NONCE, bytes(32), KS, "k1",
@@ -367,21 +434,25 @@ class TestWorkingKeys:
         with pytest.raises(AeadError):
             L.open_working_key_record(bytes(32), record)
         for i in (0, 11, 12, 43, 44, 59):
-            sealed = bytearray(record.sealed)
+            sealed = bytearray(record.current.sealed)
             sealed[i] ^= 0x80
             with pytest.raises(AeadError):
-                L.open_working_key(self.LOCK, bytes(sealed), KS, "k1", "aes256gcm", b"")
+                L.open_working_key(self.LOCK, bytes(sealed), KS, "k1", 1, "aes256gcm", b"")
         with pytest.raises(LengthError):
-            L.open_working_key(self.LOCK, record.sealed[:-1], KS, "k1", "aes256gcm", b"")
+            L.open_working_key(self.LOCK, record.current.sealed[:-1], KS, "k1", 1, "aes256gcm",
+                               b"")
 
     @pytest.mark.parametrize("mutate", [
-        lambda r: r.pop("sealed"),
+        lambda r: r["versions"][0].pop("sealed"),
         lambda r: r.update(extra="x"),
         lambda r: r.update(key_type="rsa"),
-        lambda r: r.update(sealed=r["sealed"][:-2]),
-        lambda r: r.update(public_key="AAAA"),
+        lambda r: r["versions"][0].update(sealed=r["versions"][0]["sealed"][:-2]),
+        lambda r: r["versions"][0].update(public_key="AAAA"),
         lambda r: r.update(key_id="bad id"),
-        lambda r: r.update(sealed=1),
+        lambda r: r["versions"][0].update(sealed=1),
+        lambda r: r["versions"][0].update(version=True),
+        lambda r: r.update(versions=[]),
+        lambda r: r.update(versions="v1"),
     ])
     def test_record_parse_errors(self, mutate: object) -> None:
         record = L.make_working_key_record(self.LOCK, self.NONCE, bytes(32), KS, "k1",
@@ -394,8 +465,12 @@ class TestWorkingKeys:
         L.check_operation_supported("ed25519", "sign")
         L.check_operation_supported("x25519", "unwrap")
         L.check_operation_supported("aes256gcm", "decrypt")
+        L.check_operation_supported("hmac-sha256", "computemac")
+        for key_type in L.KEY_TYPES:
+            L.check_operation_supported(key_type, "rotate")
         for key_type, op in (("ed25519", "encrypt"), ("x25519", "sign"), ("aes256gcm", "sign"),
-                             ("x25519", "decrypt"), ("ed25519", "unwrap")):
+                             ("x25519", "decrypt"), ("ed25519", "unwrap"),
+                             ("hmac-sha256", "sign"), ("aes256gcm", "verifymac")):
             with pytest.raises(ParamsError):
                 L.check_operation_supported(key_type, op)
 
@@ -403,11 +478,13 @@ class TestWorkingKeys:
 class TestKeystoreRecord:
     def test_round_trips(self) -> None:
         held = L.KeystoreRecord(KS, "alice", "server-held", b"r" * 60, user_lock_key=b"u" * 60)
-        shares = L.KeystoreRecord(KS, "alice", "shares", b"r" * 60, lock_check=b"c" * 32)
+        shares = L.KeystoreRecord(KS, "alice", "shares", b"r" * 60, lock_check=b"c" * 32,
+                                  unlock_grant_key=b"g" * 60)
         for record in (held, shares):
             assert L.parse_keystore_record(record.to_json()) == record
         assert set(shares.to_json()) == {"keystore_id", "controller", "scenario",
-                                         "capability_root_key", "lock_check"}
+                                         "capability_root_key", "lock_check",
+                                         "unlock_grant_key"}
 
     def test_shares_record_has_no_place_for_a_key(self) -> None:
         obj = L.KeystoreRecord(KS, "alice", "shares", b"r", lock_check=b"c" * 32).to_json()
@@ -420,120 +497,26 @@ class TestKeystoreRecord:
             L.parse_keystore_record({"scenario": "edv"})
 
 
-# --- capabilities --------------------------------------------------------------------------
-
-ROOT = bytes(range(200, 232))
-
-
-class TestCapabilities:
-    def root(self) -> L.Capability:
-        return L.mint_root_capability(ROOT, KS)
-
-    def test_root_chain_and_encoding(self) -> None:
-        cap = self.root()
-        assert cap.caveats == ()
-        assert cap.mac == P.hmac_sha256(ROOT, labelled_context("capability", KS.encode()))
-        text = L.encode_capability(cap)
-        assert text.startswith("kfc1.")
-        assert L.decode_capability(text) == cap
-        L.check_capability(text, ROOT, KS, "create-key", None, now=0)
-
-    def test_attenuation_needs_no_root_key(self) -> None:
-        cap = L.attenuate(self.root(), L.ops_caveat(["sign", "verify"]))
-        cap = L.attenuate(cap, L.key_caveat("k1"))
-        cap = L.attenuate(cap, L.expiry_caveat(1000))
-        chain = L.capability_chain(ROOT, KS, cap.caveats)
-        assert chain[-1] == cap.mac
-        manual = P.hmac_sha256(chain[0], labelled_context("capability-caveat", b"ops=sign,verify"))
-        assert manual == chain[1]
-        L.verify_capability(cap, ROOT, KS)
-
-    def test_caveats_narrow(self) -> None:
-        cap = L.attenuate(L.attenuate(self.root(), "ops=sign,verify"), "key=k1")
-        cap = L.attenuate(cap, "exp=1000")
-        L.authorize(cap, "sign", "k1", now=999)
-        with pytest.raises(ExpiredError):
-            L.authorize(cap, "sign", "k1", now=1000)
-        with pytest.raises(AuthzError):
-            L.authorize(cap, "decrypt", "k1", now=0)
-        with pytest.raises(AuthzError):
-            L.authorize(cap, "sign", "k2", now=0)
-        with pytest.raises(AuthzError):
-            L.authorize(cap, "create-key", None, now=0)
-
-    def test_a_second_ops_caveat_cannot_widen(self) -> None:
-        cap = L.attenuate(L.attenuate(self.root(), "ops=sign"), "ops=sign,decrypt")
-        L.authorize(cap, "sign", "k1", now=0)
-        with pytest.raises(AuthzError):
-            L.authorize(cap, "decrypt", "k1", now=0)
-
-    def test_expiry_is_reported_first(self) -> None:
-        cap = L.attenuate(L.attenuate(self.root(), "ops=sign"), "exp=5")
-        with pytest.raises(ExpiredError):
-            L.authorize(cap, "decrypt", "k1", now=5)
-
-    def test_removed_reordered_or_changed_caveats_fail(self) -> None:
-        cap = L.attenuate(L.attenuate(self.root(), "ops=sign"), "exp=1000")
-        for caveats in (("exp=1000",), ("ops=sign",), ("exp=1000", "ops=sign"),
-                        ("ops=sign", "exp=2000"), ("ops=sign,decrypt", "exp=1000"), ()):
-            forged = L.Capability(KS, caveats, cap.mac)
-            with pytest.raises(MacError):
-                L.verify_capability(forged, ROOT, KS)
-
-    def test_other_keystore_and_other_root(self) -> None:
-        cap = self.root()
-        with pytest.raises(BindingError):
-            L.verify_capability(cap, ROOT, "ks-Beta")
-        with pytest.raises(MacError):
-            L.verify_capability(cap, bytes(32), KS)
-        forged = L.Capability("ks-Beta", (), cap.mac)
-        with pytest.raises(MacError):
-            L.verify_capability(forged, ROOT, "ks-Beta")
-
-    def test_unknown_caveat_denies(self) -> None:
-        caveats = ("aud=bob",)
-        cap = L.Capability(KS, caveats, L.capability_chain(ROOT, KS, caveats)[-1])
-        L.verify_capability(cap, ROOT, KS)
-        with pytest.raises(AuthzError):
-            L.authorize(cap, "read", None, now=0)
-        with pytest.raises(AuthzError):
-            L.attenuate(self.root(), "aud=bob")
-
-    @pytest.mark.parametrize("caveat", ["ops=", "ops=sign,sign", "ops=fly", "exp=01",
-                                        "exp=-1", "exp=99999999999999999999", "key=a b",
-                                        "Ops=sign", "ops=sign ", "key=" + "k" * 65])
-    def test_malformed_caveats(self, caveat: str) -> None:
-        with pytest.raises((DecodeError, AuthzError)):
-            L.attenuate(self.root(), caveat)
-
-    def test_caveat_count_limit(self) -> None:
-        cap = self.root()
-        for _ in range(L.MAX_CAVEATS):
-            cap = L.attenuate(cap, "ops=sign")
-        with pytest.raises(ParamsError):
-            L.attenuate(cap, "ops=sign")
-
-    @pytest.mark.parametrize("text", [
-        "kfc2.e30", "kfc1.***", "kfc1." + b64url_encode(b"[]"),
-        "kfc1." + b64url_encode(b"not json"),
-        "kfc1." + b64url_encode(b'{"keystore_id":"ks-Alpha","caveats":[],"mac":"AAAA"}'),
-        "kfc1." + b64url_encode(b'{"keystore_id":"ks-Alpha","caveats":[],"mac":"'
-                                + b64url_encode(bytes(32)).encode() + b'","x":1}'),
-        "kfc1." + b64url_encode(b'{"keystore_id":"ks-Alpha","keystore_id":"ks-Alpha",'
-                                b'"caveats":[],"mac":"' + b64url_encode(bytes(32)).encode()
-                                + b'"}'),
-        "kfc1." + b64url_encode(b'{"keystore_id":"ks-Alpha","caveats":["a b"],"mac":"'
-                                + b64url_encode(bytes(32)).encode() + b'"}'),
-        "kfc1." + "A" * 5000, 42,
-    ])
-    def test_decode_errors(self, text: object) -> None:
-        with pytest.raises((DecodeError, LengthError)):
-            L.decode_capability(text)
-
-
 # --- operations ----------------------------------------------------------------------------
 
 class TestOperations:
+    def test_sign_refuses_keyflows_contexts(self) -> None:
+        seed = bytes(range(32))
+        with pytest.raises(ParamsError) as error:
+            L.sign(seed, labelled_context("public-keys", b"alice"))
+        assert error.value.requirement == "LOCK-20"
+        assert L.sign(seed, b"keyflows-v1 as text") == P.ed25519_sign(seed,
+                                                                       b"keyflows-v1 as text")
+
+    def test_computemac_verifymac(self) -> None:
+        key = bytes(range(32))
+        mac = L.computemac(key, b"m")
+        assert mac == P.hmac_sha256(key, b"m")
+        assert L.verifymac(key, b"m", mac)
+        assert not L.verifymac(key, b"m!", mac)
+        with pytest.raises(LengthError):
+            L.verifymac(key, b"m", mac[:31])
+
     def test_sign_verify(self) -> None:
         seed = bytes(range(32))
         public = L.public_key_of("ed25519", seed)
@@ -555,17 +538,22 @@ class TestOperations:
         with pytest.raises(LengthError):
             L.decrypt(key, bytes(11), ct, b"aad")
 
-    def test_wrap_unwrap(self) -> None:
+    def test_wrap_is_hpke_base_mode(self) -> None:
+        """Wrap is RFC 9180 SealBase; pyca/cryptography's independent HPKE opens it."""
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+        from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
+
         recipient = bytes(range(32))
         recipient_public = P.x25519_public_key(recipient)
         cek = b"c" * 32
         wrapped = L.wrap(cek, recipient_public, bytes(range(1, 33)))
-        assert wrapped.epk == P.x25519_public_key(bytes(range(1, 33)))
-        z = P.x25519(bytes(range(1, 33)), recipient_public)
-        kek = P.hkdf_sha256(z, b"", labelled_context("lock-wrap", wrapped.epk,
-                                                      recipient_public), 32)
-        assert wrapped.wrapped_key == P.aes256gcm_encrypt(kek, bytes(12), cek, b"")
+        assert len(wrapped.enc) == 32 and len(wrapped.wrapped_key) == 48
         assert L.unwrap(wrapped, recipient) == cek
+        suite = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
+        opened = suite.decrypt(wrapped.enc + wrapped.wrapped_key,
+                               X25519PrivateKey.from_private_bytes(recipient),
+                               info=labelled_context("lock-wrap"))
+        assert opened == cek
         with pytest.raises(AeadError):
             L.unwrap(wrapped, bytes(32))
 
@@ -657,7 +645,11 @@ class TestVectorsMatchVault:
             secret = bytes.fromhex(inputs["secret"])
             polys = [[b, *bytes.fromhex(c)] for b, c in zip(secret, inputs["coefficients"],
                                                             strict=True)]
-            assert all(len(p) == inputs["threshold"] and p[-1] != 0 for p in polys)
+            assert all(len(p) == inputs["threshold"] for p in polys)
+            # v1 never has a zero leading coefficient; the pinned release of the trustbloc
+            # profile drew it once, and the profile's ZeroLeading case keeps one.
+            zero_leading = any(p[-1] == 0 for p in polys)
+            assert zero_leading == ("ZeroLeading" in case["flags"]), case["id"]  # type: ignore[operator]
             expected = [bytes.fromhex(s) for s in case["outputs"]["shares"]]  # type: ignore[index]
             assert vault_layout(polys, inputs["x_coordinates"]) == expected, case["id"]
             threshold = inputs["threshold"]

@@ -168,6 +168,7 @@ RULES_NO_SCHEMA_EXPRESSES = {
     "KD-5": "Argon2id m >= 8p",
     "HC-14": "an identity in mapped form (the HC-34 mapping)",
     "HC-23": "a chunk's end is not before its start",
+    "LOCK-11": "a capability in a body is base64url of a JSON object after kfc1.",
 }
 
 

@@ -1,215 +1,54 @@
-"""lock-layering checks: keystores, working keys, operations whose results the runner
-verifies itself, secret shares (missing, malformed, wrong, foreign: one answer), the
-capability chain (attenuation cannot widen a grant or outlive its expiry), and no
-secret material in any response.
-
-The runner plays the user's agent and the account server: for each user it draws a
-32-byte secret, splits it 2-of-2 with the spec (keyflows.spec.lock_layering), keeps the
-user's share for the `Secret-Share` header and serves the other at
-`GET /v1/secret?sub=<user_id>`. It attenuates capabilities offline, as any holder can.
+"""lock-layering checks: keystores, working keys and their versions, operations whose
+results the runner verifies itself, secret shares (missing, malformed, wrong, foreign: one
+answer), and no secret material in any response. The capability checks are in
+lock_layering_capability, the vault checks in lock_layering_edv; the actors all share are
+in lock_layering_support.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import re
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
+from keyflows.conformance.checks.lock_layering_support import (
+    B64URL_VALUE,
+    CAPABILITIES_MEMBER,
+    HELD,
+    NEEDS,
+    SHARES,
+    Keystore,
+    call,
+    create_key,
+    create_keystore,
+    decoded,
+    expect_answer,
+    expect_description,
+    expect_share_refused,
+    key_op,
+    lock_user,
+    sign,
+)
 from keyflows.conformance.checks.support import expect_unauthorized
 from keyflows.conformance.clients import LOW_ORDER_X25519
 from keyflows.conformance.http import Exchange
-from keyflows.conformance.probe import Probe, User, describe
+from keyflows.conformance.probe import Probe, describe
 from keyflows.conformance.registry import check
 from keyflows.spec import lock_layering as spec
+from keyflows.spec import lock_layering_capability as cap
 from keyflows.spec import primitives
-from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.spec.encoding import PROTOCOL_ID, b64url_decode, b64url_encode
 from keyflows.spec.errors import SpecError
-
-FLOW = "lock-layering"
-NEEDS = (FLOW,)
-CAPABILITIES_MEMBER = "lock_layering"
-SHARES = spec.SCENARIO_SHARES
-HELD = spec.SCENARIO_SERVER_HELD
-KEYSTORE_MEMBERS = {"keystore_id", "keystore_url", "controller", "scenario", "capability"}
-_B64URL_VALUE = re.compile(r'"([A-Za-z0-9_-]{22,})"')
-
-
-# --- actors and requests -----------------------------------------------------------------
-
-@dataclass
-class Keystore:
-    owner: User
-    scenario: str
-    keystore_id: str
-    capability: str
-    user_share: str
-    account_share: str
-    secret: bytes
-    exchanges: list[Exchange] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return f"/v1/keystores/{self.keystore_id}"
-
-    def lock_key(self) -> bytes | None:
-        """What the runner knows the user lock key is (scenario "shares" only)."""
-        if self.scenario != SHARES:
-            return None
-        return spec.lock_key_from_secret(self.secret, self.keystore_id)
-
-
-def lock_user(t: Probe, label: str) -> tuple[User, str, str, bytes]:
-    """A user with a fresh secret: (user, user share, account share, secret)."""
-    user = t.user(label)
-    secret = os.urandom(spec.SECRET_LEN)
-    account, mine = spec.split_user_secret(secret, os.urandom)
-    t.session.accounts.set_share(user.user_id, b64url_encode(account))
-    return user, b64url_encode(mine), b64url_encode(account), secret
-
-
-def create_keystore(t: Probe, scenario: str = HELD, label: str = "lock") -> Keystore:
-    user, share, account, secret = lock_user(t, label)
-    headers = {"secret-share": share} if scenario == SHARES else {}
-    exchange = t.request("POST", f"/v1/users/{user.user_id}/keystores", token=user.token,
-                         headers=headers, json_body={"scenario": scenario})
-    body = t.expect_ok_json(exchange, 201, what=f"create a {scenario} keystore as its "
-                                                  "controller")
-    if not isinstance(body, dict) or set(body) != KEYSTORE_MEMBERS:
-        t.fail("the keystore creation answer has the wrong members",
-               expected=f"exactly {sorted(KEYSTORE_MEMBERS)}", actual=describe(exchange),
-               exchange=exchange)
-    keystore_id = body["keystore_id"]
-    try:
-        capability = spec.decode_capability(body["capability"])
-    except SpecError as exc:
-        t.fail(f"the root capability does not decode: {exc}",
-               expected='"kfc1." || base64url(JSON {"keystore_id", "caveats", "mac"}) (LOCK-11)',
-               actual=describe(exchange), exchange=exchange)
-    problems = []
-    if capability.keystore_id != keystore_id or capability.caveats:
-        problems.append("the root capability is not a caveat-free capability of this keystore")
-    if body["keystore_url"] != f"/v1/keystores/{keystore_id}":
-        problems.append(f"keystore_url is {body['keystore_url']!r}")
-    if exchange.header("location") != body["keystore_url"]:
-        problems.append("the Location header is not the keystore_url")
-    if body["controller"] != user.user_id or body["scenario"] != scenario:
-        problems.append("controller or scenario differ from the request")
-    if problems:
-        t.fail("; ".join(problems), expected="a keystore of this controller and scenario",
-               actual=describe(exchange), exchange=exchange)
-    return Keystore(user, scenario, keystore_id, body["capability"], share, account, secret)
-
-
-def call(t: Probe, ks: Keystore, method: str, suffix: str = "", *, body: Any = None,
-         capability: str | None = None, share: str | None = "",
-         raw_authorization: str | None = None) -> Exchange:
-    """A keystore request with the capability (default: the root one) and, for a shares
-    keystore, the user's share (share="" means the right one, None means none)."""
-    headers: dict[str, str] = {}
-    if raw_authorization is not None:
-        headers["authorization"] = raw_authorization
-    else:
-        headers["authorization"] = f"Bearer {capability or ks.capability}"
-    if ks.scenario == SHARES and share is not None:
-        headers["secret-share"] = share or ks.user_share
-    exchange = t.request(method, ks.path + suffix, headers=headers, json_body=body)
-    ks.exchanges.append(exchange)
-    return exchange
-
-
-def create_key(t: Probe, ks: Keystore, key_type: str) -> dict[str, Any]:
-    exchange = call(t, ks, "POST", "/keys", body={"key_type": key_type})
-    description = t.expect_ok_json(exchange, 201, what=f"create an {key_type} key")
-    expect_description(t, exchange, ks, description, key_type)
-    return dict(description)
-
-
-def expect_description(t: Probe, exchange: Exchange, ks: Keystore, description: Any,
-                       key_type: str) -> None:
-    members = {"key_id", "key_type", "key_url"}
-    if key_type != spec.KEY_AES256GCM:
-        members.add("public_key")
-    if not isinstance(description, dict) or set(description) != members:
-        t.fail(f"a {key_type} key is described with the wrong members",
-               expected=f"exactly {sorted(members)} (LOCK-14, LOCK-18)",
-               actual=describe(exchange), exchange=exchange)
-    problems = []
-    if description["key_type"] != key_type:
-        problems.append(f"key_type is {description['key_type']!r}")
-    if description["key_url"] != f"{ks.path}/keys/{description['key_id']}":
-        problems.append(f"key_url is {description['key_url']!r}")
-    if "public_key" in description:
-        try:
-            if len(b64url_decode(description["public_key"])) != 32:
-                problems.append("public_key is not 32 bytes")
-        except SpecError:
-            problems.append("public_key is not base64url")
-    if problems:
-        t.fail("; ".join(problems), expected=f"the description of an {key_type} key",
-               actual=describe(exchange), exchange=exchange)
-
-
-def key_op(t: Probe, ks: Keystore, key: dict[str, Any], operation: str, body: Any = None,
-           **kwargs: Any) -> Exchange:
-    method = "GET" if operation == "export" else "DELETE" if operation == "delete" else "POST"
-    suffix = f"/keys/{key['key_id']}" + ("" if operation in ("export", "delete")
-                                         else f"/{operation}")
-    return call(t, ks, method, suffix, body=body, **kwargs)
-
-
-def sign(t: Probe, ks: Keystore, key: dict[str, Any], message: bytes) -> bytes:
-    exchange = key_op(t, ks, key, "sign", {"message": b64url_encode(message)})
-    answer = t.expect_ok_json(exchange, 200, what="sign with an ed25519 key")
-    return decoded(t, exchange, answer, "signature", 64)
-
-
-def decoded(t: Probe, exchange: Exchange, answer: Any, name: str, length: int | None = None
-            ) -> bytes:
-    value = answer.get(name) if isinstance(answer, dict) else None
-    try:
-        data = b64url_decode(value if isinstance(value, str) else "*")
-    except SpecError:
-        t.fail(f"the answer's {name} is not base64url", expected=f"{name}: base64url",
-               actual=describe(exchange), exchange=exchange)
-    if length is not None and len(data) != length:
-        t.fail(f"the answer's {name} is {len(data)} bytes", expected=f"{length} bytes",
-               actual=describe(exchange), exchange=exchange)
-    return data
-
-
-def expect_share_refused(t: Probe, exchange: Exchange, *, what: str) -> None:
-    t.expect_rejected(exchange, 422, what=what, failure_class="share")
-
-
-def fresh_capability(ks: Keystore, *caveats: str) -> str:
-    cap = spec.decode_capability(ks.capability)
-    for caveat in caveats:
-        cap = spec.attenuate(cap, caveat)
-    return spec.encode_capability(cap)
-
-
-def forged_capability(ks: Keystore, caveats: tuple[str, ...], mac_from: str) -> str:
-    """A capability with these caveats and the MAC of another one (a holder's forgery)."""
-    return spec.encode_capability(spec.Capability(ks.keystore_id, caveats,
-                                                  spec.decode_capability(mac_from).mac))
-
-
-def with_unchecked_caveat(ks: Keystore, caveat: str) -> str:
-    """Append a caveat no spec function would append, with a valid chain link."""
-    cap = spec.decode_capability(ks.capability)
-    return spec.encode_capability(spec.Capability(
-        ks.keystore_id, (*cap.caveats, caveat), spec.extend_mac(cap.mac, caveat)))
-
 
 # --- keystores ------------------------------------------------------------------------------
 
-@check("lock-layering/keystore/create-server-held", requirements=("LOCK-1", "LOCK-13"),
+@check("lock-layering/keystore/create-server-held", requirements=("LOCK-1", "LOCK-13",
+                                                                 "LOCK-23", "API-16"),
        needs=NEEDS)
 def create_server_held(t: Probe) -> None:
-    """The controller creates a server-held keystore: 201, Location, and a caveat-free root
-    capability of that keystore that authorizes reading it."""
+    """The controller creates a server-held keystore: 201, Location, and a root capability
+    of that keystore, expiring within the server's root lifetime, that authorizes reading
+    it."""
     ks = create_keystore(t, HELD, "held")
     answer = t.expect_ok_json(call(t, ks, "GET"), 200, what="read the new keystore")
     if answer != {"keystore_id": ks.keystore_id, "controller": ks.owner.user_id,
@@ -274,7 +113,8 @@ def read_lists_keys(t: Probe) -> None:
 @check("lock-layering/keys/create-each-type", requirements=("LOCK-14", "LOCK-18"), needs=NEEDS)
 def create_each_type(t: Probe) -> None:
     """Each key type is created in both scenarios; ed25519 and x25519 keys come with a
-    32-byte public key, aes256gcm keys with none, and export repeats the description."""
+    32-byte public key, aes256gcm and hmac-sha256 keys with none; every description names
+    version 1, and export repeats it."""
     for scenario in (HELD, SHARES):
         ks = create_keystore(t, scenario, f"types-{scenario}")
         ids = set()
@@ -321,10 +161,12 @@ def unsupported_operation(t: Probe) -> None:
     keys = {kind: create_key(t, ks, kind) for kind in spec.KEY_TYPES}
     cases = [(spec.KEY_X25519, "sign", {"message": ""}),
              (spec.KEY_ED25519, "encrypt", {"plaintext": ""}),
-             (spec.KEY_AES256GCM, "unwrap", {"epk": b64url_encode(bytes(32)),
+             (spec.KEY_AES256GCM, "unwrap", {"enc": b64url_encode(bytes(32)),
                                              "wrapped_key": b64url_encode(bytes(48))}),
              (spec.KEY_ED25519, "decrypt", {"nonce": b64url_encode(bytes(12)),
-                                            "ciphertext": b64url_encode(bytes(16))})]
+                                            "ciphertext": b64url_encode(bytes(16))}),
+             (spec.KEY_AES256GCM, "computemac", {"message": ""}),
+             (spec.KEY_HMAC_SHA256, "sign", {"message": ""})]
     for kind, operation, body in cases:
         t.expect_rejected(key_op(t, ks, keys[kind], operation, body, share=None), 400,
                           what=f"{operation} with an {kind} key, no share",
@@ -333,7 +175,8 @@ def unsupported_operation(t: Probe) -> None:
 
 @check("lock-layering/keys/unknown-key-type", requirements=("LOCK-14", "API-6"), needs=NEEDS)
 def unknown_key_type(t: Probe) -> None:
-    """A key type outside ed25519, x25519 and aes256gcm is a 400 (class decode)."""
+    """A key type outside ed25519, x25519, aes256gcm and hmac-sha256 is a 400 (class
+    decode)."""
     ks = create_keystore(t, HELD, "keytype")
     for kind in ("rsa", "ED25519", ""):
         t.expect_rejected(call(t, ks, "POST", "/keys", body={"key_type": kind}), 400,
@@ -375,8 +218,9 @@ def server_verify(t: Probe) -> None:
         exchange = key_op(t, ks, key, "verify", {"message": b64url_encode(message),
                                                  "signature": b64url_encode(sig)})
         answer = t.expect_ok_json(exchange, 200, what="verify a signature")
-        if answer != {"valid": expected}:
-            t.fail(f"verify answered {answer!r}", expected=f'{{"valid": {str(expected).lower()}}}',
+        if answer != {"valid": expected, "version": 1}:
+            t.fail(f"verify answered {answer!r}",
+                   expected=f'{{"valid": {str(expected).lower()}, "version": 1}}',
                    actual=describe(exchange), exchange=exchange)
     exchange = key_op(t, ks, key, "verify", {"message": b64url_encode(b"message"),
                                              "signature": b64url_encode(signature[:63])})
@@ -384,18 +228,23 @@ def server_verify(t: Probe) -> None:
 
 
 def encrypt(t: Probe, ks: Keystore, key: dict[str, Any], plaintext: bytes,
-            aad: bytes) -> tuple[bytes, bytes]:
+            aad: bytes, *, version: int = 1) -> tuple[bytes, bytes]:
     exchange = key_op(t, ks, key, "encrypt", {"plaintext": b64url_encode(plaintext),
                                               "aad": b64url_encode(aad)})
-    answer = t.expect_ok_json(exchange, 200, what="encrypt with an aes256gcm key")
+    answer = expect_answer(t, exchange, {"nonce", "ciphertext", "version"}, version=version,
+                           what="encrypt with an aes256gcm key")
     nonce = decoded(t, exchange, answer, "nonce", 12)
     ciphertext = decoded(t, exchange, answer, "ciphertext", len(plaintext) + 16)
     return nonce, ciphertext
 
 
-def decrypt_body(nonce: bytes, ciphertext: bytes, aad: bytes) -> dict[str, str]:
-    return {"nonce": b64url_encode(nonce), "ciphertext": b64url_encode(ciphertext),
-            "aad": b64url_encode(aad)}
+def decrypt_body(nonce: bytes, ciphertext: bytes, aad: bytes, version: int | None = None
+                 ) -> dict[str, Any]:
+    body: dict[str, Any] = {"nonce": b64url_encode(nonce),
+                            "ciphertext": b64url_encode(ciphertext), "aad": b64url_encode(aad)}
+    if version is not None:
+        body["version"] = version
+    return body
 
 
 @check("lock-layering/encrypt/round-trip-fresh-nonces", requirements=("LOCK-16",),
@@ -415,7 +264,8 @@ def encrypt_round_trip(t: Probe) -> None:
                    exchange=ks.exchanges[-1])
         for nonce, ciphertext in (first, second):
             exchange = key_op(t, ks, key, "decrypt", decrypt_body(nonce, ciphertext, aad))
-            answer = t.expect_ok_json(exchange, 200, what="decrypt a fresh ciphertext")
+            answer = expect_answer(t, exchange, {"plaintext", "version"}, version=1,
+                                   what="decrypt a fresh ciphertext")
             if decoded(t, exchange, answer, "plaintext") != plaintext:
                 t.fail("decrypt does not give back the plaintext", expected=plaintext.hex(),
                        actual=describe(exchange), exchange=exchange)
@@ -443,24 +293,27 @@ def wrap(t: Probe, ks: Keystore, cek: bytes, recipient: bytes) -> spec.Wrapped:
     exchange = call(t, ks, "POST", "/wrap", body={"cek": b64url_encode(cek),
                                                  "recipient_public_key": b64url_encode(
                                                      recipient)}, share=None)
-    answer = t.expect_ok_json(exchange, 200, what="wrap a key to an X25519 recipient")
-    return spec.Wrapped(decoded(t, exchange, answer, "epk", 32),
+    answer = expect_answer(t, exchange, {"enc", "wrapped_key"},
+                           what="wrap a key to an X25519 recipient")
+    return spec.Wrapped(decoded(t, exchange, answer, "enc", 32),
                         decoded(t, exchange, answer, "wrapped_key", len(cek) + 16))
 
 
 def unwrap_via_server(t: Probe, ks: Keystore, key: dict[str, Any],
-                      wrapped: spec.Wrapped) -> Exchange:
-    return key_op(t, ks, key, "unwrap", {"epk": b64url_encode(wrapped.epk),
-                                         "wrapped_key": b64url_encode(wrapped.wrapped_key)})
-
+                      wrapped: spec.Wrapped, version: int | None = None) -> Exchange:
+    body: dict[str, Any] = {"enc": b64url_encode(wrapped.enc),
+                            "wrapped_key": b64url_encode(wrapped.wrapped_key)}
+    if version is not None:
+        body["version"] = version
+    return key_op(t, ks, key, "unwrap", body)
 
 
 def expect_unwrapped(t: Probe, ks: Keystore, key: dict[str, Any], wrapped: spec.Wrapped,
-                     cek: bytes, *,
-                     what: str) -> None:
+                     cek: bytes, *, what: str, version: int | None = None) -> None:
     """The server's unwrap of `wrapped` gives back exactly `cek` (LOCK-17)."""
-    exchange = unwrap_via_server(t, ks, key, wrapped)
-    answer = t.expect_ok_json(exchange, 200, what=f"unwrap {what}")
+    exchange = unwrap_via_server(t, ks, key, wrapped, version)
+    answer = expect_answer(t, exchange, {"cek", "version"}, version=version or 1,
+                           what=f"unwrap {what}")
     if decoded(t, exchange, answer, "cek") != cek:
         t.fail(f"unwrap of {what} does not give back the wrapped key", expected=cek.hex(),
                actual=describe(exchange), exchange=exchange)
@@ -479,8 +332,8 @@ def wrap_round_trip(t: Probe) -> None:
 
 @check("lock-layering/wrap/interoperates-with-spec", requirements=("LOCK-17",), needs=NEEDS)
 def wrap_interoperates(t: Probe) -> None:
-    """The server's wrap opens with the spec's unwrap under the runner's own X25519 key,
-    and the spec's wrap to the keystore's key opens with the server's unwrap."""
+    """The server's wrap opens with HPKE (the spec's unwrap) under the runner's own X25519
+    key, and the spec's wrap to the keystore's key opens with the server's unwrap."""
     ks = create_keystore(t, HELD, "wrap-spec")
     key = create_key(t, ks, spec.KEY_X25519)
     runner_private = os.urandom(32)
@@ -490,8 +343,9 @@ def wrap_interoperates(t: Probe) -> None:
         if spec.unwrap(wrapped, runner_private) != cek:
             raise ValueError
     except (SpecError, ValueError):
-        t.fail("the server's wrap does not unwrap with ECDH-ES as LOCK-17 defines it",
-               expected="KEK = HKDF(Z, ctx('lock-wrap', epk, R)); AES-256-GCM, zero nonce",
+        t.fail("the server's wrap does not open with HPKE as LOCK-17 defines it",
+               expected="HPKE base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, "
+                        "AES-256-GCM, info ctx('lock-wrap'), empty aad",
                actual=describe(ks.exchanges[-1]), exchange=ks.exchanges[-1])
     ours = spec.wrap(cek, b64url_decode(key["public_key"]), os.urandom(32))
     expect_unwrapped(t, ks, key, ours, cek, what="a key the runner wrapped")
@@ -499,8 +353,8 @@ def wrap_interoperates(t: Probe) -> None:
 
 @check("lock-layering/wrap/low-order-refused", requirements=("LOCK-17",), needs=NEEDS)
 def wrap_low_order(t: Probe) -> None:
-    """Wrapping to a low-order X25519 point, or unwrapping with a low-order ephemeral key,
-    is a 422 (class point)."""
+    """Wrapping to a low-order X25519 point, or unwrapping with a low-order ephemeral key
+    (HPKE enc), is a 422 (class point)."""
     ks = create_keystore(t, HELD, "lowpoint")
     key = create_key(t, ks, spec.KEY_X25519)
     for name in ("zero", "order-8-a"):
@@ -510,7 +364,7 @@ def wrap_low_order(t: Probe) -> None:
         t.expect_rejected(exchange, 422, what=f"wrap to the low-order point {name}",
                           failure_class="point")
         exchange = unwrap_via_server(t, ks, key, spec.Wrapped(point, bytes(48)))
-        t.expect_rejected(exchange, 422, what=f"unwrap with the low-order epk {name}",
+        t.expect_rejected(exchange, 422, what=f"unwrap with the low-order enc {name}",
                           failure_class="point")
 
 
@@ -595,132 +449,166 @@ def shares_not_needed(t: Probe) -> None:
     wrap(t, ks, bytes(32), b64url_decode(x["public_key"]))
 
 
-# --- capabilities ---------------------------------------------------------------------------
+# --- computemac / verifymac ------------------------------------------------------------------
 
-@check("lock-layering/capability/refusals-are-uniform", requirements=("LOCK-11", "LOCK-18",
-                                                                      "API-4"), needs=NEEDS)
-def capability_uniform(t: Probe) -> None:
-    """No capability, a malformed one, the controller's account token, another keystore's
-    capability and a capability with a flipped MAC all get the same 401, byte for byte."""
-    ks = create_keystore(t, HELD, "cap-uniform")
-    other = create_keystore(t, HELD, "cap-other")
-    cap = spec.decode_capability(ks.capability)
-    flipped = spec.encode_capability(spec.Capability(
-        ks.keystore_id, (), bytes([cap.mac[0] ^ 1]) + cap.mac[1:]))
-    variants = [("", "no Authorization header"), ("Bearer kfc1.bm90LWpzb24", "a malformed "
-                "capability"), (f"Bearer {ks.owner.token}", "the controller's account token"),
-                (f"Bearer {other.capability}", "another keystore's capability"),
-                (f"Bearer {flipped}", "a capability with a flipped MAC")]
-    first: Exchange | None = None
-    for authorization, what in variants:
-        exchange = call(t, ks, "GET", raw_authorization=authorization) if authorization else \
-            t.request("GET", ks.path)
-        expect_unauthorized(t, exchange, what=f"read a keystore with {what}")
-        first = first or exchange
-        if exchange.response_body != first.response_body:
-            t.fail(f"the 401 for {what} differs from the one for no credentials (API-4)",
-                   expected=first.response_body.decode(errors="replace"),
-                   actual=describe(exchange), exchange=exchange)
+def computemac(t: Probe, ks: Keystore, key: dict[str, Any], message: bytes, *,
+               version: int = 1) -> bytes:
+    exchange = key_op(t, ks, key, "computemac", {"message": b64url_encode(message)})
+    answer = expect_answer(t, exchange, {"mac", "version"}, version=version,
+                           what="computemac with an hmac-sha256 key")
+    return decoded(t, exchange, answer, "mac", 32)
 
 
-@check("lock-layering/capability/tampered-caveats-refused", requirements=("LOCK-11",),
-       needs=NEEDS)
-def tampered_caveats(t: Probe) -> None:
-    """Dropping, changing, reordering or widening a caveat of an attenuated capability
-    breaks its MAC chain: 401."""
-    ks = create_keystore(t, HELD, "tampered")
-    attenuated = fresh_capability(ks, "ops=read", "exp=4102444800")
-    for caveats, what in ((("exp=4102444800",), "the ops caveat dropped"),
-                          (("ops=read",), "the expiry dropped"),
-                          (("exp=4102444800", "ops=read"), "the caveats reordered"),
-                          (("ops=read,create-key", "exp=4102444800"), "the ops widened"),
-                          ((), "every caveat dropped")):
-        exchange = call(t, ks, "GET", capability=forged_capability(ks, caveats, attenuated))
-        expect_unauthorized(t, exchange, what=f"read with {what}")
-    t.expect_status(call(t, ks, "GET", capability=attenuated), 200,
-                    what="read with the untampered attenuated capability")
+def verifymac(t: Probe, ks: Keystore, key: dict[str, Any], message: bytes, mac: bytes, *,
+              version: int | None = None) -> Exchange:
+    body: dict[str, Any] = {"message": b64url_encode(message), "mac": b64url_encode(mac)}
+    if version is not None:
+        body["version"] = version
+    return key_op(t, ks, key, "verifymac", body)
 
 
-@check("lock-layering/capability/ops-caveat", requirements=("LOCK-12",), needs=NEEDS)
-def ops_caveat(t: Probe) -> None:
-    """A capability attenuated to ops=sign,verify signs and verifies, and nothing else."""
-    ks = create_keystore(t, SHARES, "ops")
+def expect_valid(t: Probe, exchange: Exchange, valid: bool, version: int, *, what: str) -> None:
+    answer = t.expect_ok_json(exchange, 200, what=what)
+    if answer != {"valid": valid, "version": version}:
+        t.fail(f"{what}: answered {answer!r}",
+               expected=f'{{"valid": {str(valid).lower()}, "version": {version}}}',
+               actual=describe(exchange), exchange=exchange)
+
+
+@check("lock-layering/mac/compute-and-verify", requirements=("LOCK-21",), needs=NEEDS)
+def mac_compute_and_verify(t: Probe) -> None:
+    """computemac is HMAC-SHA256 under the key: the same message gives the same MAC, two
+    keys give two MACs, neither is a bare hash; verifymac answers valid true for it, false
+    for another message or a flipped MAC, and 400 (class length) for a 31-byte MAC."""
+    for scenario in (HELD, SHARES):
+        ks = create_keystore(t, scenario, f"mac-{scenario}")
+        first, second = (create_key(t, ks, spec.KEY_HMAC_SHA256) for _ in range(2))
+        message = b"keyflows computemac " + os.urandom(8)
+        mac = computemac(t, ks, first, message)
+        problems = []
+        if computemac(t, ks, first, message) != mac:
+            problems.append("the same message gave two MACs")
+        if computemac(t, ks, second, message) == mac:
+            problems.append("two keys gave the same MAC")
+        if mac in (hashlib.sha256(message).digest(), primitives.hmac_sha256(b"", message)):
+            problems.append("the MAC is a hash of the message alone")
+        if problems:
+            t.fail("; ".join(problems), expected="HMAC-SHA256 under each key (LOCK-21)",
+                   actual=describe(ks.exchanges[-1]), exchange=ks.exchanges[-1])
+        expect_valid(t, verifymac(t, ks, first, message, mac), True, 1,
+                     what="verifymac of the key's own MAC")
+        flipped = bytes([mac[0] ^ 1]) + mac[1:]
+        for other_message, other_mac, what in ((message + b"!", mac, "another message"),
+                                               (message, flipped, "a flipped MAC")):
+            expect_valid(t, verifymac(t, ks, first, other_message, other_mac), False, 1,
+                         what=f"verifymac with {what}")
+    t.expect_rejected(verifymac(t, ks, first, message, mac[:31]), 400,
+                      what="verifymac with a 31-byte MAC", failure_class="length")
+
+
+# --- rotate -----------------------------------------------------------------------------------
+
+def rotate(t: Probe, ks: Keystore, key: dict[str, Any], version: int) -> dict[str, Any]:
+    exchange = key_op(t, ks, key, "rotate")
+    answer = t.expect_ok_json(exchange, 200, what=f"rotate an {key['key_type']} key")
+    expect_description(t, exchange, ks, answer, key["key_type"], version=version)
+    return dict(answer)
+
+
+@check("lock-layering/rotate/keeps-old-versions", requirements=("LOCK-22", "LOCK-15",
+                                                                "LOCK-16"), needs=NEEDS)
+def rotate_keeps_old_versions(t: Probe) -> None:
+    """Rotating adds version 2 with a new public key and keeps version 1: a signature of
+    version 1 still verifies when version 1 is named and not under version 2; signing uses
+    version 2; a ciphertext of version 1 decrypts only when version 1 is named; export
+    lists both versions."""
+    ks = create_keystore(t, SHARES, "rotate")
     ed = create_key(t, ks, spec.KEY_ED25519)
+    old_signature = sign(t, ks, ed, b"before rotation")
+    rotated = rotate(t, ks, ed, 2)
+    if rotated["versions"][0] != ed["versions"][0] or rotated["public_key"] == ed["public_key"]:
+        t.fail("rotation did not keep version 1 and add a new key", expected="version 1 "
+               "unchanged, a new public key for version 2 (LOCK-22)",
+               actual=describe(ks.exchanges[-1]), exchange=ks.exchanges[-1])
+    new_signature = sign(t, ks, ed, b"after rotation", version=2)
+    try:
+        primitives.ed25519_verify(b64url_decode(rotated["public_key"]), b"after rotation",
+                                  new_signature)
+    except SpecError:
+        t.fail("a signature after rotation does not verify under version 2's public key",
+               expected="signing uses the current version (LOCK-22)",
+               actual=describe(ks.exchanges[-1]), exchange=ks.exchanges[-1])
+    body = {"message": b64url_encode(b"before rotation"),
+            "signature": b64url_encode(old_signature)}
+    expect_valid(t, key_op(t, ks, ed, "verify", dict(body, version=1)), True, 1,
+                 what="verify version 1's signature naming version 1")
+    expect_valid(t, key_op(t, ks, ed, "verify", body), False, 2,
+                 what="verify version 1's signature under the current version")
     aes = create_key(t, ks, spec.KEY_AES256GCM)
-    cap = fresh_capability(ks, "ops=sign,verify")
-    t.expect_status(key_op(t, ks, ed, "sign", {"message": ""}, capability=cap), 200,
-                    what="sign under ops=sign,verify")
-    for exchange, what in (
-            (key_op(t, ks, aes, "encrypt", {"plaintext": ""}, capability=cap), "encrypt"),
-            (call(t, ks, "POST", "/keys", body={"key_type": "ed25519"}, capability=cap),
-             "create a key"),
-            (key_op(t, ks, ed, "delete", capability=cap), "delete a key"),
-            (call(t, ks, "GET", capability=cap), "read the keystore")):
-        expect_unauthorized(t, exchange, what=f"{what} under ops=sign,verify")
-    t.expect_status(key_op(t, ks, ed, "export"), 200, what="the key survived the refused "
-                                                          "delete")
+    nonce, ciphertext = encrypt(t, ks, aes, b"old data", b"")
+    rotate(t, ks, aes, 2)
+    exchange = key_op(t, ks, aes, "decrypt", decrypt_body(nonce, ciphertext, b"", version=1))
+    answer = expect_answer(t, exchange, {"plaintext", "version"}, version=1,
+                           what="decrypt version 1's ciphertext naming version 1")
+    if decoded(t, exchange, answer, "plaintext") != b"old data":
+        t.fail("decrypt with version 1 does not give back the plaintext",
+               expected=b"old data".hex(), actual=describe(exchange), exchange=exchange)
+    t.expect_rejected(key_op(t, ks, aes, "decrypt", decrypt_body(nonce, ciphertext, b"")), 422,
+                      what="decrypt version 1's ciphertext with version 2",
+                      failure_class="aead")
+    encrypt(t, ks, aes, b"new data", b"", version=2)
+    t.expect_rejected(key_op(t, ks, aes, "decrypt", decrypt_body(nonce, ciphertext, b"",
+                                                                 version=3)), 400,
+                      what="decrypt naming a version the key does not have",
+                      failure_class="params")
+    exported = t.expect_ok_json(key_op(t, ks, ed, "export", share=None), 200,
+                                what="export a rotated key")
+    if exported != rotated:
+        t.fail("export differs from the rotation answer", expected=str(rotated),
+               actual=describe(ks.exchanges[-1]), exchange=ks.exchanges[-1])
 
 
-@check("lock-layering/capability/key-caveat", requirements=("LOCK-12",), needs=NEEDS)
-def key_caveat(t: Probe) -> None:
-    """A capability attenuated to key=K acts on key K only: not on another key, not on the
-    keystore (read, create-key, wrap)."""
-    ks = create_keystore(t, HELD, "keycav")
-    first = create_key(t, ks, spec.KEY_ED25519)
-    second = create_key(t, ks, spec.KEY_ED25519)
-    cap = fresh_capability(ks, spec.key_caveat(first["key_id"]))
-    t.expect_status(key_op(t, ks, first, "sign", {"message": ""}, capability=cap), 200,
-                    what="sign with the key the capability names")
-    for exchange, what in (
-            (key_op(t, ks, second, "sign", {"message": ""}, capability=cap),
-             "sign with another key"),
-            (call(t, ks, "GET", capability=cap), "read the keystore"),
-            (call(t, ks, "POST", "/keys", body={"key_type": "ed25519"}, capability=cap),
-             "create a key"),
-            (call(t, ks, "POST", "/wrap", body={"cek": b64url_encode(bytes(32)),
-                                               "recipient_public_key": b64url_encode(
-                                                   b64url_decode(first["public_key"]))},
-                  capability=cap), "wrap")):
-        expect_unauthorized(t, exchange, what=f"{what} under key={first['key_id']}")
+@check("lock-layering/rotate/other-key-types", requirements=("LOCK-22", "LOCK-17",
+                                                             "LOCK-21"), needs=NEEDS)
+def rotate_other_key_types(t: Probe) -> None:
+    """After rotation an X25519 key still unwraps what was wrapped to version 1 when
+    version 1 is named, and an HMAC key still verifies version 1's MAC when named, while
+    its current version computes another MAC."""
+    ks = create_keystore(t, HELD, "rotate-types")
+    x = create_key(t, ks, spec.KEY_X25519)
+    cek = os.urandom(32)
+    wrapped = wrap(t, ks, cek, b64url_decode(x["public_key"]))
+    rotate(t, ks, x, 2)
+    expect_unwrapped(t, ks, x, wrapped, cek, what="a key wrapped to version 1", version=1)
+    mac_key = create_key(t, ks, spec.KEY_HMAC_SHA256)
+    mac = computemac(t, ks, mac_key, b"m")
+    rotate(t, ks, mac_key, 2)
+    if computemac(t, ks, mac_key, b"m", version=2) == mac:
+        t.fail("the rotated HMAC key computes the old MAC", expected="a new key (LOCK-22)",
+               actual=describe(ks.exchanges[-1]), exchange=ks.exchanges[-1])
+    expect_valid(t, verifymac(t, ks, mac_key, b"m", mac, version=1), True, 1,
+                 what="verifymac of version 1's MAC naming version 1")
 
 
-@check("lock-layering/capability/expiry", requirements=("LOCK-12",), needs=NEEDS)
-def expiry(t: Probe) -> None:
-    """A capability whose exp caveat lies an hour ahead works; one whose exp passed a
-    minute ago gets the uniform 401."""
-    ks = create_keystore(t, HELD, "expiry")
-    now = int(time.time())
-    t.expect_status(call(t, ks, "GET", capability=fresh_capability(ks, f"exp={now + 3600}")),
-                    200, what="read with a capability valid for another hour")
-    expect_unauthorized(t, call(t, ks, "GET", capability=fresh_capability(ks, f"exp={now - 60}")),
-                        what="read with a capability that expired a minute ago")
+# --- sign: domain separation ----------------------------------------------------------------
 
-
-@check("lock-layering/capability/cannot-widen", requirements=("LOCK-12",), needs=NEEDS)
-def cannot_widen(t: Probe) -> None:
-    """Appending a wider caveat does not widen the grant: after ops=read, a further
-    ops=read,create-key still refuses create-key; after a passed exp, a later exp does not
-    revive the capability."""
-    ks = create_keystore(t, HELD, "widen")
-    now = int(time.time())
-    widened = fresh_capability(ks, "ops=read", "ops=read,create-key")
-    t.expect_status(call(t, ks, "GET", capability=widened), 200, what="read under ops=read")
-    expect_unauthorized(t, call(t, ks, "POST", "/keys", body={"key_type": "ed25519"},
-                                capability=widened),
-                        what="create a key after ops=read, then ops=read,create-key")
-    revived = fresh_capability(ks, f"exp={now - 60}", f"exp={now + 3600}")
-    expect_unauthorized(t, call(t, ks, "GET", capability=revived),
-                        what="read with a passed exp followed by a future exp")
-
-
-@check("lock-layering/capability/unknown-caveat-denies", requirements=("LOCK-12",),
-       needs=NEEDS)
-def unknown_caveat(t: Probe) -> None:
-    """A caveat the server does not understand denies, even with a valid MAC chain."""
-    ks = create_keystore(t, HELD, "unknown-caveat")
-    for caveat in ("aud=someone-else", "ops=read,fly", "exp=soon"):
-        expect_unauthorized(t, call(t, ks, "GET", capability=with_unchecked_caveat(ks, caveat)),
-                            what=f"read with the caveat {caveat!r}")
+@check("lock-layering/sign/refuses-keyflows-contexts", requirements=("LOCK-20",), needs=NEEDS)
+def sign_refuses_keyflows_contexts(t: Probe) -> None:
+    """sign refuses a message that begins like a statement keyflows itself signs
+    ("keyflows-v1" 0x00 ...) with 400 (class params), before any share is asked for, and
+    signs the same bytes without that prefix."""
+    ks = create_keystore(t, SHARES, "sign-contexts")
+    key = create_key(t, ks, spec.KEY_ED25519)
+    for what, message in (("a key-binding statement", spec.SIGNED_CONTEXT_PREFIX
+                           + b"public-keys\x00\x00\x05alice"),
+                          ("the bare prefix", spec.SIGNED_CONTEXT_PREFIX)):
+        for share in ("", None):
+            exchange = key_op(t, ks, key, "sign", {"message": b64url_encode(message)},
+                              share=share)
+            t.expect_rejected(exchange, 400, what=f"sign {what}"
+                              + (" without a share" if share is None else ""),
+                              failure_class="params")
+    sign(t, ks, key, PROTOCOL_ID + b" is a name, not a context")
 
 
 # --- privacy ----------------------------------------------------------------------------------
@@ -736,9 +624,11 @@ def secret_values(ks: Keystore) -> dict[bytes, str]:
 
 
 def leaked(value: bytes, ks: Keystore, publics: set[bytes],
-           sealed: list[tuple[bytes, bytes, bytes]]) -> str | None:
+           sealed: list[tuple[bytes, bytes, bytes]],
+           macs: list[tuple[bytes, bytes]] | None = None) -> str | None:
     """What secret `value` is, or None: a private key of a returned public key, an AES key
-    that opens a ciphertext the server made, a share, the secret or the lock key."""
+    that opens a ciphertext the server made, an HMAC key that computes a MAC it made, a
+    share, the secret or the lock key."""
     named = secret_values(ks).get(value)
     if named:
         return named
@@ -754,14 +644,17 @@ def leaked(value: bytes, ks: Keystore, publics: set[bytes],
             return "an AES-256-GCM working key"
         except SpecError:
             continue
+    if any(primitives.hmac_sha256(value, message) == mac for message, mac in macs or ()):
+        return "an HMAC-SHA256 working key"
     return None
 
 
 @check("lock-layering/privacy/no-secret-material", requirements=("LOCK-18", "LOCK-9"),
        needs=NEEDS)
 def no_secret_material(t: Probe) -> None:
-    """No answer of a full session (create, every key type, every operation) carries a
-    private key, a working AES key, a share, the user secret or the user lock key."""
+    """No answer of a full session (create, every key type, every operation, a rotation)
+    carries a private key, a working AES or HMAC key, a share, the user secret or the user
+    lock key."""
     for scenario in (HELD, SHARES):
         ks = create_keystore(t, scenario, f"privacy-{scenario}")
         keys = {kind: create_key(t, ks, kind) for kind in spec.KEY_TYPES}
@@ -770,17 +663,21 @@ def no_secret_material(t: Probe) -> None:
         key_op(t, ks, keys[spec.KEY_AES256GCM], "decrypt", decrypt_body(nonce, ciphertext, b"a"))
         wrapped = wrap(t, ks, os.urandom(32), b64url_decode(keys[spec.KEY_X25519]["public_key"]))
         unwrap_via_server(t, ks, keys[spec.KEY_X25519], wrapped)
+        mac = computemac(t, ks, keys[spec.KEY_HMAC_SHA256], b"m")
+        verifymac(t, ks, keys[spec.KEY_HMAC_SHA256], b"m", mac)
+        rotated = rotate(t, ks, keys[spec.KEY_ED25519], 2)
         call(t, ks, "GET")
-        publics = {b64url_decode(k["public_key"]) for k in keys.values() if "public_key" in k}
+        publics = {b64url_decode(k["public_key"]) for k in (*keys.values(), rotated)
+                   if "public_key" in k}
         sealed = [(nonce, ciphertext, b"a")]
         for exchange in ks.exchanges:
             text = exchange.response_body.decode("utf-8", errors="replace")
-            for candidate in _B64URL_VALUE.findall(text):
+            for candidate in B64URL_VALUE.findall(text):
                 try:
                     value = b64url_decode(candidate)
                 except SpecError:
                     continue
-                what = leaked(value, ks, publics, sealed)
+                what = leaked(value, ks, publics, sealed, [(b"m", mac)])
                 if what:
                     t.fail(f"a response carries {what}", expected="no secret material in "
                            "any response (LOCK-18)", actual=exchange.line, exchange=exchange)
@@ -789,8 +686,8 @@ def no_secret_material(t: Probe) -> None:
 @check("lock-layering/privacy/capabilities-member", requirements=("LOCK-1", "LOCK-14"),
        needs=NEEDS)
 def capabilities_member(t: Probe) -> None:
-    """GET /v1/capabilities describes the flow: both scenarios, the three key types, the
-    operations, the kfc1 capability format and the share header."""
+    """GET /v1/capabilities describes the flow: both scenarios, the four key types, the
+    operations, the kfc1 capability format, the share and grant headers."""
     exchange = t.request("GET", "/v1/capabilities")
     caps = t.expect_ok_json(exchange, 200, what="GET /v1/capabilities")
     member = caps.get(CAPABILITIES_MEMBER) if isinstance(caps, dict) else None
@@ -801,15 +698,21 @@ def capabilities_member(t: Probe) -> None:
         if set(member.get("scenarios") or ()) != set(spec.SCENARIOS):
             problems.append("scenarios is not both scenarios")
         if set(member.get("key_types") or ()) != set(spec.KEY_TYPES):
-            problems.append("key_types is not the three key types")
+            problems.append("key_types is not the four key types")
         if set(member.get("operations") or ()) != set(spec.OPERATIONS):
-            problems.append("operations is not the ten operations")
+            problems.append(f"operations is not the {len(spec.OPERATIONS)} operations")
         capability = member.get("capability")
         if not (isinstance(capability, dict) and capability.get("format") == "kfc1"):
             problems.append("capability.format is not kfc1")
         if member.get("share_header") != "Secret-Share":
             problems.append("share_header is not Secret-Share")
+        if member.get("grant_header") != cap.GRANT_HEADER:
+            problems.append(f"grant_header is not {cap.GRANT_HEADER}")
     if problems:
         t.fail("; ".join(problems), expected=f"a {CAPABILITIES_MEMBER} member (LOCK-1)",
                actual=describe(exchange), exchange=exchange)
 
+
+# The capability and vault checks register themselves on import, after these (run order is
+# definition order).
+from keyflows.conformance.checks import lock_layering_capability  # noqa: E402, F401

@@ -1,16 +1,18 @@
-// Lock layering (LOCK-1..LOCK-19): Shamir over GF(2^8), unlock with shares, the server
-// lock, working keys, whole keystores, capabilities, ECDH-ES wrap; and the trustbloc
-// compatibility profile (LOCK-8).
+// Lock layering (LOCK-1..LOCK-29): Shamir over GF(2^8), unlock with shares, the server
+// lock, versioned working keys, whole keystores, HPKE wrap, sign, computemac, verifymac;
+// the capabilities of steps 9 and 11 are in lock-layering-capability.mjs; and the
+// trustbloc compatibility profile (LOCK-8).
 
 import crypto from "node:crypto";
 import {
   Reject, aesGcmOpen, aesGcmSeal, b64urlDecode, b64urlEncode, b64urlExact, checkIdentifier,
-  checkMembers, concat, ed25519Public, fromHex, hkdf, hmacSha256, isInteger,
-  labelledContext, x25519, x25519PointProblem, x25519Public,
+  checkMembers, concat, ed25519Public, ed25519Sign, ed25519Verify, fromHex, hkdf, hmacSha256,
+  isInteger, labelledContext, u32be, x25519PointProblem, x25519Public,
 } from "../lib/core.mjs";
+import { openBase, sealBase } from "../lib/hpke.mjs";
+import { capabilityOperations, capabilityText, macChain } from "./lock-layering-capability.mjs";
 
 const ctx = labelledContext;
-const ZERO12 = new Uint8Array(12);
 const EMPTY = new Uint8Array(0);
 
 // --- GF(2^8) with the polynomial 0x11b (LOCK-2) ---------------------------------------------
@@ -38,7 +40,7 @@ function gfInv(a) {
 
 /** Step 2 (LOCK-2): split. `coefficients[i]` holds the threshold - 1 coefficients of byte
  * i's polynomial, a_1 first; a_0 is the secret byte. Shares are y bytes || x. */
-function split(secret, threshold, xs, coefficients, step) {
+function split(secret, threshold, xs, coefficients, step, leadingNonZero = true) {
   const fail = (why) => { throw new Reject("params", step, why); };
   if (!isInteger(threshold) || threshold < 2) fail("threshold below 2");
   if (xs.length > 255) fail("more than 255 parts");
@@ -54,7 +56,7 @@ function split(secret, threshold, xs, coefficients, step) {
   const polys = coefficients.map((h) => fromHex(h));
   for (const c of polys) {
     if (c.length !== threshold - 1) fail("a polynomial of the wrong degree");
-    if (c[c.length - 1] === 0) fail("a zero leading coefficient");
+    if (leadingNonZero && c[c.length - 1] === 0) fail("a zero leading coefficient");
   }
   return xs.map((x) => {
     const ys = new Uint8Array(secret.length);
@@ -93,10 +95,12 @@ function combine(shares, step) {
 
 // --- steps 4, 6: the user lock of scenario "shares" -----------------------------------------
 
+// Two HKDF outputs of the combined secret, each under its own label (LOCK-4, LOCK-6): the
+// lock key seals working keys and nothing else; the lock check is stored.
 const lockKeyInfo = (keystoreId) => ctx("lock-key", keystoreId);
-const lockCheckInput = (keystoreId) => ctx("lock-check", keystoreId);
+const lockCheckInfo = (keystoreId) => ctx("lock-check", keystoreId);
 const lockKeyOf = (secret, keystoreId) => hkdf(secret, null, lockKeyInfo(keystoreId), 32).okm;
-const lockCheckOf = (lockKey, keystoreId) => hmacSha256(lockKey, lockCheckInput(keystoreId));
+const lockCheckOf = (secret, keystoreId) => hkdf(secret, null, lockCheckInfo(keystoreId), 32).okm;
 
 /** LOCK-10: a share is strict base64url of 33 bytes; every defect is a share failure. */
 function decodeShare(text, step, what) {
@@ -118,17 +122,15 @@ async function unlock(inp, trace) {
   const user = decodeShare(inp.user_share, step, "the user share");
   const secret = combine([account, user], step);
   if (secret.length !== 32) throw new Reject("share", step, "the combined secret is not 32 bytes");
-  const info = lockKeyInfo(inp.keystore_id);
-  const lockKey = lockKeyOf(secret, inp.keystore_id);
-  const check = lockCheckOf(lockKey, inp.keystore_id);
+  const check = lockCheckOf(secret, inp.keystore_id);
   const stored = fromHex(inp.lock_check);
   if (stored.length !== check.length || !crypto.timingSafeEqual(stored, check)) {
     throw new Reject("share", step, "the lock check does not match");
   }
   trace.inter("secret", secret);
-  trace.inter("lock_key_info", info);
-  trace.inter("lock_check_input", lockCheckInput(inp.keystore_id));
-  trace.out("lock_key", lockKey);
+  trace.inter("lock_check_info", lockCheckInfo(inp.keystore_id));
+  trace.inter("lock_key_info", lockKeyInfo(inp.keystore_id));
+  trace.out("lock_key", lockKeyOf(secret, inp.keystore_id));
 }
 
 // --- step 5: the server lock (file backend) ---------------------------------------------------
@@ -142,44 +144,59 @@ function openBlob(key, blob, aad, step) {
   return pt;
 }
 
-// --- step 7: working keys ---------------------------------------------------------------------
+// --- step 7: working keys, one sealed record per version (LOCK-7, LOCK-22) ----------------------
 
-const KEY_TYPES = ["ed25519", "x25519", "aes256gcm"];
+const KEY_TYPES = ["ed25519", "x25519", "aes256gcm", "hmac-sha256"];
+const ASYMMETRIC = new Set(["ed25519", "x25519"]);
 function publicKeyOf(type, material) {
   if (type === "ed25519") return ed25519Public(material);
   if (type === "x25519") return x25519Public(material);
   return EMPTY;
 }
-const workingAad = (keystoreId, keyId, type, publicKey) => ctx("working-key", keystoreId, keyId, type, publicKey);
+const workingAad = (keystoreId, keyId, version, type, publicKey) =>
+  ctx("working-key", keystoreId, keyId, u32be(version), type, publicKey);
 
-function workingRecord(keystoreId, keyId, type, sealed, publicKey) {
-  const r = { keystore_id: keystoreId, key_id: keyId, key_type: type, sealed: b64urlEncode(sealed) };
-  if (publicKey.length) r.public_key = b64urlEncode(publicKey);
+function versionRecord(type, version, publicKey, sealed) {
+  const r = { version };
+  if (ASYMMETRIC.has(type)) r.public_key = b64urlEncode(publicKey);
+  r.sealed = b64urlEncode(sealed);
   return r;
 }
 
 async function workingKeySeal(inp, trace) {
   const material = fromHex(inp.material);
   const pub = trace.inter("public_key", publicKeyOf(inp.key_type, material));
-  const aad = trace.inter("aad", workingAad(inp.keystore_id, inp.key_id, inp.key_type, pub));
+  const aad = trace.inter("aad", workingAad(inp.keystore_id, inp.key_id, inp.version, inp.key_type, pub));
   const sealed = trace.out("sealed", sealBlob(fromHex(inp.lock_key), fromHex(inp.nonce), material, aad));
-  trace.out("record", workingRecord(inp.keystore_id, inp.key_id, inp.key_type, sealed, pub));
+  trace.out("version_record", versionRecord(inp.key_type, inp.version, pub, sealed));
 }
+
+const isVersion = (v) => isInteger(v) && v >= 1 && v <= 32;
 
 async function workingKeyOpen(inp, trace) {
   const step = "7";
   const r = inp.record;
-  checkMembers(r, ["keystore_id", "key_id", "key_type", "sealed"], ["public_key"], step, "record");
+  checkMembers(r, ["keystore_id", "key_id", "key_type", "versions"], [], step, "record");
+  if (!KEY_TYPES.includes(r.key_type)) throw new Reject("decode", step, `key type ${r.key_type}`);
   checkIdentifier(r.keystore_id, step, "keystore_id");
   checkIdentifier(r.key_id, step, "key_id");
-  if (!KEY_TYPES.includes(r.key_type)) throw new Reject("decode", step, `key type ${r.key_type}`);
-  const asymmetric = r.key_type !== "aes256gcm";
-  if (asymmetric !== ("public_key" in r)) throw new Reject("decode", step, "public_key present iff the key is asymmetric");
-  const pub = asymmetric ? b64urlExact(r.public_key, 32, step, "public_key") : EMPTY;
-  const sealed = b64urlDecode(r.sealed, step, "sealed");
-  if (sealed.length !== 12 + 32 + 16) throw new Reject("length", step, `sealed is ${sealed.length} bytes, not 60`);
-  const material = openBlob(fromHex(inp.lock_key), sealed, workingAad(r.keystore_id, r.key_id, r.key_type, pub), step);
-  trace.out("material", material);
+  if (!Array.isArray(r.versions) || r.versions.length < 1 || r.versions.length > 32) {
+    throw new Reject("decode", step, "versions is a list of 1..32");
+  }
+  const asymmetric = ASYMMETRIC.has(r.key_type);
+  const versions = r.versions.map((v) => {
+    checkMembers(v, asymmetric ? ["version", "public_key", "sealed"] : ["version", "sealed"], [], step, "version");
+    if (!isVersion(v.version)) throw new Reject("decode", step, "version is not 1..32");
+    const pub = asymmetric ? b64urlExact(v.public_key, 32, step, "public_key") : EMPTY;
+    const sealed = b64urlDecode(v.sealed, step, "sealed");
+    if (sealed.length !== 60) throw new Reject("length", step, `sealed is ${sealed.length} bytes, not 60`);
+    return { version: v.version, pub, sealed };
+  });
+  if (versions.some((v, i) => v.version !== i + 1)) throw new Reject("decode", step, "versions are not 1, 2, ... in order");
+  const entry = versions.find((v) => v.version === inp.version);
+  if (!entry) throw new Reject("params", step, `no version ${inp.version}`);
+  const aad = workingAad(r.keystore_id, r.key_id, entry.version, r.key_type, entry.pub);
+  trace.out("material", openBlob(fromHex(inp.lock_key), entry.sealed, aad, step));
 }
 
 // --- step 1: a whole keystore, every layer -----------------------------------------------------
@@ -199,81 +216,24 @@ async function layers(inp, trace) {
   } else {
     const secret = trace.inter("secret", combine([decodeShare(inp.account_share, "6", "account share"), decodeShare(inp.user_share, "6", "user share")], "3"));
     lockKey = trace.inter("lock_key", lockKeyOf(secret, ks));
-    const check = trace.inter("lock_check", lockCheckOf(lockKey, ks));
-    record.lock_check = b64urlEncode(check);
+    record.lock_check = b64urlEncode(trace.inter("lock_check", lockCheckOf(secret, ks)));
+    const grantAad = trace.inter("grant_aad", serverLockAad(ks, "unlock-grant-key"));
+    record.unlock_grant_key = b64urlEncode(sealBlob(master, fromHex(inp.grant_nonce), fromHex(inp.unlock_grant_key), grantAad));
   }
   const material = fromHex(inp.material);
   const pub = trace.inter("public_key", publicKeyOf(inp.key_type, material));
-  const aad = trace.inter("working_aad", workingAad(ks, inp.key_id, inp.key_type, pub));
+  const aad = trace.inter("working_aad", workingAad(ks, inp.key_id, 1, inp.key_type, pub));
   const sealed = sealBlob(lockKey, fromHex(inp.key_nonce), material, aad);
   trace.out("keystore_record", record);
-  trace.out("working_key_record", workingRecord(ks, inp.key_id, inp.key_type, sealed, pub));
-  trace.out("capability", capabilityText(ks, [], macChain(rootKey, ks, []).at(-1)));
+  trace.out("working_key_record", { keystore_id: ks, key_id: inp.key_id, key_type: inp.key_type, versions: [versionRecord(inp.key_type, 1, pub, sealed)] });
+  // The root capability: its one caveat, the expiry (LOCK-23).
+  const caveats = [`exp=${inp.root_not_after}`];
+  trace.out("capability", capabilityText(ks, caveats, macChain(rootKey, ks, caveats).at(-1)));
 }
 
-// --- step 9: capabilities (LOCK-11, LOCK-12) ----------------------------------------------------
+// --- step 10: HPKE wrap (LOCK-17) -----------------------------------------------------------------
 
-function macChain(rootKey, keystoreId, caveats) {
-  const chain = [hmacSha256(rootKey, ctx("capability", keystoreId))];
-  for (const c of caveats) chain.push(hmacSha256(chain.at(-1), ctx("capability-caveat", c)));
-  return chain;
-}
-const capabilityText = (keystoreId, caveats, mac) =>
-  `kfc1.${Buffer.from(JSON.stringify({ keystore_id: keystoreId, caveats, mac: b64urlEncode(mac) }), "utf8").toString("base64url")}`;
-
-async function capability(inp, trace) {
-  const chain = trace.inter("chain", macChain(fromHex(inp.root_key), inp.keystore_id, inp.caveats));
-  trace.out("capability", capabilityText(inp.keystore_id, inp.caveats, chain.at(-1)));
-}
-
-// "key=K allows only operations on key K (so no read, create-key or wrap)" (step 9).
-const KEY_OPERATIONS = new Set(["delete-key", "export", "sign", "verify", "encrypt", "decrypt", "unwrap"]);
-
-/** LOCK-12: every caveat must allow the request; an unknown caveat denies. */
-function caveatAllows(caveat, { operation, keyId, now }, step) {
-  const eq = caveat.indexOf("=");
-  const name = eq < 0 ? caveat : caveat.slice(0, eq);
-  const value = eq < 0 ? null : caveat.slice(eq + 1);
-  if (name === "exp" && value !== null && /^[0-9]+$/.test(value)) {
-    if (now >= Number(value)) throw new Reject("expired", step, `expired at ${value}`);
-    return;
-  }
-  if (name === "ops" && value !== null) {
-    if (!value.split(",").includes(operation)) throw new Reject("authz", step, `${operation} not in ${caveat}`);
-    return;
-  }
-  if (name === "key" && value !== null) {
-    if (!KEY_OPERATIONS.has(operation) || keyId !== value) throw new Reject("authz", step, `${operation} on ${keyId} under ${caveat}`);
-    return;
-  }
-  throw new Reject("authz", step, `caveat ${JSON.stringify(caveat)} not understood`);
-}
-
-async function authorize(inp) {
-  const step = "9";
-  const text = inp.capability;
-  if (typeof text !== "string" || !text.startsWith("kfc1.")) throw new Reject("decode", step, "no kfc1. prefix");
-  const raw = b64urlDecode(text.slice(5), step, "capability");
-  let obj;
-  try {
-    obj = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
-  } catch {
-    throw new Reject("decode", step, "the capability is not JSON");
-  }
-  checkMembers(obj, ["keystore_id", "caveats", "mac"], [], step, "capability");
-  if (typeof obj.keystore_id !== "string") throw new Reject("decode", step, "keystore_id");
-  if (!Array.isArray(obj.caveats) || obj.caveats.some((c) => typeof c !== "string")) throw new Reject("decode", step, "caveats");
-  const mac = b64urlExact(obj.mac, 32, step, "mac");
-  // The addressed keystore first (binding), then the chain (mac), then the caveats.
-  if (obj.keystore_id !== inp.keystore_id) throw new Reject("binding", step, "a capability of another keystore");
-  const expected = macChain(fromHex(inp.root_key), inp.keystore_id, obj.caveats).at(-1);
-  if (!crypto.timingSafeEqual(expected, mac)) throw new Reject("mac", step, "the capability does not verify");
-  for (const c of obj.caveats) caveatAllows(c, { operation: inp.operation, keyId: inp.key_id, now: inp.now }, step);
-}
-
-// --- step 10: ECDH-ES wrap (LOCK-17) -------------------------------------------------------------
-
-const wrapKek = (z, epk, r) => hkdf(z, null, ctx("lock-wrap", epk, r), 32).okm;
+const WRAP_INFO = ctx("lock-wrap");
 
 async function wrap(inp, trace) {
   const step = "10";
@@ -281,28 +241,57 @@ async function wrap(inp, trace) {
   const problem = x25519PointProblem(r);
   if (problem) throw new Reject("point", step, `recipient key: ${problem}`);
   const cek = fromHex(inp.cek);
-  if (cek.length < 16 || cek.length > 64) throw new Reject("params", step, "cek outside 16..64 bytes");
-  const e = fromHex(inp.ephemeral_private);
-  const epk = trace.inter("epk", x25519Public(e));
-  const z = x25519(e, r);
-  if (!z || z.every((b) => b === 0)) throw new Reject("point", step, "an all-zero shared secret");
-  trace.inter("shared", z);
-  const kek = trace.inter("kek", wrapKek(z, epk, r));
-  trace.out("epk", epk);
-  trace.out("wrapped_key", aesGcmSeal(kek, ZERO12, cek, EMPTY));
+  if (cek.length < 16 || cek.length > 64) throw new Reject("length", step, "cek outside 16..64 bytes");
+  const sealed = sealBase(r, WRAP_INFO, EMPTY, cek, fromHex(inp.ikm_e));
+  if (sealed.dh.every((b) => b === 0)) throw new Reject("point", step, "an all-zero DH output");
+  trace.inter("ephemeral_private", sealed.ephemeralPrivate);
+  trace.inter("enc", sealed.enc);
+  trace.inter("dh", sealed.dh);
+  trace.inter("shared_secret", sealed.sharedSecret);
+  trace.inter("key", sealed.key);
+  trace.inter("base_nonce", sealed.baseNonce);
+  trace.inter("info", WRAP_INFO);
+  trace.out("enc", sealed.enc);
+  trace.out("wrapped_key", sealed.ciphertext);
 }
 
 async function unwrap(inp, trace) {
   const step = "10";
-  const epk = fromHex(inp.epk);
-  const problem = x25519PointProblem(epk);
-  if (problem) throw new Reject("point", step, `epk: ${problem}`);
-  const priv = fromHex(inp.recipient_private);
-  const z = x25519(priv, epk);
-  if (!z || z.every((b) => b === 0)) throw new Reject("point", step, "an all-zero shared secret");
-  const cek = aesGcmOpen(wrapKek(z, epk, x25519Public(priv)), ZERO12, fromHex(inp.wrapped_key), EMPTY);
-  if (!cek) throw new Reject("aead", step, "the wrapped key does not open");
-  trace.out("cek", cek);
+  const wrapped = fromHex(inp.wrapped_key);
+  if (wrapped.length < 32 || wrapped.length > 80) throw new Reject("length", step, `a wrapped key of ${wrapped.length} bytes`);
+  const enc = fromHex(inp.enc);
+  const problem = x25519PointProblem(enc);
+  if (problem) throw new Reject("point", step, `enc: ${problem}`);
+  const opened = openBase(enc, fromHex(inp.recipient_private), WRAP_INFO, EMPTY, wrapped);
+  if (!opened.dh || opened.dh.every((b) => b === 0)) throw new Reject("point", step, "an all-zero DH output");
+  if (!opened.plaintext) throw new Reject("aead", step, "the wrapped key does not open");
+  trace.out("cek", opened.plaintext);
+}
+
+// --- step 10: sign (LOCK-15, LOCK-20), computemac and verifymac (LOCK-21) -------------------
+
+const SIGNED_PREFIX = concat(new TextEncoder().encode("keyflows-v1"), new Uint8Array([0]));
+
+async function sign(inp, trace) {
+  const message = fromHex(inp.message);
+  const seed = fromHex(inp.seed);
+  if (message.length >= SIGNED_PREFIX.length && SIGNED_PREFIX.every((b, i) => message[i] === b)) {
+    throw new Reject("params", "10", "the message begins like a keyflows signed statement");
+  }
+  const pub = trace.inter("public_key", ed25519Public(seed));
+  const signature = trace.out("signature", ed25519Sign(seed, message));
+  trace.expect("the signature verifies", ed25519Verify(pub, message, signature));
+}
+
+async function computemac(inp, trace) {
+  trace.out("mac", hmacSha256(fromHex(inp.key), fromHex(inp.message)));
+}
+
+async function verifymac(inp, trace) {
+  const mac = fromHex(inp.mac);
+  if (mac.length !== 32) throw new Reject("length", "10", `a mac of ${mac.length} bytes`);
+  const want = hmacSha256(fromHex(inp.key), fromHex(inp.message));
+  trace.out("valid", crypto.timingSafeEqual(want, mac));
 }
 
 // --- trustbloc (LOCK-8) ---------------------------------------------------------------------------
@@ -360,10 +349,12 @@ export default {
       "working-key-seal": { run: workingKeySeal },
       "working-key-open": { run: workingKeyOpen },
       layers: { run: layers },
-      capability: { run: capability },
-      authorize: { run: authorize },
       wrap: { run: wrap },
       unwrap: { run: unwrap },
+      sign: { run: sign },
+      computemac: { run: computemac },
+      verifymac: { run: verifymac },
+      ...capabilityOperations,
     },
   },
   "lock-layering.trustbloc": {
@@ -371,7 +362,8 @@ export default {
     operations: {
       "trustbloc-split": {
         async run(inp, trace) {
-          trace.out("shares", split(fromHex(inp.secret), inp.threshold, inp.x_coordinates, inp.coefficients, "compat"));
+          // The pinned Vault release drew the coefficients once: a zero leading one stays.
+          trace.out("shares", split(fromHex(inp.secret), inp.threshold, inp.x_coordinates, inp.coefficients, "compat", false));
         },
       },
       "trustbloc-lock-key": {
