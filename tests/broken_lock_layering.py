@@ -159,12 +159,13 @@ def grants_for_any_capability(monkeypatch: pytest.MonkeyPatch) -> None:
 def unknown_keystore_is_404(monkeypatch: pytest.MonkeyPatch) -> None:
     """A capability for a keystore that does not exist is answered 404: an oracle."""
     from keyflows.reference import lock_layering as routes
+    from keyflows.reference.common import not_found
 
     original = routes.check_capability
 
     async def check(request: Request, state: Any, keystore_id: str, *args: Any) -> Any:
         if await routes.server_side(lambda: state.store.get_keystore(keystore_id)) is None:
-            raise routes.not_found("no such keystore")
+            raise not_found("no such keystore")
         return await original(request, state, keystore_id, *args)
 
     monkeypatch.setattr(routes, "check_capability", check)

@@ -53,7 +53,7 @@ def _public() -> bytes:
 
 
 def _test_request(**changes: object) -> hs.Request:
-    fields = {"method": "POST", "authority": "example.com", "path": "/foo",
+    fields: dict[str, object] = {"method": "POST", "authority": "example.com", "path": "/foo",
               "query": "param=Value&Pet=dog",
               "headers": (("Host", "example.com"), ("Date", "Tue, 20 Apr 2021 02:07:55 GMT"),
                           ("Content-Type", "application/json"), ("Content-Length", "18")),
