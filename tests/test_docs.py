@@ -13,6 +13,7 @@ unless KEYFLOWS_STRICT=1, where they fail.
 from __future__ import annotations
 
 import functools
+import html
 import importlib.util
 import os
 import re
@@ -133,6 +134,20 @@ def test_every_requirement_is_anchored_in_its_chapter_and_on_coverage(site: Path
             assert f'id="req-{rid}"' in page.read_text("utf-8"), (
                 f"{rid} is not rendered in {page.relative_to(site)}")
     assert {"key-derivation", "keypair-publication"} <= chapters_checked
+
+
+def test_coverage_gives_every_requirement_its_class(site: Path) -> None:
+    coverage = (site / "coverage.html").read_text("utf-8")
+    rows = dict(re.findall(r'<tr class="row-(?:even|odd)" id="cov-([A-Z]+-[0-9]+)">(.*?)</tr>',
+                           coverage, re.DOTALL))
+    requirements = _requirements()
+    assert set(rows) == set(requirements)
+    for rid, req in requirements.items():
+        cells = re.findall(r"<td>(.*?)</td>", rows[rid], re.DOTALL)
+        expected = req.get("coverage", "runner")
+        assert re.search(rf"<abbr title=\"[^\"]+\">{expected}</abbr>", cells[3]), (rid, cells[3])
+        if req.get("reason"):
+            assert html.escape(str(req["reason"]).split()[0]) in cells[3], rid
 
 
 def test_requirements_are_domain_objects_with_an_index(site: Path) -> None:

@@ -100,7 +100,6 @@ class CoverageDirective(SphinxDirective):
 
         out.append(self.per_flow(known, by_vector, by_check))
 
-        with_class = any(_coverage_class(req) for req in known.values())
         rows: list[list[Any]] = []
         row_ids: list[str | None] = []
         for rid, req in known.items():
@@ -113,24 +112,16 @@ class CoverageDirective(SphinxDirective):
             check_nodes = [
                 nodes.abbreviation("", "", nodes.literal("", c.id), explanation=c.summary)
                 if c.summary else nodes.literal("", c.id) for c in by_check[rid]]
-            row: list[Any] = [
+            rows.append([
                 make_ref("req", rid, nodes.strong("", rid), title=req.text,
                          classes=["keyflows-req-ref"]),
-                req.level, f"{req.flow} · {req.step}"]
-            if with_class:
-                row.append(_class_cell(req))
-            row += [_folded_list(vec_nodes, "case", "cases"),
-                    _folded_list(check_nodes, "check", "checks")]
-            rows.append(row)
-        headers = ["requirement", "level", "flow · step"]
-        widths = [13, 9, 20]
-        if with_class:
-            headers.append("class")
-            widths.append(18)
-        headers += ["vector cases", "conformance checks"]
-        widths += [20, 20] if with_class else [29, 29]
-        out.append(table(headers, rows, row_ids=row_ids,
-                         classes=["keyflows-coverage-table"], widths=widths))
+                req.level, f"{req.flow} · {req.step}",
+                _class_cell(req, by_vector[rid], by_check[rid] if checks is not None else None),
+                _folded_list(vec_nodes, "case", "cases"),
+                _folded_list(check_nodes, "check", "checks")])
+        out.append(table(["requirement", "level", "flow · step", "class", "vector cases",
+                          "conformance checks"], rows, row_ids=row_ids,
+                         classes=["keyflows-coverage-table"], widths=[13, 9, 18, 20, 20, 20]))
 
         sec = section("Uncovered requirements", "uncovered")
         if uncovered:
@@ -161,39 +152,47 @@ class CoverageDirective(SphinxDirective):
             flows.setdefault(req.flow, []).append(rid)
         rows: list[list[Any]] = []
         for flow, ids in flows.items():
+            classes = [coverage_class(known[rid]) for rid in ids]
             rows.append([flow, str(len(ids)),
+                         " / ".join(str(classes.count(c)) for c in CLASSES),
                          str(sum(1 for rid in ids if by_vector[rid])),
                          str(sum(1 for rid in ids if by_check[rid])),
                          str(sum(1 for rid in ids if not by_vector[rid] and not by_check[rid])),
                          str(sum(len(by_vector[rid]) for rid in ids)),
                          str(sum(len(by_check[rid]) for rid in ids))])
-        return table(["flow", "requirements", "cited by vectors", "cited by checks",
-                      "cited by neither", "citing cases", "citing checks"], rows,
+        return table(["flow", "requirements", "runner / vectors / unobservable",
+                      "cited by vectors", "cited by checks", "cited by neither",
+                      "citing cases", "citing checks"], rows,
                      title="Coverage by flow", classes=["keyflows-coverage-flows"])
 
 
-# Where the registry states how a requirement can be covered (checked by the runner,
-# vector-only, or not observable over HTTP) and why.
-CLASS_KEYS = ("coverage", "class")
-REASON_KEYS = ("reason", "coverage_reason")
+# The coverage class of a requirement (spec/requirements.yaml, key `coverage`; none means
+# runner): checked by the conformance runner, by vectors only (a client-side rule), or not
+# observable over HTTP (with a one-line `reason`).
+CLASSES = {
+    "runner": "checked by the conformance runner",
+    "vectors": "client side: checked by vectors",
+    "unobservable": "not observable over HTTP",
+}
 
 
-def _coverage_class(req: data.Requirement) -> str:
-    for key in CLASS_KEYS:
-        if req.get(key):
-            return str(req.get(key))
-    return ""
+def coverage_class(req: data.Requirement) -> str:
+    return str(req.get("coverage") or "runner")
 
 
-def _class_cell(req: data.Requirement) -> list[nodes.Node]:
-    value = _coverage_class(req)
-    if not value:
-        return []
-    cell: list[nodes.Node] = [nodes.Text(value)]
-    for key in REASON_KEYS:
-        if req.get(key):
-            cell.append(nodes.Text(f": {req.get(key)}"))
-            break
+def _class_cell(req: data.Requirement, cases: list[Any], checks: list[Any] | None
+                ) -> list[nodes.Node]:
+    """The class, its reason, and a visible note when the class is not met yet (a runner
+    requirement with no check, a vector requirement with no case)."""
+    value = coverage_class(req)
+    cell: list[nodes.Node] = [nodes.abbreviation(value, value,
+                                                 explanation=CLASSES.get(value, value))]
+    if req.get("reason"):
+        cell.append(nodes.Text(f": {req.get('reason')}"))
+    missing = ("no check yet" if value == "runner" and checks is not None and not checks
+               else "no vector case yet" if value == "vectors" and not cases else "")
+    if missing:
+        cell += [nodes.Text(" "), nodes.inline("", f"({missing})", classes=["keyflows-gap"])]
     return cell
 
 
