@@ -21,6 +21,8 @@ READY_TIMEOUT_S = 30.0
 EMBEDDED_CHALLENGE_LIFETIME = 3
 """Seconds; the session-challenge expiry check waits out lifetimes up to 3 s. (1 s made
 checks that must finish within one lifetime miss it on a loaded 2-core machine.)"""
+EMBEDDED_SESSION_LIFETIME = 6
+"""Seconds; the session expiry check waits out session lifetimes up to 6 s."""
 EMBEDDED_LIMITS = ("--header-timeout", "2", "--body-timeout", "2", "--idle-timeout", "2",
                    "--quotas", "queue-per-device=30,queue-per-sender=12")
 """Deadlines and quotas small enough that the limit checks wait and post little."""
@@ -35,6 +37,7 @@ def server_arguments(workdir: Path, account_url: str, ready: Path) -> list[str]:
             "--master-key-file", str(write_master_key(workdir / "master.key")),
             # Short enough for the runner to wait out, so expiry is checked too.
             "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME),
+            "--session-lifetime", str(EMBEDDED_SESSION_LIFETIME),
             # Test values the limit checks can drive in seconds (API-52, API-53).
             *EMBEDDED_LIMITS]
 

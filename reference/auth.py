@@ -21,13 +21,14 @@ from keyflows.reference.problems import Problem, Unauthorized
 from keyflows.reference.upstream import Answer, UpstreamClient, UpstreamError
 from keyflows.spec import contract
 from keyflows.spec.errors import SpecError
+from keyflows.spec.session_challenge import Operation
 
 T = TypeVar("T")
 
-SessionCheck = Callable[[Request, str, str], Awaitable[bool | None]]
-"""(request, user_id, credential) -> True: a valid session token for the addressed
-resource; False: a session token, refused; None: not a session token (ask the account
-server). The session-challenge flow provides it (SC-13)."""
+SessionCheck = Callable[[Request, str, str, Operation], Awaitable[bool | None]]
+"""(request, user_id, credential, operation) -> True: a valid session token for the
+addressed resource and operation; False: a session token, refused; None: not a session
+token (ask the account server). The session-challenge flow provides it (SC-13, SC-15)."""
 
 
 class AccountServerUnavailable(Problem):
@@ -120,13 +121,15 @@ class AccountClient:
             return None
         return self._member(answer, "secret", str)
 
-    async def authenticate(self, request: Request, user_id: str) -> None:
+    async def authenticate(self, request: Request, user_id: str,
+                           operation: Operation = Operation.OTHER) -> None:
         """Let the request through only if its bearer token is valid for `user_id`:
-        a session token of the session-challenge flow (SC-13), else an access token
-        the account server validates (API-3)."""
+        a session token of the session-challenge flow for an operation it allows (SC-13,
+        SC-15), else an access token the account server validates (API-3). `operation`
+        names what the request does; OTHER (the default) is never allowed to a session."""
         token = bearer_token(request)
         if self.session_check is not None:
-            verdict = await self.session_check(request, user_id, token)
+            verdict = await self.session_check(request, user_id, token, operation)
             if verdict is not None:
                 if verdict:
                     return

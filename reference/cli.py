@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -80,12 +81,18 @@ class _ReadyServer(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     check_ready_file(settings.ready_file)
+    sock = bind_socket(settings.host, settings.port)
+    port = int(sock.getsockname()[1])
+    # With --port 0 the origin of the listening address is known only now (SC-17).
+    settings = replace(settings, port=port)
     try:
         app = create_app(settings)
     except (StoreError, ServerLockError, SecretsError) as exc:
+        sock.close()
         raise ConfigError(str(exc)) from None
-    sock = bind_socket(settings.host, settings.port)
-    port = int(sock.getsockname()[1])
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn_config(app, settings, port=port)
     server = _ReadyServer(config, base_url(settings.host, port), settings.ready_file)
     server.run(sockets=[sock])
@@ -116,6 +123,9 @@ def serve(settings: Settings) -> None:
 @click.option("--quotas", help="Quotas NAME=LIMIT,... over the defaults [env KEYFLOWS_QUOTAS]; "
                               "names: queue-per-device, queue-per-sender.")
 @click.option("--ready-file", help="Write the base URL here once listening.")
+@click.option("--origin", help="The origin clients reach the server at, e.g. "
+                               "https://keys.example; session challenges name it "
+                               "[env KEYFLOWS_ORIGIN; default http://HOST:PORT].")
 @click.option("--log-level", help="uvicorn log level [default warning].")
 @click.option("--challenge-lifetime",
               help="Session-challenge lifetime in seconds, 1..300 "
@@ -147,7 +157,7 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                   secrets_key_file: str | None, header_timeout: str | None,
                   body_timeout: str | None, idle_timeout: str | None,
                   max_connections: str | None, rates: str | None, quotas: str | None,
-                  ready_file: str | None, log_level: str | None,
+                  ready_file: str | None, origin: str | None, log_level: str | None,
                   challenge_lifetime: str | None, challenge_max_attempts: str | None,
                   session_lifetime: str | None, server_lock: str | None,
                   master_key_file: str | None, kms_key_id: str | None,
@@ -162,7 +172,7 @@ def serve_command(host: str | None, port: str | None, db: str | None,
             pkcs11_token=pkcs11_token, pkcs11_key_label=pkcs11_key_label)
         settings = load_settings(host=host, port=port, db=db, account_server=account_server,
                                  max_body_bytes=max_body_bytes, ready_file=ready_file,
-                                 secrets_key_file=secrets_key_file,
+                                 secrets_key_file=secrets_key_file, origin=origin,
                                  limits={"header_timeout": header_timeout,
                                          "body_timeout": body_timeout,
                                          "idle_timeout": idle_timeout,

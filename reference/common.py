@@ -31,6 +31,7 @@ from keyflows.reference.sealed_secrets import ServerSecrets
 from keyflows.reference.store import Store
 from keyflows.spec import contract
 from keyflows.spec.errors import SpecError
+from keyflows.spec.session_challenge import Operation
 
 T = TypeVar("T")
 JSON_MEDIA_TYPE = "application/json"
@@ -78,8 +79,10 @@ def query_parameter(request: Request, name: str) -> str | None:
 
 # --- step 2 -----------------------------------------------------------------------------
 
-async def authenticate(request: Request, user_id: str) -> None:
-    await accounts(request).authenticate(request, user_id)
+async def authenticate(request: Request, user_id: str,
+                       operation: Operation = Operation.OTHER) -> None:
+    """API-3; a session token only for an operation SC-15 allows it."""
+    await accounts(request).authenticate(request, user_id, operation)
 
 
 # --- step 3 -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from keyflows.reference.server_lock import ServerLockSettings
 from keyflows.spec import limits as spec_limits
 from keyflows.spec.errors import SpecError
+from keyflows.spec.session_challenge import check_origin, origin_of_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -64,6 +65,7 @@ ENV_MAX_CONNECTIONS = "KEYFLOWS_MAX_CONNECTIONS"
 ENV_RATES = "KEYFLOWS_RATES"
 ENV_QUOTAS = "KEYFLOWS_QUOTAS"
 ENV_ROOT_CAPABILITY_LIFETIME = "KEYFLOWS_ROOT_CAPABILITY_LIFETIME"
+ENV_ORIGIN = "KEYFLOWS_ORIGIN"
 
 
 class ConfigError(Exception):
@@ -96,6 +98,28 @@ class Settings:
     rates: dict[str, spec_limits.Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
     quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
     root_capability_lifetime: int = DEFAULT_ROOT_CAPABILITY_LIFETIME
+    # The origin clients reach the server at (session-challenge, SC-17); None: the origin
+    # of http://host:port as the server listens.
+    origin: str | None = None
+
+
+def listening_url(host: str, port: int) -> str:
+    """The base URL of a server listening on host:port (brackets around an IPv6 host)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def effective_origin(settings: Settings) -> str:
+    """SC-17: the configured origin, else the one of the listening address."""
+    return settings.origin or origin_of_url(listening_url(settings.host, settings.port))
+
+
+def check_origin_setting(text: str) -> str:
+    """An origin as RFC 6454 serializes it (https://keys.example, http://127.0.0.1:8000)."""
+    try:
+        return check_origin(text.strip())
+    except SpecError:
+        raise ConfigError(f"origin must be scheme://host[:port] (https or http, lowercase "
+                          f"host, no default port, no path), got {text!r}") from None
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
@@ -128,6 +152,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
                   secrets_key_file: str | None = None,
                   limits: Mapping[str, str | None] | None = None,
                   root_capability_lifetime: str | None = None,
+                  origin: str | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flag values, falling back to the KEYFLOWS_* environment variables."""
     env = os.environ if environ is None else environ
@@ -144,6 +169,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
     secrets_key_file = secrets_key_file or env.get(ENV_SECRETS_KEY_FILE)
     root_text = (root_capability_lifetime or env.get(ENV_ROOT_CAPABILITY_LIFETIME)
                  or str(DEFAULT_ROOT_CAPABILITY_LIFETIME))
+    origin = origin or env.get(ENV_ORIGIN)
     level = (log_level or DEFAULT_LOG_LEVEL).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -160,6 +186,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         **limit_settings(limits or {}, env),
         root_capability_lifetime=parse_int(root_text, "root capability lifetime (seconds)",
                                            minimum=60, maximum=366 * 86400),
+        origin=check_origin_setting(origin) if origin else None,
         **challenge_settings(challenge_lifetime, challenge_max_attempts, session_lifetime,
                              env),
     )

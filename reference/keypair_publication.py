@@ -27,8 +27,10 @@ from keyflows.reference.common import (
     services,
     spec_checked,
 )
+from keyflows.reference.session_challenge import check_session_record
 from keyflows.reference.store import canonical_json
 from keyflows.spec import keypair_publication as kp
+from keyflows.spec.session_challenge import Operation
 
 FLOW = "keypair-publication"
 KEYPAIR_PATH = "/v1/users/{user_id}/apps/{client_id}/keypair"
@@ -43,7 +45,8 @@ def keypair_location(user_id: str, client_id: str) -> str:
 async def put_keypair(request: Request) -> Response:
     """Step 6: validate everything checkable without the KEK, then store if newer."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    await authenticate(request, user_id)
+    # KP-7; a session token is refused for this operation (SC-15).
+    await authenticate(request, user_id, Operation.PUT_KEYPAIR)
     body = await limited_body(request)
     obj = json_body(request, body)
     record = spec_checked(lambda: kp.validate_publication(obj, user_id=user_id,
@@ -67,10 +70,13 @@ async def put_keypair(request: Request) -> Response:
 async def get_keypair(request: Request) -> Response:
     """Step 7 (KP-9): the owner gets the stored record, byte for byte."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    await authenticate(request, user_id)
+    await authenticate(request, user_id, Operation.GET_KEYPAIR)
     await limited_body(request)
     store = services(request).store
     text = await in_thread(lambda: store.get_keypair(user_id, client_id))
+    # SC-16: a session token reads only the record whose key won it.
+    check_session_record(request, None if text is None else
+                         int(json.loads(text)["key_version"]))
     if text is None:
         raise not_found("no keypair is published for this application", requirement="KP-12")
     return json_text_response(text)
@@ -80,7 +86,8 @@ async def delete_keypair(request: Request) -> Response:
     """KP-12, KP-19: a deletion signed by the live record's key; afterwards the record and
     its public keys are gone, and KP-8 remembers its version."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    await authenticate(request, user_id)
+    # KP-12; a session token is refused for this operation (SC-15).
+    await authenticate(request, user_id, Operation.DELETE_KEYPAIR)
     body = await limited_body(request)
     obj = json_body(request, body)
     store = services(request).store

@@ -8,9 +8,11 @@
         anyone: {"token"} -> a session token (200); 400 for a malformed body; the
         uniform 401 for every other refusal (SC-11)
 
-A session token is then a bearer credential for the owner operations on that user's
-record for that application (SC-13): `session_credential` is the hook the bearer
-authentication asks before it asks the account server.
+A session token is then a bearer credential for one operation, reading that user's
+record for that application (SC-13, SC-15), while the record keeps the key_version that
+won it (SC-16): `session_credential` is the hook the bearer authentication asks before
+it asks the account server, and `check_session_record` the check the reading route makes
+against the record it serves.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from keyflows.reference.common import (
     services,
     spec_checked,
 )
-from keyflows.reference.config import Settings
+from keyflows.reference.config import Settings, effective_origin
 from keyflows.reference.limits import rate_limit, requester
 from keyflows.reference.problems import Problem, Unauthorized, malformed
 from keyflows.reference.session_challenge_store import (
@@ -106,11 +108,12 @@ async def create_challenge(request: Request) -> Response:
         # Step 2 (SC-1): one refusal, whatever the reason there is no key.
         raise not_found(NO_KEYPAIR_DETAIL, requirement="SC-1")
     record: dict[str, Any] = json.loads(text)
-    new = NewChallenge(user_id=user_id, client_id=client_id,
+    settings = services(request).settings
+    # SC-17: the configured origin, never the request's Host or X-Forwarded-Host.
+    new = NewChallenge(origin=effective_origin(settings), user_id=user_id, client_id=client_id,
                        key_version=int(record["key_version"]),
                        recipient_public=b64url_decode(record["public_keys"]["x25519"]),
                        requester=who)
-    settings = services(request).settings
     store = challenge_store(request)
     try:
         issued = await in_thread(lambda: store.issue(new, now=now(), limits=limits(settings),
@@ -144,8 +147,10 @@ async def answer_challenge(request: Request) -> Response:
         raise Unauthorized()
     settings = services(request).settings
     store = challenge_store(request)
+    origin = effective_origin(settings)
     issued = await in_thread(lambda: store.answer(
-        challenge_id, user_id=user_id, client_id=client_id, token=token, now=now(),
+        challenge_id, origin=origin, user_id=user_id, client_id=client_id, token=token,
+        now=now(),
         session_lifetime=settings.session_lifetime, random=os.urandom))
     if issued is None:
         raise Unauthorized()
@@ -154,10 +159,16 @@ async def answer_challenge(request: Request) -> Response:
 
 # --- step 10: the bearer hook ------------------------------------------------------------------
 
-async def session_credential(request: Request, user_id: str, credential: str) -> bool | None:
-    """True: a live session of this user and application; False: a session, but for
-    another resource or expired (refuse, SC-13); None: no session has this token (it may
-    be an account-server access token)."""
+SESSION_STATE = "keyflows_session"
+"""The request.state attribute where the hook leaves the session it accepted."""
+
+
+async def session_credential(request: Request, user_id: str, credential: str,
+                             operation: sc.Operation) -> bool | None:
+    """True: a live session of this user and application, for an operation a session
+    allows; False: a session, but expired, for another resource or for an operation it
+    does not allow (refuse, SC-13, SC-15); None: no session has this token (it may be an
+    account-server access token)."""
     raw = sc.session_token_from_bearer(credential)
     if raw is None:
         return None
@@ -169,10 +180,24 @@ async def session_credential(request: Request, user_id: str, credential: str) ->
     try:
         sc.check_session(session, user_id=user_id,
                          client_id=client_id if isinstance(client_id, str) else "",
-                         now=now())
+                         operation=operation, now=now())
     except SpecError:
         return False
+    setattr(request.state, SESSION_STATE, session)
     return True
+
+
+def check_session_record(request: Request, live_key_version: int | None) -> None:
+    """SC-16, at the point of use: when the request came with a session token, the
+    record it reads must still have the key_version the session was won with (None: no
+    live record). A request with an access token passes."""
+    session = getattr(request.state, SESSION_STATE, None)
+    if session is None:
+        return
+    try:
+        sc.check_session_key_version(session, live_key_version)
+    except SpecError:
+        raise Unauthorized() from None
 
 
 def routes() -> list[BaseRoute]:

@@ -24,6 +24,14 @@ from keyflows.spec import session_challenge as sc
 from keyflows.spec.drbg import RandomSource
 from keyflows.spec.errors import AuthzError
 
+SESSIONS_TABLE = """CREATE TABLE IF NOT EXISTS sessions (
+        digest BLOB PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID"""
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS session_challenges (
         challenge_id BLOB PRIMARY KEY,
@@ -38,12 +46,7 @@ SCHEMA = (
     ) WITHOUT ROWID""",
     """CREATE INDEX IF NOT EXISTS session_challenges_by_user
         ON session_challenges (user_id, issued_at)""",
-    """CREATE TABLE IF NOT EXISTS sessions (
-        digest BLOB PRIMARY KEY,
-        user_id TEXT NOT NULL,
-        client_id TEXT NOT NULL,
-        expires_at INTEGER NOT NULL
-    ) WITHOUT ROWID""",
+    SESSIONS_TABLE,
 )
 
 
@@ -58,8 +61,10 @@ class AttemptLimitReached(Exception):
 
 @dataclass(frozen=True)
 class NewChallenge:
-    """What the caller knows before the store decides: whose key, which record."""
+    """What the caller knows before the store decides: whose key, which record, and the
+    server's configured origin (SC-17)."""
 
+    origin: str
     user_id: str
     client_id: str
     key_version: int
@@ -78,6 +83,12 @@ class ChallengeStore(Store):
             if "requester" not in columns:  # a database from before SC-2 counted requesters
                 db.execute("ALTER TABLE session_challenges"
                            " ADD COLUMN requester TEXT NOT NULL DEFAULT ''")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            if "key_version" not in columns:
+                # Sessions of an older schema are bound to no key_version (SC-16): end
+                # them all (their holders answer a new challenge).
+                db.execute("DROP TABLE sessions")
+                db.execute(SESSIONS_TABLE)
         return store
 
     # --- steps 3 to 5 --------------------------------------------------------------------
@@ -97,8 +108,8 @@ class ChallengeStore(Store):
             except AuthzError:
                 in_window = [t for t in issued_at if now - window < t <= now]
                 raise AttemptLimitReached(max(1, min(in_window) + window - now)) from None
-            issued = sc.issue_challenge(user_id=new.user_id, client_id=new.client_id,
-                                        key_version=new.key_version,
+            issued = sc.issue_challenge(origin=new.origin, user_id=new.user_id,
+                                        client_id=new.client_id, key_version=new.key_version,
                                         recipient_public=new.recipient_public, now=now,
                                         lifetime=window, random=random)
             challenge = issued.challenge
@@ -113,8 +124,8 @@ class ChallengeStore(Store):
 
     # --- steps 8 and 9 -------------------------------------------------------------------
 
-    def answer(self, challenge_id: bytes, *, user_id: str, client_id: str, token: bytes,
-               now: int, session_lifetime: int, random: RandomSource
+    def answer(self, challenge_id: bytes, *, origin: str, user_id: str, client_id: str,
+               token: bytes, now: int, session_lifetime: int, random: RandomSource
                ) -> sc.IssuedSession | None:
         """One answer: the stored challenge takes one transition and, if the answer is
         accepted, a session is stored with it. None for every refusal (SC-11): unknown
@@ -126,8 +137,9 @@ class ChallengeStore(Store):
             if row is None or (row[0], row[1]) != (user_id, client_id):
                 return None
             challenge = sc.ServerChallenge(
-                binding=sc.Binding(challenge_id=challenge_id, user_id=row[0], client_id=row[1],
-                                   key_version=int(row[2]), expires_at=int(row[4])),
+                binding=sc.Binding(origin=origin, challenge_id=challenge_id, user_id=row[0],
+                                   client_id=row[1], key_version=int(row[2]),
+                                   expires_at=int(row[4])),
                 token=bytes(row[5]), issued_at=int(row[3]), state=sc.ChallengeState(row[6]))
             # The row holds the token's digest: the spec compares the answer's digest to it.
             result = judge(challenge, sc.challenge_token_digest(token), now)
@@ -139,22 +151,23 @@ class ChallengeStore(Store):
             issued = sc.issue_session(result.challenge, now=now, lifetime=session_lifetime,
                                       random=random)
             db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-            db.execute("INSERT INTO sessions (digest, user_id, client_id, expires_at)"
-                       " VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO sessions (digest, user_id, client_id, key_version,"
+                       " expires_at) VALUES (?, ?, ?, ?, ?)",
                        (issued.session.digest, issued.session.user_id,
-                        issued.session.client_id, issued.session.expires_at))
+                        issued.session.client_id, issued.session.key_version,
+                        issued.session.expires_at))
             return issued
 
     # --- step 10 --------------------------------------------------------------------------
 
     def find_session(self, digest: bytes) -> sc.Session | None:
         row = self._read(lambda db: db.execute(
-            "SELECT user_id, client_id, expires_at FROM sessions WHERE digest = ?",
-            (digest,)).fetchone())
+            "SELECT user_id, client_id, key_version, expires_at FROM sessions"
+            " WHERE digest = ?", (digest,)).fetchone())
         if row is None:
             return None
         return sc.Session(digest=digest, user_id=str(row[0]), client_id=str(row[1]),
-                          expires_at=int(row[2]))
+                          key_version=int(row[2]), expires_at=int(row[3]))
 
     def challenge_state(self, challenge_id: bytes) -> str | None:
         """For tests and operators: the stored state of a challenge."""

@@ -12,21 +12,25 @@ Steps (see the session-challenge chapter):
   3. It enforces the attempt limit: at most max_attempts challenges per user_id and
      requester within any challenge_lifetime window (SC-2).
   4. It draws challenge_id (16 bytes), token (32 bytes) and ikmE (32 bytes) fresh, and
-     fixes expires_at = now + challenge_lifetime (SC-3).
+     fixes expires_at = now + challenge_lifetime (SC-3); the origin is its configured
+     origin, never one taken from the request (SC-17).
   5. It seals the token with HPKE base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 /
      AES-256-GCM, to the record's X25519 key, info = labelled_context("session-challenge",
-     challenge_id, user_id, client_id, u32be(key_version), u64be(expires_at)) (SC-4).
+     origin, challenge_id, user_id, client_id, u32be(key_version), u64be(expires_at))
+     (SC-4).
   6. The client checks the suite and that the challenge is for the user, application and
-     key version it asked for (SC-5), that enc is a valid point (SC-6), and opens the token
-     with its private key (SC-7).
+     key version it asked for (SC-5) and for the origin it asked (SC-18), that enc is a
+     valid point (SC-6), and opens the token with its private key (SC-7).
   7. The client answers with the token.
   8. The server's challenge state machine, issued -> answered | burned | expired: the
      first answer ends the challenge (SC-8); an answer at or after expires_at is refused
      (SC-9); the token is compared in constant time and a wrong one burns the challenge
      (SC-10); every refusal looks the same (SC-11).
-  9. On an accepted answer the server issues a session token (SC-12).
-  10. The session token authorizes owner operations on its (user_id, client_id) only,
-      until it expires (SC-13).
+  9. On an accepted answer the server issues a session token bound to the key_version the
+     challenge was sealed to, with the scope "keypair:read" (SC-12, SC-19).
+  10. The session token authorizes one operation, reading the owner's record (SC-15), of
+      its (user_id, client_id) only, until it expires (SC-13), and only while the live
+      record still has its key_version (SC-16).
   11. The server advertises its lifetimes and attempt limit in its capabilities (SC-14).
 
 Everything here is pure: randomness is a RandomSource, time is an int of Unix seconds
@@ -37,9 +41,11 @@ replaces (in the manner of h11's state machine), so the caller owns storage and 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from keyflows.spec import hpke, primitives, wire
 from keyflows.spec.drbg import RandomSource
@@ -86,10 +92,44 @@ SUITE: dict[str, int] = {"kem_id": hpke.KEM_ID, "kdf_id": hpke.KDF_ID, "aead_id"
 CHALLENGE_AAD = b""
 TOKEN_TYPE = "Bearer"
 
-CHALLENGE_MEMBERS = ("challenge_id", "user_id", "client_id", "key_version", "expires_at",
-                     "suite", "enc", "ciphertext")
+#: The one scope a session token has (SC-15, SC-19).
+SESSION_SCOPE = "keypair:read"
+
+CHALLENGE_MEMBERS = ("origin", "challenge_id", "user_id", "client_id", "key_version",
+                     "expires_at", "suite", "enc", "ciphertext")
 ANSWER_MEMBERS = ("token",)
-SESSION_MEMBERS = ("session_token", "token_type", "user_id", "client_id", "expires_at")
+SESSION_MEMBERS = ("session_token", "token_type", "scope", "user_id", "client_id",
+                   "key_version", "expires_at")
+
+MAX_ORIGIN_LEN = 255
+_HOST = r"(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+#: SC-17: the ASCII serialization of an RFC 6454 origin, at most 255 characters: scheme
+#: "https" or "http", a lowercase host (DNS name, dotted IPv4 or bracketed IPv6) and a port
+#: in 1..65535 only when it is not the scheme's default; no userinfo, path, query or
+#: fragment, no trailing slash.
+ORIGIN = re.compile(
+    rf"(?=.{{1,{MAX_ORIGIN_LEN}}}\Z)"
+    rf"(?:https://{_HOST}(?::(?!443\Z){_PORT})?|http://{_HOST}(?::(?!80\Z){_PORT})?)\Z",
+    re.ASCII)
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+class Operation(enum.Enum):
+    """The authenticated operations a credential may be presented for (SC-15).
+
+    An account-server access token (API-3) allows every one of them; a session token
+    allows GET_KEYPAIR only. OTHER stands for every authenticated operation of the other
+    flows, which a session token never allows."""
+
+    GET_KEYPAIR = "get-keypair"
+    PUT_KEYPAIR = "put-keypair"
+    DELETE_KEYPAIR = "delete-keypair"
+    OTHER = "other"
+
+
+#: SC-15: what a session token allows; anything else needs an access token.
+SESSION_OPERATIONS: frozenset[Operation] = frozenset({Operation.GET_KEYPAIR})
 LIMITS_MEMBERS = ("challenge_lifetime_seconds", "max_attempts", "session_lifetime_seconds")
 
 
@@ -125,6 +165,7 @@ class Limits:
 class Binding:
     """What a sealed token is bound to: every field enters the HPKE info (SC-4)."""
 
+    origin: str
     challenge_id: bytes
     user_id: str
     client_id: str
@@ -191,6 +232,7 @@ class Session:
     digest: bytes
     user_id: str
     client_id: str
+    key_version: int
     expires_at: int
 
 
@@ -261,8 +303,37 @@ def check_attempt_limit(issued_at: Iterable[int], *, now: int, limits: Limits) -
 
 # --- steps 4 and 5: issuing -------------------------------------------------------------------
 
+def check_origin(origin: object, *, requirement: str = "SC-17") -> str:
+    """SC-17: `origin` is the ASCII serialization of an http(s) origin (RFC 6454 section
+    6.2), at most 255 characters, with the default port left out (the ORIGIN pattern)."""
+    if not isinstance(origin, str) or ORIGIN.match(origin) is None:
+        raise DecodeError("origin must be scheme://host[:port] with scheme https or http, a "
+                          "lowercase host, no default port and no path, at most "
+                          f"{MAX_ORIGIN_LEN} characters", requirement=requirement)
+    return origin
+
+
+def origin_of_url(url: str) -> str:
+    """The origin a client asks when it sends its requests to base URL `url` (SC-18):
+    scheme, lowercase host and non-default port; the path is dropped."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        raise DecodeError(f"{url!r} has an invalid port", requirement="SC-18") from None
+    origin = f"{scheme}://{host}"
+    if port is not None and port != DEFAULT_PORTS.get(scheme):
+        origin += f":{port}"
+    return check_origin(origin, requirement="SC-18")
+
+
 def check_binding_fields(binding: Binding) -> None:
     """The fields of the info have their profile syntax before they are used."""
+    check_origin(binding.origin)
     if len(binding.challenge_id) != CHALLENGE_ID_LEN:
         raise LengthError(f"challenge_id must be {CHALLENGE_ID_LEN} bytes", requirement="SC-3")
     check_identifier(binding.user_id, "user_id")
@@ -272,9 +343,11 @@ def check_binding_fields(binding: Binding) -> None:
 
 
 def challenge_info(binding: Binding) -> bytes:
-    """Step 5 (SC-4): the HPKE info binding the token to its challenge, owner, key and expiry."""
-    check_binding_fields(binding)
-    return labelled_context("session-challenge", binding.challenge_id,
+    """Step 5 (SC-4): the HPKE info binding the token to its origin, challenge, owner, key
+    and expiry. Its callers checked the fields first: issue_challenge with
+    check_binding_fields, the client in parse_challenge."""
+    return labelled_context("session-challenge", binding.origin.encode("ascii"),
+                            binding.challenge_id,
                             binding.user_id.encode("ascii"), binding.client_id.encode("ascii"),
                             u32be(binding.key_version), u64be(binding.expires_at))
 
@@ -282,6 +355,7 @@ def challenge_info(binding: Binding) -> bytes:
 def challenge_to_wire(binding: Binding, enc: bytes, ciphertext: bytes) -> dict[str, Any]:
     """Step 5: the JSON body of a created challenge."""
     return {
+        "origin": binding.origin,
         "challenge_id": b64url_encode(binding.challenge_id),
         "user_id": binding.user_id,
         "client_id": binding.client_id,
@@ -293,18 +367,21 @@ def challenge_to_wire(binding: Binding, enc: bytes, ciphertext: bytes) -> dict[s
     }
 
 
-def issue_challenge(*, user_id: str, client_id: str, key_version: int, recipient_public: bytes,
-                    now: int, lifetime: int, random: RandomSource) -> IssuedChallenge:
-    """Steps 4 and 5 (SC-3, SC-4). Draws, in this order, challenge_id (16 bytes), token
-    (32 bytes) and ikmE (32 bytes) from `random`, so a vector's randomness replays exactly."""
+def issue_challenge(*, origin: str, user_id: str, client_id: str, key_version: int,
+                    recipient_public: bytes, now: int, lifetime: int,
+                    random: RandomSource) -> IssuedChallenge:
+    """Steps 4 and 5 (SC-3, SC-4, SC-17). `origin` is the server's configured origin.
+    Draws, in this order, challenge_id (16 bytes), token (32 bytes) and ikmE (32 bytes)
+    from `random`, so a vector's randomness replays exactly."""
     _int_in(lifetime, MIN_CHALLENGE_LIFETIME, MAX_CHALLENGE_LIFETIME,
             "challenge_lifetime_seconds", "SC-3")
     _int_in(now, 0, MAX_TIME - lifetime, "now", "SC-3")
     challenge_id = random(CHALLENGE_ID_LEN)
     token = random(TOKEN_LEN)
     ikm_e = random(IKM_E_LEN)
-    binding = Binding(challenge_id=challenge_id, user_id=user_id, client_id=client_id,
-                      key_version=key_version, expires_at=now + lifetime)
+    binding = Binding(origin=origin, challenge_id=challenge_id, user_id=user_id,
+                      client_id=client_id, key_version=key_version, expires_at=now + lifetime)
+    check_binding_fields(binding)
     info = challenge_info(binding)
     sealed = hpke.seal_base(recipient_public, info, CHALLENGE_AAD, token, ikm_e=ikm_e,
                             requirement="SC-4")
@@ -314,10 +391,6 @@ def issue_challenge(*, user_id: str, client_id: str, key_version: int, recipient
 
 
 # --- step 6: the client checks and opens ---------------------------------------------------------
-
-
-
-
 
 def _integer(obj: dict[str, Any], key: str, where: str, high: int, requirement: str) -> int:
     value = obj[key]
@@ -341,6 +414,7 @@ def check_suite(obj: object) -> None:
 def parse_challenge(obj: object) -> ParsedChallenge:
     """Step 6: decode a challenge body (decode, length, params)."""
     members = wire.members(obj, CHALLENGE_MEMBERS, "challenge")
+    origin = check_origin(members["origin"], requirement="SC-18")
     challenge_id = b64url_decode_exact(wire.string(members, "challenge_id", "challenge"),
                                        CHALLENGE_ID_LEN, field="challenge_id",
                                        requirement="API-1")
@@ -357,16 +431,20 @@ def parse_challenge(obj: object) -> ParsedChallenge:
                               requirement="SC-6")
     ciphertext = b64url_decode_exact(wire.string(members, "ciphertext", "challenge"),
                                      SEALED_TOKEN_LEN, field="ciphertext", requirement="API-1")
-    binding = Binding(challenge_id=challenge_id, user_id=user_id, client_id=client_id,
-                      key_version=key_version, expires_at=expires_at)
+    binding = Binding(origin=origin, challenge_id=challenge_id, user_id=user_id,
+                      client_id=client_id, key_version=key_version, expires_at=expires_at)
     return ParsedChallenge(binding=binding, enc=enc, ciphertext=ciphertext)
 
 
-def check_challenge_binding(parsed: ParsedChallenge, *, user_id: str, client_id: str,
-                            key_version: int) -> None:
-    """Step 6 (SC-5): the challenge is for the user, application and key version the
-    client asked about and holds the private key of."""
+def check_challenge_binding(parsed: ParsedChallenge, *, origin: str, user_id: str,
+                            client_id: str, key_version: int) -> None:
+    """Step 6 (SC-18, SC-5): the challenge is for the origin the client sent its request
+    to (a challenge relayed from another server names that server), then for the user,
+    application and key version the client asked about and holds the private key of."""
     binding = parsed.binding
+    if binding.origin != origin:
+        raise BindingError(f"challenge is for origin {binding.origin!r}, the client asked "
+                           f"{origin!r} (a relayed challenge)", requirement="SC-18")
     if binding.user_id != user_id or binding.client_id != client_id:
         raise BindingError("challenge is for another user or application", requirement="SC-5")
     if binding.key_version != key_version:
@@ -374,12 +452,15 @@ def check_challenge_binding(parsed: ParsedChallenge, *, user_id: str, client_id:
                            f"the client holds {key_version}", requirement="SC-5")
 
 
-def open_challenge(obj: object, *, user_id: str, client_id: str, key_version: int,
-                   x25519_private: bytes) -> OpenedChallenge:
-    """Step 6, client side: parse (SC-5), check binding (SC-5), check enc (SC-6), then
-    OpenBase with the info recomputed from the challenge's own fields (SC-7)."""
+def open_challenge(obj: object, *, origin: str, user_id: str, client_id: str,
+                   key_version: int, x25519_private: bytes) -> OpenedChallenge:
+    """Step 6, client side: parse (SC-5), check binding (SC-18, SC-5), check enc (SC-6),
+    then OpenBase with the info recomputed from the challenge's own fields (SC-7), which
+    the binding check made equal to what the client expects. `origin` is the origin the
+    client sent its request to (origin_of_url of its base URL)."""
+    check_origin(origin, requirement="SC-18")
     parsed = parse_challenge(obj)
-    check_challenge_binding(parsed, user_id=user_id, client_id=client_id,
+    check_challenge_binding(parsed, origin=origin, user_id=user_id, client_id=client_id,
                             key_version=key_version)
     primitives.check_x25519_public_key(parsed.enc, requirement="SC-6")
     info = challenge_info(parsed.binding)
@@ -462,16 +543,17 @@ def session_token_digest(token: bytes) -> bytes:
 
 
 def session_to_wire(token: bytes, session: Session) -> dict[str, Any]:
-    """Step 9: the JSON body of an accepted answer."""
+    """Step 9 (SC-19): the JSON body of an accepted answer."""
     return {"session_token": b64url_encode(token), "token_type": TOKEN_TYPE,
-            "user_id": session.user_id, "client_id": session.client_id,
+            "scope": SESSION_SCOPE, "user_id": session.user_id,
+            "client_id": session.client_id, "key_version": session.key_version,
             "expires_at": session.expires_at}
 
 
 def issue_session(challenge: ServerChallenge, *, now: int, lifetime: int,
                   random: RandomSource) -> IssuedSession:
-    """Step 9 (SC-12): 32 random bytes, valid until now + session_lifetime, for the user and
-    application of an ANSWERED challenge only."""
+    """Step 9 (SC-12, SC-19): 32 random bytes, valid until now + session_lifetime, for the
+    user, application and key_version of an ANSWERED challenge only."""
     if challenge.state is not ChallengeState.ANSWERED:
         raise ValueError("a session is issued for an answered challenge only")
     _int_in(lifetime, MIN_SESSION_LIFETIME, MAX_SESSION_LIFETIME, "session_lifetime_seconds",
@@ -479,7 +561,8 @@ def issue_session(challenge: ServerChallenge, *, now: int, lifetime: int,
     _int_in(now, 0, MAX_TIME - lifetime, "now", "SC-12")
     token = random(SESSION_TOKEN_LEN)
     session = Session(digest=session_token_digest(token), user_id=challenge.binding.user_id,
-                      client_id=challenge.binding.client_id, expires_at=now + lifetime)
+                      client_id=challenge.binding.client_id,
+                      key_version=challenge.binding.key_version, expires_at=now + lifetime)
     return IssuedSession(token=token, session=session, wire=session_to_wire(token, session))
 
 
@@ -490,13 +573,30 @@ def parse_session(obj: object) -> tuple[bytes, Session]:
                                 field="session_token", requirement="API-1")
     if members["token_type"] != TOKEN_TYPE:
         raise DecodeError("session.token_type must be Bearer", requirement="SC-12")
+    if members["scope"] != SESSION_SCOPE:
+        raise DecodeError(f"session.scope must be {SESSION_SCOPE!r}", requirement="SC-19")
     user_id = wire.string(members, "user_id", "session")
     client_id = wire.string(members, "client_id", "session")
     check_identifier(user_id, "user_id")
     check_identifier(client_id, "client_id")
+    key_version = _integer(members, "key_version", "session", MAX_KEY_VERSION, "SC-19")
+    if key_version == 0:
+        raise DecodeError("session.key_version must be at least 1", requirement="SC-19")
     expires_at = _integer(members, "expires_at", "session", MAX_TIME, "SC-12")
     return token, Session(digest=session_token_digest(token), user_id=user_id,
-                          client_id=client_id, expires_at=expires_at)
+                          client_id=client_id, key_version=key_version,
+                          expires_at=expires_at)
+
+
+def check_session_answer(session: Session, *, user_id: str, client_id: str,
+                         key_version: int) -> None:
+    """Step 9, client side (SC-19): the session is for the user, application and key
+    version whose challenge the client answered."""
+    if (session.user_id, session.client_id) != (user_id, client_id):
+        raise BindingError("session is for another user or application", requirement="SC-19")
+    if session.key_version != key_version:
+        raise BindingError(f"session is for key_version {session.key_version}, the answered "
+                           f"challenge for {key_version}", requirement="SC-19")
 
 
 # --- step 10: the session token as a credential -----------------------------------------------
@@ -514,11 +614,28 @@ def session_token_from_bearer(credential: str) -> bytes | None:
         return None
 
 
-def check_session(session: Session, *, user_id: str, client_id: str, now: int) -> None:
-    """Step 10 (SC-13): a session authorizes owner operations on the (user_id, client_id)
-    it was issued for, while now < expires_at; the server answers every refusal with the
-    uniform 401 of API-4."""
+def check_session(session: Session, *, user_id: str, client_id: str, operation: Operation,
+                  now: int) -> None:
+    """Step 10 (SC-13, SC-15): a session authorizes the operations of SESSION_OPERATIONS on
+    the (user_id, client_id) it was issued for, while now < expires_at. In this order:
+    expiry (expired), resource (authz), operation (authz). The server answers every
+    refusal with the uniform 401 of API-4. The key version is checked against the record
+    the operation reads (check_session_key_version, SC-16)."""
     if now >= session.expires_at:
         raise ExpiredError(f"session expired at {session.expires_at}", requirement="SC-13")
     if session.user_id != user_id or session.client_id != client_id:
         raise AuthzError("session is for another user or application", requirement="SC-13")
+    if operation not in SESSION_OPERATIONS:
+        raise AuthzError(f"a session token does not allow {operation.value}; it allows "
+                         f"{SESSION_SCOPE} only", requirement="SC-15")
+
+
+def check_session_key_version(session: Session, live_key_version: int | None) -> None:
+    """Step 10 (SC-16): a session lives only as long as the record whose key answered its
+    challenge: once the live record has another key_version (a rotation or a reset) or
+    there is no live record (None: a deletion), the session is over (failure class
+    binding)."""
+    if live_key_version != session.key_version:
+        raise BindingError(f"the session was won with key_version {session.key_version}; "
+                           f"the live record has {live_key_version or 'been deleted'}",
+                           requirement="SC-16")

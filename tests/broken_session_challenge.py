@@ -21,6 +21,8 @@ from keyflows.spec import session_challenge as sc
 
 SHORT_LIFETIME = 2
 """The challenge lifetime the tests give the server, so the runner waits out expiry."""
+SHORT_SESSION_LIFETIME = 6
+"""The session lifetime the tests give the server, so the runner waits out its expiry."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,89 @@ def session_for_any_resource(monkeypatch: pytest.MonkeyPatch) -> None:
 
     original = session_challenge.session_credential
 
-    async def session_credential(request: Any, user_id: str, credential: str) -> bool | None:
-        verdict = await original(request, user_id, credential)
+    async def session_credential(request: Any, user_id: str, credential: str,
+                                 operation: sc.Operation) -> bool | None:
+        verdict = await original(request, user_id, credential, operation)
         return True if verdict is False else verdict
 
     monkeypatch.setattr(session_challenge, "session_credential", session_credential)
+
+
+def session_never_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session expiry is not checked (SC-13): every use is judged as if it came at once."""
+    original = sc.check_session
+
+    def check_session(session: sc.Session, *, user_id: str, client_id: str,
+                      operation: sc.Operation, now: int) -> None:
+        original(session, user_id=user_id, client_id=client_id, operation=operation,
+                 now=session.expires_at - 1)
+
+    monkeypatch.setattr(sc, "check_session", check_session)
+
+
+def session_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session token the hook refuses is passed on to the account server (which says
+    invalid: the answer is still 401, but the account server saw the token, SC-13)."""
+    from keyflows.reference import session_challenge
+
+    original = session_challenge.session_credential
+
+    async def session_credential(request: Any, user_id: str, credential: str,
+                                 operation: sc.Operation) -> bool | None:
+        verdict = await original(request, user_id, credential, operation)
+        return None if verdict is False else verdict
+
+    monkeypatch.setattr(session_challenge, "session_credential", session_credential)
+
+
+def session_allows_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session hook ignores what the request does: a session token PUTs and DELETEs
+    (a reset made with a session token, SC-15)."""
+    from keyflows.reference import session_challenge
+
+    original = session_challenge.session_credential
+
+    async def session_credential(request: Any, user_id: str, credential: str,
+                                 operation: sc.Operation) -> bool | None:
+        return await original(request, user_id, credential, sc.Operation.GET_KEYPAIR)
+
+    monkeypatch.setattr(session_challenge, "session_credential", session_credential)
+
+
+def session_survives_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions are not bound to the key_version that won them (SC-16)."""
+    from keyflows.reference import keypair_publication
+
+    monkeypatch.setattr(keypair_publication, "check_session_record",
+                        lambda request, live_key_version: None)
+
+
+def origin_from_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The challenge names the origin of the request's Host header (SC-17)."""
+    from keyflows.reference import session_challenge
+
+    monkeypatch.setattr(session_challenge, "effective_origin", _origin_of_current_request)
+    original = session_challenge.create_challenge
+
+    async def create_challenge(request: Any) -> Any:
+        _REQUEST_HOST.append(request.headers.get("host", ""))
+        try:
+            return await original(request)
+        finally:
+            _REQUEST_HOST.pop()
+
+    monkeypatch.setattr(session_challenge, "create_challenge", create_challenge)
+
+
+_REQUEST_HOST: list[str] = []
+
+
+def _origin_of_current_request(settings: Any) -> str:
+    from keyflows.reference.config import effective_origin
+
+    if _REQUEST_HOST:
+        return sc.origin_of_url(f"http://{_REQUEST_HOST[-1]}")
+    return effective_origin(settings)
 
 
 def info_without_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,6 +208,23 @@ VARIANTS = (
                   ("session-challenge/session/other-user-refused",
                    "session-challenge/session/other-application-refused"),
                   patch=session_for_any_resource),
+    BrokenVariant("session-never-expires", "sessions are judged as if used at once",
+                  ("session-challenge/session/expiry",),
+                  patch=session_never_expires),
+    BrokenVariant("session-passed-on", "a refused session token goes on to the account "
+                  "server", ("session-challenge/session/write-refused",
+                             "session-challenge/session/other-user-refused"),
+                  patch=session_passed_on),
+    BrokenVariant("session-allows-writes", "a session token PUTs and DELETEs the record",
+                  ("session-challenge/session/write-refused",),
+                  patch=session_allows_writes),
+    BrokenVariant("session-survives-rotation", "a session outlives its key_version",
+                  ("session-challenge/session/ends-on-rotation",
+                   "session-challenge/session/ends-on-reset-and-deletion"),
+                  patch=session_survives_rotation),
+    BrokenVariant("origin-from-host", "the challenge names the Host header's origin",
+                  ("session-challenge/create/origin",),
+                  patch=origin_from_host),
     BrokenVariant("info-without-expiry", "seals the token with an info lacking expires_at",
                   ("session-challenge/flow/full", "session-challenge/answer/replay-refused",
                    "session-challenge/session/own-record"),

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broken_session_challenge import SHORT_LIFETIME, VARIANTS, BrokenVariant
+from broken_session_challenge import (
+    SHORT_LIFETIME,
+    SHORT_SESSION_LIFETIME,
+    VARIANTS,
+    BrokenVariant,
+)
 from servers import RunningServer, start_reference_server
 
 SELECT = ("--select", "session-challenge/*")
@@ -29,9 +34,10 @@ def free_port() -> int:
 
 
 def short_lifetime(app: Any) -> Any:
-    """The reference app with a challenge lifetime the runner can wait out."""
+    """The reference app with challenge and session lifetimes the runner can wait out."""
     services = app.state.services
-    services.settings = replace(services.settings, challenge_lifetime=SHORT_LIFETIME)
+    services.settings = replace(services.settings, challenge_lifetime=SHORT_LIFETIME,
+                                session_lifetime=SHORT_SESSION_LIFETIME)
     return app
 
 
@@ -75,6 +81,7 @@ def test_reference_passes_every_session_challenge_check(tmp_path: Path) -> None:
     assert len(results) >= MIN_CHECKS
     assert set(results.values()) == {"passed"}, results
     assert results["session-challenge/answer/expiry"] == "passed"
+    assert results["session-challenge/session/expiry"] == "passed"
     assert all(c["flow"] == "session-challenge" and c["requirements"]
                for c in report["checks"])
 

@@ -66,7 +66,8 @@ def login(client: httpx.Client, user_id: str, token: str) -> tuple[bytes, bytes]
     path = f"/v1/users/{user_id}/apps/{CLIENT}/session-challenges"
     challenge = client.post(path)
     assert challenge.status_code == 201, challenge.text
-    opened = sc.open_challenge(challenge.json(), user_id=user_id, client_id=CLIENT,
+    opened = sc.open_challenge(challenge.json(), origin=sc.origin_of_url(str(client.base_url)),
+                               user_id=user_id, client_id=CLIENT,
                                key_version=1, x25519_private=sealed.private.x25519)
     answer = client.post(f"{path}/{challenge.json()['challenge_id']}/answer",
                          content=to_json(sc.answer_to_wire(opened.token)),

@@ -22,12 +22,19 @@ versions = st.integers(min_value=1, max_value=2**32 - 1)
 times = st.integers(min_value=0, max_value=2**40)
 lifetimes = st.integers(min_value=sc.MIN_CHALLENGE_LIFETIME, max_value=sc.MAX_CHALLENGE_LIFETIME)
 seeds = st.text(min_size=1, max_size=16)
+hosts = st.from_regex(r"\A[a-z0-9]([a-z0-9.-]{0,30}[a-z0-9])?\Z")
+origins = st.builds(lambda scheme, host, port: f"{scheme}://{host}"
+                    + ("" if port is None or port == sc.DEFAULT_PORTS[scheme] else f":{port}"),
+                    st.sampled_from(["https", "http"]), hosts,
+                    st.none() | st.integers(min_value=1, max_value=65535))
+operations = st.sampled_from(list(sc.Operation))
 
 
 @st.composite
 def issued_challenges(draw: st.DrawFn) -> tuple[sc.IssuedChallenge, bytes]:
     private = Drbg(f"prop/key/{draw(seeds)}")(32)
-    issued = sc.issue_challenge(user_id=draw(identifiers), client_id=draw(identifiers),
+    issued = sc.issue_challenge(origin=draw(origins), user_id=draw(identifiers),
+                                client_id=draw(identifiers),
                                 key_version=draw(versions),
                                 recipient_public=primitives.x25519_public_key(private),
                                 now=draw(times), lifetime=draw(lifetimes),
@@ -38,7 +45,8 @@ def issued_challenges(draw: st.DrawFn) -> tuple[sc.IssuedChallenge, bytes]:
 def open_as_owner(wire: dict[str, Any], issued: sc.IssuedChallenge, private: bytes,
                   **expect: Any) -> sc.OpenedChallenge:
     binding = issued.challenge.binding
-    args: dict[str, Any] = {"user_id": binding.user_id, "client_id": binding.client_id,
+    args: dict[str, Any] = {"origin": binding.origin, "user_id": binding.user_id,
+                            "client_id": binding.client_id,
                             "key_version": binding.key_version, "x25519_private": private}
     args.update(expect)
     return sc.open_challenge(wire, **args)
@@ -88,10 +96,12 @@ def test_any_change_to_a_bound_field_is_rejected(
         case: tuple[sc.IssuedChallenge, bytes], data: st.DataObject) -> None:
     issued, private = case
     binding = issued.challenge.binding
-    member = data.draw(st.sampled_from(["challenge_id", "user_id", "client_id", "key_version",
-                                        "expires_at"]))
+    member = data.draw(st.sampled_from(["origin", "challenge_id", "user_id", "client_id",
+                                        "key_version", "expires_at"]))
     value: Any
-    if member == "challenge_id":
+    if member == "origin":
+        value = data.draw(origins.filter(lambda v: v != binding.origin))
+    elif member == "challenge_id":
         value = b64url_encode(data.draw(st.binary(min_size=16, max_size=16).filter(
             lambda b: b != binding.challenge_id)))
     elif member in ("user_id", "client_id"):
@@ -104,7 +114,7 @@ def test_any_change_to_a_bound_field_is_rejected(
     wire = dict(issued.wire, **{member: value})
     # A client asking about the original context sees a binding error for the fields it
     # checks; one asking about the relabelled context gets as far as the AEAD.
-    if member in ("user_id", "client_id", "key_version"):
+    if member in ("origin", "user_id", "client_id", "key_version"):
         assert failure_class(wire, issued, private) == "binding"
         assert failure_class(wire, issued, private, **{member: value}) == "aead"
     else:
@@ -180,26 +190,68 @@ def test_attempt_limit_matches_the_window_count(issued_at: list[int], now: int, 
 
 
 @SETTINGS
-@given(st.binary(min_size=32, max_size=32), identifiers, identifiers, times,
-       st.integers(min_value=1, max_value=sc.MAX_SESSION_LIFETIME), st.integers(0, 10**6))
-def test_session_is_valid_exactly_for_its_owner_and_lifetime(
-        token_seed: bytes, user_id: str, client_id: str, now: int, lifetime: int,
-        later: int) -> None:
+@given(st.binary(min_size=32, max_size=32), identifiers, identifiers, versions, times,
+       st.integers(min_value=1, max_value=sc.MAX_SESSION_LIFETIME), st.integers(0, 10**6),
+       operations, st.none() | versions)
+def test_session_is_valid_exactly_for_its_owner_read_key_version_and_lifetime(
+        token_seed: bytes, user_id: str, client_id: str, key_version: int, now: int,
+        lifetime: int, later: int, operation: sc.Operation, live: int | None) -> None:
+    """SC-13, SC-15, SC-16: a session authorizes a request iff it is in time, for its own
+    resource, a read, and the live record still has its key_version; every refusal has
+    the class of the first rule it breaks."""
     session = sc.Session(digest=sc.session_token_digest(token_seed), user_id=user_id,
-                         client_id=client_id, expires_at=now + lifetime)
+                         client_id=client_id, key_version=key_version,
+                         expires_at=now + lifetime)
     at = now + later
     try:
-        sc.check_session(session, user_id=user_id, client_id=client_id, now=at)
-        valid = True
-    except SpecError:
-        valid = False
-    assert valid == (at < now + lifetime)
+        sc.check_session(session, user_id=user_id, client_id=client_id, operation=operation,
+                         now=at)
+        sc.check_session_key_version(session, live)
+        verdict = "accepted"
+    except SpecError as exc:
+        verdict = exc.failure_class
+    if at >= now + lifetime:
+        assert verdict == "expired"
+    elif operation is not sc.Operation.GET_KEYPAIR:
+        assert verdict == "authz"
+    elif live != key_version:
+        assert verdict == "binding"
+    else:
+        assert verdict == "accepted"
     try:
-        sc.check_session(session, user_id=user_id + "x", client_id=client_id, now=now)
+        sc.check_session(session, user_id=user_id + "x", client_id=client_id,
+                         operation=sc.Operation.GET_KEYPAIR, now=now)
     except SpecError as exc:
         assert exc.failure_class in ("authz", "expired")
     else:  # pragma: no cover
         raise AssertionError("a session opened another user's resource")
+
+
+@SETTINGS
+@given(st.data())
+def test_any_change_to_a_session_body_member_is_refused(data: st.DataObject) -> None:
+    """SC-19: the client takes only the session of the challenge it answered."""
+    challenge = sc.issue_challenge(
+        origin="https://keys.example", user_id=data.draw(identifiers),
+        client_id=data.draw(identifiers), key_version=data.draw(versions),
+        recipient_public=primitives.x25519_public_key(bytes(32)), now=1_700_000_000,
+        lifetime=60, random=Drbg(f"prop/session/{data.draw(seeds)}")).challenge
+    answered = sc.answer_challenge(challenge, challenge.token, now=1_700_000_000).challenge
+    issued = sc.issue_session(answered, now=1_700_000_000, lifetime=900,
+                              random=Drbg("prop/session-token"))
+    b = challenge.binding
+    member = data.draw(st.sampled_from(["user_id", "client_id", "key_version", "scope"]))
+    value: Any = (data.draw(versions.filter(lambda v: v != b.key_version))
+                  if member == "key_version" else
+                  data.draw(identifiers.filter(lambda v: v != issued.wire[member])))
+    try:
+        _token, session = sc.parse_session(dict(issued.wire, **{member: value}))
+        sc.check_session_answer(session, user_id=b.user_id, client_id=b.client_id,
+                                key_version=b.key_version)
+        verdict = "accepted"
+    except SpecError as exc:
+        verdict = exc.failure_class
+    assert verdict == ("decode" if member == "scope" else "binding")
 
 
 @SETTINGS

@@ -18,13 +18,15 @@ from keyflows.spec.key_derivation import LABELS
 from keyflows.spec.requirements import registry
 
 USER, CLIENT, VERSION, NOW, LIFETIME = "alice", "notes.app", 3, 1_700_000_000, 60
+ORIGIN = "https://keys.example"
 RECIPIENT_PRIVATE = Drbg("test/session-challenge/recipient")(32)
 RECIPIENT_PUBLIC = primitives.x25519_public_key(RECIPIENT_PRIVATE)
 LIMITS = sc.Limits(challenge_lifetime=LIFETIME, max_attempts=3, session_lifetime=900)
 
 
 def issue(label: str = "case", **overrides: Any) -> sc.IssuedChallenge:
-    args: dict[str, Any] = {"user_id": USER, "client_id": CLIENT, "key_version": VERSION,
+    args: dict[str, Any] = {"origin": ORIGIN, "user_id": USER, "client_id": CLIENT,
+                            "key_version": VERSION,
                             "recipient_public": RECIPIENT_PUBLIC, "now": NOW,
                             "lifetime": LIFETIME, "random": Drbg(f"test/{label}")}
     args.update(overrides)
@@ -32,8 +34,8 @@ def issue(label: str = "case", **overrides: Any) -> sc.IssuedChallenge:
 
 
 def open_wire(wire: object, **overrides: Any) -> sc.OpenedChallenge:
-    args: dict[str, Any] = {"user_id": USER, "client_id": CLIENT, "key_version": VERSION,
-                            "x25519_private": RECIPIENT_PRIVATE}
+    args: dict[str, Any] = {"origin": ORIGIN, "user_id": USER, "client_id": CLIENT,
+                            "key_version": VERSION, "x25519_private": RECIPIENT_PRIVATE}
     args.update(overrides)
     return sc.open_challenge(wire, **args)
 
@@ -66,6 +68,7 @@ def test_info_is_the_labelled_context_of_every_bound_field() -> None:
     issued = issue()
     b = issued.challenge.binding
     expected = (b"keyflows-v1\x00session-challenge\x00"
+                + b"\x00\x14https://keys.example"
                 + b"\x00\x10" + b.challenge_id
                 + b"\x00\x05alice" + b"\x00\x09notes.app"
                 + b"\x00\x04" + VERSION.to_bytes(4, "big")
@@ -373,9 +376,11 @@ def test_session_is_issued_for_an_answered_challenge_only() -> None:
     issued = sc.issue_session(answered(), now=NOW, lifetime=900, random=Drbg("test/session"))
     assert issued.token == Drbg("test/session")(32)
     assert issued.session == sc.Session(digest=sc.session_token_digest(issued.token),
-                                        user_id=USER, client_id=CLIENT, expires_at=NOW + 900)
+                                        user_id=USER, client_id=CLIENT, key_version=VERSION,
+                                        expires_at=NOW + 900)
     assert tuple(issued.wire) == sc.SESSION_MEMBERS
     assert issued.wire["token_type"] == "Bearer"
+    assert (issued.wire["scope"], issued.wire["key_version"]) == ("keypair:read", VERSION)
 
 
 def test_session_digest_is_labelled_sha256() -> None:
@@ -390,21 +395,101 @@ def test_session_wire_round_trip() -> None:
     token, session = sc.parse_session(issued.wire)
     assert (token, session) == (issued.token, issued.session)
     for broken in (dict(issued.wire, token_type="MAC"), dict(issued.wire, extra=1),
-                   dict(issued.wire, session_token=issued.wire["session_token"][:-2])):
+                   dict(issued.wire, session_token=issued.wire["session_token"][:-2]),
+                   dict(issued.wire, scope="keypair:write"), dict(issued.wire, key_version=0)):
         with pytest.raises(SpecError):
             sc.parse_session(broken)
+    sc.check_session_answer(session, user_id=USER, client_id=CLIENT, key_version=VERSION)
+    for user_id, client_id, version in ((USER, CLIENT, VERSION + 1), ("bob", CLIENT, VERSION),
+                                        (USER, "other.app", VERSION)):
+        with pytest.raises(SpecError) as info:
+            sc.check_session_answer(session, user_id=user_id, client_id=client_id,
+                                    key_version=version)
+        assert (info.value.failure_class, info.value.requirement) == ("binding", "SC-19")
+
+
+READ = sc.Operation.GET_KEYPAIR
 
 
 def test_session_scope_and_expiry() -> None:
     session = sc.issue_session(answered(), now=NOW, lifetime=900, random=Drbg("x")).session
-    sc.check_session(session, user_id=USER, client_id=CLIENT, now=NOW + 899)
+    sc.check_session(session, user_id=USER, client_id=CLIENT, operation=READ, now=NOW + 899)
     for user_id, client_id in ((USER, "other.app"), ("bob", CLIENT), ("bob", "other.app")):
         with pytest.raises(SpecError) as info:
-            sc.check_session(session, user_id=user_id, client_id=client_id, now=NOW)
+            sc.check_session(session, user_id=user_id, client_id=client_id, operation=READ,
+                             now=NOW)
         assert (info.value.failure_class, info.value.requirement) == ("authz", "SC-13")
     with pytest.raises(SpecError) as info:
-        sc.check_session(session, user_id=USER, client_id=CLIENT, now=NOW + 900)
+        sc.check_session(session, user_id=USER, client_id=CLIENT, operation=READ,
+                         now=NOW + 900)
     assert info.value.failure_class == "expired"
+
+
+def test_session_allows_reading_only() -> None:
+    """SC-15: a live session on its own record allows GET_KEYPAIR and nothing else."""
+    session = sc.issue_session(answered(), now=NOW, lifetime=900, random=Drbg("x")).session
+    assert sc.SESSION_OPERATIONS == {sc.Operation.GET_KEYPAIR}
+    for operation in sc.Operation:
+        if operation is READ:
+            continue
+        with pytest.raises(SpecError) as info:
+            sc.check_session(session, user_id=USER, client_id=CLIENT, operation=operation,
+                             now=NOW)
+        assert (info.value.failure_class, info.value.requirement) == ("authz", "SC-15")
+
+
+def test_session_ends_with_its_key_version() -> None:
+    """SC-16: a rotation, a reset (both a new key_version) or a deletion ends a session."""
+    session = sc.issue_session(answered(), now=NOW, lifetime=900, random=Drbg("x")).session
+    sc.check_session_key_version(session, VERSION)
+    for live in (VERSION + 1, VERSION - 1, None):
+        with pytest.raises(SpecError) as info:
+            sc.check_session_key_version(session, live)
+        assert (info.value.failure_class, info.value.requirement) == ("binding", "SC-16")
+
+
+# --- origins (SC-17, SC-18) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("origin", [
+    "https://keys.example", "http://127.0.0.1:8000", "https://[2001:db8::1]:8443",
+    "http://localhost", "https://a.b-c.example:1",
+])
+def test_valid_origins(origin: str) -> None:
+    assert sc.check_origin(origin) == origin
+
+
+@pytest.mark.parametrize("origin", [
+    "https://keys.example/", "https://keys.example/v1", "HTTPS://keys.example",
+    "https://Keys.example", "https://keys.example:443", "http://keys.example:80",
+    "https://user@keys.example", "wss://keys.example", "https://keys.example:0",
+    "https://keys.example:65536", "https://keys.example:08443", "https://-keys.example",
+    "https://keys.example?x", "https://" + "a" * 248, "", 443, None,
+])
+def test_invalid_origins(origin: Any) -> None:
+    with pytest.raises(SpecError) as info:
+        sc.check_origin(origin)
+    assert info.value.failure_class == "decode"
+
+
+@pytest.mark.parametrize(("url", "origin"), [
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ("http://127.0.0.1:8000/prefix/", "http://127.0.0.1:8000"),
+    ("HTTPS://Keys.Example:443/v1", "https://keys.example"),
+    ("http://[::1]:9000", "http://[::1]:9000"),
+])
+def test_origin_of_url(url: str, origin: str) -> None:
+    assert sc.origin_of_url(url) == origin
+
+
+def test_relayed_challenge_is_refused_before_any_cryptography() -> None:
+    """SC-18: a challenge this server issued, opened by a client that asked another origin
+    (a relay), is refused with class binding; relabelled to the relay's origin it does not
+    open."""
+    wire = issue().wire
+    error = rejection(wire, origin="https://relay.example")
+    assert (error.failure_class, error.requirement) == ("binding", "SC-18")
+    error = rejection(dict(wire, origin="https://relay.example"), origin="https://relay.example")
+    assert (error.failure_class, error.requirement) == ("aead", "SC-7")
 
 
 def test_session_lifetime_range() -> None:

@@ -11,7 +11,9 @@ yields one case per operation:
   answer-challenge     the server's state machine (step 8) over one or more answers, each
                        at a given `now`
   issue-session        step 9: the session token and the digest the server stores
-  check-session        step 10: where and until when the session token is accepted
+  accept-session       step 9, client side: the session is for the answered challenge
+  check-session        step 10: where, for what and until when the session token is
+                       accepted
   check-attempt-limit  step 3
 
 Negatives are mutation families over every base case, each declaring the failure class
@@ -19,15 +21,20 @@ and the step that must reject:
 
   open-challenge       a wrong private key; bit flips in enc (canonical result: aead; top
                        bit: point) and in each region of the ciphertext (body, tag); a
-                       relabelled challenge id, user, application, key version or expiry
-                       that the client expects (the info mismatch: aead) or does not expect
-                       (binding); a token spliced from another challenge; truncated and
-                       extended fields; non-canonical base64url; low-order and
-                       non-canonical enc; another suite; unknown, missing and ill-typed
-                       members
+                       relabelled origin, challenge id, user, application, key version or
+                       expiry that the client expects (the info mismatch: aead) or does not
+                       expect (binding); a challenge relayed from another origin, as is
+                       (binding) or relabelled (aead); a token spliced from another
+                       challenge; truncated and extended fields; non-canonical base64url;
+                       low-order and non-canonical enc; another suite; unknown, missing and
+                       ill-typed members; origins that are not RFC 6454 serializations
   answer-challenge     a replayed answer; a wrong token, then the right one; an answer at
                        and after expires_at; a token of another challenge; malformed bodies
-  check-session        expired; another user's or application's resource
+  accept-session       a session for another key version, user or application; another
+                       scope
+  check-session        expired; another user's or application's resource; a write (PUT,
+                       DELETE) or another flow's operation; a record rotated, reset or
+                       deleted since the challenge
   check-attempt-limit  the limit reached
 """
 
@@ -62,6 +69,7 @@ OP_ISSUE = "issue-challenge"
 OP_OPEN = "open-challenge"
 OP_ANSWER = "answer-challenge"
 OP_SESSION = "issue-session"
+OP_ACCEPT_SESSION = "accept-session"
 OP_CHECK_SESSION = "check-session"
 OP_ATTEMPTS = "check-attempt-limit"
 
@@ -69,10 +77,13 @@ OP_ATTEMPTS = "check-attempt-limit"
 STEP_LIMIT = "3"
 STEP_CLIENT = "6"
 STEP_JUDGE = "8"
+STEP_ISSUE_SESSION = "9"
 STEP_SESSION = "10"
 
 OTHER_USER = "mallory"
 OTHER_CLIENT = "other.example"
+RELAY_ORIGIN = "https://relay.example"
+"""The origin of a malicious server that relays another server's challenges."""
 
 NOTES: dict[str, Flag] = {
     "Valid": Flag("A well-formed input the flow accepts.",
@@ -83,9 +94,10 @@ NOTES: dict[str, Flag] = {
                     "base64url stays canonical.",
                     "Reject at the AEAD, or at the point check when the flip makes enc "
                     "non-canonical."),
-    "InfoMismatch": Flag("A field the token is bound to (challenge_id, user_id, client_id, "
-                         "key_version, expires_at) is changed and the client expects the "
-                         "changed value, or the sealed token comes from another challenge.",
+    "InfoMismatch": Flag("A field the token is bound to (origin, challenge_id, user_id, "
+                         "client_id, key_version, expires_at) is changed and the client "
+                         "expects the changed value, or the sealed token comes from another "
+                         "challenge.",
                          "Reject at the AEAD: the info recomputed from the challenge differs "
                          "from the one the token was sealed under (SC-7)."),
     "ForeignContext": Flag("The challenge is intact but names another user, application or "
@@ -123,6 +135,23 @@ NOTES: dict[str, Flag] = {
                      "machine; the intermediates give the state and result after each."),
     "ForeignResource": Flag("A session token is presented for another user's or "
                             "application's resource.", "Refuse (failure class authz, SC-13)."),
+    "RelayedChallenge": Flag("A malicious server relays a genuine challenge of another "
+                             "server to a client that asked it: the challenge names the "
+                             "other server's origin, or the relay rewrote the origin.",
+                             "Reject: the origin is not the one the client asked (failure "
+                             "class binding, SC-18), or the info does not match (aead)."),
+    "BadOrigin": Flag("The origin is not an RFC 6454 ASCII serialization (a path, a "
+                      "trailing slash, an uppercase host, the default port, userinfo).",
+                      "Reject (failure class decode, SC-18)."),
+    "SessionWrite": Flag("A live session token is presented for an operation other than "
+                         "reading the owner's record (PUT, DELETE, another flow's).",
+                         "Refuse (failure class authz, SC-15)."),
+    "StaleSession": Flag("The record the session would read has another key_version than "
+                         "the session was won with (rotated or reset since), or is deleted.",
+                         "Refuse (failure class binding, SC-16)."),
+    "ForeignSession": Flag("The session body names another user, application or key "
+                           "version than the challenge the client answered, or another "
+                           "scope.", "Reject (failure class binding or decode, SC-19)."),
     "LimitReached": Flag("max_attempts challenges were issued to the user in the last "
                          "challenge_lifetime_seconds.",
                          "Refuse a new challenge (failure class authz, SC-2)."),
@@ -134,6 +163,7 @@ NOTES: dict[str, Flag] = {
 @dataclass(frozen=True)
 class Base:
     name: str
+    origin: str
     user_id: str
     client_id: str
     key_version: int
@@ -144,12 +174,15 @@ class Base:
 
 
 BASES = (
-    Base("alice-0", "alice", "notes.example", 1, 1_700_000_000, 60, 900,
-         "a first challenge for alice's notes key, one-minute lifetime"),
-    Base("max-fields", "Az09._~-" * 8, "5901bd09376fe0e9", 2**32 - 1, 2**40, 300, 86400,
-         "a 64-character user_id, the largest key_version and challenge lifetime"),
-    Base("carol-short", "carol", "files.example", 7, 1_700_003_600, 1, 1,
-         "the shortest lifetimes the profile allows"),
+    Base("alice-0", "https://keys.example", "alice", "notes.example", 1, 1_700_000_000, 60,
+         900, "a first challenge for alice's notes key, one-minute lifetime"),
+    Base("max-fields", "https://" + "k" * 63 + "." + "e" * 63 + "." + "y" * 63 + "."
+         + "s" * 49 + ":65535", "Az09._~-" * 8, "5901bd09376fe0e9", 2**32 - 1, 2**40, 300,
+         86400, "a 255-character origin, a 64-character user_id, the largest key_version "
+         "and challenge lifetime"),
+    Base("carol-short", "http://[2001:db8::1]:8080", "carol", "files.example", 7,
+         1_700_003_600, 1, 1, "an IPv6 origin on http, the shortest lifetimes the profile "
+         "allows"),
 )
 
 
@@ -186,7 +219,8 @@ def material(base: Base) -> Material:
     drbg = Drbg(f"{FLOW}/v1/{base.name}")
     private = drbg(32)  # the user's X25519 private key, as keypair publication made it
     public = primitives.x25519_public_key(private)
-    issued = sc.issue_challenge(user_id=base.user_id, client_id=base.client_id,
+    issued = sc.issue_challenge(origin=base.origin, user_id=base.user_id,
+                                client_id=base.client_id,
                                 key_version=base.key_version, recipient_public=public,
                                 now=base.now, lifetime=base.lifetime, random=drbg)
     answered = sc.answer_challenge(issued.challenge, issued.challenge.token, now=base.now)
@@ -213,13 +247,15 @@ def replay_source(chunks: Sequence[bytes]) -> Callable[[int], bytes]:
 def server_record(challenge: sc.ServerChallenge) -> dict[str, Any]:
     """The server's stored challenge as a case records it."""
     b = challenge.binding
-    return {"challenge_id": b.challenge_id, "user_id": b.user_id, "client_id": b.client_id,
+    return {"origin": b.origin, "challenge_id": b.challenge_id, "user_id": b.user_id,
+            "client_id": b.client_id,
             "key_version": b.key_version, "issued_at": challenge.issued_at,
             "expires_at": b.expires_at, "token": challenge.token, "state": challenge.state.value}
 
 
 def parse_server_record(plain: Mapping[str, Any]) -> sc.ServerChallenge:
-    binding = sc.Binding(challenge_id=hx(plain["challenge_id"], "challenge_id"),
+    binding = sc.Binding(origin=plain["origin"],
+                         challenge_id=hx(plain["challenge_id"], "challenge_id"),
                          user_id=plain["user_id"], client_id=plain["client_id"],
                          key_version=plain["key_version"], expires_at=plain["expires_at"])
     return sc.ServerChallenge(binding=binding, token=hx(plain["token"], "token"),
@@ -229,7 +265,14 @@ def parse_server_record(plain: Mapping[str, Any]) -> sc.ServerChallenge:
 
 def stored_session(session: sc.Session) -> dict[str, Any]:
     return {"digest": session.digest, "user_id": session.user_id,
-            "client_id": session.client_id, "expires_at": session.expires_at}
+            "client_id": session.client_id, "key_version": session.key_version,
+            "expires_at": session.expires_at}
+
+
+def parse_stored_session(plain: Mapping[str, Any]) -> sc.Session:
+    return sc.Session(digest=hx(plain["digest"], "digest"), user_id=plain["user_id"],
+                      client_id=plain["client_id"], key_version=plain["key_version"],
+                      expires_at=plain["expires_at"])
 
 
 def hpke_sender(sealed: hpke.Sealed) -> dict[str, Any]:
@@ -255,8 +298,9 @@ def _issue_case(m: Material) -> Case:
     return Case(
         id=f"sc-v1-{b.name}/issue", comment=f"the server issues {b.comment}",
         flags=("Valid",), requirements=("SC-3", "SC-4"), operation=OP_ISSUE,
-        inputs={"user_id": b.user_id, "client_id": b.client_id, "key_version": b.key_version,
-                "recipient_public": m.x25519_public, "now": b.now,
+        inputs={"origin": b.origin, "user_id": b.user_id, "client_id": b.client_id,
+                "key_version": b.key_version, "recipient_public": m.x25519_public,
+                "now": b.now,
                 "challenge_lifetime": b.lifetime,
                 "random": {"challenge_id": issued.challenge.binding.challenge_id,
                            "token": issued.challenge.token,
@@ -271,14 +315,14 @@ def _open_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
                requirements: tuple[str, ...], failure: Failure | None, wire: Any, *,
                expect: Mapping[str, Any] | None = None, private: bytes | None = None) -> Case:
     b = m.base
-    inputs = {"challenge": wire, "user_id": b.user_id, "client_id": b.client_id,
-              "key_version": b.key_version,
+    inputs = {"challenge": wire, "origin": b.origin, "user_id": b.user_id,
+              "client_id": b.client_id, "key_version": b.key_version,
               "x25519_private": private if private is not None else m.x25519_private}
     inputs.update(expect or {})
     intermediates: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     if failure is None:
-        opened = sc.open_challenge(wire, user_id=inputs["user_id"],
+        opened = sc.open_challenge(wire, origin=inputs["origin"], user_id=inputs["user_id"],
                                    client_id=inputs["client_id"],
                                    key_version=inputs["key_version"],
                                    x25519_private=inputs["x25519_private"])
@@ -349,6 +393,17 @@ def _open_negatives(m: Material) -> list[Case]:
         _open_case(m, "tag-last-byte", "bit 3 of the GCM tag's last byte flipped",
                    ("BitFlip",), ("SC-7",), AEAD,
                    _with(wire, ciphertext=b64url_encode(_flip(ct, len(ct) - 1, 3)))),
+        _open_case(m, "info/origin", "origin relabelled and expected by the client",
+                   ("InfoMismatch",), ("SC-4", "SC-7"), AEAD,
+                   _with(wire, origin=RELAY_ORIGIN), expect={"origin": RELAY_ORIGIN}),
+        _open_case(m, "relayed", "a genuine challenge of this server relayed by "
+                   f"{RELAY_ORIGIN} to a client that asked {RELAY_ORIGIN}",
+                   ("RelayedChallenge",), ("SC-18",), BINDING, wire,
+                   expect={"origin": RELAY_ORIGIN}),
+        _open_case(m, "relayed-relabelled", "the relayed challenge with its origin rewritten "
+                   f"to {RELAY_ORIGIN}: the token was sealed under the other origin",
+                   ("RelayedChallenge", "InfoMismatch"), ("SC-18", "SC-4", "SC-7"), AEAD,
+                   _with(wire, origin=RELAY_ORIGIN), expect={"origin": RELAY_ORIGIN}),
         _open_case(m, "info/user", "user_id relabelled and expected by the client",
                    ("InfoMismatch",), ("SC-4", "SC-7"), AEAD,
                    _with(wire, user_id=OTHER_USER), expect={"user_id": OTHER_USER}),
@@ -478,6 +533,30 @@ def _open_structure(m: Material) -> list[Case]:
         _open_case(m, "bad-value/user-id-syntax", "user_id has a character outside the "
                    "identifier syntax", ("BadValue",), ("KD-2",), DECODE,
                    _with(wire, user_id=m.base.user_id[:63] + "/")),
+        _open_case(m, "missing/origin", "origin is absent", ("MissingMember",), ("API-6",),
+                   DECODE, _without(wire, "origin")),
+        *(_open_case(m, f"bad-origin/{slug}", f"the origin {comment}", ("BadOrigin",),
+                     ("SC-18",), DECODE, _with(wire, origin=origin))
+          for slug, comment, origin in _bad_origins(m.base.origin)),
+    ]
+
+
+def _bad_origins(origin: str) -> list[tuple[str, str, Any]]:
+    """Origins that are not RFC 6454 serializations, derived from a valid one."""
+    scheme, rest = origin.split("://")
+    host = rest.rsplit(":", 1)[0] if rest.count("]:") or (":" in rest and "[" not in rest) \
+        else rest
+    default = "443" if scheme == "https" else "80"
+    return [
+        ("trailing-slash", "ends with a slash", origin + "/"),
+        ("path", "has a path", origin + "/v1"),
+        ("uppercase", "has an uppercase scheme and host", origin.upper()),
+        ("default-port", f"names the default port {default}",
+         f"{scheme}://{host}:{default}"),
+        ("userinfo", "has userinfo", f"{scheme}://user@{host}"),
+        ("scheme", "has the scheme wss", f"wss://{host}"),
+        ("too-long", "is 256 characters long", f"{scheme}://" + "a" * (253 - len(scheme))),
+        ("number", "is a number", 443),
     ]
 
 
@@ -575,27 +654,81 @@ def _session_cases(m: Material) -> list[Case]:
         outputs={"session": issued.wire, "stored_session": stored})
 
     def check(slug: str, comment: str, flags: tuple[str, ...], failure: Failure | None,
-              user_id: str, client_id: str, now: int) -> Case:
+              user_id: str, client_id: str, now: int,
+              operation: sc.Operation = sc.Operation.GET_KEYPAIR,
+              live_key_version: int | None = b.key_version,
+              requirements: tuple[str, ...] = ("SC-13",)) -> Case:
         return Case(id=f"sc-v1-{b.name}/check-session" + (f"/{slug}" if slug else ""),
-                    comment=comment, flags=flags, requirements=("SC-13",),
+                    comment=comment, flags=flags, requirements=requirements,
                     operation=OP_CHECK_SESSION,
                     inputs={"stored_session": stored, "session_token": issued.token,
-                            "user_id": user_id, "client_id": client_id, "now": now},
+                            "user_id": user_id, "client_id": client_id,
+                            "operation": operation.value,
+                            "live_key_version": live_key_version, "now": now},
                     intermediates={"digest": issued.session.digest},
                     outputs={} if failure else {"authorized": True}, failure=failure)
 
+    refused = Failure("authz", STEP_SESSION)
+    stale = Failure("binding", STEP_SESSION)
+    later = _other_version(b.key_version)
     return [
         issue,
-        check("", "the session token on its own resource, in time", ("Valid",), None,
-              b.user_id, b.client_id, expires - 1),
+        *_accept_cases(m),
+        check("", "the session token reads its own record, in time", ("Valid",), None,
+              b.user_id, b.client_id, expires - 1,
+              requirements=("SC-13", "SC-15", "SC-16")),
         check("expired", "the session token at its expires_at", ("Expired",),
               Failure("expired", STEP_SESSION), b.user_id, b.client_id, expires),
         check("other-user", "the session token on another user's resource",
-              ("ForeignResource",), Failure("authz", STEP_SESSION), OTHER_USER, b.client_id,
-              b.now),
+              ("ForeignResource",), refused, OTHER_USER, b.client_id, b.now),
         check("other-client", "the session token on the same user's other application",
-              ("ForeignResource",), Failure("authz", STEP_SESSION), b.user_id, OTHER_CLIENT,
-              b.now),
+              ("ForeignResource",), refused, b.user_id, OTHER_CLIENT, b.now),
+        *(check(f"write/{op.value}", f"the live session token for {op.value} on its own "
+                "record", ("SessionWrite",), refused, b.user_id, b.client_id, b.now,
+                operation=op, requirements=("SC-15",))
+          for op in (sc.Operation.PUT_KEYPAIR, sc.Operation.DELETE_KEYPAIR,
+                     sc.Operation.OTHER)),
+        check("rotated", f"the record was replaced by key_version {later} since the "
+              "challenge", ("StaleSession",), stale, b.user_id, b.client_id, b.now,
+              live_key_version=later, requirements=("SC-16",)),
+        check("deleted", "the record was deleted since the challenge", ("StaleSession",),
+              stale, b.user_id, b.client_id, b.now, live_key_version=None,
+              requirements=("SC-16",)),
+    ]
+
+
+def _accept_cases(m: Material) -> list[Case]:
+    """Step 9, client side: the session body against the challenge it answered."""
+    b, wire = m.base, m.session.wire
+
+    def case(slug: str, comment: str, flags: tuple[str, ...], body: Any,
+             failure: Failure | None, requirements: tuple[str, ...] = ("SC-19",)) -> Case:
+        outputs: dict[str, Any] = {}
+        if failure is None:
+            token, session = sc.parse_session(body)
+            outputs = {"session_token": token, "stored_session": stored_session(session)}
+        return Case(id=f"sc-v1-{b.name}/accept-session" + (f"/{slug}" if slug else ""),
+                    comment=comment, flags=flags, requirements=requirements,
+                    operation=OP_ACCEPT_SESSION,
+                    inputs={"session": body, "user_id": b.user_id, "client_id": b.client_id,
+                            "key_version": b.key_version},
+                    outputs=outputs, failure=failure)
+
+    binding = Failure("binding", STEP_ISSUE_SESSION)
+    decode = Failure("decode", STEP_ISSUE_SESSION)
+    return [
+        case("", "the client takes the session of the challenge it answered", ("Valid",),
+             wire, None, ("SC-12", "SC-19")),
+        case("other-key-version", "a session for another key version", ("ForeignSession",),
+             _with(wire, key_version=_other_version(b.key_version)), binding),
+        case("other-user", "a session for another user", ("ForeignSession",),
+             _with(wire, user_id=OTHER_USER), binding),
+        case("other-client", "a session for another application", ("ForeignSession",),
+             _with(wire, client_id=OTHER_CLIENT), binding),
+        case("scope", "a session with the scope keypair:write", ("ForeignSession",),
+             _with(wire, scope="keypair:write"), decode),
+        case("missing/key-version", "key_version is absent", ("MissingMember",),
+             _without(wire, "key_version"), decode, ("API-6",)),
     ]
 
 
@@ -660,7 +793,7 @@ def _verify_issue(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
     rnd = inputs["random"]
     issued = sc.issue_challenge(
-        user_id=inputs["user_id"], client_id=inputs["client_id"],
+        origin=inputs["origin"], user_id=inputs["user_id"], client_id=inputs["client_id"],
         key_version=inputs["key_version"],
         recipient_public=hx(inputs["recipient_public"], "recipient_public"), now=inputs["now"],
         lifetime=inputs["challenge_lifetime"],
@@ -674,7 +807,8 @@ def _verify_open(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
 
     def open_it() -> sc.OpenedChallenge:
-        return sc.open_challenge(inputs["challenge"], user_id=inputs["user_id"],
+        return sc.open_challenge(inputs["challenge"], origin=inputs["origin"],
+                                 user_id=inputs["user_id"],
                                  client_id=inputs["client_id"],
                                  key_version=inputs["key_version"],
                                  x25519_private=hx(inputs["x25519_private"], "x25519_private"))
@@ -726,6 +860,23 @@ def _verify_session(case: Mapping[str, Any]) -> Outcome:
     return outcome
 
 
+def _verify_accept_session(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+
+    def accept() -> tuple[bytes, sc.Session]:
+        token, session = sc.parse_session(inputs["session"])
+        sc.check_session_answer(session, user_id=inputs["user_id"],
+                                client_id=inputs["client_id"],
+                                key_version=inputs["key_version"])
+        return token, session
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, accept)
+    token, session = accept()
+    return compare(case, outputs={"session_token": token,
+                                  "stored_session": stored_session(session)})
+
+
 def _verify_check_session(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
     stored = inputs["stored_session"]
@@ -736,12 +887,12 @@ def _verify_check_session(case: Mapping[str, Any]) -> Outcome:
         return outcome
     if digest != hx(stored["digest"], "digest"):
         return Outcome(False, "the session token does not match the stored digest")
-    session = sc.Session(digest=digest, user_id=stored["user_id"],
-                         client_id=stored["client_id"], expires_at=stored["expires_at"])
+    session = parse_stored_session(stored)
 
     def check() -> None:
         sc.check_session(session, user_id=inputs["user_id"], client_id=inputs["client_id"],
-                         now=inputs["now"])
+                         operation=sc.Operation(inputs["operation"]), now=inputs["now"])
+        sc.check_session_key_version(session, inputs["live_key_version"])
 
     if case["result"] == "invalid":
         return expect_rejection(case, check)
@@ -772,6 +923,7 @@ _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
     ("v1", OP_OPEN): _verify_open,
     ("v1", OP_ANSWER): _verify_answer,
     ("v1", OP_SESSION): _verify_session,
+    ("v1", OP_ACCEPT_SESSION): _verify_accept_session,
     ("v1", OP_CHECK_SESSION): _verify_check_session,
     ("v1", OP_ATTEMPTS): _verify_attempts,
 }

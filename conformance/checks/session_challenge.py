@@ -1,10 +1,12 @@
 """session-challenge checks: the full flow, single use, burning, expiry, the attempt limit,
-uniform refusals (no oracle on users, challenges or reasons), and where a session token
-is accepted and where it is not.
+uniform refusals (no oracle on users, challenges or reasons), the origin a challenge is
+for, and what a session token allows (reading the own record) and for how long (until it
+expires or the record's key changes).
 
 The runner plays the client: it publishes a keypair it sealed itself (so it holds the
 X25519 private key), asks for challenges without credentials, opens them with the spec's
-client side (keyflows.spec.session_challenge.open_challenge) and answers.
+client side (keyflows.spec.session_challenge.open_challenge) for the origin of its base
+URL, and answers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from keyflows.conformance.checks.support import expect_stored, expect_unauthorized
+from keyflows.conformance.checks.support import expect_absent, expect_stored, expect_unauthorized
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import JSON_HEADERS, CheckSkipped, Probe, User, describe
@@ -30,8 +32,12 @@ OTHER_CLIENT = "sc-other-app"
 CAPABILITIES_MEMBER = "session_challenge"
 MAX_WAITED_LIFETIME = 3
 """The longest challenge lifetime the runner waits out to check expiry (seconds)."""
+MAX_WAITED_SESSION_LIFETIME = 6
+"""The longest session lifetime the runner waits out to check session expiry (seconds)."""
 MAX_ATTEMPTS_TRIED = 20
 """The runner checks the attempt limit only when it is at most this many challenges."""
+RELAY_HOST = "relay.invalid"
+"""The Host a relaying server would send; the challenge must not name it (SC-17)."""
 
 
 def challenges_path(user_id: str, client_id: str) -> str:
@@ -57,6 +63,11 @@ class Owner:
         version = self.sealed.record["key_version"]
         assert isinstance(version, int)
         return version
+
+
+def expected_origin(t: Probe) -> str:
+    """SC-18: the origin the runner sends its requests to."""
+    return sc.origin_of_url(t.session.base_url)
 
 
 def limits(t: Probe) -> sc.Limits:
@@ -95,14 +106,16 @@ def open_token(t: Probe, who: Owner, challenge: dict[str, Any], exchange: Exchan
                ) -> bytes:
     """Step 6 as an honest client: check and open; any rejection fails the check."""
     try:
-        opened = sc.open_challenge(challenge, user_id=who.user_id, client_id=who.client_id,
+        opened = sc.open_challenge(challenge, origin=expected_origin(t), user_id=who.user_id,
+                                   client_id=who.client_id,
                                    key_version=who.key_version,
                                    x25519_private=who.sealed.private.x25519)
     except SpecError as exc:
         t.fail(f"the owner cannot open the challenge: {exc} (failure class "
                f"{exc.failure_class})",
-               expected="a challenge for this user, application and key version, sealed "
-                        "with HPKE to the published X25519 key (SC-4)",
+               expected=f"a challenge for origin {expected_origin(t)}, this user, "
+                        "application and key version, sealed with HPKE to the published "
+                        "X25519 key (SC-4, SC-17)",
                actual=str(exc), exchange=exchange or (t.exchanges[-1] if t.exchanges else None))
     return opened.token
 
@@ -117,15 +130,40 @@ def expect_session(t: Probe, who: Owner, exchange: Exchange, *, what: str) -> by
     body = t.expect_ok_json(exchange, 200, what=what)
     try:
         token, session = sc.parse_session(body)
+        sc.check_session_answer(session, user_id=who.user_id, client_id=who.client_id,
+                                key_version=who.key_version)
     except SpecError as exc:
-        t.fail(f"{what}: the session body is malformed: {exc}",
-               expected="{session_token, token_type: Bearer, user_id, client_id, expires_at}",
+        t.fail(f"{what}: the session body is not the one of the answered challenge: {exc} "
+               f"({exc.requirement})",
+               expected="{session_token, token_type: Bearer, scope: keypair:read, "
+                        f"user_id: {who.user_id}, client_id: {who.client_id}, "
+                        f"key_version: {who.key_version}, expires_at}}",
                actual=describe(exchange), exchange=exchange)
-    if (session.user_id, session.client_id) != (who.user_id, who.client_id):
-        t.fail(f"{what}: the session is for {session.user_id}/{session.client_id}",
-               expected=f"{who.user_id}/{who.client_id}", actual=describe(exchange),
-               exchange=exchange)
     return token
+
+
+def expect_not_passed_on(t: Probe, session: str, *, what: str) -> None:
+    """SC-13: a session token is judged by the key server itself, never sent to the
+    account server, even when it is refused."""
+    sent = [call for call in t.session.accounts.calls() if call.access_token == session]
+    if sent:
+        t.fail(f"{what}: the key server asked the account server about a session token "
+               f"({len(sent)} validate call(s)); a credential naming a stored session is "
+               "judged as a session (SC-13)", expected="no validate call with the session "
+               "token", actual=f"{len(sent)} call(s)",
+               exchange=t.exchanges[-1] if t.exchanges else None)
+
+
+def confirm_live(t: Probe, who: Owner, session: str, *, what: str) -> None:
+    """The session still reads the own record: its refusals before were not expiry."""
+    exchange = t.get_keypair(who.user_id, who.client_id, token=session)
+    if exchange.status == 401:
+        lifetime = limits(t).session_lifetime
+        if lifetime <= MAX_WAITED_SESSION_LIFETIME:
+            raise CheckSkipped(f"the {lifetime} s session expired before {what}; the "
+                               "machine is too slow for this session lifetime")
+    expect_stored(t, User(who.user_id, session), who.client_id, who.sealed.record,
+                  what=f"GET the own keypair with the session token after {what}")
 
 
 def login(t: Probe, who: Owner) -> bytes:
@@ -161,8 +199,8 @@ def limits_advertised(t: Probe) -> None:
     limits(t)
 
 
-@check("session-challenge/flow/full", requirements=("SC-3", "SC-4", "SC-7", "SC-12", "SC-13"),
-       needs=NEEDS)
+@check("session-challenge/flow/full",
+       requirements=("SC-3", "SC-4", "SC-7", "SC-12", "SC-13", "SC-19"), needs=NEEDS)
 def full_flow(t: Probe) -> None:
     """Publish, ask for a challenge without credentials, open it with the private key,
     answer, and fetch the own record with the session token."""
@@ -381,17 +419,147 @@ def attempt_limit(t: Probe) -> None:
 
 # --- the session token ----------------------------------------------------------------------------
 
-@check("session-challenge/session/own-record", requirements=("SC-13", "SC-12"), needs=NEEDS)
+@check("session-challenge/session/own-record", requirements=("SC-13", "SC-12", "SC-15"),
+       needs=NEEDS)
 def session_own_record(t: Probe) -> None:
-    """The session token works as a bearer credential for the owner operations on its own
-    record: fetch, replace."""
+    """The session token works as a bearer credential for reading its own record, byte
+    for byte, as often as needed while it lives."""
     who = owner(t, "sc-own")
     session = b64url_encode(login(t, who))
-    expect_stored(t, User(who.user_id, session), who.client_id, who.sealed.record,
-                  what="GET the own keypair with the session token")
-    newer = seal_with_application_key(who.user_id, who.client_id, 2)
-    exchange = t.put_keypair(who.user_id, who.client_id, newer.record, token=session)
-    t.expect_status(exchange, 200, what="PUT a newer keypair with the session token")
+    for attempt in ("", " again"):
+        expect_stored(t, User(who.user_id, session), who.client_id, who.sealed.record,
+                      what=f"GET the own keypair with the session token{attempt}")
+
+
+@check("session-challenge/session/write-refused", requirements=("SC-15", "API-4"),
+       needs=NEEDS)
+def session_write_refused(t: Probe) -> None:
+    """A live session token on its own record changes nothing: a rotation signed by the
+    record's key, a reset and a signed deletion sent with it are each refused with the
+    uniform 401, and the record stays as it was (only an access token changes a record)."""
+    who = owner(t, "sc-write")
+    session = b64url_encode(login(t, who))
+    baseline = t.get_keypair(who.user_id, who.client_id, token=None)
+    expect_unauthorized(t, baseline, what="GET the keypair without credentials")
+    attempts = {
+        "PUT a rotation signed by the record's key": seal_with_application_key(
+            who.user_id, who.client_id, who.key_version + 1, previous=who.sealed).record,
+        "PUT a reset (no signature by the old key)": seal_with_application_key(
+            who.user_id, who.client_id, who.key_version + 1).record,
+    }
+    for what, record in attempts.items():
+        exchange = t.put_keypair(who.user_id, who.client_id, record, token=session)
+        expect_refused_answer(t, exchange, what=f"{what} with a session token",
+                              baseline=baseline)
+    exchange = t.delete_keypair(who.user_id, who.client_id, token=session,
+                                body=who.sealed.deletion())
+    expect_refused_answer(t, exchange, what="DELETE with a signed body and a session token",
+                          baseline=baseline)
+    expect_not_passed_on(t, session, what="the writes with a session token")
+    confirm_live(t, who, session, what="the refused writes")
+    expect_stored(t, who.user, who.client_id, who.sealed.record,
+                  what="the record after the writes with a session token")
+
+
+@check("session-challenge/session/ends-on-rotation", requirements=("SC-16",), needs=NEEDS)
+def session_ends_on_rotation(t: Probe) -> None:
+    """A session won with key_version 1 reads nothing once the owner rotated to 2 (with
+    an access token), not even the new record; a fresh challenge wins a new session."""
+    who = owner(t, "sc-rotation")
+    session = b64url_encode(login(t, who))
+    newer = t.publish(who.user, who.client_id, who.key_version + 1)
+    exchange = t.get_keypair(who.user_id, who.client_id, token=session)
+    expect_refused_answer(t, exchange, what="GET with a session won before the rotation")
+    rotated = Owner(user=who.user, client_id=who.client_id, sealed=newer)
+    fresh = b64url_encode(login(t, rotated))
+    expect_stored(t, User(who.user_id, fresh), who.client_id, newer.record,
+                  what="GET with a session won after the rotation")
+
+
+@check("session-challenge/session/ends-on-reset-and-deletion", requirements=("SC-16",),
+       needs=NEEDS)
+def session_ends_on_reset_and_deletion(t: Probe) -> None:
+    """A reset (a new key_version not signed by the old key) ends the sessions won before
+    it, and so does a deletion: afterwards the old session token gets the uniform 401,
+    never the new record or a 404."""
+    who = owner(t, "sc-reset")
+    session = b64url_encode(login(t, who))
+    reset = seal_with_application_key(who.user_id, who.client_id, who.key_version + 1)
+    t.publish(who.user, who.client_id, sealed=reset)
+    expect_refused_answer(t, t.get_keypair(who.user_id, who.client_id, token=session),
+                          what="GET with a session won before a reset")
+    after_reset = Owner(user=who.user, client_id=who.client_id, sealed=reset)
+    session = b64url_encode(login(t, after_reset))
+    t.expect_status(t.delete_keypair(who.user_id, who.client_id, token=who.user.token), 204,
+                    what="DELETE the keypair as its owner")
+    expect_refused_answer(t, t.get_keypair(who.user_id, who.client_id, token=session),
+                          what="GET with a session won before the deletion")
+    expect_absent(t, who.user, who.client_id, what="GET with an access token after DELETE")
+
+
+# --- the origin ------------------------------------------------------------------------------
+
+@check("session-challenge/create/origin", requirements=("SC-17", "SC-18"), needs=NEEDS)
+def challenge_origin(t: Probe) -> None:
+    """Every challenge names the origin the runner sends its requests to, and opens under
+    it; a request whose Host and X-Forwarded-Host name another server (as a relaying
+    server's would) still gets a challenge for this server's configured origin."""
+    who = owner(t, "sc-origin")
+    open_token(t, who, new_challenge(t, who))
+    exchange = t.request("POST", challenges_path(who.user_id, who.client_id),
+                         headers={"Host": RELAY_HOST, "X-Forwarded-Host": RELAY_HOST,
+                                  "X-Forwarded-Proto": "https"})
+    if exchange.status != 201:
+        t.expect_status(exchange, 201, 400, 421,
+                        what="POST session-challenges with the Host of another server")
+        return  # refusing a foreign Host is allowed too
+    body = t.expect_ok_json(exchange, 201, what="POST session-challenges with a foreign Host")
+    named = body.get("origin") if isinstance(body, dict) else None
+    if named != expected_origin(t):
+        t.fail("the challenge names the origin of the request's Host header, not the "
+               "server's own (SC-17): a relaying server gets challenges it can pass off "
+               "as its own", expected=expected_origin(t), actual=repr(named),
+               exchange=exchange)
+    open_token(t, who, body, exchange)
+
+
+@check("session-challenge/session/expiry", requirements=("SC-13", "SC-12"), needs=NEEDS)
+def session_expiry(t: Probe) -> None:
+    """A session token reads the own record until its expires_at and never after (run
+    only when the advertised session lifetime is short enough to wait out)."""
+    lifetime = limits(t).session_lifetime
+    if lifetime > MAX_WAITED_SESSION_LIFETIME:
+        raise CheckSkipped(f"the advertised session_lifetime_seconds is {lifetime}; the "
+                           f"runner waits out at most {MAX_WAITED_SESSION_LIFETIME} s (start "
+                           "the server with a shorter session lifetime to run this check)")
+    who = owner(t, "sc-session-expiry")
+    challenge = new_challenge(t, who)
+    exchange = answer(t, who, challenge["challenge_id"], open_token(t, who, challenge))
+    token = expect_session(t, who, exchange, what="answering with the right token in time")
+    expires_at = t.expect_ok_json(exchange, 200, what="the session")["expires_at"]
+    session = b64url_encode(token)
+    confirm_live(t, who, session, what="the answer")
+    # expires_at is in whole seconds and the server's clock may lead ours by a little.
+    time.sleep(max(0.0, expires_at + 1.2 - time.time()))
+    expect_refused_answer(t, t.get_keypair(who.user_id, who.client_id, token=session),
+                          what=f"GET with the session token after its expires_at "
+                               f"({lifetime} s lifetime)")
+    expect_not_passed_on(t, session, what="an expired session token")
+
+
+@check("session-challenge/create/body-refused", requirements=("API-6",), needs=NEEDS)
+def create_body_refused(t: Probe) -> None:
+    """A challenge request carries nothing: a non-empty JSON object or a body that is not
+    JSON is refused with 400; the empty object is accepted."""
+    who = owner(t, "sc-body")
+    for what, body in (("a JSON object with a member", b'{"key_version":1}'),
+                       ("a body that is not JSON", b"{not json")):
+        exchange = t.request("POST", challenges_path(who.user_id, who.client_id),
+                             headers=JSON_HEADERS, body=body)
+        t.expect_rejected(exchange, 400, what=f"POST session-challenges with {what}")
+    exchange = t.request("POST", challenges_path(who.user_id, who.client_id),
+                         headers=JSON_HEADERS, body=b"{}")
+    t.expect_ok_json(exchange, 201, what="POST session-challenges with the empty object")
 
 
 @check("session-challenge/session/other-user-refused", requirements=("SC-13", "API-4"),
@@ -412,6 +580,8 @@ def session_other_user(t: Probe) -> None:
     exchange = t.put_keypair(victim.user_id, victim.client_id, newer.record, token=session)
     expect_refused_answer(t, exchange, what="PUT over another user's keypair with a session "
                           "token", baseline=baseline)
+    expect_not_passed_on(t, session, what="a session token on another user's record")
+    confirm_live(t, who, session, what="the refused attempts")
     expect_stored(t, victim.user, victim.client_id, victim.sealed.record,
                   what="the victim's record after the attempts")
 

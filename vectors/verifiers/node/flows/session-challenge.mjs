@@ -1,5 +1,6 @@
-// Session challenge (SC-1..SC-14): HPKE-sealed tokens, the client's checks, the server's
-// state machine over answers, sessions and the attempt limit.
+// Session challenge (SC-1..SC-19): HPKE-sealed tokens bound to an origin, the client's
+// checks, the server's state machine over answers, sessions (what they allow, when they
+// end) and the attempt limit.
 
 import {
   Reject, b64urlEncode, b64urlExact, checkIdentifier, checkMembers, equalBytes, fromHex,
@@ -12,8 +13,22 @@ const TOKEN_LEN = 32;
 const U64_MAX = 18446744073709551615n;
 
 /** SC-4: the HPKE info. */
-const infoOf = (challengeId, userId, clientId, keyVersion, expiresAt) =>
-  labelledContext("session-challenge", challengeId, userId, clientId, u32be(keyVersion), u64be(expiresAt));
+const infoOf = (origin, challengeId, userId, clientId, keyVersion, expiresAt) =>
+  labelledContext("session-challenge", origin, challengeId, userId, clientId, u32be(keyVersion), u64be(expiresAt));
+
+/** SC-17, SC-18: the ASCII serialization of an http(s) origin, default port left out. */
+const ORIGIN = /^(https|http):\/\/([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::([1-9][0-9]{0,4}))?$/;
+function checkOrigin(origin, step) {
+  if (typeof origin !== "string" || origin.length > 255) throw new Reject("decode", step, "origin");
+  const m = ORIGIN.exec(origin);
+  if (!m) throw new Reject("decode", step, "origin is not scheme://host[:port]");
+  if (m[3] !== undefined) {
+    const port = Number(m[3]);
+    if (port > 65535) throw new Reject("decode", step, "origin port");
+    if (port === (m[1] === "https" ? 443 : 80)) throw new Reject("decode", step, "origin names the default port");
+  }
+  return origin;
+}
 
 const isU64 = (v) => isInteger(v) && v >= 0 && BigInt(v) <= U64_MAX;
 
@@ -25,7 +40,8 @@ async function issueChallenge(inp, trace) {
   const challengeId = fromHex(inp.random.challenge_id);
   const token = fromHex(inp.random.token);
   const expiresAt = inp.now + lifetime;
-  const info = trace.inter("info", infoOf(challengeId, inp.user_id, inp.client_id, inp.key_version, expiresAt));
+  const origin = checkOrigin(inp.origin, "4");
+  const info = trace.inter("info", infoOf(origin, challengeId, inp.user_id, inp.client_id, inp.key_version, expiresAt));
   const s = sealBase(fromHex(inp.recipient_public), info, EMPTY, token, fromHex(inp.random.ikm_e));
   trace.inter("ephemeral_private", s.ephemeralPrivate);
   trace.inter("enc", s.enc);
@@ -40,13 +56,13 @@ async function issueChallenge(inp, trace) {
   trace.inter("base_nonce", s.baseNonce);
   trace.inter("ciphertext", s.ciphertext);
   trace.out("challenge", {
-    challenge_id: b64urlEncode(challengeId), user_id: inp.user_id, client_id: inp.client_id,
+    origin, challenge_id: b64urlEncode(challengeId), user_id: inp.user_id, client_id: inp.client_id,
     key_version: inp.key_version, expires_at: expiresAt,
     suite: { kem_id: KEM_ID, kdf_id: KDF_ID, aead_id: AEAD_ID },
     enc: b64urlEncode(s.enc), ciphertext: b64urlEncode(s.ciphertext),
   });
   trace.out("stored", {
-    challenge_id: challengeId, user_id: inp.user_id, client_id: inp.client_id, key_version: inp.key_version,
+    origin, challenge_id: challengeId, user_id: inp.user_id, client_id: inp.client_id, key_version: inp.key_version,
     issued_at: inp.now, expires_at: expiresAt, token, state: "issued",
   });
 }
@@ -55,8 +71,9 @@ async function issueChallenge(inp, trace) {
 
 async function openChallenge(inp, trace) {
   const step = "6";
-  const c = checkMembers(inp.challenge, ["challenge_id", "user_id", "client_id", "key_version", "expires_at",
-    "suite", "enc", "ciphertext"], [], step, "challenge");
+  const c = checkMembers(inp.challenge, ["origin", "challenge_id", "user_id", "client_id", "key_version",
+    "expires_at", "suite", "enc", "ciphertext"], [], step, "challenge");
+  checkOrigin(c.origin, step);
   const challengeId = b64urlExact(c.challenge_id, 16, step, "challenge_id");
   checkIdentifier(c.user_id, step, "user_id");
   checkIdentifier(c.client_id, step, "client_id");
@@ -70,6 +87,8 @@ async function openChallenge(inp, trace) {
   if (suite.kem_id !== KEM_ID || suite.kdf_id !== KDF_ID || suite.aead_id !== AEAD_ID) {
     throw new Reject("params", step, "another HPKE suite");
   }
+  // SC-18: the origin the client asked, before the rest of the context.
+  if (c.origin !== inp.origin) throw new Reject("binding", step, "a challenge for another origin (relayed)");
   if (c.user_id !== inp.user_id || c.client_id !== inp.client_id || c.key_version !== inp.key_version) {
     throw new Reject("binding", step, "a challenge for another user, application or key version");
   }
@@ -77,7 +96,7 @@ async function openChallenge(inp, trace) {
   const problem = x25519PointProblem(enc);
   if (problem) throw new Reject("point", step, `enc: ${problem}`);
   // SC-7: OpenBase with the info recomputed from the challenge's own fields.
-  const info = trace.inter("info", infoOf(challengeId, c.user_id, c.client_id, c.key_version, c.expires_at));
+  const info = trace.inter("info", infoOf(c.origin, challengeId, c.user_id, c.client_id, c.key_version, c.expires_at));
   const o = openBase(enc, fromHex(inp.x25519_private), info, EMPTY, ciphertext);
   if (!o.dh) throw new Reject("point", step, "the DH result is all zero");
   trace.inter("dh", o.dh);
@@ -139,16 +158,43 @@ async function issueSession(inp, trace) {
   const token = fromHex(inp.random.session_token);
   const digest = trace.inter("digest", sessionDigest(token));
   const expiresAt = inp.now + inp.session_lifetime;
-  trace.out("session", { session_token: b64urlEncode(token), token_type: "Bearer", user_id: s.user_id, client_id: s.client_id, expires_at: expiresAt });
-  trace.out("stored_session", { digest, user_id: s.user_id, client_id: s.client_id, expires_at: expiresAt });
+  trace.out("session", {
+    session_token: b64urlEncode(token), token_type: "Bearer", scope: SCOPE, user_id: s.user_id,
+    client_id: s.client_id, key_version: s.key_version, expires_at: expiresAt,
+  });
+  trace.out("stored_session", { digest, user_id: s.user_id, client_id: s.client_id, key_version: s.key_version, expires_at: expiresAt });
 }
 
+const SCOPE = "keypair:read";
+
+/** Step 9, client side (SC-19): the session body is for the challenge it answered. */
+async function acceptSession(inp, trace) {
+  const step = "9";
+  const b = checkMembers(inp.session, ["session_token", "token_type", "scope", "user_id", "client_id",
+    "key_version", "expires_at"], [], step, "session");
+  const token = b64urlExact(b.session_token, 32, step, "session_token");
+  if (b.token_type !== "Bearer") throw new Reject("decode", step, "token_type");
+  if (b.scope !== SCOPE) throw new Reject("decode", step, "scope");
+  checkIdentifier(b.user_id, step, "user_id");
+  checkIdentifier(b.client_id, step, "client_id");
+  if (!isInteger(b.key_version) || b.key_version < 1 || b.key_version > 0xffffffff) throw new Reject("decode", step, "key_version");
+  if (!isU64(b.expires_at)) throw new Reject("decode", step, "expires_at");
+  if (b.user_id !== inp.user_id || b.client_id !== inp.client_id) throw new Reject("binding", step, "a session for another user or application");
+  if (b.key_version !== inp.key_version) throw new Reject("binding", step, "a session for another key version");
+  trace.out("session_token", token);
+  trace.out("stored_session", { digest: sessionDigest(token), user_id: b.user_id, client_id: b.client_id, key_version: b.key_version, expires_at: b.expires_at });
+}
+
+/** Step 10: expiry, resource (SC-13), operation (SC-15), then the live key version (SC-16). */
 async function checkSession(inp, trace) {
   const s = inp.stored_session;
   const digest = trace.inter("digest", sessionDigest(fromHex(inp.session_token)));
   if (!equalBytes(digest, fromHex(s.digest))) throw new Reject("authz", "10", "unknown session token");
-  if (s.user_id !== inp.user_id || s.client_id !== inp.client_id) throw new Reject("authz", "10", "another user's or application's resource");
   if (inp.now >= s.expires_at) throw new Reject("expired", "10", "the session expired");
+  if (s.user_id !== inp.user_id || s.client_id !== inp.client_id) throw new Reject("authz", "10", "another user's or application's resource");
+  if (inp.operation !== "get-keypair") throw new Reject("authz", "10", `a session does not allow ${inp.operation}`);
+  if (inp.live_key_version === null) throw new Reject("binding", "10", "the record was deleted");
+  if (inp.live_key_version !== s.key_version) throw new Reject("binding", "10", "the record has another key version");
   trace.out("authorized", true);
 }
 
@@ -169,6 +215,7 @@ export default {
       "open-challenge": { run: openChallenge },
       "answer-challenge": { run: answerChallenge },
       "issue-session": { run: issueSession },
+      "accept-session": { run: acceptSession },
       "check-session": { run: checkSession },
       "check-attempt-limit": { run: checkAttemptLimit },
     },
