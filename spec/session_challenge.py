@@ -45,7 +45,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from keyflows.spec import hpke, primitives, wire
 from keyflows.spec.drbg import RandomSource
@@ -313,21 +312,23 @@ def check_origin(origin: object, *, requirement: str = "SC-17") -> str:
     return origin
 
 
+_URL = re.compile(r"\A(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?"
+                  r"(?P<host>\[[^\]/?#]*\]|[^:/?#]*)(?::(?P<port>[0-9]*))?(?:[/?#].*)?\Z",
+                  re.DOTALL)
+
+
 def origin_of_url(url: str) -> str:
     """The origin a client asks when it sends its requests to base URL `url` (SC-18):
-    scheme, lowercase host and non-default port; the path is dropped."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        raise DecodeError(f"{url!r} has an invalid port", requirement="SC-18") from None
+    scheme and host in lowercase, the port unless it is the scheme's default; userinfo,
+    path, query and fragment dropped (RFC 6454 section 4)."""
+    match = _URL.match(url)
+    if match is None:
+        raise DecodeError(f"{url!r} is not an absolute http(s) URL", requirement="SC-18")
+    scheme, host = match.group("scheme").lower(), match.group("host").lower()
+    port = match.group("port")
     origin = f"{scheme}://{host}"
-    if port is not None and port != DEFAULT_PORTS.get(scheme):
-        origin += f":{port}"
+    if port and int(port) != DEFAULT_PORTS.get(scheme):
+        origin += f":{int(port)}"
     return check_origin(origin, requirement="SC-18")
 
 
