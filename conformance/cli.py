@@ -126,6 +126,15 @@ def conformance_command(base_url: str | None, account_listen: str, patterns: tup
                          request_deadline=request_deadline, run_deadline=run_deadline,
                          color=color, exitfirst=exitfirst)
     try:
+        # The specification and the checks load first: an error in them (a YAML file that
+        # does not parse, a label left out of a registry) is one line, not a traceback.
+        from keyflows.conformance.registry import all_checks
+
+        all_checks()
+    except Exception as exc:
+        click.echo(f"keyflows conformance: the checks failed to load: {_where(exc)}", err=True)
+        sys.exit(2)
+    try:
         code = run(options)
     except StartError as exc:
         click.echo(f"keyflows conformance: {exc}", err=True)

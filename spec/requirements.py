@@ -32,8 +32,8 @@ class Requirement:
 @cache
 def registry() -> dict[str, Requirement]:
     """Every requirement by ID, in the order of the registry file."""
-    raw = yamlfile.load(resources.files("keyflows.spec").joinpath("requirements.yaml")
-                         .read_text(encoding="utf-8"))
+    raw = yamlfile.load_named(resources.files("keyflows.spec").joinpath("requirements.yaml")
+                              .read_text(encoding="utf-8"), "spec/requirements.yaml")
     out: dict[str, Requirement] = {}
     for rid, entry in raw.items():
         if not REQUIREMENT_ID.match(rid):

@@ -48,3 +48,27 @@ def load(text: str | bytes) -> Any:
     """One YAML document, as yaml.safe_load reads it, except that a repeated key in any
     mapping raises DuplicateKeyError."""
     return yaml.load(text, Loader=StrictLoader)
+
+
+class YAMLFileError(ValueError):
+    """A YAML file that does not parse, in one line: `NAME:LINE:COLUMN: problem`."""
+
+
+def describe(exc: Exception) -> str:
+    """`LINE:COLUMN: problem (context)` of a YAML error, 1-based as editors count."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{mark.line + 1}:{mark.column + 1}: " if mark is not None else ""
+        what = exc.problem or exc.context or type(exc).__name__
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        return " ".join(f"{where}{what}{context}".split())
+    text = str(exc).strip()
+    return " ".join(text.split()) if text else type(exc).__name__
+
+
+def load_named(text: str | bytes, name: str) -> Any:
+    """`load`, with any YAML error raised as one YAMLFileError line naming the file."""
+    try:
+        return load(text)
+    except yaml.YAMLError as exc:
+        raise YAMLFileError(f"{name}:{describe(exc)} (not valid YAML)") from exc

@@ -135,3 +135,20 @@ def test_a_spec_error_while_loading_is_one_line(installed: Path, tmp_path: Path)
     assert lines[0].startswith("Error: the specification failed to load: RuntimeError: "
                                "envelope label 'keyflows unregistered' is not in ")
     assert lines[0].endswith(")") and "(spec/envelope.py:" in lines[0]
+
+
+def test_a_yaml_error_in_the_registry_is_one_line_with_line_and_column(
+        installed: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "site-packages"
+    shutil.copytree(installed, broken)
+    registry = broken / "keyflows" / "spec" / "requirements.yaml"
+    lines = registry.read_text(encoding="utf-8").split("\n")
+    number = next(i for i, line in enumerate(lines) if line.startswith("  flow: "))
+    lines[number] += ": x"  # a hand edit gone wrong
+    registry.write_text("\n".join(lines), encoding="utf-8")
+    where = f"spec/requirements.yaml:{number + 1}:"
+    for args in (("vectors", "check"), ("conformance", "--list")):
+        result = _keyflows(broken, tmp_path, *args)
+        assert result.returncode in (1, 2), args
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert where in result.stderr and "(not valid YAML)" in result.stderr, result.stderr

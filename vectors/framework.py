@@ -233,14 +233,7 @@ def load_yaml(text: str) -> dict[str, Any]:
 
 def describe_yaml_error(exc: Exception) -> str:
     """One line for a YAML error: `LINE:COLUMN: problem (context)`, 1-based like editors."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{mark.line + 1}:{mark.column + 1}: " if mark is not None else ""
-        what = exc.problem or exc.context or type(exc).__name__
-        context = f" ({exc.context})" if exc.context and exc.problem else ""
-        return " ".join(f"{where}{what}{context}".split())
-    text = str(exc).strip()
-    return " ".join(text.split()) if text else type(exc).__name__
+    return yamlfile.describe(exc)
 
 
 # --- verification helpers -------------------------------------------------------------------
