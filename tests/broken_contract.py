@@ -78,6 +78,15 @@ def fail_open_on_transport_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth.AccountClient, "_call", call)
 
 
+def lenient_account_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parses the account server's answer as the standard library does by default: the
+    last of two equal names wins, NaN is a number."""
+    from keyflows.reference import auth
+
+    monkeypatch.setattr(auth, "_unique_members", dict)
+    monkeypatch.setattr(auth, "_no_constant", lambda name: float(name))
+
+
 def last_member_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     from keyflows.reference import common
 
@@ -229,6 +238,9 @@ VARIANTS = (
                     "common/auth/account-server-failure", patch=account_status_ignored),
     ContractVariant("fail-open-transport", "grants when the account server's answer breaks",
                     "common/auth/account-server-failure", patch=fail_open_on_transport_error),
+    ContractVariant("lenient-account-answers", "reads a repeated member of the account "
+                    "server's answer as its last value", "common/auth/account-server-failure",
+                    patch=lenient_account_answers),
     ContractVariant("last-member-wins", "reads a repeated JSON member as its last value",
                     "common/json/repeated-member", patch=last_member_wins),
     ContractVariant("integral-floats", "reads 1.0 and 1e0 as the integer 1",

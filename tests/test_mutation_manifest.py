@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from mutation import manifest
-from mutation.harness import KILLED, SURVIVED, judge, snapshot
+from mutation.harness import KILLED, SURVIVED, Workers, judge, snapshot
 from mutation.report import EQUIVALENT_CAP
 from mutation.serve_mutant import shadowed_modules
 from mutation.sites import ROOT, Site, discover
@@ -91,16 +91,23 @@ def test_shadowed_modules_names_a_module_outside_the_tree(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_a_mutant_server_runs_the_mutated_copy(sites: list[Site]) -> None:
-    """End to end: the mutant that lets an unknown bearer token through is killed, and
-    the unmutated copy passes the checks of its flow, so the mutation is what kills it."""
+    """End to end: the mutant that lets an unknown bearer token through is killed by a
+    check citing its requirement, and the unmutated copy passes those checks, so the
+    mutation is what kills it."""
     site = next(s for s in sites if s.id.startswith(
         "reference/auth.py:AccountClient.is_valid:accept:"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base = snapshot(work)
-        killed = judge(site, "common", base, work, ("common",))
-        pristine = judge(None, "common", base, work, ("common",))
+        workers = Workers(base)
+        try:
+            checks = [c for c in workers.checks() if c.id.startswith("common/auth/")]
+            killed = judge(site, "common", "API-3", base, work, workers, checks)
+            pristine = judge(None, "common", "API-3", base, work, workers, checks)
+        finally:
+            workers.close()
     assert killed.status == KILLED, killed
+    assert killed.phase == "requirement", killed
     assert any(c.startswith("common/auth/") for c in killed.failed_checks), killed
     assert pristine.status == SURVIVED, pristine
 

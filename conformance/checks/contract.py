@@ -78,14 +78,17 @@ ACCOUNT_FAILURES: tuple[tuple[str, bytes, int], ...] = (
     ("status 404 with a body saying valid", b'{"valid":true}', 404),
     ("status 201 with a body saying valid", b'{"valid":true}', 201),
     ("a broken connection after a body saying valid", b'{"valid":true}', 0),
+    ("a body naming valid twice", b'{"valid":false,"valid":true}', 200),
+    ("a body naming valid twice, both true", b'{"valid":true,"valid":true}', 200),
+    ("a body with NaN beside valid", b'{"valid":true,"since":NaN}', 200),
 )
 
 
 @check("common/auth/account-server-failure", requirements=("API-3",))
 def account_server_failure(t: Probe) -> None:
-    """An account server that answers with another status than 200, or breaks the
-    connection, never lets a request through: 503 account-server-unavailable, and
-    nothing changes."""
+    """An account server that answers with another status than 200, breaks the
+    connection, or sends JSON two parsers could read differently (a repeated member, NaN)
+    never lets a request through: 503 account-server-unavailable, and nothing changes."""
     owner, record = owner_with_record(t, "acctfail")
     for label, body, status in ACCOUNT_FAILURES:
         token = t.token_for(owner.user_id)

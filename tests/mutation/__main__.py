@@ -26,7 +26,17 @@ from pathlib import Path
 from keyflows.conformance.registry import FLOWS
 
 from . import manifest
-from .harness import CHILDREN, KILLED, SURVIVED, TIMEOUT, Outcome, judge, snapshot
+from .harness import (
+    CHILDREN,
+    KILLED,
+    SURVIVED,
+    TIMEOUT,
+    HarnessError,
+    Outcome,
+    Workers,
+    judge,
+    snapshot,
+)
 from .report import render, summary, verdict
 from .sites import ROOT, Site, discover
 
@@ -119,7 +129,20 @@ def execute(chosen: list[Site], entries: dict[str, manifest.Entry],
             args: argparse.Namespace, pristine: Path, work: Path) -> int:
     started = time.monotonic()
     equivalent = manifest.equivalents()
-    baseline = judge(None, "common", pristine, work, FLOWS)
+    workers = Workers(pristine)
+    try:
+        return _execute(chosen, entries, args, pristine, work, workers, equivalent, started)
+    except HarnessError as exc:
+        return fail(str(exc))
+    finally:
+        workers.close()
+
+
+def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
+             args: argparse.Namespace, pristine: Path, work: Path, workers: Workers,
+             equivalent: dict[str, str], started: float) -> int:
+    checks = workers.checks()
+    baseline = judge(None, "common", None, pristine, work, workers, checks)
     if baseline.status != SURVIVED:
         return fail(f"the pristine server does not pass the runner: {baseline.reason}")
     print(f"pristine run: every check passed in {baseline.seconds:.1f} s; "
@@ -127,12 +150,11 @@ def execute(chosen: list[Site], entries: dict[str, manifest.Entry],
     outcomes: list[Outcome] = []
     pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))
     try:
-        futures = {pool.submit(judge, site, entries[site.id].flow, pristine, work, FLOWS):
-                   site for site in chosen}
+        futures = {pool.submit(judge, site, entries[site.id].flow,
+                               entries[site.id].requirement, pristine, work, workers,
+                               checks): site for site in chosen}
         for future in as_completed(futures):
-            site = futures[future]
             outcome = future.result()
-            outcome.requirement = entries[site.id].requirement
             outcomes.append(outcome)
             progress(len(outcomes), len(chosen), outcome, equivalent)
     except BaseException:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import queue
+import selectors
 import shutil
 import socket
 import subprocess
@@ -33,6 +35,7 @@ from keyflows.conformance.embedded import server_arguments
 from .sites import ROOT, Site
 
 SERVE_MUTANT = Path(__file__).resolve().parent / "serve_mutant.py"
+RUNNER_WORKER = Path(__file__).resolve().parent / "runner_worker.py"
 SNAPSHOT_PACKAGES = ("spec", "reference", "conformance", "vectors")
 MUTANT_PACKAGES = ("spec", "reference")
 READY_TIMEOUT_S = 60.0
@@ -75,10 +78,11 @@ class Children:
         self.stopping = False
 
     def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
         with self._lock:
             if self.stopping:
                 raise Interrupted()
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
+            process = subprocess.Popen(command, **kwargs)
             self._live.add(process)
             return process
 
@@ -192,30 +196,114 @@ class Phase:
     message: str
 
 
-def run_runner(pristine: Path, base_url: str, account_port: int, patterns: list[str],
-               report: Path) -> Phase:
-    """The pristine runner (imported from the snapshot) against the mutant server."""
-    command = [sys.executable, "-m", "keyflows.conformance", "conformance",
-               "--base-url", base_url, "--account-listen", f"127.0.0.1:{account_port}",
-               "--exitfirst", "--report-json", str(report)]
-    for pattern in patterns:
-        command += ["--select", pattern]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFLOWS_")}
-    env["PYTHONPATH"] = str(pristine)
-    env["NO_COLOR"] = "1"
-    stderr = report.with_suffix(".stderr")
-    with open(stderr, "wb") as err:
-        process = CHILDREN.start(command, stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                 cwd=report.parent)
+@dataclass(frozen=True)
+class CheckInfo:
+    id: str
+    flow: str
+    requirements: tuple[str, ...]
+
+
+class HarnessError(Exception):
+    """The harness itself cannot go on (the pristine runner does not start)."""
+
+
+class RunnerWorker:
+    """One long-lived pristine runner process (runner_worker.py), used by one thread."""
+
+    def __init__(self, pristine: Path) -> None:
+        self.pristine = pristine
+        self.process: subprocess.Popen[bytes] | None = None
+        self.checks: list[CheckInfo] = []
+
+    def _start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFLOWS_")}
+        env["PYTHONPATH"] = str(self.pristine)
+        env["NO_COLOR"] = "1"
+        self.process = CHILDREN.start([sys.executable, str(RUNNER_WORKER), str(self.pristine)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, env=env,
+                                      cwd=self.pristine.parent)
+        hello = self._answer(READY_TIMEOUT_S)
+        if hello is None or not hello.get("ready"):
+            raise HarnessError(f"the pristine runner did not start: {hello}")
+        self.checks = [CheckInfo(c["id"], c["flow"], tuple(c["requirements"]))
+                       for c in hello["checks"]]
+
+    def _answer(self, timeout: float) -> dict[str, Any] | None:
+        assert self.process is not None and self.process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                return None
+        line = self.process.stdout.readline()
+        return json.loads(line) if line else None
+
+    def run(self, arguments: list[str], timeout: float) -> tuple[int | None, str]:
+        """(exit status, last stderr line) of `keyflows conformance ARGUMENTS`; None
+        when it did not finish in time (the worker is then replaced)."""
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(json.dumps(arguments).encode() + b"\n")
+        self.process.stdin.flush()
+        answer = self._answer(timeout)
+        if CHILDREN.stopping:
+            raise Interrupted()
+        if answer is None:
+            self.close()
+            return None, f"the runner did not finish within {timeout:.0f} s"
+        return int(answer["code"]), str(answer.get("message", ""))
+
+    def close(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+
+class Workers:
+    """A pool of RunnerWorkers, one per thread at a time."""
+
+    def __init__(self, pristine: Path) -> None:
+        self.pristine = pristine
+        self._idle: queue.SimpleQueue[RunnerWorker] = queue.SimpleQueue()
+        self._all: list[RunnerWorker] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> RunnerWorker:
         try:
-            process.wait(timeout=PHASE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return Phase(None, [], 0,
-                         f"the runner did not finish within {PHASE_TIMEOUT_S:.0f} s")
+            return self._idle.get_nowait()
+        except queue.Empty:
+            worker = RunnerWorker(self.pristine)
+            with self._lock:
+                self._all.append(worker)
+            return worker
+
+    def release(self, worker: RunnerWorker) -> None:
+        self._idle.put(worker)
+
+    def checks(self) -> list[CheckInfo]:
+        worker = self.acquire()
+        try:
+            if not worker.checks:
+                worker._start()
+            return list(worker.checks)
         finally:
-            stop(process)
-    if CHILDREN.stopping:
-        raise Interrupted()
+            self.release(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            for worker in self._all:
+                worker.close()
+
+
+def run_runner(worker: RunnerWorker, base_url: str, account_port: int, check_ids: list[str],
+               report: Path) -> Phase:
+    """The pristine runner against the mutant server, on exactly these checks."""
+    arguments = ["--base-url", base_url, "--account-listen", f"127.0.0.1:{account_port}",
+                 "--exitfirst", "--report-json", str(report)]
+    for check_id in check_ids:
+        arguments += ["--select", check_id]
+    code, message = worker.run(arguments, PHASE_TIMEOUT_S)
     failed: list[str] = []
     skipped = 0
     if report.exists():
@@ -223,45 +311,51 @@ def run_runner(pristine: Path, base_url: str, account_port: int, patterns: list[
         failed = [r["id"] for r in data.get("checks", [])
                   if r.get("status") in ("failed", "errored") and not r.get("not_run")]
         skipped = sum(1 for r in data.get("checks", []) if r.get("status") == "skipped")
-    lines = [ln for ln in stderr.read_text(errors="replace").splitlines() if ln.strip()]
-    message = lines[-1].strip() if lines else ""
-    return Phase(process.returncode, failed, skipped, message)
+    return Phase(code, failed, skipped, message)
 
 
-def phases_for(flow: str | None, flows: tuple[str, ...]) -> list[tuple[str, list[str]]]:
-    """The site's own flow first (most mutants die there), then all the others."""
-    first = flow if flow in flows else flows[0]
-    rest = [f for f in flows if f != first]
-    return [(first, [first])] + ([("rest", rest)] if rest else [])
+def phases_for(requirement: str | None, flow: str | None,
+               checks: list[CheckInfo]) -> list[tuple[str, list[str]]]:
+    """Checks citing the site's requirement first, then the rest of its flow, then all
+    others: most mutants die in the first, and a survivor runs every check once."""
+    citing = [c.id for c in checks if requirement in c.requirements]
+    own = [c.id for c in checks if c.flow == flow and c.id not in citing]
+    rest = [c.id for c in checks if c.id not in citing and c.id not in own]
+    return [(name, ids) for name, ids in (("requirement", citing), ("flow", own),
+                                          ("rest", rest)) if ids]
 
 
-def judge(site: Site | None, flow: str | None, base: Path, workdir: Path,
-          flows: tuple[str, ...]) -> Outcome:
+def judge(site: Site | None, flow: str | None, requirement: str | None, base: Path,
+          workdir: Path, workers: Workers, checks: list[CheckInfo]) -> Outcome:
     started = time.monotonic()
     outcome = Outcome(id=site.id if site else "(pristine)", flow=flow,
-                      requirement=None, where=site.where if site else "",
+                      requirement=requirement, where=site.where if site else "",
                       mutation=site.description if site else "", status=SURVIVED)
-    for _attempt in range(START_RETRIES):
-        tree = mutant_tree(base, workdir, site)
-        try:
-            retry = _judge_in(base, tree, outcome, flow, flows)
-        finally:
-            shutil.rmtree(tree, ignore_errors=True)
-        if not retry:
-            break
+    worker = workers.acquire()
+    try:
+        for _attempt in range(START_RETRIES):
+            tree = mutant_tree(base, workdir, site)
+            try:
+                retry = _judge_in(worker, tree, outcome, phases_for(requirement, flow, checks))
+            finally:
+                shutil.rmtree(tree, ignore_errors=True)
+            if not retry:
+                break
+    finally:
+        workers.release(worker)
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
 
 
-def _judge_in(pristine: Path, tree: Path, outcome: Outcome, flow: str | None,
-              flows: tuple[str, ...]) -> bool:
+def _judge_in(worker: RunnerWorker, tree: Path, outcome: Outcome,
+              phases: list[tuple[str, list[str]]]) -> bool:
     """Fill in `outcome`; True if the run must be repeated (a port was taken)."""
     account_port = free_port()
     server, note = start_server(tree, account_port)
     try:
         skipped = 0
-        for name, patterns in phases_for(flow, flows):
-            phase = run_runner(pristine, server.base_url, account_port, patterns,
+        for name, check_ids in phases:
+            phase = run_runner(worker, server.base_url, account_port, check_ids,
                                tree / f"report-{name}.json")
             skipped += phase.skipped
             if phase.code == 2 and "account server" in phase.message \
