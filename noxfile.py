@@ -108,6 +108,9 @@ def bench(session: nox.Session) -> None:
     # Hashchain: verify a generated 1,000,000-entry chain; entries/s, peak memory, ratio
     # to a bare hashlib loop over the same entries (its own options: see its --help).
     session.run("python", "tests/bench_hashchain.py")
+    # Reference server (Debian: apt-get install -y wrk): public-key GET beside a Starlette
+    # hello-world, owner GET beside the public GET, queue read at 10,000 beside 10.
+    session.run("python", "tests/bench_server.py")
 
 
 @nox.session(name="conformance-hostile", python=PYTHON)

@@ -16,7 +16,7 @@ from types import ModuleType
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
@@ -109,6 +109,12 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return problem.response()
 
 
+async def disconnect_handler(request: Request, exc: Exception) -> Response:
+    """The client went away while its body was read: nobody is left to answer, and it is
+    not a server fault worth a traceback."""
+    return Response(status_code=400)
+
+
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
     """A bug, never a client's fault: logged with its traceback, answered without it."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -160,6 +166,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             Problem: problem_handler,
             HTTPException: http_exception_handler,
+            ClientDisconnect: disconnect_handler,
             Exception: internal_error_handler,
         },
     )

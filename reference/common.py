@@ -48,8 +48,14 @@ class Services:
     accounts: AccountClient | None = None  # created in the lifespan, inside the event loop
 
 
+_SERVICES = "keyflows.services"
+
+
 def services(request: Request) -> Services:
-    svc = request.app.state.services
+    """The app's Services, remembered in the request scope (a route asks several times)."""
+    svc = request.scope.get(_SERVICES)
+    if svc is None:
+        svc = request.scope[_SERVICES] = request.app.state.services
     assert isinstance(svc, Services)
     return svc
 
@@ -146,6 +152,17 @@ def spec_checked(check: Callable[[], T]) -> T:
         return check()
     except SpecError as exc:
         raise from_spec_error(exc) from None
+
+
+async def quick_read(request: Request, work: Callable[[], T]) -> T:
+    """A short read of the store (a point lookup, one queue page): on the event loop when
+    the database answers without blocking (SQLite under WAL), else off it."""
+    if services(request).store.reads_inline:
+        try:
+            return work()
+        except SpecError as exc:
+            raise from_spec_error(exc) from None
+    return await in_thread(work)
 
 
 async def in_thread(work: Callable[[], T]) -> T:

@@ -40,6 +40,7 @@ from keyflows.reference.common import (
     not_found,
     path_identifiers,
     query_parameter,
+    quick_read,
     services,
 )
 from keyflows.reference.config import Settings
@@ -152,7 +153,7 @@ async def list_devices(request: Request) -> Response:
     (user_id,) = path_identifiers(request, "user_id")
     await limited_body(request)
     store = tables(request)
-    devices = await in_thread(lambda: store.list_devices(user_id))
+    devices = await quick_read(request, lambda: store.list_devices(user_id))
     return json_text_response(canonical_json(
         {"user_id": user_id,
          "devices": [{"device_id": d, "x25519": k} for d, k in devices]}))
@@ -257,7 +258,7 @@ async def get_queue(request: Request) -> Response:
     store = tables(request)
     if not await in_thread(lambda: store.has_device(user_id, device_id)):
         raise not_found("no such device", requirement="ENV-12")
-    rows, more = await in_thread(lambda: store.queue(user_id, device_id, now=now(),
+    rows, more = await quick_read(request, lambda: store.queue(user_id, device_id, now=now(),
                                                      limit=MAX_QUEUE_PAGE, inline=inline))
     text = (f'{{"device_id":{json.dumps(device_id)},"messages":['
             + ",".join(record_text(r) for r in rows)
@@ -269,7 +270,7 @@ async def get_message(request: Request) -> Response:
     """ENV-15: the record of one message, with the disclosed key once acknowledged."""
     user_id, device_id, message_id = await _owned_device(request, "message_id")
     store = tables(request)
-    stored = await in_thread(lambda: store.delivery(user_id, device_id, message_id,
+    stored = await quick_read(request, lambda: store.delivery(user_id, device_id, message_id,
                                                     now=now()))
     if stored is None:
         raise not_found("no such message for this device", requirement="ENV-17")

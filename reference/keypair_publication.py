@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from keyflows.reference.common import (
     method_route,
     not_found,
     path_identifiers,
+    quick_read,
     services,
     spec_checked,
 )
@@ -73,7 +75,7 @@ async def get_keypair(request: Request) -> Response:
     await authenticate(request, user_id, Operation.GET_KEYPAIR)
     await limited_body(request)
     store = services(request).store
-    text = await in_thread(lambda: store.get_keypair(user_id, client_id))
+    text = await quick_read(request, lambda: store.get_keypair(user_id, client_id))
     # SC-16: a session token reads only the record whose key won it.
     check_session_record(request, None if text is None else
                          int(json.loads(text)["key_version"]))
@@ -103,15 +105,22 @@ async def delete_keypair(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@functools.lru_cache(maxsize=1024)
+def public_view_text(record_text: str) -> str:
+    """KP-10: the public view of a stored record, as canonical JSON. A pure function of
+    the stored text, so remembering it can never serve a stale view."""
+    return canonical_json(kp.public_view(json.loads(record_text)))
+
+
 async def get_public_keys(request: Request) -> Response:
     """Step 8 (KP-10): anyone gets the record without encrypted_private_keys."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
     await limited_body(request)
     store = services(request).store
-    text = await in_thread(lambda: store.get_keypair(user_id, client_id))
+    text = await quick_read(request, lambda: store.get_keypair(user_id, client_id))
     if text is None:
         raise not_found("no keypair is published for this application", requirement="KP-12")
-    return json_text_response(canonical_json(kp.public_view(json.loads(text))))
+    return json_text_response(public_view_text(text))
 
 
 async def list_apps(request: Request) -> Response:
@@ -119,7 +128,7 @@ async def list_apps(request: Request) -> Response:
     (user_id,) = path_identifiers(request, "user_id")
     await limited_body(request)
     store = services(request).store
-    apps = await in_thread(lambda: store.list_apps(user_id))
+    apps = await quick_read(request, lambda: store.list_apps(user_id))
     body = {"user_id": user_id,
             "apps": [{"client_id": client_id, "key_version": version}
                      for client_id, version in apps]}

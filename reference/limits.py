@@ -54,6 +54,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = declared_length(request)
     if declared is not None and declared > limit:
         raise too_large(limit)
+    if declared is None and "transfer-encoding" not in request.headers:
+        return b""  # RFC 9112 section 6.3: a request without either has no body
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():

@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -36,6 +35,7 @@ from keyflows.reference.common import (
     method_route,
     not_found,
     path_identifiers,
+    quick_read,
     services,
     spec_checked,
 )
@@ -173,7 +173,7 @@ async def session_credential(request: Request, user_id: str, credential: str,
     if raw is None:
         return None
     store = challenge_store(request)
-    session = await run_in_threadpool(store.find_session, sc.session_token_digest(raw))
+    session = await quick_read(request, lambda: store.find_session(sc.session_token_digest(raw)))
     if session is None:
         return None
     client_id = request.path_params.get("client_id")
