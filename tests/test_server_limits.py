@@ -28,6 +28,8 @@ from servers import AccountServer, RunningServer, start_account_server, start_re
 from keyflows.conformance.clients import seal_with_application_key, to_json
 from keyflows.spec.limits import Rate
 
+pytestmark = pytest.mark.slow  # a server process, 300 connections, deadlines waited out
+
 DECLARED = 1_800_000  # under the envelope route's limit, so only credentials can refuse it
 CONNECTIONS = 300
 SENT_BODY = 64 * 1024  # what each client sends before waiting: uvicorn's read buffer size
