@@ -4,6 +4,9 @@ the runner's own account server."""
 
 from __future__ import annotations
 
+import base64
+import copy
+import io
 import json
 import socket
 import threading
@@ -18,9 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 from keyflows.conformance.account import AccountServer
+from keyflows.conformance.answers import ShapeError, parse_answer
+from keyflows.conformance.checks.support import first_difference
 from keyflows.conformance.cli import main
+from keyflows.conformance.console import Console, fit, use_color
 from keyflows.conformance.http import Exchange
-from keyflows.conformance.redaction import redact_authorization, redact_text
+from keyflows.conformance.redaction import SecretRegistry, redact_authorization, redact_text
 from keyflows.conformance.registry import FLOWS, all_checks
 from keyflows.conformance.report import junit_xml
 from keyflows.conformance.runner import (
@@ -33,7 +39,7 @@ from keyflows.conformance.runner import (
     run_failed,
     select,
 )
-from keyflows.conformance.trace import curl_reproducer, format_exchange
+from keyflows.conformance.trace import curl_reproducer, describe_mismatch, format_exchange
 from keyflows.spec.requirements import registry
 
 
@@ -270,3 +276,102 @@ def test_account_server_validates_mints_expires_and_misbehaves_on_request() -> N
                                                              "alice"]
     finally:
         server.stop()
+
+
+# --- selection and terminal hygiene ------------------------------------------------------------
+
+def test_skip_leaves_checks_out_and_typos_are_refused(tmp_path: Path) -> None:
+    outcome = invoke("--list", "--select", "common/auth", "--skip", "common/auth/uniform-401")
+    ids = [line.split()[0] for line in outcome.stdout.splitlines()[:-1]]
+    assert ids and "common/auth/uniform-401" not in ids
+    assert all(i.startswith("common/auth/") for i in ids)
+    outcome = invoke("--list", "--skip", "common/auth/no-such")
+    assert outcome.exit_code == 2
+    assert outcome.stderr.strip() == ("keyflows conformance: --skip common/auth/no-such "
+                                      "matches no check (see keyflows conformance --list)")
+    known = tmp_path / "known.txt"
+    known.write_text("common/auth/uniform-401\ncommon/auth/uniform-410  # a typo\n")
+    outcome = invoke("--known-failing", str(known), "--base-url", "http://127.0.0.1:9")
+    assert outcome.exit_code == 2
+    assert outcome.stderr.strip() == (f"keyflows conformance: --known-failing {known}: "
+                                      f"'common/auth/uniform-410' matches no check (see "
+                                      f"keyflows conformance --list)")
+
+
+def test_colour_follows_no_color_terminals_and_the_option(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert use_color(Tty()) and not use_color(io.StringIO())
+    assert use_color(io.StringIO(), "always") and not use_color(Tty(), "never")
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(Tty())
+    monkeypatch.setenv("NO_COLOR", "")
+    monkeypatch.setenv("TERM", "dumb")
+    assert not use_color(Tty())
+
+
+def test_live_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert fit("x" * 100, 40) == "x" * 38 + "…" and len(fit("x" * 100, 40)) < 40
+    assert fit("short", 40) == "short"
+    monkeypatch.setenv("COLUMNS", "30")
+    stream = Tty()
+    console = Console(500, trace=False, stream=stream, color="never")
+    check = next(c for c in all_checks() if len(c.id) > 30)
+    console.started(check)
+    live = stream.getvalue().rsplit("\r\x1b[2K", 1)[-1]
+    assert 0 < len(live) < 30 and "\n" not in live
+
+
+# --- answers, mismatches, redaction by value ---------------------------------------------------
+
+def test_missing_members_of_an_answer_name_the_path() -> None:
+    answer = parse_answer(b'{"head": {"size": 1}, "entries": []}', where="GET /x -> 200")
+    assert answer["head"]["size"] == 1 and answer == {"head": {"size": 1}, "entries": []}
+    with pytest.raises(ShapeError, match=r"GET /x -> 200: the answer has no member 'tree' "
+                                         r"at \$\.head \(members: size\)"):
+        answer["head"]["tree"]
+    with pytest.raises(KeyError):  # code that catches KeyError keeps working
+        answer["nope"]
+    with pytest.raises(ShapeError, match=r"array at \$\.entries has 0 items, no item 0"):
+        answer["entries"][0]
+    assert copy.deepcopy(answer) == answer and json.loads(json.dumps(answer)) == answer
+    with pytest.raises(ValueError, match="nests too deeply"):
+        parse_answer(b"[" * 100000 + b"]" * 100000, where="x")
+
+
+def test_long_mismatches_show_the_first_differing_offset() -> None:
+    expected = "A" * 50 + "B" + "C" * 20
+    actual = "A" * 50 + "X" + "C" * 20
+    text = describe_mismatch(expected, actual)
+    assert text.startswith("values differ first at offset 50 (length 71): expected ")
+    assert "'AAAAAAAAAAAABCCCCCCCCCCC'" in text and "'AAAAAAAAAAAAXCCCCCCCCCCC'" in text
+    assert "offset 4 (lengths 4 and 60)" in describe_mismatch("abcd", "abcd" + "e" * 56)
+    assert describe_mismatch(1, 2) == "expected 1, got 2"
+    assert first_difference({"a": expected}, {"a": actual}) == f"$.a: {text}"
+    assert first_difference({"a": 1}, parse_answer(b'{"a": 1}', where="x")) is None
+    assert first_difference({"a": 1}, {"a": True}) == "$.a: expected 1, got True"
+
+
+def test_registered_secrets_are_redacted_in_every_form() -> None:
+    secrets = SecretRegistry()
+    key = bytes(range(32))
+    secrets.add(key)
+    secrets.add("tok-1234567890")
+    text = (f"b64url {base64.urlsafe_b64encode(key).decode().rstrip('=')} std "
+            f"{base64.b64encode(key).decode()} hex {key.hex()} inside "
+            f"x{key.hex()}y and path /v1/tok-1234567890/z, short tok-1")
+    out = secrets.redact(text)
+    assert key.hex() not in out and "tok-1234567890" not in out
+    assert base64.b64encode(key).decode() not in out
+    assert out.count("<redacted") == 5 and "short tok-1" in out
+    secrets.learn_json({"a": [{"session_token": "sess-abcdefgh"}], "nonce": "n-12345678"})
+    assert secrets.redact("sess-abcdefgh n-12345678") == "<redacted 13 chars> n-12345678"
