@@ -377,10 +377,11 @@ class HttpClient:
             received = len(exchange.response_body)
             got = (f"status {exchange.status} and {received} body bytes" if exchange.status
                    else "no complete status line and headers")
-            exchange.error = f"deadline of {exchange.elapsed_ms / 1000:.1f} s passed"
+            allowed = max(deadline - exchange.started, 0.0)
+            exchange.error = f"deadline of {allowed:.1f} s passed"
             raise DeadlineExceeded(
                 f"{exchange.method} {exchange.url}: no complete answer within "
-                f"{exchange.elapsed_ms / 1000:.1f} s (got {got})", exchange) from exc
+                f"{allowed:.1f} s (got {got})", exchange) from exc
         message = describe_transport_error(exchange.url, exc)
         exchange.error = message.rsplit(": ", 1)[-1]
         raise TransportError(message, exchange) from exc

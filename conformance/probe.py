@@ -14,8 +14,16 @@ from typing import Any, NoReturn
 
 from keyflows.conformance.account import AccountStore
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
-from keyflows.conformance.http import BadAnswer, Exchange, HttpClient, TransportError
+from keyflows.conformance.http import (
+    BadAnswer,
+    Exchange,
+    HttpClient,
+    TransportError,
+    json_or_none,
+)
+from keyflows.conformance.openapi import NOT_JSON, api
 from keyflows.conformance.redaction import redact_text
+from keyflows.conformance.trace import first_difference
 from keyflows.spec import contract
 
 PROBLEM_JSON = contract.PROBLEM_MEDIA_TYPE
@@ -68,6 +76,8 @@ class Session:
     accounts: AccountStore
     capabilities: dict[str, Any] | None = None
     capabilities_problem: str = ""
+    validate_answers: bool = True
+    """Check every answer against its schema in the OpenAPI document."""
     run_tag: str = field(default_factory=lambda: secrets.token_hex(4))
     cache: dict[str, Any] = field(default_factory=dict)
     _users: int = 0
@@ -104,6 +114,8 @@ class Probe:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.exchanges: list[Exchange] = []
+        self.schema_problems: list[tuple[str, Exchange]] = []
+        """Answers that did not match the OpenAPI document, with why."""
         # The last record this probe published per (user_id, client_id): the key a
         # rotation is signed with (KP-17) and a deletion is signed with (KP-19).
         self.published: dict[tuple[str, str], Sealed] = {}
@@ -130,7 +142,23 @@ class Probe:
             raise
         self._note_credential(exchange, sent)
         self.exchanges.append(exchange)
+        self._check_schema(exchange, path)
         return exchange
+
+    def _check_schema(self, exchange: Exchange, path: str) -> None:
+        """Note an answer that does not match its documented schema (the runner fails the
+        check with it unless the check fails for a reason of its own)."""
+        if not self.session.validate_answers:
+            return
+        body: Any = NOT_JSON
+        if "json" in exchange.media_type:
+            body = json_or_none(exchange.response_body)
+            body = NOT_JSON if body is None and exchange.response_body.strip() != b"null" \
+                else body
+        problem = api().answer_problem(exchange.method, path, exchange.status,
+                                       exchange.media_type, body)
+        if problem:
+            self.schema_problems.append((problem, exchange))
 
     def _note_credential(self, exchange: Exchange, sent: dict[str, str]) -> None:
         scheme, _, credential = sent.get("authorization", "").partition(" ")
@@ -200,10 +228,28 @@ class Probe:
 
     def _publish_one(self, user: User, client_id: str, sealed: Sealed) -> Sealed:
         exchange = self.put_keypair(user.user_id, client_id, sealed.body, token=user.token)
-        self.expect_status(exchange, 201, 200,
-                           what="publishing a valid record as its owner")
+        what = "publishing a valid record as its owner"
+        self.expect_status(exchange, 201, 200, what=what)
+        self.expect_stored_answer(exchange, sealed.record,
+                                  keypair_path(user.user_id, client_id), what=what)
         self.published[(user.user_id, client_id)] = sealed
         return sealed
+
+    def expect_stored_answer(self, exchange: Exchange, record: Any, path: str, *,
+                             what: str) -> None:
+        """A 200/201 to a write answers the stored record itself (not only a status),
+        and a 201 names it in Location (API-15)."""
+        stored = self.expect_json(exchange, what=what)
+        diff = first_difference(record, stored)
+        if diff:
+            self.fail(f"{what}: the answer is not the record as stored ({diff})",
+                      expected="the published record, every member unchanged",
+                      actual=describe(exchange), exchange=exchange)
+        if exchange.status == 201 and exchange.header("location") != path:
+            self.fail(f"{what}: 201 with Location {exchange.header('location')!r} (API-15)",
+                      expected=f"Location: {path}",
+                      actual=exchange.header("location") or "(no Location header)",
+                      exchange=exchange)
 
     # --- expectations -----------------------------------------------------------------
 

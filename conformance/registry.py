@@ -75,6 +75,7 @@ def all_checks() -> list[Check]:
         common,
         contract,
         envelope,
+        generic,
         hashchain,
         key_derivation,
         keypair_continuity,

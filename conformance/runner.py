@@ -172,12 +172,25 @@ def run_check(check: Check, session: Session) -> Result:
                                 f"({_where(exc)})",
                         failing_exchange=_last(probe.exchanges))
     else:
-        result = Result(check=check, status=PASSED, message=check.summary)
+        result = _passed_or_off_schema(check, probe)
     result.exchanges = probe.exchanges
     result.requests = len(probe.exchanges)
     result.account_exchanges = session.accounts.exchanges_since(since)
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+def _passed_or_off_schema(check: Check, probe: Probe) -> Result:
+    """Passed, unless an answer did not match its schema in the OpenAPI document."""
+    if not probe.schema_problems:
+        return Result(check=check, status=PASSED, message=check.summary)
+    problem, exchange = probe.schema_problems[0]
+    more = len(probe.schema_problems) - 1
+    return Result(check=check, status=FAILED,
+                  message=problem + (f" (and {more} more answers off their schema)"
+                                     if more else ""),
+                  expected="an answer the OpenAPI document describes (spec/openapi.yaml)",
+                  actual=problem, failing_exchange=exchange)
 
 
 def _where(exc: BaseException) -> str:

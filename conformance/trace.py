@@ -180,3 +180,42 @@ def describe_mismatch(expected: Any, actual: Any) -> str:
         return (f"values differ first at offset {at} ({lengths}): expected "
                 f"{_window(expected, at)}, got {_window(actual, at)}")
     return f"expected {expected!r}, got {actual!r}"
+
+
+def json_kind(value: Any) -> type:
+    """The JSON type of a value: bool, int, float, str, dict, list or NoneType (a tracked
+    answer object is a dict, and True is not an int)."""
+    for kind in (bool, int, float, str, dict, list, bytes):
+        if isinstance(value, kind):
+            return kind
+    return type(value)
+
+
+def first_difference(expected: Any, actual: Any, where: str = "$") -> str | None:
+    """Where two JSON values differ, type-exact (1 and 1.0 and true differ), or None.
+    Long strings report the first differing offset."""
+    if json_kind(expected) is not json_kind(actual):
+        return f"{where}: expected {expected!r}, got {actual!r}"
+    if isinstance(expected, dict):
+        for key in expected:
+            if key not in actual:
+                return f"{where}.{key}: missing"
+        for key in actual:
+            if key not in expected:
+                return f"{where}.{key}: unexpected member"
+        for key in expected:
+            diff = first_difference(expected[key], actual[key], f"{where}.{key}")
+            if diff:
+                return diff
+        return None
+    if isinstance(expected, list):
+        if len(expected) != len(actual):
+            return f"{where}: expected {len(expected)} items, got {len(actual)}"
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            diff = first_difference(e, a, f"{where}[{i}]")
+            if diff:
+                return diff
+        return None
+    if expected != actual:
+        return f"{where}: {describe_mismatch(expected, actual)}"
+    return None

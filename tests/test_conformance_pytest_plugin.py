@@ -33,9 +33,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ORACLE_404 = compact({"type": "urn:keyflows:problem:not-found", "title": "Not found",
+                      "status": 404, "detail": "No keypair is published here."})
+
+
 def half_broken(app: Any) -> Any:
-    """Hides hashchain from the capabilities; quotes the bearer token in 401 bodies (so
-    common/auth/uniform-401 fails)."""
+    """Hides hashchain from the capabilities (its checks skip); tells a caller without
+    credentials that the app `absent-app` has no record (a 404 where the uniform 401 is
+    due: common/auth/uniform-401 fails, and nothing else)."""
 
     async def rewrite(scope: Scope, request_body: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes
@@ -44,11 +49,9 @@ def half_broken(app: Any) -> Any:
             caps = json.loads(body)
             caps["flows"] = [f for f in caps["flows"] if f != "hashchain"]
             body = compact(caps)
-        auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        if status == 401 and auth.startswith("Bearer "):
-            problem = json.loads(body)
-            problem["detail"] = f"token {auth[7:]}"
-            body = compact(problem)
+        if status == 401 and scope["path"].endswith("/apps/absent-app/keypair"):
+            status, body = 404, ORACLE_404
+            headers = [(k, v) for k, v in headers if k.lower() != b"www-authenticate"]
         return status, headers, body
 
     return rewriting(rewrite)(app)
@@ -97,7 +100,7 @@ def test_every_check_is_reported_against_a_running_reference_server(
 def test_selection_markers_skips_and_known_failing_as_strict_xfail(
         pytester: pytest.Pytester, broken: Served) -> None:
     known = pytester.path / "known-failing.txt"
-    known.write_text("common/auth/uniform-401   # quotes the token\n"
+    known.write_text("common/auth/uniform-401   # an existence oracle\n"
                      "common/auth/missing-token # passes: a stale entry\n")
     result = pytester.runpytest_subprocess(
         *PLUGIN, *broken.args(), "--keyflows-known-failing", str(known), "-rA",
@@ -124,8 +127,8 @@ def test_failures_show_expected_got_trace_and_reproducer(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*_ common/auth/uniform-401 _*",
-        "FAILED: GET an existing record with an unknown token: the 401 body differs*",
-        "  expected: *", "  got:      *\"detail\":\"token <redacted 48 chars>\"*",
+        "FAILED: GET an absent record with no Authorization header: expected 401, got 404",
+        "  expected: status 401", "  got:      404 application/problem+json *not-found*",
         "  trace (secrets redacted):", "  reproduce*", "    curl -sS -i -X GET *",
         f"  re-run:   keyflows conformance --base-url {broken.server.url} --account-listen "
         f"127.0.0.1:{broken.port} --select 'common/auth/uniform-401'"])

@@ -1,0 +1,80 @@
+"""The checks generated from spec/openapi.yaml: one per common rule and route, present
+for every route of the document, and each catching a server that breaks its rule on
+one route (tests/broken_generic.py). The unbroken reference passes them all in the
+embedded run (tests/test_conformance.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from broken_generic import VARIANTS, GenericVariant
+from servers import start_reference_server
+
+from keyflows.conformance.openapi import ACCOUNT, CAPABILITY, NONE, REQUEST_BODY, api, route_name
+from keyflows.conformance.registry import all_checks
+from keyflows.reference.server_lock import load_server_lock_settings
+
+
+def test_every_route_and_operation_has_its_generic_checks() -> None:
+    ids = {c.id for c in all_checks()}
+    routes = {route_name(p) for p in api().paths()}
+    assert len(routes) == len(api().paths()), "two routes share a check-id segment"
+    for op in api().operations:
+        prefix = f"common/{op.route}"
+        assert f"{prefix}/methods" in ids
+        if op.parameters:
+            assert f"{prefix}/identifiers" in ids
+        assert op.credential in (ACCOUNT, CAPABILITY, REQUEST_BODY, NONE), op
+        has_auth = f"{prefix}/{op.method.lower()}-authentication" in ids
+        assert has_auth == (op.credential in (ACCOUNT, CAPABILITY)), op
+        if op.credential == ACCOUNT:
+            assert "{user_id}" in op.path, f"{op.method} {op.path}: whose token?"
+        has_body = f"{prefix}/{op.method.lower()}-body" in ids
+        assert has_body == (op.has_body and op.credential != REQUEST_BODY), op
+
+
+def test_generic_checks_apply_to_the_flow_of_their_route() -> None:
+    routes = {o.route for o in api().operations}
+    for check in all_checks():
+        parts = check.id.split("/")
+        if parts[0] != "common" or parts[1] not in routes or not parts[2].endswith(
+                ("-authentication", "-body")):
+            continue
+        op = next(o for o in api().operations if o.route == parts[1]
+                  and parts[2].startswith(o.method.lower() + "-"))
+        assert check.needs == (() if op.flow == "common" else (op.flow,)), check.id
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_a_server_breaking_one_rule_on_one_route_is_caught(variant: GenericVariant,
+                                                           tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    key = tmp_path / "master.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    lock = load_server_lock_settings(master_key_file=str(key), environ={})
+    server = start_reference_server(f"http://127.0.0.1:{port}", tmp_path / "k.sqlite3",
+                                    app_wrapper=variant.wrapper, server_lock=lock)
+    report = tmp_path / "r.json"
+    try:
+        selects = [arg for cid in variant.must_fail for arg in ("--select", cid)]
+        done = subprocess.run(
+            [sys.executable, "-m", "keyflows.conformance", "conformance", "--base-url",
+             server.url, "--account-listen", f"127.0.0.1:{port}", "--report-json",
+             str(report), *selects], capture_output=True, text=True, timeout=120,
+            check=False)
+    finally:
+        server.stop()
+    assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"
+    checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    for check_id in variant.must_fail:
+        assert checks[check_id]["status"] == "failed", (check_id, checks[check_id])
+    assert variant.message in checks[variant.must_fail[0]]["message"]
