@@ -33,6 +33,12 @@ DOCUMENT_URI = "urn:keyflows:openapi"
 METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH")
 ACCOUNT, CAPABILITY, REQUEST_BODY, NONE = "account", "capability", "request-body", "none"
 DEFAULT_BODY_LIMIT = "limits.max_body_bytes"
+ANY_OPERATION_STATUSES = (408, 429, 503)
+"""Answers the contract allows on every operation whether documented there or not: a
+header or body deadline (408), a rate limit or quota (429, API-51; "a 429 may come
+before or after any check except route and method"), a busy server or an unclear
+account server (503). Their body is a problem (components/schemas/Problem)."""
+PROBLEM_SCHEMA = "/components/schemas/Problem"
 _PARAM = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
 
@@ -132,6 +138,8 @@ class Api:
         if op is None or status == 0:
             return None
         found = self._response(op, status)
+        if found is None and status in ANY_OPERATION_STATUSES:
+            return self._problem_mismatch(op, status, media_type, body)
         if found is None:
             return (f"status {status} is not a documented answer of {op.method} {op.path} "
                     f"(documented: {', '.join(op.statuses)})")
@@ -153,6 +161,20 @@ class Api:
         message = error.message if len(error.message) < 300 else error.message[:297] + "..."
         return (f"the {status} answer of {op.method} {op.path} does not match its schema at "
                 f"{where}: {message}")
+
+    def _problem_mismatch(self, op: Operation, status: int, media_type: str,
+                          body: Any) -> str | None:
+        if media_type != "application/problem+json":
+            return (f"{op.method} {op.path} answered {status} with content-type "
+                    f"{media_type or '(none)'}; expected application/problem+json")
+        if body is _NOT_JSON:
+            return None
+        error = jsonschema.exceptions.best_match(
+            self._validator(PROBLEM_SCHEMA).iter_errors(body))
+        if error is None:
+            return None
+        return (f"the {status} answer of {op.method} {op.path} is not a problem of the "
+                f"documented shape: {error.message[:300]}")
 
     def value_fits(self, schema: dict[str, Any], value: str) -> bool:
         """Whether a path-parameter value (a string on the wire) fits its schema."""
