@@ -7,10 +7,11 @@ validated against the schema the document gives for its operation, status and me
 type (a check that passes otherwise fails when an answer does not match its schema).
 
 Operation extensions the runner reads:
-- `x-keyflows-credential`: how a bearer-secured operation authenticates: `account` (the
-  default: an access token the account server validates for the path's user_id),
-  `capability` (a keystore capability, lock-layering), or `request-body` (a token in
-  the body, not a header).
+- `x-keyflows-credential`: how a bearer-secured operation authenticates: `account` (an
+  access token the account server validates for the path's user_id), `capability` (a
+  keystore capability, lock-layering), or `request-body` (a token in the body, not a
+  header). Without it, the rule the bearer security scheme states applies: a capability
+  under /v1/keystores/, an account token elsewhere.
 - `x-keyflows-body-limit`: the capabilities member bounding the request body (default
   `limits.max_body_bytes`).
 """
@@ -32,6 +33,7 @@ from keyflows.spec.yamlfile import load as load_yaml
 DOCUMENT_URI = "urn:keyflows:openapi"
 METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH")
 ACCOUNT, CAPABILITY, REQUEST_BODY, NONE = "account", "capability", "request-body", "none"
+CAPABILITY_PREFIX = "/v1/keystores/"
 DEFAULT_BODY_LIMIT = "limits.max_body_bytes"
 ANY_OPERATION_STATUSES = (408, 429, 503)
 """Answers the contract allows on every operation whether documented there or not: a
@@ -247,8 +249,10 @@ def _operation(document: dict[str, Any], path: str, method: str) -> Operation:
     body = op.get("requestBody") or {}
     security = op.get("security", document.get("security")) or []
     credential = op.get("x-keyflows-credential")
-    if credential is None:
-        credential = ACCOUNT if any("bearer" in s for s in security) else NONE
+    if credential is None and any("bearer" in s for s in security):
+        credential = CAPABILITY if path.startswith(CAPABILITY_PREFIX) else ACCOUNT
+    elif credential is None:
+        credential = NONE
     tags = op.get("tags") or ["common"]
     ordered = tuple(params[name] for name in _PARAM.findall(path) if name in params)
     return Operation(

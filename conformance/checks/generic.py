@@ -139,30 +139,35 @@ class Credential:
     headers: dict[str, str] | None = None
 
 
-def keystore_values(t: Probe, op: Operation, *, with_key: bool) -> tuple[dict[str, str], str]:
-    """A server-held keystore the runner controls (and a key in it when the route names
-    one and `with_key`): the path values and the root capability."""
-    from keyflows.conformance.checks.lock_layering import create_key, create_keystore
+def prepared(t: Probe, op: Operation, *, existing: bool) -> tuple[dict[str, str], str,
+                                                                 User | None]:
+    """Path values, an Authorization value and the account user for a request to `op`
+    with a valid credential. With `existing`, the keystore (and key) the path names exist
+    and belong to that user, so a body check meets the rule it tests, not a 404."""
+    names = {p.name for p in op.parameters}
+    if op.credential == CAPABILITY or (existing and "keystore_id" in names):
+        from keyflows.conformance.checks.lock_layering_support import (
+            create_key,
+            create_keystore,
+        )
 
-    keystore = create_keystore(t, label="generic")
-    values = {"keystore_id": keystore.keystore_id}
-    if with_key and any(p.name == "key_id" for p in op.parameters):
-        values["key_id"] = str(create_key(t, keystore, "ed25519")["key_id"])
-    return values, keystore.capability
+        keystore = create_keystore(t, label="generic")
+        values = {"keystore_id": keystore.keystore_id, "user_id": keystore.owner.user_id}
+        if existing and "key_id" in names:
+            values["key_id"] = str(create_key(t, keystore, "ed25519")["key_id"])
+        if op.credential == CAPABILITY:
+            return values, f"Bearer {keystore.capability}", None
+        return values, f"Bearer {keystore.owner.token}", keystore.owner
+    if op.credential == ACCOUNT:
+        user = t.user("generic")
+        return {"user_id": user.user_id}, f"Bearer {user.token}", user
+    return {}, "", None
 
 
 def valid_credential(t: Probe, op: Operation, *, existing: bool = False) -> Credential:
-    """A valid credential and a path it is valid for. With `existing`, the resources the
-    path names exist where the runner can create them generically (a keystore's key),
-    so a body check meets the rule it tests, not a 404."""
-    if op.credential == ACCOUNT:
-        user = t.user("generic")
-        values = {"user_id": user.user_id}
-        return Credential(concrete(t, op, values), f"Bearer {user.token}", user=user)
-    if op.credential == CAPABILITY:
-        values, capability = keystore_values(t, op, with_key=existing)
-        return Credential(concrete(t, op, values), f"Bearer {capability}")
-    return Credential(concrete(t, op, {}), "")
+    """A valid credential and a path it is valid for (see `prepared`)."""
+    values, authorization, user = prepared(t, op, existing=existing)
+    return Credential(concrete(t, op, values), authorization, user=user)
 
 
 def auth_headers(credential: Credential) -> dict[str, str]:
