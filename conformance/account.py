@@ -24,7 +24,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyflows.conformance.http import Exchange
-from keyflows.conformance.redaction import SECRETS, remember_secret
+from keyflows.conformance.parties import ASGIApp, ExchangeLog, Message, Scope, recording
+from keyflows.conformance.redaction import remember_secret
 
 START_TIMEOUT_S = 10.0
+ACCOUNT_PARTY = "account-server"
 
 
 class AccountServerError(Exception):
@@ -70,7 +71,8 @@ class AccountStore:
         self._calls: list[ValidateCall] = []
         self._shares: dict[str, str] = {}
         self._share_requests: list[str] = []
-        self._exchanges: list[Exchange] = []
+        self.log = ExchangeLog(ACCOUNT_PARTY)
+        """What the server under test asked this account server, exchange by exchange."""
 
     def mint(self, user_id: str, token: str | None = None) -> str:
         """A valid token of `user_id`: a fresh random one, or `token` (which a check picks
@@ -80,23 +82,6 @@ class AccountStore:
         with self._lock:
             self._tokens[token] = _Token(user_id=user_id)
         return token
-
-    def record(self, exchange: Exchange) -> None:
-        """Keep one exchange the server under test had with this account server."""
-        SECRETS.learn_body(exchange.request_body, "json")
-        SECRETS.learn_body(exchange.response_body, "json")
-        with self._lock:
-            self._exchanges.append(exchange)
-
-    def exchanges_since(self, started: float) -> list[Exchange]:
-        """Exchanges that started at or after `started` (a time.monotonic() value)."""
-        with self._lock:
-            return [e for e in self._exchanges if e.started >= started]
-
-    def forget_exchanges(self, before: float) -> None:
-        """Drop exchanges that started before `before` (bounded memory over a run)."""
-        with self._lock:
-            self._exchanges = [e for e in self._exchanges if e.started >= before]
 
     def validate_calls(self) -> int:
         """How many validate calls arrived so far (well-formed or not)."""
@@ -175,12 +160,6 @@ class AccountStore:
         return valid, bad, entry.bad_status if entry else 200
 
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]],
-                    Callable[[Message], Awaitable[None]]], Awaitable[None]]
-
-
 class AnswerBroken(Exception):
     """Raised on purpose by BrokenAnswer; not logged (see _QuietBrokenAnswers)."""
 
@@ -234,52 +213,7 @@ def create_app(store: AccountStore) -> ASGIApp:
 
     app = Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
                             Route("/v1/secret", secret, methods=["GET"])])
-    return recording(app, store)
-
-
-def recording(app: ASGIApp, store: AccountStore) -> ASGIApp:
-    """Wrap the app so every HTTP exchange is kept in the store as an Exchange."""
-
-    async def wrapped(scope: Scope, receive: Callable[[], Awaitable[Message]],
-                      send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.monotonic()
-        request_body = bytearray()
-        answer: dict[str, Any] = {"status": 0, "headers": [], "body": bytearray()}
-
-        async def receive_recorded() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                request_body.extend(message.get("body", b""))
-            return message
-
-        async def send_recorded(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-                answer["headers"] = [(k.decode("latin-1"), v.decode("latin-1"))
-                                     for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                answer["body"].extend(message.get("body", b""))
-            await send(message)
-
-        try:
-            await app(scope, receive_recorded, send_recorded)
-        finally:
-            host, port = scope.get("server") or ("127.0.0.1", 0)
-            query = scope.get("query_string", b"").decode("latin-1")
-            url = f"http://{host}:{port}{scope['path']}" + (f"?{query}" if query else "")
-            headers = [(k.decode("latin-1"), v.decode("latin-1"))
-                       for k, v in scope.get("headers", [])]
-            store.record(Exchange(
-                method=scope["method"], url=url, sent_headers=dict(headers),
-                request_headers=headers, request_body=bytes(request_body),
-                status=answer["status"], reason="", response_headers=answer["headers"],
-                response_body=bytes(answer["body"]), started=started,
-                elapsed_ms=(time.monotonic() - started) * 1000, party="account-server"))
-
-    return wrapped
+    return recording(app, store.log)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

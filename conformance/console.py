@@ -20,7 +20,7 @@ from keyflows.conformance.runner import ERRORED, FAILED, PASSED, SKIPPED, Result
 from keyflows.conformance.trace import (
     TOKEN_VARIABLE,
     format_exchange,
-    format_with_account_calls,
+    format_with_side_calls,
     merged,
 )
 
@@ -105,7 +105,7 @@ class Console:
         if noteworthy and not result.known_failing and not result.stale:
             self.details(result)
         if self.trace:
-            for exchange in merged(result.exchanges, result.account_exchanges):
+            for exchange in merged(result.exchanges, result.side_exchanges):
                 self.line(format_exchange(exchange, indent="    "))
 
     def details(self, result: Result) -> None:
@@ -123,7 +123,7 @@ class Console:
                 for exchange in earlier[-8:]:
                     self.line(f"    {exchange.line}")
             self.line("  trace (secrets redacted):")
-            self.line(format_with_account_calls(failing, result.account_exchanges,
+            self.line(format_with_side_calls(failing, result.side_exchanges,
                                                 indent="    "))
             note = failing.credential_note
             hint = f" (set {TOKEN_VARIABLE} to {note}, as the check used)" if note else ""

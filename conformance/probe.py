@@ -22,6 +22,7 @@ from keyflows.conformance.http import (
     json_or_none,
 )
 from keyflows.conformance.openapi import NOT_JSON, api
+from keyflows.conformance.parties import ExchangeLog
 from keyflows.conformance.redaction import redact_text
 from keyflows.conformance.trace import first_difference
 from keyflows.spec import contract
@@ -78,6 +79,8 @@ class Session:
     capabilities_problem: str = ""
     validate_answers: bool = True
     """Check every answer against its schema in the OpenAPI document."""
+    side_logs: list[ExchangeLog] = field(default_factory=list)
+    """Exchange logs of the parties the runner plays besides its account server."""
     run_tag: str = field(default_factory=lambda: secrets.token_hex(4))
     cache: dict[str, Any] = field(default_factory=dict)
     _users: int = 0
@@ -86,6 +89,20 @@ class Session:
         # Fresh per run, so re-running against a persistent server never collides.
         self._users += 1
         return f"{label[:40]}-{self._users:04d}-{self.run_tag}"
+
+    @property
+    def party_logs(self) -> list[ExchangeLog]:
+        """Every party's exchanges with the server under test, the account server first."""
+        return [self.accounts.log, *self.side_logs]
+
+    def side_exchanges(self, since: float) -> list[Exchange]:
+        """What the server under test asked the runner's parties since `since`."""
+        return sorted((e for log in self.party_logs for e in log.since(since)),
+                      key=lambda e: e.started)
+
+    def forget_side_exchanges(self, before: float) -> None:
+        for log in self.party_logs:
+            log.forget_before(before)
 
     @property
     def flows(self) -> list[str]:

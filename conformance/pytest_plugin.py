@@ -283,7 +283,7 @@ class _PluginRun:
         if self._guard is not None:
             self.stop_reason = self._guard.after(result) or ""
         result.compact()
-        self._session.accounts.forget_exchanges(_now())
+        self._session.forget_side_exchanges(_now())
         return result
 
     def stop(self) -> None:

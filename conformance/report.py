@@ -14,7 +14,7 @@ from typing import Any
 from keyflows.conformance.redaction import redact_text
 from keyflows.conformance.registry import FLOWS
 from keyflows.conformance.runner import ERRORED, FAILED, SKIPPED, Result, summarize
-from keyflows.conformance.trace import format_with_account_calls
+from keyflows.conformance.trace import format_with_side_calls
 
 
 def keyflows_version() -> str:
@@ -43,8 +43,8 @@ def result_entry(result: Result) -> dict[str, Any]:
         entry["expected"] = redact_text(result.expected)
         entry["actual"] = redact_text(result.actual)
         if result.failing_exchange is not None:
-            entry["trace"] = format_with_account_calls(
-                result.failing_exchange, result.account_exchanges, indent="")
+            entry["trace"] = format_with_side_calls(
+                result.failing_exchange, result.side_exchanges, indent="")
             entry["reproducer"] = result.reproducer
             entry["reproducer_token"] = result.failing_exchange.credential_note
         if result.saved_to:
@@ -121,8 +121,8 @@ def _details(result: Result) -> str:
     lines = [f"expected: {redact_text(result.expected)}",
              f"got:      {redact_text(result.actual)}"]
     if result.failing_exchange is not None:
-        lines += ["trace:", format_with_account_calls(result.failing_exchange,
-                                                      result.account_exchanges),
+        lines += ["trace:", format_with_side_calls(result.failing_exchange,
+                                                      result.side_exchanges),
                   "reproduce:", "  " + result.reproducer]
     return "\n".join(lines)
 

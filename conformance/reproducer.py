@@ -67,7 +67,7 @@ class ExchangeSaver:
                 f"keyflows.conformance.account --listen "
                 f"{self.account.url.removeprefix('http://')} --state "
                 f"{shlex.quote(str(self.root / 'accounts.json'))}", ""]
-        exchanges = sorted([*result.exchanges, *result.account_exchanges],
+        exchanges = sorted([*result.exchanges, *result.side_exchanges],
                            key=lambda e: e.started)
         for number, exchange in enumerate(exchanges, 1):
             entry = self._entry(folder, number, exchange)

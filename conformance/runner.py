@@ -58,8 +58,9 @@ class Result:
     actual: str = ""
     exchanges: list[Exchange] = field(default_factory=list)
     failing_exchange: Exchange | None = None
-    account_exchanges: list[Exchange] = field(default_factory=list)
-    """What the server under test asked the runner's account server during the check."""
+    side_exchanges: list[Exchange] = field(default_factory=list)
+    """What the server under test asked the runner's own servers (its account server, any
+    other party it plays) during the check."""
     duration_ms: float = 0.0
     known_failing: bool = False
     stale: bool = False
@@ -82,10 +83,10 @@ class Result:
         self.requests = max(self.requests, len(self.exchanges))
         if self.status in (PASSED, SKIPPED):
             self.exchanges = []
-            self.account_exchanges = []
+            self.side_exchanges = []
             self.failing_exchange = None
             return
-        for exchange in [*self.exchanges, *self.account_exchanges]:
+        for exchange in [*self.exchanges, *self.side_exchanges]:
             exchange.trim(KEPT_BODY_BYTES)
 
 
@@ -175,7 +176,7 @@ def run_check(check: Check, session: Session) -> Result:
         result = _passed_or_off_schema(check, probe)
     result.exchanges = probe.exchanges
     result.requests = len(probe.exchanges)
-    result.account_exchanges = session.accounts.exchanges_since(since)
+    result.side_exchanges = session.side_exchanges(since)
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result
 
@@ -333,7 +334,7 @@ def run_all(checks: list[Check], session: Session, *, known_failing: list[str],
         if on_result:
             on_result(result)
         result.compact()
-        session.accounts.forget_exchanges(time.monotonic())
+        session.forget_side_exchanges(time.monotonic())
         if outcome.interrupted:
             break
         if exitfirst and result.status in (FAILED, ERRORED) and not result.known_failing:

@@ -53,10 +53,11 @@ def _short_url(url: str) -> str:
 
 def format_exchange(exchange: Exchange, indent: str = "  ") -> str:
     """A redacted trace of one exchange."""
-    out, back = (">>", "<<") if exchange.party == "account-server" else (">", "<")
+    side = exchange.party != "runner"
+    out, back = (">>", "<<") if side else (">", "<")
     lines = []
-    if exchange.party == "account-server":
-        lines.append("(the server under test asked the runner's account server:)")
+    if side:
+        lines.append(f"(the server under test asked the runner's {party_name(exchange)}:)")
     lines.append(f"{out} {exchange.method} {_short_url(exchange.url)}")
     lines += [f"{out} {show_header(k, v)}" for k, v in exchange.request_headers]
     body = show_body(exchange.request_body)
@@ -79,22 +80,28 @@ def format_exchange(exchange: Exchange, indent: str = "  ") -> str:
     return "\n".join(indent + line for line in lines)
 
 
+def party_name(exchange: Exchange) -> str:
+    return exchange.party.replace("-", " ")
+
+
 def during(exchange: Exchange, others: Iterable[Exchange]) -> list[Exchange]:
-    """The account-server exchanges that started while `exchange` was in flight."""
+    """The side exchanges that started while `exchange` was in flight."""
     end = exchange.started + exchange.elapsed_ms / 1000
     return [o for o in others if exchange.started <= o.started <= end + 0.05]
 
 
-def format_with_account_calls(exchange: Exchange, account: list[Exchange],
-                              indent: str = "  ") -> str:
-    """The exchange's trace followed by the account-server calls it caused (or a note
-    that there were none, when it carried a bearer token)."""
+def format_with_side_calls(exchange: Exchange, side: list[Exchange],
+                           indent: str = "  ") -> str:
+    """The exchange's trace followed by the calls it made the server under test send to
+    the runner's own servers (or a note that it asked no account server, when it carried
+    a bearer token)."""
     parts = [format_exchange(exchange, indent)]
-    calls = during(exchange, account)
+    calls = during(exchange, side)
     parts += [format_exchange(call, indent + "  ") for call in calls]
     carried_token = any(k.lower() == "authorization" and v.lower().startswith("bearer ")
                         for k, v in exchange.request_headers)
-    if not calls and carried_token and exchange.party == "runner":
+    asked_account = any(c.party == "account-server" for c in calls)
+    if not asked_account and carried_token and exchange.party == "runner":
         parts.append(f"{indent}  (the server under test did not ask the runner's account "
                      f"server during this request)")
     return "\n".join(parts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -80,10 +81,25 @@ def embedded_run(tmp_path_factory: pytest.TempPathFactory
     tmp = tmp_path_factory.mktemp("embedded")
     started = time.monotonic()
     done = run_conformance("--report-json", str(tmp / "report.json"),
-                           "--junit-xml", str(tmp / "junit.xml"))
+                           "--junit-xml", str(tmp / "junit.xml"),
+                           "--report-html", str(tmp / "report.html"))
     elapsed = time.monotonic() - started
-    assert elapsed < 30, f"embedded run took {elapsed:.1f} s"
+    # A bound against hangs, generous for a loaded machine (about 10 s when quiet).
+    assert elapsed < 90, f"embedded run took {elapsed:.1f} s"
     return done, json.loads((tmp / "report.json").read_text()), tmp / "junit.xml"
+
+
+def test_embedded_html_report_lists_every_check_with_the_json_counts(embedded_run: Any
+                                                                      ) -> None:
+    _, report, junit = embedded_run
+    html = (junit.parent / "report.html").read_text(encoding="utf-8")
+    ids = re.findall(r'data-check-id="([^"]+)"', html)
+    assert ids == [c["id"] for c in report["checks"]]
+    for status in ("passed", "failed", "skipped", "errored"):
+        total = re.search(rf'<tr data-flow="all">.*?data-status="{status}">(\d+)<', html)
+        assert total is not None and int(total.group(1)) == report["summary"][status]
+    assert not re.search(r"""(?:src|href)=["'](?:https?:)?//""", html.split("<main>")[0])
+    assert "<script src" not in html and "<link" not in html
 
 
 def test_embedded_run_passes(embedded_run: Any) -> None:
