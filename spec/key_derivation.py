@@ -3,7 +3,9 @@
 Steps (see the key-derivation chapter):
   1. Validate inputs: kB is 32 bytes (KD-1); identifiers match the identifier syntax (KD-2).
   2. Application key kBr from kB and client_id (KD-3).
-  3. Password stretching: Argon2id with a stored 16-byte salt and bounded costs (KD-4, KD-5).
+  3. Password stretching: the password normalised with the PRECIS OpaqueString profile
+     (KD-9), then Argon2id with a stored 16-byte salt and costs between one floor and one
+     cap, the same for producer and consumer (KD-4, KD-5).
   4. Password key from the stretched password, bound to user and application (KD-6).
   5. Every derivation uses a label registered for one purpose (KD-7).
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import precis_i18n
 
 from keyflows.spec import primitives
 from keyflows.spec.encoding import labelled_context
@@ -73,7 +77,13 @@ class Argon2Params:
     p: int
 
 
-PRODUCER_MINIMUM = Argon2Params(t=2, m=19456, p=1)
+#: KD-5: the one floor producers and consumers apply (OWASP's minimum for Argon2id).
+ARGON2_FLOOR = Argon2Params(t=2, m=19456, p=1)
+#: KD-5: the caps, so a record cannot make its opener spend unbounded time or memory.
+ARGON2_CAP = Argon2Params(t=16, m=4194304, p=16)
+PRODUCER_MINIMUM = ARGON2_FLOOR  # the name earlier code used
+#: KD-9: the PRECIS profile passwords are enforced with (RFC 8265 section 4.2).
+PASSWORD_PROFILE = precis_i18n.get_profile("OpaqueString")
 
 
 def check_identifier(value: str, field: str, *, requirement: str = "KD-2") -> bytes:
@@ -109,32 +119,56 @@ def application_key(kb: bytes, client_id: str) -> bytes:
 
 
 def check_argon2_params(params: Argon2Params) -> None:
-    """Step 3, consumer side: refuse costs outside the accepted range before running (KD-5)."""
+    """Step 3, producer and consumer alike (KD-5): refuse costs outside
+    2 <= t <= 16, 1 <= p <= 16, max(19456, 8p) <= m <= 4194304 before running Argon2id."""
     t, m, p = params.t, params.m, params.p
     for name, value in (("t", t), ("m", m), ("p", p)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ParamsError(f"Argon2id {name} must be an integer", requirement="KD-5")
-    if not 1 <= t <= 16:
-        raise ParamsError(f"Argon2id t={t} outside 1..16", requirement="KD-5")
-    if not 1 <= p <= 16:
-        raise ParamsError(f"Argon2id p={p} outside 1..16", requirement="KD-5")
-    if not 8 * p <= m <= 4194304:
-        raise ParamsError(f"Argon2id m={m} outside 8p..4194304", requirement="KD-5")
+    if not ARGON2_FLOOR.t <= t <= ARGON2_CAP.t:
+        raise ParamsError(f"Argon2id t={t} outside {ARGON2_FLOOR.t}..{ARGON2_CAP.t}",
+                          requirement="KD-5")
+    if not ARGON2_FLOOR.p <= p <= ARGON2_CAP.p:
+        raise ParamsError(f"Argon2id p={p} outside {ARGON2_FLOOR.p}..{ARGON2_CAP.p}",
+                          requirement="KD-5")
+    if not max(ARGON2_FLOOR.m, 8 * p) <= m <= ARGON2_CAP.m:
+        raise ParamsError(f"Argon2id m={m} outside max({ARGON2_FLOOR.m}, 8p)..{ARGON2_CAP.m}",
+                          requirement="KD-5")
 
 
 def meets_producer_minimum(params: Argon2Params) -> bool:
-    """Step 3, producer side: at least t=2, m=19456 KiB, p=1 (KD-5)."""
-    return params.t >= PRODUCER_MINIMUM.t and params.m >= PRODUCER_MINIMUM.m and params.p >= 1
+    """Step 3 (KD-5): the producer's test is the consumer's, one floor for both."""
+    try:
+        check_argon2_params(params)
+    except ParamsError:
+        return False
+    return True
+
+
+def normalize_password(password: str) -> bytes:
+    """Step 3 (KD-9): the UTF-8 bytes of the password enforced with the PRECIS
+    OpaqueString profile (RFC 8265 section 4.2): non-ASCII spaces mapped to U+0020, NFC;
+    empty results and disallowed code points (controls, unassigned, ...) refused."""
+    if not isinstance(password, str) or not password:
+        raise ParamsError("password must not be empty", requirement="KD-6")
+    try:
+        enforced = PASSWORD_PROFILE.enforce(password)
+    except UnicodeEncodeError as exc:
+        raise ParamsError(f"password is not a PRECIS OpaqueString ({exc.reason})",
+                          requirement="KD-9") from None
+    assert isinstance(enforced, str)
+    return enforced.encode("utf-8")
 
 
 def stretch_password(password: str, salt: bytes, params: Argon2Params) -> bytes:
-    """Step 3: Argon2id(password, salt, t, m, p, L = 32)."""
+    """Step 3: Argon2id(normalize_password(password), salt, t, m, p, L = 32); the inputs
+    are checked before Argon2id runs (KD-4, KD-5, KD-6, KD-9)."""
     if not password:
         raise ParamsError("password must not be empty", requirement="KD-6")
     if len(salt) != SALT_LEN:
         raise LengthError(f"salt must be {SALT_LEN} bytes, got {len(salt)}", requirement="KD-4")
     check_argon2_params(params)
-    return primitives.argon2id(password.encode("utf-8"), salt, iterations=params.t,
+    return primitives.argon2id(normalize_password(password), salt, iterations=params.t,
                                memory_kib=params.m, lanes=params.p, length=KEY_LEN)
 
 

@@ -389,6 +389,25 @@ def lenient_base64(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kp, "b64url_decode_exact", decode_exact)
 
 
+def old_argon2_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer range of old: t >= 1 and m >= 8p, far below the producers' floor
+    (KD-5)."""
+    import keyflows.spec.key_derivation as kd
+    from keyflows.spec.errors import ParamsError
+
+    def check_argon2_params(params: kd.Argon2Params) -> None:
+        t, m, p = params.t, params.m, params.p
+        for value in (t, m, p):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ParamsError("Argon2id parameters must be integers", requirement="KD-5")
+        if not (1 <= t <= 16 and 1 <= p <= 16 and 8 * p <= m <= 4194304):
+            raise ParamsError("Argon2id parameters out of range", requirement="KD-5")
+
+    import keyflows.spec.keypair_publication as kp
+
+    monkeypatch.setattr(kp, "check_argon2_params", check_argon2_params)
+
+
 STALE_VERSION_CHECKS = (
     "keypair-publication/replace/same-version-refused",
     "keypair-publication/replace/lower-version-refused",
@@ -404,6 +423,12 @@ CROSS_USER_CHECKS = (
 )
 
 VARIANTS = (
+    BrokenVariant(
+        "old-argon2-floor", "accepts Argon2id parameters below the one floor (t=1, 8 KiB)",
+        ("key-derivation/argon2-params/t-below-floor",
+         "key-derivation/argon2-params/m-below-floor",
+         "key-derivation/argon2-params/m-8-kib"),
+        patch=old_argon2_floor),
     BrokenVariant(
         "leaks-private-keys", "serves encrypted_private_keys on the public-keys endpoint",
         ("keypair-publication/public-keys/public-view-only",

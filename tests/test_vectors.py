@@ -127,7 +127,10 @@ def test_tampered_hex_digit_fails_check_and_verify(tmp_path: Path) -> None:
     verify = CliRunner().invoke(vectors_command, ["verify", "--dir", str(tmp_path),
                                                   "key-derivation"])
     assert verify.exit_code == 1
-    assert "key-derivation.yaml: 58 cases, 57 agreed, 1 disagreed" in verify.output
+    summary = re.search(r"key-derivation\.yaml: (\d+) cases, (\d+) agreed, 1 disagreed",
+                        verify.output)
+    assert summary is not None, verify.output
+    assert int(summary.group(2)) == int(summary.group(1)) - 1
     assert "kd-v1-app-key-0: outputs.kbr" in verify.output
 
 

@@ -74,7 +74,7 @@ NOTES_V1: dict[str, Flag] = {
         "forbidden character, a trailing newline, non-ASCII).",
         "Reject before deriving anything (failure class decode)."),
     "ParamsOutOfRange": Flag(
-        "Argon2id costs outside 1 <= t <= 16, 1 <= p <= 16, 8p <= m <= 4194304.",
+        "Argon2id costs outside 2 <= t <= 16, 1 <= p <= 16, max(19456, 8p) <= m <= 4194304.",
         "Reject before running Argon2id (failure class params), so a hostile record cannot "
         "make the consumer burn memory or time."),
     "EmptyPassword": Flag(
@@ -83,6 +83,19 @@ NOTES_V1: dict[str, Flag] = {
     "NonAscii": Flag(
         "A value contains non-ASCII characters.",
         "Passwords are encoded as UTF-8 (valid); identifiers are ASCII only (invalid)."),
+    "BelowFloor": Flag(
+        "Argon2id costs below the one floor of producers and consumers (t < 2 or "
+        "m < 19456 KiB), which the profile once accepted from others.",
+        "Reject before running Argon2id (failure class params, KD-5)."),
+    "Normalised": Flag(
+        "The password is not in its PRECIS OpaqueString form (a non-ASCII space, a "
+        "decomposed letter).",
+        "Enforce the profile first: the intermediate `normalized` is what Argon2id takes "
+        "(KD-9)."),
+    "DisallowedPassword": Flag(
+        "The password holds a code point the OpaqueString profile disallows (a control, "
+        "an ignorable code point).",
+        "Reject before running Argon2id (failure class params, KD-9)."),
 }
 
 NOTES_FXAKEYS: dict[str, Flag] = {
@@ -186,6 +199,10 @@ PASSWORD_BASES = (
     PasswordBase("password-1", "p\u00e4ssw\u00f6rd \u2713 \U0001f511", "bob_42",
                  "5901bd09376fe0e9",
                  "a non-ASCII password: Argon2id takes its UTF-8 encoding (NFC as given)"),
+    PasswordBase("password-2", "Correct\u2003Horse\u00a0Caf\u0065\u0301", "carol",
+                 "notes.example",
+                 "an em space, a no-break space and a decomposed e-acute: OpaqueString maps "
+                 "the spaces to U+0020 and composes the letter (NFC) before Argon2id"),
 )
 
 PARAMS_OUT_OF_RANGE: tuple[tuple[str, kd.Argon2Params, str], ...] = (
@@ -195,6 +212,18 @@ PARAMS_OUT_OF_RANGE: tuple[tuple[str, kd.Argon2Params, str], ...] = (
     ("p-too-large", kd.Argon2Params(t=2, m=19456, p=17), "p = 17, above the cap of 16"),
     ("m-below-8p", kd.Argon2Params(t=2, m=15, p=2), "m = 15 KiB with p = 2 (needs m >= 16)"),
     ("m-too-large", kd.Argon2Params(t=2, m=4194305, p=1), "m = 4194305 KiB, above 4 GiB"),
+    ("t-one", kd.Argon2Params(t=1, m=19456, p=1), "t = 1, below the floor of 2"),
+    ("m-below-floor", kd.Argon2Params(t=2, m=19455, p=1),
+     "m = 19455 KiB, one below the floor of 19456"),
+    ("m-8-kib", kd.Argon2Params(t=2, m=8, p=1),
+     "m = 8 KiB, the old consumer minimum, about 2400 times below the floor"),
+)
+BELOW_FLOOR = ("t-one", "m-below-floor", "m-8-kib")
+
+DISALLOWED_PASSWORDS: tuple[tuple[str, str, str], ...] = (
+    ("control", "correct horse\u0007", "ends with U+0007 BELL, a control"),
+    ("ignorable", "correct\u00adhorse", "holds U+00AD SOFT HYPHEN, a default-ignorable "
+     "code point"),
 )
 
 
@@ -208,6 +237,15 @@ def _password_inputs(password: str, salt: bytes, params: kd.Argon2Params, user_i
             "user_id": user_id, "client_id": client_id}
 
 
+def _password_flags(password: str) -> tuple[str, ...]:
+    flags = ["PasswordKey"]
+    if not password.isascii():
+        flags.append("NonAscii")
+    if kd.normalize_password(password) != password.encode("utf-8"):
+        flags.append("Normalised")
+    return tuple(flags)
+
+
 def _password_key_case(base: PasswordBase) -> Case:
     salt = _password_material(base)
     params = kd.PRODUCER_MINIMUM
@@ -215,11 +253,12 @@ def _password_key_case(base: PasswordBase) -> Case:
     return Case(
         id=f"kd-v1-{base.name}",
         comment=base.comment,
-        flags=("PasswordKey", "NonAscii") if not base.password.isascii() else ("PasswordKey",),
-        requirements=("KD-2", "KD-4", "KD-5", "KD-6", "KD-7"),
+        flags=_password_flags(base.password),
+        requirements=("KD-2", "KD-4", "KD-5", "KD-6", "KD-7", "KD-9"),
         operation=OP_PASSWORD_KEY,
         inputs=_password_inputs(base.password, salt, params, base.user_id, base.client_id),
-        intermediates={"stretched": stretched,
+        intermediates={"normalized": kd.normalize_password(base.password),
+                       "stretched": stretched,
                        "info": kd.password_key_info(base.user_id, base.client_id),
                        "prk": primitives.hkdf_extract(b"", stretched)},
         outputs={"pwk": kd.password_key_from_stretched(stretched, base.user_id,
@@ -250,8 +289,14 @@ def _password_negatives(base: PasswordBase) -> list[Case]:
              Failure("params", "3"), password=""),
     ]
     for slug, bad_params, what in PARAMS_OUT_OF_RANGE:
-        cases.append(case(f"params-{slug}", f"Argon2id {what}", ("ParamsOutOfRange",), "KD-5",
+        flags = ("ParamsOutOfRange", "BelowFloor") if slug in BELOW_FLOOR else \
+            ("ParamsOutOfRange",)
+        cases.append(case(f"params-{slug}", f"Argon2id {what}", flags, "KD-5",
                           Failure("params", "3"), params_=bad_params))
+    for slug, password, what in DISALLOWED_PASSWORDS:
+        cases.append(case(f"password-{slug}", f"the password {what}",
+                          ("DisallowedPassword",), "KD-9", Failure("params", "3"),
+                          password=password))
     bad_identifiers = {slug: (bad, what) for slug, bad, what in BAD_IDENTIFIERS}
     for slug in ("empty", "at-sign", "trailing-newline"):
         bad, what = bad_identifiers[slug]
@@ -366,7 +411,8 @@ def _verify_password_key(case: Mapping[str, Any]) -> Outcome:
     info = kd.password_key_info(user_id, client_id)
     stretched = stretch(password, salt, params)
     return compare(case,
-                   intermediates={"stretched": stretched, "info": info,
+                   intermediates={"normalized": kd.normalize_password(password),
+                                  "stretched": stretched, "info": info,
                                   "prk": primitives.hkdf_extract(b"", stretched)},
                    outputs={"pwk": kd.password_key_from_stretched(stretched, user_id,
                                                                   client_id)})

@@ -137,6 +137,10 @@ OUT_OF_RANGE: dict[str, dict[str, int]] = {
     "p-above-16": {"p": 17, "m": 19456},
     "m-below-8p": {"p": 4, "m": 31},
     "m-above-4194304": {"m": 4194305},
+    # The one floor of producers and consumers (KD-5): below it is refused too.
+    "t-below-floor": {"t": 1},
+    "m-below-floor": {"m": 19455},
+    "m-8-kib": {"m": 8},
 }
 
 
@@ -173,11 +177,11 @@ def params_non_integer(t: Probe) -> None:
 
 @check("key-derivation/argon2-params/range-boundaries-accepted", requirements=("KD-5",))
 def params_boundaries_accepted(t: Probe) -> None:
-    """Parameters on the edges of the accepted range (t=1..16, p=1..16, m=8p..4194304)
-    are stored: a consumer rejects only what lies outside."""
+    """Parameters on the edges of the accepted range (t=2..16, p=1..16,
+    m=max(19456, 8p)..4194304) are stored: a consumer rejects only what lies outside."""
     user = t.user("bounds")
-    for i, params in enumerate(({"t": 1, "m": 8, "p": 1}, {"t": 16, "m": 128, "p": 16},
-                                {"t": 1, "m": 4194304, "p": 1})):
+    for i, params in enumerate(({"t": 2, "m": 19456, "p": 1}, {"t": 16, "m": 19456, "p": 16},
+                                {"t": 2, "m": 4194304, "p": 1})):
         client_id = f"bounds-{i}"
         record = seal_with_application_key(user.user_id, client_id, 1).record
         edge = mutated(record, "encrypted_private_keys.kek", password_kek(params))

@@ -1,4 +1,4 @@
-// Key derivation (docs/flows/key-derivation.rst; KD-1..KD-8).
+// Key derivation (docs/flows/key-derivation.rst; KD-1..KD-9).
 
 import {
   Reject, argon2id, ascii, checkIdentifier, fromHex, hkdfExpand, hkdfExtract,
@@ -19,26 +19,42 @@ export function applicationKey(kb, clientId, trace, names = { info: "info", prk:
   return hkdfExpand(prk, info, 32);
 }
 
-/** Step 3 (KD-4, KD-5 consumer bounds): checked before Argon2id runs. */
+/** Step 3 (KD-9): the PRECIS OpaqueString profile (RFC 8265 section 4.2) as far as the
+ * vectors exercise it: non-ASCII spaces to U+0020, NFC; controls, default-ignorable,
+ * unassigned and surrogate code points and an empty result refused. */
+const DISALLOWED = /[\p{Cc}\p{Default_Ignorable_Code_Point}\p{Cn}\p{Cs}]/u;
+export function opaqueString(password, step = "3") {
+  if (typeof password !== "string" || password.length === 0) {
+    throw new Reject("params", step, "the password is empty");
+  }
+  const mapped = password.replace(/(?! )\p{Zs}/gu, " ").normalize("NFC");
+  if (mapped.length === 0) throw new Reject("params", step, "the password is empty after PRECIS");
+  if (DISALLOWED.test(mapped)) throw new Reject("params", step, "a code point OpaqueString disallows");
+  return utf8(mapped);
+}
+
+/** Step 3 (KD-4, KD-5: one range for producer and consumer): checked before Argon2id. */
 export function checkPasswordInputs({ password, salt, t, m, p }, step = "3") {
   if (salt.length !== 16) throw new Reject("length", step, `salt is ${salt.length} bytes, not 16`);
   for (const [k, v] of Object.entries({ t, m, p })) {
     if (typeof v !== "number" || !Number.isInteger(v)) throw new Reject("params", step, `${k} is not an integer`);
   }
-  if (!(t >= 1 && t <= 16)) throw new Reject("params", step, `t = ${t} outside 1..16`);
+  if (!(t >= 2 && t <= 16)) throw new Reject("params", step, `t = ${t} outside 2..16`);
   if (!(p >= 1 && p <= 16)) throw new Reject("params", step, `p = ${p} outside 1..16`);
-  if (!(m >= 8 * p && m <= 4194304)) throw new Reject("params", step, `m = ${m} outside 8p..4194304`);
+  if (!(m >= Math.max(19456, 8 * p) && m <= 4194304)) throw new Reject("params", step, `m = ${m} outside max(19456, 8p)..4194304`);
   if (typeof password !== "string" || password.length === 0) {
     // KD-6: a non-empty password; refused at step 3 with class params.
     throw new Reject("params", step, "the password is empty");
   }
 }
 
-/** Steps 3-4 (KD-6): pwk = HKDF(Argon2id(utf8(password), salt, t, m, p, 32), empty salt,
- * ctx("password-key", user_id, client_id), 32). */
+/** Steps 3-4 (KD-6, KD-9): pwk = HKDF(Argon2id(OpaqueString(password), salt, t, m, p, 32),
+ * empty salt, ctx("password-key", user_id, client_id), 32). */
 export async function passwordKey({ password, salt, t, m, p }, userId, clientId, trace,
   names = { stretched: "stretched", info: "info", prk: "prk" }) {
-  const stretched = await argon2id(utf8(password), salt, t, m, p, 32);
+  const normalized = opaqueString(password);
+  if (trace && names.normalized) trace.inter(names.normalized, normalized);
+  const stretched = await argon2id(normalized, salt, t, m, p, 32);
   const info = labelledContext("password-key", userId, clientId);
   const prk = hkdfExtract(null, stretched);
   if (trace) {
@@ -85,7 +101,9 @@ export default {
           checkIdentifier(inp.client_id, "1", "client_id");
           const params = { ...inp, salt: fromHex(inp.salt) };
           checkPasswordInputs(params);
-          trace.out("pwk", await passwordKey(params, inp.user_id, inp.client_id, trace));
+          opaqueString(inp.password);
+          trace.out("pwk", await passwordKey(params, inp.user_id, inp.client_id, trace,
+            { normalized: "normalized", stretched: "stretched", info: "info", prk: "prk" }));
         },
       },
     },
