@@ -184,6 +184,30 @@ def stale_cache(app: ASGIApp) -> ASGIApp:
     return rewriting(rewrite)(app)
 
 
+def small_order_ed25519_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verifies Ed25519 as most libraries do: any key that decodes, cofactorless."""
+    from keyflows.spec import primitives
+
+    monkeypatch.setattr(primitives, "check_ed25519_public_key",
+                        lambda public_key, requirement=None: None)
+
+
+def base64_of_any_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decodes base64url with a library that chokes on non-ASCII text (a 500)."""
+    import base64
+
+    from keyflows.spec import encoding
+
+    original = encoding.b64url_decode
+
+    def decode(text: str, *, requirement: str | None = None) -> bytes:
+        if isinstance(text, str) and not text.isascii():
+            return base64.urlsafe_b64decode(text.encode("ascii"))  # UnicodeEncodeError
+        return original(text, requirement=requirement)
+
+    monkeypatch.setattr(encoding, "b64url_decode", decode)
+
+
 def without_location(app: ASGIApp) -> ASGIApp:
     async def rewrite(scope: Scope, request_body: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes
@@ -267,6 +291,10 @@ VARIANTS = (
                     "common/http/query-parameters", wrapper=query_changes_capabilities),
     ContractVariant("stale-cache", "serves the first answer to a GET for good",
                     "common/http/fresh-after-change", wrapper=stale_cache),
+    ContractVariant("small-order-ed25519", "accepts small-order Ed25519 keys",
+                    "common/signatures/strict-ed25519", patch=small_order_ed25519_keys),
+    ContractVariant("base64-500", "answers 500 to a non-ASCII base64url value",
+                    "common/encoding/non-ascii-rejected", patch=base64_of_any_text),
     ContractVariant("no-retry-after", "answers 429 without Retry-After",
                     "common/limits/retry-after",
                     wrapper=without_header(b"retry-after", path_part="/session-challenges")),

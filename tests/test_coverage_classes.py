@@ -28,7 +28,6 @@ PENDING: dict[str, str] = {
     "HC-3": "hashchain entries: the log is being rebuilt on RFC 9162",
     "HC-4": "hashchain entries: the log is being rebuilt on RFC 9162",
     "HC-15": "hashchain UIDs: the log is being rebuilt on RFC 9162",
-    "HC-35": "strict Ed25519 on the server's signature checks (hashchain UIDs, KeyInits)",
     **{f"HC-{n}": "the RFC 9162 log, checkpoints, witnesses and tiles, in progress"
        for n in range(36, 51)},
 }

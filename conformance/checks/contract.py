@@ -8,6 +8,7 @@ that refuses with the right status but changes state anyway is caught too."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -16,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 from keyflows.conformance.checks.support import expect_absent, expect_stored, expect_unauthorized
-from keyflows.conformance.clients import seal_with_application_key, to_json
+from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import (
     JSON_HEADERS,
@@ -28,7 +29,9 @@ from keyflows.conformance.probe import (
     keypair_path,
 )
 from keyflows.conformance.registry import check
-from keyflows.spec import contract, yamlfile
+from keyflows.spec import contract, xeddsa, yamlfile
+from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.spec.keypair_publication import PublicKeys, possession_message
 
 CLIENT = "contract-app"
 B64TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
@@ -445,3 +448,71 @@ def fresh_after_change(t: Probe) -> None:
     exchange = t.delete_keypair(user.user_id, CLIENT, token=user.token)
     t.expect_status(exchange, 204, what="DELETE the record as its owner")
     expect(None, "the deletion")
+
+
+# --- strict Ed25519 (HC-35) and strict base64url (API-1) ------------------------------------
+
+ED25519_IDENTITY = bytes([1]) + bytes(31)
+"""The identity point: with R = identity and S = 0 it 'verifies' every message under a
+cofactorless check that does not refuse small-order keys."""
+ED25519_IDENTITY_NON_CANONICAL = bytes([0xEE]) + b"\xff" * 30 + bytes([0x7F])
+"""y = p + 1: a second encoding of the identity point."""
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def with_forged_ed25519(sealed: Sealed, public_ed25519: bytes,
+                        signature: bytes) -> dict[str, Any]:
+    """The record with another Ed25519 public key and binding signature; the X25519
+    possession signature is redone with the record's real X25519 key, so only the
+    Ed25519 part is wrong."""
+    record = sealed.record
+    public = PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
+                        ed25519=public_ed25519)
+    context = (record["user_id"], record["client_id"], record["key_version"], public,
+               record["change"]["type"])
+    out = dict(record, public_keys=dict(record["public_keys"],
+                                        ed25519=b64url_encode(public_ed25519)))
+    out["binding_signature"] = b64url_encode(signature)
+    out["x25519_signature"] = b64url_encode(xeddsa.sign(
+        sealed.private.x25519, possession_message(*context), os.urandom(xeddsa.Z_LEN)))
+    return out
+
+
+@check("common/signatures/strict-ed25519", requirements=("HC-35", "KP-6"))
+def strict_ed25519(t: Probe) -> None:
+    """Ed25519 is verified by the strict rule: a small-order public key (the identity
+    point, also in a non-canonical encoding) is refused as class point even with a
+    signature that satisfies the equation, and a signature with S >= L as class
+    signature; nothing is stored."""
+    user = t.user("strict")
+    sealed = seal_with_application_key(user.user_id, CLIENT, 1)
+    forged = ED25519_IDENTITY + bytes(32)  # R = identity, S = 0
+    for key, label in ((ED25519_IDENTITY, "the identity point"),
+                       (ED25519_IDENTITY_NON_CANONICAL, "a non-canonical identity point")):
+        exchange = t.put_keypair(user.user_id, CLIENT, with_forged_ed25519(sealed, key, forged),
+                                 token=user.token)
+        t.expect_rejected(exchange, 422, what=f"PUT a record whose Ed25519 key is {label}, "
+                                              "with R = identity and S = 0",
+                          failure_class="point")
+    signature = b64url_decode(sealed.record["binding_signature"])
+    s_plus_l = (int.from_bytes(signature[32:], "little") + ED25519_L).to_bytes(32, "little")
+    malleated = dict(sealed.record, binding_signature=b64url_encode(signature[:32] + s_plus_l))
+    exchange = t.put_keypair(user.user_id, CLIENT, malleated, token=user.token)
+    t.expect_rejected(exchange, 422, what="PUT a record whose binding signature has S + L",
+                      failure_class="signature")
+    expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
+
+
+@check("common/encoding/non-ascii-rejected", requirements=("API-1", "API-6"))
+def non_ascii_base64(t: Probe) -> None:
+    """A base64url field with a letter outside ASCII is refused with 400 (decode), never
+    a 5xx, and nothing is stored."""
+    user = t.user("nonascii")
+    record = seal_with_application_key(user.user_id, CLIENT, 1).record
+    for field, value in (("binding_signature", "é" + record["binding_signature"][1:]),
+                         ("x25519_signature", record["x25519_signature"][:-1] + "ß")):
+        exchange = t.put_keypair(user.user_id, CLIENT, dict(record, **{field: value}),
+                                 token=user.token)
+        t.expect_rejected(exchange, 400, what=f"PUT a record whose {field} has a non-ASCII "
+                                              "letter", failure_class="decode")
+    expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
