@@ -73,6 +73,9 @@ def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str
     out.append(f"equivalent: {report['equivalent_listed']} listed of a population of "
                f"{report['population']} ({report['equivalent_share']}%, at most "
                f"{EQUIVALENT_CAP:.0f}%)")
+    partial = report["overall"]["mutants"] < report["population"]
     out.append(f"bar: {OVERALL_BAR:.0f}% overall, {FLOW_BAR:.0f}% per flow: "
-               + ("met" if verdict(report) else "NOT met"))
+               + ("met" if verdict(report) else "NOT met")
+               + (f" (for these {report['overall']['mutants']} of {report['population']} "
+                  f"mutants only)" if partial else ""))
     return "\n".join(out)
