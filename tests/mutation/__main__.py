@@ -145,7 +145,9 @@ def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
     baseline = judge(None, "common", None, pristine, work, workers, checks)
     if baseline.status != SURVIVED:
         return fail(f"the pristine server does not pass the runner: {baseline.reason}")
-    print(f"pristine run: every check passed in {baseline.seconds:.1f} s; "
+    shaky = f" (failed once, then passed alone: {', '.join(baseline.flaky)})" \
+        if baseline.flaky else ""
+    print(f"pristine run: every check passed in {baseline.seconds:.1f} s{shaky}; "
           f"{len(chosen)} mutants, {args.jobs} at a time", flush=True)
     outcomes: list[Outcome] = []
     pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))

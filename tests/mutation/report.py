@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from keyflows.conformance.registry import FLOWS
@@ -34,6 +35,7 @@ def summary(outcomes: list[Outcome], equivalent: dict[str, str], *,
         "equivalent_share": round(100.0 * len(equivalent) / population, 1) if population else 0,
         "equivalent_but_killed": sorted(o.id for o in outcomes
                                         if o.id in equivalent and o.status != SURVIVED),
+        "flaky_checks": dict(Counter(c for o in outcomes for c in o.flaky).most_common()),
     }
 
 
@@ -66,6 +68,10 @@ def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str
     if report["equivalent_but_killed"]:
         out.append("judged equivalent but killed (remove from equivalent.yaml):")
         out += [f"  {i}" for i in report["equivalent_but_killed"]]
+    if report["flaky_checks"]:
+        out.append("checks that failed once and then passed alone on the same server "
+                   "(not counted as kills; worth making robust):")
+        out += [f"  {check} ({n}x)" for check, n in report["flaky_checks"].items()]
     out.append("mutation score (killed / non-equivalent mutants):")
     out.append(_line("overall", report["overall"]))
     for flow, s in report["flows"].items():
