@@ -113,6 +113,16 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/bench_server.py")
 
 
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The reference server under a minute of mixed traffic (publications, lookups,
+    envelopes, ACKs, log appends) with its default limits: 0 errors and 0 5xx required;
+    p50/p99 per kind and the server's memory before and after. Options: --seconds,
+    --clients."""
+    session.install("-e", ".")
+    session.run("python", "tests/soak_server.py", *session.posargs)
+
+
 @nox.session(name="conformance-hostile", python=PYTHON)
 def conformance_hostile(session: nox.Session) -> None:
     """The runner with default options against a drip server and a 100 MB-body server:
