@@ -36,7 +36,7 @@ from keyflows.reference.common import (
     method_route,
     services,
 )
-from keyflows.reference.config import Settings
+from keyflows.reference.config import Settings, database_of
 from keyflows.reference.problems import SLUGS, Problem
 from keyflows.reference.sealed_secrets import open_server_secrets
 from keyflows.reference.server_lock import open_server_lock
@@ -138,8 +138,9 @@ def create_app(settings: Settings) -> Starlette:
     server_lock = (None if settings.server_lock is None
                    else open_server_lock(settings.server_lock))  # LOCK-19: refused if unusable
     locks = lock_layering.setup(settings, server_lock)
-    store = Store.open(settings.db_path)
-    secrets = open_server_secrets(store, db_path=settings.db_path, server_lock=server_lock,
+    store = Store.open(database_of(settings))
+    secrets = open_server_secrets(store, db_path=None if settings.db_url else settings.db_path,
+                                  server_lock=server_lock,
                                   key_file=settings.secrets_key_file)
     challenges = session_challenge.open_store(settings)
     svc = Services(settings=settings, store=store, secrets=secrets)

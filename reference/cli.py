@@ -101,7 +101,8 @@ def serve(settings: Settings) -> None:
 @click.command("serve")
 @click.option("--host", help="Address to listen on [env KEYFLOWS_HOST; default 127.0.0.1].")
 @click.option("--port", help="Port, 0 for an ephemeral one [env KEYFLOWS_PORT; default 8000].")
-@click.option("--db", help="SQLite database file [env KEYFLOWS_DB].")
+@click.option("--db", help="SQLite database file, or a postgresql:// URL shared by several "
+                          "processes [env KEYFLOWS_DB].")
 @click.option("--account-server", help="Account server base URL [env KEYFLOWS_ACCOUNT_SERVER].")
 @click.option("--max-body-bytes",
               help="Largest accepted request body [env KEYFLOWS_MAX_BODY_BYTES; default 65536].")

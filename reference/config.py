@@ -75,6 +75,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     db_path: Path
+    """The SQLite database file (unused when db_url names a PostgreSQL database)."""
     account_server: str
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -90,6 +91,8 @@ class Settings:
     # Seals the server's own secrets when no server lock is configured; None: the
     # database's path with ".key" appended.
     secrets_key_file: Path | None = None
+    # A postgresql:// URL: the database every process of a deployment shares.
+    db_url: str | None = None
     # limits (API-51 .. API-54)
     header_timeout: int = DEFAULT_HEADER_TIMEOUT
     body_timeout: int = DEFAULT_BODY_TIMEOUT
@@ -120,6 +123,11 @@ def check_origin_setting(text: str) -> str:
     except SpecError:
         raise ConfigError(f"origin must be scheme://host[:port] (https or http, lowercase "
                           f"host, no default port, no path), got {text!r}") from None
+
+
+def database_of(settings: Settings) -> Path | str:
+    """What the stores open: the PostgreSQL URL if one is configured, else the file."""
+    return settings.db_url or settings.db_path
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
@@ -173,10 +181,16 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
     level = (log_level or DEFAULT_LOG_LEVEL).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    postgres = db.startswith(("postgresql://", "postgres://"))
+    if postgres and not (secrets_key_file or server_lock):
+        raise ConfigError("with a PostgreSQL database, configure a server lock or"
+                          " --secrets-key-file (the same for every process): the server's"
+                          " secrets are never stored in the clear")
     return Settings(
         host=host,
         port=parse_int(port_text, "port", minimum=0, maximum=65535),
-        db_path=Path(db),
+        db_path=Path() if postgres else Path(db),
+        db_url=db if postgres else None,
         account_server=check_account_server(account_server),
         max_body_bytes=parse_int(limit_text, "max body bytes", minimum=1, maximum=2**31 - 1),
         ready_file=Path(ready_file) if ready_file else None,

@@ -61,7 +61,7 @@ from keyflows.reference.common import (
     path_identifiers,
     spec_checked,
 )
-from keyflows.reference.config import Settings
+from keyflows.reference.config import Settings, database_of
 from keyflows.reference.lock_layering_store import KeyIdTaken, LockStore
 from keyflows.reference.problems import Problem, Unauthorized
 from keyflows.reference.server_lock import ServerLock, ServerLockError, open_server_lock
@@ -119,7 +119,7 @@ def setup(settings: Settings, server_lock: ServerLock | None = None) -> LockLaye
     if server_lock is None:
         server_lock = open_server_lock(settings.server_lock)
     try:
-        store = LockStore.open(settings.db_path)
+        store = LockStore.open(database_of(settings))
     except BaseException:
         server_lock.close()
         raise

@@ -68,7 +68,7 @@ class KeyIdTaken(Exception):
 
 class LockStore(Database):
     @classmethod
-    def open(cls, path: Path) -> LockStore:
+    def open(cls, path: Path | str) -> LockStore:
         return cls(open_connection(path, SCHEMA))
 
     # --- keystores ------------------------------------------------------------------------

@@ -160,15 +160,20 @@ def _open_with(sealer: ServerLock, name: str, sealer_name: str, sealed: bytes) -
                            f" ({type(exc).__name__})") from None
 
 
-def open_server_secrets(db: Database, *, db_path: Path, server_lock: ServerLock | None,
+def open_server_secrets(db: Database, *, db_path: Path | None, server_lock: ServerLock | None,
                         key_file: Path | None = None) -> ServerSecrets:
     """The server's secrets: sealed under `server_lock` when one is configured, else under
-    the local key file (`key_file`, by default beside the database)."""
-    local = key_file or default_key_file(db_path)
+    the local key file (`key_file`, by default beside the SQLite database `db_path`; a
+    database that is no file, PostgreSQL, needs a server lock or an explicit key file
+    that every process shares)."""
+    local = key_file or (default_key_file(db_path) if db_path is not None else None)
     try:
         if server_lock is not None:
             return ServerSecrets(db, server_lock, sealer_name=server_lock.name,
                                  migrate_from=local)
+        if local is None:
+            raise SecretsError("no server lock and no secrets key file: the server's"
+                               " secrets would have nowhere to be sealed")
         return ServerSecrets(db, open_key_file_sealer(local), sealer_name=KEY_FILE_SEALER,
                              owns_sealer=True)
     except (sqlite3.Error, StoreError) as exc:

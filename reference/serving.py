@@ -46,8 +46,45 @@ BUSY_RESPONSE = raw_problem(
     "the server has too many open connections", b"retry-after: 1\r\n")
 
 
+LINGER_SECONDS = 2.0
+
+
+class LingeringTransport:
+    """The connection's transport, whose close() is a lingering close: send what is
+    buffered and a FIN, then read and drop whatever the client still sends, until it
+    closes or LINGER_SECONDS pass. Closing a socket with unread input makes the kernel
+    send a reset, which can destroy the answer before the client reads it: exactly the
+    answers given early (401 before the body, 408, 413) would be lost."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        self.lingering = True
+        if not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._transport.write_eof()  # after the buffered answer
+        self._transport.resume_reading()
+        self._loop.call_later(LINGER_SECONDS, self._transport.close)
+
+    def close_now(self) -> None:
+        self._transport.close()
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header deadline and a connection limit."""
+    """uvicorn's httptools protocol with a header deadline, a connection limit and a
+    lingering close."""
 
     header_timeout: float = 10.0
     max_connections: int = 1024
@@ -56,12 +93,30 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     _request_begun = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        lingering = LingeringTransport(transport, self.loop)
+        super().connection_made(lingering)  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
-            transport.write(BUSY_RESPONSE)
-            transport.close()
+            lingering.write(BUSY_RESPONSE)
+            lingering.close()
             return
         self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
+            return  # the answer is sent and the connection closing: input is dropped
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
+            self.transport.close_now()  # the client is done too
+
+    def shutdown(self) -> None:
+        """The server stops: idle connections close at once, without lingering."""
+        if isinstance(self.transport, LingeringTransport) and (
+                self.cycle is None or self.cycle.response_complete):
+            self.transport.close_now()
+            return
+        super().shutdown()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

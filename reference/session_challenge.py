@@ -39,7 +39,7 @@ from keyflows.reference.common import (
     services,
     spec_checked,
 )
-from keyflows.reference.config import Settings, effective_origin
+from keyflows.reference.config import Settings, database_of, effective_origin
 from keyflows.reference.limits import rate_limit, requester
 from keyflows.reference.problems import Problem, Unauthorized, malformed
 from keyflows.reference.session_challenge_store import (
@@ -72,7 +72,7 @@ def capabilities(settings: Settings) -> dict[str, int]:
 
 
 def open_store(settings: Settings) -> ChallengeStore:
-    return ChallengeStore.open_challenges(settings.db_path)
+    return ChallengeStore.open_challenges(database_of(settings))
 
 
 def attach(app: Starlette, store: ChallengeStore) -> None:

@@ -74,16 +74,14 @@ class NewChallenge:
 
 class ChallengeStore(Store):
     @classmethod
-    def open_challenges(cls, path: Path) -> ChallengeStore:
+    def open_challenges(cls, path: Path | str) -> ChallengeStore:
         store = cast(ChallengeStore, cls.open(path))
+        # a database from before SC-2 counted requesters
+        store.add_missing_columns([("session_challenges", "requester", "TEXT NOT NULL DEFAULT ''")])
         with store._write() as db:
             for statement in SCHEMA:
                 db.execute(statement)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(session_challenges)")}
-            if "requester" not in columns:  # a database from before SC-2 counted requesters
-                db.execute("ALTER TABLE session_challenges"
-                           " ADD COLUMN requester TEXT NOT NULL DEFAULT ''")
-            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            columns = store.columns(db, "sessions")
             if "key_version" not in columns:
                 # Sessions of an older schema are bound to no key_version (SC-16): end
                 # them all (their holders answer a new challenge).

@@ -1,4 +1,4 @@
-"""SQLite storage of the reference server (the embedded default store).
+"""Storage of the reference server: SQLite (the embedded default) or PostgreSQL.
 
 WAL journal with synchronous=FULL: a write acknowledged to a client survives a crash or
 power loss. One connection guarded by a lock serves every thread of the process, and each
@@ -17,11 +17,17 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from keyflows.reference import envelope_store
+from keyflows.reference.postgres import (
+    PostgresBackend,
+    PostgresError,
+    Transaction,
+    is_postgres_url,
+)
 
 T = TypeVar("T")
 
@@ -96,37 +102,32 @@ def add_missing_columns(connection: sqlite3.Connection,
             connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
-def open_connection(path: Path, schema: Sequence[str],
-                    added_columns: Sequence[tuple[str, str, str]] = ()) -> sqlite3.Connection:
-    """Open the database file in WAL mode with synchronous=FULL and create `schema`.
-
-    Several connections (one per store) may share the file: WAL lets them. Deleted rows
-    are overwritten (secure_delete), so what a row held does not linger in free pages."""
-    prepare_database_file(path)
-    try:
-        connection = sqlite3.connect(str(path), isolation_level=None, timeout=30,
-                                     check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open database {str(path)!r}: {exc}") from None
-    try:
-        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"database {str(path)!r} cannot use WAL (journal mode {mode})")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA secure_delete=ON")
-        add_missing_columns(connection, added_columns)
-        for statement in schema:
-            connection.execute(statement)
-    except sqlite3.Error as exc:
-        connection.close()
-        raise StoreError(f"cannot use database {str(path)!r}: {exc}") from None
-    except StoreError:
-        connection.close()
-        raise
-    return connection
+def open_connection(target: Path | str, schema: Sequence[str],
+                    added_columns: Sequence[tuple[str, str, str]] = ()) -> Backend:
+    """The database behind a store: a postgresql:// URL (postgres.py), else an SQLite file,
+    with `schema` created and `added_columns` added to older tables."""
+    if is_postgres_url(target):
+        try:
+            return PostgresBackend.open(str(target), schema, added_columns)
+        except PostgresError as exc:
+            raise StoreError(str(exc)) from None
+    return SqliteBackend.open(Path(target), schema, added_columns)
 
 
-class Database:
+class Backend(Protocol):
+    dialect: str
+    reads_inline: bool
+
+    def write(self) -> AbstractContextManager[Any]: ...
+
+    def read(self, query: Callable[[Any], T]) -> T: ...
+
+    def checkpoint(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteBackend:
     """SQLite under WAL: one write connection shared by every thread, each write in one
     IMMEDIATE transaction under a lock (the write lock is taken before anything is read);
     reads on a connection of their own per thread, without the lock.
@@ -135,6 +136,7 @@ class Database:
     cheap enough to run on the event loop itself (`reads_inline`): no thread hop, and no
     wait behind a write's fsync."""
 
+    dialect = "sqlite"
     reads_inline = True
 
     def __init__(self, connection: sqlite3.Connection) -> None:
@@ -143,6 +145,36 @@ class Database:
         self._path = str(connection.execute("PRAGMA database_list").fetchone()[2])
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+
+    @classmethod
+    def open(cls, path: Path, schema: Sequence[str],
+             added_columns: Sequence[tuple[str, str, str]] = ()) -> SqliteBackend:
+        """Open the database file in WAL mode with synchronous=FULL and create `schema`.
+
+        Several connections (one per store) may share the file: WAL lets them. Deleted rows
+        are overwritten (secure_delete), so what a row held does not linger in free pages."""
+        prepare_database_file(path)
+        try:
+            connection = sqlite3.connect(str(path), isolation_level=None, timeout=30,
+                                         check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {str(path)!r}: {exc}") from None
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"database {str(path)!r} cannot use WAL (journal mode {mode})")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA secure_delete=ON")
+            add_missing_columns(connection, added_columns)
+            for statement in schema:
+                connection.execute(statement)
+        except sqlite3.Error as exc:
+            connection.close()
+            raise StoreError(f"cannot use database {str(path)!r}: {exc}") from None
+        except StoreError:
+            connection.close()
+            raise
+        return cls(connection)
 
     def close(self) -> None:
         with self._lock:
@@ -153,7 +185,6 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, IMMEDIATE: committed on exit, rolled back on an error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -164,8 +195,6 @@ class Database:
             self._db.execute("COMMIT")
 
     def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `query` on this thread's read connection, outside any write transaction
-        (each statement sees the last committed state)."""
         reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
         if reader is None:
             reader = self._open_reader()
@@ -181,9 +210,63 @@ class Database:
         return reader
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database file and empty it (after erasing a secret)."""
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class Database:
+    """What every store is built on (announced to the flows; keep to it):
+
+        with db.write() as tx:          # one write transaction, serialised with every
+            tx.execute(sql, params)     # other writer of the database (all processes);
+            tx.executemany(sql, rows)   # committed on exit, rolled back on an exception
+        db.read(lambda tx: tx.execute(sql, params).fetchone())   # outside any write
+        db.reads_inline                 # True: a short read may run on the event loop
+        db.add_missing_columns([(table, column, definition)])    # migrations
+
+    SQL is the SQLite dialect with `?` placeholders, portable to PostgreSQL (postgres.py
+    translates it): no PRAGMA, no rowid, no 2-argument max()/min(), JSON functions only
+    as envelope_store uses them. A cursor offers fetchone, fetchall and rowcount."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.dialect = backend.dialect
+        self.reads_inline = backend.reads_inline
+
+    def close(self) -> None:
+        self._backend.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on exit, rolled back on an error. (Typed as
+        an sqlite3.Connection; on PostgreSQL it is postgres.Transaction, which offers the
+        same execute / executemany.)"""
+        with self._backend.write() as tx:
+            yield tx
+
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `query` on this thread's read connection, outside any write transaction
+        (each statement sees the last committed state)."""
+        return self._backend.read(query)
+
+    def columns(self, tx: sqlite3.Connection, table: str) -> set[str]:
+        """The column names of `table` (empty if there is no such table)."""
+        if self.dialect == "postgresql":
+            return PostgresBackend.columns_in(cast(Transaction, tx), table)
+        return {str(row[1]) for row in tx.execute(f"PRAGMA table_info({table})")}
+
+    def add_missing_columns(self, added: Sequence[tuple[str, str, str]]) -> None:
+        """Add columns a table gained after databases were created with it."""
+        with self.write() as tx:
+            for table, column, definition in added:
+                columns = self.columns(tx, table)
+                if columns and column not in columns:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    def checkpoint(self) -> None:
+        """Copy SQLite's WAL into the database file and empty it (after erasing a
+        secret); nothing to do on PostgreSQL."""
+        self._backend.checkpoint()
 
     # The names the flows' stores use today.
     _write = write
@@ -191,16 +274,17 @@ class Database:
 
 
 class Store(Database):
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        super().__init__(connection)
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend)
         # Run inside each publication's transaction, so what they write (the hashchain
         # flow's log entry, HC-29) commits or rolls back with the record.
         self.publication_hooks: list[
             Callable[[sqlite3.Connection, str, str, int, str], None]] = []
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        return cls(open_connection(path, SCHEMA, envelope_store.ADDED_COLUMNS))
+    def open(cls, target: Path | str) -> Store:
+        """The store on an SQLite file or a postgresql:// database."""
+        return cls(open_connection(target, SCHEMA, envelope_store.ADDED_COLUMNS))
 
     # --- envelope (its queries live in envelope_store.py) ------------------------------
 
@@ -209,6 +293,8 @@ class Store(Database):
         return envelope_store.EnvelopeTables(self._write, self._read)
 
     def journal_mode(self) -> str:
+        if self.dialect != "sqlite":
+            return self.dialect
         return str(self._read(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0]))
 
     # --- keypair-publication -----------------------------------------------------------
@@ -259,8 +345,9 @@ class Store(Database):
                        (user_id, client_id))
             db.execute("INSERT INTO keypair_tombstones (user_id, client_id, last_version)"
                        " VALUES (?, ?, ?) ON CONFLICT (user_id, client_id) DO UPDATE SET"
-                       " last_version = CASE WHEN excluded.last_version > last_version"
-                       " THEN excluded.last_version ELSE last_version END",
+                       " last_version = CASE WHEN excluded.last_version >"
+                       " keypair_tombstones.last_version THEN excluded.last_version"
+                       " ELSE keypair_tombstones.last_version END",
                        (user_id, client_id, int(row[0])))
             return True
 
