@@ -165,7 +165,15 @@ class KeySchedule:
     secret: bytes
     key: bytes
     base_nonce: bytes
-    exporter_secret: bytes
+    suite_id: bytes = HPKE_SUITE_ID
+
+    @property
+    def exporter_secret(self) -> bytes:
+        """LabeledExpand(secret, "exp", key_schedule_context, Nh), derived on demand: a
+        single-shot seal never exports, and a sender sealing to many recipients saves
+        one HMAC per recipient."""
+        return labeled_expand(self.suite_id, self.secret, b"exp", self.key_schedule_context,
+                              N_H)
 
 
 def key_schedule_base(shared_secret: bytes, info: bytes) -> KeySchedule:
@@ -180,9 +188,28 @@ def key_schedule(mode: int, shared_secret: bytes, info: bytes, psk: bytes = b"",
     VerifyPSKInputs (section 5.1.1): a PSK in the PSK modes only, at least 32 bytes, with
     a non-empty psk_id. `suite_id` and `key_length` (Nk) select the AEAD; the v1 suites
     use AES-256-GCM (the other values serve the known-answer tests)."""
-    _verify_psk_inputs(mode, psk, psk_id)
-    psk_id_hash = labeled_extract(suite_id, b"", b"psk_id_hash", psk_id)
-    info_hash = labeled_extract(suite_id, b"", b"info_hash", info)
+    verify_psk_inputs(mode, psk, psk_id)
+    return key_schedule_from_hashes(
+        mode, shared_secret, psk, psk_id_hash=psk_id_hash(psk_id, suite_id),
+        info_hash=info_hash(info, suite_id), suite_id=suite_id, key_length=key_length)
+
+
+def psk_id_hash(psk_id: bytes, suite_id: bytes = HPKE_SUITE_ID) -> bytes:
+    """LabeledExtract("", "psk_id_hash", psk_id): the same for every message that shares
+    the psk_id, so a caller sealing to many recipients computes it once."""
+    return labeled_extract(suite_id, b"", b"psk_id_hash", psk_id)
+
+
+def info_hash(info: bytes, suite_id: bytes = HPKE_SUITE_ID) -> bytes:
+    """LabeledExtract("", "info_hash", info), likewise shareable."""
+    return labeled_extract(suite_id, b"", b"info_hash", info)
+
+
+def key_schedule_from_hashes(mode: int, shared_secret: bytes, psk: bytes, *,
+                             psk_id_hash: bytes, info_hash: bytes,
+                             suite_id: bytes = HPKE_SUITE_ID,
+                             key_length: int = N_K) -> KeySchedule:
+    """The rest of KeySchedule once psk_id_hash and info_hash are known (inputs verified)."""
     context = bytes([mode]) + psk_id_hash + info_hash
     secret = labeled_extract(suite_id, shared_secret, b"secret", psk)
     return KeySchedule(
@@ -192,11 +219,11 @@ def key_schedule(mode: int, shared_secret: bytes, info: bytes, psk: bytes = b"",
         secret=secret,
         key=labeled_expand(suite_id, secret, b"key", context, key_length),
         base_nonce=labeled_expand(suite_id, secret, b"base_nonce", context, N_N),
-        exporter_secret=labeled_expand(suite_id, secret, b"exp", context, N_H),
+        suite_id=suite_id,
     )
 
 
-def _verify_psk_inputs(mode: int, psk: bytes, psk_id: bytes) -> None:
+def verify_psk_inputs(mode: int, psk: bytes, psk_id: bytes) -> None:
     if mode not in (MODE_BASE, MODE_PSK, MODE_AUTH, MODE_AUTH_PSK):
         raise ParamsError(f"unknown HPKE mode {mode}")
     with_psk = mode in (MODE_PSK, MODE_AUTH_PSK)
@@ -212,6 +239,8 @@ def compute_nonce(base_nonce: bytes, seq: int) -> bytes:
     """ComputeNonce(seq) = base_nonce XOR I2OSP(seq, Nn)."""
     if not 0 <= seq <= _MAX_SEQ:
         raise ParamsError("HPKE message limit reached")
+    if seq == 0:  # every single-shot seal and open
+        return base_nonce
     seq_bytes = seq.to_bytes(N_N, "big")
     return bytes(a ^ b for a, b in zip(base_nonce, seq_bytes, strict=True))
 
@@ -231,7 +260,7 @@ def context_open(schedule: KeySchedule, seq: int, aad: bytes, ciphertext: bytes,
 
 def context_export(schedule: KeySchedule, exporter_context: bytes, length: int) -> bytes:
     """Context.Export(exporter_context, L) (RFC 9180 section 5.3)."""
-    return labeled_expand(HPKE_SUITE_ID, schedule.exporter_secret, b"sec", exporter_context,
+    return labeled_expand(schedule.suite_id, schedule.exporter_secret, b"sec", exporter_context,
                           length)
 
 
@@ -279,15 +308,25 @@ def open_base(enc: bytes, recipient_private: bytes, info: bytes, aad: bytes,
 
 def auth_encap(recipient_public: bytes, ikm_e: bytes, sender_private: bytes, *,
                requirement: str | None = None) -> Encapsulation:
+    """AuthEncap(pkR, skS) with the ephemeral key pair DeriveKeyPair(ikmE)."""
+    ephemeral = derive_key_pair(ikm_e)
+    return auth_encap_with(recipient_public, primitives.X25519Key(ephemeral.private),
+                           primitives.X25519Key(sender_private), ikm_e=ikm_e,
+                           requirement=requirement)
+
+
+def auth_encap_with(recipient_public: bytes, ephemeral: primitives.X25519Key,
+                    sender: primitives.X25519Key, *, ikm_e: bytes = b"",
+                    requirement: str | None = None) -> Encapsulation:
     """AuthEncap(pkR, skS): dh = DH(skE, pkR) || DH(skS, pkR), kem_context = enc || pkR ||
     pkS. Only the holder of skS -- or of skR, who can compute the same DH(skR, pkS) --
-    can produce this shared secret: the sender is authenticated to the recipient, deniably."""
-    primitives.check_x25519_public_key(recipient_public, requirement=requirement)
-    ephemeral = derive_key_pair(ikm_e)
-    dh = (primitives.x25519(ephemeral.private, recipient_public, requirement=requirement)
-          + primitives.x25519(sender_private, recipient_public, requirement=requirement))
-    kem_context = ephemeral.public + recipient_public + primitives.x25519_public_key(
-        sender_private)
+    can produce this shared secret: the sender is authenticated to the recipient, deniably.
+    The key objects are made by the caller (GenerateKeyPair for a fresh ephemeral key,
+    DeriveKeyPair for a vector's), so a sender's static key is set up once per message."""
+    peer = primitives.X25519Peer(recipient_public, requirement=requirement)
+    dh = (ephemeral.exchange(peer, requirement=requirement)
+          + sender.exchange(peer, requirement=requirement))
+    kem_context = ephemeral.public + recipient_public + sender.public
     return Encapsulation(ikm_e=ikm_e, ephemeral_private=ephemeral.private,
                          enc=ephemeral.public, dh=dh, kem_context=kem_context,
                          shared_secret=extract_and_expand(dh, kem_context))
@@ -394,17 +433,21 @@ class HybridDecapsulation:
 
 
 def hybrid_encap(recipient_public: bytes, random: RandomSource, *,
+                 peer: primitives.X25519Peer | None = None,
                  requirement: str | None = None) -> HybridEncapsulation:
     """Encaps(pk), drawing m (32 bytes, ML-KEM.Encaps) and then the X25519 ephemeral scalar
     (32 bytes) from `random` -- EncapsDerand(pk, m || scalar) of the draft for a recorded
-    source. ek_PQ must pass ML-KEM's modulus check and ek_T the v1 point checks."""
+    source. ek_PQ must pass ML-KEM's modulus check and ek_T the v1 point checks (`peer`,
+    if given, is ek_T already checked)."""
     ek_pq, ek_t = split_hybrid_public_key(recipient_public, requirement=requirement)
-    primitives.check_x25519_public_key(ek_t, requirement=requirement)
+    if peer is None or peer.public != ek_t:
+        peer = primitives.X25519Peer(ek_t, requirement=requirement)
     ss_pq, ct_pq, m = mlkem.encaps(ek_pq, random, requirement=requirement)
-    ephemeral = random(primitives.X25519_KEY_LEN)
-    ct_t, ss_t = primitives.x25519_keypair_exchange(ephemeral, ek_t, requirement=requirement)
-    return HybridEncapsulation(mlkem_m=m, ephemeral_private=ephemeral, ss_pq=ss_pq, ct_pq=ct_pq,
-                               ss_t=ss_t, ct_t=ct_t, enc=ct_pq + ct_t,
+    ephemeral = primitives.X25519Key(random(primitives.X25519_KEY_LEN))
+    ss_t = ephemeral.exchange(peer, requirement=requirement)
+    ct_t = ephemeral.public
+    return HybridEncapsulation(mlkem_m=m, ephemeral_private=ephemeral.private, ss_pq=ss_pq,
+                               ct_pq=ct_pq, ss_t=ss_t, ct_t=ct_t, enc=ct_pq + ct_t,
                                shared_secret=hybrid_combine(ss_pq, ss_t, ct_t, ek_t))
 
 

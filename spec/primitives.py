@@ -15,13 +15,11 @@ import hmac
 import nacl.exceptions
 import nacl.secret
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from keyflows.spec.errors import AeadError, LengthError, ParamsError, PointError, SignatureError
 
@@ -42,6 +40,9 @@ __all__ = [
     "XSALSA20POLY1305_TAG_LEN",
     "XSALSA20_KEY_LEN",
     "XSALSA20_NONCE_LEN",
+    "Aes256Gcm",
+    "X25519Key",
+    "X25519Peer",
     "aes256cbc_decrypt_nopad",
     "aes256cbc_encrypt_nopad",
     "aes256gcm_decrypt",
@@ -122,7 +123,7 @@ def sha512(data: bytes) -> bytes:
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
     """HMAC-SHA-256 (RFC 2104)."""
-    return hmac.new(key, data, hashlib.sha256).digest()
+    return hmac.digest(key, data, "sha256")
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -143,7 +144,16 @@ def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
     if not 1 <= length <= _HKDF_SHA256_MAX_LEN:
         raise ParamsError(f"HKDF-SHA256 output length must be 1..{_HKDF_SHA256_MAX_LEN}, "
                           f"got {length}")
-    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
+    # T(i) = HMAC(PRK, T(i-1) || info || i), on the standard library's one-shot HMAC: the
+    # per-recipient key schedules of the envelope flow call this many times per message.
+    if length <= SHA256_LEN:
+        return hmac.digest(prk, info + b"\x01", "sha256")[:length]
+    blocks: list[bytes] = []
+    previous = b""
+    for counter in range(1, -(-length // SHA256_LEN) + 1):
+        previous = hmac.digest(prk, previous + info + bytes([counter]), "sha256")
+        blocks.append(previous)
+    return b"".join(blocks)[:length]
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
@@ -250,6 +260,42 @@ def x25519(private_key: bytes, public_key: bytes, *, requirement: str | None = N
     if constant_time_equal(shared, bytes(X25519_KEY_LEN)):
         raise PointError("X25519 shared secret is all zero", requirement=requirement)
     return shared
+
+
+class X25519Peer:
+    """A peer's X25519 public key, checked (canonical, not of low order) once for the
+    several exchanges a sender makes with it (an ephemeral DH and a static one)."""
+
+    def __init__(self, public_key: bytes, *, requirement: str | None = None) -> None:
+        check_x25519_public_key(public_key, requirement=requirement)
+        self.public = public_key
+        self.key = X25519PublicKey.from_public_bytes(public_key)
+
+
+class X25519Key:
+    """An X25519 private key made once and used for many exchanges (a sender's static key
+    and each ephemeral key of a multi-recipient envelope): the backend computes the public
+    key when the object is made, so each exchange costs one scalar multiplication."""
+
+    def __init__(self, private_key: bytes, *, requirement: str | None = None) -> None:
+        _require_len(private_key, X25519_KEY_LEN, "X25519 private key", requirement)
+        self._key = X25519PrivateKey.from_private_bytes(private_key)
+        self.private = private_key
+        self.public = self._key.public_key().public_bytes_raw()
+
+    def exchange(self, peer_public_key: bytes | X25519Peer, *,
+                 requirement: str | None = None) -> bytes:
+        """Checked X25519(k, peer), as x25519() does; an X25519Peer was checked once."""
+        if not isinstance(peer_public_key, X25519Peer):
+            peer_public_key = X25519Peer(peer_public_key, requirement=requirement)
+        try:
+            shared = self._key.exchange(peer_public_key.key)
+        except ValueError as exc:  # cryptography refuses an all-zero result
+            raise PointError("X25519 shared secret is all zero",
+                             requirement=requirement) from exc
+        if constant_time_equal(shared, bytes(X25519_KEY_LEN)):
+            raise PointError("X25519 shared secret is all zero", requirement=requirement)
+        return shared
 
 
 def x25519_keypair_exchange(private_key: bytes, peer_public_key: bytes, *,
@@ -395,6 +441,28 @@ def aes256gcm_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, *
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except InvalidTag as exc:
         raise AeadError("AES-GCM authentication failed", requirement=requirement) from exc
+
+
+class Aes256Gcm:
+    """AES-256-GCM under one key for many messages (the envelope payload's STREAM chunks):
+    the key schedule is set up once, each call is one seal or open."""
+
+    def __init__(self, key: bytes) -> None:
+        _require_len(key, AES256_KEY_LEN, "AES-256 key")
+        self._aead = AESGCM(key)
+
+    def encrypt(self, nonce: bytes, plaintext: bytes | bytearray | memoryview,
+                aad: bytes) -> bytes:
+        _require_len(nonce, GCM_NONCE_LEN, "GCM nonce")
+        return self._aead.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, nonce: bytes, ciphertext: bytes | bytearray | memoryview, aad: bytes, *,
+                requirement: str | None = None) -> bytes:
+        _require_len(nonce, GCM_NONCE_LEN, "GCM nonce", requirement)
+        try:
+            return self._aead.decrypt(nonce, ciphertext, aad)
+        except InvalidTag as exc:
+            raise AeadError("AES-GCM authentication failed", requirement=requirement) from exc
 
 
 # --- Argon2id (RFC 9106) ---------------------------------------------------------------

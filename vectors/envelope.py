@@ -1,52 +1,97 @@
 """Vectors of the envelope flow (profile v1).
 
-Three base envelopes -- to 1, 2 and 10 recipient devices -- each yield:
+Operations, each with every intermediate (valid cases) or the failure class and the step
+that must reject (invalid cases, mutation families with one flag each):
 
-  seal                 the sender's side with every intermediate: payload AAD, ciphertext,
-                       digest, and per device the ephemeral key, shared secret, PRK, both
-                       HKDF infos and keys, the wrap AAD, the wrapped key, the MAC input and
-                       the MAC (ENV-4 .. ENV-8)
-  validate-submission  what a server checks and the deliveries it fans out (ENV-9 .. ENV-11)
-  open                 each device opens its delivery through the Inbox state machine: keys,
-                       content key, digest, plaintext and the ACK body disclosing its MAC
-                       key and nothing else (ENV-13, ENV-16)
-  acknowledge          the server checks a disclosure; a repeat changes nothing
-                       (ENV-14, ENV-15)
-  register-device      the server checks a device registration (ENV-1, ENV-2)
+  seal                 the sender's side, per suite (x25519, mlkem768x25519) to one and to
+                       three devices: content keys (ENV-4), entry info and aad (ENV-6), the
+                       static-static DH, the PSK (ENV-25), every KEM value, the HPKE key
+                       schedule, the wrapped key (ENV-5), the STREAM payload (ENV-23)
+  open                 a device opens its delivery and the raw payload (ENV-13, ENV-7, ENV-8,
+                       ENV-20, ENV-24, ENV-28, ENV-18), with the two-key ("invisible
+                       salamanders") payload that only the commitment stops
+  stream               STREAM alone at the chunk boundaries (0, 1, 65535, 65536, 65537
+                       bytes) and its mutations: truncation, extension, reordering, chunks
+                       of another message, a wrong final flag, bit flips, lengths
+  accept-envelope      the server's ordered checks and its fan-out (ENV-9, ENV-10, ENV-11,
+                       ENV-17, ENV-27)
+  upload-payload       the server's length rule for the raw payload (ENV-26)
+  acknowledge          what an ACK does (ENV-14, ENV-15, ENV-16)
+  verify-device-list   a sender checks a signed device list (ENV-21, ENV-22, ENV-1, ENV-2)
+  update-device-list   the server's decision on a new version (ENV-3, ENV-21)
 
-Negatives are mutation families, each declaring the failure class and the step that
-must reject:
-
-  open                 bit flips in the ciphertext, its tag, the payload nonce, the wrapped
-                       key, the MAC, the ephemeral key, the message id; a relabelled
-                       sender; the wrong device key; low-order and non-canonical ephemeral
-                       keys; another device's entry; another device's crypto under this
-                       device's address; an entry or a payload from another message;
-                       truncated and extended fields; non-canonical base64url; unknown and
-                       missing members; a message id the device already acknowledged
-                       (ENV-18)
-  validate-submission  duplicate devices; a repeated ephemeral key; no recipients; too many
-                       recipients; a ciphertext over the limit; a foreign sender; an
-                       unregistered device; a reused message id; low-order ephemeral keys;
-                       truncated fields
-  acknowledge          another device's MAC key, a flipped key, the encryption key instead
-                       of the MAC key, a truncated key
-  register-device      low-order and non-canonical keys, wrong lengths, bad encodings and
-                       shapes, device ids outside the identifier syntax
+Randomness: every key and random value comes from a labelled DRBG (header `source`); a
+stream case's plaintext is Drbg(label)(length), and its payload is given as a list of
+chunk recipes -- seal plaintext[offset:offset+length] with nonce (index, last) under the
+payload key or under another message's key -- or literal bytes, so that the 64 KiB
+chunks of the mutation families need not be written out; valid cases pin the exact
+payload by its SHA-256.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from keyflows.spec import envelope as E
-from keyflows.spec import primitives
+from keyflows.spec import envelope_devices as D
+from keyflows.spec import envelope_stream as S
+from keyflows.spec import hpke
 from keyflows.spec.drbg import Drbg
-from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.vectors.envelope_attacks import two_key_payload, two_key_plaintexts
+from keyflows.vectors.envelope_common import (
+    CLIENT,
+    ENC,
+    LIMITS,
+    LOW_ORDER,
+    NON_CANONICAL,
+    OP_ACCEPT,
+    OP_ACK,
+    OP_OPEN,
+    OP_SEAL,
+    OP_STREAM,
+    OP_UPDATE_LIST,
+    OP_UPLOAD,
+    OP_VERIFY_LIST,
+    ORDER_EIGHT,
+    STEP_OPEN,
+    STEP_SERVER,
+    WRAP,
+    Path,
+    chunk_nonces,
+    device,
+    device_from_case,
+    device_plain,
+    device_private,
+    device_private_to_plain,
+    fails,
+    flip,
+    flip_field,
+    published_from_case,
+    published_to_plain,
+    replace_tail,
+    resize_field,
+    user,
+    with_member,
+    without_member,
+)
+from keyflows.vectors.envelope_common import (
+    FLOW as FLOW,
+)
+from keyflows.vectors.envelope_lists import (
+    update_list_cases,
+    verify_list,
+    verify_list_cases,
+    verify_update,
+)
+from keyflows.vectors.envelope_stream import (
+    OTHER_KEY_LABEL,
+    STREAM_KEY_LABEL,
+    stream_cases,
+    verify_stream,
+)
 from keyflows.vectors.framework import (
     Case,
     Failure,
@@ -57,113 +102,129 @@ from keyflows.vectors.framework import (
     dispatch,
     expect_rejection,
     hx,
+    to_plain,
 )
 
-FLOW = "envelope"
-
-OP_SEAL = "seal"
-OP_SUBMIT = "validate-submission"
-OP_OPEN = "open"
-OP_ACK = "acknowledge"
-OP_REGISTER = "register-device"
-
-# Steps of the envelope chapter where a rejection happens.
-STEP_SEND = "5"  # the sender: device keys and ephemeral keys
-STEP_SERVER = "8"  # the server: shape, lengths, points, sender, devices, limits, id
-STEP_OPEN = "10"  # the recipient device
-STEP_ACK = "11"  # the server checks a disclosure
-STEP_REGISTER = "1"  # the server checks a device key
-
-LIMITS = E.Limits(max_recipients=16, max_ciphertext_bytes=4096)
-
 NOTES: dict[str, Flag] = {
-    "Valid": Flag("A well-formed envelope, delivery or disclosure.",
-                  "Accept; recompute every intermediate and output."),
+    "Valid": Flag("A well-formed input.", "Accept; recompute every intermediate and output."),
     "BitFlip": Flag("One bit of one field is flipped; the encoding stays canonical.",
-                    "Reject at the check protecting that field: the MAC for the ciphertext, "
-                    "its tag and the payload nonce (ENV-8); the unwrap for the wrapped key, "
-                    "the ephemeral key and the message id (ENV-7)."),
-    "Relabelled": Flag("The sender member is changed.",
-                       "Reject at the unwrap: the wrap AAD binds the sender (ENV-7)."),
-    "WrongKey": Flag("The delivery is opened with another device's private key.",
-                     "Reject at the unwrap (failure class aead)."),
-    "LowOrderPoint": Flag("The ephemeral key is a point of low order: DH with it gives a "
-                          "predictable (all-zero) secret.",
-                          "Reject at the point check (failure class point, ENV-5)."),
-    "NonCanonicalPoint": Flag("The ephemeral key has its top bit set or u >= 2^255 - 19.",
-                              "Reject at the point check (failure class point, ENV-5)."),
+                    "Reject where that field is authenticated: the HPKE open for the header, "
+                    "enc and wrapped key (aead), the STREAM for the payload (aead)."),
+    "Relabelled": Flag("A header member the recipient resolves the sender key from (sender, "
+                       "client_id, sender_key_version) is changed.",
+                       "Reject: the resolved key is not the one named (binding, ENV-28)."),
+    "WrongSenderKey": Flag("The recipient resolved another user's X25519 key for the sender.",
+                           "Reject at the HPKE open (aead): the static-static term differs."),
+    "WrongDeviceKey": Flag("The delivery is opened with another device's private keys.",
+                           "Reject at the HPKE open (failure class aead)."),
     "ForeignEntry": Flag("The delivery carries an entry addressed to another device.",
                          "Reject before any cryptography (failure class binding, ENV-13)."),
-    "SwappedEntries": Flag("Another device's ephemeral key, wrapped key and MAC are placed "
-                           "under this device's address.",
-                           "Reject at the unwrap (failure class aead)."),
-    "Spliced": Flag("An entry or a payload is taken from another message of the same sender "
-                    "to the same devices.",
-                    "Reject: an entry under another message id fails the unwrap; a payload "
-                    "under another entry fails the MAC."),
-    "Truncated": Flag("A base64url field decodes to fewer bytes than required.",
+    "SwappedEntries": Flag("Another device's enc and wrapped key under this device's address.",
+                           "Reject at the HPKE open (failure class aead)."),
+    "Spliced": Flag("An entry is moved under the header of another message.",
+                    "Reject at the HPKE open: the info differs (failure class aead)."),
+    "TwoKeys": Flag("A malicious sender gives this device another content key than the one "
+                    "the commitment names, with a payload that decrypts under both payload "
+                    "keys (AES-GCM does not commit to its key).",
+                    "Reject at the commitment (failure class mac, ENV-8); without it the "
+                    "device would read a different plaintext than the others."),
+    "LowOrderPoint": Flag("An X25519 value (enc, ct_T, a device key) is a point of low order.",
+                          "Reject (failure class point)."),
+    "NonCanonicalPoint": Flag("An X25519 value has its top bit set or u >= 2^255 - 19.",
+                              "Reject (failure class point)."),
+    "ModulusCheck": Flag("An ML-KEM key has a coefficient >= q (FIPS 203 section 7.2).",
+                         "Reject (failure class point, ENV-2)."),
+    "Truncated": Flag("A field or payload is shorter than required.",
                       "Reject (failure class length)."),
-    "TrailingBytes": Flag("A base64url field decodes to one byte more than required.",
+    "TrailingBytes": Flag("A field or payload is longer than required.",
                           "Reject (failure class length)."),
     "NonCanonicalBase64": Flag("A base64url field is padded or has non-zero unused trailing "
-                               "bits.",
-                               "Reject (failure class decode, API-1)."),
+                               "bits.", "Reject (failure class decode, API-1)."),
     "UnknownMember": Flag("An object carries a member the wire format does not define.",
                           "Reject (failure class decode)."),
     "MissingMember": Flag("A required member is absent.", "Reject (failure class decode)."),
-    "DuplicateRecipient": Flag("The envelope names the same (user_id, device_id) twice.",
-                               "Reject (failure class decode, ENV-9)."),
-    "RepeatedEphemeral": Flag("Two entries carry the same ephemeral key.",
-                              "Reject (failure class decode, ENV-9)."),
-    "Limits": Flag("No recipient, more recipients than max_recipients, or a ciphertext "
-                   "longer than max_message_bytes.",
-                   "Reject (failure class params, ENV-9 or ENV-17)."),
-    "ForeignSender": Flag("The envelope's sender is not the authenticated user.",
-                          "Reject (failure class binding, ENV-10)."),
-    "UnregisteredDevice": Flag("An entry addresses a device that is not registered.",
-                               "Reject (failure class binding, ENV-10)."),
-    "Replay": Flag("The message id was already used.",
-                   "Reject (failure class replay, ENV-10)."),
-    "DisclosureMismatch": Flag("The disclosed MAC key does not verify the stored MAC.",
-                               "Refuse the ACK (failure class mac, ENV-14)."),
-    "RepeatedAck": Flag("The device acknowledges again with the key already stored.",
-                        "Accept and change nothing (ENV-15)."),
-    "AlreadyAcknowledged": Flag("The device has already acknowledged this message id (its "
-                                "MAC key is public now).",
+    "UnknownSuite": Flag("The suite is not one of profile v1, or not one the server offers.",
+                         "Reject (failure class params, ENV-27)."),
+    "AlreadyAcknowledged": Flag("The device already acknowledged this message id.",
                                 "Reject before opening (failure class replay, ENV-18)."),
-    "BadIdentifier": Flag("A device id outside ^[A-Za-z0-9._~-]{1,64}$.",
-                          "Reject (failure class decode, ENV-1)."),
+    "StreamTruncated": Flag("The payload stops after a non-final chunk; the declared length "
+                            "is cut to match.",
+                            "Reject: that chunk does not open as the final one (aead)."),
+    "StreamExtended": Flag("A chunk is appended after the final one; the declared length "
+                           "grows to match.",
+                           "Reject: the former final chunk does not open as non-final (aead)."),
+    "StreamReordered": Flag("Two chunks change places.",
+                            "Reject: a chunk does not open at another index (aead)."),
+    "StreamSwapped": Flag("A chunk of another message, at the same index, replaces one.",
+                          "Reject: it is sealed under another payload key (aead)."),
+    "StreamFinalFlag": Flag("The final chunk is sealed with last = 0x00, or a non-final chunk "
+                            "with last = 0x01.", "Reject (failure class aead, ENV-24)."),
+    "StreamLength": Flag("The payload is shorter or longer than its declared length, or the "
+                         "declared length is no STREAM length.",
+                         "Reject before decrypting (failure class length, ENV-20)."),
+    "ChunkBoundary": Flag("A plaintext of 0, 1, 65535, 65536 or 65537 bytes.",
+                          "Accept; the chunk count and final chunk size follow ENV-23."),
+    "DuplicateRecipient": Flag("The envelope names the same (user_id, device_id) twice, or "
+                               "repeats an enc.", "Reject (failure class decode, ENV-9)."),
+    "Limits": Flag("No recipient, more recipients than max_recipients, or a payload longer "
+                   "than max_payload_bytes.",
+                   "Reject (failure class params, ENV-9 or ENV-17)."),
+    "ForeignSender": Flag("The envelope's sender is not the authenticated user, or it is "
+                          "posted under another application.",
+                          "Reject (failure class binding, ENV-10)."),
+    "StaleSenderKey": Flag("The envelope names a key_version that is not the sender's current "
+                           "published one.", "Reject (failure class binding, ENV-10)."),
+    "UnregisteredDevice": Flag("An entry addresses a device not on its owner's signed list.",
+                               "Reject (failure class binding, ENV-10)."),
+    "Replay": Flag("A value presented again: a used message id, an older device list.",
+                   "Reject (failure class replay)."),
+    "RepeatedAck": Flag("The device acknowledges again.", "Succeed and change nothing (ENV-15)."),
+    "GhostDevice": Flag("The server adds (or drops) a device without its owner's signature.",
+                        "Reject at the signature (failure class signature, ENV-22)."),
+    "ForeignSigner": Flag("The list is signed by another user's key, or names another user.",
+                          "Reject (failure class signature or binding, ENV-21, ENV-22)."),
+    "StaleSigner": Flag("The list is signed with a key_version that is not the owner's "
+                        "current one.", "Reject (failure class binding, ENV-21)."),
+    "Unsorted": Flag("Devices are not in strictly increasing device_id order.",
+                     "Reject (failure class decode, ENV-1)."),
+    "VersionGap": Flag("A new list skips a version.", "Reject (failure class link, ENV-3)."),
+    "KeyChange": Flag("A kept device changes its keys.", "Reject (failure class binding, ENV-3)."),
+    "NoKeypair": Flag("The owner has no published keypair for the application.",
+                      "Reject (failure class binding, ENV-21)."),
 }
 
 
-# --- base envelopes -----------------------------------------------------------------------
+# --- base messages ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Base:
+    suite: str
     name: str
-    sender: str
     addresses: tuple[tuple[str, str], ...]
-    message_len: int | None  # None: the fixed text below
+    message_len: int | None  # None: TEXT
     comment: str
 
+    @property
+    def label(self) -> str:
+        return f"{self.suite}-{self.name}"
 
-TEXT = b"FxChat, made sound: encrypt once, wrap per device, disclose the MAC key on ACK."
-LONG_ID = "Az09._~-" * 8
 
-BASES = (
-    Base("one", "alice", (("bob", "phone"),), None, "to one device"),
-    Base("two", "alice", (("bob", "phone"), ("carol", "laptop")), 0,
-         "an empty message to two users' devices"),
-    Base("ten", LONG_ID, tuple((f"user{i % 4}" if i != 9 else LONG_ID, f"device-{i}")
-                               for i in range(10)), 1000,
-         "1000 bytes to ten devices of five users, with 64-character identifiers"),
-)
+TEXT = b"FxChat, made sound: one STREAM payload, one committed key, one entry per device."
+THREE = (("bob", "laptop"), ("bob", "phone"), ("carol", "tablet"))
+
+BASES = tuple(
+    base for suite in E.SUITES for base in (
+        Base(suite, "one", (("bob", "phone"),), None, f"suite {suite}, to one device"),
+        Base(suite, "three", THREE, 300 if suite == E.SUITE_HYBRID else 0,
+             f"suite {suite}, {'300 bytes' if suite == E.SUITE_HYBRID else 'an empty message'}"
+             " to three devices of two users"),
+    ))
 
 
 class Replay:
     """A random source that replays recorded bytes and insists on the recorded order."""
 
-    def __init__(self, draws: list[bytes]) -> None:
+    def __init__(self, draws: Sequence[bytes]) -> None:
         self._draws = list(draws)
 
     def __call__(self, n: int) -> bytes:
@@ -178,16 +239,26 @@ class Replay:
         return not self._draws
 
 
+class Recorder:
+    """A DRBG that remembers what it gave, so a case can record the randomness."""
+
+    def __init__(self, label: str) -> None:
+        self._drbg = Drbg(label)
+        self.draws: list[bytes] = []
+
+    def __call__(self, n: int) -> bytes:
+        value = self._drbg(n)
+        self.draws.append(value)
+        return value
+
+
 @dataclass(frozen=True)
 class Material:
     base: Base
     message: bytes
-    devices: tuple[E.Device, ...]
-    privates: Mapping[tuple[str, str], bytes]
+    devices: tuple[D.Device, ...]
     sealed: E.Sealed
-
-    def drbg(self, purpose: str) -> Drbg:
-        return Drbg(f"{FLOW}/v1/{self.base.name}/{purpose}")
+    draws: tuple[bytes, ...]
 
     def delivery(self, index: int) -> dict[str, Any]:
         entry = self.sealed.envelope.entries[index]
@@ -199,648 +270,652 @@ class Material:
 
 @cache
 def material(base: Base) -> Material:
-    keys = Drbg(f"{FLOW}/v1/{base.name}/devices")
-    privates = {address: keys(32) for address in base.addresses}
-    devices = tuple(E.Device(user_id=u, device_id=d,
-                             public_key=primitives.x25519_public_key(privates[(u, d)]))
-                    for u, d in base.addresses)
+    devices = tuple(device(u, d) for u, d in base.addresses)
     message = TEXT if base.message_len is None else \
-        Drbg(f"{FLOW}/v1/{base.name}/message")(base.message_len)
-    sealed = E.seal(message, sender=base.sender, recipients=devices,
-                    random=Drbg(f"{FLOW}/v1/{base.name}/seal"), keep_trace=True)
-    return Material(base=base, message=message, devices=devices, privates=privates,
-                    sealed=sealed)
+        Drbg(f"{FLOW}/v1/{base.label}/message")(base.message_len)
+    recorder = Recorder(f"{FLOW}/v1/{base.label}/seal")
+    sealed = E.seal(message, suite=base.suite, sender=user("alice").sender, recipients=devices,
+                    random=recorder)
+    return Material(base=base, message=message, devices=devices, sealed=sealed,
+                    draws=tuple(recorder.draws))
 
 
 # --- the values a case records ------------------------------------------------------------
 
+def _randomness(suite: str, draws: Sequence[bytes]) -> dict[str, Any]:
+    per = 1 if suite == E.SUITE_X25519 else 2
+    rest = draws[2:]
+    recipients = [({"ikm_e": rest[i]} if per == 1 else
+                   {"mlkem_m": rest[2 * i], "ephemeral": rest[2 * i + 1]})
+                  for i in range(len(rest) // per)]
+    return {"message_id": draws[0], "content_key": draws[1], "recipients": recipients}
+
+
+def _draws(suite: str, randomness: Mapping[str, Any]) -> list[bytes]:
+    out = [hx(randomness["message_id"], "message_id"), hx(randomness["content_key"],
+                                                          "content_key")]
+    for r in randomness["recipients"]:
+        if suite == E.SUITE_X25519:
+            out.append(hx(r["ikm_e"], "ikm_e"))
+        else:
+            out += [hx(r["mlkem_m"], "mlkem_m"), hx(r["ephemeral"], "ephemeral")]
+    return out
+
+
+def _encapsulation_values(trace: E.RecipientTrace) -> dict[str, Any]:
+    enc = trace.encapsulation
+    if isinstance(enc, hpke.Encapsulation):
+        return {"ephemeral_private": enc.ephemeral_private, "enc": enc.enc, "dh": enc.dh,
+                "kem_context": enc.kem_context, "shared_secret": enc.shared_secret}
+    return {"ephemeral_private": enc.ephemeral_private, "ss_pq": enc.ss_pq, "ct_pq": enc.ct_pq,
+            "ss_t": enc.ss_t, "ct_t": enc.ct_t, "enc": enc.enc,
+            "shared_secret": enc.shared_secret}
+
+
+def _schedule_values(schedule: hpke.KeySchedule) -> dict[str, Any]:
+    return {"psk_id_hash": schedule.psk_id_hash, "info_hash": schedule.info_hash,
+            "key_schedule_context": schedule.key_schedule_context, "secret": schedule.secret,
+            "key": schedule.key, "base_nonce": schedule.base_nonce}
+
+
 def _seal_intermediates(sealed: E.Sealed) -> dict[str, Any]:
-    env = sealed.envelope
+    header = sealed.header
     return {
-        "payload_aad": sealed.payload_aad,
-        "ciphertext": env.payload.ciphertext,
-        "ciphertext_digest": sealed.ciphertext_digest,
+        "prk": header.keys.prk, "payload_key": header.keys.payload_key,
+        "commitment": header.keys.commitment, "info": header.info,
         "recipients": [
-            {"ephemeral_public": t.ephemeral_public,
-             "shared_secret": t.keys.shared_secret,
-             "prk": t.keys.prk,
-             "encryption_key_info": E.key_info(E.LABEL_ENCRYPTION_KEY, env.message_id,
-                                               t.ephemeral_public, t.device.public_key),
-             "mac_key_info": E.key_info(E.LABEL_MAC_KEY, env.message_id,
-                                        t.ephemeral_public, t.device.public_key),
-             "encryption_key": t.keys.encryption_key,
-             "mac_key": t.keys.mac_key,
-             "wrap_aad": t.wrap_aad,
-             "wrapped_key": t.wrapped_key,
-             "mac_input": t.mac_input,
-             "mac": t.mac}
-            for t in sealed.recipients],
+            {"aad": t.aad, "static_dh": t.static_dh, "psk": t.psk, "psk_id": t.psk_id,
+             **_encapsulation_values(t), **_schedule_values(t.schedule),
+             "wrapped_key": t.entry.wrapped_key}
+            for t in header.recipients],
+        "chunk_nonces": chunk_nonces(S.plaintext_length(len(sealed.payload))),
     }
 
 
-def _opened_values(opened: E.Opened, device_public: bytes) -> tuple[dict[str, Any],
-                                                                     dict[str, Any]]:
-    intermediates = {"device_public": device_public,
-                     "shared_secret": opened.keys.shared_secret,
-                     "encryption_key": opened.keys.encryption_key,
-                     "mac_key": opened.keys.mac_key,
-                     "content_key": opened.content_key,
-                     "ciphertext_digest": opened.ciphertext_digest,
-                     "mac_input": opened.mac_input}
-    outputs = {"plaintext": opened.plaintext, "ack": E.ack_to_wire(E.disclosure_for(opened))}
-    return intermediates, outputs
 
 
-# --- wire surgery -------------------------------------------------------------------------
 
-Path = tuple[str | int, ...]
-
-
-def _parent(record: Any, path: Path) -> Any:
-    node = record
-    for key in path[:-1]:
-        node = node[key]
-    return node
-
-
-def _get(record: Any, path: Path) -> Any:
-    return _parent(record, path)[path[-1]]
+def _opened_values(opened: E.Opened) -> tuple[dict[str, Any], dict[str, Any]]:
+    key = opened.key
+    intermediates = {"info": key.info, "aad": key.aad, "static_dh": key.static_dh,
+                     "psk": key.psk, "psk_id": key.psk_id, "shared_secret": key.shared_secret,
+                     **_schedule_values(key.schedule), "content_key": key.content_key,
+                     "prk": key.keys.prk, "payload_key": key.keys.payload_key,
+                     "commitment": key.keys.commitment}
+    return intermediates, {"plaintext": opened.plaintext}
 
 
-def _set(record: Any, path: Path, value: Any) -> Any:
-    out = copy.deepcopy(record)
-    _parent(out, path)[path[-1]] = value
-    return out
+# --- seal ---------------------------------------------------------------------------------
 
+def _seal_inputs(m: Material) -> dict[str, Any]:
+    alice = user("alice")
+    return {"suite": m.base.suite,
+            "sender": {"user_id": alice.name, "client_id": CLIENT, "key_version": 1,
+                       "x25519_private": alice.x25519_private},
+            "recipients": [device_plain(d) for d in m.devices], "message": m.message,
+            "randomness": _randomness(m.base.suite, m.draws)}
 
-def _delete(record: Any, path: Path) -> Any:
-    out = copy.deepcopy(record)
-    del _parent(out, path)[path[-1]]
-    return out
-
-
-def _flip(data: bytes, index: int, bit: int = 0) -> bytes:
-    out = bytearray(data)
-    out[index] ^= 1 << bit
-    return bytes(out)
-
-
-def _flip_field(record: Any, path: Path, index: int, bit: int = 0) -> Any:
-    return _set(record, path, b64url_encode(_flip(b64url_decode(_get(record, path)), index, bit)))
-
-
-def _resize_field(record: Any, path: Path, size: int, extra: bytes = b"\x00") -> Any:
-    data = b64url_decode(_get(record, path))
-    data = data[:size] if size <= len(data) else data + extra * (size - len(data))
-    return _set(record, path, b64url_encode(data))
-
-
-def _u(value: int) -> bytes:
-    return value.to_bytes(32, "little")
-
-
-X25519_P = primitives.X25519_P
-LOW_ORDER: tuple[tuple[str, bytes, str], ...] = tuple(
-    (slug, _u(u), what) for slug, u, what in (
-        ("zero", 0, "u = 0, a point of order 2"),
-        ("one", 1, "u = 1, a point of order 4"),
-        ("order8-a", 325606250916557431795983626356110631294008115727848805560023387167927233504,
-         "a point of order 8"),
-        ("order8-b",
-         39382357235489614581723060781553021112529911719440698176882885853963445705823,
-         "the other point of order 8"),
-        ("p-minus-1", X25519_P - 1, "u = p - 1, a point of order 4 on the twist"),
-    ))
-
-PAYLOAD_CT: Path = ("payload", "ciphertext")
-PAYLOAD_NONCE: Path = ("payload", "nonce")
-ENTRY_EPH: Path = ("recipient", "ephemeral_key")
-ENTRY_WRAP: Path = ("recipient", "wrapped_key")
-ENTRY_MAC: Path = ("recipient", "mac")
-MESSAGE_ID: Path = ("message_id",)
-
-
-# --- case builders ------------------------------------------------------------------------
 
 def _seal_case(m: Material) -> Case:
-    env, sealed = m.sealed.envelope, m.sealed
+    suite_req = "ENV-5" if m.base.suite == E.SUITE_X25519 else "ENV-25"
     return Case(
-        id=f"env-v1-{m.base.name}/seal", comment=f"seal: {m.base.comment}", flags=("Valid",),
-        requirements=("ENV-4", "ENV-5", "ENV-6", "ENV-7", "ENV-8", "KD-7"), operation=OP_SEAL,
-        inputs={"message": m.message, "sender": m.base.sender,
-                "recipients": [{"user_id": d.user_id, "device_id": d.device_id,
-                                "device_public": d.public_key} for d in m.devices],
-                "message_id": env.message_id, "content_key": sealed.content_key,
-                "payload_nonce": env.payload.nonce,
-                "ephemeral_privates": [t.ephemeral_private for t in sealed.recipients]},
-        intermediates=_seal_intermediates(sealed),
-        outputs={"envelope": E.envelope_to_wire(env)})
+        id=f"env-v1-{m.base.label}/seal", comment=f"seal: {m.base.comment}", flags=("Valid",),
+        requirements=("ENV-4", suite_req, "ENV-6", "ENV-23", "KD-7"), operation=OP_SEAL,
+        inputs=_seal_inputs(m), intermediates=_seal_intermediates(m.sealed),
+        outputs={"envelope": E.envelope_to_wire(m.sealed.envelope),
+                 "payload": m.sealed.payload})
+
+
+def _sealed_from_case(inputs: Mapping[str, Any]) -> tuple[E.Sealed, bool]:
+    sender = inputs["sender"]
+    replay = Replay(_draws(inputs["suite"], inputs["randomness"]))
+    sealed = E.seal(hx(inputs["message"], "message"), suite=inputs["suite"],
+                    sender=E.SenderKeys(user_id=sender["user_id"],
+                                        client_id=sender["client_id"],
+                                        key_version=sender["key_version"],
+                                        x25519_private=hx(sender["x25519_private"],
+                                                          "x25519_private")),
+                    recipients=[device_from_case(r) for r in inputs["recipients"]],
+                    random=replay)
+    return sealed, replay.exhausted()
+
+
+def _verify_seal(case: Mapping[str, Any]) -> Outcome:
+    sealed, exhausted = _sealed_from_case(case["inputs"])
+    if not exhausted:
+        return Outcome(False, "seal drew fewer random bytes than the case records")
+    return compare(case, intermediates=_seal_intermediates(sealed),
+                   outputs={"envelope": E.envelope_to_wire(sealed.envelope),
+                            "payload": sealed.payload})
+
+
+# --- open ---------------------------------------------------------------------------------
+
+OPEN_REQS = ("ENV-13", "ENV-7", "ENV-8", "ENV-20", "ENV-24", "ENV-28")
+
+
+def _open_inputs(delivery: Any, payload: bytes, address: tuple[str, str],
+                 keys: D.DevicePrivateKeys, sender: D.PublishedKeys,
+                 acknowledged: Sequence[bytes] = ()) -> dict[str, Any]:
+    return {"delivery": delivery, "payload": payload, "user_id": address[0],
+            "device_id": address[1], "device_private": device_private_to_plain(keys),
+            "sender_key": published_to_plain(sender), "acknowledged": list(acknowledged)}
+
+
+def _inbox_open(inputs: Mapping[str, Any]) -> E.Opened:
+    keys = inputs["device_private"]
+    inbox = E.Inbox(user_id=inputs["user_id"], device_id=inputs["device_id"],
+                    device=D.DevicePrivateKeys(x25519=hx(keys["x25519"], "x25519"),
+                                               mlkem_seed=hx(keys["mlkem_seed"], "mlkem_seed")),
+                    acknowledged={hx(i, "acknowledged") for i in inputs["acknowledged"]})
+    return inbox.open(E.parse_delivery(inputs["delivery"]), hx(inputs["payload"], "payload"),
+                      sender=published_from_case(inputs["sender_key"]))
 
 
 def _open_case(m: Material, index: int, slug: str, comment: str, flags: tuple[str, ...],
-               requirements: tuple[str, ...], failure: Failure | None,
-               delivery: Any = None, *, address: tuple[str, str] | None = None,
-               private: bytes | None = None, acknowledged: tuple[bytes, ...] = ()) -> Case:
+               requirements: tuple[str, ...], failure: Failure | None, *,
+               delivery: Any = None, payload: bytes | None = None,
+               address: tuple[str, str] | None = None,
+               keys: D.DevicePrivateKeys | None = None, sender: D.PublishedKeys | None = None,
+               acknowledged: Sequence[bytes] = ()) -> Case:
     address = address or m.address(index)
-    private = private if private is not None else m.privates[m.address(index)]
-    delivery = m.delivery(index) if delivery is None else delivery
-    inputs = {"delivery": delivery, "user_id": address[0], "device_id": address[1],
-              "device_private": private, "acknowledged": list(acknowledged)}
+    inputs = _open_inputs(m.delivery(index) if delivery is None else delivery,
+                          m.sealed.payload if payload is None else payload, address,
+                          keys or device_private(*m.address(index)),
+                          sender or user("alice").published, acknowledged)
     intermediates: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     if failure is None:
-        intermediates, outputs = _inbox_open(inputs, private, list(acknowledged))
+        intermediates, outputs = _opened_values(_inbox_open(to_plain(inputs)))
     suffix = f"/{slug}" if slug else ""
-    return Case(
-        id=f"env-v1-{m.base.name}/open/{index}{suffix}", comment=comment, flags=flags,
-        requirements=requirements, operation=OP_OPEN, inputs=inputs,
-        intermediates=intermediates, outputs=outputs, failure=failure)
+    return Case(id=f"env-v1-{m.base.label}/open/{index}{suffix}", comment=comment,
+                flags=flags, requirements=requirements, operation=OP_OPEN, inputs=inputs,
+                intermediates=intermediates, outputs=outputs, failure=failure)
 
 
-def _inbox_open(inputs: Mapping[str, Any], private: bytes,
-                acknowledged: list[bytes]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Steps 10 and 11 on the device, through the Inbox state machine: open the delivery,
-    then make the ACK body (which must disclose the MAC key and nothing else)."""
-    inbox = E.Inbox(user_id=inputs["user_id"], device_id=inputs["device_id"],
-                    device_private=private, acknowledged=acknowledged)
-    delivery = E.parse_delivery(inputs["delivery"])
-    opened = inbox.open(delivery)
-    intermediates, outputs = _opened_values(opened, primitives.x25519_public_key(private))
-    outputs["ack"] = inbox.acknowledge(delivery.message_id)
-    return intermediates, outputs
-
-
-def _submission_inputs(m: Material, envelope: Any, *, sender: str | None = None,
-                       registered: list[tuple[str, str]] | None = None,
-                       used: list[bytes] | None = None,
-                       limits: E.Limits = LIMITS) -> dict[str, Any]:
-    return {"envelope": envelope, "authenticated_user": sender or m.base.sender,
-            "limits": {"max_recipients": limits.max_recipients,
-                       "max_message_bytes": limits.max_ciphertext_bytes},
-            "registered_devices": [list(a) for a in (registered if registered is not None
-                                                     else m.base.addresses)],
-            "used_message_ids": list(used or [])}
-
-
-def _submission_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
-                     requirements: tuple[str, ...], failure: Failure | None,
-                     inputs: dict[str, Any]) -> Case:
-    outputs: dict[str, Any] = {}
-    if failure is None:
-        outputs = {"deliveries": [E.delivery_to_wire(d)
-                                  for d in _validated_deliveries(inputs)]}
-    suffix = f"/{slug}" if slug else ""
-    return Case(id=f"env-v1-{m.base.name}/submit{suffix}", comment=comment, flags=flags,
-                requirements=requirements, operation=OP_SUBMIT, inputs=inputs,
-                outputs=outputs, failure=failure)
-
-
-def _ack_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
-              requirements: tuple[str, ...], failure: Failure | None, ack: Any, *,
-              delivery: dict[str, Any] | None = None) -> Case:
-    delivery = delivery or m.delivery(0)
-    outputs: dict[str, Any] = {}
-    if failure is None:
-        outcome = E.apply_ack(E.parse_delivery(delivery), E.parse_ack(ack))
-        outputs = {"changed": outcome.changed,
-                   "record": E.delivery_to_wire(E.parse_delivery(delivery)) |
-                   {"mac_key": b64url_encode(outcome.mac_key)}}
-    return Case(id=f"env-v1-{m.base.name}/ack/{slug}", comment=comment, flags=flags,
-                requirements=requirements, operation=OP_ACK,
-                inputs={"delivery": delivery, "ack": ack}, outputs=outputs, failure=failure)
-
-
-# --- positives ----------------------------------------------------------------------------
-
-def _positives(m: Material) -> list[Case]:
-    env = m.sealed.envelope
-    cases = [_seal_case(m)]
-    cases.append(_submission_case(
-        m, "", f"a server accepts the envelope {m.base.comment} and fans it out",
-        ("Valid",), ("ENV-9", "ENV-10", "ENV-11"), None,
-        _submission_inputs(m, E.envelope_to_wire(env))))
-    for index in range(len(env.entries)):
-        user_id, device_id = m.address(index)
-        cases.append(_open_case(m, index, "", f"{user_id}/{device_id} opens its delivery",
-                                ("Valid",), ("ENV-13", "ENV-4", "ENV-6", "ENV-7", "ENV-8",
-                                             "ENV-16"), None))
-    mac_key = m.sealed.recipients[0].keys.mac_key
-    cases.append(_ack_case(m, "first", "the first device acknowledges, disclosing its MAC key",
-                           ("Valid",), ("ENV-14", "ENV-15"), None, E.ack_to_wire(mac_key)))
-    cases.append(_ack_case(m, "repeat", "the same ACK again: accepted, nothing changes",
-                           ("Valid", "RepeatedAck"), ("ENV-15",), None, E.ack_to_wire(mac_key),
-                           delivery=m.delivery(0) | {"mac_key": b64url_encode(mac_key)}))
-    return cases
-
-
-# --- open families ------------------------------------------------------------------------
-
-MAC_REJECT = Failure("mac", STEP_OPEN)
-AEAD_REJECT = Failure("aead", STEP_OPEN)
-POINT_REJECT = Failure("point", STEP_OPEN)
-LENGTH_REJECT = Failure("length", STEP_OPEN)
-DECODE_REJECT = Failure("decode", STEP_OPEN)
+def _open_positives(m: Material) -> list[Case]:
+    return [_open_case(m, i, "", f"open: {m.base.comment}, device {u}/{d}", ("Valid",),
+                       OPEN_REQS, None)
+            for i, (u, d) in enumerate(m.sealed.envelope.entries[j].address
+                                       for j in range(len(m.devices)))]
 
 
 def _open_bitflips(m: Material) -> list[Case]:
-    d = m.delivery(0)
-    ct_len = len(b64url_decode(_get(d, PAYLOAD_CT)))
-    specs: list[tuple[str, str, Path, int, int, tuple[str, ...], Failure]] = [
-        ("ciphertext-first", "bit 0 of the first ciphertext byte", PAYLOAD_CT, 0, 0,
-         ("ENV-8",), MAC_REJECT),
-        ("ciphertext-tag", "bit 7 of the last byte (the GCM tag)", PAYLOAD_CT, ct_len - 1, 7,
-         ("ENV-8",), MAC_REJECT),
-        ("payload-nonce", "bit 0 of the first payload nonce byte", PAYLOAD_NONCE, 0, 0,
-         ("ENV-8",), MAC_REJECT),
-        ("wrapped-key-first", "bit 0 of the first wrapped-key byte", ENTRY_WRAP, 0, 0,
-         ("ENV-7",), AEAD_REJECT),
-        ("wrapped-key-tag", "bit 0 of the last wrapped-key byte (its tag)", ENTRY_WRAP, 47, 0,
-         ("ENV-7",), AEAD_REJECT),
-        ("mac-first", "bit 0 of the first MAC byte", ENTRY_MAC, 0, 0, ("ENV-8",), MAC_REJECT),
-        ("mac-last", "bit 7 of the last MAC byte", ENTRY_MAC, 31, 7, ("ENV-8",), MAC_REJECT),
-        ("ephemeral-key", "bit 1 of the first ephemeral-key byte: another valid point, so "
-         "the derived keys differ", ENTRY_EPH, 0, 1, ("ENV-7",), AEAD_REJECT),
-        ("message-id", "bit 0 of the first message-id byte", MESSAGE_ID, 0, 0, ("ENV-7",),
-         AEAD_REJECT),
+    aead = fails("aead", STEP_OPEN)
+    hybrid = m.base.suite == E.SUITE_HYBRID
+    flips: list[tuple[str, Path, int, str, str]] = [
+        ("wrapped-key", WRAP, 0, "the wrapped key", "ENV-7"),
+        ("wrapped-key-tag", WRAP, 47, "the wrapped key's tag", "ENV-7"),
+        ("message-id", ("message_id",), 3, "the message id (in the entry info)", "ENV-6"),
+        ("commitment", ("commitment",), 31, "the commitment (in the entry info)", "ENV-6"),
+        ("enc", ENC, 0, "the ct_PQ part of enc (ML-KEM rejects implicitly)" if hybrid
+         else "the enc (the ephemeral key)", "ENV-7"),
     ]
-    return [_open_case(m, 0, f"bitflip-{slug}", f"flips {what}", ("BitFlip",), reqs, failure,
-                       _flip_field(d, path, index, bit))
-            for slug, what, path, index, bit, reqs, failure in specs]
-
-
-def _open_context(m: Material) -> list[Case]:
-    d = m.delivery(0)
-    other_private = m.drbg("wrong-device-key")(32)
-    other_id = _other_message(m.base).envelope.message_id
-    cases = [
-        _open_case(m, 0, "already-acknowledged", "the device acknowledged this message id "
-                   "before (its MAC key is public): a re-served copy is refused",
-                   ("AlreadyAcknowledged",), ("ENV-18",), Failure("replay", STEP_OPEN),
-                   acknowledged=(other_id, m.sealed.envelope.message_id)),
-        _open_case(m, 0, "other-message-acknowledged", "the device acknowledged another "
-                   "message: this one opens", ("Valid",), ("ENV-18", "ENV-13", "ENV-16"), None,
-                   acknowledged=(other_id,)),
-        _open_case(m, 0, "relabel-sender", "the sender member changed to 'mallory'",
-                   ("Relabelled",), ("ENV-7",), AEAD_REJECT, _set(d, ("sender",), "mallory")),
-        _open_case(m, 0, "wrong-device-key", "opened with another X25519 private key under "
-                   "the right address", ("WrongKey",), ("ENV-7",), AEAD_REJECT,
-                   private=other_private),
-    ]
-    for slug, point, what in LOW_ORDER:
-        cases.append(_open_case(m, 0, f"ephemeral-low-order-{slug}", f"the ephemeral key is "
-                                f"{what}", ("LowOrderPoint",), ("ENV-5",), POINT_REJECT,
-                                _set(d, ENTRY_EPH, b64url_encode(point))))
-    real = b64url_decode(_get(d, ENTRY_EPH))
-    cases.append(_open_case(m, 0, "ephemeral-top-bit", "the ephemeral key with its top bit "
-                            "set (a second encoding of the same point)",
-                            ("NonCanonicalPoint",), ("ENV-5",), POINT_REJECT,
-                            _set(d, ENTRY_EPH, b64url_encode(real[:31] +
-                                                             bytes([real[31] | 0x80])))))
-    cases.append(_open_case(m, 0, "ephemeral-p-plus-9", "the ephemeral key is u = p + 9, a "
-                            "non-canonical encoding of the base point",
-                            ("NonCanonicalPoint",), ("ENV-5",), POINT_REJECT,
-                            _set(d, ENTRY_EPH, b64url_encode(_u(X25519_P + 9)))))
+    if hybrid:
+        flips.append(("enc-ct-t", ENC, hpke.HYBRID_N_ENC - 32, "the ct_T part of enc", "ENV-7"))
+    cases = [_open_case(m, 0, f"bitflip-{slug}", f"one bit of {what} flipped", ("BitFlip",),
+                        tuple(dict.fromkeys(("ENV-13", "ENV-7", req))), aead,
+                        delivery=flip_field(m.delivery(0), path, index))
+             for slug, path, index, what, req in flips]
+    other = S.ciphertext_length(S.plaintext_length(m.sealed.envelope.header.payload_length)
+                                + 1)
+    cases.append(_open_case(m, 0, "payload-length", "payload_length changed to another STREAM "
+                            "length: the entry info no longer matches", ("BitFlip",),
+                            ("ENV-13", "ENV-6", "ENV-7"), aead,
+                            delivery=with_member(m.delivery(0), ("payload_length",), other)))
+    payload = m.sealed.payload
+    cases.append(_open_case(m, 0, "bitflip-payload", "one bit of the payload flipped",
+                            ("BitFlip",), ("ENV-24",), fails("aead", STEP_OPEN),
+                            payload=flip(payload, len(payload) - 1)))
     return cases
 
 
-def _open_swaps(m: Material) -> list[Case]:
-    """Needs a second device: the two-device base and the ten-device base."""
-    if len(m.sealed.envelope.entries) < 2:
-        return []
-    mine, theirs = m.delivery(0), m.delivery(1)
-    moved = copy.deepcopy(mine)
-    for key in ("ephemeral_key", "wrapped_key", "mac"):
-        moved["recipient"][key] = theirs["recipient"][key]
-    return [
-        _open_case(m, 0, "foreign-entry", f"the delivery of {'/'.join(m.address(1))} handed "
-                   f"to {'/'.join(m.address(0))}", ("ForeignEntry",), ("ENV-13",),
-                   Failure("binding", STEP_OPEN), theirs),
-        _open_case(m, 0, "swapped-entries", "the other device's ephemeral key, wrapped key "
-                   "and MAC under this device's address", ("SwappedEntries",), ("ENV-7",),
-                   AEAD_REJECT, moved),
+def _open_context(m: Material) -> list[Case]:
+    binding = fails("binding", STEP_OPEN)
+    alice = user("alice")
+    stale = D.PublishedKeys(user_id=alice.name, client_id=CLIENT, key_version=2,
+                            x25519=alice.published.x25519, ed25519=alice.published.ed25519)
+    mallory_as_alice = D.PublishedKeys(user_id=alice.name, client_id=CLIENT, key_version=1,
+                                       x25519=user("mallory").published.x25519,
+                                       ed25519=user("mallory").published.ed25519)
+    other_address = m.address(1) if len(m.devices) > 1 else ("bob", "laptop")
+    cases = [
+        _open_case(m, 0, "relabelled-sender", "the sender member names mallory, and the "
+                   "recipient resolves mallory's published key", ("Relabelled",),
+                   ("ENV-28", "ENV-6", "ENV-7"), fails("aead", STEP_OPEN),
+                   delivery=with_member(m.delivery(0), ("sender",), "mallory"),
+                   sender=D.PublishedKeys(user_id="mallory", client_id=CLIENT, key_version=1,
+                                          x25519=user("mallory").published.x25519,
+                                          ed25519=user("mallory").published.ed25519)),
+        _open_case(m, 0, "sender-key-mismatch", "the resolved sender key is alice's at "
+                   "key_version 2, the header names key_version 1", ("Relabelled",),
+                   ("ENV-28",), binding, sender=stale),
+        _open_case(m, 0, "client-relabelled", "client_id changed: the resolved sender key "
+                   "is for another application", ("Relabelled",), ("ENV-28",), binding,
+                   delivery=with_member(m.delivery(0), ("client_id",), "mail")),
+        _open_case(m, 0, "wrong-sender-key", "the recipient resolved mallory's X25519 key as "
+                   "alice's", ("WrongSenderKey",), ("ENV-28", "ENV-7"),
+                   fails("aead", STEP_OPEN), sender=mallory_as_alice),
+        _open_case(m, 0, "wrong-device-key", "opened with another device's private keys",
+                   ("WrongDeviceKey",), ("ENV-7",), fails("aead", STEP_OPEN),
+                   keys=device_private("carol", "watch")),
+        _open_case(m, 0, "foreign-entry", "the delivery is read by another device",
+                   ("ForeignEntry",), ("ENV-13",), binding, address=other_address,
+                   keys=device_private(*other_address)),
+        _open_case(m, 0, "acknowledged", "the device already acknowledged this message id",
+                   ("AlreadyAcknowledged",), ("ENV-18",), fails("replay", STEP_OPEN),
+                   acknowledged=[m.sealed.envelope.header.message_id]),
     ]
+    if len(m.devices) > 1:
+        swapped = with_member(m.delivery(0), ENC, m.delivery(1)["recipient"]["enc"])
+        swapped = with_member(swapped, WRAP, m.delivery(1)["recipient"]["wrapped_key"])
+        cases.append(_open_case(m, 0, "swapped-entries", "device 1's enc and wrapped key "
+                                "under device 0's address", ("SwappedEntries",),
+                                ("ENV-7", "ENV-6"), fails("aead", STEP_OPEN),
+                                delivery=swapped))
+    return cases
 
 
 @cache
 def _other_message(base: Base) -> E.Sealed:
-    m = material(base)
-    return E.seal(m.message, sender=base.sender, recipients=m.devices,
-                  random=m.drbg("other-message"))
+    """The same sender to the same devices, another message of the same length."""
+    draw = Drbg(f"{FLOW}/v1/{base.label}/other-message")
+    return E.seal(draw(len(material(base).message)), suite=base.suite,
+                  sender=user("alice").sender, recipients=material(base).devices, random=draw)
 
 
 def _open_splices(m: Material) -> list[Case]:
     other = _other_message(m.base)
-    d = m.delivery(0)
-    other_delivery = E.delivery_to_wire(E.fan_out(other.envelope)[m.address(0)])
-    entry_spliced = _set(other_delivery, ("recipient",), d["recipient"])
-    payload_spliced = _set(d, ("payload",), other_delivery["payload"])
+    entry = E.entry_to_wire(other.envelope.entries[0])
     return [
-        _open_case(m, 0, "entry-from-other-message", "this message's entry under another "
-                   "message (id and payload) of the same sender", ("Spliced",), ("ENV-7",),
-                   AEAD_REJECT, entry_spliced),
-        _open_case(m, 0, "payload-from-other-message", "another message's payload under "
-                   "this message's id and entry", ("Spliced",), ("ENV-8",), MAC_REJECT,
-                   payload_spliced),
+        _open_case(m, 0, "spliced-entry", "device 0's entry from another message of the "
+                   "same sender, under this header", ("Spliced",), ("ENV-6", "ENV-7"),
+                   fails("aead", STEP_OPEN), delivery=with_member(m.delivery(0), ("recipient",),
+                                                              entry)),
+        _open_case(m, 0, "spliced-payload", "the payload of another message (of the same "
+                   "length) with this message's entry", ("StreamSwapped",), ("ENV-24",),
+                   fails("aead", STEP_OPEN), payload=other.payload),
     ]
-
-
-FIELD_SIZES: dict[str, tuple[Path, int, str]] = {
-    "message-id": (MESSAGE_ID, E.MESSAGE_ID_LEN, "ENV-9"),
-    "payload-nonce": (PAYLOAD_NONCE, E.PAYLOAD_NONCE_LEN, "ENV-9"),
-    "ephemeral-key": (ENTRY_EPH, E.X25519_LEN, "ENV-9"),
-    "wrapped-key": (ENTRY_WRAP, E.WRAPPED_KEY_LEN, "ENV-9"),
-    "mac": (ENTRY_MAC, E.MAC_LEN, "ENV-9"),
-}
 
 
 def _open_lengths(m: Material) -> list[Case]:
-    d = m.delivery(0)
-    cases = []
-    for name, (path, size, req) in FIELD_SIZES.items():
-        cases.append(_open_case(m, 0, f"truncated-{name}", f"{name} is one byte short",
-                                ("Truncated",), (req,), LENGTH_REJECT,
-                                _resize_field(d, path, size - 1)))
-        cases.append(_open_case(m, 0, f"extended-{name}", f"{name} has one trailing byte",
-                                ("TrailingBytes",), (req,), LENGTH_REJECT,
-                                _resize_field(d, path, size + 1)))
-    cases.append(_open_case(m, 0, "truncated-ciphertext-below-tag", "the ciphertext is 15 "
-                            "bytes, shorter than a GCM tag", ("Truncated",), ("ENV-9",),
-                            LENGTH_REJECT, _resize_field(d, PAYLOAD_CT, 15)))
+    length = fails("length", STEP_OPEN)
+    enc_len = E.ENC_LEN[m.base.suite]
+    payload = m.sealed.payload
+    return [
+        _open_case(m, 0, "enc-truncated", "enc one byte short", ("Truncated",), ("ENV-9",),
+                   length, delivery=resize_field(m.delivery(0), ENC, enc_len - 1)),
+        _open_case(m, 0, "enc-trailing", "enc one byte long", ("TrailingBytes",), ("ENV-9",),
+                   length, delivery=resize_field(m.delivery(0), ENC, enc_len + 1)),
+        _open_case(m, 0, "wrapped-key-truncated", "wrapped key one byte short",
+                   ("Truncated",), ("ENV-9",), length,
+                   delivery=resize_field(m.delivery(0), WRAP, E.WRAPPED_KEY_LEN - 1)),
+        _open_case(m, 0, "commitment-truncated", "commitment one byte short",
+                   ("Truncated",), ("ENV-9",), length,
+                   delivery=resize_field(m.delivery(0), ("commitment",), 31)),
+        _open_case(m, 0, "payload-truncated", "the raw payload one byte short of "
+                   "payload_length", ("StreamLength",), ("ENV-20",), length,
+                   payload=payload[:-1]),
+        _open_case(m, 0, "payload-trailing", "one byte after the raw payload",
+                   ("StreamLength",), ("ENV-20",), length, payload=payload + b"\x00"),
+        _open_case(m, 0, "payload-length-invalid", "payload_length of 15 bytes, shorter "
+                   "than a tag", ("StreamLength",), ("ENV-9", "ENV-23"), length,
+                   delivery=with_member(m.delivery(0), ("payload_length",), 15)),
+    ]
+
+
+def _open_points(m: Material) -> list[Case]:
+    point = fails("point", STEP_OPEN)
+    cases = [
+        _open_case(m, 0, "enc-low-order", "the X25519 part of enc is u = 1 (order 4)",
+                   ("LowOrderPoint",), ("ENV-5", "ENV-9"), point,
+                   delivery=replace_tail(m.delivery(0), ENC, LOW_ORDER)),
+        _open_case(m, 0, "enc-order-8", "the X25519 part of enc is a point of order 8",
+                   ("LowOrderPoint",), ("ENV-5", "ENV-9"), point,
+                   delivery=replace_tail(m.delivery(0), ENC, ORDER_EIGHT)),
+        _open_case(m, 0, "enc-non-canonical", "the X25519 part of enc is u = p + 9",
+                   ("NonCanonicalPoint",), ("ENV-5", "ENV-9"), point,
+                   delivery=replace_tail(m.delivery(0), ENC, NON_CANONICAL)),
+    ]
     return cases
-
-
-_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def _open_structure(m: Material) -> list[Case]:
-    d = m.delivery(0)
-    mac_text = _get(d, ENTRY_MAC)
-    trailing = mac_text[:-1] + _B64_ALPHABET[_B64_ALPHABET.index(mac_text[-1]) | 1]
-    reqs = ("API-6",)
+    decode = fails("decode", STEP_OPEN)
+    padded = with_member(m.delivery(0), ("message_id",), m.delivery(0)["message_id"] + "==")
+    text = m.delivery(0)["commitment"]
+    noncanonical = text[:-1] + chr(ord(text[-1]) + 1)  # a set unused trailing bit
+    other_suite = E.SUITE_HYBRID if m.base.suite == E.SUITE_X25519 else E.SUITE_X25519
     return [
-        _open_case(m, 0, "b64-padded-mac", "the MAC carries '=' padding",
-                   ("NonCanonicalBase64",), ("API-1",), DECODE_REJECT,
-                   _set(d, ENTRY_MAC, mac_text + "=")),
-        _open_case(m, 0, "b64-trailing-bits-mac", "the MAC has a non-zero unused trailing bit",
-                   ("NonCanonicalBase64",), ("API-1",), DECODE_REJECT,
-                   _set(d, ENTRY_MAC, trailing)),
-        _open_case(m, 0, "unknown-member-delivery", "an unknown member 'recipients' beside "
-                   "'recipient'", ("UnknownMember",), reqs, DECODE_REJECT,
-                   _set(d, ("recipients",), [])),
-        _open_case(m, 0, "unknown-member-entry", "an unknown member in the entry",
-                   ("UnknownMember",), reqs, DECODE_REJECT, _set(d, ("recipient", "note"), "")),
-        _open_case(m, 0, "missing-mac", "the entry has no MAC", ("MissingMember",), reqs,
-                   DECODE_REJECT, _delete(d, ENTRY_MAC)),
-        _open_case(m, 0, "missing-payload", "the delivery has no payload", ("MissingMember",),
-                   reqs, DECODE_REJECT, _delete(d, ("payload",))),
+        _open_case(m, 0, "unknown-member", "the delivery carries an unknown member",
+                   ("UnknownMember",), ("ENV-9", "API-6"), decode,
+                   delivery=with_member(m.delivery(0), ("mac_key",), "AAAA")),
+        _open_case(m, 0, "missing-member", "the delivery lacks its commitment",
+                   ("MissingMember",), ("ENV-9", "API-6"), decode,
+                   delivery=without_member(m.delivery(0), ("commitment",))),
+        _open_case(m, 0, "padded-base64", "message_id padded with '='",
+                   ("NonCanonicalBase64",), ("ENV-9",), decode, delivery=padded),
+        _open_case(m, 0, "noncanonical-base64", "commitment with a set unused bit",
+                   ("NonCanonicalBase64",), ("ENV-9",), decode,
+                   delivery=with_member(m.delivery(0), ("commitment",), noncanonical)),
+        _open_case(m, 0, "unknown-suite", "suite x448", ("UnknownSuite",), ("ENV-27",),
+                   fails("params", STEP_OPEN),
+                   delivery=with_member(m.delivery(0), ("suite",), "x448")),
+        _open_case(m, 0, "other-suite", f"suite relabelled {other_suite}: enc has the other "
+                   "suite's length", ("UnknownSuite",), ("ENV-9",),
+                   fails("length", STEP_OPEN),
+                   delivery=with_member(m.delivery(0), ("suite",), other_suite)),
     ]
 
 
-# --- validate-submission families ---------------------------------------------------------
+# --- the two-key attack -------------------------------------------------------------------
 
-def _submission_negatives(m: Material) -> list[Case]:
-    env = E.envelope_to_wire(m.sealed.envelope)
-    entries = env["recipients"]
-    n = len(entries)
-    server = STEP_SERVER
-    cases = [
-        _submission_case(m, "duplicate-recipient", "the first entry appears twice",
-                         ("DuplicateRecipient",), ("ENV-9",), Failure("decode", server),
-                         _submission_inputs(m, _set(env, ("recipients",),
-                                                    [*entries, entries[0]]))),
-        _submission_case(m, "no-recipients", "the recipient list is empty", ("Limits",),
-                         ("ENV-9",), Failure("params", server),
-                         _submission_inputs(m, _set(env, ("recipients",), []))),
-        _submission_case(m, "too-many-recipients", f"{n} recipients where the server allows "
-                         f"{n - 1}" if n > 1 else "one recipient where the server allows none",
-                         ("Limits",), ("ENV-17",), Failure("params", server),
-                         _submission_inputs(m, env, limits=E.Limits(
-                             max_recipients=n - 1,
-                             max_ciphertext_bytes=LIMITS.max_ciphertext_bytes))),
-        _submission_case(m, "ciphertext-too-large", "the ciphertext is one byte over "
-                         "max_message_bytes", ("Limits",), ("ENV-17",),
-                         Failure("params", server),
-                         _submission_inputs(m, env, limits=E.Limits(
-                             max_recipients=LIMITS.max_recipients,
-                             max_ciphertext_bytes=len(m.sealed.envelope.payload.ciphertext) - 1
-                         ))),
-        _submission_case(m, "foreign-sender", "posted by 'mallory' in the sender's name",
-                         ("ForeignSender",), ("ENV-10",), Failure("binding", server),
-                         _submission_inputs(m, env, sender="mallory")),
-        _submission_case(m, "unregistered-device", "the last addressed device is not "
-                         "registered", ("UnregisteredDevice",), ("ENV-10",),
-                         Failure("binding", server),
-                         _submission_inputs(m, env, registered=list(m.base.addresses[:-1]))),
-        _submission_case(m, "message-id-reused", "the message id was used before",
-                         ("Replay",), ("ENV-10",), Failure("replay", server),
-                         _submission_inputs(m, env, used=[m.sealed.envelope.message_id])),
-        _submission_case(m, "ephemeral-low-order", "the first entry's ephemeral key is u = 1",
-                         ("LowOrderPoint",), ("ENV-5",), Failure("point", server),
-                         _submission_inputs(m, _set(env, ("recipients", 0, "ephemeral_key"),
-                                                    b64url_encode(_u(1))))),
-        _submission_case(m, "truncated-wrapped-key", "the first entry's wrapped key is one "
-                         "byte short", ("Truncated",), ("ENV-9",), Failure("length", server),
-                         _submission_inputs(m, _resize_field(
-                             env, ("recipients", 0, "wrapped_key"), E.WRAPPED_KEY_LEN - 1))),
-    ]
-    if n > 1:
-        repeated = _set(env, ("recipients", 1, "ephemeral_key"), entries[0]["ephemeral_key"])
-        cases.append(_submission_case(
-            m, "repeated-ephemeral", "the second entry repeats the first one's ephemeral key",
-            ("RepeatedEphemeral",), ("ENV-9",), Failure("decode", server),
-            _submission_inputs(m, repeated)))
+@cache
+def two_key_material(suite: str) -> tuple[E.Envelope, bytes, bytes, bytes]:
+    """A malicious sender's envelope to bob/phone and carol/tablet: bob's entry wraps K1,
+    carol's K2, the commitment names K1, and the payload decrypts under both payload keys.
+    Returns (envelope, payload, bob's plaintext, carol's plaintext without the commitment)."""
+    draw = Drbg(f"{FLOW}/v1/{suite}-two-keys/seal")
+    bob, carol = device("bob", "phone"), device("carol", "tablet")
+    honest = E.seal_header(suite=suite, sender=user("alice").sender, recipients=[bob],
+                           plaintext_length=32, random=draw)
+    header = honest.envelope.header
+    k2 = draw(32)
+    keys1, keys2 = honest.keys, S.content_keys(k2, header.message_id)
+    payload = two_key_payload(keys1.payload_key, keys2.payload_key, draw(16))
+    carol_trace = E.seal_entry(header, user("alice").sender, carol, k2, draw)
+    envelope = E.Envelope(header=header, entries=(honest.envelope.entries[0],
+                                                 carol_trace.entry))
+    plain1, plain2 = two_key_plaintexts(keys1.payload_key, keys2.payload_key, payload)
+    return envelope, payload, plain1, plain2
+
+
+def _two_key_cases() -> list[Case]:
+    cases = []
+    for suite in E.SUITES:
+        envelope, payload, _, _ = two_key_material(suite)
+        deliveries = E.fan_out(envelope)
+        for address, failure in ((("bob", "phone"), None),
+                                 (("carol", "tablet"), fails("mac", STEP_OPEN))):
+            inputs = _open_inputs(E.delivery_to_wire(deliveries[address]), payload, address,
+                                  device_private(*address), user("alice").published)
+            intermediates: dict[str, Any] = {}
+            outputs: dict[str, Any] = {}
+            if failure is None:
+                intermediates, outputs = _opened_values(_inbox_open(to_plain(inputs)))
+            who = "bob, whose key the commitment names," if failure is None else \
+                "carol, whose entry wraps another key,"
+            cases.append(Case(
+                id=f"env-v1-{suite}-two-keys/open/{address[0]}",
+                comment=f"two-key payload (invisible salamanders): {who} opens it",
+                flags=("Valid",) if failure is None else ("TwoKeys",),
+                requirements=("ENV-8", "ENV-13"), operation=OP_OPEN, inputs=inputs,
+                intermediates=intermediates, outputs=outputs, failure=failure))
     return cases
 
 
-# --- acknowledge families -----------------------------------------------------------------
+# --- accept-envelope, upload-payload, acknowledge -----------------------------------------
 
-def _ack_negatives(m: Material) -> list[Case]:
-    first = m.sealed.recipients[0].keys
-    mismatch = Failure("mac", STEP_ACK)
-    cases = [
-        _ack_case(m, "flipped-key", "the disclosed key with bit 0 of its first byte flipped",
-                  ("DisclosureMismatch", "BitFlip"), ("ENV-14",), mismatch,
-                  E.ack_to_wire(_flip(first.mac_key, 0))),
-        _ack_case(m, "encryption-key", "the encryption key disclosed instead of the MAC key",
-                  ("DisclosureMismatch",), ("ENV-14",), mismatch,
-                  E.ack_to_wire(first.encryption_key)),
-        _ack_case(m, "truncated-key", "the disclosed key is 31 bytes", ("Truncated",),
-                  ("ENV-14",), Failure("length", STEP_ACK), E.ack_to_wire(first.mac_key[:31])),
-    ]
-    if len(m.sealed.recipients) > 1:
-        cases.append(_ack_case(m, "other-device-key", "another device's MAC key for this "
-                               "device's delivery", ("DisclosureMismatch",), ("ENV-14",),
-                               mismatch, E.ack_to_wire(m.sealed.recipients[1].keys.mac_key)))
-    return cases
+def _directory_plain(m: Material, *, key_version: int = 1,
+                     devices: Sequence[tuple[str, str]] | None = None,
+                     used: Sequence[bytes] = ()) -> dict[str, Any]:
+    return {"published_key_versions": [["alice", CLIENT, key_version]],
+            "devices": [[u, CLIENT, d] for u, d in (m.base.addresses if devices is None
+                                                    else devices)],
+            "used_message_ids": list(used)}
 
 
-def _register_case(slug: str, comment: str, flags: tuple[str, ...],
-                   requirements: tuple[str, ...], failure: Failure | None, body: Any,
-                   device_id: str = "phone") -> Case:
+class _CaseDirectory:
+    """The server storage a case describes, as the spec's Directory protocol."""
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        self._versions = {(u, c): v for u, c, v in obj["published_key_versions"]}
+        self._devices = {(u, c, d) for u, c, d in obj["devices"]}
+        self._used = {hx(i, "used_message_id") for i in obj["used_message_ids"]}
+
+    def published_key_version(self, user_id: str, client_id: str) -> int | None:
+        return self._versions.get((user_id, client_id))
+
+    def has_device(self, user_id: str, client_id: str, device_id: str) -> bool:
+        return (user_id, client_id, device_id) in self._devices
+
+    def message_id_used(self, message_id: bytes) -> bool:
+        return message_id in self._used
+
+
+def _limits_plain(limits: E.Limits) -> dict[str, Any]:
+    return {"max_recipients": limits.max_recipients,
+            "max_payload_bytes": limits.max_payload_bytes, "suites": list(limits.suites)}
+
+
+def _accepted(inputs: Mapping[str, Any]) -> list[E.Delivery]:
+    limits = inputs["limits"]
+    envelope = E.accept_envelope(
+        inputs["envelope"], authenticated_user=inputs["authenticated_user"],
+        client_id=inputs["client_id"],
+        limits=E.Limits(max_recipients=limits["max_recipients"],
+                        max_payload_bytes=limits["max_payload_bytes"],
+                        suites=tuple(limits["suites"])),
+        directory=_CaseDirectory(inputs["directory"]))
+    deliveries = E.fan_out(envelope)
+    return [deliveries[entry.address] for entry in envelope.entries]
+
+
+def _accept_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
+                 requirements: tuple[str, ...], failure: Failure | None, *,
+                 envelope: Any = None, authenticated_user: str = "alice",
+                 client_id: str = CLIENT, limits: E.Limits = LIMITS,
+                 directory: dict[str, Any] | None = None) -> Case:
+    inputs = {"envelope": E.envelope_to_wire(m.sealed.envelope) if envelope is None
+              else envelope,
+              "authenticated_user": authenticated_user, "client_id": client_id,
+              "limits": _limits_plain(limits),
+              "directory": _directory_plain(m) if directory is None else directory}
     outputs: dict[str, Any] = {}
     if failure is None:
-        outputs = {"x25519": _registered(device_id, body)}
-    return Case(id=f"env-v1-register/{slug}", comment=comment, flags=flags,
-                requirements=requirements, operation=OP_REGISTER,
-                inputs={"device_id": device_id, "body": body}, outputs=outputs,
-                failure=failure)
+        outputs = {"deliveries": [E.delivery_to_wire(d) for d in _accepted(to_plain(inputs))]}
+    suffix = f"/{slug}" if slug else ""
+    return Case(id=f"env-v1-{m.base.label}/accept{suffix}", comment=comment, flags=flags,
+                requirements=requirements, operation=OP_ACCEPT, inputs=inputs,
+                outputs=outputs, failure=failure)
 
 
-def _registered(device_id: str, body: Any) -> bytes:
-    E.check_device_id(device_id)
-    return E.parse_device_registration(body)
-
-
-def _register_cases() -> list[Case]:
-    key = primitives.x25519_public_key(Drbg(f"{FLOW}/v1/register/device")(32))
-    text = b64url_encode(key)
-    point, length, decode = (Failure("point", STEP_REGISTER), Failure("length", STEP_REGISTER),
-                             Failure("decode", STEP_REGISTER))
-    body = {"x25519": text}
-    cases = [
-        _register_case("valid", "a device key registered under a client-chosen id",
-                       ("Valid",), ("ENV-1", "ENV-2"), None, body),
-        _register_case("valid-assigned-id", "a device key under an id the server assigned "
-                       "(base64url of 16 random bytes)", ("Valid",), ("ENV-1", "ENV-2"), None,
-                       body, device_id=E.new_device_id(Drbg(f"{FLOW}/v1/register/id"))),
-    ]
-    for slug, value, what in LOW_ORDER:
-        cases.append(_register_case(f"low-order-{slug}", f"the device key is {what}",
-                                    ("LowOrderPoint",), ("ENV-2",), point,
-                                    {"x25519": b64url_encode(value)}))
-    top = key[:31] + bytes([key[31] | 0x80])
-    for slug, value, what in (("top-bit", top, "the key with its top bit set"),
-                              ("p-plus-9", _u(X25519_P + 9), "u = p + 9"),
-                              ("p", _u(X25519_P), "u = p (a second encoding of u = 0)")):
-        flags: tuple[str, ...] = ("NonCanonicalPoint",)
-        cases.append(_register_case(f"non-canonical-{slug}", f"the device key is {what}",
-                                    flags, ("ENV-2",), point, {"x25519": b64url_encode(value)}))
+def _accept_cases(m: Material) -> list[Case]:
+    wire = E.envelope_to_wire(m.sealed.envelope)
+    server = STEP_SERVER
+    header = m.sealed.envelope.header
+    entries = wire["recipients"]
+    cases = [_accept_case(m, "", f"the server accepts and fans out: {m.base.comment}",
+                          ("Valid",), ("ENV-9", "ENV-10", "ENV-11", "ENV-17"), None)]
+    if len(entries) < 2:
+        return cases
     cases += [
-        _register_case("truncated-key", "a 31-byte key", ("Truncated",), ("ENV-2",), length,
-                       {"x25519": b64url_encode(key[:31])}),
-        _register_case("extended-key", "a 33-byte key", ("TrailingBytes",), ("ENV-2",),
-                       length, {"x25519": b64url_encode(key + b"\x00")}),
-        _register_case("b64-padded-key", "the key carries '=' padding",
-                       ("NonCanonicalBase64",), ("API-1",), decode, {"x25519": text + "="}),
-        _register_case("unknown-member", "an unknown member beside the key", ("UnknownMember",),
-                       ("API-6",), decode, {"x25519": text, "name": "phone"}),
-        _register_case("missing-key", "an empty object", ("MissingMember",), ("API-6",), decode,
-                       {}),
+        _accept_case(m, "duplicate-device", "the first device listed twice",
+                     ("DuplicateRecipient",), ("ENV-9",), fails("decode", server),
+                     envelope=with_member(wire, ("recipients",), [*entries, entries[0]])),
+        _accept_case(m, "repeated-enc", "two entries with the same enc",
+                     ("DuplicateRecipient",), ("ENV-9",), fails("decode", server),
+                     envelope=with_member(wire, ("recipients", 1, "enc"), entries[0]["enc"])),
+        _accept_case(m, "no-recipients", "an envelope with no entry", ("Limits",), ("ENV-9",),
+                     fails("params", server), envelope=with_member(wire, ("recipients",), [])),
+        _accept_case(m, "too-many-recipients", "one recipient more than max_recipients",
+                     ("Limits",), ("ENV-17",), fails("params", server),
+                     limits=E.Limits(max_recipients=len(entries) - 1,
+                                     max_payload_bytes=LIMITS.max_payload_bytes)),
+        _accept_case(m, "payload-too-long", "payload_length above max_payload_bytes",
+                     ("Limits",), ("ENV-17",), fails("params", server),
+                     limits=E.Limits(max_recipients=8,
+                                     max_payload_bytes=header.payload_length - 1)),
+        _accept_case(m, "suite-not-offered", "the server offers only the other suite",
+                     ("UnknownSuite",), ("ENV-27",), fails("params", server),
+                     limits=E.Limits(max_recipients=8, max_payload_bytes=1 << 20,
+                                     suites=tuple(x for x in E.SUITES if x != header.suite))),
+        _accept_case(m, "foreign-sender", "posted by bob, naming alice as sender",
+                     ("ForeignSender",), ("ENV-10",), fails("binding", server),
+                     authenticated_user="bob"),
+        _accept_case(m, "other-application", "posted under another application",
+                     ("ForeignSender",), ("ENV-10",), fails("binding", server),
+                     client_id="mail"),
+        _accept_case(m, "stale-sender-key", "the sender has published key_version 2",
+                     ("StaleSenderKey",), ("ENV-10",), fails("binding", server),
+                     directory=_directory_plain(m, key_version=2)),
+        _accept_case(m, "unregistered-device", "the last device is not on its owner's list",
+                     ("UnregisteredDevice",), ("ENV-10",), fails("binding", server),
+                     directory=_directory_plain(m, devices=m.base.addresses[:-1])),
+        _accept_case(m, "message-id-reused", "the message id was accepted before",
+                     ("Replay",), ("ENV-10",), fails("replay", server),
+                     directory=_directory_plain(m, used=[header.message_id])),
+        _accept_case(m, "enc-low-order", "an enc whose X25519 part is u = 1",
+                     ("LowOrderPoint",), ("ENV-5", "ENV-9"), fails("point", server),
+                     envelope=replace_tail(wire, ("recipients", 0, "enc"), LOW_ORDER)),
+        _accept_case(m, "wrapped-key-truncated", "a wrapped key one byte short",
+                     ("Truncated",), ("ENV-9",), fails("length", server),
+                     envelope=resize_field(wire, ("recipients", 0, "wrapped_key"), 47)),
+        _accept_case(m, "payload-length-invalid", "payload_length 65553, no STREAM length",
+                     ("StreamLength",), ("ENV-9", "ENV-23"), fails("length", server),
+                     envelope=with_member(wire, ("payload_length",), S.CHUNK_CIPHERTEXT_SIZE + 1)),
+        _accept_case(m, "unknown-member", "the envelope carries an unknown member",
+                     ("UnknownMember",), ("ENV-9", "API-6"), fails("decode", server),
+                     envelope=with_member(wire, ("payload",), {})),
     ]
-    for slug, device_id, what in (("slash", "a/b", "contains '/'"), ("empty", "", "is empty"),
-                                  ("too-long", "d" * 65, "has 65 characters"),
-                                  ("space", "my phone", "contains a space")):
-        cases.append(_register_case(f"device-id-{slug}", f"the device id {what}",
-                                    ("BadIdentifier",), ("ENV-1",), decode, body,
-                                    device_id=device_id))
     return cases
 
 
+def _upload_case(slug: str, comment: str, flags: tuple[str, ...], failure: Failure | None,
+                 *, declared: int, received: int) -> Case:
+    return Case(id=f"env-v1-upload/{slug}", comment=comment, flags=flags,
+                requirements=("ENV-26",), operation=OP_UPLOAD,
+                inputs={"payload_length": declared, "received": received},
+                outputs={} if failure else {"accepted": True}, failure=failure)
+
+
+def _upload_cases() -> list[Case]:
+    n = S.ciphertext_length(S.CHUNK_SIZE + 1)
+    length = fails("length", STEP_SERVER)
+    return [
+        _upload_case("exact", "exactly payload_length bytes", ("Valid",), None, declared=n,
+                     received=n),
+        _upload_case("short", "the body ends one byte early", ("StreamLength",), length,
+                     declared=n, received=n - 1),
+        _upload_case("long", "one byte more than payload_length", ("StreamLength",), length,
+                     declared=n, received=n + 1),
+    ]
+
+
+def _ack_cases() -> list[Case]:
+    out = []
+    for slug, comment, flags, already, left, changed, delete in (
+            ("first-of-three", "the first of three devices acknowledges", ("Valid",),
+             False, 3, True, False),
+            ("last", "the last unacknowledged device acknowledges: the payload goes",
+             ("Valid",), False, 1, True, True),
+            ("repeat", "a device acknowledges again while another has not",
+             ("RepeatedAck",), True, 1, False, False),
+            ("repeat-after-all", "a device acknowledges again after every device did",
+             ("RepeatedAck",), True, 0, False, True)):
+        out.append(Case(id=f"env-v1-ack/{slug}", comment=comment, flags=flags,
+                        requirements=("ENV-14", "ENV-15", "ENV-16"), operation=OP_ACK,
+                        inputs={"already_acknowledged": already,
+                                "unacknowledged_devices": left},
+                        outputs={"changed": changed, "delete_payload": delete}))
+    return out
+
+
+# --- the file -----------------------------------------------------------------------------
+
 def _cases() -> list[Case]:
-    materials = [material(base) for base in BASES]
     cases: list[Case] = []
-    for m in materials:
-        cases += _positives(m)
-    for m in materials[:2]:
-        for family in (_open_bitflips, _open_context, _open_swaps, _open_splices,
-                       _open_lengths, _open_structure, _submission_negatives, _ack_negatives):
+    for base in BASES:
+        m = material(base)
+        cases.append(_seal_case(m))
+        cases += _open_positives(m)
+        cases += _accept_cases(m)
+    for base in BASES:
+        if base.name != "three":
+            continue
+        m = material(base)
+        for family in (_open_bitflips, _open_context, _open_splices, _open_lengths,
+                       _open_points, _open_structure):
             cases += family(m)
-    return cases + _register_cases()
+    return (cases + _two_key_cases() + stream_cases() + _upload_cases() + _ack_cases()
+            + verify_list_cases() + update_list_cases())
 
 
 def generate() -> list[VectorFile]:
     return [VectorFile(
         schema_name=FLOW, flow=FLOW, profile="v1",
-        source_labels=(f"Drbg('{FLOW}/v1/<base>/devices') draws each device's X25519 private "
-                       f"key (32) in recipient order; Drbg('{FLOW}/v1/<base>/seal') draws the "
-                       "message id (16), the content key (32), the payload nonce (12), then "
-                       "one ephemeral private key (32) per device in recipient order; "
-                       f"Drbg('{FLOW}/v1/<base>/message') draws the message of bases with a "
-                       "random one; mutations draw from '<base label>/<mutation>' "
-                       "(wrong-device-key, other-message); the register-device cases draw "
-                       f"from Drbg('{FLOW}/v1/register/device') and "
-                       f"Drbg('{FLOW}/v1/register/id')"),
+        source_labels=(
+            f"Drbg('{FLOW}/v1/users/<user>') draws each user's keypair X25519 private key "
+            f"(32) then Ed25519 seed (32); Drbg('{FLOW}/v1/devices/<user>/<device>') draws a "
+            f"device's X25519 private key (32) then its ML-KEM seed d || z (64); "
+            f"Drbg('{FLOW}/v1/<suite>-<base>/seal') draws the message id (16), the content "
+            "key (32), then per device in recipient order ikmE (32) for suite x25519, or "
+            "ML-KEM's m (32) then the X25519 ephemeral scalar (32) for mlkem768x25519; "
+            f"Drbg('{FLOW}/v1/<suite>-<base>/message') draws a base's random message; "
+            f"'{FLOW}/v1/<suite>-<base>/other-message' seals the splice sources; "
+            f"'{FLOW}/v1/<suite>-two-keys/seal' the two-key attack (bob's honest header, "
+            "then K2 (32), the free ciphertext block (16), carol's entry randomness); "
+            f"stream cases draw their plaintext from Drbg('{FLOW}/v1/stream/plaintext-<n>') "
+            f"and their keys from '{STREAM_KEY_LABEL}' and '{OTHER_KEY_LABEL}'"),
         notes=NOTES, cases=_cases())]
 
 
 # --- verification: the consumer side ------------------------------------------------------
 
-def _verify_seal(case: Mapping[str, Any]) -> Outcome:
-    inputs = case["inputs"]
-    devices = [E.Device(user_id=r["user_id"], device_id=r["device_id"],
-                        public_key=hx(r["device_public"], "device_public"))
-               for r in inputs["recipients"]]
-    replay = Replay([hx(inputs["message_id"], "message_id"),
-                     hx(inputs["content_key"], "content_key"),
-                     hx(inputs["payload_nonce"], "payload_nonce"),
-                     *(hx(e, "ephemeral_private") for e in inputs["ephemeral_privates"])])
-    sealed = E.seal(hx(inputs["message"], "message"), sender=inputs["sender"],
-                    recipients=devices, random=replay, keep_trace=True)
-    if not replay.exhausted():
-        return Outcome(False, "seal drew fewer random bytes than the case records")
-    return compare(case, intermediates=_seal_intermediates(sealed),
-                   outputs={"envelope": E.envelope_to_wire(sealed.envelope)})
-
-
 def _verify_open(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
-    private = hx(inputs["device_private"], "device_private")
-    acknowledged = [hx(i, "acknowledged") for i in inputs["acknowledged"]]
     if case["result"] == "invalid":
-        return expect_rejection(case, lambda: _inbox_open(inputs, private, acknowledged))
-    intermediates, outputs = _inbox_open(inputs, private, acknowledged)
+        return expect_rejection(case, lambda: _inbox_open(inputs))
+    intermediates, outputs = _opened_values(_inbox_open(inputs))
     return compare(case, intermediates=intermediates, outputs=outputs)
 
 
-def _validated_deliveries(inputs: Mapping[str, Any]) -> list[E.Delivery]:
-    limits = E.Limits(max_recipients=inputs["limits"]["max_recipients"],
-                      max_ciphertext_bytes=inputs["limits"]["max_message_bytes"])
-    envelope = E.validate_submission(inputs["envelope"], sender=inputs["authenticated_user"],
-                                     limits=limits)
-    registered = {(u, d) for u, d in inputs["registered_devices"]}
-    E.check_recipients_registered(
-        envelope, lambda u, d: b"registered" if (u, d) in registered else None)
-    E.check_message_id_unused(envelope.message_id,
-                              {hx(i, "used_message_id") for i in inputs["used_message_ids"]})
-    deliveries = E.fan_out(envelope)
-    return [deliveries[entry.address] for entry in envelope.entries]
 
 
-def _verify_submission(case: Mapping[str, Any]) -> Outcome:
+def _verify_accept(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
     if case["result"] == "invalid":
-        return expect_rejection(case, lambda: _validated_deliveries(inputs))
+        return expect_rejection(case, lambda: _accepted(inputs))
     return compare(case, outputs={"deliveries": [E.delivery_to_wire(d)
-                                                 for d in _validated_deliveries(inputs)]})
+                                                 for d in _accepted(inputs)]})
+
+
+def _verify_upload(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    header = E.Header(suite=E.SUITE_X25519, message_id=bytes(16), client_id=CLIENT,
+                      sender="alice", sender_key_version=1,
+                      payload_length=inputs["payload_length"], commitment=bytes(32))
+
+    def upload() -> bool:
+        E.check_payload_upload(header, inputs["received"], complete=True)
+        return True
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, upload)
+    return compare(case, outputs={"accepted": upload()})
 
 
 def _verify_ack(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
-
-    def ack() -> E.AckOutcome:
-        return E.apply_ack(E.parse_delivery(inputs["delivery"]), E.parse_ack(inputs["ack"]))
-
-    if case["result"] == "invalid":
-        return expect_rejection(case, ack)
-    outcome = ack()
-    record = E.delivery_to_wire(E.parse_delivery(inputs["delivery"])) | {
-        "mac_key": b64url_encode(outcome.mac_key)}
-    return compare(case, outputs={"changed": outcome.changed, "record": record})
+    outcome = E.apply_ack(already_acknowledged=inputs["already_acknowledged"],
+                          unacknowledged_devices=inputs["unacknowledged_devices"])
+    return compare(case, outputs={"changed": outcome.changed,
+                                  "delete_payload": outcome.delete_payload})
 
 
-def _verify_register(case: Mapping[str, Any]) -> Outcome:
-    inputs = case["inputs"]
-    if case["result"] == "invalid":
-        return expect_rejection(case, lambda: _registered(inputs["device_id"], inputs["body"]))
-    return compare(case, outputs={"x25519": _registered(inputs["device_id"], inputs["body"])})
+
+
 
 
 _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
     ("v1", OP_SEAL): _verify_seal,
     ("v1", OP_OPEN): _verify_open,
-    ("v1", OP_SUBMIT): _verify_submission,
+    ("v1", OP_STREAM): verify_stream,
+    ("v1", OP_ACCEPT): _verify_accept,
+    ("v1", OP_UPLOAD): _verify_upload,
     ("v1", OP_ACK): _verify_ack,
-    ("v1", OP_REGISTER): _verify_register,
+    ("v1", OP_VERIFY_LIST): verify_list,
+    ("v1", OP_UPDATE_LIST): verify_update,
 }
 
 

@@ -68,3 +68,40 @@ export function openBase(enc, skR, info, aad, ct) {
   const ks = keySchedule(sharedSecret, info);
   return { dh, kemContext, sharedSecret, ...ks, plaintext: aesGcmOpen(ks.key, ks.baseNonce, ct, aad) };
 }
+
+// --- every mode, any suite id: the envelope flow's Auth and PSK entries ------------------
+
+/** suite_id of the key schedule: "HPKE" || kem_id || kdf_id || aead_id. */
+export const hpkeSuiteId = (kem, kdf, aead) => concat(ascii("HPKE"), u16be(kem), u16be(kdf), u16be(aead));
+
+/** KeySchedule(mode, shared_secret, info, psk, psk_id) of RFC 9180 section 5.1, every value
+ * but the exporter secret; Nk = 32 (AES-256-GCM). */
+export function keyScheduleMode(mode, suite, sharedSecret, info, psk, pskId) {
+  const pskIdHash = labeledExtract(suite, EMPTY, "psk_id_hash", pskId);
+  const infoHash = labeledExtract(suite, EMPTY, "info_hash", info);
+  const keyScheduleContext = concat(new Uint8Array([mode]), pskIdHash, infoHash);
+  const secret = labeledExtract(suite, sharedSecret, "secret", psk);
+  const key = labeledExpand(suite, secret, "key", keyScheduleContext, NK);
+  const baseNonce = labeledExpand(suite, secret, "base_nonce", keyScheduleContext, NN);
+  return { pskIdHash, infoHash, keyScheduleContext, secret, key, baseNonce };
+}
+
+/** AuthEncap(pkR, skS) with the ephemeral key DeriveKeyPair(ikmE) (RFC 9180 section 4.1):
+ * dh = DH(skE, pkR) || DH(skS, pkR), kem_context = enc || pkR || pkS. */
+export function authEncap(pkR, ikmE, skS) {
+  const eph = deriveKeyPair(ikmE);
+  const dh1 = x25519(eph.sk, pkR), dh2 = x25519(skS, pkR);
+  if (!dh1 || !dh2) throw new Error("DH with the recipient key failed");
+  const dh = concat(dh1, dh2);
+  const kemContext = concat(eph.pk, pkR, x25519Public(skS));
+  return { ephemeralPrivate: eph.sk, enc: eph.pk, dh, kemContext, sharedSecret: extractAndExpand(dh, kemContext) };
+}
+
+/** AuthDecap(enc, skR, pkS); null when X25519 gives no result. */
+export function authDecap(enc, skR, pkS) {
+  const dh1 = x25519(skR, enc), dh2 = x25519(skR, pkS);
+  if (!dh1 || !dh2) return null;
+  const dh = concat(dh1, dh2);
+  const kemContext = concat(enc, x25519Public(skR), pkS);
+  return { dh, kemContext, sharedSecret: extractAndExpand(dh, kemContext) };
+}
