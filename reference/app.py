@@ -177,5 +177,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.rate_limiter = limits.RateLimiter(store, settings.rates)
     session_challenge.attach(app, challenges)
     hashchain.setup(app, svc)
+    envelope.setup(app, svc)
     app.state.lock_layering = locks
     return app

@@ -1,36 +1,34 @@
-"""Routes of the envelope flow (ENV-1 .. ENV-20).
+"""Routes of the envelope flow (ENV-1 .. ENV-28). Under /v1/users/{user_id}/apps/{client_id}:
 
-  GET    /v1/users/{user_id}/devices                          anyone: device ids and keys
-  POST   /v1/users/{user_id}/devices                          owner: register, id assigned
-  PUT    /v1/users/{user_id}/devices/{device_id}              owner: register under an id
-  DELETE /v1/users/{user_id}/devices/{device_id}              owner: remove, with its queue
-  POST   /v1/users/{user_id}/messages                         sender: post an envelope
-  GET    /v1/users/{user_id}/devices/{device_id}/messages     owner: the device's queue
-                                                              (?payload=omit: nonce only)
-  GET    .../devices/{device_id}/messages/{message_id}        owner: one record, with the
-                                                              disclosed MAC key once ACKed
-  GET    .../devices/{device_id}/messages/{message_id}/payload owner: the payload
-                                                              ciphertext, raw bytes
-  POST   .../devices/{device_id}/messages/{message_id}/ack    owner: ACK, disclosing k_mac
+  GET  /devices                                       anyone: the owner's signed device list
+  PUT  /devices                                       owner: the next signed version
+  POST /messages                                      sender: the envelope (header, entries)
+  PUT  /messages/{message_id}/payload                 sender: the payload, raw bytes
+  GET  /devices/{device_id}/messages                  owner: the device's queue
+  GET  /devices/{device_id}/messages/{message_id}     owner: one record
+  GET  /devices/{device_id}/messages/{message_id}/payload   owner: the payload, raw
+  POST /devices/{device_id}/messages/{message_id}/ack       owner: ACK
 
-The server holds no key of any envelope: it checks what can be checked without one
-(shape, lengths, points, sender, devices, limits, id) and, on ACK, that the disclosed key
-verifies the stored MAC (ENV-14).
+The server holds no key of any message. Every decision is the spec's -- the device-list
+update (envelope_devices.decide_device_list), the ordered checks of a posted envelope
+(envelope.accept_envelope), the payload's length (check_payload_upload), the ACK
+(apply_ack) -- and runs inside the store's transaction; this module reads requests,
+streams payloads through the payload store, and answers.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
+from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from keyflows.reference.common import (
+    Services,
     authenticate,
     in_thread,
     json_body,
@@ -39,40 +37,48 @@ from keyflows.reference.common import (
     method_route,
     not_found,
     path_identifiers,
-    query_parameter,
     quick_read,
     services,
+    spec_checked,
 )
 from keyflows.reference.config import Settings
-from keyflows.reference.envelope_store import EnvelopeTables, QueueFull, StoredDelivery
-from keyflows.reference.limits import quota_exceeded, read_body
-from keyflows.reference.problems import Problem, malformed
+from keyflows.reference.envelope_store import EnvelopeTables, QueueFull, StoredRecord
+from keyflows.reference.limits import declared_length, quota_exceeded, read_body
+from keyflows.reference.payload_store import FilePayloadStore, PayloadStore
+from keyflows.reference.problems import Problem
 from keyflows.reference.store import canonical_json
 from keyflows.spec import envelope as E
-from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.spec import envelope_devices as D
+from keyflows.spec import envelope_stream as S
+from keyflows.spec import keypair_publication
+from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.errors import ParamsError
 
 FLOW = "envelope"
 
-DEVICES_PATH = "/v1/users/{user_id}/devices"
-DEVICE_PATH = "/v1/users/{user_id}/devices/{device_id}"
-MESSAGES_PATH = "/v1/users/{user_id}/messages"
-QUEUE_PATH = "/v1/users/{user_id}/devices/{device_id}/messages"
-MESSAGE_PATH = "/v1/users/{user_id}/devices/{device_id}/messages/{message_id}"
-ACK_PATH = "/v1/users/{user_id}/devices/{device_id}/messages/{message_id}/ack"
-PAYLOAD_PATH = "/v1/users/{user_id}/devices/{device_id}/messages/{message_id}/payload"
+APP_PATH = "/v1/users/{user_id}/apps/{client_id}"
+DEVICES_PATH = APP_PATH + "/devices"
+MESSAGES_PATH = APP_PATH + "/messages"
+UPLOAD_PATH = MESSAGES_PATH + "/{message_id}/payload"
+QUEUE_PATH = DEVICES_PATH + "/{device_id}/messages"
+MESSAGE_PATH = QUEUE_PATH + "/{message_id}"
+ACK_PATH = MESSAGE_PATH + "/ack"
+PAYLOAD_PATH = MESSAGE_PATH + "/payload"
 OCTET_STREAM = "application/octet-stream"
 
 # ENV-17: the limits and lifetime this server advertises.
 RETENTION_SECONDS = 7 * 24 * 3600
 MAX_RECIPIENTS = 1000
-MAX_MESSAGE_BYTES = 1 << 20
+MAX_PAYLOAD_BYTES = 1 << 32
 MAX_DEVICES_PER_USER = 64
-MAX_QUEUE_PAGE = 8
-# Largest entry on the wire: two 64-character identifiers and three base64url fields.
-_ENTRY_WIRE_BYTES = 400
-MAX_ENVELOPE_BODY_BYTES = (4 * -(-MAX_MESSAGE_BYTES // 3) + MAX_RECIPIENTS * _ENTRY_WIRE_BYTES
-                           + 4096)
+MAX_QUEUE_PAGE = 64
+# Largest entry on the wire: two 64-character identifiers, a hybrid enc and a wrapped key.
+_ENTRY_WIRE_BYTES = 1700
+MAX_ENVELOPE_BODY_BYTES = MAX_RECIPIENTS * _ENTRY_WIRE_BYTES + 4096
+MAX_DEVICE_LIST_BODY_BYTES = MAX_DEVICES_PER_USER * 1700 + 4096
+READ_PIECE = 1 << 16
+
+CAPABILITIES_MEMBER = "envelope"
 
 
 def now() -> int:
@@ -80,250 +86,280 @@ def now() -> int:
     return int(time.time())
 
 
-CAPABILITIES_MEMBER = "envelope"
+def limits() -> E.Limits:
+    return E.Limits(max_recipients=MAX_RECIPIENTS, max_payload_bytes=MAX_PAYLOAD_BYTES)
 
 
 def capabilities(settings: Settings) -> dict[str, object]:
-    """ENV-17: the flow's own member of /v1/capabilities."""
-    return {"max_recipients": MAX_RECIPIENTS,
-            "max_message_bytes": MAX_MESSAGE_BYTES,
+    """ENV-17, ENV-27: the flow's own member of /v1/capabilities."""
+    return {"suites": list(limits().suites),
+            "max_recipients": MAX_RECIPIENTS,
+            "max_payload_bytes": MAX_PAYLOAD_BYTES,
             "max_body_bytes": MAX_ENVELOPE_BODY_BYTES,
+            "chunk_size": S.CHUNK_SIZE,
             "retention_seconds": RETENTION_SECONDS,
             "max_devices_per_user": MAX_DEVICES_PER_USER,
             "max_queue_page": MAX_QUEUE_PAGE}
+
+
+def setup(app: Starlette, svc: Services) -> None:
+    """The payload store beside the database; payloads no live message owns (a crash
+    between the payload's commit and the database's) are removed now."""
+    payloads = FilePayloadStore.beside(svc.settings.db_path)
+    app.state.envelope_payloads = payloads
+    live = svc.store.envelope().live_payloads()
+    for name in list(payloads.names()):
+        if name not in live:
+            payloads.delete(name)
 
 
 def tables(request: Request) -> EnvelopeTables:
     return services(request).store.envelope()
 
 
-# --- step 1: device registry ------------------------------------------------------------------
-
-def device_location(user_id: str, device_id: str) -> str:
-    return f"/v1/users/{user_id}/devices/{device_id}"
-
-
-def _device_body(device_id: str, key_text: str) -> str:
-    return canonical_json({"device_id": device_id, "x25519": key_text})
+def payload_store(request: Request) -> PayloadStore:
+    store = request.app.state.envelope_payloads
+    assert isinstance(store, FilePayloadStore)
+    return store
 
 
-async def _register(request: Request, user_id: str, device_id: str | None) -> Response:
-    """ENV-1 .. ENV-3: check the key, then store it under the given or a fresh id."""
-    await authenticate(request, user_id)
-    body = await limited_body(request)
-    obj = json_body(request, body)
-    key = await in_thread(lambda: E.parse_device_registration(obj))
-    key_text = b64url_encode(key)
-    store = tables(request)
-    assigned = device_id is None
-
-    def put(candidate: str) -> Callable[[], str]:
-        return lambda: store.put_device(user_id, candidate, key_text,
-                                        max_devices=MAX_DEVICES_PER_USER)
-
-    for _ in range(3):  # a fresh 16-byte id colliding is all but impossible
-        candidate = device_id or E.new_device_id(os.urandom)
-        outcome = await in_thread(put(candidate))
-        if outcome == "created":
-            return json_text_response(_device_body(candidate, key_text), 201,
-                                      headers={"Location": device_location(user_id, candidate)})
-        if outcome == "unchanged" and not assigned:
-            return json_text_response(_device_body(candidate, key_text), 200)
-        if outcome == "full":
-            raise Problem("conflict", f"the user already has {MAX_DEVICES_PER_USER} devices",
-                          requirement="ENV-3")
-        if not assigned:
-            raise Problem("conflict", "the device id is registered with another key; remove "
-                          "the device first", requirement="ENV-3")
-    raise Problem("conflict", "could not assign a device id", requirement="ENV-1")
+async def _delete_payloads(request: Request, names: list[str]) -> None:
+    store = payload_store(request)
+    for name in names:
+        await in_thread(lambda name=name: store.delete(name))  # type: ignore[misc]
 
 
-async def put_device(request: Request) -> Response:
-    user_id, device_id = path_identifiers(request, "user_id", "device_id")
-    return await _register(request, user_id, device_id)
-
-
-async def post_device(request: Request) -> Response:
-    (user_id,) = path_identifiers(request, "user_id")
-    return await _register(request, user_id, None)
-
-
-async def list_devices(request: Request) -> Response:
-    """ENV-3: anyone lists a user's device ids and public keys, sorted by device_id."""
-    (user_id,) = path_identifiers(request, "user_id")
-    await limited_body(request)
-    store = tables(request)
-    devices = await quick_read(request, lambda: store.list_devices(user_id))
-    return json_text_response(canonical_json(
-        {"user_id": user_id,
-         "devices": [{"device_id": d, "x25519": k} for d, k in devices]}))
-
-
-async def delete_device(request: Request) -> Response:
-    user_id, device_id = path_identifiers(request, "user_id", "device_id")
-    await authenticate(request, user_id)
-    await limited_body(request)
-    store = tables(request)
-    if not await in_thread(lambda: store.delete_device(user_id, device_id)):
-        raise not_found("no such device", requirement="ENV-3")
-    return Response(status_code=204)
-
-
-# --- step 8: accepting an envelope ---------------------------------------------------------------
-
-def _validated(obj: Any, sender: str) -> E.Envelope:
-    """Step 8 without storage: shape, lengths, points (ENV-9), limits (ENV-17), sender
-    (ENV-10). Over a limit is 413, not the 400 of other params failures."""
-    envelope = E.parse_envelope(obj)
+def _accepted(check: Callable[[], E.Envelope]) -> E.Envelope:
+    """ENV-17: a limit exceeded is 413; every other refusal keeps its class's status."""
     try:
-        E.check_limits(envelope, E.Limits(max_recipients=MAX_RECIPIENTS,
-                                          max_ciphertext_bytes=MAX_MESSAGE_BYTES))
+        return check()
     except ParamsError as exc:
-        raise Problem("too-large", str(exc.args[0]), failure_class=exc.failure_class,
-                      requirement=exc.requirement) from None
-    E.check_sender(envelope, sender)
-    return envelope
+        if exc.requirement == "ENV-17":
+            raise Problem("too-large", str(exc.args[0]), failure_class=exc.failure_class,
+                          requirement=exc.requirement) from None
+        raise
+
+
+# --- step 1: signed device lists --------------------------------------------------------------
+
+async def get_devices(request: Request) -> Response:
+    """ENV-3: anyone reads the stored signed list, unchanged."""
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    await limited_body(request)
+    store = tables(request)
+    text = await quick_read(request, lambda: store.device_list(user_id, client_id))
+    if text is None:
+        raise not_found("no device list for this user and application", requirement="ENV-3")
+    return json_text_response(text)
+
+
+def _owner_of(record_text: str | None, user_id: str, client_id: str) -> D.PublishedKeys | None:
+    if record_text is None:
+        return None
+    view = keypair_publication.public_view(json.loads(record_text))
+    return D.published_keys_of(view, user_id=user_id, client_id=client_id)
+
+
+async def put_devices(request: Request) -> Response:
+    """ENV-3, ENV-21: the owner publishes the next signed version."""
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    await authenticate(request, user_id)
+    body = await read_body(request, MAX_DEVICE_LIST_BODY_BYTES)
+    obj = json_body(request, body)
+    store = tables(request)
+
+    def decide(current: str | None, owner: str | None) -> D.DeviceListDecision:
+        stored = None if current is None else D.parse_device_list(json.loads(current))
+        return D.decide_device_list(obj, current=stored,
+                                    owner=_owner_of(owner, user_id, client_id),
+                                    max_devices=MAX_DEVICES_PER_USER)
+
+    def text(device_list: D.DeviceList) -> str:
+        return canonical_json(D.device_list_to_wire(device_list))
+
+    decision, drained = await in_thread(lambda: store.put_device_list(user_id, client_id,
+                                                                      decide, text))
+    await _delete_payloads(request, drained)
+    created = decision.outcome is D.DeviceListOutcome.CREATED
+    return json_text_response(text(decision.device_list), 201 if created else 200,
+                              headers={"Location": DEVICES_PATH.format(
+                                  user_id=user_id, client_id=client_id)} if created else None)
+
+
+# --- step 8: the envelope and its payload -----------------------------------------------------
+
+def _upload_location(user_id: str, client_id: str, message_id: str) -> str:
+    return UPLOAD_PATH.format(user_id=user_id, client_id=client_id, message_id=message_id)
 
 
 async def post_message(request: Request) -> Response:
-    """Steps 8 (ENV-9, ENV-10, ENV-11): check, then queue for every addressed device."""
-    (user_id,) = path_identifiers(request, "user_id")
+    """Step 8 (ENV-9, ENV-10, ENV-17, ENV-27): the spec's ordered checks, then the
+    message waits for its payload."""
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
     await authenticate(request, user_id)
     body = await read_body(request, MAX_ENVELOPE_BODY_BYTES)
     obj = json_body(request, body)
-    envelope = await in_thread(lambda: _validated(obj, user_id))
     store = tables(request)
     received = now()
-    message_id = obj["message_id"]
-    entries = [(e["user_id"], e["device_id"], canonical_json(e)) for e in obj["recipients"]]
-    digest = E.ciphertext_digest(envelope.payload.ciphertext)
+    expires = E.expires_at(received, RETENTION_SECONDS)
+
+    def decide(directory: E.Directory) -> E.Envelope:
+        return _accepted(lambda: E.accept_envelope(
+            obj, authenticated_user=user_id, client_id=client_id, limits=limits(),
+            directory=directory))
 
     quotas = services(request).settings.quotas
 
-    def store_it() -> None:
-        store.purge_expired(received)
-        store.put_message(message_id=message_id, sender=envelope.sender,
-                          payload=canonical_json(obj["payload"]), digest=digest,
-                          entries=entries, received_at=received,
-                          expires_at=E.expires_at(received, RETENTION_SECONDS), quotas=quotas)
+    def accept() -> E.Envelope:
+        for name in store.purge_expired(received):
+            payload_store(request).delete(name)
+        return store.accept_message(
+            decide, header_text=lambda h: canonical_json(E.header_to_wire(h)),
+            entry_text=lambda e: canonical_json(E.entry_to_wire(e)), received_at=received,
+            expires_at=expires, quotas=quotas)
 
     try:
-        await in_thread(store_it)
+        envelope = await in_thread(accept)
     except QueueFull as full:  # the owner frees space by acknowledging (API-54)
         raise quota_exceeded(full.quota, full.limit) from None
+    message_id = b64url_encode(envelope.header.message_id)
+    location = _upload_location(user_id, client_id, message_id)
     return json_text_response(canonical_json(
-        {"message_id": message_id, "recipients": len(entries), "received_at": received,
-         "expires_at": E.expires_at(received, RETENTION_SECONDS)}), 201)
+        {"message_id": message_id, "recipients": len(envelope.entries),
+         "received_at": received, "expires_at": expires, "payload": location}), 201,
+        headers={"Location": location})
 
 
-# --- steps 9 and 11: queue, records, ACK -----------------------------------------
-
-def record_text(stored: StoredDelivery) -> str:
-    """The delivery record as canonical JSON (sorted keys), spliced from the stored JSON
-    texts so a 1 MiB payload is not parsed again for every read."""
-    parts = [f'"expires_at":{stored.expires_at}']
-    if stored.mac_key is not None:
-        parts.append(f'"mac_key":{json.dumps(stored.mac_key)}')
-    parts += [f'"message_id":{json.dumps(stored.message_id)}', f'"payload":{stored.payload}',
-              f'"received_at":{stored.received_at}', f'"recipient":{stored.entry}',
-              f'"sender":{json.dumps(stored.sender)}']
-    return "{" + ",".join(parts) + "}"
+async def _body_pieces(request: Request) -> AsyncIterator[bytes]:
+    async for piece in request.stream():
+        if piece:
+            yield piece
 
 
-def payload_inline(request: Request) -> bool:
-    """ENV-19: ?payload=inline (the default) or ?payload=omit; anything else is 400."""
-    value = query_parameter(request, "payload") or "inline"
-    if value not in ("inline", "omit"):
-        raise malformed("query parameter payload must be inline or omit",
-                        requirement="ENV-19")
-    return value == "inline"
+async def put_payload(request: Request) -> Response:
+    """Step 8 (ENV-26): the sender's raw payload, exactly payload_length bytes, streamed
+    into the payload store and durable before the message becomes deliverable."""
+    user_id, client_id, message_id = path_identifiers(request, "user_id", "client_id",
+                                                      "message_id")
+    declared = declared_length(request)
+    await authenticate(request, user_id)
+    store = tables(request)
+    state, header_text = await in_thread(lambda: store.pending_upload(user_id, client_id,
+                                                                      message_id, now=now()))
+    if state == "absent":
+        raise not_found("no message of this sender awaits a payload", requirement="ENV-26")
+    if header_text is None:
+        raise Problem("conflict", "the payload of this message is already stored",
+                      failure_class="replay", requirement="ENV-26")
+    header = E.parse_header(json.loads(header_text), "stored header")
+    if declared is not None:
+        spec_checked(lambda: E.check_payload_upload(header, declared, complete=True))
+    payloads = payload_store(request)
+    with await in_thread(lambda: payloads.writer(message_id)) as writer:
+        received = 0
+        async for piece in _body_pieces(request):
+            received += len(piece)
+            spec_checked(lambda n=received: E.check_payload_upload(  # type: ignore[misc]
+                header, n, complete=False))
+            await in_thread(lambda piece=piece: writer.write(piece))  # type: ignore[misc]
+        spec_checked(lambda: E.check_payload_upload(header, received, complete=True))
+        won = await in_thread(lambda: store.complete_upload(message_id, writer.commit))
+    if not won:
+        raise Problem("conflict", "the payload of this message is already stored",
+                      failure_class="replay", requirement="ENV-26")
+    return Response(status_code=204)
 
 
-def stored_delivery(stored: StoredDelivery) -> E.Delivery:
-    return E.parse_delivery(json.loads(record_text(stored)))
+# --- steps 9 and 11: queue, records, payload, ACK ---------------------------------------------
+
+def record_text(stored: StoredRecord) -> str:
+    """A delivery record as canonical JSON (sorted keys), spliced from the stored header
+    and entry texts: the header's members, the device's entry, the server's times."""
+    header = stored.header[1:-1]
+    return (f'{{"expires_at":{stored.expires_at},{header},"received_at":{stored.received_at},'
+            f'"recipient":{stored.entry}}}')
 
 
 async def _owned_device(request: Request, *names: str) -> tuple[str, ...]:
     """Path identifiers, no body, the device owner's token (ENV-12)."""
-    values = path_identifiers(request, "user_id", "device_id", *names)
+    values = path_identifiers(request, "user_id", "client_id", "device_id", *names)
     await authenticate(request, values[0])
     await limited_body(request)
     return values
 
 
 async def get_queue(request: Request) -> Response:
-    """Step 9 (ENV-11, ENV-12): the device's unacknowledged messages in arrival order."""
-    user_id, device_id = await _owned_device(request)
-    inline = payload_inline(request)
+    """Step 9 (ENV-11, ENV-12): the device's unacknowledged, complete messages in order."""
+    user_id, client_id, device_id = await _owned_device(request)
     store = tables(request)
-    if not await in_thread(lambda: store.has_device(user_id, device_id)):
+    if not await in_thread(lambda: store.has_device(user_id, client_id, device_id)):
         raise not_found("no such device", requirement="ENV-12")
-    rows, more = await quick_read(request, lambda: store.queue(user_id, device_id, now=now(),
-                                                     limit=MAX_QUEUE_PAGE, inline=inline))
-    text = (f'{{"device_id":{json.dumps(device_id)},"messages":['
-            + ",".join(record_text(r) for r in rows)
-            + f'],"more":{json.dumps(more)},"user_id":{json.dumps(user_id)}}}')
+    rows, more = await quick_read(request, lambda: store.queue(
+        user_id, client_id, device_id, now=now(), limit=MAX_QUEUE_PAGE))
+    text = (f'{{"client_id":{json.dumps(client_id)},"device_id":{json.dumps(device_id)},'
+            f'"messages":[{",".join(record_text(r) for r in rows)}],'
+            f'"more":{json.dumps(more)},"user_id":{json.dumps(user_id)}}}')
     return json_text_response(text)
 
 
 async def get_message(request: Request) -> Response:
-    """ENV-15: the record of one message, with the disclosed key once acknowledged."""
-    user_id, device_id, message_id = await _owned_device(request, "message_id")
+    """ENV-12, ENV-15: one record, until the device acknowledges it."""
+    user_id, client_id, device_id, message_id = await _owned_device(request, "message_id")
     store = tables(request)
-    stored = await quick_read(request, lambda: store.delivery(user_id, device_id, message_id,
-                                                    now=now()))
+    stored = await quick_read(request, lambda: store.record(user_id, client_id, device_id,
+                                                            message_id, now=now()))
     if stored is None:
-        raise not_found("no such message for this device", requirement="ENV-17")
+        raise not_found("no such message for this device", requirement="ENV-15")
     return json_text_response(record_text(stored))
 
 
 async def get_payload(request: Request) -> Response:
-    """Step 9 (ENV-19): the payload ciphertext as posted, raw, to the device's owner; the
-    message's one stored payload, decoded from the base64url checked when it was posted."""
-    user_id, device_id, message_id = await _owned_device(request, "message_id")
+    """Step 9 (ENV-19): the uploaded bytes, raw and streamed, while the message is in the
+    device's unacknowledged records."""
+    user_id, client_id, device_id, message_id = await _owned_device(request, "message_id")
     store = tables(request)
-    text = await in_thread(lambda: store.payload_ciphertext(user_id, device_id, message_id,
-                                                            now=now()))
-    if text is None:
+    stored = await in_thread(lambda: store.record(user_id, client_id, device_id, message_id,
+                                                  now=now()))
+    reader = None if stored is None else await in_thread(
+        lambda: payload_store(request).reader(message_id))
+    if reader is None:
         raise not_found("no such message for this device", requirement="ENV-19")
-    return Response(await in_thread(lambda: b64url_decode(text)), media_type=OCTET_STREAM)
 
+    async def pieces() -> AsyncIterator[bytes]:
+        with reader:
+            while piece := await in_thread(lambda: reader.read(READ_PIECE)):
+                yield piece
 
-def _decide(mac_key: bytes) -> Callable[[StoredDelivery], tuple[str, bool]]:
-    """ENV-14, ENV-15: verify the disclosure against the stored delivery."""
-
-    def decide(stored: StoredDelivery) -> tuple[str, bool]:
-        outcome = E.apply_ack(stored_delivery(stored), mac_key, digest=stored.digest)
-        return b64url_encode(outcome.mac_key), outcome.changed
-
-    return decide
+    return StreamingResponse(pieces(), media_type=OCTET_STREAM,
+                             headers={"Content-Length": str(reader.size)})
 
 
 async def post_ack(request: Request) -> Response:
-    """Step 11: the recipient discloses k_mac; refused (422, mac) unless it verifies."""
-    user_id, device_id, message_id = path_identifiers(request, "user_id", "device_id",
-                                                      "message_id")
-    await authenticate(request, user_id)
-    body = await limited_body(request)
-    obj = json_body(request, body)
-    mac_key = await in_thread(lambda: E.parse_ack(obj))
+    """Step 11 (ENV-14, ENV-15, ENV-16): dequeue; the last ACK deletes the payload."""
+    user_id, client_id, device_id, message_id = await _owned_device(request, "message_id")
     store = tables(request)
-    stored = await in_thread(lambda: store.acknowledge(user_id, device_id, message_id,
-                                                       now=now(), decide=_decide(mac_key)))
-    if stored is None:
+
+    def decide(already: bool, left: int) -> E.AckOutcome:
+        return E.apply_ack(already_acknowledged=already, unacknowledged_devices=left)
+
+    outcome = await in_thread(lambda: store.acknowledge(user_id, client_id, device_id,
+                                                        message_id, now=now(), decide=decide))
+    if outcome is None:
         raise not_found("no such message for this device", requirement="ENV-14")
-    return json_text_response(record_text(stored))
+    if outcome.delete_payload:
+        await _delete_payloads(request, [message_id])
+    return Response(status_code=204)
 
 
 def routes() -> list[BaseRoute]:
     return [
-        method_route(DEVICES_PATH, {"GET": list_devices, "POST": post_device},
+        method_route(DEVICES_PATH, {"GET": get_devices, "PUT": put_devices},
                      name="envelope_devices"),
-        method_route(DEVICE_PATH, {"PUT": put_device, "DELETE": delete_device},
-                     name="envelope_device"),
         method_route(MESSAGES_PATH, {"POST": post_message}, name="envelope_messages"),
+        method_route(UPLOAD_PATH, {"PUT": put_payload}, name="envelope_upload"),
         method_route(QUEUE_PATH, {"GET": get_queue}, name="envelope_queue"),
         method_route(MESSAGE_PATH, {"GET": get_message}, name="envelope_message"),
         method_route(ACK_PATH, {"POST": post_ack}, name="envelope_ack"),
         method_route(PAYLOAD_PATH, {"GET": get_payload}, name="envelope_payload"),
     ]
+

@@ -1,67 +1,83 @@
-"""SQLite tables of the envelope flow: the device registry, queues and disclosures.
+"""SQL tables of the envelope flow: signed device lists, messages, deliveries.
 
-The payload of a message is stored once; each addressed device gets one delivery row
-holding only its own entry (ENV-11). An acknowledged delivery leaves its device's queue
-but keeps its row, now with the disclosed MAC key, until the message expires (ENV-15,
-ENV-17). Message ids outlive their messages, so an envelope is accepted once (ENV-10).
+A message's header is stored once, its payload in the payload store (payload_store.py);
+each addressed device gets one delivery row holding only its own entry (ENV-11). A message
+is `pending` until its whole payload is durable, then `ready` (ENV-26); once no addressed
+device is left unacknowledged its payload is deleted and the message becomes `drained`
+(ENV-16). Message ids outlive their messages, so an envelope is accepted once (ENV-10).
 
-`EnvelopeTables` runs on the shared Store's connection and transactions (Store.envelope()),
-so a refused envelope stores nothing and two ACKs of one delivery are serialised.
+Every decision is the spec's: the caller passes it in as a function the transaction runs
+(decide_device_list, accept_envelope, apply_ack), so a refusal stores nothing and two
+writers cannot interleave.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from keyflows.spec.errors import BindingError, ReplayError
+from keyflows.spec import envelope as E
+from keyflows.spec import envelope_devices as D
+from keyflows.spec.encoding import b64url_encode
 
 T = TypeVar("T")
 
+PENDING, READY, DRAINED = "pending", "ready", "drained"
+
 SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS envelope_device_lists (
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        list TEXT NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    )""",
+    # The devices of the stored lists, for the server's recipient check (ENV-10).
     """CREATE TABLE IF NOT EXISTS envelope_devices (
         user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
         device_id TEXT NOT NULL,
-        x25519 TEXT NOT NULL,
-        PRIMARY KEY (user_id, device_id)
-    ) WITHOUT ROWID""",
-    # Kept after the message expires (16 bytes each): a message id is accepted once.
+        PRIMARY KEY (user_id, client_id, device_id)
+    )""",
     """CREATE TABLE IF NOT EXISTS envelope_message_ids (
         message_id TEXT PRIMARY KEY
-    ) WITHOUT ROWID""",
+    )""",
     """CREATE TABLE IF NOT EXISTS envelope_messages (
         message_id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
         sender TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        digest BLOB NOT NULL,
+        header TEXT NOT NULL,
+        payload_length INTEGER NOT NULL,
+        state TEXT NOT NULL,
         received_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
-    ) WITHOUT ROWID""",
+    )""",
     "CREATE INDEX IF NOT EXISTS envelope_messages_expiry ON envelope_messages (expires_at)",
-    # seq (the rowid) is the arrival order of a device's queue (ENV-12).
+    # seq is the arrival order of a device's queue (ENV-12).
     """CREATE TABLE IF NOT EXISTS envelope_deliveries (
         seq INTEGER PRIMARY KEY,
         user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
         device_id TEXT NOT NULL,
         message_id TEXT NOT NULL,
         entry TEXT NOT NULL,
-        mac_key TEXT,
-        sender TEXT NOT NULL DEFAULT '',
-        UNIQUE (user_id, device_id, message_id)
+        acknowledged INTEGER NOT NULL DEFAULT 0,
+        sender TEXT NOT NULL,
+        UNIQUE (user_id, client_id, device_id, message_id)
     )""",
     "CREATE INDEX IF NOT EXISTS envelope_deliveries_message ON envelope_deliveries (message_id)",
     # A device's queue in arrival order, and its size per sender (the quotas), read from
     # the index alone: a queue read costs the same at 10 or 10,000 queued.
     """CREATE INDEX IF NOT EXISTS envelope_deliveries_queue
-        ON envelope_deliveries (user_id, device_id, seq) WHERE mac_key IS NULL""",
+        ON envelope_deliveries (user_id, client_id, device_id, seq) WHERE acknowledged = 0""",
     """CREATE INDEX IF NOT EXISTS envelope_deliveries_sender
-        ON envelope_deliveries (user_id, device_id, sender) WHERE mac_key IS NULL""",
+        ON envelope_deliveries (user_id, client_id, device_id, sender) WHERE acknowledged = 0""",
 )
 # Columns added after the first release of the tables: (table, column, definition).
-ADDED_COLUMNS = (("envelope_deliveries", "sender", "TEXT NOT NULL DEFAULT ''"),)
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
 
 
 class QueueFull(Exception):
@@ -72,43 +88,64 @@ class QueueFull(Exception):
         self.quota = quota
         self.limit = limit
 
-_DELIVERY_COLUMNS = (
-    "SELECT d.message_id, m.sender, m.payload, m.digest, d.entry, d.mac_key, m.received_at,"
-    " m.expires_at FROM envelope_deliveries d JOIN envelope_messages m"
-    " ON m.message_id = d.message_id")
-# ENV-19: the same columns with the payload object cut down to its nonce, so a queue read
-# with payload=omit does not even load the stored ciphertext.
-_HEADER_COLUMNS = _DELIVERY_COLUMNS.replace(
-    "m.payload", "json_object('nonce', json_extract(m.payload, '$.nonce'))", 1)
+_RECORD_COLUMNS = (
+    "SELECT m.message_id, m.header, d.entry, m.received_at, m.expires_at"
+    " FROM envelope_deliveries d JOIN envelope_messages m ON m.message_id = d.message_id")
+_DEVICE_ROW = " WHERE d.user_id = ? AND d.client_id = ? AND d.device_id = ?"
+# A record a device may read: its payload complete, not acknowledged, not expired.
+_SERVED = f" AND m.state = '{READY}' AND d.acknowledged = 0 AND m.expires_at > ?"
 
 
 @dataclass(frozen=True)
-class StoredDelivery:
-    """One device's delivery as stored: JSON texts of the payload and of its entry."""
+class StoredRecord:
+    """One device's delivery as stored: JSON texts of the header and of its entry."""
 
     message_id: str
-    sender: str
-    payload: str
-    digest: bytes
+    header: str
     entry: str
-    mac_key: str | None
     received_at: int
     expires_at: int
 
 
-def _delivery(row: Any) -> StoredDelivery:
-    return StoredDelivery(message_id=str(row[0]), sender=str(row[1]), payload=str(row[2]),
-                          digest=bytes(row[3]), entry=str(row[4]),
-                          mac_key=None if row[5] is None else str(row[5]),
-                          received_at=int(row[6]), expires_at=int(row[7]))
+@dataclass(frozen=True)
+class Upload:
+    """A pending message the sender may now upload the payload of."""
+
+    message_id: str
+    header: E.Header
 
 
-def _queued(db: sqlite3.Connection, user_id: str, device_id: str, limit: int,
+Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
+Read = Callable[[Callable[[sqlite3.Connection], Any]], Any]
+
+
+class _Directory:
+    """The spec's step-8 Directory over the transaction's connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def published_key_version(self, user_id: str, client_id: str) -> int | None:
+        row = self._db.execute("SELECT key_version FROM keypair_records WHERE user_id = ?"
+                               " AND client_id = ?", (user_id, client_id)).fetchone()
+        return None if row is None else int(row[0])
+
+    def has_device(self, user_id: str, client_id: str, device_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM envelope_devices WHERE user_id = ? AND"
+                                " client_id = ? AND device_id = ?",
+                                (user_id, client_id, device_id)).fetchone() is not None
+
+    def message_id_used(self, message_id: bytes) -> bool:
+        return self._db.execute("SELECT 1 FROM envelope_message_ids WHERE message_id = ?",
+                                (b64url_encode(message_id),)).fetchone() is not None
+
+
+def _queued(db: sqlite3.Connection, user_id: str, client_id: str, device_id: str, limit: int,
             sender: str | None = None) -> int:
     """How many messages wait in the device's queue (from `sender` only, if given),
     counted up to `limit` on the queue indexes: a quota check costs at most `limit` steps."""
-    where = "user_id = ? AND device_id = ? AND mac_key IS NULL"
-    args: tuple[object, ...] = (user_id, device_id)
+    where = "user_id = ? AND client_id = ? AND device_id = ? AND acknowledged = 0"
+    args: tuple[object, ...] = (user_id, client_id, device_id)
     if sender is not None:
         where += " AND sender = ?"
         args += (sender,)
@@ -117,19 +154,32 @@ def _queued(db: sqlite3.Connection, user_id: str, device_id: str, limit: int,
     return int(row[0])
 
 
-def _check_quotas(db: sqlite3.Connection, user_id: str, device_id: str, sender: str,
-                  quotas: dict[str, int]) -> None:
+def _check_quotas(db: sqlite3.Connection, user_id: str, client_id: str, device_id: str,
+                  sender: str, quotas: dict[str, int]) -> None:
     per_sender = quotas.get("queue-per-sender")
-    if per_sender is not None and _queued(db, user_id, device_id, per_sender,
+    if per_sender is not None and _queued(db, user_id, client_id, device_id, per_sender,
                                           sender) >= per_sender:
         raise QueueFull("queue-per-sender", per_sender)
     per_device = quotas.get("queue-per-device")
-    if per_device is not None and _queued(db, user_id, device_id, per_device) >= per_device:
+    if per_device is not None and _queued(db, user_id, client_id, device_id,
+                                          per_device) >= per_device:
         raise QueueFull("queue-per-device", per_device)
 
 
-Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
-Read = Callable[[Callable[[sqlite3.Connection], Any]], Any]
+def _drained(db: sqlite3.Connection, message_ids: Iterable[str]) -> list[str]:
+    """Ready messages among `message_ids` that no device is left to acknowledge: mark
+    them drained and return them, so the caller deletes their payloads (ENV-16)."""
+    out = []
+    for message_id in set(message_ids):
+        left = db.execute("SELECT count(*) FROM envelope_deliveries WHERE message_id = ? AND"
+                          " acknowledged = 0", (message_id,)).fetchone()[0]
+        if left == 0:
+            changed = db.execute(f"UPDATE envelope_messages SET state = '{DRAINED}' WHERE"
+                                 f" message_id = ? AND state = '{READY}'",
+                                 (message_id,)).rowcount
+            if changed:
+                out.append(message_id)
+    return out
 
 
 class EnvelopeTables:
@@ -139,137 +189,169 @@ class EnvelopeTables:
         self._write = write
         self._read = read
 
-    # --- devices (step 1) -------------------------------------------------------------
+    # --- device lists (step 1) ----------------------------------------------------------
 
-    def put_device(self, user_id: str, device_id: str, x25519: str, *,
-                   max_devices: int) -> str:
-        """'created', 'unchanged' (the same key again), 'conflict' (another key, ENV-3)
-        or 'full' (the user has max_devices devices)."""
-        with self._write() as db:
-            row = db.execute("SELECT x25519 FROM envelope_devices"
-                             " WHERE user_id = ? AND device_id = ?",
-                             (user_id, device_id)).fetchone()
-            if row is not None:
-                return "unchanged" if row[0] == x25519 else "conflict"
-            count = db.execute("SELECT count(*) FROM envelope_devices WHERE user_id = ?",
-                               (user_id,)).fetchone()[0]
-            if count >= max_devices:
-                return "full"
-            db.execute("INSERT INTO envelope_devices (user_id, device_id, x25519)"
-                       " VALUES (?, ?, ?)", (user_id, device_id, x25519))
-            return "created"
-
-    def list_devices(self, user_id: str) -> list[tuple[str, str]]:
-        """(device_id, x25519) of every device of the user, sorted by device_id."""
-        rows = self._read(lambda db: db.execute(
-            "SELECT device_id, x25519 FROM envelope_devices WHERE user_id = ?"
-            " ORDER BY device_id", (user_id,)).fetchall())
-        return [(str(r[0]), str(r[1])) for r in rows]
-
-    def has_device(self, user_id: str, device_id: str) -> bool:
+    def device_list(self, user_id: str, client_id: str) -> str | None:
         row = self._read(lambda db: db.execute(
-            "SELECT 1 FROM envelope_devices WHERE user_id = ? AND device_id = ?",
-            (user_id, device_id)).fetchone())
-        return row is not None
-
-    def delete_device(self, user_id: str, device_id: str) -> bool:
-        """Remove a device with its queue and records; False if there was none."""
-        with self._write() as db:
-            gone = db.execute("DELETE FROM envelope_devices WHERE user_id = ? AND"
-                              " device_id = ?", (user_id, device_id)).rowcount
-            db.execute("DELETE FROM envelope_deliveries WHERE user_id = ? AND device_id = ?",
-                       (user_id, device_id))
-            return bool(gone)
-
-    # --- messages (steps 8, 9, 12) ----------------------------------------------------------
-
-    def put_message(self, *, message_id: str, sender: str, payload: str, digest: bytes,
-                    entries: list[tuple[str, str, str]], received_at: int,
-                    expires_at: int, quotas: dict[str, int] | None = None) -> None:
-        """Store the payload once and one delivery per (user_id, device_id, entry JSON).
-
-        Raises the spec's BindingError naming a device that is not registered and its
-        ReplayError for a message id seen before (ENV-10), and QueueFull when a device's
-        queue holds quotas["queue-per-device"] messages, or quotas["queue-per-sender"]
-        from this sender (API-54); in every case nothing is stored.
-        """
-        quotas = quotas or {}
-        with self._write() as db:
-            for user_id, device_id, _ in entries:
-                if db.execute("SELECT 1 FROM envelope_devices WHERE user_id = ? AND"
-                              " device_id = ?", (user_id, device_id)).fetchone() is None:
-                    raise BindingError(f"recipient {user_id}/{device_id} is not a registered "
-                                       "device", requirement="ENV-10")
-            if db.execute("SELECT 1 FROM envelope_message_ids WHERE message_id = ?",
-                          (message_id,)).fetchone():
-                raise ReplayError("message_id was already used", requirement="ENV-10")
-            for user_id, device_id, _ in entries:
-                _check_quotas(db, user_id, device_id, sender, quotas)
-            db.execute("INSERT INTO envelope_message_ids (message_id) VALUES (?)",
-                       (message_id,))
-            db.execute("INSERT INTO envelope_messages (message_id, sender, payload, digest,"
-                       " received_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                       (message_id, sender, payload, digest, received_at, expires_at))
-            db.executemany("INSERT INTO envelope_deliveries (user_id, device_id, message_id,"
-                           " entry, sender) VALUES (?, ?, ?, ?, ?)",
-                           [(u, d, message_id, e, sender) for u, d, e in entries])
-
-    def queue(self, user_id: str, device_id: str, *, now: int, limit: int,
-              inline: bool = True) -> tuple[list[StoredDelivery], bool]:
-        """Unacknowledged, unexpired deliveries in arrival order, and whether more wait;
-        not inline, each payload text is {"nonce": ...} only (ENV-19)."""
-        columns = _DELIVERY_COLUMNS if inline else _HEADER_COLUMNS
-        rows = self._read(lambda db: db.execute(
-            columns + " WHERE d.user_id = ? AND d.device_id = ?"
-            " AND d.mac_key IS NULL AND m.expires_at > ? ORDER BY d.seq LIMIT ?",
-            (user_id, device_id, now, limit + 1)).fetchall())
-        return [_delivery(r) for r in rows[:limit]], len(rows) > limit
-
-    def delivery(self, user_id: str, device_id: str, message_id: str, *,
-                 now: int) -> StoredDelivery | None:
-        """One delivery of the device, acknowledged or not, until it expires."""
-        row = self._read(lambda db: db.execute(
-            _DELIVERY_COLUMNS + " WHERE d.user_id = ? AND d.device_id = ?"
-            " AND d.message_id = ? AND m.expires_at > ?",
-            (user_id, device_id, message_id, now)).fetchone())
-        return None if row is None else _delivery(row)
-
-    def payload_ciphertext(self, user_id: str, device_id: str, message_id: str, *,
-                           now: int) -> str | None:
-        """ENV-19: the base64url ciphertext of the message's one stored payload, if the
-        message is among the device's unexpired records (acknowledged or not)."""
-        row = self._read(lambda db: db.execute(
-            "SELECT json_extract(m.payload, '$.ciphertext') FROM envelope_deliveries d"
-            " JOIN envelope_messages m ON m.message_id = d.message_id"
-            " WHERE d.user_id = ? AND d.device_id = ? AND d.message_id = ?"
-            " AND m.expires_at > ?", (user_id, device_id, message_id, now)).fetchone())
+            "SELECT list FROM envelope_device_lists WHERE user_id = ? AND client_id = ?",
+            (user_id, client_id)).fetchone())
         return None if row is None else str(row[0])
 
-    def acknowledge(self, user_id: str, device_id: str, message_id: str, *, now: int,
-                    decide: Callable[[StoredDelivery], tuple[str, bool]]
-                    ) -> StoredDelivery | None:
-        """Store the disclosure `decide` returns with whether it changes anything (decide
-        raises to refuse); None when there is no such delivery. One transaction, so two
-        ACKs of one delivery cannot interleave."""
+    def put_device_list(self, user_id: str, client_id: str,
+                        decide: Callable[[str | None, str | None], D.DeviceListDecision],
+                        text: Callable[[D.DeviceList], str]
+                        ) -> tuple[D.DeviceListDecision, list[str]]:
+        """Run `decide(stored list text, owner's keypair record text)` and store what it
+        accepts: the list, its devices, and the removed devices' deliveries dropped.
+        Returns the decision and the messages whose payloads are to be deleted."""
         with self._write() as db:
-            row = db.execute(_DELIVERY_COLUMNS + " WHERE d.user_id = ? AND d.device_id = ?"
-                             " AND d.message_id = ? AND m.expires_at > ?",
-                             (user_id, device_id, message_id, now)).fetchone()
+            row = db.execute("SELECT list FROM envelope_device_lists WHERE user_id = ? AND"
+                             " client_id = ?", (user_id, client_id)).fetchone()
+            owner = db.execute("SELECT record FROM keypair_records WHERE user_id = ? AND"
+                               " client_id = ?", (user_id, client_id)).fetchone()
+            decision = decide(None if row is None else str(row[0]),
+                              None if owner is None else str(owner[0]))
+            if decision.outcome is D.DeviceListOutcome.UNCHANGED:
+                return decision, []
+            db.execute("INSERT INTO envelope_device_lists (user_id, client_id, version, list)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, client_id) DO UPDATE SET"
+                       " version = excluded.version, list = excluded.list",
+                       (user_id, client_id, decision.device_list.version,
+                        text(decision.device_list)))
+            db.executemany("INSERT INTO envelope_devices (user_id, client_id, device_id)"
+                           " VALUES (?, ?, ?)",
+                           [(user_id, client_id, d) for d in decision.added])
+            touched: list[str] = []
+            for device_id in decision.removed:
+                db.execute("DELETE FROM envelope_devices WHERE user_id = ? AND client_id = ?"
+                           " AND device_id = ?", (user_id, client_id, device_id))
+                touched += [str(r[0]) for r in db.execute(
+                    "SELECT message_id FROM envelope_deliveries WHERE user_id = ? AND"
+                    " client_id = ? AND device_id = ?", (user_id, client_id, device_id))]
+                db.execute("DELETE FROM envelope_deliveries WHERE user_id = ? AND"
+                           " client_id = ? AND device_id = ?", (user_id, client_id, device_id))
+            return decision, _drained(db, touched)
+
+    # --- messages (steps 8, 9, 12) ------------------------------------------------------
+
+    def accept_message(self, decide: Callable[[E.Directory], E.Envelope], *,
+                       header_text: Callable[[E.Header], str],
+                       entry_text: Callable[[E.Entry], str], received_at: int,
+                       expires_at: int, quotas: dict[str, int] | None = None) -> E.Envelope:
+        """Run the spec's step-8 decision against this store and keep what it accepts:
+        the message (pending its payload), its id for good, one delivery per entry.
+        QueueFull when a device's queue holds quotas["queue-per-device"] messages, or
+        quotas["queue-per-sender"] from this sender (API-54); nothing is stored then."""
+        with self._write() as db:
+            envelope = decide(_Directory(db))
+            header = envelope.header
+            for entry in envelope.entries:
+                _check_quotas(db, entry.user_id, header.client_id, entry.device_id,
+                              header.sender, quotas or {})
+            message_id = b64url_encode(header.message_id)
+            db.execute("INSERT INTO envelope_message_ids (message_id) VALUES (?)",
+                       (message_id,))
+            db.execute("INSERT INTO envelope_messages (message_id, client_id, sender, header,"
+                       " payload_length, state, received_at, expires_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (message_id, header.client_id, header.sender, header_text(header),
+                        header.payload_length, PENDING, received_at, expires_at))
+            db.executemany("INSERT INTO envelope_deliveries (user_id, client_id, device_id,"
+                           " message_id, entry, sender) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(e.user_id, header.client_id, e.device_id, message_id,
+                             entry_text(e), header.sender) for e in envelope.entries])
+            return envelope
+
+    def pending_upload(self, sender: str, client_id: str, message_id: str, *,
+                       now: int) -> tuple[str, str | None]:
+        """('pending', header) for a message the sender may upload to; ('ready', None)
+        once its payload is in; ('absent', None) otherwise."""
+        row = self._read(lambda db: db.execute(
+            "SELECT state, header FROM envelope_messages WHERE message_id = ? AND sender = ?"
+            " AND client_id = ? AND expires_at > ?",
+            (message_id, sender, client_id, now)).fetchone())
+        if row is None:
+            return ("absent", None)
+        return (str(row[0]), str(row[1]) if row[0] == PENDING else None)
+
+    def complete_upload(self, message_id: str, commit: Callable[[], None]) -> bool:
+        """Make a pending message ready: `commit` (the payload writer's) runs inside the
+        transaction, so only one upload wins; False if another did first."""
+        with self._write() as db:
+            row = db.execute("SELECT state FROM envelope_messages WHERE message_id = ?",
+                             (message_id,)).fetchone()
+            if row is None or row[0] != PENDING:
+                return False
+            commit()
+            db.execute(f"UPDATE envelope_messages SET state = '{READY}' WHERE message_id = ?",
+                       (message_id,))
+            return True
+
+    def queue(self, user_id: str, client_id: str, device_id: str, *, now: int,
+              limit: int) -> tuple[list[StoredRecord], bool]:
+        """Servable records in arrival order, and whether more wait."""
+        rows = self._read(lambda db: db.execute(
+            _RECORD_COLUMNS + _DEVICE_ROW + _SERVED + " ORDER BY d.seq LIMIT ?",
+            (user_id, client_id, device_id, now, limit + 1)).fetchall())
+        return [_record(r) for r in rows[:limit]], len(rows) > limit
+
+    def record(self, user_id: str, client_id: str, device_id: str, message_id: str, *,
+               now: int) -> StoredRecord | None:
+        row = self._read(lambda db: db.execute(
+            _RECORD_COLUMNS + _DEVICE_ROW + " AND d.message_id = ?" + _SERVED,
+            (user_id, client_id, device_id, message_id, now)).fetchone())
+        return None if row is None else _record(row)
+
+    def has_device(self, user_id: str, client_id: str, device_id: str) -> bool:
+        return bool(self._read(lambda db: _Directory(db).has_device(user_id, client_id,
+                                                                   device_id)))
+
+    def acknowledge(self, user_id: str, client_id: str, device_id: str, message_id: str, *,
+                    now: int, decide: Callable[[bool, int], E.AckOutcome]
+                    ) -> E.AckOutcome | None:
+        """Step 11: `decide(already acknowledged, devices left unacknowledged)` -- the
+        spec's apply_ack -- on the device's delivery of a ready, unexpired message; None
+        when there is none."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT d.acknowledged FROM envelope_deliveries d JOIN envelope_messages m"
+                " ON m.message_id = d.message_id" + _DEVICE_ROW + " AND d.message_id = ?"
+                f" AND m.state IN ('{READY}', '{DRAINED}') AND m.expires_at > ?",
+                (user_id, client_id, device_id, message_id, now)).fetchone()
             if row is None:
                 return None
-            stored = _delivery(row)
-            mac_key, changed = decide(stored)
-            if changed:
-                db.execute("UPDATE envelope_deliveries SET mac_key = ? WHERE user_id = ?"
-                           " AND device_id = ? AND message_id = ?",
-                           (mac_key, user_id, device_id, message_id))
-            return replace(stored, mac_key=mac_key)
+            left = db.execute("SELECT count(*) FROM envelope_deliveries WHERE message_id = ?"
+                              " AND acknowledged = 0", (message_id,)).fetchone()[0]
+            outcome = decide(bool(row[0]), int(left))
+            if outcome.changed:
+                db.execute("UPDATE envelope_deliveries SET acknowledged = 1 WHERE user_id = ?"
+                           " AND client_id = ? AND device_id = ? AND message_id = ?",
+                           (user_id, client_id, device_id, message_id))
+            if outcome.delete_payload:
+                db.execute(f"UPDATE envelope_messages SET state = '{DRAINED}' WHERE"
+                           " message_id = ?", (message_id,))
+            return outcome
 
-    def purge_expired(self, now: int) -> int:
-        """Drop every message, with its deliveries, at or past its expiry (ENV-17)."""
+    def purge_expired(self, now: int) -> list[str]:
+        """Drop every message at or past its expiry, with its deliveries (ENV-17); the
+        caller deletes the returned messages' payloads."""
         with self._write() as db:
+            gone = [str(r[0]) for r in db.execute(
+                "SELECT message_id FROM envelope_messages WHERE expires_at <= ?", (now,))]
             db.execute("DELETE FROM envelope_deliveries WHERE message_id IN"
                        " (SELECT message_id FROM envelope_messages WHERE expires_at <= ?)",
                        (now,))
-            return int(db.execute("DELETE FROM envelope_messages WHERE expires_at <= ?",
-                                  (now,)).rowcount)
+            db.execute("DELETE FROM envelope_messages WHERE expires_at <= ?", (now,))
+            return gone
+
+    def live_payloads(self) -> set[str]:
+        """Messages whose payload may still exist (pending or ready)."""
+        rows = self._read(lambda db: db.execute(
+            f"SELECT message_id FROM envelope_messages WHERE state IN ('{PENDING}',"
+            f" '{READY}')").fetchall())
+        return {str(r[0]) for r in rows}
+
+
+def _record(row: Any) -> StoredRecord:
+    return StoredRecord(message_id=str(row[0]), header=str(row[1]), entry=str(row[2]),
+                        received_at=int(row[3]), expires_at=int(row[4]))

@@ -34,10 +34,9 @@ SCHEMAS = ROOT / "spec" / "schemas"
 MIRRORS = {"KeypairRecord": "keypair-record", "KeypairPublic": "keypair-public",
            "KeypairDeletion": "keypair-deletion",
            "Problem": "problem", "Capabilities": "capabilities", "Apps": "apps",
-           "EnvelopeDeviceKey": "envelope-device-key", "EnvelopeDevice": "envelope-device",
-           "EnvelopeDevices": "envelope-devices", "Envelope": "envelope",
+           "EnvelopeDeviceList": "envelope-device-list", "Envelope": "envelope",
            "EnvelopeAccepted": "envelope-accepted", "EnvelopeDelivery": "envelope-delivery",
-           "EnvelopeQueue": "envelope-queue", "EnvelopeAck": "envelope-ack",
+           "EnvelopeQueue": "envelope-queue",
            "SessionChallenge": "session-challenge",
            "SessionChallengeAnswer": "session-challenge-answer", "Session": "session"}
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")

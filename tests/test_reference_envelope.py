@@ -1,12 +1,12 @@
 """The reference server's envelope flow over real HTTP: what the conformance checks cannot
 see from outside -- expiry on the server's clock, queue pages, the device limit, the
-stored state after refusals -- and every answer against its JSON Schema."""
+payload files on disk (written durably, deleted once drained or expired, swept when
+orphaned), concurrent ACKs and uploads -- and every answer against its JSON Schema."""
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +18,17 @@ from jsonschema import Draft202012Validator
 from servers import AccountServer, RunningServer, start_account_server, start_reference_server
 
 from keyflows.reference import envelope as routes
+from keyflows.reference.payload_store import FilePayloadStore
 from keyflows.spec import envelope as E
+from keyflows.spec import envelope_devices as D
+from keyflows.spec import envelope_stream as S
+from keyflows.spec import keypair_publication as KP
 from keyflows.spec import primitives
+from keyflows.spec.drbg import unrecorded
 from keyflows.spec.encoding import b64url_encode
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "spec" / "schemas"
+CLIENT = "chat"
 
 
 def schema(name: str) -> Draft202012Validator:
@@ -45,50 +51,111 @@ def server(account: AccountServer, tmp_path: Path) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
 
 
 class World:
-    """Users with tokens and devices with private keys, on one server."""
+    """Users with published keypairs, signed device lists and device keys, on one server."""
 
     def __init__(self, account: AccountServer, client: httpx.Client) -> None:
         self.account = account
         self.client = client
         self.tokens: dict[str, str] = {}
-        self.privates: dict[tuple[str, str], bytes] = {}
+        self.keypairs: dict[str, KP.PrivateKeys] = {}
+        self.lists: dict[str, list[D.Device]] = {}
+        self.devices: dict[tuple[str, str], D.DevicePrivateKeys] = {}
 
     def auth(self, user_id: str) -> dict[str, str]:
         if user_id not in self.tokens:
             self.tokens[user_id] = self.account.mint(user_id)[1]
         return {"authorization": f"Bearer {self.tokens[user_id]}"}
 
-    def device(self, user_id: str, device_id: str) -> E.Device:
-        private = os.urandom(32)
-        public = primitives.x25519_public_key(private)
-        answer = self.client.put(f"/v1/users/{user_id}/devices/{device_id}",
-                                 json={"x25519": b64url_encode(public)},
-                                 headers=self.auth(user_id))
+    def publish(self, user_id: str) -> KP.PrivateKeys:
+        if user_id not in self.keypairs:
+            private = KP.generate_private_keys(os.urandom)
+            record = KP.seal_record(user_id=user_id, client_id=CLIENT, key_version=1,
+                                    private=private, kek=os.urandom(32),
+                                    kek_spec=KP.KekSpec(KP.METHOD_APPLICATION_KEY),
+                                    nonce=os.urandom(12), z=os.urandom(64)).record
+            answer = self.client.put(f"/v1/users/{user_id}/apps/{CLIENT}/keypair", json=record,
+                                     headers=self.auth(user_id))
+            assert answer.status_code == 201, answer.text
+            self.keypairs[user_id] = private
+        return self.keypairs[user_id]
+
+    def published(self, user_id: str) -> D.PublishedKeys:
+        private = self.publish(user_id)
+        return D.PublishedKeys(user_id=user_id, client_id=CLIENT, key_version=1,
+                               x25519=primitives.x25519_public_key(private.x25519),
+                               ed25519=primitives.ed25519_public_key(private.ed25519_seed))
+
+    def put_list(self, user_id: str, devices: list[D.Device]) -> httpx.Response:
+        current = self.client.get(f"/v1/users/{user_id}/apps/{CLIENT}/devices")
+        version = current.json()["version"] + 1 if current.status_code == 200 else 1
+        listed = D.sign_device_list(owner_seed=self.publish(user_id).ed25519_seed,
+                                    user_id=user_id, client_id=CLIENT, key_version=1,
+                                    version=version, devices=devices)
+        return self.client.put(f"/v1/users/{user_id}/apps/{CLIENT}/devices",
+                               json=D.device_list_to_wire(listed), headers=self.auth(user_id))
+
+    def device(self, user_id: str, device_id: str) -> D.Device:
+        keys = D.generate_device_keys(os.urandom)
+        x25519, mlkem768 = D.device_keys(keys)
+        new = D.Device(user_id=user_id, device_id=device_id, x25519=x25519, mlkem768=mlkem768)
+        devices = [*self.lists.get(user_id, []), new]
+        answer = self.put_list(user_id, devices)
+        assert answer.status_code in (200, 201), answer.text
+        schema("envelope-device-list").validate(answer.json())
+        self.lists[user_id] = devices
+        self.devices[(user_id, device_id)] = keys
+        return new
+
+    def remove(self, user_id: str, device_id: str) -> None:
+        devices = [d for d in self.lists[user_id] if d.device_id != device_id]
+        assert self.put_list(user_id, devices).status_code == 200
+        self.lists[user_id] = devices
+
+    def send(self, sender: str, devices: list[D.Device], message: bytes = b"hi", *,
+             suite: str = E.SUITE_X25519, upload: bool = True) -> tuple[E.Sealed, str]:
+        sealed = E.seal(message, suite=suite, recipients=devices, random=unrecorded(os.urandom),
+                        sender=E.SenderKeys(user_id=sender, client_id=CLIENT, key_version=1,
+                                            x25519_private=self.publish(sender).x25519))
+        answer = self.client.post(f"/v1/users/{sender}/apps/{CLIENT}/messages",
+                                  content=E.envelope_json(sealed.envelope),
+                                  headers={**self.auth(sender),
+                                           "content-type": "application/json"})
         assert answer.status_code == 201, answer.text
-        schema("envelope-device").validate(answer.json())
-        self.privates[(user_id, device_id)] = private
-        return E.Device(user_id=user_id, device_id=device_id, public_key=public)
+        schema("envelope-accepted").validate(answer.json())
+        message_id = answer.json()["message_id"]
+        if upload:
+            done = self.upload(sender, message_id, sealed.payload)
+            assert done.status_code == 204, done.text
+        return sealed, message_id
 
-    def send(self, sender: str, devices: list[E.Device], message: bytes = b"hi"
-             ) -> httpx.Response:
-        sealed = E.seal(message, sender=sender, recipients=devices, random=os.urandom)
-        wire = E.envelope_to_wire(sealed.envelope)
-        schema("envelope").validate(wire)
-        return self.client.post(f"/v1/users/{sender}/messages", json=wire,
-                                headers=self.auth(sender))
+    def upload(self, sender: str, message_id: str, payload: bytes) -> httpx.Response:
+        return self.client.put(f"/v1/users/{sender}/apps/{CLIENT}/messages/{message_id}/payload",
+                               content=payload,
+                               headers={**self.auth(sender),
+                                        "content-type": "application/octet-stream"})
 
-    def queue(self, user_id: str, device_id: str) -> dict[str, Any]:
-        answer = self.client.get(f"/v1/users/{user_id}/devices/{device_id}/messages",
-                                 headers=self.auth(user_id))
+    def base(self, device: D.Device) -> str:
+        return f"/v1/users/{device.user_id}/apps/{CLIENT}/devices/{device.device_id}/messages"
+
+    def queue(self, device: D.Device) -> dict[str, Any]:
+        answer = self.client.get(self.base(device), headers=self.auth(device.user_id))
         assert answer.status_code == 200, answer.text
+        schema("envelope-queue").validate(answer.json())
         body: dict[str, Any] = answer.json()
-        schema("envelope-queue").validate(body)
         return body
+
+    def payload(self, device: D.Device, message_id: str) -> httpx.Response:
+        return self.client.get(f"{self.base(device)}/{message_id}/payload",
+                               headers=self.auth(device.user_id))
+
+    def ack(self, device: D.Device, message_id: str) -> httpx.Response:
+        return self.client.post(f"{self.base(device)}/{message_id}/ack",
+                                headers=self.auth(device.user_id))
 
 
 @pytest.fixture
@@ -96,167 +163,203 @@ def world(account: AccountServer, client: httpx.Client) -> World:
     return World(account, client)
 
 
-def test_capabilities_advertise_the_limits(client: httpx.Client) -> None:
+def payload_files(server: RunningServer) -> set[str]:
+    store = server.app_state.envelope_payloads
+    assert isinstance(store, FilePayloadStore)
+    return set(store.names())
+
+
+def test_capabilities_advertise_suites_and_limits(client: httpx.Client) -> None:
     caps = client.get("/v1/capabilities").json()
     schema("capabilities").validate(caps)
-    assert "envelope" in caps["flows"]
-    assert caps["envelope"]["retention_seconds"] == routes.RETENTION_SECONDS
-    assert caps["envelope"]["max_body_bytes"] > caps["envelope"]["max_message_bytes"]
+    envelope = caps["envelope"]
+    assert envelope["suites"] == list(E.SUITES)
+    assert envelope["max_payload_bytes"] == routes.MAX_PAYLOAD_BYTES
+    assert envelope["chunk_size"] == S.CHUNK_SIZE
 
 
-def test_round_trip_answers_conform_to_the_schemas(world: World) -> None:
+@pytest.mark.parametrize("suite", E.SUITES)
+def test_round_trip_in_both_suites(world: World, suite: str) -> None:
     bob = world.device("bob", "phone")
-    answer = world.send("alice", [bob], b"hello")
-    assert answer.status_code == 201
-    schema("envelope-accepted").validate(answer.json())
-    (record,) = world.queue("bob", "phone")["messages"]
+    message = os.urandom(S.CHUNK_SIZE + 3)
+    sealed, message_id = world.send("alice", [bob], message, suite=suite)
+    record = world.queue(bob)["messages"][0]
     schema("envelope-delivery").validate(record)
-    opened = E.open_delivery(E.parse_delivery(record), user_id="bob", device_id="phone",
-                             device_private=world.privates[("bob", "phone")])
-    assert opened.plaintext == b"hello"
-    ack = world.client.post(f"/v1/users/bob/devices/phone/messages/{record['message_id']}/ack",
-                            json=E.ack_to_wire(opened.keys.mac_key), headers=world.auth("bob"))
-    assert ack.status_code == 200
-    schema("envelope-delivery").validate(ack.json())
-    assert ack.json()["mac_key"] == b64url_encode(opened.keys.mac_key)
-    listed = world.client.get("/v1/users/bob/devices").json()
-    schema("envelope-devices").validate(listed)
+    payload = world.payload(bob, message_id)
+    assert payload.headers["content-type"] == "application/octet-stream"
+    assert payload.content == sealed.payload
+    opened = E.open_delivery(E.parse_delivery(record), payload.content, user_id="bob",
+                             device_id="phone", device=world.devices[("bob", "phone")],
+                             sender=world.published("alice"))
+    assert opened.plaintext == message
 
 
-def test_messages_expire_after_the_retention_period(world: World,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [1_800_000_000]
+def test_payload_files_are_written_and_deleted_once_drained(world: World,
+                                                           server: RunningServer) -> None:
+    phone, tablet = world.device("bob", "phone"), world.device("carol", "tablet")
+    _, message_id = world.send("alice", [phone, tablet])
+    assert payload_files(server) == {message_id}
+    assert world.ack(phone, message_id).status_code == 204
+    assert payload_files(server) == {message_id}
+    assert world.ack(tablet, message_id).status_code == 204
+    assert payload_files(server) == set()
+    assert world.ack(tablet, message_id).status_code == 204
+
+
+def test_removing_the_last_unacknowledged_device_drains_the_payload(
+        world: World, server: RunningServer) -> None:
+    phone, laptop = world.device("bob", "phone"), world.device("bob", "laptop")
+    _, message_id = world.send("alice", [phone, laptop])
+    assert world.ack(phone, message_id).status_code == 204
+    world.remove("bob", "laptop")
+    assert payload_files(server) == set()
+    assert world.queue(phone)["messages"] == []
+
+
+def test_messages_expire_and_their_payloads_go(world: World, server: RunningServer,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000_000]
     monkeypatch.setattr(routes, "now", lambda: clock[0])
-    bob = world.device("bob", "phone")
-    first = world.send("alice", [bob]).json()
-    assert first["expires_at"] == clock[0] + routes.RETENTION_SECONDS
-    clock[0] = first["expires_at"] - 1
-    assert len(world.queue("bob", "phone")["messages"]) == 1
-    clock[0] = first["expires_at"]
-    assert world.queue("bob", "phone")["messages"] == []
-    path = f"/v1/users/bob/devices/phone/messages/{first['message_id']}"
-    assert world.client.get(path, headers=world.auth("bob")).status_code == 404
-    assert world.client.post(path + "/ack", json=E.ack_to_wire(bytes(32)),
-                             headers=world.auth("bob")).status_code == 404
+    phone = world.device("bob", "phone")
+    _, message_id = world.send("alice", [phone])
+    clock[0] += routes.RETENTION_SECONDS - 1
+    assert len(world.queue(phone)["messages"]) == 1
+    clock[0] += 1
+    assert world.queue(phone)["messages"] == []
+    assert world.payload(phone, message_id).status_code == 404
+    world.send("alice", [phone])  # accepting a message purges the expired ones
+    assert message_id not in payload_files(server)
 
 
-def test_expired_messages_are_purged_and_their_ids_stay_used(
-        world: World, server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [1_800_000_000]
-    monkeypatch.setattr(routes, "now", lambda: clock[0])
-    bob = world.device("bob", "phone")
-    sealed = E.seal(b"old", sender="alice", recipients=[bob], random=os.urandom)
-    wire = E.envelope_to_wire(sealed.envelope)
-    path = "/v1/users/alice/messages"
-    assert world.client.post(path, json=wire, headers=world.auth("alice")).status_code == 201
-    clock[0] += routes.RETENTION_SECONDS
-    world.send("alice", [bob])  # any accepted envelope purges what expired
-    with sqlite3.connect(server.settings.db_path) as db:
-        rows = db.execute("SELECT count(*) FROM envelope_messages WHERE message_id = ?",
-                          (wire["message_id"],)).fetchone()[0]
-    assert rows == 0
-    again = world.client.post(path, json=wire, headers=world.auth("alice"))
-    assert again.status_code == 409 and again.json()["failure_class"] == "replay"
-
-
-def test_queue_pages_in_arrival_order(world: World) -> None:
-    bob = world.device("bob", "phone")
-    ids = [world.send("alice", [bob]).json()["message_id"]
-           for _ in range(routes.MAX_QUEUE_PAGE + 2)]
-    page = world.queue("bob", "phone")
-    assert [m["message_id"] for m in page["messages"]] == ids[:routes.MAX_QUEUE_PAGE]
-    assert page["more"] is True
-    for record in page["messages"]:
-        opened = E.open_delivery(E.parse_delivery(record), user_id="bob", device_id="phone",
-                                 device_private=world.privates[("bob", "phone")])
-        world.client.post(f"/v1/users/bob/devices/phone/messages/{record['message_id']}/ack",
-                          json=E.ack_to_wire(opened.keys.mac_key), headers=world.auth("bob"))
-    rest = world.queue("bob", "phone")
-    assert [m["message_id"] for m in rest["messages"]] == ids[routes.MAX_QUEUE_PAGE:]
-    assert rest["more"] is False
+def test_queue_pages_in_arrival_order(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routes, "MAX_QUEUE_PAGE", 2)
+    phone = world.device("bob", "phone")
+    ids = [world.send("alice", [phone])[1] for _ in range(3)]
+    first = world.queue(phone)
+    assert [m["message_id"] for m in first["messages"]] == ids[:2] and first["more"] is True
+    assert world.ack(phone, ids[0]).status_code == 204
+    second = world.queue(phone)
+    assert [m["message_id"] for m in second["messages"]] == ids[1:] and second["more"] is False
 
 
 def test_device_limit(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "MAX_DEVICES_PER_USER", 2)
     world.device("bob", "a")
     world.device("bob", "b")
-    answer = world.client.put("/v1/users/bob/devices/c", headers=world.auth("bob"),
-                              json={"x25519": b64url_encode(
-                                  primitives.x25519_public_key(os.urandom(32)))})
-    assert answer.status_code == 409
-    assert answer.headers["content-type"] == "application/problem+json"
+    keys = D.generate_device_keys(os.urandom)
+    x25519, mlkem768 = D.device_keys(keys)
+    extra = D.Device(user_id="bob", device_id="c", x25519=x25519, mlkem768=mlkem768)
+    answer = world.put_list("bob", [*world.lists["bob"], extra])
+    assert answer.status_code == 400 and answer.json()["failure_class"] == "params"
 
 
-def test_removing_a_device_drops_its_queue_only(world: World) -> None:
-    phone, laptop = world.device("bob", "phone"), world.device("bob", "laptop")
-    world.send("alice", [phone, laptop])
-    assert world.client.delete("/v1/users/bob/devices/phone",
-                               headers=world.auth("bob")).status_code == 204
-    assert len(world.queue("bob", "laptop")["messages"]) == 1
-    world.device("bob", "phone")  # the id may be registered again, with a new key
-    assert world.queue("bob", "phone")["messages"] == []
-
-
-def test_a_refused_envelope_stores_nothing(world: World) -> None:
+def test_a_message_is_delivered_only_once_its_payload_is_stored(world: World,
+                                                               server: RunningServer) -> None:
     phone = world.device("bob", "phone")
-    ghost = E.Device(user_id="bob", device_id="ghost",
-                     public_key=primitives.x25519_public_key(os.urandom(32)))
-    answer = world.send("alice", [phone, ghost])
-    assert answer.status_code == 422 and answer.json()["failure_class"] == "binding"
-    assert world.queue("bob", "phone")["messages"] == []
+    sealed, message_id = world.send("alice", [phone], os.urandom(5000), upload=False)
+    assert world.queue(phone)["messages"] == []
+    assert world.payload(phone, message_id).status_code == 404
+    assert world.upload("alice", message_id, sealed.payload[:100]).status_code == 400
+    assert payload_files(server) == set()  # the refused upload left nothing behind
+    assert world.upload("alice", message_id, sealed.payload).status_code == 204
+    assert [m["message_id"] for m in world.queue(phone)["messages"]] == [message_id]
 
 
-def test_two_acks_in_parallel_are_one(world: World) -> None:
+def test_two_uploads_in_parallel_store_one(world: World) -> None:
     phone = world.device("bob", "phone")
-    world.send("alice", [phone])
-    (record,) = world.queue("bob", "phone")["messages"]
-    opened = E.open_delivery(E.parse_delivery(record), user_id="bob", device_id="phone",
-                             device_private=world.privates[("bob", "phone")])
-    path = f"/v1/users/bob/devices/phone/messages/{record['message_id']}/ack"
+    sealed, message_id = world.send("alice", [phone], os.urandom(300_000), upload=False)
+    statuses: list[int] = []
+
+    def put() -> None:
+        with httpx.Client(base_url=str(world.client.base_url), timeout=60) as c:
+            statuses.append(c.put(
+                f"/v1/users/alice/apps/{CLIENT}/messages/{message_id}/payload",
+                content=sealed.payload, headers={**world.auth("alice"),
+                                                 "content-type": "application/octet-stream"}
+            ).status_code)
+
+    threads = [threading.Thread(target=put) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [204, 409]
+    assert world.payload(phone, message_id).content == sealed.payload
+
+
+def test_two_acks_in_parallel_are_one(world: World, server: RunningServer) -> None:
+    phone = world.device("bob", "phone")
+    _, message_id = world.send("alice", [phone])
     statuses: list[int] = []
 
     def ack() -> None:
-        with httpx.Client(base_url=str(world.client.base_url), timeout=30) as c:
-            statuses.append(c.post(path, json=E.ack_to_wire(opened.keys.mac_key),
+        with httpx.Client(base_url=str(world.client.base_url), timeout=60) as c:
+            statuses.append(c.post(f"{world.base(phone)}/{message_id}/ack",
                                    headers=world.auth("bob")).status_code)
 
     threads = [threading.Thread(target=ack) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert statuses == [200] * 4
-    assert world.queue("bob", "phone")["messages"] == []
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [204] * 4
+    assert payload_files(server) == set()
 
 
-def test_the_payload_raw_and_the_queue_without_it(world: World) -> None:
-    """ENV-19: ?payload=omit leaves the ciphertext out of the records (schema-valid); the
-    raw payload is the posted ciphertext, stored once, served until the message expires."""
-    phone, laptop = world.device("bob", "phone"), world.device("bob", "laptop")
-    sealed = E.seal(b"raw" * 1000, sender="alice", recipients=[phone, laptop],
-                    random=os.urandom)
-    wire = E.envelope_to_wire(sealed.envelope)
-    posted = world.client.post("/v1/users/alice/messages", json=wire,
+def test_a_refused_envelope_stores_nothing(world: World, server: RunningServer) -> None:
+    phone = world.device("bob", "phone")
+    sealed = E.seal(b"x", suite=E.SUITE_X25519, recipients=[phone], random=os.urandom,
+                    sender=E.SenderKeys(user_id="alice", client_id=CLIENT, key_version=7,
+                                        x25519_private=world.publish("alice").x25519))
+    answer = world.client.post(f"/v1/users/alice/apps/{CLIENT}/messages",
+                               json=E.envelope_to_wire(sealed.envelope),
                                headers=world.auth("alice"))
-    assert posted.status_code == 201
-    answer = world.client.get("/v1/users/bob/devices/phone/messages",
-                              params={"payload": "omit"}, headers=world.auth("bob"))
-    assert answer.status_code == 200
-    schema("envelope-queue").validate(answer.json())
-    (record,) = answer.json()["messages"]
-    assert record["payload"] == {"nonce": wire["payload"]["nonce"]}
-    assert "ciphertext" in world.queue("bob", "phone")["messages"][0]["payload"]
-    path = f"/v1/users/bob/devices/phone/messages/{wire['message_id']}/payload"
-    raw = world.client.get(path, headers=world.auth("bob"))
-    assert raw.status_code == 200
-    assert raw.headers["content-type"] == "application/octet-stream"
-    assert raw.content == sealed.envelope.payload.ciphertext
-    opened = E.open_delivery(E.parse_delivery(record, ciphertext=raw.content), user_id="bob",
-                             device_id="phone", device_private=world.privates[("bob", "phone")])
-    assert opened.plaintext == b"raw" * 1000
-    head = world.client.head(path, headers=world.auth("bob"))
-    assert head.status_code == 200 and head.content == b""
-    bad = world.client.get("/v1/users/bob/devices/phone/messages",
-                           params={"payload": "none"}, headers=world.auth("bob"))
-    assert bad.status_code == 400
-    assert bad.headers["content-type"] == "application/problem+json"
+    assert answer.status_code == 422 and answer.json()["failure_class"] == "binding"
+    listed = world.client.get(f"/v1/users/alice/apps/{CLIENT}/messages/"
+                              f"{b64url_encode(sealed.envelope.header.message_id)}/payload")
+    assert listed.status_code in (401, 404, 405)
+    assert world.queue(phone)["messages"] == []
+    assert payload_files(server) == set()
+
+
+def test_orphaned_payload_files_are_swept_at_start(account: AccountServer,
+                                                   tmp_path: Path) -> None:
+    db = tmp_path / "keys.db"
+    first = start_reference_server(account.url, db)
+    first.stop()
+    store = FilePayloadStore.beside(db)
+    with store.writer("orphan") as writer:
+        writer.write(b"bytes no message owns")
+        writer.commit()
+    partial = store.directory / "other.partial-0123456789abcdef"
+    partial.write_bytes(b"an upload a crash cut short")
+    second = start_reference_server(account.url, db)
+    try:
+        assert set(FilePayloadStore(store.directory).names()) == set()
+        assert not partial.exists()
+    finally:
+        second.stop()
+
+
+def test_payload_store_round_trip(tmp_path: Path) -> None:
+    store = FilePayloadStore(tmp_path / "p")
+    assert oct((tmp_path / "p").stat().st_mode & 0o777) == "0o700"
+    with store.writer("m1") as writer:
+        for _ in range(3):
+            writer.write(b"x" * 70_000)
+        assert store.reader("m1") is None  # not visible before commit
+        writer.commit()
+    reader = store.reader("m1")
+    assert reader is not None
+    with reader:
+        assert reader.size == 210_000
+        assert len(reader.read(300_000)) == 210_000 and reader.read(10) == b""
+    assert oct((tmp_path / "p" / "m1").stat().st_mode & 0o777) == "0o600"
+    with store.writer("m2") as aborted:
+        aborted.write(b"y")
+    assert set(store.names()) == {"m1"}
+    store.delete("m1")
+    store.delete("m1")
+    assert store.reader("m1") is None
+    with pytest.raises(ValueError):
+        store.writer("../escape")

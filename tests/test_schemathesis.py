@@ -169,6 +169,8 @@ RULES_NO_SCHEMA_EXPRESSES = {
     "HC-14": "an identity in mapped form (the HC-34 mapping)",
     "HC-23": "a chunk's end is not before its start",
     "LOCK-11": "a capability in a body is base64url of a JSON object after kfc1.",
+    "ENV-1": "a device list's devices in strictly increasing device_id order",
+    "ENV-23": "payload_length of a STREAM (no 16-byte final chunk after full ones)",
 }
 
 
