@@ -21,7 +21,7 @@ from keyflows.conformance.checks import envelope as env_checks
 from keyflows.conformance.checks import hashchain as hc_checks
 from keyflows.conformance.checks import session_challenge as _session_challenge  # noqa: F401
 from keyflows.conformance.http import Exchange
-from keyflows.conformance.probe import JSON_HEADERS, CheckSkipped, Probe, User, keypair_path
+from keyflows.conformance.probe import JSON_HEADERS, CheckSkipped, Probe, keypair_path
 from keyflows.conformance.registry import check
 from keyflows.spec import envelope as E
 from keyflows.spec import limits as spec
@@ -346,12 +346,14 @@ def uid_rate(t: Probe) -> None:
 
 # --- API-51, API-54: queue quotas ---------------------------------------------------------------
 
-def post_one(t: Probe, sender: User, handset: env_checks.Handset) -> tuple[Exchange, str]:
-    """POST a small envelope to one device; the exchange and the message id it carries."""
-    sealed = E.seal(os.urandom(16), sender=sender.user_id, recipients=[handset.device],
-                    random=os.urandom)
+def post_one(t: Probe, sender: env_checks.Person,
+             handset: env_checks.Handset) -> tuple[Exchange, str]:
+    """POST a small envelope to one device; the exchange and the message id it carries
+    (a pending message counts towards the quotas: its payload is not needed)."""
+    sealed = E.seal(os.urandom(16), suite=E.SUITE_X25519, sender=sender.sender,
+                    recipients=[handset.device], random=env_checks.RANDOM)
     exchange = env_checks.post_envelope(t, sender, E.envelope_to_wire(sealed.envelope))
-    return exchange, b64url_encode(sealed.envelope.message_id)
+    return exchange, b64url_encode(sealed.envelope.header.message_id)
 
 
 @check("envelope/limits/queue-quotas", requirements=("API-51", "API-54"), needs=("envelope",))
@@ -366,11 +368,11 @@ def queue_quotas(t: Probe) -> None:
     if per_device + per_device // per_sender + 2 > MAX_REQUESTS_DRIVEN:
         raise CheckSkipped(f"queue-per-device is {per_device}; the runner posts at most "
                            f"{MAX_REQUESTS_DRIVEN} envelopes")
-    owner = t.user("quota")
-    handset = env_checks.register(t, owner, "quota-device")
+    owner = env_checks.person(t, "quota")
+    (handset,) = env_checks.register(t, owner, "quota-device")
     queued, senders = 0, 0
     while queued < per_device:
-        sender = t.user(f"quota-s{senders}")
+        sender = env_checks.person(t, f"quota-s{senders}")
         senders += 1
         for _ in range(min(per_sender, per_device - queued)):
             exchange, _ = post_one(t, sender, handset)
@@ -382,17 +384,18 @@ def queue_quotas(t: Probe) -> None:
             refused(t, over, owner, handset, message_id,
                     what=f"envelope {per_sender + 1} of one sender to one device "
                          f"(queue-per-sender {per_sender})")
-    over, message_id = post_one(t, t.user("quota-late"), handset)
+    over, message_id = post_one(t, env_checks.person(t, "quota-late"), handset)
     refused(t, over, owner, handset, message_id,
             what=f"an envelope from a new sender to a device holding {per_device} "
                  f"(queue-per-device)")
 
 
-def refused(t: Probe, exchange: Exchange, owner: User, handset: env_checks.Handset,
+def refused(t: Probe, exchange: Exchange, owner: env_checks.Person, handset: env_checks.Handset,
             message_id: str, *, what: str) -> None:
     t.expect_problem(exchange, 429, what=what, slug="too-many-requests")
     if not (exchange.header("retry-after") or "").isdigit():
         t.fail(f"{what}: no Retry-After (API-51)", expected="Retry-After: whole seconds",
                actual=repr(exchange.header("retry-after")), exchange=exchange)
-    stored = t.request("GET", env_checks.message_path(handset, message_id), token=owner.token)
+    stored = t.request("GET", env_checks.message_path(handset, message_id),
+                       token=owner.user.token)
     t.expect_rejected(stored, 404, what=f"GET the refused envelope ({what})")
