@@ -74,7 +74,7 @@ async def declare_big_body(host: str, port: int, index: int) -> tuple[int, bool]
     (status, whether the server closed the connection after answering)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        head = (f"POST /v1/users/victim-{index}/messages HTTP/1.1\r\nHost: k\r\n"
+        head = (f"POST /v1/users/victim-{index}/apps/chat/messages HTTP/1.1\r\nHost: k\r\n"
                 f"Authorization: Bearer not-a-valid-token-{index}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {DECLARED}\r\n\r\n")
         writer.write(head.encode() + b"{" + b" " * (SENT_BODY - 1))
@@ -95,7 +95,7 @@ def test_unauthenticated_large_bodies_cost_no_memory(tmp_path: Path,
         with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
             for i in range(20):  # warm: imports, the account client's pool, the allocator
                 client.get("/v1/capabilities")
-                client.post(f"/v1/users/warm-{i}/messages", content=b"{}",
+                client.post(f"/v1/users/warm-{i}/apps/chat/messages", content=b"{}",
                             headers={"Authorization": "Bearer x",
                                      "Content-Type": "application/json"})
         idle = rss_kib(process.pid)
