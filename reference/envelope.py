@@ -43,7 +43,7 @@ from keyflows.reference.common import (
 )
 from keyflows.reference.config import Settings
 from keyflows.reference.envelope_store import EnvelopeTables, QueueFull, StoredRecord
-from keyflows.reference.limits import declared_length, quota_exceeded, read_body
+from keyflows.reference.limits import declared_length, quota_exceeded, read_body, too_large
 from keyflows.reference.payload_store import FilePayloadStore, PayloadStore
 from keyflows.reference.problems import Problem
 from keyflows.reference.store import canonical_json
@@ -70,12 +70,11 @@ OCTET_STREAM = "application/octet-stream"
 RETENTION_SECONDS = 7 * 24 * 3600
 MAX_RECIPIENTS = 1000
 MAX_PAYLOAD_BYTES = 1 << 32
-MAX_DEVICES_PER_USER = 64
+MAX_DEVICES_PER_USER = 32  # a signed list of 32 fits the general body limit
 MAX_QUEUE_PAGE = 64
 # Largest entry on the wire: two 64-character identifiers, a hybrid enc and a wrapped key.
 _ENTRY_WIRE_BYTES = 1700
 MAX_ENVELOPE_BODY_BYTES = MAX_RECIPIENTS * _ENTRY_WIRE_BYTES + 4096
-MAX_DEVICE_LIST_BODY_BYTES = MAX_DEVICES_PER_USER * 1700 + 4096
 READ_PIECE = 1 << 16
 
 CAPABILITIES_MEMBER = "envelope"
@@ -164,7 +163,7 @@ async def put_devices(request: Request) -> Response:
     """ENV-3, ENV-21: the owner publishes the next signed version."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
     await authenticate(request, user_id)
-    body = await read_body(request, MAX_DEVICE_LIST_BODY_BYTES)
+    body = await limited_body(request)
     obj = json_body(request, body)
     store = tables(request)
 
@@ -230,6 +229,13 @@ async def post_message(request: Request) -> Response:
         headers={"Location": location})
 
 
+def check_octet_stream(request: Request) -> None:
+    """The raw payload is application/octet-stream; anything else is 415 (API-12)."""
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media_type != OCTET_STREAM:
+        raise Problem("unsupported-media-type", "the payload must be application/octet-stream")
+
+
 async def _body_pieces(request: Request) -> AsyncIterator[bytes]:
     async for piece in request.stream():
         if piece:
@@ -243,6 +249,9 @@ async def put_payload(request: Request) -> Response:
                                                       "message_id")
     declared = declared_length(request)
     await authenticate(request, user_id)
+    if declared is not None and declared > MAX_PAYLOAD_BYTES:  # API-5, before any lookup
+        raise too_large(MAX_PAYLOAD_BYTES)
+    check_octet_stream(request)
     store = tables(request)
     state, header_text = await in_thread(lambda: store.pending_upload(user_id, client_id,
                                                                       message_id, now=now()))

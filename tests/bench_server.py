@@ -13,7 +13,7 @@ rounds, and the load average is printed with each round.
    validates with a local account server (a raw ASGI app under uvicorn, its own process),
    beside the public GET. No cache: every request asks the account server.
    Target: >= 0.3 x the public GET.
-3. queue read: GET .../devices/{d}/messages?payload=omit (one page) of a device with 10
+3. queue read: GET .../apps/{c}/devices/{d}/messages (one page) of a device with 10
    and of one with 10,000 messages queued, read in interleaved rounds: wrk -c1 latency,
    and the same read in process (EnvelopeTables.queue). Target: the read at 10,000 <= 2 x
    the read at 10.
@@ -22,7 +22,6 @@ rounds, and the load average is printed with each round.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -43,7 +42,8 @@ import httpx
 from keyflows.conformance.clients import seal_with_application_key, to_json
 from keyflows.reference.store import Store
 from keyflows.spec import envelope as E
-from keyflows.spec import primitives
+from keyflows.spec import envelope_devices as D
+from keyflows.spec.drbg import unrecorded
 from keyflows.spec.encoding import b64url_encode
 
 USER, CLIENT = "bench-user", "bench-app"
@@ -134,22 +134,42 @@ def auth(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {user}-token"}
 
 
-def publish(client: httpx.Client) -> None:
-    sealed = seal_with_application_key(USER, CLIENT, 1)
-    answer = client.put(f"/v1/users/{USER}/apps/{CLIENT}/keypair", content=to_json(sealed.record),
-                        headers={**auth(USER), "Content-Type": "application/json"})
+def publish(client: httpx.Client, user: str = USER) -> bytes:
+    """Publish a keypair for `user`; its private X25519 key (a sender's key) and keep
+    the owner's Ed25519 seed for the device list."""
+    sealed = seal_with_application_key(user, CLIENT, 1)
+    answer = client.put(f"/v1/users/{user}/apps/{CLIENT}/keypair", content=to_json(sealed.record),
+                        headers={**auth(user), "Content-Type": "application/json"})
     answer.raise_for_status()
+    OWNER_SEEDS[user] = sealed.private.ed25519_seed
+    return sealed.private.x25519
 
 
-def enqueue(base: str, device: E.Device, count: int) -> None:
-    """`count` small envelopes to the device, from SENDERS senders, in parallel."""
+OWNER_SEEDS: dict[str, bytes] = {}
+
+
+def enqueue(base: str, device: D.Device, count: int) -> None:
+    """`count` small envelopes (header and payload) to the device, from SENDERS senders,
+    in parallel."""
+    with httpx.Client(base_url=base, trust_env=False, timeout=30) as client:
+        keys = {i: publish(client, f"bench-sender-{i}") for i in range(SENDERS)}
+
     def post(i: int) -> None:
         sender = f"bench-sender-{i % SENDERS}"
-        sealed = E.seal(b"m", sender=sender, recipients=[device], random=os.urandom)
+        sealed = E.seal(b"m", suite=E.SUITE_X25519, recipients=[device],
+                        sender=E.SenderKeys(user_id=sender, client_id=CLIENT, key_version=1,
+                                            x25519_private=keys[i % SENDERS]),
+                        random=unrecorded(os.urandom))
+        message_id = b64url_encode(sealed.envelope.header.message_id)
         with httpx.Client(base_url=base, trust_env=False, timeout=30) as client:
-            answer = client.post(f"/v1/users/{sender}/messages",
-                                 content=json.dumps(E.envelope_to_wire(sealed.envelope)),
+            answer = client.post(f"/v1/users/{sender}/apps/{CLIENT}/messages",
+                                 content=E.envelope_json(sealed.envelope),
                                  headers={**auth(sender), "Content-Type": "application/json"})
+            answer.raise_for_status()
+            answer = client.put(f"/v1/users/{sender}/apps/{CLIENT}/messages/{message_id}"
+                                "/payload", content=sealed.payload,
+                                headers={**auth(sender),
+                                         "Content-Type": "application/octet-stream"})
             answer.raise_for_status()
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(post, range(count)))
@@ -193,7 +213,7 @@ def main() -> int:
         base = urls["keys"]
         with httpx.Client(base_url=base, trust_env=False, timeout=30) as client:
             publish(client)
-            shallow, deep = register(client, "shallow"), register(client, "deep")
+            shallow, deep = register(client, ["shallow", "deep"])
         public = f"{base}/v1/users/{USER}/apps/{CLIENT}/public-keys"
         owner = f"{base}/v1/users/{USER}/apps/{CLIENT}/keypair"
         hello = f"{urls['hello']}/hello"
@@ -214,17 +234,23 @@ def main() -> int:
     return 0
 
 
-def register(client: httpx.Client, device_id: str) -> E.Device:
-    """The owner registers a device; returns it as senders address it."""
-    device = E.Device(user_id=USER, device_id=device_id,
-                      public_key=primitives.x25519_public_key(os.urandom(32)))
-    answer = client.put(f"/v1/users/{USER}/devices/{device_id}",
-                        json={"x25519": b64url_encode(device.public_key)}, headers=auth(USER))
+def register(client: httpx.Client, devices: list[str]) -> list[D.Device]:
+    """The owner signs and publishes a list of these devices; returns them as senders
+    address them."""
+    out = []
+    for device_id in devices:
+        x25519, mlkem768 = D.device_keys(D.generate_device_keys(os.urandom))
+        out.append(D.Device(user_id=USER, device_id=device_id, x25519=x25519,
+                            mlkem768=mlkem768))
+    listed = D.sign_device_list(owner_seed=OWNER_SEEDS[USER], user_id=USER, client_id=CLIENT,
+                                key_version=1, version=1, devices=out)
+    answer = client.put(f"/v1/users/{USER}/apps/{CLIENT}/devices",
+                        json=D.device_list_to_wire(listed), headers=auth(USER))
     answer.raise_for_status()
-    return device
+    return out
 
 
-def queue_reads(base: str, db: Path, shallow: E.Device, deep: E.Device,
+def queue_reads(base: str, db: Path, shallow: D.Device, deep: D.Device,
                 args: argparse.Namespace) -> dict[int, tuple[float, float]]:
     """Two devices, 10 and args.queued messages queued, read in interleaved rounds:
     per depth (median wrk -c1 latency in ms, median in-process read in ms)."""
@@ -238,13 +264,13 @@ def queue_reads(base: str, db: Path, shallow: E.Device, deep: E.Device,
     try:
         for _ in range(args.rounds):
             for depth, device in depths.items():
-                url = f"{base}/v1/users/{USER}/devices/{device.device_id}/messages?payload=omit"
+                url = f"{base}/v1/users/{USER}/apps/{CLIENT}/devices/{device.device_id}/messages"
                 wire[depth].append(wrk(url, connections=1, seconds=args.seconds,
                                        headers=auth(USER))[1])
                 started = time.perf_counter()
                 for _ in range(500):
-                    tables.queue(USER, device.device_id, now=int(time.time()), limit=8,
-                                 inline=False)
+                    tables.queue(USER, CLIENT, device.device_id, now=int(time.time()),
+                                 limit=8)
                 local[depth].append((time.perf_counter() - started) / 500 * 1000)
     finally:
         store.close()

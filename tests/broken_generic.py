@@ -35,9 +35,8 @@ def problem(status: int, slug: str, title: str, detail: str) -> bytes:
                     "detail": detail})
 
 
-DEVICES = re.compile(r"\A/v1/users/[^/]+/devices\Z")
-PAYLOAD = re.compile(r"\A/v1/users/[^/]+/devices/[^/]+/messages/[^/]+/payload\Z")
-ACK = re.compile(r"\A/v1/users/[^/]+/devices/[^/]+/messages/[^/]+/ack\Z")
+DEVICES = re.compile(r"\A/v1/users/[^/]+/apps/[^/]+/devices\Z")
+PAYLOAD = re.compile(r"\A/v1/users/[^/]+/apps/[^/]+/devices/[^/]+/messages/[^/]+/payload\Z")
 WRAP = re.compile(r"\A/v1/keystores/[^/]+/wrap\Z")
 PUBLIC_KEYS = re.compile(r"\A/v1/users/[^/]+/apps/[^/]+/public-keys\Z")
 
@@ -67,8 +66,9 @@ def _drop_header(name: bytes) -> Callable[[int, list[tuple[bytes, bytes]], bytes
 
 def unchecked_identifiers(status: int, headers: list[tuple[bytes, bytes]], body: bytes
                           ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """A user id outside the syntax is looked up instead of refused: an empty list."""
-    return 200, [(b"content-type", b"application/json")], compact({"devices": []})
+    """A user id outside the syntax is looked up instead of refused: no such list."""
+    return 404, [(b"content-type", b"application/problem+json")], problem(
+        404, "not-found", "Not found", "no device list for this user and application")
 
 
 def without_detail(status: int, headers: list[tuple[bytes, bytes]], body: bytes
@@ -80,13 +80,13 @@ def without_detail(status: int, headers: list[tuple[bytes, bytes]], body: bytes
 
 
 def chunked_limit_ignored(app: ASGIApp) -> ASGIApp:
-    """A chunked body to the ACK route is read to its end and parsed, whatever its
-    size: the limit holds only for bodies that declare a Content-Length."""
+    """A chunked body to the device-list route is read to its end and parsed, whatever
+    its size: the limit holds only for bodies that declare a Content-Length."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", []))
-        if scope["type"] == "http" and ACK.match(scope["path"]) and \
-                b"content-length" not in headers:
+        if scope["type"] == "http" and scope["method"] == "PUT" and \
+                DEVICES.match(scope["path"]) and b"content-length" not in headers:
             await read_request_body(receive)
             body = problem(400, "malformed", "Malformed request", "body is not a JSON object")
             await send({"type": "http.response.start", "status": 400, "headers": [
@@ -115,23 +115,23 @@ def any_media_type_on_wrap(app: ASGIApp) -> ASGIApp:
 VARIANTS = (
     GenericVariant(
         "no-allow-on-405", "405 answers on the devices route lack the Allow header",
-        ("common/users-devices/methods",),
+        ("common/users-apps-devices/methods",),
         _rewrite(lambda s, st: st == 405 and bool(DEVICES.match(s["path"])),
                  _drop_header(b"allow")), "Allow is None (API-11)"),
     GenericVariant(
-        "identifiers-unchecked", "a user id outside the identifier syntax lists no devices",
-        ("common/users-devices/identifiers",),
+        "identifiers-unchecked", "a user id outside the identifier syntax is looked up",
+        ("common/users-apps-devices/identifiers",),
         _rewrite(lambda s, st: st == 400 and s["method"] == "GET"
                  and bool(DEVICES.match(s["path"])), unchecked_identifiers),
-        "expected 400, got 200"),
+        "expected 400, got 404"),
     GenericVariant(
         "no-challenge-on-payload", "401 answers of the payload route lack WWW-Authenticate",
-        ("common/users-devices-messages-payload/get-authentication",),
+        ("common/users-apps-devices-messages-payload/get-authentication",),
         _rewrite(lambda s, st: st == 401 and bool(PAYLOAD.match(s["path"])),
                  _drop_header(b"www-authenticate")), "WWW-Authenticate: Bearer"),
     GenericVariant(
-        "chunked-limit-ignored", "chunked ACK bodies are parsed whatever their size",
-        ("common/users-devices-messages-ack/post-body",), chunked_limit_ignored,
+        "chunked-limit-ignored", "chunked device-list bodies are parsed whatever their size",
+        ("common/users-apps-devices/put-body",), chunked_limit_ignored,
         "chunked"),
     GenericVariant(
         "any-media-type-on-wrap", "the wrap route parses any content-type as JSON",

@@ -643,10 +643,12 @@ def _posted(t: Probe, label: str, size: int) -> tuple[Person, Handset, E.Sealed,
     return sender, phone, sealed, wire["message_id"]
 
 
-@check("envelope/payload/length-enforced", requirements=("ENV-26", "ENV-12"), needs=NEEDS)
+@check("envelope/payload/length-enforced", requirements=("ENV-26", "ENV-12", "API-5"),
+       needs=NEEDS)
 def payload_length_enforced(t: Probe) -> None:
     """Before its payload the message is not delivered; a payload one byte short or long
-    is refused (400, length); the exact one is taken (204) and a second upload refused
+    is refused (400, length), a declared length above max_payload_bytes at once (413),
+    another media type (415); the exact one is taken (204) and a second upload refused
     (409, replay)."""
     sender, phone, sealed, message_id = _posted(t, "upload", 3000)
     if read_queue(t, phone, what="GET the queue before the payload"):
@@ -656,6 +658,17 @@ def payload_length_enforced(t: Probe) -> None:
                        (sealed.payload + b"\x00", "one byte long")):
         t.expect_rejected(upload(t, sender, message_id, body), 400,
                           what=f"PUT a payload {what}", failure_class="length")
+    biggest = limits(t).get("max_payload_bytes")
+    if isinstance(biggest, int) and not isinstance(biggest, bool):
+        declared = t.send_declared_length(
+            "PUT", upload_path(sender.user_id, message_id),
+            {"authorization": f"Bearer {sender.user.token}", **OCTET}, declared=biggest + 1,
+            sent=b"", deadline_s=10.0)
+        t.expect_rejected(declared, 413, what="PUT a payload declaring max_payload_bytes + 1")
+    exchange = t.request("PUT", upload_path(sender.user_id, message_id),
+                         token=sender.user.token, headers={"content-type": "application/json"},
+                         body=sealed.payload)
+    t.expect_rejected(exchange, 415, what="PUT the payload as application/json")
     t.expect_status(upload(t, sender, message_id, sealed.payload), 204, what="PUT the payload")
     t.expect_rejected(upload(t, sender, message_id, sealed.payload), 409,
                       what="PUT the payload again", failure_class="replay")

@@ -400,7 +400,7 @@ def _register() -> None:
                           + ("; a valid token is validated with the account server, an "
                              "unclear answer is 503." if op.credential == ACCOUNT else
                              "."))))
-            if op.has_body and op.credential != REQUEST_BODY:
+            if "application/json" in op.body_media_types and op.credential != REQUEST_BODY:
                 check(f"{prefix}-body", requirements=("API-5", "API-12", "API-6", "API-2"),
                       needs=op_needs)(_named(body_check(op), (
                           f"{op.method} {op.path}: a body over {op.body_limit} is 413 "
