@@ -37,7 +37,8 @@ def test_every_route_and_operation_has_its_generic_checks() -> None:
         if op.credential == ACCOUNT:
             assert "{user_id}" in op.path, f"{op.method} {op.path}: whose token?"
         has_body = f"{prefix}/{op.method.lower()}-body" in ids
-        assert has_body == (op.has_body and op.credential != REQUEST_BODY), op
+        assert has_body == ("application/json" in op.body_media_types
+                            and op.credential != REQUEST_BODY), op
 
 
 def test_generic_checks_apply_to_the_flow_of_their_route() -> None:
