@@ -44,7 +44,11 @@ from keyflows.reference.common import (
 from keyflows.reference.config import Settings
 from keyflows.reference.envelope_store import EnvelopeTables, QueueFull, StoredRecord
 from keyflows.reference.limits import declared_length, quota_exceeded, read_body, too_large
-from keyflows.reference.payload_store import FilePayloadStore, PayloadStore
+from keyflows.reference.payload_store import (
+    DatabasePayloadStore,
+    FilePayloadStore,
+    PayloadStore,
+)
 from keyflows.reference.problems import Problem
 from keyflows.reference.store import canonical_json
 from keyflows.spec import envelope as E
@@ -102,12 +106,17 @@ def capabilities(settings: Settings) -> dict[str, object]:
 
 
 def setup(app: Starlette, svc: Services) -> None:
-    """The payload store beside the database; payloads no live message owns (a crash
+    """The payload store: files beside an SQLite database, rows in a PostgreSQL one (every
+    process serving it sees the same payloads). Payloads no live message owns (a crash
     between the payload's commit and the database's) are removed now."""
-    payloads = FilePayloadStore.beside(svc.settings.db_path)
+    payloads: PayloadStore = (DatabasePayloadStore(svc.store) if svc.settings.db_url
+                              else FilePayloadStore.beside(svc.settings.db_path))
     app.state.envelope_payloads = payloads
+    # Names first: a payload listed now belongs to a message that already exists, so a
+    # message another process accepts meanwhile never loses its payload.
+    names = list(payloads.names())
     live = svc.store.envelope().live_payloads()
-    for name in list(payloads.names()):
+    for name in names:
         if name not in live:
             payloads.delete(name)
 
@@ -117,8 +126,7 @@ def tables(request: Request) -> EnvelopeTables:
 
 
 def payload_store(request: Request) -> PayloadStore:
-    store = request.app.state.envelope_payloads
-    assert isinstance(store, FilePayloadStore)
+    store: PayloadStore = request.app.state.envelope_payloads
     return store
 
 

@@ -274,7 +274,8 @@ class EnvelopeTables:
             return ("absent", None)
         return (str(row[0]), str(row[1]) if row[0] == PENDING else None)
 
-    def complete_upload(self, message_id: str, commit: Callable[[], None]) -> bool:
+    def complete_upload(self, message_id: str,
+                        commit: Callable[[sqlite3.Connection], None]) -> bool:
         """Make a pending message ready: `commit` (the payload writer's) runs inside the
         transaction, so only one upload wins; False if another did first."""
         with self._write() as db:
@@ -282,7 +283,7 @@ class EnvelopeTables:
                              (message_id,)).fetchone()
             if row is None or row[0] != PENDING:
                 return False
-            commit()
+            commit(db)
             db.execute(f"UPDATE envelope_messages SET state = '{READY}' WHERE message_id = ?",
                        (message_id,))
             return True

@@ -8,8 +8,8 @@ weighted mix for --seconds:
 
   publish   PUT a first keypair for a new user (and so a log entry, HC-29)
   lookup    GET the public keys of a published user, or the owner GET of its record
-  send      POST an envelope to one to three registered devices
-  ack       GET a device's queue, open the first message as the device and ACK it
+  send      POST an envelope to one to three devices of signed device lists, PUT its payload
+  ack       GET a device's queue, its first message's payload, open it as the device, ACK it
   append    POST a new UID to the log
 
 Reported: requests and errors per kind, latency p50 / p99 per kind, the server's RSS
@@ -38,32 +38,28 @@ from bench_server import ACCOUNT_APP, free_port, wait_listening
 from keyflows.conformance.checks import hashchain as hc_checks
 from keyflows.conformance.clients import seal_with_application_key, to_json
 from keyflows.spec import envelope as E
+from keyflows.spec import envelope_devices as D
 from keyflows.spec import hashchain_v1chain as hc  # the log API the runner's checks use
-from keyflows.spec import primitives
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.hashchain_mute import map_localpart
 
 CLIENTS = 16
+CLIENTS_MAX = 64  # senders published in advance
 MIX = {"publish": 2, "lookup": 6, "send": 4, "ack": 3, "append": 1}
 JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
 class Device:
-    user_id: str
-    device_id: str
-    private: bytes
-
-    @property
-    def spec(self) -> E.Device:
-        return E.Device(user_id=self.user_id, device_id=self.device_id,
-                        public_key=primitives.x25519_public_key(self.private))
+    spec: D.Device
+    private: D.DevicePrivateKeys
 
 
 @dataclass
 class World:
     published: list[str] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
+    senders: dict[str, tuple[D.PublishedKeys, bytes]] = field(default_factory=dict)
     domain: str = ""
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -73,7 +69,8 @@ def token(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {user}-token"}
 
 
-async def timed(world: World, kind: str, expected: int, send: object) -> httpx.Response | None:
+async def timed(world: World, kind: str, expected: int | tuple[int, ...],
+                send: object) -> httpx.Response | None:
     started = time.perf_counter()
     try:
         answer: httpx.Response = await send  # type: ignore[misc]
@@ -81,7 +78,7 @@ async def timed(world: World, kind: str, expected: int, send: object) -> httpx.R
         world.errors[kind].append(f"{type(exc).__name__}: {exc}")
         return None
     world.latencies[kind].append((time.perf_counter() - started) * 1000)
-    if answer.status_code != expected:
+    if answer.status_code not in (expected if isinstance(expected, tuple) else (expected,)):
         world.errors[kind].append(f"{answer.status_code} {answer.text[:160]}")
         return None
     return answer
@@ -106,26 +103,39 @@ async def lookup(c: httpx.AsyncClient, world: World) -> None:
 
 async def send(c: httpx.AsyncClient, world: World, sender: str) -> None:
     targets = random.sample(world.devices, random.randint(1, 3))
-    sealed = E.seal(os.urandom(random.choice((64, 1024, 16384))), sender=sender,
-                    recipients=[d.spec for d in targets], random=os.urandom)
-    await timed(world, "send", 201, c.post(f"/v1/users/{sender}/messages",
-                                           content=json.dumps(E.envelope_to_wire(
-                                               sealed.envelope)),
-                                           headers={**token(sender), **JSON}))
+    published, x25519_private = world.senders[sender]
+    sealed = E.seal(os.urandom(random.choice((64, 1024, 16384))), suite=E.SUITE_X25519,
+                    recipients=[d.spec for d in targets], random=os.urandom,
+                    sender=E.SenderKeys(user_id=sender, client_id="app",
+                                        key_version=published.key_version,
+                                        x25519_private=x25519_private))
+    posted = await timed(world, "send", 201, c.post(f"/v1/users/{sender}/apps/app/messages",
+                                                    content=E.envelope_json(sealed.envelope),
+                                                    headers={**token(sender), **JSON}))
+    if posted is not None:
+        await timed(world, "send", 204, c.put(
+            f"/v1/users/{sender}/apps/app/messages/{posted.json()['message_id']}/payload",
+            content=sealed.payload,
+            headers={**token(sender), "Content-Type": "application/octet-stream"}))
 
 
 async def ack(c: httpx.AsyncClient, world: World) -> None:
     device = random.choice(world.devices)
-    base = f"/v1/users/{device.user_id}/devices/{device.device_id}/messages"
-    page = await timed(world, "ack", 200, c.get(base, headers=token(device.user_id)))
+    user_id, device_id = device.spec.user_id, device.spec.device_id
+    base = f"/v1/users/{user_id}/apps/app/devices/{device_id}/messages"
+    page = await timed(world, "ack", 200, c.get(base, headers=token(user_id)))
     if page is None or not page.json()["messages"]:
         return
-    record = page.json()["messages"][0]
-    opened = E.open_delivery(E.parse_delivery(record), user_id=device.user_id,
-                             device_id=device.device_id, device_private=device.private)
-    await timed(world, "ack", 200, c.post(f"{base}/{record['message_id']}/ack",
-                                          json=E.ack_to_wire(opened.keys.mac_key),
-                                          headers=token(device.user_id)))
+    delivery = E.parse_delivery(page.json()["messages"][0])
+    message_id = b64url_encode(delivery.header.message_id)
+    # 404: another client, acting as the same device, acknowledged it meanwhile.
+    payload = await timed(world, "ack", (200, 404), c.get(f"{base}/{message_id}/payload",
+                                                          headers=token(user_id)))
+    if payload is None or payload.status_code == 404:
+        return
+    E.open_delivery(delivery, payload.content, user_id=user_id, device_id=device_id,
+                    device=device.private, sender=world.senders[delivery.header.sender][0])
+    await timed(world, "ack", 204, c.post(f"{base}/{message_id}/ack", headers=token(user_id)))
 
 
 async def append(c: httpx.AsyncClient, world: World, label: str) -> None:
@@ -167,13 +177,38 @@ async def setup(base: str, world: World) -> None:
         world.domain = caps["hashchain"]["domains"][0]
         for i in range(8):
             await publish(c, world, f"soak-seed-{i}")
-        for i in range(12):
-            device = Device(f"soak-owner-{i % 4}", f"dev-{i}", os.urandom(32))
-            answer = await c.put(f"/v1/users/{device.user_id}/devices/{device.device_id}",
-                                 json={"x25519": b64url_encode(device.spec.public_key)},
-                                 headers=token(device.user_id))
+        for number in range(CLIENTS_MAX):
+            sender = f"soak-sender-{number}"
+            sealed = seal_with_application_key(sender, "app", 1)
+            answer = await c.put(f"/v1/users/{sender}/apps/app/keypair",
+                                 content=to_json(sealed.record),
+                                 headers={**token(sender), **JSON})
             answer.raise_for_status()
-            world.devices.append(device)
+            view = (await c.get(f"/v1/users/{sender}/apps/app/public-keys")).json()
+            world.senders[sender] = (D.published_keys_of(view, user_id=sender,
+                                                          client_id="app"),
+                                     sealed.private.x25519)
+        for owner in range(4):
+            user_id = f"soak-owner-{owner}"
+            sealed = seal_with_application_key(user_id, "app", 1)
+            answer = await c.put(f"/v1/users/{user_id}/apps/app/keypair",
+                                 content=to_json(sealed.record),
+                                 headers={**token(user_id), **JSON})
+            answer.raise_for_status()
+            devices = []
+            for i in range(3):
+                keys = D.generate_device_keys(os.urandom)
+                x25519, mlkem768 = D.device_keys(keys)
+                devices.append(Device(D.Device(user_id=user_id, device_id=f"dev-{i}",
+                                               x25519=x25519, mlkem768=mlkem768), keys))
+            listed = D.sign_device_list(owner_seed=sealed.private.ed25519_seed,
+                                        user_id=user_id, client_id="app", key_version=1,
+                                        version=1, devices=[d.spec for d in devices])
+            answer = await c.put(f"/v1/users/{user_id}/apps/app/devices",
+                                 content=json.dumps(D.device_list_to_wire(listed)),
+                                 headers={**token(user_id), **JSON})
+            answer.raise_for_status()
+            world.devices.extend(devices)
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -195,6 +230,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=CLIENTS)
     args = parser.parse_args()
+    if args.clients > CLIENTS_MAX:
+        parser.error(f"at most {CLIENTS_MAX} clients")
     import subprocess
     with tempfile.TemporaryDirectory(prefix="keyflows-soak-") as name:
         tmp = Path(name)

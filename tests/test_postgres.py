@@ -31,12 +31,13 @@ from servers import AccountServer, start_account_server
 from keyflows.conformance.clients import seal_with_application_key, to_json
 from keyflows.conformance.embedded import server_arguments
 from keyflows.reference.limits import RateLimiter
+from keyflows.reference.payload_store import DatabasePayloadStore
 from keyflows.reference.postgres import translate
 from keyflows.reference.store import Store
 from keyflows.spec import envelope as E
-from keyflows.spec import primitives
+from keyflows.spec import envelope_devices as D
 from keyflows.spec import session_challenge as sc
-from keyflows.spec.encoding import b64url_encode
+from keyflows.spec.drbg import unrecorded
 from keyflows.spec.limits import Rate
 
 pytestmark = pytest.mark.slow  # a PostgreSQL cluster and server processes
@@ -80,16 +81,21 @@ def test_the_stores_on_postgresql(cluster: Cluster) -> None:
         assert store.get_keypair("a", "app") == '{"k":2}'
         assert store.list_apps("a") == [("B", 1), ("app", 1)]  # bytewise, as SQLite sorts
         assert store.delete_keypair("a", "B", lambda live: None)
-        tables = store.envelope()
-        assert tables.put_device("a", "d1", "key", max_devices=4) == "created"
-        payload = json.dumps({"nonce": "Tk9OQ0U", "ciphertext": "Q0lQSEVS"})
-        tables.put_message(message_id="m1", sender="b", payload=payload, digest=b"\x00\xff",
-                           entries=[("a", "d1", "{}")], received_at=1, expires_at=10**10,
-                           quotas={"queue-per-device": 5, "queue-per-sender": 5})
-        rows, more = tables.queue("a", "d1", now=2, limit=8, inline=False)
-        assert [(r.message_id, r.payload, r.digest) for r in rows] == [
-            ("m1", '{"nonce":"Tk9OQ0U"}', b"\x00\xff")] and not more
-        assert tables.payload_ciphertext("a", "d1", "m1", now=2) == "Q0lQSEVS"
+        payloads = DatabasePayloadStore(store)
+        pieces = [os.urandom(900_000) for _ in range(3)]  # three rows of 1 MiB at most
+        with payloads.writer("m1") as writer:
+            for piece in pieces:
+                writer.write(piece)
+            with store.write() as tx:
+                writer.commit(tx)
+        reader = payloads.reader("m1")
+        assert reader is not None and reader.size == 2_700_000
+        with reader:
+            assert b"".join(iter(lambda: reader.read(65536), b"")) == b"".join(pieces)
+        assert list(payloads.names()) == ["m1"]
+        payloads.delete("m1")
+        assert payloads.reader("m1") is None
+        assert store.envelope().queue("a", "app", "d1", now=2, limit=8) == ([], False)
         limiter = RateLimiter(store, {"x": Rate(2, 60)}, clock=lambda: 1000.0)
         assert [limiter.take(("x", "k")).admitted for _ in range(3)] == [True, True, False]
     finally:
@@ -277,25 +283,53 @@ def test_one_log_under_concurrent_appends(shared: tuple[Server, Server],
 def test_a_payload_posted_through_one_is_read_through_the_other(
         shared: tuple[Server, Server], account: AccountServer) -> None:
     a, b = shared
-    private = os.urandom(32)
-    device = E.Device(user_id="pg-bob", device_id="phone",
-                      public_key=primitives.x25519_public_key(private))
-    message = os.urandom((1 << 20) - 64)  # the largest ciphertext the server takes
-    sealed = E.seal(message, sender="pg-alice", recipients=[device], random=os.urandom)
+    sender, owner = seal_with_application_key("pg-alice", "app", 1), \
+        seal_with_application_key("pg-bob", "app", 1)
+    device_keys = D.generate_device_keys(os.urandom)
+    x25519, mlkem768 = D.device_keys(device_keys)
+    device = D.Device(user_id="pg-bob", device_id="phone", x25519=x25519, mlkem768=mlkem768)
+    listed = D.sign_device_list(owner_seed=owner.private.ed25519_seed, user_id="pg-bob",
+                                client_id="app", key_version=1, version=1, devices=[device])
+    message = os.urandom(3 << 20)  # several chunks and database rows
+    sealed = E.seal(message, suite=E.SUITE_HYBRID, recipients=[device],
+                    random=unrecorded(os.urandom),
+                    sender=E.SenderKeys(user_id="pg-alice", client_id="app", key_version=1,
+                                        x25519_private=sender.private.x25519))
     with httpx.Client(trust_env=False, timeout=60) as client:
-        put = client.put(f"{a.url}/v1/users/pg-bob/devices/phone",
-                         json={"x25519": b64url_encode(device.public_key)},
+        for user, sealed_record in (("pg-alice", sender), ("pg-bob", owner)):
+            put = client.put(f"{a.url}/v1/users/{user}/apps/app/keypair",
+                             content=to_json(sealed_record.record),
+                             headers=owner_headers(account, user))
+            assert put.status_code == 201, put.text
+        put = client.put(f"{b.url}/v1/users/pg-bob/apps/app/devices",
+                         content=json.dumps(D.device_list_to_wire(listed)),
                          headers=owner_headers(account, "pg-bob"))
-        assert put.status_code == 201
-        post = client.post(f"{a.url}/v1/users/pg-alice/messages",
-                           content=json.dumps(E.envelope_to_wire(sealed.envelope)),
+        assert put.status_code == 201, put.text
+        post = client.post(f"{a.url}/v1/users/pg-alice/apps/app/messages",
+                           content=E.envelope_json(sealed.envelope),
                            headers=owner_headers(account, "pg-alice"))
         assert post.status_code == 201, post.text
-        message_id = b64url_encode(sealed.envelope.message_id)
-        raw = client.get(f"{b.url}/v1/users/pg-bob/devices/phone/messages/{message_id}/payload",
-                         headers=owner_headers(account, "pg-bob"))
-        assert raw.status_code == 200
-        assert raw.content == sealed.envelope.payload.ciphertext
+        message_id = post.json()["message_id"]
+        upload = client.put(f"{b.url}/v1/users/pg-alice/apps/app/messages/{message_id}/payload",
+                            content=sealed.payload,
+                            headers={**owner_headers(account, "pg-alice"),
+                                     "Content-Type": "application/octet-stream"})
+        assert upload.status_code == 204, upload.text
+        queue = f"/v1/users/pg-bob/apps/app/devices/phone/messages/{message_id}"
+        record = client.get(a.url + queue, headers=owner_headers(account, "pg-bob"))
+        assert record.status_code == 200, record.text
+        raw = client.get(f"{a.url}{queue}/payload", headers=owner_headers(account, "pg-bob"))
+        assert raw.status_code == 200 and raw.content == sealed.payload
+        view = client.get(f"{b.url}/v1/users/pg-alice/apps/app/public-keys").json()
+        published = D.published_keys_of(view, user_id="pg-alice", client_id="app")
+        opened = E.open_delivery(E.parse_delivery(record.json()), raw.content,
+                                 user_id="pg-bob", device_id="phone", device=device_keys,
+                                 sender=published)
+        assert opened.plaintext == message
+        ack = client.post(f"{b.url}{queue}/ack", headers=owner_headers(account, "pg-bob"))
+        assert ack.status_code == 204
+        gone = client.get(f"{a.url}{queue}/payload", headers=owner_headers(account, "pg-bob"))
+        assert gone.status_code == 404
 
 
 def test_rate_limits_and_single_use_values_are_shared(shared: tuple[Server, Server],

@@ -18,7 +18,12 @@ from jsonschema import Draft202012Validator
 from servers import AccountServer, RunningServer, start_account_server, start_reference_server
 
 from keyflows.reference import envelope as routes
-from keyflows.reference.payload_store import FilePayloadStore
+from keyflows.reference.payload_store import (
+    DatabasePayloadStore,
+    FilePayloadStore,
+    PayloadStore,
+)
+from keyflows.reference.store import Store
 from keyflows.spec import envelope as E
 from keyflows.spec import envelope_devices as D
 from keyflows.spec import envelope_stream as S
@@ -330,7 +335,7 @@ def test_orphaned_payload_files_are_swept_at_start(account: AccountServer,
     store = FilePayloadStore.beside(db)
     with store.writer("orphan") as writer:
         writer.write(b"bytes no message owns")
-        writer.commit()
+        writer.commit(None)  # type: ignore[arg-type]  # files take no transaction
     partial = store.directory / "other.partial-0123456789abcdef"
     partial.write_bytes(b"an upload a crash cut short")
     second = start_reference_server(account.url, db)
@@ -341,25 +346,81 @@ def test_orphaned_payload_files_are_swept_at_start(account: AccountServer,
         second.stop()
 
 
-def test_payload_store_round_trip(tmp_path: Path) -> None:
-    store = FilePayloadStore(tmp_path / "p")
-    assert oct((tmp_path / "p").stat().st_mode & 0o777) == "0o700"
+@pytest.fixture(params=["file", "database"])
+def payload_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
+        tuple[PayloadStore, Store]]:
+    db = Store.open(tmp_path / "keys.db")
+    store: PayloadStore = (FilePayloadStore(tmp_path / "p") if request.param == "file"
+                           else DatabasePayloadStore(db))
+    yield store, db
+    db.close()
+
+
+def test_payload_store_round_trip(payload_backend: tuple[PayloadStore, Store]) -> None:
+    store, db = payload_backend
+    pieces = [os.urandom(700_000) for _ in range(3)]  # crosses the database's 1 MiB rows
     with store.writer("m1") as writer:
-        for _ in range(3):
-            writer.write(b"x" * 70_000)
+        for piece in pieces:
+            writer.write(piece)
         assert store.reader("m1") is None  # not visible before commit
-        writer.commit()
+        with db.write() as tx:
+            writer.commit(tx)
     reader = store.reader("m1")
     assert reader is not None
     with reader:
-        assert reader.size == 210_000
-        assert len(reader.read(300_000)) == 210_000 and reader.read(10) == b""
-    assert oct((tmp_path / "p" / "m1").stat().st_mode & 0o777) == "0o600"
+        assert reader.size == 2_100_000
+        read = b""
+        while piece := reader.read(300_000):
+            assert len(piece) <= 300_000
+            read += piece
+        assert read == b"".join(pieces)
     with store.writer("m2") as aborted:
         aborted.write(b"y")
     assert set(store.names()) == {"m1"}
     store.delete("m1")
     store.delete("m1")
-    assert store.reader("m1") is None
+    assert store.reader("m1") is None and set(store.names()) == set()
     with pytest.raises(ValueError):
         store.writer("../escape")
+
+
+def test_file_payloads_are_private(tmp_path: Path) -> None:
+    store = FilePayloadStore(tmp_path / "p")
+    assert oct((tmp_path / "p").stat().st_mode & 0o777) == "0o700"
+    with store.writer("m1") as writer:
+        writer.write(b"x")
+        writer.commit(None)  # type: ignore[arg-type]  # files take no transaction
+    assert oct((tmp_path / "p" / "m1").stat().st_mode & 0o777) == "0o600"
+
+
+def test_database_payloads_leave_no_rows_behind(tmp_path: Path) -> None:
+    db = Store.open(tmp_path / "keys.db")
+    try:
+        clock = [1_000_000.0]
+        store = DatabasePayloadStore(db, clock=lambda: clock[0])
+        with store.writer("m1") as writer:
+            writer.write(os.urandom(3 << 20))
+            with db.write() as tx:
+                writer.commit(tx)
+        with store.writer("m1") as replacing:  # a second commit under one name replaces
+            replacing.write(b"z")
+            with db.write() as tx:
+                replacing.commit(tx)
+        reader = store.reader("m1")
+        assert reader is not None and reader.size == 1 and reader.read(5) == b"z"
+        store.writer("cut-short").write(os.urandom(1 << 20))  # a crash: neither end
+        with store.writer("aborted") as aborted:
+            aborted.write(os.urandom(1 << 20))
+
+        def count(table: str) -> int:
+            return int(db.read(lambda tx: tx.execute(
+                f"SELECT count(*) FROM {table}").fetchone()[0]))
+        assert count("envelope_payload_chunks") == 2  # m1's one row, the cut-short one
+        DatabasePayloadStore(db, clock=lambda: clock[0] + 3600)  # not stale yet
+        assert count("envelope_payload_chunks") == 2
+        DatabasePayloadStore(db, clock=lambda: clock[0] + 2 * 86400)
+        assert count("envelope_payload_chunks") == 1 and count("envelope_payload_uploads") == 1
+        store.delete("m1")
+        assert count("envelope_payload_chunks") == 0 and count("envelope_payloads") == 0
+    finally:
+        db.close()
