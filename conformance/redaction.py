@@ -143,9 +143,19 @@ def mask_members(text: str) -> str:
         lambda m: f'"{m.group(1)}"{m.group(2)}"<redacted {len(m.group(3))} chars>"', text)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters (but tab and newline) as visible escapes: a server's answer
+    must not repaint the terminal, corrupt an XML report or hide text behind a CR."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+
+
 def redact_text(text: str) -> str:
-    """Members masked by name, then every known secret value removed wherever it is."""
-    return SECRETS.redact(mask_members(text))
+    """Members masked by name, every known secret value removed wherever it is, and
+    control characters escaped: the form of any server-made text the runner prints."""
+    return escape_controls(SECRETS.redact(mask_members(text)))
 
 
 def redact_authorization(value: str) -> str:

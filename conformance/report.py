@@ -6,12 +6,13 @@ Traces in reports are redacted exactly like the terminal output.
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from keyflows.conformance.redaction import redact_text
+from keyflows.conformance.redaction import escape_controls, redact_text
 from keyflows.conformance.registry import FLOWS
 from keyflows.conformance.runner import ERRORED, FAILED, SKIPPED, Result, summarize
 from keyflows.conformance.trace import format_with_side_calls
@@ -59,7 +60,7 @@ def json_report(results: list[Result], *, target: str, mode: str,
         "target": target,
         "mode": mode,
         "runner": {"name": "keyflows-conformance", "version": keyflows_version()},
-        "capabilities": capabilities,
+        "capabilities": finite(capabilities),
         "duration_s": round(duration_s, 3),
         "stopped_early": stop_reason or None,
         "summary": summarize(results),
@@ -67,10 +68,23 @@ def json_report(results: list[Result], *, target: str, mode: str,
     }
 
 
+def finite(value: Any) -> Any:
+    """The value with NaN and infinities (which a server may send and Python parses, but
+    JSON has not) as strings, so the report is JSON any parser reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, report: dict[str, Any]) -> None:
     """Write atomically: a reader never sees half a report, even after Ctrl-C."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    partial.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + "\n",
+                       encoding="utf-8")
     partial.replace(path)
 
 
@@ -129,5 +143,9 @@ def _details(result: Result) -> str:
 
 def write_junit(path: Path, results: list[Result], *, target: str) -> None:
     tree = junit_xml(results, target=target)
+    for element in tree.iter():  # XML 1.0 has no place for most control characters
+        element.text = escape_controls(element.text) if element.text else element.text
+        for key, value in element.attrib.items():
+            element.set(key, escape_controls(value))
     ET.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)

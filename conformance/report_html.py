@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from keyflows.conformance.redaction import escape_controls
 from keyflows.conformance.registry import FLOWS
+from keyflows.conformance.report import finite
 from keyflows.conformance.runner import ERRORED, FAILED, PASSED, SKIPPED, STATUSES, Result
 from keyflows.spec.requirements import registry
 
@@ -88,7 +90,7 @@ dl { margin: 6px 0; } dt { font-weight: 600; margin-top: 6px; } dd { margin: 2px
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(escape_controls(str(value)), quote=True)
 
 
 def counts_by_flow(checks: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -178,7 +180,7 @@ def render(report: dict[str, Any], results: list[Result], *, docs_url: str | Non
     runner = report.get("runner", {})
     headline = (f"{summary[PASSED]} passed, {summary[FAILED]} failed, {summary[SKIPPED]} "
                 f"skipped, {summary[ERRORED]} errored")
-    data = json.dumps(report).replace("</", "<\\/")
+    data = json.dumps(finite(report), allow_nan=False).replace("</", "<\\/")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

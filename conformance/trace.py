@@ -15,6 +15,7 @@ from typing import Any
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.redaction import (
     SECRET_HEADERS,
+    escape_controls,
     redact_authorization,
     redact_text,
 )
@@ -77,7 +78,7 @@ def format_exchange(exchange: Exchange, indent: str = "  ") -> str:
     else:
         lines.append(f"{back} (no answer: {exchange.error or 'none'})")
     lines.append(f"  ({exchange.elapsed_ms:.1f} ms)")
-    return "\n".join(indent + line for line in lines)
+    return "\n".join(indent + escape_controls(line) for line in lines)
 
 
 def party_name(exchange: Exchange) -> str:

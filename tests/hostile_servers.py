@@ -7,6 +7,9 @@
   (so every check runs into the body cap).
 - `gone`: answers GET /v1/capabilities like a key server, then closes every other
   connection without a word (a server that died after start-up).
+- `weird`: capabilities with NaN and control characters; every other answer a problem
+  whose bytes are control characters, escape sequences and invalid UTF-8 (the reports
+  must still parse, the terminal must not be repainted).
 
 Each runs on 127.0.0.1 in daemon threads: `with hostile("drip") as url: ...`.
 Also a command: `python tests/hostile_servers.py drip --port 8081` (for a soak run).
@@ -31,6 +34,10 @@ CAPABILITIES = json.dumps({
     "limits": {"max_body_bytes": 65536},
     "auth": {"scheme": "bearer", "account_server": "validate"}}).encode()
 HUNDRED_MB = 100 * 1000 * 1000
+WEIRD_CAPABILITIES = (rb'{"profile":"v1","spec_version":"1\u0000","flows":["keypair-publication",'
+                      rb'"\u001b[2J"],"limits":{"max_body_bytes":NaN},"x":Infinity}')
+WEIRD_PROBLEM = (rb'{"type":"urn:keyflows:problem:malformed","title":"\u0001\u0007",'
+                 rb'"status":400,"detail":"\u001b[31mred\u0000 \ud800"}' + b"\x01\xff\x1b[2J")
 
 
 def read_head(sock: socket.socket) -> bytes:
@@ -97,6 +104,14 @@ class _Handler(socketserver.BaseRequestHandler):
         else:
             self._huge(sock, head)
 
+    def _weird(self, sock: socket.socket, head: bytes) -> None:
+        if head.startswith(b"GET /v1/capabilities "):
+            sock.sendall(response_head("200 OK", len(WEIRD_CAPABILITIES))
+                         + WEIRD_CAPABILITIES)
+        else:
+            sock.sendall(response_head("400 \x01Bad\x7f", len(WEIRD_PROBLEM),
+                                       "application/problem+json") + WEIRD_PROBLEM)
+
     def _gone(self, sock: socket.socket, head: bytes) -> None:
         if head.startswith(b"GET /v1/capabilities "):
             sock.sendall(response_head("200 OK", len(CAPABILITIES)) + CAPABILITIES)
@@ -125,7 +140,7 @@ def hostile(kind: str, *, interval: float = 3.0, size: int = HUNDRED_MB,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=("drip", "huge", "huge-answers", "gone"))
+    parser.add_argument("kind", choices=("drip", "huge", "huge-answers", "gone", "weird"))
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--interval", type=float, default=3.0)
     parser.add_argument("--size", type=int, default=HUNDRED_MB)

@@ -113,6 +113,19 @@ def test_a_server_that_dies_stops_the_run(tmp_path: Path) -> None:
     assert done.stdout.count("cannot reach") <= 3  # one check's error, not one per check
 
 
+def test_control_characters_and_nan_leave_the_reports_parseable(tmp_path: Path) -> None:
+    with hostile("weird") as url:
+        done, _, _ = run_keyflows("--base-url", url, "--report-html",
+                                  str(tmp_path / "r.html"), *reports(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    json.loads((tmp_path / "r.json").read_text(),
+               parse_constant=lambda name: pytest.fail(f"{name} in the JSON report"))
+    read_reports(tmp_path)
+    for text in (done.stdout, (tmp_path / "r.html").read_text()):
+        assert "\x1b[2J" not in text and "\x00" not in text and "\x01" not in text
+
+
 def test_run_deadline_reports_the_rest_as_not_run(tmp_path: Path) -> None:
     with hostile("drip", interval=0.2) as url:
         done, elapsed, _ = run_keyflows("--base-url", url, "--request-deadline", "30",
