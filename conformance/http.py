@@ -12,6 +12,7 @@ probe how a server parses paths.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import threading
@@ -33,6 +34,9 @@ BODY_CAP_SLACK = 1 << 20
 USER_AGENT = "keyflows-conformance"
 _RECV_SIZE = 65536
 _MAX_IDLE = 16
+MAX_IDLE_REUSE_S = 1.0
+"""A kept-alive connection idle longer than this is not reused: servers close idle
+connections (after idle_timeout_seconds), and a request racing that close is lost."""
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 # Characters sent as they are in a request target; anything else is percent-encoded.
 _TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7f))
@@ -169,6 +173,7 @@ class _Connection:
         self.sock = sock
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
         self.reused = False
+        self.idle_since = 0.0
         self.received = 0
         """Bytes received for the current request (0: the server said nothing)."""
 
@@ -224,6 +229,7 @@ class HttpClient:
         self.run_deadline = run_deadline
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
+        self.max_idle_reuse = MAX_IDLE_REUSE_S
 
     def close(self) -> None:
         with self._lock:
@@ -256,18 +262,25 @@ class HttpClient:
             raise
 
     def _checkout(self, deadline: float) -> _Connection:
-        with self._lock:
-            if self._idle:
-                conn = self._idle.pop()
-                conn.reused = True
-                return conn
-        return self._connect(deadline)
+        """A live kept-alive connection (not idle too long, not closed by the server: a
+        closed socket reads as ready), else a new one."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._connect(deadline)
+            if time.monotonic() - conn.idle_since > self.max_idle_reuse or _readable(conn):
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
 
     def _checkin(self, conn: _Connection) -> None:
         if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
             try:
                 conn.h11.start_next_cycle()
                 conn.received = 0
+                conn.idle_since = time.monotonic()
             except h11.LocalProtocolError:
                 conn.close()
                 return
@@ -343,7 +356,10 @@ class HttpClient:
         try:
             for attempt in range(1 if fresh else 2):
                 try:
-                    conn = self._connect(deadline) if fresh else self._checkout(deadline)
+                    # A retry (after a kept-alive connection turned out closed) always
+                    # takes a new connection.
+                    conn = self._connect(deadline) if fresh or attempt \
+                        else self._checkout(deadline)
                 except (OSError, ssl.SSLError) as exc:
                     self._fail(exchange, exc, deadline)
                 try:
@@ -466,6 +482,16 @@ class HttpClient:
             else:  # PAUSED: the other side started something we did not ask for
                 exchange.response_body = bytes(body)
                 return
+
+
+def _readable(conn: _Connection) -> bool:
+    """An idle connection with something to read has been closed (or spoken on) by the
+    server: it cannot carry the next request."""
+    try:
+        ready, _, _ = select.select([conn.sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
 
 
 class _StaleConnection(Exception):

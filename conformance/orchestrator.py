@@ -133,6 +133,11 @@ def discover(session: Session) -> None:
     if isinstance(body, dict):
         session.capabilities = body
         session.http.body_cap = body_cap(body)
+        limits = body.get("limits")
+        idle = limits.get("idle_timeout_seconds") if isinstance(limits, dict) else None
+        if isinstance(idle, int | float) and not isinstance(idle, bool) and idle > 0:
+            # Reuse a kept-alive connection only well within the server's idle deadline.
+            session.http.max_idle_reuse = min(session.http.max_idle_reuse, idle / 2)
     else:
         session.capabilities_problem = f"GET /v1/capabilities answered {describe(exchange)}"
 
