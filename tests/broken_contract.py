@@ -208,6 +208,53 @@ def base64_of_any_text(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(encoding, "b64url_decode", decode)
 
 
+def unread_get_bodies(app: ASGIApp) -> ASGIApp:
+    """Hands GET requests to the app without their body (as a proxy might)."""
+    async def middleware(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            scope = dict(scope, headers=[(k, v) for k, v in scope["headers"]
+                                         if k.lower() not in (b"content-length",
+                                                              b"transfer-encoding")])
+
+            async def empty() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            await app(scope, empty, send)
+            return
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def strict_media_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuses application/json with any parameter but charset."""
+    from keyflows.reference import common
+    from keyflows.reference.problems import Problem
+
+    original = common.check_json_content_type
+
+    def check(request: Any) -> None:
+        for param in request.headers.get("content-type", "").split(";")[1:]:
+            if param.split("=")[0].strip().lower() != "charset":
+                raise Problem("unsupported-media-type", "unknown parameter")
+        original(request)
+
+    monkeypatch.setattr(common, "check_json_content_type", check)
+
+
+def change_without_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads change["type"] before checking that change is an object with a type."""
+    from keyflows.spec import keypair_publication as kp
+
+    original = kp.parse_change
+
+    def parse_change(obj: Any) -> Any:
+        obj["type"]  # {} -> KeyError, a 500
+        return original(obj)
+
+    monkeypatch.setattr(kp, "parse_change", parse_change)
+
+
 def without_location(app: ASGIApp) -> ASGIApp:
     async def rewrite(scope: Scope, request_body: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes
@@ -295,6 +342,12 @@ VARIANTS = (
                     "common/signatures/strict-ed25519", patch=small_order_ed25519_keys),
     ContractVariant("base64-500", "answers 500 to a non-ASCII base64url value",
                     "common/encoding/non-ascii-rejected", patch=base64_of_any_text),
+    ContractVariant("unread-get-bodies", "never reads the body of a GET",
+                    "common/limits/body-on-bodiless", wrapper=unread_get_bodies),
+    ContractVariant("strict-media-parameters", "refuses application/json with a parameter",
+                    "common/media/charset", patch=strict_media_parameters),
+    ContractVariant("change-without-type", "answers 500 to a change object without a type",
+                    "common/errors/nested-shapes", patch=change_without_type),
     ContractVariant("no-retry-after", "answers 429 without Retry-After",
                     "common/limits/retry-after",
                     wrapper=without_header(b"retry-after", path_part="/session-challenges")),

@@ -154,8 +154,9 @@ def integers(t: Probe) -> None:
 
 @check("common/media/charset", requirements=("API-12",))
 def charset(t: Probe) -> None:
-    """application/json is accepted with charset utf-8 in any case and quoting, and
-    refused with 415 with any other charset; nothing is stored by a refused PUT."""
+    """application/json is accepted with charset utf-8 in any case and quoting, and with
+    other parameters, and refused with 415 with any other charset; nothing is stored by a
+    refused PUT."""
     user = t.user("charset")
     sealed = seal_with_application_key(user.user_id, CLIENT, 1)
     path = keypair_path(user.user_id, CLIENT)
@@ -171,6 +172,13 @@ def charset(t: Probe) -> None:
     t.expect_status(exchange, 201, what='PUT a valid record as Application/JSON; '
                                         'Charset="UTF-8"')
     expect_stored(t, user, CLIENT, sealed.record, what="the record after the PUT")
+    second = t.user("charset-param")
+    record = seal_with_application_key(second.user_id, CLIENT, 1)
+    exchange = t.request("PUT", keypair_path(second.user_id, CLIENT), token=second.token,
+                         headers={"content-type": "application/json; profile=keyflows"},
+                         body=record.body)
+    t.expect_status(exchange, 201, what="PUT a valid record as application/json with a "
+                                        "parameter other than charset")
 
 
 # --- paths ---------------------------------------------------------------------------------
@@ -515,4 +523,48 @@ def non_ascii_base64(t: Probe) -> None:
                                  token=user.token)
         t.expect_rejected(exchange, 400, what=f"PUT a record whose {field} has a non-ASCII "
                                               "letter", failure_class="decode")
+    expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
+
+
+@check("common/limits/body-on-bodiless", requirements=("API-5", "API-18"))
+def body_on_bodiless(t: Probe) -> None:
+    """A request that has no body by definition (GET) but carries one over max_body_bytes
+    is refused with 413 like any other: public routes at once, owner routes after the
+    credential."""
+    caps = t.session.capabilities or {}
+    limit = (caps.get("limits") or {}).get("max_body_bytes")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        t.fail("the capabilities do not advertise limits.max_body_bytes (API-7)",
+               expected="an integer >= 1", actual=repr(limit))
+    owner, _ = owner_with_record(t, "bodiless")
+    body = b" " * (limit + 1)
+    for path, token in (("/v1/capabilities", None), (apps_path(owner.user_id), None),
+                        (f"/v1/users/{owner.user_id}/apps/{CLIENT}/public-keys", None),
+                        (keypair_path(owner.user_id, CLIENT), owner.token)):
+        exchange = t.request("GET", path, token=token, headers=JSON_HEADERS, body=body)
+        t.expect_rejected(exchange, 413, what=f"GET {path} with a {limit + 1}-byte body")
+
+
+@check("common/errors/nested-shapes", requirements=("API-6",))
+def nested_shapes(t: Probe) -> None:
+    """A nested member of the wrong shape (an empty object, or a list holding the name of
+    the member the object should have) is refused with 400 (decode), never a 5xx, and
+    nothing is stored."""
+    user = t.user("shapes")
+    record = seal_with_application_key(user.user_id, CLIENT, 1).record
+    variants = {
+        "encrypted_private_keys.kek {}": ("encrypted_private_keys", "kek", {}),
+        'encrypted_private_keys.kek ["method"]': ("encrypted_private_keys", "kek", ["method"]),
+        "change {}": (None, "change", {}),
+        'change ["type"]': (None, "change", ["type"]),
+    }
+    for label, (outer, member, value) in variants.items():
+        bad = dict(record)
+        if outer is None:
+            bad[member] = value
+        else:
+            bad[outer] = dict(record[outer], **{member: value})
+        exchange = t.put_keypair(user.user_id, CLIENT, bad, token=user.token)
+        t.expect_rejected(exchange, 400, what=f"PUT a record with {label}",
+                          failure_class="decode")
     expect_absent(t, user, CLIENT, what="GET after the refused PUTs")
