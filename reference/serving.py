@@ -110,6 +110,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
             self.transport.close_now()  # the client is done too
 
+    def timeout_keep_alive_handler(self) -> None:
+        """An idle kept-alive connection has no unread input: close it at once, so a
+        request racing the close meets a closed connection rather than one that drops it."""
+        if isinstance(self.transport, LingeringTransport) and not self.transport.is_closing():
+            self.transport.close_now()
+            return
+        super().timeout_keep_alive_handler()
+
     def shutdown(self) -> None:
         """The server stops: idle connections close at once, without lingering."""
         if isinstance(self.transport, LingeringTransport) and (

@@ -24,10 +24,12 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from servers import AccountServer, RunningServer, start_account_server, start_reference_server
 
+from keyflows.reference.config import DEFAULT_RATES
 from keyflows.reference.server_lock import load_server_lock_settings
 from keyflows.spec import contract
 from keyflows.spec import keypair_publication as kp
 from keyflows.spec.drbg import Drbg
+from keyflows.spec.limits import Rate
 
 OPENAPI = Path(__file__).resolve().parent.parent / "spec" / "openapi.yaml"
 MAX_EXAMPLES = int(os.environ.get("KEYFLOWS_SCHEMATHESIS_EXAMPLES", "100"))
@@ -55,7 +57,11 @@ def server(account: AccountServer, tmp_path_factory: pytest.TempPathFactory
     master_key.write_bytes(os.urandom(32))
     master_key.chmod(0o600)
     lock = load_server_lock_settings(master_key_file=str(master_key), environ={})
-    running = start_reference_server(account.url, folder / "keys.db", server_lock=lock)
+    # Fuzzing sends far more requests from one address than the rate limits admit; the
+    # limits have their own checks (test_conformance_limits.py), so here they are wide.
+    rates = {name: Rate(1_000_000, 1) for name in DEFAULT_RATES}
+    running = start_reference_server(account.url, folder / "keys.db", server_lock=lock,
+                                     rates=rates)
     yield running
     running.stop()
 
