@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyflows.conformance.edv import RunnerVaults, vault_routes
 from keyflows.conformance.parties import ASGIApp, ExchangeLog, Message, Scope, recording
 from keyflows.conformance.redaction import remember_secret
 
@@ -73,6 +74,9 @@ class AccountStore:
         self._share_requests: list[str] = []
         self.log = ExchangeLog(ACCOUNT_PARTY)
         """What the server under test asked this account server, exchange by exchange."""
+        # The runner's encrypted data vault is served here too (lock-layering, LOCK-34).
+        self.vaults = RunnerVaults()
+        self.url = ""  # set once the server listens
 
     def mint(self, user_id: str, token: str | None = None) -> str:
         """A valid token of `user_id`: a fresh random one, or `token` (which a check picks
@@ -211,9 +215,18 @@ def create_app(store: AccountStore) -> ASGIApp:
             return JSONResponse({"error": "no secret for this subject"}, status_code=404)
         return JSONResponse({"secret": share})
 
-    app = Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
-                            Route("/v1/secret", secret, methods=["GET"])])
-    return recording(app, store.log)
+    accounts = recording(Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
+                                           Route("/v1/secret", secret, methods=["GET"])]),
+                         store.log)
+    # The runner's vault (lock-layering step 12) answers under /edvs/ with its own log.
+    vaults = recording(Starlette(routes=vault_routes(store.vaults)), store.vaults.log)
+
+    async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
+                  send: Callable[[Message], Awaitable[None]]) -> None:
+        party = vaults if str(scope.get("path", "")).startswith("/edvs/") else accounts
+        await party(scope, receive, send)
+
+    return app
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -248,6 +261,7 @@ class AccountServer:
         port = sock.getsockname()[1]
         shown_host = f"[{self._host}]" if family == socket.AF_INET6 else self._host
         self.url = f"http://{shown_host}:{port}"
+        self.store.url = self.url
         config = uvicorn.Config(create_app(self.store), log_level="error", lifespan="off",
                                 access_log=False)
         server = uvicorn.Server(config)

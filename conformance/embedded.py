@@ -34,6 +34,8 @@ def server_arguments(workdir: Path, account_url: str, ready: Path) -> list[str]:
     settings. The mutation harness starts its mutants with the same options."""
     return ["--host", "127.0.0.1", "--port", "0", "--db", str(workdir / "keyflows.sqlite3"),
             "--account-server", account_url, "--ready-file", str(ready),
+            # The runner's account server is also the vault server the key server trusts.
+            "--edv-server", account_url,
             "--master-key-file", str(write_master_key(workdir / "master.key")),
             # Short enough for the runner to wait out, so expiry is checked too.
             "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME),

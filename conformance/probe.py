@@ -92,8 +92,9 @@ class Session:
 
     @property
     def party_logs(self) -> list[ExchangeLog]:
-        """Every party's exchanges with the server under test, the account server first."""
-        return [self.accounts.log, *self.side_logs]
+        """Every party's exchanges with the server under test, the account server first
+        (and its vault, lock-layering step 12)."""
+        return [self.accounts.log, self.accounts.vaults.log, *self.side_logs]
 
     def side_exchanges(self, since: float) -> list[Exchange]:
         """What the server under test asked the runner's parties since `since`."""

@@ -150,6 +150,9 @@ def serve(settings: Settings) -> None:
 @click.option("--pkcs11-token", help="PKCS#11 token label [env KEYFLOWS_PKCS11_TOKEN].")
 @click.option("--pkcs11-key-label", help="Label of the AES-256 key on the token "
                                          "[env KEYFLOWS_PKCS11_KEY_LABEL].")
+@click.option("--edv-server", "edv_servers", multiple=True,
+              help="An encrypted data vault server keystores may keep their working keys in; "
+                   "repeatable [env KEYFLOWS_EDV_SERVERS, comma-separated].")
 @click.option("--root-capability-lifetime",
               help="Seconds a keystore's root capability lives, 60..31622400 "
                    "[env KEYFLOWS_ROOT_CAPABILITY_LIFETIME; default 2592000].")
@@ -164,7 +167,7 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                   master_key_file: str | None, kms_key_id: str | None,
                   kms_endpoint: str | None, kms_region: str | None, pkcs11_lib: str | None,
                   pkcs11_token: str | None, pkcs11_key_label: str | None,
-                  root_capability_lifetime: str | None) -> None:
+                  edv_servers: tuple[str, ...], root_capability_lifetime: str | None) -> None:
     """Run the keyflows reference key server."""
     try:
         lock = configured_server_lock(
@@ -182,7 +185,8 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                                  log_level=log_level, challenge_lifetime=challenge_lifetime,
                                  challenge_max_attempts=challenge_max_attempts,
                                  session_lifetime=session_lifetime, server_lock=lock,
-                                 root_capability_lifetime=root_capability_lifetime)
+                                 root_capability_lifetime=root_capability_lifetime,
+                                 edv_servers=edv_servers)
         serve(settings)
     except (ConfigError, ServerLockError) as exc:
         fail(str(exc))

@@ -66,6 +66,7 @@ ENV_RATES = "KEYFLOWS_RATES"
 ENV_QUOTAS = "KEYFLOWS_QUOTAS"
 ENV_ROOT_CAPABILITY_LIFETIME = "KEYFLOWS_ROOT_CAPABILITY_LIFETIME"
 ENV_ORIGIN = "KEYFLOWS_ORIGIN"
+ENV_EDV_SERVERS = "KEYFLOWS_EDV_SERVERS"
 
 
 class ConfigError(Exception):
@@ -104,6 +105,8 @@ class Settings:
     # The origin clients reach the server at (session-challenge, SC-17); None: the origin
     # of http://host:port as the server listens.
     origin: str | None = None
+    # lock-layering step 12: the encrypted data vault servers keystores may use (LOCK-35)
+    edv_servers: tuple[str, ...] = ()
 
 
 def listening_url(host: str, port: int) -> str:
@@ -140,6 +143,15 @@ def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
     return value
 
 
+def check_server_url(url: str, what: str) -> str:
+    """An http(s) base URL without query or fragment."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise ConfigError(f"{what} must be an http(s) base URL, got {url!r}")
+    return url.rstrip("/")
+
+
 def check_account_server(url: str) -> str:
     """An http(s) base URL; requests go to {url}/v1/validate."""
     parts = urlsplit(url)
@@ -161,6 +173,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
                   limits: Mapping[str, str | None] | None = None,
                   root_capability_lifetime: str | None = None,
                   origin: str | None = None,
+                  edv_servers: tuple[str, ...] = (),
                   environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flag values, falling back to the KEYFLOWS_* environment variables."""
     env = os.environ if environ is None else environ
@@ -201,6 +214,8 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         root_capability_lifetime=parse_int(root_text, "root capability lifetime (seconds)",
                                            minimum=60, maximum=366 * 86400),
         origin=check_origin_setting(origin) if origin else None,
+        edv_servers=tuple(check_server_url(u, "EDV server") for u in (
+            edv_servers or tuple(u for u in env.get(ENV_EDV_SERVERS, "").split(",") if u))),
         **challenge_settings(challenge_lifetime, challenge_max_attempts, session_lifetime,
                              env),
     )

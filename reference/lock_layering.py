@@ -24,9 +24,10 @@ grant from `Unlock-Grant`; every unlock failure is one and the same 422 (LOCK-6,
 
 Order of checks: path identifiers (400), the capability and the request signature,
 revocations and the nonce store (401, before the body is read: API-50), body size (413),
-the body's Content-Digest if the signature covers it (401), the key exists (404),
-Content-Type (415), JSON shape (400), the key type supports the operation (400), the lock
-opens (422), the operation's own checks (400 / 422). The decisions are the spec's
+the body's Content-Digest if the signature covers it (401), Content-Type (415), JSON
+shape (400), the key exists (404, API-18), the key type supports the operation (400), the
+lock opens (422), in a vault-bound keystore the version's document (502 / 503, LOCK-33),
+the operation's own checks (400 / 422). The decisions are the spec's
 (keyflows.spec.lock_layering, keyflows.spec.lock_layering_capability); this module stores
 and serves.
 
@@ -62,11 +63,12 @@ from keyflows.reference.common import (
     spec_checked,
 )
 from keyflows.reference.config import Settings, database_of
+from keyflows.reference.edv_client import VaultClients, bad_answer
 from keyflows.reference.lock_layering_store import KeyIdTaken, LockStore
 from keyflows.reference.problems import Problem, Unauthorized
 from keyflows.reference.server_lock import ServerLock, ServerLockError, open_server_lock
 from keyflows.reference.store import canonical_json
-from keyflows.spec import contract, http_signatures
+from keyflows.spec import contract, edv, http_signatures
 from keyflows.spec import lock_layering as spec
 from keyflows.spec import lock_layering_capability as cap
 from keyflows.spec.encoding import b64url_encode
@@ -97,10 +99,12 @@ class LockLayering:
     store: LockStore
     server_lock: ServerLock
     root_lifetime: int = 30 * 86400
+    vaults: VaultClients = field(default_factory=lambda: VaultClients((), timeout=5.0))
     random: Callable[[int], bytes] = os.urandom
     clock: Callable[[], int] = field(default=lambda: int(time.time()))
 
     def close(self) -> None:
+        self.vaults.close_idle()
         self.server_lock.close()
         self.store.close()
 
@@ -124,7 +128,9 @@ def setup(settings: Settings, server_lock: ServerLock | None = None) -> LockLaye
         server_lock.close()
         raise
     return LockLayering(store=store, server_lock=server_lock,
-                        root_lifetime=settings.root_capability_lifetime)
+                        root_lifetime=settings.root_capability_lifetime,
+                        vaults=VaultClients(settings.edv_servers,
+                                            timeout=settings.account_timeout))
 
 
 def capabilities(request: Request) -> dict[str, Any]:
@@ -150,6 +156,7 @@ def capability_members(state: LockLayering) -> dict[str, Any]:
         "share_header": "Secret-Share",
         "grant_header": cap.GRANT_HEADER,
         "max_key_versions": spec.MAX_KEY_VERSIONS,
+        "edv_servers": list(state.vaults.servers),
         "server_lock": state.server_lock.name,
     }}
 
@@ -288,15 +295,15 @@ async def authorized(request: Request, operation: str, *, body_kind: str | None 
         cap.check_signed_body(auth, signed_view(request, raw))
     except SpecError:
         raise Unauthorized() from None
+    body: dict[str, Any] = {}
+    if body_kind is not None:  # media type and shape before existence (API-18)
+        obj = json_body(request, raw)
+        body = spec_checked(lambda: spec.parse_request(body_kind, obj))
     key = None
     if key_id is not None:
         key = await server_side(lambda: state.store.get_key(keystore_id, key_id))
         if key is None:
             raise not_found("no such key in this keystore", requirement="LOCK-14")
-    body: dict[str, Any] = {}
-    if body_kind is not None:
-        obj = json_body(request, raw)
-        body = spec_checked(lambda: spec.parse_request(body_kind, obj))
     if key is not None:
         spec_checked(lambda: spec.check_operation_supported(key.key_type, operation))
     return Call(state=state, keystore=keystore, key=key, body=body, auth=auth,
@@ -338,13 +345,113 @@ async def unlock(request: Request, call: Call) -> bytes:
 
 async def working_material(request: Request, call: Call, version: int | None = None
                            ) -> tuple[bytes, int]:
-    """The material of the named (default: current) version and its number (LOCK-22)."""
+    """The material of the named (default: current) version and its number (LOCK-22); in a
+    vault-bound keystore its sealed form is read back from the vault (LOCK-33)."""
     assert call.key is not None
     record = call.key
     entry = spec_checked(lambda: record.version(version))
     lock_key = await unlock(request, call)
-    material = await server_side(lambda: spec.open_key_version(lock_key, record, entry))
+    sealed = None
+    if call.keystore.edv is not None:
+        sealed = await read_sealed_version(call.state, call.keystore, record, entry)
+    material = await server_side(lambda: spec.open_key_version(lock_key, record, entry,
+                                                               sealed))
     return material, entry.version
+
+
+# --- the keystore's encrypted data vault (step 12) ---------------------------------------
+
+@dataclass
+class Vault:
+    """A keystore's vault binding with its secrets opened."""
+
+    base: str
+    vault_id: str
+    token: str
+    recipient_key: bytes
+    mac_key: bytes
+
+
+async def open_vault(state: LockLayering, keystore: spec.KeystoreRecord) -> Vault:
+    binding = keystore.edv
+    assert binding is not None
+    base, vault_id = spec_checked(lambda: edv.check_vault_url(binding.vault,
+                                                             state.vaults.servers))
+    ks = keystore.keystore_id
+    return Vault(base, vault_id,
+                 (await open_secret(state, binding.token, ks, spec.PURPOSE_EDV_TOKEN)).decode(),
+                 await open_secret(state, binding.recipient_key, ks,
+                                   spec.PURPOSE_EDV_RECIPIENT_KEY),
+                 await open_secret(state, binding.mac_key, ks, spec.PURPOSE_EDV_MAC_KEY))
+
+
+async def read_sealed_version(state: LockLayering, keystore: spec.KeystoreRecord,
+                              record: spec.WorkingKeyRecord, entry: spec.KeyVersion) -> bytes:
+    """LOCK-33: find the version's one document by its blinded index, open it and check
+    that it is this keystore's, key's, version's, type's and public key's."""
+    vault = await open_vault(state, keystore)
+    query = edv.key_query(vault.mac_key, keystore.keystore_id, record.key_id, entry.version)
+    found = await state.vaults.find(vault.base, vault.vault_id, vault.token, query)
+    try:
+        return edv.open_key_document(edv.select_one(found), vault.recipient_key,
+                                     keystore.keystore_id, record.key_id, entry.version,
+                                     record.key_type, entry.public_key)
+    except SpecError as exc:
+        raise bad_answer(f"a working-key document: {exc}") from None
+
+
+async def write_version(state: LockLayering, keystore: spec.KeystoreRecord,
+                        record: spec.WorkingKeyRecord, entry: spec.KeyVersion) -> None:
+    """LOCK-32: one version as one document, encrypted to the keystore's recipient key and
+    indexed under its MAC key."""
+    vault = await open_vault(state, keystore)
+    binding = keystore.edv
+    assert binding is not None
+    ks = keystore.keystore_id
+    doc, _ = edv.encrypt_document(
+        doc_id=edv.new_id(state.random), sequence=0,
+        content=edv.key_content(ks, record.key_id, record.key_type, entry.version,
+                                entry.public_key, entry.sealed),
+        recipient_kid=edv.recipient_kid(ks), recipient_public=binding.recipient_public_key,
+        ephemeral_private=state.random(32), cek=state.random(32), iv=state.random(12),
+        indexed=[edv.key_index(vault.mac_key, ks, record.key_id, entry.version)])
+    await state.vaults.store(vault.base, vault.vault_id, vault.token, doc)
+
+
+async def forget_key(state: LockLayering, keystore: spec.KeystoreRecord, key_id: str) -> None:
+    """Delete every document of a key from the vault (LOCK-32)."""
+    vault = await open_vault(state, keystore)
+    query = edv.key_query(vault.mac_key, keystore.keystore_id, key_id)
+    for found in await state.vaults.find(vault.base, vault.vault_id, vault.token, query):
+        doc_id = found.get("id") if isinstance(found, dict) else None
+        if isinstance(doc_id, str):
+            await state.vaults.delete(vault.base, vault.vault_id, vault.token, doc_id)
+
+
+async def bind_vault(request: Request, state: LockLayering, keystore_id: str,
+                     wanted: dict[str, str]) -> spec.VaultBinding:
+    """LOCK-35: a vault on a trusted vault server, whose token opens it; the keystore's
+    recipient and MAC keys are drawn now and kept sealed with the token (LOCK-32)."""
+    base, vault_id = spec_checked(lambda: edv.check_vault_url(wanted["vault"],
+                                                             state.vaults.servers))
+    if not await state.vaults.check_access(base, vault_id, wanted["token"]):
+        raise Problem("invalid", "the vault refuses the token", failure_class="binding",
+                      requirement="LOCK-35")
+    recipient = state.random(32)
+    return spec.VaultBinding(
+        wanted["vault"], spec.public_key_of(spec.KEY_X25519, recipient),
+        await seal_secret(state, recipient, keystore_id, spec.PURPOSE_EDV_RECIPIENT_KEY),
+        await seal_secret(state, state.random(32), keystore_id, spec.PURPOSE_EDV_MAC_KEY),
+        await seal_secret(state, wanted["token"].encode(), keystore_id, spec.PURPOSE_EDV_TOKEN))
+
+
+def vault_view(keystore: spec.KeystoreRecord) -> dict[str, Any]:
+    """What a keystore's answer says of its vault: public values only."""
+    assert keystore.edv is not None
+    return {"vault": keystore.edv.vault,
+            "recipient_kid": edv.recipient_kid(keystore.keystore_id),
+            "recipient_public_key": b64url_encode(keystore.edv.recipient_public_key),
+            "hmac_kid": edv.hmac_kid(keystore.keystore_id)}
 
 
 # --- keystores ---------------------------------------------------------------------------------
@@ -360,6 +467,9 @@ async def create_keystore(request: Request) -> Response:
     body = spec_checked(lambda: spec.parse_request("create-keystore", obj))
     scenario = body["scenario"]
     keystore_id = spec.new_identifier(state.random)
+    binding = None
+    if "edv" in body:
+        binding = await bind_vault(request, state, keystore_id, body["edv"])
     root_key = spec.new_capability_root_key(state.random)
     record = spec.KeystoreRecord(keystore_id, user_id, scenario,
                                  await seal_secret(state, root_key, keystore_id,
@@ -375,12 +485,13 @@ async def create_keystore(request: Request) -> Response:
         grant_key = await seal_secret(state, cap.new_grant_key(state.random), keystore_id,
                                       spec.PURPOSE_UNLOCK_GRANT_KEY)
         record = spec.KeystoreRecord(keystore_id, user_id, scenario, record.capability_root_key,
-                                     lock_check=lock_check, unlock_grant_key=grant_key)
+                                     lock_check=lock_check, unlock_grant_key=grant_key,
+                                     edv=binding)
     else:
         sealed = await seal_secret(state, spec.new_user_lock_key(state.random), keystore_id,
                                    spec.PURPOSE_USER_LOCK_KEY)
         record = spec.KeystoreRecord(keystore_id, user_id, scenario, record.capability_root_key,
-                                     user_lock_key=sealed)
+                                     user_lock_key=sealed, edv=binding)
     await server_side(lambda: state.store.add_keystore(record))
     capability = mint_root(state, root_key, keystore_id, body.get("holder"))
     answer = {"keystore_id": keystore_id, "keystore_url": keystore_url(keystore_id),
@@ -402,11 +513,11 @@ async def reissue_root(request: Request) -> Response:
     state = flow_state(request)
     await authenticate(request, user_id)
     raw = await limited_body(request)
+    obj = json_body(request, raw)  # media type and shape before existence (API-18)
+    body = spec_checked(lambda: spec.parse_request("root-capability", obj))
     keystore = await server_side(lambda: state.store.get_keystore(keystore_id))
     if keystore is None or keystore.controller != user_id:
         raise not_found("no such keystore of this controller", requirement="LOCK-13")
-    obj = json_body(request, raw)
-    body = spec_checked(lambda: spec.parse_request("root-capability", obj))
     root_key = await open_secret(state, keystore.capability_root_key, keystore_id,
                                  spec.PURPOSE_CAPABILITY_ROOT_KEY)
     return json_response({"capability": mint_root(state, root_key, keystore_id,
@@ -417,9 +528,12 @@ async def read_keystore(request: Request) -> Response:
     call = await authorized(request, spec.OP_READ)
     keystore = call.keystore
     keys = await server_side(lambda: call.state.store.list_keys(keystore.keystore_id))
-    return json_response({"keystore_id": keystore.keystore_id,
-                          "controller": keystore.controller, "scenario": keystore.scenario,
-                          "keys": [key_description(k) for k in keys]})
+    answer: dict[str, Any] = {"keystore_id": keystore.keystore_id,
+                              "controller": keystore.controller, "scenario": keystore.scenario,
+                              "keys": [key_description(k) for k in keys]}
+    if keystore.edv is not None:
+        answer["edv"] = vault_view(keystore)
+    return json_response(answer)
 
 
 async def target_capability(call: Call) -> cap.Capability:
@@ -479,8 +593,12 @@ async def create_key(request: Request) -> Response:
             lock_key, state.random(spec.NONCE_LEN),
             spec.generate_working_key(key_type, state.random), keystore_id,
             spec.new_identifier(state.random), key_type)
+        stored = record
+        if call.keystore.edv is not None:  # the vault keeps the sealed material (LOCK-32)
+            await write_version(state, call.keystore, record, record.current)
+            stored = spec.without_sealed(record)
         try:
-            await server_side(partial(state.store.add_key, record))
+            await server_side(partial(state.store.add_key, stored))
             break
         except KeyIdTaken:
             continue
@@ -499,6 +617,8 @@ async def delete_key(request: Request) -> Response:
     call = await authorized(request, spec.OP_DELETE_KEY)
     assert call.key is not None
     key = call.key
+    if call.keystore.edv is not None:
+        await forget_key(call.state, call.keystore, key.key_id)
     if not await server_side(lambda: call.state.store.delete_key(key.keystore_id, key.key_id)):
         raise not_found("no such key in this keystore", requirement="LOCK-14")
     return Response(status_code=204)
@@ -516,6 +636,9 @@ async def rotate(request: Request) -> Response:
                                   spec.generate_working_key(record.key_type, state.random),
                                   record.keystore_id, record.key_id, version, record.key_type)
     updated = spec.rotated(record, entry)
+    if call.keystore.edv is not None:  # the vault keeps the sealed material (LOCK-32)
+        await write_version(state, call.keystore, updated, entry)
+        updated = spec.without_sealed(updated)
     if not await server_side(lambda: state.store.replace_key(updated)):
         raise not_found("no such key in this keystore", requirement="LOCK-14")
     return json_response(key_description(updated))

@@ -113,13 +113,15 @@ class LockStore(Database):
         row = self._read(lambda db: db.execute(
             "SELECT record FROM lock_working_keys WHERE keystore_id = ? AND key_id = ?",
             (keystore_id, key_id)).fetchone())
-        return None if row is None else spec.parse_working_key_record(_loads(row[0]))
+        return None if row is None else spec.parse_working_key_record(
+            _loads(row[0]), sealed_in_record=None)
 
     def list_keys(self, keystore_id: str) -> list[spec.WorkingKeyRecord]:
         rows = self._read(lambda db: db.execute(
             "SELECT record FROM lock_working_keys WHERE keystore_id = ? ORDER BY key_id",
             (keystore_id,)).fetchall())
-        return [spec.parse_working_key_record(_loads(r[0])) for r in rows]
+        return [spec.parse_working_key_record(_loads(r[0]), sealed_in_record=None)
+                for r in rows]
 
     def delete_key(self, keystore_id: str, key_id: str) -> bool:
         """Delete a key and remember its id; False if there was none."""

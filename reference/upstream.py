@@ -164,6 +164,8 @@ def parse_head(head: bytes) -> tuple[int, int, bool, bool]:
             keep = b"close" not in tokens and (keep or b"keep-alive" in tokens)
     if chunked and length is not None:
         raise UpstreamError("both Content-Length and chunked")
+    if status_line[1] in (b"204", b"304"):  # no content, whatever the headers say
+        return int(status_line[1]), 0, False, keep
     if not chunked and length is None:
         raise UpstreamError("an answer without Content-Length")
     if length is not None and length > MAX_BODY_BYTES:

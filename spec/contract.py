@@ -80,6 +80,13 @@ PROBLEM_TYPES: tuple[ProblemType, ...] = (
                 "on an unclear answer."),
     ProblemType("server-lock-unavailable", 503, "Server lock unavailable", "LOCK-5",
                 "The server lock (key file, AWS KMS, PKCS#11) could not open or seal."),
+    ProblemType("vault-bad-answer", 502, "Encrypted data vault answered wrongly", "LOCK-33",
+                "An encrypted data vault the keystore keeps its working keys in broke its "
+                "protocol or returned a document that does not authenticate or belongs to "
+                "another key; nothing is done with it."),
+    ProblemType("vault-unavailable", 503, "Encrypted data vault unavailable", "LOCK-33",
+                "An encrypted data vault the keystore keeps its working keys in could not be "
+                "reached or gave no clear answer."),
     ProblemType("busy", 503, "Server busy", "API-53",
                 "The server holds as many connections as it accepts; Retry-After says when "
                 "to try again."),

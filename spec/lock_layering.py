@@ -392,6 +392,38 @@ def check_operation_supported(key_type: str, operation: str) -> None:
 # --- records (what a server stores) --------------------------------------------------------
 
 @dataclass(frozen=True)
+class VaultBinding:
+    """Step 12 (LOCK-32, LOCK-35): the encrypted data vault a keystore keeps its working
+    keys in. The three secrets are server-lock blobs (purposes edv-recipient-key,
+    edv-mac-key, edv-token); the recipient's public key is public."""
+
+    vault: str
+    recipient_public_key: bytes
+    recipient_key: bytes
+    mac_key: bytes
+    token: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {"vault": self.vault,
+                "recipient_public_key": b64url_encode(self.recipient_public_key),
+                "recipient_key": b64url_encode(self.recipient_key),
+                "mac_key": b64url_encode(self.mac_key), "token": b64url_encode(self.token)}
+
+
+def parse_vault_binding(obj: object) -> VaultBinding:
+    if not isinstance(obj, dict):
+        raise DecodeError("edv must be an object", requirement="LOCK-32")
+    fields = _members(obj, ("vault", "recipient_public_key", "recipient_key", "mac_key",
+                            "token"), "keystore record edv", "LOCK-32")
+    public = b64url_decode(fields["recipient_public_key"], requirement="LOCK-32")
+    if len(public) != 32:
+        raise LengthError("recipient_public_key must be 32 bytes", requirement="LOCK-32")
+    return VaultBinding(fields["vault"], public,
+                        *(b64url_decode(fields[n], requirement="LOCK-32")
+                          for n in ("recipient_key", "mac_key", "token")))
+
+
+@dataclass(frozen=True)
 class KeystoreRecord:
     """The stored keystore. Blobs are server-lock ciphertexts (opaque for AWS KMS)."""
 
@@ -402,16 +434,19 @@ class KeystoreRecord:
     user_lock_key: bytes = b""  # sealed under the server lock; scenario "server-held" only
     lock_check: bytes = b""  # scenario "shares" only
     unlock_grant_key: bytes = b""  # sealed under the server lock; scenario "shares" only
+    edv: VaultBinding | None = None  # the vault keeping the working keys (step 12)
 
-    def to_json(self) -> dict[str, str]:
-        out = {"keystore_id": self.keystore_id, "controller": self.controller,
-               "scenario": self.scenario,
-               "capability_root_key": b64url_encode(self.capability_root_key)}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"keystore_id": self.keystore_id, "controller": self.controller,
+                               "scenario": self.scenario,
+                               "capability_root_key": b64url_encode(self.capability_root_key)}
         if self.scenario == SCENARIO_SERVER_HELD:
             out["user_lock_key"] = b64url_encode(self.user_lock_key)
         else:
             out["lock_check"] = b64url_encode(self.lock_check)
             out["unlock_grant_key"] = b64url_encode(self.unlock_grant_key)
+        if self.edv is not None:
+            out["edv"] = self.edv.to_json()
         return out
 
 
@@ -421,6 +456,8 @@ def parse_keystore_record(obj: object) -> KeystoreRecord:
     if not isinstance(obj, dict):
         raise DecodeError("keystore record must be an object", requirement="LOCK-1")
     scenario = check_scenario(obj.get("scenario"))
+    edv = parse_vault_binding(obj["edv"]) if "edv" in obj else None
+    obj = {k: v for k, v in obj.items() if k != "edv"}
     extra: tuple[str, ...] = (("user_lock_key",) if scenario == SCENARIO_SERVER_HELD
                               else ("lock_check", "unlock_grant_key"))
     fields = _members(obj, ("keystore_id", "controller", "scenario", "capability_root_key",
@@ -431,14 +468,14 @@ def parse_keystore_record(obj: object) -> KeystoreRecord:
     if scenario == SCENARIO_SERVER_HELD:
         return KeystoreRecord(fields["keystore_id"], fields["controller"], scenario, root,
                               user_lock_key=b64url_decode(fields["user_lock_key"],
-                                                          requirement="LOCK-5"))
+                                                          requirement="LOCK-5"), edv=edv)
     check = b64url_decode(fields["lock_check"], requirement="LOCK-6")
     if len(check) != LOCK_CHECK_LEN:
         raise LengthError("lock_check must be 32 bytes", requirement="LOCK-6")
     return KeystoreRecord(fields["keystore_id"], fields["controller"], scenario, root,
                           lock_check=check,
                           unlock_grant_key=b64url_decode(fields["unlock_grant_key"],
-                                                         requirement="LOCK-28"))
+                                                         requirement="LOCK-28"), edv=edv)
 
 
 @dataclass(frozen=True)
@@ -488,11 +525,13 @@ class WorkingKeyRecord:
                 "versions": [v.to_json(self.key_type) for v in self.versions]}
 
 
-def parse_working_key_record(obj: object, *, sealed_in_record: bool = True
+def parse_working_key_record(obj: object, *, sealed_in_record: bool | None = True
                              ) -> WorkingKeyRecord:
     """Step 7 (LOCK-7, LOCK-22): the stored working key; public_key only for asymmetric
     keys, versions numbered 1, 2, ... in order; `sealed` in each version unless the vault
-    keeps the material (step 12), in which case the record has none."""
+    keeps the material (step 12: sealed_in_record False), in which case the record has
+    none. With sealed_in_record None (a store holding both kinds), the first version
+    decides, and every version must agree."""
     if not isinstance(obj, dict):
         raise DecodeError("working-key record must be an object", requirement="LOCK-7")
     key_type = check_key_type(obj.get("key_type"))
@@ -506,6 +545,8 @@ def parse_working_key_record(obj: object, *, sealed_in_record: bool = True
     versions = obj["versions"]
     if not isinstance(versions, list) or not 1 <= len(versions) <= MAX_KEY_VERSIONS:
         raise DecodeError(f"versions is a list of 1..{MAX_KEY_VERSIONS}", requirement="LOCK-22")
+    if sealed_in_record is None:
+        sealed_in_record = isinstance(versions[0], dict) and "sealed" in versions[0]
     parsed = tuple(_parse_version(v, key_type, sealed_in_record) for v in versions)
     if [v.version for v in parsed] != list(range(1, len(parsed) + 1)):
         raise DecodeError("versions are numbered 1, 2, ... in order", requirement="LOCK-22")
@@ -549,6 +590,12 @@ def make_working_key_record(lock_key: bytes, nonce: bytes, material: bytes, keys
     """Step 7: the record a server stores for a new working key (version 1)."""
     return WorkingKeyRecord(keystore_id, key_id, key_type, (
         make_key_version(lock_key, nonce, material, keystore_id, key_id, 1, key_type),))
+
+
+def without_sealed(record: WorkingKeyRecord) -> WorkingKeyRecord:
+    """Step 12 (LOCK-32): what a server stores of a key whose versions a vault keeps."""
+    return WorkingKeyRecord(record.keystore_id, record.key_id, record.key_type, tuple(
+        KeyVersion(v.version, v.public_key) for v in record.versions))
 
 
 def rotated(record: WorkingKeyRecord, new_version: KeyVersion) -> WorkingKeyRecord:
@@ -707,7 +754,7 @@ def unwrap(wrapped: Wrapped, recipient_private: bytes) -> bytes:
 #: Request body members per request kind: (required, optional). Every other member is
 #: refused (API-6); binary members are strict base64url (API-1); "version" is an integer.
 REQUEST_MEMBERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "create-keystore": (("scenario",), ("holder",)),
+    "create-keystore": (("scenario",), ("holder", "edv")),
     "root-capability": ((), ("holder",)),
     "revoke": (("capability",), ()),
     "grant": (("capability",), ()),
@@ -745,6 +792,9 @@ def parse_request(kind: str, obj: object) -> dict[str, Any]:
                           requirement="API-6")
     out: dict[str, Any] = {}
     for name, value in obj.items():
+        if name == "edv":
+            out[name] = parse_vault_request(value)
+            continue
         if name in _INTEGER_MEMBERS:
             out[name] = check_version(value)
             continue
@@ -765,6 +815,14 @@ def parse_request(kind: str, obj: object) -> dict[str, Any]:
     if "version" in optional:
         out.setdefault("version", None)
     return out
+
+
+def parse_vault_request(value: object) -> dict[str, str]:
+    """Step 12 (LOCK-35): {"vault": "<vault URL>", "token": "<the vault's bearer token>"}."""
+    if not isinstance(value, dict) or sorted(value) != ["token", "vault"] \
+            or not all(isinstance(v, str) and v for v in value.values()):
+        raise DecodeError('edv is {"vault": URL, "token": bearer token}', requirement="LOCK-35")
+    return dict(value)
 
 
 def _check_members(out: dict[str, Any]) -> None:

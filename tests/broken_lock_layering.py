@@ -298,6 +298,67 @@ def capabilities_cached(app: Any) -> Any:
     return rewriting(rewrite)(app)
 
 
+# --- the vault -------------------------------------------------------------------------------
+
+def _patch_edv(monkeypatch: pytest.MonkeyPatch, name: str, replacement: Any) -> None:
+    from keyflows.spec import edv
+
+    monkeypatch.setattr(edv, name, replacement)
+
+
+def trusts_any_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The document read back is opened, but not checked to be the asked-for key's."""
+    from keyflows.spec import edv
+    from keyflows.spec.encoding import b64url_decode
+
+    def open_key_document(doc: Any, recipient_private: bytes, keystore_id: str, *args: Any
+                          ) -> bytes:
+        content = edv.decrypt_document(doc, recipient_private, edv.recipient_kid(keystore_id))
+        return b64url_decode(content["sealed"])
+
+    _patch_edv(monkeypatch, "open_key_document", open_key_document)
+    _patch_edv(monkeypatch, "select_one", lambda docs: edv.parse_document(docs[0]))
+
+
+def reuses_the_ephemeral_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every document is encrypted with one fixed ephemeral key."""
+    from keyflows.spec import edv
+
+    original = edv.encrypt_document
+
+    def encrypt_document(**kwargs: Any) -> Any:
+        return original(**dict(kwargs, ephemeral_private=bytes(range(1, 33))))
+
+    _patch_edv(monkeypatch, "encrypt_document", encrypt_document)
+
+
+def caches_sealed_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server keeps the sealed material in its own database and never reads the vault
+    back."""
+    from keyflows.reference import lock_layering as routes
+    from keyflows.spec import lock_layering as spec
+
+    monkeypatch.setattr(spec, "without_sealed", lambda record: record)
+
+    async def read_sealed_version(state: Any, keystore: Any, record: Any, entry: Any) -> bytes:
+        return bytes(entry.sealed)
+
+    monkeypatch.setattr(routes, "read_sealed_version", read_sealed_version)
+
+
+def trusts_any_vault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any vault URL is accepted, on any server."""
+    from keyflows.spec import edv
+
+    original = edv.check_vault_url
+
+    def check_vault_url(url: Any, trusted: Any) -> Any:
+        base = str(url).split("/edvs/")[0]
+        return original(url, (*trusted, base))
+
+    _patch_edv(monkeypatch, "check_vault_url", check_vault_url)
+
+
 def leaks_user_share(app: Any) -> Any:
     """Key creation answers echo the user's share (say, for debugging)."""
 
@@ -316,6 +377,7 @@ def leaks_user_share(app: Any) -> Any:
 
 
 CAP = "lock-layering/capability/"
+EDV = "lock-layering/edv/"
 VARIANTS = (
     BrokenVariant("ignores-ops-caveats", "capabilities grant every operation despite ops=",
                   ("lock-layering/capability/ops-caveat", "lock-layering/capability/cannot-widen"),
@@ -351,6 +413,16 @@ VARIANTS = (
     BrokenVariant("capabilities-cached", "a capability is answered without no-store",
                   ("lock-layering/keystore/create-server-held",
                    CAP + "root-expires-and-is-renewed"), wrapper=capabilities_cached),
+    BrokenVariant("trusts-any-document", "the vault's answer is used without checking whose "
+                  "key it is", (EDV + "substituted-document-refused",),
+                  patch=trusts_any_document),
+    BrokenVariant("reuses-the-ephemeral-key", "every vault document uses one ephemeral key",
+                  (EDV + "documents-are-opaque",), patch=reuses_the_ephemeral_key),
+    BrokenVariant("caches-sealed-keys", "sealed keys stay in the database; the vault is "
+                  "never read back", (EDV + "reads-back-what-it-wrote",),
+                  patch=caches_sealed_keys),
+    BrokenVariant("trusts-any-vault", "a keystore can be bound to any vault server",
+                  (EDV + "untrusted-vault-refused",), patch=trusts_any_vault),
     BrokenVariant("roots-never-expire", "root capabilities have no expiry",
                   (CAP + "root-expires-and-is-renewed",), patch=roots_never_expire),
     BrokenVariant("ignores-revocations", "a revoked capability keeps working",

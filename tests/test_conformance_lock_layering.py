@@ -71,9 +71,10 @@ class Target:
 def start_target(tmp_path: Path, lock: ServerLockSettings | None,
                  variant: BrokenVariant | None = None) -> Target:
     port = free_port()
-    server = start_reference_server(f"http://127.0.0.1:{port}", tmp_path / "keys.sqlite3",
+    runner = f"http://127.0.0.1:{port}"  # the runner's account server, also its vault server
+    server = start_reference_server(runner, tmp_path / "keys.sqlite3",
                                     app_wrapper=variant.wrapper if variant else None,
-                                    server_lock=lock)
+                                    server_lock=lock, edv_servers=(runner,))
     return Target(server, port)
 
 
@@ -292,3 +293,55 @@ def _signed_read(seed: bytes, capability: str, base: str, path: str) -> dict[str
     headers.update(C.sign_request(seed, view, created=int(time.time()),
                                   nonce=b64url_encode(os.urandom(16))))
     return headers
+
+
+# --- a keystore bound to a vault keeps no sealed material itself (LOCK-32) --------------------
+
+def test_vault_keystores_keep_their_keys_in_the_vault(tmp_path: Path) -> None:
+    """The key server's database holds no sealed working key of a vault-bound keystore,
+    and its vault secrets only as server-lock blobs; the vault holds one document per
+    version, which opens only with the keystore's recipient key."""
+    import sqlite3
+
+    from keyflows.spec import edv
+
+    accounts = AccountServer()
+    accounts.start()
+    server = start_reference_server(accounts.url, tmp_path / "keys.sqlite3",
+                                    server_lock=file_lock(tmp_path),
+                                    edv_servers=(accounts.url,))
+    try:
+        secret = os.urandom(32)
+        account_share, user_share = spec.split_user_secret(secret, os.urandom)
+        accounts.store.set_share("alice", b64url_encode(account_share))
+        vault_id, token = accounts.store.vaults.create("alice")
+        with httpx.Client(base_url=server.url) as client:
+            made = client.post("/v1/users/alice/keystores", json={
+                "scenario": "shares", "edv": {"vault": f"{accounts.url}/edvs/{vault_id}",
+                                              "token": token}},
+                headers={"authorization": f"Bearer {accounts.mint('alice')}",
+                         "secret-share": b64url_encode(user_share)})
+            assert made.status_code == 201, made.text
+            headers = {"authorization": f"Bearer {made.json()['capability']}",
+                       "secret-share": b64url_encode(user_share)}
+            path = f"/v1/keystores/{made.json()['keystore_id']}"
+            key = client.post(path + "/keys", json={"key_type": "aes256gcm"},
+                              headers=headers).json()
+            assert client.post(f"{path}/keys/{key['key_id']}/rotate",
+                               headers=headers).status_code == 200
+    finally:
+        server.stop()
+        accounts.stop()
+    with sqlite3.connect(tmp_path / "keys.sqlite3") as connection:
+        record = json.loads(connection.execute(
+            "SELECT record FROM lock_working_keys").fetchone()[0])
+        keystore = json.loads(connection.execute(
+            "SELECT record FROM lock_keystores").fetchone()[0])
+    assert [set(v) for v in record["versions"]] == [{"version"}, {"version"}]
+    assert set(keystore["edv"]) == {"vault", "recipient_public_key", "recipient_key",
+                                    "mac_key", "token"}
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("keys.sqlite3*"))
+    assert token.encode() not in stored
+    docs = accounts.store.vaults.documents(vault_id)
+    assert len(docs) == 2 and {d.jwe.kid for d in docs} == {
+        edv.recipient_kid(made.json()["keystore_id"])}

@@ -461,6 +461,23 @@ class TestWorkingKeys:
         with pytest.raises((DecodeError, LengthError)):
             L.parse_working_key_record(record)
 
+    def test_vault_kept_records_have_no_sealed_material(self) -> None:
+        record = L.make_working_key_record(self.LOCK, self.NONCE, bytes(32), KS, "k1",
+                                           "ed25519")
+        entry = L.make_key_version(self.LOCK, self.NONCE, bytes(range(32)), KS, "k1", 2,
+                                   "ed25519")
+        bare = L.without_sealed(L.rotated(record, entry))
+        text = bare.to_json()
+        assert all("sealed" not in v for v in text["versions"])
+        assert L.parse_working_key_record(text, sealed_in_record=False) == bare
+        assert L.parse_working_key_record(text, sealed_in_record=None) == bare
+        with pytest.raises(DecodeError):  # the default expects the material in the record
+            L.parse_working_key_record(text)
+        mixed = L.rotated(record, entry).to_json()
+        mixed["versions"][1].pop("sealed")
+        with pytest.raises(DecodeError):  # every version agrees
+            L.parse_working_key_record(mixed, sealed_in_record=None)
+
     def test_operation_support(self) -> None:
         L.check_operation_supported("ed25519", "sign")
         L.check_operation_supported("x25519", "unwrap")

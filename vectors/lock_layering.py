@@ -15,7 +15,8 @@ Profile v1, one operation per layer, every random byte an input:
   sign                Ed25519 of a message outside keyflows' signed contexts
   computemac / verifymac  HMAC-SHA256 of an hmac-sha256 key
   and, from keyflows.vectors.lock_layering_capability, capabilities, authorization,
-  revocation, delegation, RFC 9421 request signatures and unlock grants
+  revocation, delegation, RFC 9421 request signatures and unlock grants, and from
+  keyflows.vectors.lock_layering_edv the encrypted data vault's documents (step 12)
 
 Negatives are mutation families, each with its failure class and the step that rejects:
 split parameters (params); malformed share sets (share); wrong, foreign, duplicated,
@@ -708,11 +709,12 @@ def _mac_cases() -> list[Case]:
 
 
 def _v1_cases() -> list[Case]:
-    from keyflows.vectors import lock_layering_capability
+    from keyflows.vectors import lock_layering_capability, lock_layering_edv
 
     return (_split_cases() + _combine_cases() + _unlock_cases() + _server_lock_cases()
             + _working_key_cases() + [_layers(s) for s in ll.SCENARIOS] + _wrap_cases()
-            + _sign_cases() + _mac_cases() + lock_layering_capability.cases())
+            + _sign_cases() + _mac_cases() + lock_layering_capability.cases()
+            + lock_layering_edv.cases())
 
 
 # --- trustbloc -------------------------------------------------------------------------------
@@ -815,7 +817,10 @@ def generate() -> list[VectorFile]:
                                   "wrap/<name> recipient, ikm_e, cek; sign the seed, then a "
                                   "message; mac the key, then messages; capability/root the "
                                   "root key; capability/<holder|delegate|thief> Ed25519 seeds; "
-                                  "unlock-grant the grant key, nonce and lock key"),
+                                  "unlock-grant the grant key, nonce and lock key; edv/mac-key "
+                                  "the blinding key; edv/document/<name> the document id, "
+                                  "recipient key, MAC key, ephemeral key, content key, IV, "
+                                  "Ed25519 seed and sealed record; edv/query/<i> a document id"),
                    notes=NOTES_V1, cases=_v1_cases()),
         VectorFile(schema_name=f"{FLOW}.trustbloc", flow=FLOW, profile="trustbloc",
                    source_labels=(f"Drbg('{FLOW}/trustbloc/<name>'): split/<name> draws the "
@@ -1053,9 +1058,10 @@ VERIFIERS: dict[str, Callable[[Mapping[str, Any]], Outcome]] = {
 
 
 def verify_case(header: Mapping[str, Any], case: Mapping[str, Any]) -> Outcome:
-    from keyflows.vectors import lock_layering_capability
+    from keyflows.vectors import lock_layering_capability, lock_layering_edv
 
-    verifier = {**VERIFIERS, **lock_layering_capability.VERIFIERS}.get(
+    verifier = {**VERIFIERS, **lock_layering_capability.VERIFIERS,
+                **lock_layering_edv.VERIFIERS}.get(
         str(case.get("operation")))
     if verifier is None:
         return Outcome(False, f"unknown operation {case.get('operation')!r}")

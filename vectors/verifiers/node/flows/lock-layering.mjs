@@ -1,7 +1,8 @@
 // Lock layering (LOCK-1..LOCK-29): Shamir over GF(2^8), unlock with shares, the server
 // lock, versioned working keys, whole keystores, HPKE wrap, sign, computemac, verifymac;
-// the capabilities of steps 9 and 11 are in lock-layering-capability.mjs; and the
-// trustbloc compatibility profile (LOCK-8).
+// the capabilities of steps 9 and 11 are in lock-layering-capability.mjs, the encrypted
+// data vault of step 12 in lock-layering-edv.mjs; and the trustbloc compatibility profile
+// (LOCK-8).
 
 import crypto from "node:crypto";
 import {
@@ -11,6 +12,7 @@ import {
 } from "../lib/core.mjs";
 import { openBase, sealBase } from "../lib/hpke.mjs";
 import { capabilityOperations, capabilityText, macChain } from "./lock-layering-capability.mjs";
+import { edvOperations } from "./lock-layering-edv.mjs";
 
 const ctx = labelledContext;
 const EMPTY = new Uint8Array(0);
@@ -355,6 +357,7 @@ export default {
       computemac: { run: computemac },
       verifymac: { run: verifymac },
       ...capabilityOperations,
+      ...edvOperations,
     },
   },
   "lock-layering.trustbloc": {

@@ -1,0 +1,297 @@
+"""lock-layering vault checks (step 12): a keystore bound to an encrypted data vault keeps
+every working-key version there as one document. The runner is the vault (served by its
+account server, keyflows.conformance.edv), so it reads what the key server stores -- well
+formed, encrypted to the keystore's recipient key, blinded indexes, nothing in clear --
+sees what it reads back, and makes the vault misbehave: a tampered document, or another
+key's document, must be refused (502), never used.
+
+Skipped when the server does not list the runner's vault server in its capabilities
+(`lock_layering.edv_servers`): configure it to trust the runner's account-server URL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from keyflows.conformance.checks.lock_layering_support import (
+    B64URL_VALUE,
+    CAPABILITIES_MEMBER,
+    HELD,
+    NEEDS,
+    SHARES,
+    Keystore,
+    create_key,
+    expect_root_capability,
+    key_op,
+    lock_user,
+    sign,
+)
+from keyflows.conformance.http import Exchange
+from keyflows.conformance.probe import CheckSkipped, Probe, describe
+from keyflows.conformance.registry import check
+from keyflows.spec import edv, primitives
+from keyflows.spec import lock_layering as spec
+from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.spec.errors import SpecError
+
+VAULT_MEMBERS = {"vault", "recipient_kid", "recipient_public_key", "hmac_kid"}
+
+
+@dataclass
+class VaultKeystore:
+    ks: Keystore
+    vault_id: str
+    token: str
+    view: dict[str, Any]
+
+
+def runner_vault_server(t: Probe) -> str:
+    """The runner's vault server (its account server), if the key server trusts it."""
+    base = t.session.accounts.url
+    member = (t.session.capabilities or {}).get(CAPABILITIES_MEMBER)
+    trusted = member.get("edv_servers") if isinstance(member, dict) else None
+    if not isinstance(trusted, list) or base.rstrip("/") not in [
+            str(u).rstrip("/") for u in trusted]:
+        raise CheckSkipped(f"the server does not list the runner's vault server {base} in "
+                           "lock_layering.edv_servers (start it with --edv-server " + base + ")")
+    return base
+
+
+def create_vault_keystore(t: Probe, scenario: str = SHARES, label: str = "edv"
+                          ) -> VaultKeystore:
+    """A vault in the runner, and a keystore of this scenario bound to it (LOCK-35)."""
+    base = runner_vault_server(t)
+    user, share, account, secret = lock_user(t, label)
+    vault_id, token = t.session.accounts.vaults.create(user.user_id)
+    wanted = {"vault": f"{base}/edvs/{vault_id}", "token": token}
+    body: dict[str, Any] = {"scenario": scenario, "edv": wanted}
+    headers = {"secret-share": share} if scenario == SHARES else {}
+    exchange = t.request("POST", f"/v1/users/{user.user_id}/keystores", token=user.token,
+                         headers=headers, json_body=body)
+    answer = t.expect_ok_json(exchange, 201, what="create a keystore bound to a vault")
+    keystore_id = answer.get("keystore_id") if isinstance(answer, dict) else None
+    if not isinstance(keystore_id, str):
+        t.fail("no keystore_id", expected="a keystore", actual=describe(exchange),
+               exchange=exchange)
+    root = expect_root_capability(t, exchange, answer.get("capability"), keystore_id, None)
+    ks = Keystore(user, scenario, keystore_id, root, share, account, secret)
+    read = t.request("GET", ks.path, headers={"authorization": f"Bearer {root}"})
+    view = t.expect_ok_json(read, 200, what="read a keystore bound to a vault")
+    vault = view.get("edv") if isinstance(view, dict) else None
+    expected = {"vault": wanted["vault"], "recipient_kid": edv.recipient_kid(keystore_id),
+                "hmac_kid": edv.hmac_kid(keystore_id)}
+    if not isinstance(vault, dict) or set(vault) != VAULT_MEMBERS or any(
+            vault.get(k) != v for k, v in expected.items()):
+        t.fail("the keystore does not describe its vault", expected=f"edv: {expected} and "
+               "recipient_public_key (LOCK-32)", actual=describe(read), exchange=read)
+    try:
+        primitives.check_x25519_public_key(b64url_decode(vault["recipient_public_key"]))
+    except SpecError:
+        t.fail("the vault recipient key is not an X25519 public key",
+               expected="32 bytes, canonical, not of low order", actual=describe(read),
+               exchange=read)
+    return VaultKeystore(ks, vault_id, token, dict(vault))
+
+
+def stored(t: Probe, vk: VaultKeystore) -> list[edv.EncryptedDocument]:
+    return t.session.accounts.vaults.documents(vk.vault_id)
+
+
+def written_for(t: Probe, vk: VaultKeystore, before: list[edv.EncryptedDocument],
+                exchange: Exchange, what: str) -> edv.EncryptedDocument:
+    """The one document an operation wrote to the vault."""
+    known = {d.id for d in before}
+    new = [d for d in stored(t, vk) if d.id not in known]
+    if len(new) != 1:
+        t.fail(f"{what} wrote {len(new)} documents to the vault", expected="exactly one "
+               "document per key version (LOCK-32)", actual=describe(exchange),
+               exchange=exchange)
+    return new[0]
+
+
+@check("lock-layering/edv/keys-live-in-the-vault", requirements=("LOCK-32", "LOCK-35",
+                                                                 "LOCK-22"), needs=NEEDS)
+def keys_live_in_the_vault(t: Probe) -> None:
+    """A keystore bound to the runner's vault writes one document per key version: one
+    when a key is made, one more when it is rotated, and deleting the key deletes them;
+    every operation still works, in both scenarios."""
+    for scenario in (SHARES, HELD):
+        vk = create_vault_keystore(t, scenario, f"edv-{scenario}")
+        before = stored(t, vk)
+        key = create_key(t, vk.ks, spec.KEY_ED25519)
+        written_for(t, vk, before, t.exchanges[-1], "creating a key")
+        signature = sign(t, vk.ks, key, b"from the vault")
+        expect_verifies(t, key["public_key"], b"from the vault", signature)
+        before = stored(t, vk)
+        exchange = key_op(t, vk.ks, key, "rotate")
+        rotated = t.expect_ok_json(exchange, 200, what="rotate a key kept in a vault")
+        written_for(t, vk, before, exchange, "rotating a key")
+        expect_verifies(t, rotated["public_key"], b"v2",
+                        sign(t, vk.ks, key, b"v2", version=2))
+        exchange = key_op(t, vk.ks, key, "delete")
+        t.expect_status(exchange, 204, what="delete a key kept in a vault")
+        if stored(t, vk):
+            t.fail("deleting the key left documents in the vault", expected="its "
+                   "documents deleted (LOCK-32)", actual=f"{len(stored(t, vk))} left",
+                   exchange=exchange)
+
+
+def expect_verifies(t: Probe, public_key: str, message: bytes, signature: bytes) -> None:
+    try:
+        primitives.ed25519_verify(b64url_decode(public_key), message, signature)
+    except SpecError:
+        t.fail("a signature made with a key kept in a vault does not verify",
+               expected="a valid Ed25519 signature (LOCK-15)", actual=signature.hex())
+
+
+def secret_texts(vk: VaultKeystore) -> dict[str, str]:
+    """Values that must never appear in a document in clear (the keystore id may: it names
+    the recipient and MAC keys)."""
+    ks = vk.ks
+    out = {ks.owner.user_id: "the controller"}
+    for raw, what in ((b64url_decode(ks.user_share), "the user's share"),
+                      (b64url_decode(ks.account_share), "the account share"),
+                      (ks.secret, "the user secret")):
+        out[b64url_encode(raw)] = what
+        out[raw.hex()] = what
+    lock_key = ks.lock_key()
+    if lock_key is not None:
+        out[b64url_encode(lock_key)] = "the user lock key"
+    return out
+
+
+@check("lock-layering/edv/documents-are-opaque", requirements=("LOCK-30", "LOCK-31",
+                                                               "LOCK-32", "LOCK-9"),
+       needs=NEEDS)
+def documents_are_opaque(t: Probe) -> None:
+    """Every document the key server writes is a well-formed encrypted document: a JWE
+    (ECDH-ES+A256KW, A256GCM) to the keystore's recipient key with a fresh ephemeral key,
+    indexed under the keystore's MAC key with blinded attributes only, and nothing in
+    clear: no key id, controller, share, secret, lock key or working key."""
+    vk = create_vault_keystore(t, SHARES, "edv-opaque")
+    keys = {kind: create_key(t, vk.ks, kind) for kind in spec.KEY_TYPES}
+    key_op(t, vk.ks, keys[spec.KEY_ED25519], "rotate")
+    docs = stored(t, vk)
+    if len(docs) != len(spec.KEY_TYPES) + 1:
+        t.fail(f"{len(docs)} documents for {len(spec.KEY_TYPES)} keys and one rotation",
+               expected=f"{len(spec.KEY_TYPES) + 1} (LOCK-32)", actual=str(len(docs)))
+    publics = {b64url_decode(k["public_key"]) for k in keys.values() if "public_key" in k}
+    texts = secret_texts(vk)
+    for key in keys.values():
+        texts[key["key_id"]] = "a key id"
+    epks = set()
+    for doc in docs:
+        text = json.dumps(doc.to_json())
+        problems = []
+        if doc.jwe.kid != vk.view["recipient_kid"]:
+            problems.append(f"encrypted to {doc.jwe.kid!r}")
+        if [e.hmac_id for e in doc.indexed] != [vk.view["hmac_kid"]]:
+            problems.append("indexed under another MAC key")
+        if sum(a.unique for e in doc.indexed for a in e.attributes) != 1:
+            problems.append("not exactly one unique attribute (content.key)")
+        epks.add(doc.jwe.epk)
+        for value, what in texts.items():
+            if value in text:
+                problems.append(f"{what} in clear")
+        for candidate in B64URL_VALUE.findall(text):
+            try:
+                raw = b64url_decode(candidate)
+            except SpecError:
+                continue
+            if len(raw) == 32 and (primitives.ed25519_public_key(raw) in publics
+                                   or primitives.x25519_public_key(raw) in publics):
+                problems.append("a private key in clear")
+        if problems:
+            t.fail("a document in the vault is not opaque: " + "; ".join(problems),
+                   expected="only ciphertext and blinded attributes (LOCK-30, LOCK-31)",
+                   actual=text[:300])
+    if len(epks) != len(docs):
+        t.fail("two documents share an ephemeral key", expected="a fresh epk per document "
+               "(LOCK-30)", actual=f"{len(epks)} epks for {len(docs)} documents")
+
+
+@check("lock-layering/edv/reads-back-what-it-wrote", requirements=("LOCK-33",), needs=NEEDS)
+def reads_back(t: Probe) -> None:
+    """To use a key, the key server asks the vault for the version's document by the
+    blinded attribute it wrote (a query on its index) and signs with what it reads."""
+    vk = create_vault_keystore(t, SHARES, "edv-reads")
+    before = stored(t, vk)
+    key = create_key(t, vk.ks, spec.KEY_ED25519)
+    doc = written_for(t, vk, before, t.exchanges[-1], "creating a key")
+    unique = next(a for e in doc.indexed for a in e.attributes if a.unique)
+    calls_before = len(t.session.accounts.vaults.calls(vk.vault_id))
+    signature = sign(t, vk.ks, key, b"read back")
+    expect_verifies(t, key["public_key"], b"read back", signature)
+    calls = t.session.accounts.vaults.calls(vk.vault_id)[calls_before:]
+    asked = [c for c in calls if c.method == "POST" and c.path.endswith("/query")
+             and isinstance(c.body, dict)
+             and any(isinstance(g, dict) and g.get(unique.name) == unique.value
+                     for g in c.body.get("equals") or ())]
+    if not asked:
+        t.fail("signing did not read the key's document back from the vault",
+               expected="a query for the document's unique blinded attribute (LOCK-33)",
+               actual=f"vault calls: {[(c.method, c.path) for c in calls]}")
+
+
+def expect_vault_refused(t: Probe, exchange: Exchange, *, what: str) -> None:
+    """A document the key server cannot authenticate is a 502 (vault-bad-answer)."""
+    t.expect_problem(exchange, 502, what=what, slug="vault-bad-answer")
+
+
+@check("lock-layering/edv/substituted-document-refused", requirements=("LOCK-33",),
+       needs=NEEDS)
+def substituted_document(t: Probe) -> None:
+    """A vault that answers with another key's document, a tampered document, or two
+    documents for one version gets a 502; the key server signs with none of them."""
+    vk = create_vault_keystore(t, SHARES, "edv-swap")
+    first = create_key(t, vk.ks, spec.KEY_ED25519)
+    second = create_key(t, vk.ks, spec.KEY_ED25519)
+    docs = stored(t, vk)
+    vaults = t.session.accounts.vaults
+    other = docs[1]
+    try:
+        vaults.rewrite_queries(vk.vault_id, lambda v, q, found: [other])
+        expect_vault_refused(t, key_op(t, vk.ks, first, "sign", {"message": "aGk"}),
+                             what="sign while the vault answers with another key's document")
+        vaults.rewrite_queries(vk.vault_id, lambda v, q, found: found + found)
+        expect_vault_refused(t, key_op(t, vk.ks, first, "sign", {"message": "aGk"}),
+                             what="sign while the vault answers two documents")
+    finally:
+        vaults.rewrite_queries(vk.vault_id, None)
+    # The vault keeps documents in the order they were written: the first is the first key's.
+    original = docs[0]
+    flipped = bytes([original.jwe.ciphertext[0] ^ 1]) + original.jwe.ciphertext[1:]
+    jwe = edv.Jwe(original.jwe.kid, original.jwe.epk, original.jwe.encrypted_key,
+                  original.jwe.iv, flipped, original.jwe.tag)
+    vaults.replace(vk.vault_id, edv.EncryptedDocument(original.id, original.sequence,
+                                                      original.indexed, jwe))
+    try:
+        expect_vault_refused(t, key_op(t, vk.ks, first, "sign", {"message": "aGk"}),
+                             what="sign with a key whose document was tampered")
+        sign(t, vk.ks, second, b"the other key is untouched")
+    finally:
+        vaults.replace(vk.vault_id, original)
+    sign(t, vk.ks, first, b"after the vault behaves again")
+
+
+@check("lock-layering/edv/untrusted-vault-refused", requirements=("LOCK-35",), needs=NEEDS)
+def untrusted_vault(t: Probe) -> None:
+    """A keystore cannot be bound to a vault on a server the key server does not trust
+    (400, class params), nor to a vault whose token does not open it (422)."""
+    base = runner_vault_server(t)
+    user, share, _, _ = lock_user(t, "edv-untrusted")
+    vault_id, token = t.session.accounts.vaults.create(user.user_id)
+    path = f"/v1/users/{user.user_id}/keystores"
+    cases = [({"vault": f"http://untrusted.invalid/edvs/{vault_id}", "token": token}, 400,
+              "params", "a vault on an untrusted server"),
+             ({"vault": f"{base}/edvs/{vault_id}", "token": token + "x"}, 422, "binding",
+              "a token the vault refuses")]
+    for wanted, status, failure_class, what in cases:
+        exchange = t.request("POST", path, token=user.token, headers={"secret-share": share},
+                             json_body={"scenario": SHARES, "edv": wanted})
+        t.expect_rejected(exchange, status, what=f"bind a keystore to {what}",
+                          failure_class=failure_class)
+    if t.session.accounts.vaults.documents(vault_id):
+        t.fail("a refused keystore wrote to the vault", expected="nothing written")
