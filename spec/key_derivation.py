@@ -33,6 +33,8 @@ LABELS: dict[str, str] = {
     "application-key": "kBr, the per-application key (KD-3)",
     "password-key": "the password key (KD-6)",
     "keypair-record": "AAD of the encrypted private keys (KP-3)",
+    "keypair-record-key": "AEAD key of a keypair record, from its KEK (KP-21)",
+    "keypair-record-commitment": "key commitment of a keypair record, from its KEK (KP-21)",
     "public-keys": "message of the binding signature (KP-4)",
     "x25519-possession": "message of the XEdDSA signature by the X25519 key (KP-14)",
     "keypair-rotation": "message a replaced key signs to hand over to the next (KP-17)",

@@ -3,15 +3,18 @@
 Steps (see the keypair-publication chapter):
  1. The client generates an X25519 private key and an Ed25519 seed (KP-1).
  2. It derives the key-encryption key: kBr or the password key (KP-2).
- 3. It encrypts x25519_private || ed25519_seed under the KEK with an AAD binding user,
-     application, version, method and public keys (KP-3).
+ 3. It encrypts x25519_private || ed25519_seed with an AAD binding user, application,
+     version, the KEK's method with its salt and costs, and the public keys (KP-3), under
+     an AEAD key derived from the KEK beside a key commitment the owner checks before
+     decrypting, so a record opens under one KEK (one password) only (KP-21).
  4. It signs the public keys and their binding with the Ed25519 key (KP-4).
  5. Every party checks public keys (KP-5) and the binding signature (KP-6).
  6. The server accepts the record from its owner only, for the addressed resource
      (KP-7), with a strictly increasing key_version (KP-8); 404 when absent (KP-12).
  7. The owner fetches the whole record, bytes unchanged (KP-9).
  8. Anyone fetches the public view, never private material (KP-10).
- 9. The owner decrypts and checks the private keys against the public ones (KP-11).
+ 9. The owner checks the key commitment (KP-21), decrypts and checks the private keys
+     against the public ones (KP-11).
  10. Possession of the X25519 private key: an XEdDSA signature over the binding (KP-14).
  11. Continuity: every record names its change (initial, rotation, reset) under the
      binding signature (KP-15); versions grow by exactly one (KP-16); a rotation is signed
@@ -19,6 +22,8 @@ Steps (see the keypair-publication chapter):
      key, so no sequence of requests locks an owner out (KP-18); a deletion is signed by
      the key it deletes (KP-19); a party that pinned a version follows rotations only and
      surfaces resets (KP-20).
+ 12. After a kB rotation the owner re-wraps each application-key record: a rotation to the
+     next version with the same keys under the new kBr (KP-22).
 
 Compat profile fxakeys: encPrivKey as the original made it (KP-13).
 
@@ -35,6 +40,7 @@ from keyflows.spec import primitives, wire, xeddsa
 from keyflows.spec.drbg import RandomSource
 from keyflows.spec.encoding import b64url_decode_exact, b64url_encode, labelled_context, u32be
 from keyflows.spec.errors import (
+    AeadError,
     BindingError,
     DecodeError,
     LengthError,
@@ -47,6 +53,7 @@ from keyflows.spec.key_derivation import (
     application_key,
     check_argon2_params,
     check_identifier,
+    labelled_hkdf,
     password_key,
 )
 
@@ -57,11 +64,14 @@ AEAD_ID = "A256GCM"
 MAX_KEY_VERSION = 2**32 - 1
 PRIVATE_PLAINTEXT_LEN = 64
 CIPHERTEXT_LEN = PRIVATE_PLAINTEXT_LEN + primitives.GCM_TAG_LEN
+COMMITMENT_LEN = 32
+KDF_ARGON2ID = "argon2id"
 
 PUBLIC_MEMBERS = ("user_id", "client_id", "key_version", "public_keys", "change",
                   "binding_signature", "x25519_signature")
 RECORD_MEMBERS = (*PUBLIC_MEMBERS, "encrypted_private_keys")
 PRIVATE_MEMBERS = ("encrypted_private_keys",)
+ENCRYPTED_MEMBERS = ("aead", "kek", "nonce", "commitment", "ciphertext")
 
 #: The kinds of change a record states (KP-15).
 CHANGE_INITIAL = "initial"
@@ -113,6 +123,7 @@ class Record:
     x25519_signature: bytes
     kek: KekSpec | None
     nonce: bytes
+    commitment: bytes
     ciphertext: bytes
 
 
@@ -171,17 +182,57 @@ def derive_kek(kek: KekSpec, *, user_id: str, client_id: str, kb: bytes | None =
 
 # --- steps 3 and 4 ----------------------------------------------------------------------
 
-def record_aad(user_id: str, client_id: str, key_version: int, method: str,
-               public: PublicKeys) -> bytes:
-    """Step 3 (KP-3): the AAD binding the ciphertext to its owner and public keys."""
-    return labelled_context("keypair-record", check_identifier(user_id, "user_id"),
-                            check_identifier(client_id, "client_id"), u32be(key_version),
-                            method.encode("ascii"), public.x25519, public.ed25519)
-
-
 def public_key_fields(public: PublicKeys) -> tuple[bytes, ...]:
     """The public keys as they enter every signed context, in this order."""
     return (public.x25519, public.ed25519)
+
+
+def kek_fields(kek: KekSpec) -> tuple[bytes, ...]:
+    """Step 3 (KP-3): how the KEK is made, as it enters the AAD: the method, and for
+    method password the KDF name, the salt and the three costs."""
+    method = kek.method.encode("ascii")
+    if kek.method != METHOD_PASSWORD:
+        return (method,)
+    assert kek.params is not None
+    return (method, KDF_ARGON2ID.encode("ascii"), kek.salt, u32be(kek.params.t),
+            u32be(kek.params.m), u32be(kek.params.p))
+
+
+def record_aad(user_id: str, client_id: str, key_version: int, kek: KekSpec,
+               public: PublicKeys) -> bytes:
+    """Step 3 (KP-3): the AAD binding the ciphertext to its owner, to how its KEK is
+    made (a changed salt or cost is refused even by an owner holding the right KEK) and
+    to the public keys."""
+    return labelled_context("keypair-record", check_identifier(user_id, "user_id"),
+                            check_identifier(client_id, "client_id"), u32be(key_version),
+                            *kek_fields(kek), *public_key_fields(public))
+
+
+@dataclass(frozen=True)
+class RecordKeys:
+    """Step 3 (KP-21): what the KEK yields for one record."""
+
+    aead_key: bytes
+    commitment: bytes
+
+
+def record_keys(kek: bytes, nonce: bytes, aad: bytes) -> RecordKeys:
+    """Step 3 (KP-21): the AEAD key and the key commitment, two HKDF-SHA256 outputs of the
+    KEK over the same (nonce, AAD). The commitment is collision resistant in the KEK (a
+    second KEK with the same commitment is a SHA-256 collision), so a record's ciphertext
+    can only be opened by the KEK it was made with, however it was crafted."""
+    return RecordKeys(
+        aead_key=labelled_hkdf(kek, "keypair-record-key", nonce, aad),
+        commitment=labelled_hkdf(kek, "keypair-record-commitment", nonce, aad,
+                                 length=COMMITMENT_LEN))
+
+
+def check_commitment(keys: RecordKeys, commitment: bytes) -> None:
+    """Step 9 (KP-21): the owner's KEK must give the record's commitment, compared in
+    constant time, before the AEAD runs (failure class aead, as for any wrong key)."""
+    if not primitives.constant_time_equal(keys.commitment, commitment):
+        raise AeadError("the key commitment does not match: another KEK (kB or password) "
+                        "made this record", requirement="KP-21")
 
 
 def _keyed_context(label: str, user_id: str, client_id: str, key_version: int,
@@ -227,6 +278,8 @@ class Sealed:
     record: dict[str, Any]
     public: PublicKeys
     aad: bytes
+    aead_key: bytes
+    commitment: bytes
     plaintext: bytes
     ciphertext: bytes
     signed_message: bytes
@@ -256,9 +309,10 @@ def seal_record(*, user_id: str, client_id: str, key_version: int, private: Priv
     if (change_type == CHANGE_ROTATION) != (previous is not None):
         raise ValueError("a rotation, and only a rotation, is signed by the previous keys")
     public = public_keys_of(private)
-    aad = record_aad(user_id, client_id, key_version, kek_spec.method, public)
+    aad = record_aad(user_id, client_id, key_version, kek_spec, public)
+    keys = record_keys(kek, nonce, aad)
     plaintext = private.x25519 + private.ed25519_seed
-    ciphertext = primitives.aes256gcm_encrypt(kek, nonce, plaintext, aad)
+    ciphertext = primitives.aes256gcm_encrypt(keys.aead_key, nonce, plaintext, aad)
     message = binding_message(user_id, client_id, key_version, public, change_type)
     signature = primitives.ed25519_sign(private.ed25519_seed, message)
     possession = possession_message(user_id, client_id, key_version, public, change_type)
@@ -285,10 +339,12 @@ def seal_record(*, user_id: str, client_id: str, key_version: int, private: Priv
             "aead": AEAD_ID,
             "kek": kek_spec_to_wire(kek_spec),
             "nonce": b64url_encode(nonce),
+            "commitment": b64url_encode(keys.commitment),
             "ciphertext": b64url_encode(ciphertext),
         },
     }
-    return Sealed(record=record, public=public, aad=aad, plaintext=plaintext,
+    return Sealed(record=record, public=public, aad=aad, aead_key=keys.aead_key,
+                  commitment=keys.commitment, plaintext=plaintext,
                   ciphertext=ciphertext, signed_message=message, signature=signature,
                   possession_message=possession, x25519_signature=x25519_signature,
                   rotation_message=rotation, rotation_signature=rotation_signature)
@@ -298,7 +354,7 @@ def kek_spec_to_wire(kek: KekSpec) -> dict[str, Any]:
     if kek.method == METHOD_APPLICATION_KEY:
         return {"method": METHOD_APPLICATION_KEY}
     assert kek.params is not None
-    return {"method": METHOD_PASSWORD, "kdf": "argon2id", "salt": b64url_encode(kek.salt),
+    return {"method": METHOD_PASSWORD, "kdf": KDF_ARGON2ID, "salt": b64url_encode(kek.salt),
             "t": kek.params.t, "m": kek.params.m, "p": kek.params.p}
 
 
@@ -330,7 +386,7 @@ def parse_kek(obj: object) -> KekSpec:
         return KekSpec(method=METHOD_APPLICATION_KEY)
     if method == METHOD_PASSWORD:
         members = wire.members(obj, ("method", "kdf", "salt", "t", "m", "p"), "kek")
-        if members["kdf"] != "argon2id":
+        if members["kdf"] != KDF_ARGON2ID:
             raise DecodeError("kek.kdf must be argon2id", requirement="KP-2")
         salt = b64url_decode_exact(wire.string(members, "salt", "kek"), SALT_LEN,
                                    field="kek.salt", requirement="KD-4")
@@ -377,14 +433,17 @@ def parse_record(obj: object, *, public_only: bool = False) -> Record:
                                            xeddsa.SIGNATURE_LEN, field="x25519_signature",
                                            requirement="API-1")
     kek: KekSpec | None = None
-    nonce = ciphertext = b""
+    nonce = commitment = ciphertext = b""
     if not public_only:
-        enc = wire.members(members["encrypted_private_keys"],
-                           ("aead", "kek", "nonce", "ciphertext"), "encrypted_private_keys")
+        enc = wire.members(members["encrypted_private_keys"], ENCRYPTED_MEMBERS,
+                           "encrypted_private_keys")
         if enc["aead"] != AEAD_ID:
             raise DecodeError("encrypted_private_keys.aead must be A256GCM", requirement="KP-3")
         nonce = b64url_decode_exact(wire.string(enc, "nonce", "encrypted_private_keys"),
                                     primitives.GCM_NONCE_LEN, field="nonce", requirement="API-1")
+        commitment = b64url_decode_exact(wire.string(enc, "commitment", "encrypted_private_keys"),
+                                         COMMITMENT_LEN, field="commitment",
+                                         requirement="API-1")
         ciphertext = b64url_decode_exact(wire.string(enc, "ciphertext", "encrypted_private_keys"),
                                          CIPHERTEXT_LEN, field="ciphertext",
                                          requirement="API-1")
@@ -393,7 +452,7 @@ def parse_record(obj: object, *, public_only: bool = False) -> Record:
     return Record(user_id=user_id, client_id=client_id, key_version=key_version,
                   public_keys=public, change=change, binding_signature=signature,
                   x25519_signature=x25519_signature, kek=kek, nonce=nonce,
-                  ciphertext=ciphertext)
+                  commitment=commitment, ciphertext=ciphertext)
 
 
 def check_binding(record: Record, *, user_id: str, client_id: str,
@@ -581,7 +640,8 @@ def follow_history(pinned: Predecessor, later: list[Record]) -> History:
 
 def open_record(obj: object, *, user_id: str, client_id: str, kek: bytes,
                 key_version: int | None = None) -> PrivateKeys:
-    """Step 9 (KP-11): verify, decrypt and check the private keys match the public ones.
+    """Step 9 (KP-21, KP-11): verify, check the key commitment, decrypt and check the
+    private keys match the public ones.
 
     `key_version`, when given, is the version the owner expects (KP-6): a record of
     another version is refused before the KEK is used.
@@ -589,15 +649,37 @@ def open_record(obj: object, *, user_id: str, client_id: str, kek: bytes,
     record = parse_record(obj)
     check_binding(record, user_id=user_id, client_id=client_id, key_version=key_version)
     assert record.kek is not None
-    aad = record_aad(user_id, client_id, record.key_version, record.kek.method,
-                     record.public_keys)
-    plaintext = primitives.aes256gcm_decrypt(kek, record.nonce, record.ciphertext, aad,
-                                             requirement="KP-3")
+    aad = record_aad(user_id, client_id, record.key_version, record.kek, record.public_keys)
+    keys = record_keys(kek, record.nonce, aad)
+    check_commitment(keys, record.commitment)
+    plaintext = primitives.aes256gcm_decrypt(keys.aead_key, record.nonce, record.ciphertext,
+                                             aad, requirement="KP-3")
     private = PrivateKeys(x25519=plaintext[:32], ed25519_seed=plaintext[32:])
     if public_keys_of(private) != record.public_keys:
         raise BindingError("decrypted private keys do not match the published public keys",
                            requirement="KP-11")
     return private
+
+
+# --- step 12: re-wrapping after a kB rotation ---------------------------------------------------
+
+def rewrap_record(obj: object, *, user_id: str, client_id: str, old_kb: bytes,
+                  new_kb: bytes, nonce: bytes, z: bytes) -> Sealed:
+    """Step 12 (KP-22): open a record of method application-key with the kBr of the old kB
+    (every check of step 9) and seal the same private keys as the next version under the
+    kBr of the new kB: a rotation signed by the record's own Ed25519 key, so that every
+    party following the chain (KP-20) sees an ordinary rotation whose keys did not change.
+    A record of method password does not depend on kB and is not re-wrapped."""
+    record = parse_record(obj)
+    if record.kek is None or record.kek.method != METHOD_APPLICATION_KEY:
+        raise ValueError("only records of method application-key depend on kB")
+    private = open_record(obj, user_id=user_id, client_id=client_id,
+                          kek=application_key(old_kb, client_id))
+    return seal_record(user_id=user_id, client_id=client_id,
+                       key_version=record.key_version + 1, private=private,
+                       kek=application_key(new_kb, client_id),
+                       kek_spec=KekSpec(method=METHOD_APPLICATION_KEY), nonce=nonce, z=z,
+                       change_type=CHANGE_ROTATION, previous=private)
 
 
 # --- compat profile: fxakeys ----------------------------------------------------------------------

@@ -318,6 +318,22 @@ def no_possession_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kp, "xeddsa", Lenient)
 
 
+def rotation_must_change_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuses a rotation that keeps the public keys, so a re-wrap after a kB rotation
+    cannot be published (KP-22)."""
+    import keyflows.spec.keypair_publication as kp
+    from keyflows.spec.errors import LinkError
+
+    original = kp.check_change
+
+    def check_change(state: kp.StoredState, record: kp.Record) -> None:
+        if state.live is not None and record.public_keys == state.live.public_keys:
+            raise LinkError("a rotation must change the keys", requirement="KP-17")
+        original(state, record)
+
+    monkeypatch.setattr(kp, "check_change", check_change)
+
+
 def unsigned_deletion(monkeypatch: pytest.MonkeyPatch) -> None:
     """Deletes on any well-formed deletion body (KP-19)."""
     import keyflows.spec.keypair_publication as kp
@@ -483,6 +499,10 @@ VARIANTS = (
     BrokenVariant(
         "no-x25519-possession-check", "does not verify the X25519 key's XEdDSA signature",
         ("keypair-publication/possession/x25519-key-proven",), patch=no_possession_check),
+    BrokenVariant(
+        "rewrap-refused", "refuses a rotation that keeps the keys (no re-wrap after kB "
+        "rotation)", ("keypair-publication/rotation/rewrap-same-keys",),
+        patch=rotation_must_change_keys),
     BrokenVariant(
         "unsigned-deletion-accepted", "deletes without checking the deletion's signature",
         ("keypair-publication/delete/signed-deletion",), patch=unsigned_deletion),

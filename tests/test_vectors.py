@@ -312,21 +312,66 @@ def test_rebound_cases_pass_every_check_but_the_aead(files: dict[str, dict[str, 
         assert case["failure"]["class"] == "aead"
 
 
+def _bare_gcm(case: Mapping[str, Any], kek: bytes) -> bytes:
+    """AES-GCM alone, without the commitment check of KP-21."""
+    inputs = case["inputs"]
+    record = kp.parse_record(inputs["record"])
+    assert record.kek is not None
+    aad = kp.record_aad(inputs["user_id"], inputs["client_id"], record.key_version,
+                        record.kek, record.public_keys)
+    keys = kp.record_keys(kek, record.nonce, aad)
+    return primitives.aes256gcm_decrypt(keys.aead_key, record.nonce, record.ciphertext, aad)
+
+
 def test_mismatched_private_keys_decrypt_honestly(files: dict[str, dict[str, Any]]) -> None:
     plain = files["keypair-publication.yaml"]
     for case in (c for c in iter_cases(plain) if "MismatchedPrivateKeys" in c["flags"]):
         inputs, kek = case["inputs"], bytes.fromhex(case["intermediates"]["kek"])
+        plaintext = _bare_gcm(case, kek)
         record = kp.parse_record(inputs["record"])
-        assert record.kek is not None
-        aad = kp.record_aad(inputs["user_id"], inputs["client_id"], record.key_version,
-                            record.kek.method, record.public_keys)
-        plaintext = primitives.aes256gcm_decrypt(kek, record.nonce, record.ciphertext, aad)
         assert kp.public_keys_of(kp.PrivateKeys(plaintext[:32], plaintext[32:])) != \
             record.public_keys
         with pytest.raises(SpecError) as raised:
             kp.open_record(inputs["record"], user_id=inputs["user_id"],
                            client_id=inputs["client_id"], kek=kek)
         assert raised.value.failure_class == "binding" and raised.value.requirement == "KP-11"
+
+
+def test_partitioning_ciphertext_authenticates_under_both_passwords(
+        files: dict[str, dict[str, Any]]) -> None:
+    """KP-21: the crafted ciphertext really opens under both passwords' AEAD keys with bare
+    AES-GCM (pyca), so only the commitment makes the second password fail, and it fails
+    there (class aead, KP-21) rather than after decryption (class binding, KP-11)."""
+    plain = files["keypair-publication.yaml"]
+    cases = [c for c in iter_cases(plain) if "PartitioningCiphertext" in c["flags"]]
+    assert {c["id"].rsplit("/", 1)[1] for c in cases} == {
+        "partitioning-second-password", "partitioning-first-password"}
+    assert cases[0]["inputs"]["record"] == cases[1]["inputs"]["record"]
+    plaintexts = set()
+    for case in cases:
+        kek = bytes.fromhex(case["intermediates"]["kek"])
+        plaintext = _bare_gcm(case, kek)
+        assert plaintext.hex() == case["intermediates"]["gcm_plaintext"]
+        plaintexts.add(plaintext)
+        inputs = case["inputs"]
+        with pytest.raises(SpecError) as raised:
+            kp.open_record(inputs["record"], user_id=inputs["user_id"],
+                           client_id=inputs["client_id"], kek=kek)
+        assert (raised.value.failure_class, raised.value.requirement) == (
+            case["failure"]["class"], "KP-21" if "second" in case["id"] else "KP-11")
+    assert len(plaintexts) == 2  # two keys, two different plaintexts, one ciphertext
+
+
+def test_commitment_failures_happen_before_aes_gcm(files: dict[str, dict[str, Any]]) -> None:
+    """Every open case refused by KP-21 carries a commitment other than the record's."""
+    plain = files["keypair-publication.yaml"]
+    refused = [c for c in iter_cases(plain) if c["operation"] == "open"
+               and c["result"] == "invalid" and c["failure"]["class"] == "aead"
+               and "KP-21" in c["requirements"]]
+    assert len(refused) >= 4 * 5
+    for case in refused:
+        stated = b64url_decode(case["inputs"]["record"]["encrypted_private_keys"]["commitment"])
+        assert stated.hex() != case["intermediates"]["commitment"], case["id"]
 
 
 def test_bad_point_values_are_the_spec_low_order_set() -> None:

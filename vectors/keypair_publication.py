@@ -12,10 +12,15 @@ every base case, each declaring the failure class and the step that must reject:
                         that rejects); swapped public keys; truncated and extended fields;
                         non-canonical base64url; unknown, missing and ill-typed members;
                         Argon2id costs out of range
-  open                  bit flips in the nonce and the ciphertext; a wrong kB, password or
-                        salt; another expected user, application or version; a record
+  open                  bit flips in the nonce, the commitment and the ciphertext; a wrong
+                        kB, password or salt; changed Argon2id costs or salt opened with
+                        the right KEK (the AAD binds them); a ciphertext crafted to
+                        authenticate under two passwords' keys (the commitment refuses the
+                        second); another expected user, application or version; a record
                         re-signed for another context over the same ciphertext (the AAD
                         rejects it); a ciphertext of other private keys (KP-11)
+  rewrap                after a kB rotation, the record re-sealed under the new kBr with the
+                        same keys (KP-22); a wrong old kB
   validate-public-view  private members present; a flipped signature; a foreign user
   check-replacement     equal and older key versions (replay)
 
@@ -37,6 +42,7 @@ from keyflows.spec import keypair_publication as kp
 from keyflows.spec import primitives, xeddsa
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.spec.errors import SpecError
 from keyflows.vectors.framework import (
     Case,
     Failure,
@@ -48,6 +54,7 @@ from keyflows.vectors.framework import (
     expect_rejection,
     hx,
 )
+from keyflows.vectors.gcm_collision import colliding_ciphertext
 from keyflows.vectors.key_derivation import stretch
 
 FLOW = "keypair-publication"
@@ -60,6 +67,7 @@ OP_REPLACEMENT = "check-replacement"
 OP_CHANGE = "check-change"
 OP_DELETION = "check-deletion"
 OP_HISTORY = "follow-history"
+OP_REWRAP = "rewrap"
 OP_FXA_SEAL = "fxakeys-enc-priv-key"
 OP_FXA_OPEN = "fxakeys-open-enc-priv-key"
 
@@ -128,10 +136,31 @@ NOTES_V1: dict[str, Flag] = {
                              "Reject before running Argon2id (failure class params)."),
     "WrongKey": Flag("The owner's kB, password or the record's salt differs from the one the "
                      "record was sealed with.",
-                     "Reject at the AEAD (failure class aead)."),
+                     "Reject at the key commitment, before AES-GCM runs (failure class aead, "
+                     "KP-21)."),
     "Rebound": Flag("The record is re-signed for another user, application or version over "
                     "the SAME ciphertext (as someone holding the signing key could).",
-                    "Reject at the AEAD: the AAD binds the ciphertext to its context."),
+                    "Reject at the key commitment: it is derived over the AAD, which binds "
+                    "the ciphertext to its context (failure class aead)."),
+    "CachedKek": Flag("The owner opens the record with a KEK it kept (the right one) instead "
+                      "of deriving it again from the salt and costs the record states.",
+                      "The AAD still binds the stated salt and costs (KP-3): a changed one is "
+                      "refused at the key commitment (failure class aead)."),
+    "ParamsChanged": Flag("The record's Argon2id costs or salt were changed to other valid "
+                          "values (as a server lowering the cost of the next guess would).",
+                          "Reject at the key commitment (failure class aead): with the password "
+                          "the KEK changes, with a kept KEK the AAD does."),
+    "PartitioningCiphertext": Flag("The ciphertext is crafted so that AES-GCM authenticates it "
+                                   "under the AEAD keys of TWO passwords (a partitioning "
+                                   "oracle's input); gcm_plaintext shows what a bare AES-GCM "
+                                   "open gives.",
+                                   "Only the password whose key the commitment names gets "
+                                   "past step 9's commitment check (KP-21); every other "
+                                   "password is refused there (failure class aead), whatever "
+                                   "AES-GCM alone would say."),
+    "Rewrap": Flag("A re-wrap after a kB rotation: the next version with the same keys under "
+                   "the new kBr, a rotation signed by the record's own key (KP-22).",
+                   "Accept; the old record opens with the old kB, the new one with the new."),
     "MismatchedPrivateKeys": Flag("The ciphertext authenticates but holds private keys that do "
                                   "not produce the published public keys.",
                                   "Reject after decryption (failure class binding, KP-11)."),
@@ -192,6 +221,7 @@ class Base:
     password: str | None = None
     change: str = kp.CHANGE_INITIAL
     previous: str | None = None  # the base whose keys a rotation is signed with
+    rewraps: bool = False  # KP-22: the same private keys as `previous`, under a new kB
 
 
 BASES = (
@@ -207,6 +237,10 @@ BASES = (
     Base("rotation-0", "alice", "notes.example", 2, APP,
          "a rotation of app-key-0 to version 2, signed by version 1's Ed25519 key",
          change=kp.CHANGE_ROTATION, previous="app-key-0"),
+    Base("rewrap-0", "alice", "notes.example", 3, APP,
+         "rotation-0 re-wrapped after a kB rotation: version 3 holds the same private keys "
+         "under the kBr of a new kB, a rotation signed by its own Ed25519 key",
+         change=kp.CHANGE_ROTATION, previous="rotation-0", rewraps=True),
 )
 BASES_BY_NAME = {base.name: base for base in BASES}
 
@@ -244,7 +278,12 @@ class Material:
 @cache
 def material(base: Base) -> Material:
     drbg = Drbg(f"{FLOW}/v1/{base.name}")
-    private = kp.generate_private_keys(drbg)  # x25519_private, then ed25519_seed
+    previous = material(BASES_BY_NAME[base.previous]).private if base.previous else None
+    if base.rewraps:  # KP-22: nothing new is drawn for the keys
+        assert previous is not None
+        private = previous
+    else:
+        private = kp.generate_private_keys(drbg)  # x25519_private, then ed25519_seed
     kb: bytes | None = None
     stretched: bytes | None = None
     if base.method == APP:
@@ -261,7 +300,6 @@ def material(base: Base) -> Material:
         kek = kd.password_key_from_stretched(stretched, base.user_id, base.client_id)
     nonce = drbg(primitives.GCM_NONCE_LEN)
     z = drbg(xeddsa.Z_LEN)
-    previous = material(BASES_BY_NAME[base.previous]).private if base.previous else None
     sealed = kp.seal_record(user_id=base.user_id, client_id=base.client_id,
                             key_version=base.key_version, private=private, kek=kek,
                             kek_spec=kek_spec, nonce=nonce, z=z, change_type=base.change,
@@ -285,19 +323,21 @@ FIELD_PATHS: dict[str, Path] = {
     "signature": ("binding_signature",),
     "x25519_signature": ("x25519_signature",),
     "nonce": ("encrypted_private_keys", "nonce"),
+    "commitment": ("encrypted_private_keys", "commitment"),
     "ciphertext": ("encrypted_private_keys", "ciphertext"),
     "salt": ("encrypted_private_keys", "kek", "salt"),
 }
 # The requirement each field's length and encoding rule comes from (besides API-1).
 FIELD_REQUIREMENTS: dict[str, str] = {
     "x25519": "KP-5", "ed25519": "KP-4", "signature": "KP-4", "x25519_signature": "KP-14",
-    "nonce": "KP-3",
+    "nonce": "KP-3", "commitment": "KP-21",
     "ciphertext": "KP-3", "salt": "KD-4",
 }
 
 
 def _fields(m: Material) -> list[str]:
-    names = ["x25519", "ed25519", "signature", "x25519_signature", "nonce", "ciphertext"]
+    names = ["x25519", "ed25519", "signature", "x25519_signature", "nonce", "commitment",
+             "ciphertext"]
     return [*names, "salt"] if m.base.method == PASSWORD else names
 
 
@@ -370,11 +410,36 @@ def _validate_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
         failure=failure)
 
 
+#: An owner's secret {"method": "kek", "kek": ...}: a KEK it kept instead of its kB or password.
+CACHED_KEK = "kek"
+
+
+def opening_intermediates(record: Mapping[str, Any], kek: bytes) -> dict[str, Any]:
+    """What the owner's KEK gives for a record, wherever the opening stops: the AEAD key and
+    the commitment it derives (KP-21), and what a bare AES-GCM open (no commitment check)
+    returns, null when the tag does not verify."""
+    parsed = kp.parse_record(record)
+    assert parsed.kek is not None
+    aad = kp.record_aad(parsed.user_id, parsed.client_id, parsed.key_version, parsed.kek,
+                        parsed.public_keys)
+    keys = kp.record_keys(kek, parsed.nonce, aad)
+    try:
+        plaintext: bytes | None = primitives.aes256gcm_decrypt(keys.aead_key, parsed.nonce,
+                                                               parsed.ciphertext, aad)
+    except SpecError:
+        plaintext = None
+    return {"kek": kek, "aead_key": keys.aead_key, "commitment": keys.commitment,
+            "gcm_plaintext": plaintext}
+
+
 def kek_for(record: Mapping[str, Any], secret: Mapping[str, Any], user_id: str,
             client_id: str) -> bytes:
     """Step 2 as the owner runs it: the KEK from the owner's secret, the record's kek
     member, and the user and application the owner expects."""
     spec = kp.parse_kek(record["encrypted_private_keys"]["kek"])
+    if secret["method"] == CACHED_KEK:  # the owner kept the KEK itself
+        kek = secret["kek"]
+        return kek if isinstance(kek, bytes) else hx(kek, "kek")
     if spec.method != secret["method"]:
         raise ValueError("the secret does not match the record's KEK method")
     if spec.method == APP:
@@ -401,7 +466,8 @@ def _open_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
         inputs={"record": record, "user_id": user_id, "client_id": client_id,
                 "key_version": key_version if key_version is not None else m.base.key_version,
                 "secret": secret},
-        intermediates={"kek": kek_for(record, secret, user_id, client_id)},
+        intermediates=opening_intermediates(record, kek_for(record, secret, user_id,
+                                                            client_id)),
         outputs=outputs, failure=failure)
 
 
@@ -441,9 +507,10 @@ def _positives(m: Material) -> list[Case]:
                      "p": m.kek_spec.params.p}
     seal = Case(
         id=f"kp-v1-{base.name}/seal", comment=f"seal: {base.comment}",
-        flags=(_method_flag(m), "Valid"),
-        requirements=("KP-1", "KP-2", "KP-3", "KP-4", "KP-14", "KP-15",
+        flags=(_method_flag(m), "Valid", *(("Rewrap",) if base.rewraps else ())),
+        requirements=("KP-1", "KP-2", "KP-3", "KP-4", "KP-14", "KP-15", "KP-21",
                       *(("KP-17",) if base.change == kp.CHANGE_ROTATION else ()),
+                      *(("KP-22",) if base.rewraps else ()),
                       "KD-3" if base.method == APP else "KD-6"),
         operation=OP_SEAL,
         inputs={"user_id": base.user_id, "client_id": base.client_id,
@@ -455,7 +522,8 @@ def _positives(m: Material) -> list[Case]:
         intermediates={"kek_info": m.kek_info, "stretched": m.stretched, "kek": m.kek,
                        "x25519_public": sealed.public.x25519,
                        "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
-                       "aad": sealed.aad, "ciphertext": sealed.ciphertext,
+                       "aad": sealed.aad, "aead_key": sealed.aead_key,
+                       "commitment": sealed.commitment, "ciphertext": sealed.ciphertext,
                        "signed_message": sealed.signed_message, "signature": sealed.signature,
                        "possession_message": sealed.possession_message,
                        "x25519_signature": sealed.x25519_signature,
@@ -473,7 +541,8 @@ def _positives(m: Material) -> list[Case]:
                              ("Valid",), ("KP-5", "KP-6", "KP-10"), None,
                              kp.public_view(m.record))
     opened = _open_case(m, "", f"the owner recovers the private keys of {base.name}",
-                        ("Valid",), ("KP-2", "KP-3", "KP-6", "KP-11"), None, m.record)
+                        ("Valid",), ("KP-2", "KP-3", "KP-6", "KP-21", "KP-11"), None,
+                        m.record)
     return [seal, validate, view, opened]
 
 
@@ -730,6 +799,7 @@ def _structure(m: Material) -> list[Case]:
     ]
     missing: list[Path] = [(name,) for name in kp.RECORD_MEMBERS] + [
         ("public_keys", "ed25519"), ("encrypted_private_keys", "ciphertext"),
+        ("encrypted_private_keys", "commitment"),
         ("encrypted_private_keys", "kek"), ("encrypted_private_keys", "kek", "method")]
     if m.base.method == PASSWORD:
         missing.append(("encrypted_private_keys", "kek", "salt"))
@@ -797,6 +867,7 @@ def _params(m: Material) -> list[Case]:
 # --- open families --------------------------------------------------------------------------------
 
 AEAD_REJECT = Failure("aead", STEP_RECOVERY)
+COMMITMENT = ("KP-21",)  # the requirement that rejects a KEK other than the record's
 
 
 def _open_negatives(m: Material) -> list[Case]:
@@ -809,9 +880,15 @@ def _open_negatives(m: Material) -> list[Case]:
 
     other_version = _other_version(base.key_version)
     cases = [
-        _open_case(m, "bitflip-nonce-first", "flips bit 0 of the first nonce byte",
-                   ("BitFlip",), ("KP-3",), AEAD_REJECT, _flip_field(rec, nonce, 0)),
-        _open_case(m, "bitflip-ciphertext-first", "flips bit 0 of the first ciphertext byte",
+        _open_case(m, "bitflip-nonce-first", "flips bit 0 of the first nonce byte: the "
+                   "commitment, derived over the nonce, no longer matches",
+                   ("BitFlip",), ("KP-3", *COMMITMENT), AEAD_REJECT,
+                   _flip_field(rec, nonce, 0)),
+        _open_case(m, "bitflip-commitment-first", "flips bit 0 of the first commitment byte",
+                   ("BitFlip",), COMMITMENT, AEAD_REJECT,
+                   _flip_field(rec, FIELD_PATHS["commitment"], 0)),
+        _open_case(m, "bitflip-ciphertext-first", "flips bit 0 of the first ciphertext byte: "
+                   "the commitment matches, AES-GCM rejects",
                    ("BitFlip",), ("KP-3",), AEAD_REJECT, _flip_field(rec, ct, 0)),
         _open_case(m, "bitflip-ciphertext-last", "flips bit 0 of the last byte (the GCM tag)",
                    ("BitFlip",), ("KP-3",), AEAD_REJECT,
@@ -819,17 +896,10 @@ def _open_negatives(m: Material) -> list[Case]:
     ]
     if base.method == APP:
         cases.append(_open_case(m, "wrong-kb", "the owner derives the KEK from another kB",
-                                ("WrongKey",), ("KP-2", "KP-3"), AEAD_REJECT, rec,
+                                ("WrongKey",), ("KP-2", *COMMITMENT), AEAD_REJECT, rec,
                                 secret={"method": APP, "kb": m.drbg("wrong-kb")(kd.KB_LEN)}))
     else:
-        cases.append(_open_case(m, "wrong-password", "the owner types another password",
-                                ("WrongKey",), ("KP-2", "KP-3"), AEAD_REJECT, rec,
-                                secret={"method": PASSWORD,
-                                        "password": f"{base.password}!"}))
-        cases.append(_open_case(m, "bitflip-salt-first", "flips bit 0 of the first salt byte "
-                                "(the salt is not signed: the AEAD rejects)",
-                                ("BitFlip", "WrongKey"), ("KP-2", "KP-3", "KD-4"), AEAD_REJECT,
-                                _flip_field(rec, FIELD_PATHS["salt"], 0)))
+        cases += _password_negatives(m)
     cases += [
         _open_case(m, "expected-other-user", f"the owner expects user {OTHER_USER!r}",
                    ("ForeignContext",), ("KP-7",), Failure("binding", STEP_SERVER), rec,
@@ -841,28 +911,97 @@ def _open_negatives(m: Material) -> list[Case]:
                    f"{other_version}", ("ForeignContext",), ("KP-6",),
                    Failure("binding", STEP_CHECKS), rec, key_version=other_version),
         _open_case(m, "rebound-user", f"re-signed for user {OTHER_USER!r} over the same "
-                   "ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
+                   "ciphertext", ("Rebound",), ("KP-3", *COMMITMENT), AEAD_REJECT,
                    resigned(_set(rec, ("user_id",), OTHER_USER)), user_id=OTHER_USER),
         _open_case(m, "rebound-client", f"re-signed for application {OTHER_CLIENT!r} over the "
-                   "same ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
+                   "same ciphertext", ("Rebound",), ("KP-3", *COMMITMENT), AEAD_REJECT,
                    resigned(_set(rec, ("client_id",), OTHER_CLIENT)),
                    client_id=OTHER_CLIENT),
         _open_case(m, "rebound-version", f"re-signed for key_version {other_version} over the "
-                   "same ciphertext", ("Rebound",), ("KP-3",), AEAD_REJECT,
+                   "same ciphertext", ("Rebound",), ("KP-3", *COMMITMENT), AEAD_REJECT,
                    resigned(_set(rec, ("key_version",), other_version)),
                    key_version=other_version),
         _open_case(m, "mismatched-private-keys", "the ciphertext is honestly encrypted under "
-                   "the KEK with the record's AAD, but holds other private keys",
+                   "the record's AEAD key with its AAD, but holds other private keys",
                    ("MismatchedPrivateKeys",), ("KP-11",), Failure("binding", STEP_RECOVERY),
                    _mismatched(m)),
     ]
     return cases
 
 
+#: The second password of the partitioning case.
+OTHER_PASSWORD = "Tr0ub4dor&3"
+
+
+def _password_negatives(m: Material) -> list[Case]:
+    """KP-3 and KP-21 for method password: the salt and costs are bound, and the record
+    opens under one password only."""
+    rec, base = m.record, m.base
+    assert m.kek_spec.params is not None
+    kek_path = ("encrypted_private_keys", "kek")
+    cached = {"method": CACHED_KEK, "kek": m.kek}
+    more_passes = {**_get(rec, kek_path), "t": m.kek_spec.params.t + 1}
+    other_salt = b64url_encode(m.drbg("other-salt")(kd.SALT_LEN))
+    cases = [
+        _open_case(m, "wrong-password", "the owner types another password",
+                   ("WrongKey",), ("KP-2", *COMMITMENT), AEAD_REJECT, rec,
+                   secret={"method": PASSWORD, "password": f"{base.password}!"}),
+        _open_case(m, "bitflip-salt-first", "flips bit 0 of the first salt byte: another "
+                   "Argon2id output, another KEK", ("BitFlip", "WrongKey", "ParamsChanged"),
+                   ("KP-2", "KP-3", "KD-4", *COMMITMENT), AEAD_REJECT,
+                   _flip_field(rec, FIELD_PATHS["salt"], 0)),
+        _open_case(m, "params-changed", f"t raised to {m.kek_spec.params.t + 1} in the "
+                   "record, opened with the password: another KEK",
+                   ("ParamsChanged",), ("KP-3", *COMMITMENT), AEAD_REJECT,
+                   _set(rec, kek_path, more_passes)),
+        _open_case(m, "params-changed-cached-kek", f"t raised to {m.kek_spec.params.t + 1} "
+                   "in the record, opened with the right KEK the owner kept: the AAD binds "
+                   "the costs", ("ParamsChanged", "CachedKek"), ("KP-3", *COMMITMENT),
+                   AEAD_REJECT, _set(rec, kek_path, more_passes), secret=cached),
+        _open_case(m, "salt-changed-cached-kek", "another salt in the record, opened with the "
+                   "right KEK the owner kept: the AAD binds the salt",
+                   ("ParamsChanged", "CachedKek"), ("KP-3", "KD-4", *COMMITMENT), AEAD_REJECT,
+                   _set(rec, FIELD_PATHS["salt"], other_salt), secret=cached),
+        _open_case(m, "cached-kek", "the owner opens the record with the KEK it kept",
+                   ("CachedKek", "Valid"), ("KP-3", "KP-21", "KP-11"), None, rec,
+                   secret=cached),
+    ]
+    partitioning = _partitioning_record(m)
+    cases += [
+        _open_case(m, "partitioning-second-password", "a ciphertext that AES-GCM "
+                   f"authenticates under the keys of {base.password!r} AND "
+                   f"{OTHER_PASSWORD!r} (see gcm_plaintext), with the commitment of the "
+                   f"first; opened with {OTHER_PASSWORD!r}: the commitment refuses it, so "
+                   "the opening tests one password, not two",
+                   ("PartitioningCiphertext",), COMMITMENT, AEAD_REJECT, partitioning,
+                   secret={"method": PASSWORD, "password": OTHER_PASSWORD}),
+        _open_case(m, "partitioning-first-password", "the same ciphertext opened with the "
+                   "password the commitment names: AES-GCM authenticates, but the plaintext "
+                   "is no key pair of the record", ("PartitioningCiphertext",),
+                   ("KP-21", "KP-11"), Failure("binding", STEP_RECOVERY), partitioning),
+    ]
+    return cases
+
+
+def _partitioning_record(m: Material) -> dict[str, Any]:
+    """The record with a ciphertext that authenticates under the AEAD keys of the base's
+    password and of OTHER_PASSWORD (vectors.gcm_collision), and the commitment of the base's
+    password: the first three ciphertext blocks come from Drbg('<label>/partitioning')."""
+    assert m.kek_spec.params is not None
+    other_kek = kd.password_key_from_stretched(
+        stretch(OTHER_PASSWORD, m.kek_spec.salt, m.kek_spec.params), m.base.user_id,
+        m.base.client_id)
+    mine = kp.record_keys(m.kek, m.nonce, m.sealed.aad)
+    theirs = kp.record_keys(other_kek, m.nonce, m.sealed.aad)
+    sealed = colliding_ciphertext(mine.aead_key, theirs.aead_key, m.nonce, m.sealed.aad,
+                                  m.drbg("partitioning")(kp.PRIVATE_PLAINTEXT_LEN - 16))
+    return _set(m.record, FIELD_PATHS["ciphertext"], b64url_encode(sealed))
+
+
 def _mismatched(m: Material) -> dict[str, Any]:
     other = kp.generate_private_keys(m.drbg("mismatched-private-keys"))
-    ciphertext = primitives.aes256gcm_encrypt(m.kek, m.nonce, other.x25519 + other.ed25519_seed,
-                                              m.sealed.aad)
+    ciphertext = primitives.aes256gcm_encrypt(m.sealed.aead_key, m.nonce,
+                                              other.x25519 + other.ed25519_seed, m.sealed.aad)
     return _set(m.record, FIELD_PATHS["ciphertext"], b64url_encode(ciphertext))
 
 
@@ -1120,14 +1259,58 @@ def _v1_cases() -> list[Case]:
     cases: list[Case] = []
     for m in materials:
         cases += _positives(m)
-    for m in materials:
+    for m in (m for m in materials if not m.base.rewraps):  # a re-wrap: positives only
         for family in (_bitflips, _strict_ed25519, _possession, _relabelled, _foreign_path,
                        _points, _swapped, _lengths,
                        _encodings, _structure, _bad_values, _params, _open_negatives,
                        _public_view_negatives):
             cases += family(m)
     return cases + _replacement_cases() + _change_cases() + _deletion_cases() + \
-        _history_cases()
+        _history_cases() + _rewrap_cases()
+
+
+# --- step 12: re-wrapping after a kB rotation --------------------------------------------------
+
+def _rewrap_intermediates(sealed: kp.Sealed, old_kek: bytes, new_kek: bytes
+                          ) -> dict[str, Any]:
+    return {"old_kek": old_kek, "new_kek": new_kek, "aad": sealed.aad,
+            "aead_key": sealed.aead_key, "commitment": sealed.commitment,
+            "ciphertext": sealed.ciphertext, "rotation_message": sealed.rotation_message,
+            "rotation_signature": sealed.rotation_signature}
+
+
+def _rewrap_case(slug: str, comment: str, flags: tuple[str, ...],
+                 requirements: tuple[str, ...], old_kb: bytes,
+                 failure: Failure | None) -> Case:
+    """rotation-0's record re-wrapped with the kB, nonce and Z of rewrap-0."""
+    old, new = material(BASES_BY_NAME["rotation-0"]), material(BASES_BY_NAME["rewrap-0"])
+    assert new.kb is not None
+    intermediates: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    if failure is None:
+        intermediates = _rewrap_intermediates(new.sealed, old.kek, new.kek)
+        outputs = {"record": new.record}
+    return Case(id=f"kp-v1-rewrap/{slug}", comment=comment, flags=("ApplicationKey", *flags),
+                requirements=requirements, operation=OP_REWRAP,
+                inputs={"record": old.record, "user_id": old.base.user_id,
+                        "client_id": old.base.client_id, "old_kb": old_kb,
+                        "new_kb": new.kb, "nonce": new.nonce, "z": new.z},
+                intermediates=intermediates, outputs=outputs, failure=failure)
+
+
+def _rewrap_cases() -> list[Case]:
+    old = material(BASES_BY_NAME["rotation-0"])
+    assert old.kb is not None
+    return [
+        _rewrap_case("after-kb-rotation", "version 2 of alice/notes.example opened with the "
+                     "old kB and re-sealed as version 3 under the new kB: the same public "
+                     "keys, a rotation signed by them (the output is rewrap-0's record)",
+                     ("Rewrap", "Valid"), ("KP-22", "KP-17", "KP-21", "KP-11"), old.kb, None),
+        _rewrap_case("wrong-old-kb", "the owner no longer holds the kB the record was sealed "
+                     "under: the commitment refuses it, and the record can only be replaced "
+                     "by a reset", ("WrongKey",), ("KP-22", *COMMITMENT),
+                     Drbg(f"{FLOW}/v1/rewrap/wrong-old-kb")(kd.KB_LEN), AEAD_REJECT),
+    ]
 
 
 # --- fxakeys --------------------------------------------------------------------------------------
@@ -1288,7 +1471,8 @@ def _verify_seal(case: Mapping[str, Any]) -> Outcome:
         intermediates={"kek_info": kek_info, "stretched": stretched, "kek": kek,
                        "x25519_public": sealed.public.x25519,
                        "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
-                       "aad": sealed.aad, "ciphertext": sealed.ciphertext,
+                       "aad": sealed.aad, "aead_key": sealed.aead_key,
+                       "commitment": sealed.commitment, "ciphertext": sealed.ciphertext,
                        "signed_message": sealed.signed_message, "signature": sealed.signature,
                        "possession_message": sealed.possession_message,
                        "x25519_signature": sealed.x25519_signature,
@@ -1345,7 +1529,7 @@ def _verify_open(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
     record, user_id, client_id = inputs["record"], inputs["user_id"], inputs["client_id"]
     kek = kek_for(record, inputs["secret"], user_id, client_id)
-    outcome = compare(case, intermediates={"kek": kek})
+    outcome = compare(case, intermediates=opening_intermediates(record, kek))
     if not outcome.agreed:
         return outcome
 
@@ -1451,6 +1635,33 @@ def _verify_fxa_open(case: Mapping[str, Any]) -> Outcome:
     return compare(case, outputs={"x25519_private": kp.fxakeys_open_enc_priv_key(kbr, enc)})
 
 
+def _verify_rewrap(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    user_id, client_id = inputs["user_id"], inputs["client_id"]
+    old_kb, new_kb = hx(inputs["old_kb"], "old_kb"), hx(inputs["new_kb"], "new_kb")
+
+    def rewrap() -> kp.Sealed:
+        return kp.rewrap_record(inputs["record"], user_id=user_id, client_id=client_id,
+                                old_kb=old_kb, new_kb=new_kb, nonce=hx(inputs["nonce"], "nonce"),
+                                z=hx(inputs["z"], "z"))
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, rewrap)
+    sealed = rewrap()
+    outcome = compare(case, intermediates=_rewrap_intermediates(
+        sealed, kd.application_key(old_kb, client_id), kd.application_key(new_kb, client_id)),
+        outputs={"record": sealed.record})
+    if not outcome.agreed:
+        return outcome
+    # KP-22: the new record is an ordinary rotation of the old one with the same keys.
+    old = kp.parse_record(inputs["record"])
+    new = kp.validate_publication(sealed.record, user_id=user_id, client_id=client_id)
+    kp.check_change(kp.StoredState(live=kp.predecessor_of(old), deleted_version=None), new)
+    if new.public_keys != old.public_keys:
+        return Outcome(False, "the re-wrapped record has other public keys")
+    return outcome
+
+
 _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
     ("v1", OP_SEAL): _verify_seal,
     ("v1", OP_VALIDATE): _verify_validate,
@@ -1460,6 +1671,7 @@ _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
     ("v1", OP_CHANGE): _verify_change,
     ("v1", OP_DELETION): _verify_deletion,
     ("v1", OP_HISTORY): _verify_history,
+    ("v1", OP_REWRAP): _verify_rewrap,
     ("fxakeys", OP_FXA_SEAL): _verify_fxa_seal,
     ("fxakeys", OP_FXA_OPEN): _verify_fxa_open,
 }

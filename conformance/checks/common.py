@@ -39,7 +39,8 @@ CLIENT = "conformance-app"
 
 # Fields whose base64url encoding the encoding checks mutate, by dotted path.
 B64_FIELDS = ("public_keys.x25519", "public_keys.ed25519", "binding_signature",
-              "encrypted_private_keys.nonce", "encrypted_private_keys.ciphertext")
+              "encrypted_private_keys.nonce", "encrypted_private_keys.commitment",
+              "encrypted_private_keys.ciphertext")
 
 
 def owner_with_record(t: Probe, label: str = "owner", client_id: str = CLIENT,
@@ -401,8 +402,8 @@ def unknown_member(t: Probe) -> None:
 REQUIRED_MEMBERS = ("user_id", "client_id", "key_version", "public_keys", "binding_signature",
                     "encrypted_private_keys", "public_keys.x25519", "public_keys.ed25519",
                     "encrypted_private_keys.aead", "encrypted_private_keys.kek",
-                    "encrypted_private_keys.nonce", "encrypted_private_keys.ciphertext",
-                    "encrypted_private_keys.kek.method")
+                    "encrypted_private_keys.nonce", "encrypted_private_keys.commitment",
+                    "encrypted_private_keys.ciphertext", "encrypted_private_keys.kek.method")
 
 
 @check("common/errors/missing-member", requirements=("API-6",))

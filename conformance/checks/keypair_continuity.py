@@ -6,6 +6,7 @@ signed change, a skipped version, another user's encryption key under a new name
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from keyflows.conformance.checks.support import expect_absent, expect_stored
@@ -18,9 +19,10 @@ from keyflows.conformance.clients import (
 from keyflows.conformance.probe import Probe, User, describe
 from keyflows.conformance.registry import check
 from keyflows.spec import keypair_publication as kp
-from keyflows.spec import primitives
+from keyflows.spec import primitives, xeddsa
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.errors import SpecError
+from keyflows.spec.key_derivation import application_key
 
 CLIENT = "kc-app"
 
@@ -112,6 +114,54 @@ def signed_deletion(t: Probe) -> None:
     exchange = t.delete_keypair(user.user_id, CLIENT, token=user.token,
                                 body=stored.deletion())
     t.expect_status(exchange, 204, what="DELETE signed by the live record's key")
+
+
+@check("keypair-publication/rotation/rewrap-same-keys", requirements=("KP-22", "KP-17"))
+def rewrap_same_keys(t: Probe) -> None:
+    """After a kB rotation the owner re-wraps its record: it reads the record, opens it
+    with the old kB and publishes the next version with the SAME keys under the new kB, a
+    rotation signed by those keys. The server accepts it (200) and serves it to the owner
+    (it opens with the new kB only, to the same private keys) and to discoverers (the
+    same public keys, following version 1 as a rotation)."""
+    user = t.user("rewrap")
+    old_kb, new_kb = os.urandom(32), os.urandom(32)
+    first = t.publish(user, CLIENT, sealed=seal_with_application_key(
+        user.user_id, CLIENT, 1, kb=old_kb))
+    pinned = public_view_of(t, user, CLIENT)
+    exchange = t.get_keypair(user.user_id, CLIENT, token=user.token)
+    served = t.expect_ok_json(exchange, 200, what="GET the owner's record to re-wrap it")
+    try:
+        rewrapped = kp.rewrap_record(served, user_id=user.user_id, client_id=CLIENT,
+                                     old_kb=old_kb, new_kb=new_kb,
+                                     nonce=os.urandom(primitives.GCM_NONCE_LEN),
+                                     z=os.urandom(xeddsa.Z_LEN))
+    except SpecError as exc:
+        t.fail(f"the served record does not open with the kB it was sealed under: {exc}",
+               expected="the published record", actual=describe(exchange), exchange=exchange)
+    new_kek = application_key(new_kb, CLIENT)
+    t.publish(user, CLIENT, sealed=Sealed(record=rewrapped.record, private=first.private,
+                                          kek=new_kek, kb=new_kb))
+    exchange = t.get_keypair(user.user_id, CLIENT, token=user.token)
+    served = t.expect_ok_json(exchange, 200, what="GET the re-wrapped record")
+    try:
+        private = kp.open_record(served, user_id=user.user_id, client_id=CLIENT, kek=new_kek,
+                                 key_version=2)
+    except SpecError as exc:
+        t.fail(f"the re-wrapped record does not open with the new kB: {exc}",
+               expected="version 2 under the new kB", actual=describe(exchange),
+               exchange=exchange)
+    if private != first.private:
+        t.fail("the re-wrapped record holds other private keys",
+               expected="the keys of version 1", actual="other keys")
+    try:
+        history = kp.follow_history(kp.predecessor_of(pinned),
+                                    [public_view_of(t, user, CLIENT)])
+    except SpecError as exc:
+        t.fail(f"a discoverer that pinned version 1 cannot follow the re-wrap: {exc}",
+               expected="a rotation signed by version 1's key")
+    if history.resets or history.latest.public_keys != pinned.public_keys:
+        t.fail("the public view after a re-wrap shows a reset or other keys",
+               expected="a rotation keeping the public keys", actual=str(history.latest))
 
 
 # --- attacks -------------------------------------------------------------------------------------

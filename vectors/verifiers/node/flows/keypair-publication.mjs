@@ -1,9 +1,9 @@
-// Keypair publication (docs/flows/keypair-publication.rst; KP-1..KP-13) and its
+// Keypair publication (docs/flows/keypair-publication.rst; KP-1..KP-22) and its
 // fxakeys compatibility profile (KP-13).
 
 import {
   Reject, b64urlEncode, b64urlExact, checkIdentifier, checkMembers, concat, ed25519Public,
-  ed25519Sign, ed25519Strict, ed25519Verify, equalBytes, fromHex, isInteger, isObject, labelledContext,
+  ed25519Sign, ed25519Strict, ed25519Verify, equalBytes, fromHex, hkdf, isInteger, isObject, labelledContext,
   aesGcmOpen, aesGcmSeal, secretboxOpen, secretboxSeal, toHex, u32be, utf8,
   x25519PointProblem, x25519Public,
 } from "../lib/core.mjs";
@@ -13,12 +13,21 @@ import { xeddsaSign, xeddsaVerify } from "../lib/xeddsa.mjs";
 const RECORD_MEMBERS = ["user_id", "client_id", "key_version", "public_keys", "change",
   "binding_signature", "x25519_signature"];
 const CHANGE_TYPES = ["initial", "rotation", "reset"];
-const EPK_MEMBERS = ["aead", "kek", "nonce", "ciphertext"];
+const EPK_MEMBERS = ["aead", "kek", "nonce", "commitment", "ciphertext"];
 
 // --- the byte strings of the chapter ("Byte strings built by the steps") -----------------
 
-const aadOf = (userId, clientId, keyVersion, method, x, ed) =>
-  labelledContext("keypair-record", userId, clientId, u32be(keyVersion), method, x, ed);
+/** KP-3: the KEK's method, and for method password the KDF, salt and costs, are bound. */
+const kekFields = (kek) => (kek.method === "password"
+  ? [kek.method, "argon2id", kek.salt, u32be(kek.t), u32be(kek.m), u32be(kek.p)]
+  : [kek.method]);
+const aadOf = (userId, clientId, keyVersion, kek, x, ed) =>
+  labelledContext("keypair-record", userId, clientId, u32be(keyVersion), ...kekFields(kek), x, ed);
+/** KP-21: the AEAD key and the key commitment, both HKDF-SHA256 of the KEK over (nonce, AAD). */
+const recordKeys = (kek, nonce, aad) => ({
+  aeadKey: hkdf(kek, null, labelledContext("keypair-record-key", nonce, aad), 32).okm,
+  commitment: hkdf(kek, null, labelledContext("keypair-record-commitment", nonce, aad), 32).okm,
+});
 const messageOf = (userId, clientId, keyVersion, x, ed, changeType) =>
   labelledContext("public-keys", userId, clientId, u32be(keyVersion), x, ed, changeType);
 const possessionOf = (userId, clientId, keyVersion, x, ed, changeType) =>
@@ -87,6 +96,7 @@ function decodeRecord(rec, { publicView }) {
   }
   out.kek = kek;
   out.nonce = b64urlExact(epk.nonce, 12, step, "nonce");
+  out.commitment = b64urlExact(epk.commitment, 32, step, "commitment");
   out.ciphertext = b64urlExact(epk.ciphertext, 80, step, "ciphertext");
   return out;
 }
@@ -127,6 +137,7 @@ function validated(r, trace) {
 // --- step 2: the key-encryption key ----------------------------------------------------
 
 async function deriveKek(kek, secret, userId, clientId, trace, names) {
+  if (secret.method === "kek") return fromHex(secret.kek); // a KEK the owner kept
   if (secret.method !== kek.method) {
     throw new Error(`the owner's secret is for method ${secret.method}, the record uses ${kek.method}`);
   }
@@ -150,24 +161,30 @@ async function seal(inp, trace) {
   const x = trace.inter("x25519_public", x25519Public(xPriv));
   const ed = trace.inter("ed25519_public", ed25519Public(edSeed));
   // Step 2 (KP-2): the KEK.
-  let kek, wireKek;
+  let kek, wireKek, kekSpec;
   const names = { info: "kek_info", prk: null, stretched: "stretched" };
   if (inp.kek.method === "application-key") {
     trace.inter("stretched", null);
     kek = applicationKey(fromHex(inp.kek.kb), clientId, trace, names);
     wireKek = { method: "application-key" };
+    kekSpec = wireKek;
   } else {
     const params = { password: inp.kek.password, salt: fromHex(inp.kek.salt), t: inp.kek.t, m: inp.kek.m, p: inp.kek.p };
     checkPasswordInputs(params, "2");
     kek = await passwordKey(params, userId, clientId, trace, names);
     wireKek = { method: "password", kdf: "argon2id", salt: b64urlEncode(params.salt), t: params.t, m: params.m, p: params.p };
+    kekSpec = { method: "password", salt: params.salt, t: params.t, m: params.m, p: params.p };
   }
   trace.inter("kek", kek);
-  // Step 3 (KP-3): AES-256-GCM over x25519_private || ed25519_seed.
+  // Step 3 (KP-3, KP-21): AES-256-GCM over x25519_private || ed25519_seed under the AEAD
+  // key the KEK gives, beside the key commitment.
   const plaintext = trace.inter("plaintext", concat(xPriv, edSeed));
-  const aad = trace.inter("aad", aadOf(userId, clientId, kv, inp.kek.method, x, ed));
+  const aad = trace.inter("aad", aadOf(userId, clientId, kv, kekSpec, x, ed));
   const nonce = fromHex(inp.nonce);
-  const ciphertext = trace.inter("ciphertext", aesGcmSeal(kek, nonce, plaintext, aad));
+  const keys = recordKeys(kek, nonce, aad);
+  trace.inter("aead_key", keys.aeadKey);
+  trace.inter("commitment", keys.commitment);
+  const ciphertext = trace.inter("ciphertext", aesGcmSeal(keys.aeadKey, nonce, plaintext, aad));
   // Step 4 (KP-4): the binding signature.
   const changeType = inp.change_type;
   const message = trace.inter("signed_message", messageOf(userId, clientId, kv, x, ed, changeType));
@@ -198,7 +215,10 @@ async function seal(inp, trace) {
   };
   trace.out("record", {
     ...publicView,
-    encrypted_private_keys: { aead: "A256GCM", kek: wireKek, nonce: b64urlEncode(nonce), ciphertext: b64urlEncode(ciphertext) },
+    encrypted_private_keys: {
+      aead: "A256GCM", kek: wireKek, nonce: b64urlEncode(nonce),
+      commitment: b64urlEncode(keys.commitment), ciphertext: b64urlEncode(ciphertext),
+    },
   });
   trace.out("public_view", publicView);
 }
@@ -218,15 +238,29 @@ async function validatePublicView(inp, trace) {
   validated(r, trace);
 }
 
-/** Step 9 (owner's client): verify the binding (step 5), derive the KEK (step 2), decrypt,
- * compare the private keys with the public keys (KP-11). */
+/** What the owner's KEK gives for a decoded record: the AEAD key, the commitment (KP-21)
+ * and, as a demonstration only, what a bare AES-GCM open returns (null: the tag fails). */
+function opening(r, kek, trace) {
+  const aad = aadOf(r.userId, r.clientId, r.keyVersion, r.kek, r.x, r.ed);
+  const keys = recordKeys(kek, r.nonce, aad);
+  trace.inter("aead_key", keys.aeadKey);
+  trace.inter("commitment", keys.commitment);
+  trace.inter("gcm_plaintext", aesGcmOpen(keys.aeadKey, r.nonce, r.ciphertext, aad));
+  return { aad, keys };
+}
+
+/** Step 9 (owner's client): verify the binding (step 5), derive the KEK (step 2), check
+ * the key commitment (KP-21), decrypt, compare the private keys with the public keys (KP-11). */
 async function open(inp, trace) {
   const r = decodeRecord(inp.record, { publicView: false });
   const expected = { userId: inp.user_id, clientId: inp.client_id, keyVersion: inp.key_version ?? null };
   checkPublicKeys(r, expected, trace, { recordMessage: false });
   const kek = trace.inter("kek", await deriveKek(r.kek, inp.secret, r.userId, r.clientId, null));
-  const aad = aadOf(r.userId, r.clientId, r.keyVersion, r.kek.method, r.x, r.ed);
-  const plaintext = aesGcmOpen(kek, r.nonce, r.ciphertext, aad);
+  const { aad, keys } = opening(r, kek, trace);
+  if (!equalBytes(keys.commitment, r.commitment)) { // a verifier: no secret to protect
+    throw new Reject("aead", "9", "the key commitment does not match the KEK");
+  }
+  const plaintext = aesGcmOpen(keys.aeadKey, r.nonce, r.ciphertext, aad);
   if (!plaintext) throw new Reject("aead", "9", "AES-256-GCM authentication failed");
   const xPriv = plaintext.slice(0, 32);
   const edSeed = plaintext.slice(32, 64);
@@ -240,10 +274,41 @@ async function open(inp, trace) {
 /** The KEK of an open case that was rejected before step 2: from the owner's secret and
  * the record's kek member, for the expected user and application. */
 async function openLate(inp, trace) {
-  const epk = inp.record?.encrypted_private_keys;
-  let kek = epk?.kek;
-  if (kek?.method === "password") kek = { ...kek, salt: b64urlExact(kek.salt, 16, "5", "kek.salt") };
-  trace.inter("kek", await deriveKek(kek, inp.secret, inp.user_id, inp.client_id, null));
+  const r = decodeRecord(inp.record, { publicView: false });
+  const kek = trace.inter("kek", await deriveKek(r.kek, inp.secret, inp.user_id, inp.client_id, null));
+  opening(r, kek, trace);
+}
+
+/** A trace that keeps raw values, for an operation run inside another. */
+const scratch = () => ({
+  intermediates: {}, outputs: {},
+  inter(name, value) { this.intermediates[name] = value; return value; },
+  out(name, value) { this.outputs[name] = value; return value; },
+});
+
+/** Step 12 (KP-22): after a kB rotation, open the record with the old kB (step 9) and seal
+ * the same keys as the next version under the new kB, a rotation signed by those keys. */
+async function rewrap(inp, trace) {
+  const r = decodeRecord(inp.record, { publicView: false });
+  if (r.kek.method !== "application-key") throw new Error("only application-key records depend on kB");
+  const oldKek = trace.inter("old_kek", applicationKey(fromHex(inp.old_kb), inp.client_id, null));
+  const opened = scratch();
+  await open({ record: inp.record, user_id: inp.user_id, client_id: inp.client_id,
+    key_version: null, secret: { method: "kek", kek: toHex(oldKek) } }, opened);
+  const xPriv = toHex(opened.outputs.x25519_private);
+  const edSeed = toHex(opened.outputs.ed25519_seed);
+  const sealed = scratch();
+  await seal({
+    user_id: inp.user_id, client_id: inp.client_id, key_version: r.keyVersion + 1,
+    x25519_private: xPriv, ed25519_seed: edSeed, kek: { method: "application-key", kb: inp.new_kb },
+    nonce: inp.nonce, z: inp.z, change_type: "rotation",
+    previous_x25519_private: xPriv, previous_ed25519_seed: edSeed,
+  }, sealed);
+  trace.inter("new_kek", sealed.intermediates.kek);
+  for (const k of ["aad", "aead_key", "commitment", "ciphertext", "rotation_message", "rotation_signature"]) {
+    trace.inter(k, sealed.intermediates[k]);
+  }
+  trace.out("record", sealed.outputs.record);
 }
 
 /** Step 6 (KP-8): a strictly greater key_version than the stored (or last deleted) one. */
@@ -377,6 +442,7 @@ export default {
       "check-change": { run: checkChange },
       "check-deletion": { run: checkDeletion },
       "follow-history": { run: followHistory },
+      rewrap: { run: rewrap },
     },
   },
   "keypair-publication.fxakeys": {
