@@ -104,8 +104,9 @@ def test_generation_is_deterministic_and_cheap() -> None:
     first = [f.dump() for f in catalog.generate_all(self_check=False)]
     second = [f.dump() for f in catalog.generate_all(self_check=False)]
     assert first == second
-    # Argon2id runs are memoised per (password, salt, params): the budget is small.
-    assert 0 < vkd.argon2id_runs() <= 8
+    # Argon2id runs are memoised per (password, salt, params): the budget is small
+    # (one run per distinct input; the key-committing records' two-password case adds one).
+    assert 0 < vkd.argon2id_runs() <= 10
 
 
 @pytest.mark.usefixtures("generated_once")
