@@ -314,16 +314,18 @@ class HttpClient:
         return exchange
 
     def send_declared_length(self, method: str, path: str, headers: dict[str, str], *,
-                             declared: int, sent: bytes, deadline_s: float) -> Exchange:
+                             declared: int | None, sent: bytes, deadline_s: float) -> Exchange:
         """Send headers declaring a `declared`-byte body, then only `sent` bytes of it, and
         read the answer. A server that honours Content-Length early answers at once; one
-        that waits for the whole body runs out the deadline: status 0, not an error."""
-        head = self._head(method, dict(headers), b"", chunked=False)
-        head = [(k, v) for k, v in head if k.lower() != "content-length"]
-        head.append(("content-length", str(declared)))
+        that waits for the whole body runs out the deadline: status 0, not an error.
+        `declared=None`: `sent` goes as a chunked body whose last chunk never comes."""
+        head = self._head(method, dict(headers), b"", chunked=declared is None)
+        if declared is not None:
+            head = [(k, v) for k, v in head if k.lower() != "content-length"]
+            head.append(("content-length", str(declared)))
         exchange = Exchange(method=method, url=self.url(path), sent_headers=dict(headers),
                             request_headers=head, request_body=sent,
-                            declared_length=declared)
+                            chunked=declared is None, declared_length=declared)
         try:
             self._exchange(exchange, path, [sent], self.deadline(deadline_s), complete=False,
                            fresh=True)

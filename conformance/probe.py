@@ -184,9 +184,10 @@ class Probe:
             exchange.credential_note = self.session.accounts.describe_token(credential)
 
     def send_declared_length(self, method: str, path: str, headers: dict[str, str], *,
-                             declared: int, sent: bytes, deadline_s: float) -> Exchange:
+                             declared: int | None, sent: bytes, deadline_s: float
+                             ) -> Exchange:
         """Declare a `declared`-byte body and send only `sent` bytes (status 0 when no
-        answer came before the deadline)."""
+        answer came before the deadline); `declared=None`: a chunked body never ended."""
         exchange = self.session.http.send_declared_length(
             method, path, headers, declared=declared, sent=sent, deadline_s=deadline_s)
         self._note_credential(exchange, headers)

@@ -7,6 +7,7 @@ route that serves the wrong bytes). Each names the envelope checks that must fai
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -238,6 +239,98 @@ def payload_without_owner_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "authenticate", authenticate)
 
 
+def upload_waits_for_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The declared Content-Length is not compared with the envelope before the body is
+    read: a wrong one is found only after the whole body came (ENV-26)."""
+    from keyflows.reference import envelope as routes
+
+    monkeypatch.setattr(routes, "declared_length", lambda request: None)
+
+
+def upload_overrun_read_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunked upload past the declared length is read to its end before it is refused."""
+    from keyflows.spec import envelope as E
+
+    original = E.check_payload_upload
+
+    def check(header: Any, received: int, *, complete: bool) -> None:
+        if complete:
+            original(header, received, complete=complete)
+
+    monkeypatch.setattr(E, "check_payload_upload", check)
+
+
+def short_chunked_upload_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunked upload is never compared with the declared length at its end: a short
+    one is stored and delivered (ENV-26)."""
+    from keyflows.spec import envelope as E
+
+    original = E.check_payload_upload
+
+    def check(header: Any, received: int, *, complete: bool) -> None:
+        if not complete or received > header.payload_length:
+            original(header, received, complete=complete)
+
+    monkeypatch.setattr(E, "check_payload_upload", check)
+
+
+def bodiless_bodies_unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The envelope routes that take no body never read or bound one (API-5)."""
+    from keyflows.reference import envelope as routes
+
+    async def ignore(request: Any) -> bytes:
+        return b""
+
+    monkeypatch.setattr(routes, "limited_body", ignore)
+
+
+def removal_keeps_deliveries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removed device's deliveries are kept: a device listed later under its id gets
+    them (ENV-3)."""
+    tables = _tables()
+    original = tables.put_device_list
+
+    class KeepDeliveries:
+        def __init__(self, db: Any) -> None:
+            self._db = db
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql.startswith("DELETE FROM envelope_deliveries WHERE user_id"):
+                return self._db.execute("SELECT 1")
+            return self._db.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._db, name)
+
+    def put_device_list(self: Any, *args: Any, **kwargs: Any) -> Any:
+        write = self._write
+
+        @contextlib.contextmanager
+        def keeping() -> Any:
+            with write() as db:
+                yield KeepDeliveries(db)
+
+        self._write = keeping
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            self._write = write
+
+    monkeypatch.setattr(tables, "put_device_list", put_device_list)
+
+
+def every_upload_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload that loses the race to another one is answered 204 all the same."""
+    tables = _tables()
+    original = tables.complete_upload
+
+    def complete_upload(self: Any, message_id: str, commit: Any) -> bool:
+        original(self, message_id, commit)
+        return True
+
+    monkeypatch.setattr(tables, "complete_upload", complete_upload)
+
+
 VARIANTS: tuple[BrokenVariant, ...] = (
     BrokenVariant("unauthenticated-sender", "POST .../messages takes no credentials (ENV-10)",
                   ("envelope/send/unauthenticated-or-mismatched-sender",),
@@ -277,6 +370,24 @@ VARIANTS: tuple[BrokenVariant, ...] = (
     BrokenVariant("serves-another-devices-entry", "every device's queue carries the "
                   "message's first entry (ENV-11)", ("envelope/queue/own-entry-only",),
                   patch=serves_first_entry),
+    BrokenVariant("upload-waits-for-body", "a wrong Content-Length is found only after the "
+                  "body (ENV-26)", ("envelope/payload/streamed-length-enforced",),
+                  patch=upload_waits_for_body),
+    BrokenVariant("upload-overrun-read-to-end", "a chunked upload past its length is read "
+                  "to the end (ENV-26)", ("envelope/payload/streamed-length-enforced",),
+                  patch=upload_overrun_read_to_end),
+    BrokenVariant("short-chunked-upload-accepted", "a chunked upload one byte short is "
+                  "stored (ENV-26)", ("envelope/payload/streamed-length-enforced",),
+                  patch=short_chunked_upload_accepted),
+    BrokenVariant("every-upload-taken", "concurrent uploads of one payload are all "
+                  "answered 204 (ENV-26)", ("envelope/payload/concurrent-uploads-one-wins",),
+                  patch=every_upload_taken),
+    BrokenVariant("bodiless-bodies-unbounded", "GET and ACK routes never bound a body "
+                  "(API-5)", ("envelope/limits/bodiless-requests-bounded",),
+                  patch=bodiless_bodies_unbounded),
+    BrokenVariant("removal-keeps-deliveries", "a removed device's queue comes back with a "
+                  "device of the same id (ENV-3)", ("envelope/devices/removal-drops-queue",),
+                  patch=removal_keeps_deliveries),
     BrokenVariant("payload-without-owner-check", "anyone reads any device's queue and payload "
                   "(ENV-12, ENV-19)", ("envelope/payload/owner-only",),
                   patch=payload_without_owner_check),

@@ -12,6 +12,8 @@ encrypting (ENV-22), seals real envelopes, and opens what the server delivers.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -460,7 +462,7 @@ def sender_verifies_list(t: Probe) -> None:
 @check("envelope/devices/removal-drops-queue", requirements=("ENV-3", "ENV-10"), needs=NEEDS)
 def removal_drops_queue(t: Probe) -> None:
     """A version without a device drops its queue (404) and envelopes to it are refused
-    (422, binding)."""
+    (422, binding); a device listed again later under the same id starts empty."""
     sender, bob = person(t, "rm-alice"), person(t, "rm-bob")
     old, keep = register(t, bob, "old", "keep")
     send(t, sender, [old, keep])
@@ -474,6 +476,10 @@ def removal_drops_queue(t: Probe) -> None:
     if not read_queue(t, keep, what="GET the queue of the kept device"):
         t.fail("removing one device emptied another's queue", expected="one message",
                actual="none")
+    again = register(t, bob, "old")[0]
+    if read_queue(t, again, what="GET the queue of a new device listed under the old id"):
+        t.fail("a device listed under a removed device's id got the removed device's "
+               "messages (ENV-3)", expected="an empty queue", actual="the old messages")
 
 
 # --- sending (steps 5, 8, 10) -----------------------------------------------------------------
@@ -673,6 +679,75 @@ def payload_length_enforced(t: Probe) -> None:
     t.expect_rejected(upload(t, sender, message_id, sealed.payload), 409,
                       what="PUT the payload again", failure_class="replay")
     find(t, phone, message_id, what="GET the queue after the payload")
+
+
+@check("envelope/payload/streamed-length-enforced", requirements=("ENV-26", "ENV-20"),
+       needs=NEEDS)
+def streamed_length_enforced(t: Probe) -> None:
+    """The declared length holds for every way of sending: a payload for an unknown
+    message is 404; a chunked upload one byte short or long is refused (400, length) and
+    stores nothing; a Content-Length other than the envelope's is refused before the body
+    is read, and a chunked upload is refused as soon as it runs past the length, without
+    waiting for its end; the exact payload sent chunked is taken and served unchanged."""
+    sender, phone, sealed, message_id = _posted(t, "chunked", S.CHUNK_SIZE + 500)
+    t.expect_rejected(upload(t, sender, b64url_encode(os.urandom(16)), sealed.payload), 404,
+                      what="PUT a payload for a message id that was never posted")
+    path = upload_path(sender.user_id, message_id)
+    half = len(sealed.payload) // 2
+    for body, what in ((sealed.payload[:-1], "one byte short"),
+                       (sealed.payload + b"\x00", "one byte long")):
+        exchange = t.request("PUT", path, token=sender.user.token, headers=OCTET,
+                             chunks=[body[:half], body[half:]])
+        t.expect_rejected(exchange, 400, what=f"PUT a chunked payload {what}",
+                          failure_class="length")
+    headers = {"authorization": f"Bearer {sender.user.token}", **OCTET}
+    for declared, sent, what in (
+            (len(sealed.payload) + 1, b"", "declaring one byte more than the envelope"),
+            (None, sealed.payload + b"\x00", "chunked, one byte past the length, never ended")):
+        exchange = t.send_declared_length("PUT", path, headers, declared=declared, sent=sent,
+                                          deadline_s=10.0)
+        if exchange.status == 0:
+            t.fail(f"PUT a payload {what}: no answer within 10 s -- the server waited for "
+                   "a body it must refuse (ENV-26)", expected="400 at once",
+                   actual="no answer", exchange=exchange)
+        t.expect_rejected(exchange, 400, what=f"PUT a payload {what}", failure_class="length")
+    if read_queue(t, phone, what="GET the queue after the refused uploads"):
+        t.fail("a refused upload made the message deliverable (ENV-26)",
+               expected="an empty queue", actual="a message")
+    exchange = t.request("PUT", path, token=sender.user.token, headers=OCTET,
+                         chunks=[sealed.payload[:half], sealed.payload[half:]])
+    t.expect_status(exchange, 204, what="PUT the exact payload chunked")
+    if fetch_payload(t, phone, message_id, what="GET the payload") != sealed.payload:
+        t.fail("the payload uploaded chunked is served changed (ENV-19)",
+               expected="the uploaded bytes", actual="other bytes")
+
+
+@check("envelope/payload/concurrent-uploads-one-wins", requirements=("ENV-26",), needs=NEEDS)
+def concurrent_uploads(t: Probe) -> None:
+    """Eight uploads of one payload at once: exactly one is taken (204), every other is
+    refused (409, replay), and the payload served is the one uploaded."""
+    sender, phone, sealed, message_id = _posted(t, "racing", 2 * 1024 * 1024)
+    racers = 8
+    start = threading.Barrier(racers)
+
+    def race(_: int) -> Exchange:
+        start.wait(timeout=30)
+        return upload(t, sender, message_id, sealed.payload)
+
+    with ThreadPoolExecutor(max_workers=racers) as pool:
+        exchanges = list(pool.map(race, range(racers)))
+    taken = [e for e in exchanges if e.status == 204]
+    if len(taken) != 1:
+        t.fail(f"{len(taken)} of {racers} concurrent uploads of one payload were taken "
+               "(ENV-26: exactly one)", expected="one 204, the rest 409",
+               actual=", ".join(str(e.status) for e in exchanges), exchange=exchanges[0])
+    for exchange in exchanges:
+        if exchange.status != 204:
+            t.expect_rejected(exchange, 409, what="a concurrent upload that lost",
+                              failure_class="replay")
+    if fetch_payload(t, phone, message_id, what="GET the payload") != sealed.payload:
+        t.fail("the payload served after concurrent uploads differs from the upload",
+               expected="the uploaded bytes", actual="other bytes")
 
 
 @check("envelope/payload/sender-only", requirements=("ENV-26", "API-4"), needs=NEEDS)
@@ -893,3 +968,29 @@ def two_key_payload(t: Probe) -> None:
         return
     t.fail("the device read the second plaintext of a two-key payload",
            expected="a refusal at the commitment (ENV-8)", actual="a plaintext")
+
+
+# --- bodies where none belongs --------------------------------------------------------------
+
+@check("envelope/limits/bodiless-requests-bounded", requirements=("API-5",), needs=NEEDS)
+def bodiless_requests_bounded(t: Probe) -> None:
+    """The routes that take no body still bound one (API-5): a body one byte over
+    limits.max_body_bytes on GET devices, the queue, a record, a payload and on the ACK
+    is 413, and the request changes nothing."""
+    limit = t.session.max_body_bytes
+    if limit is None:
+        t.fail("capabilities do not advertise limits.max_body_bytes (API-5, API-7)",
+               expected="limits.max_body_bytes: a positive integer", actual="absent")
+    sender, phone, _, _ = family(t, "bodiless")
+    sent = send(t, sender, [phone])
+    over = b"x" * (limit + 1)
+    token = phone.owner.user.token
+    for method, path, bearer in (
+            ("GET", devices_path(phone.owner.user_id), None),
+            ("GET", queue_path(phone), token),
+            ("GET", message_path(phone, sent.message_id), token),
+            ("GET", f"{message_path(phone, sent.message_id)}/payload", token),
+            ("POST", f"{message_path(phone, sent.message_id)}/ack", token)):
+        exchange = t.request(method, path, token=bearer, headers=OCTET, body=over)
+        t.expect_rejected(exchange, 413, what=f"{method} {path} with a {limit + 1}-byte body")
+    find(t, phone, sent.message_id, what="GET the queue after the refused requests")
