@@ -6,9 +6,15 @@
   --list              print the selected sites and exit
   --update-manifest   rewrite manifest.yaml from the code (judgements are kept) and exit
   --results FILE      the JSON results (default test-output/mutation/results.json)
+  --combine FILE...   print one report from the results of earlier runs (e.g. one run per
+                      flow: `--flow F --results F.json`), later files winning per site
+  --fail-under [PCT]  exit 1 when the score is under the bar (default bar: 90% overall
+                      and per flow; PCT replaces both); without it a finished run exits 0
 
-Exit status: 0 the score meets the bar (90% overall, 85% per flow, equivalents at most
-15%), 1 it does not, 2 the run could not start (manifest out of date, pristine run failing).
+Exit status: 0 the run finished (and, with --fail-under, the score meets the bar: the
+score overall and of every flow run at least the bar, equivalents at most 15% of the
+population), 1 with --fail-under and the score under the bar, 2 the run could not start
+(manifest out of date, pristine run failing), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from keyflows.conformance.registry import FLOWS
 
@@ -37,7 +44,7 @@ from .harness import (
     judge,
     snapshot,
 )
-from .report import render, summary, verdict
+from .report import OVERALL_BAR, render, summary, verdict
 from .sites import ROOT, Site, discover
 
 DEFAULT_RESULTS = ROOT / "test-output" / "mutation" / "results.json"
@@ -52,6 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--update-manifest", action="store_true")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--combine", nargs="+", type=Path, default=[], metavar="FILE")
+    parser.add_argument("--fail-under", type=float, nargs="?", const=OVERALL_BAR,
+                        default=None, metavar="PCT")
     return parser.parse_args(argv)
 
 
@@ -85,6 +95,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.list:
         return checked(discover(), args, run=None)
+    if args.combine:
+        return combine(args)
     with tempfile.TemporaryDirectory(prefix="keyflows-mutation-") as tmp:
         work = Path(tmp)
         pristine = snapshot(work)
@@ -169,6 +181,7 @@ def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
     wall = time.monotonic() - started
     report = summary(outcomes, equivalent, population=len(entries))
     report["wall_seconds"] = round(wall, 1)
+    report["command"] = " ".join(["nox -s mutation --", *sys.argv[1:]])
     report["jobs"] = args.jobs
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({"summary": report,
@@ -181,7 +194,41 @@ def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
     manifest.record_observed(killed, complete=len(chosen) == len(entries))
     print(render(outcomes, equivalent, report))
     print(f"results: {args.results} ({wall / 60:.1f} min with {args.jobs} jobs)")
-    return 0 if verdict(report) else 1
+    return finish(report, args)
+
+
+def combine(args: argparse.Namespace) -> int:
+    """One report from several results files, judged with today's equivalence file."""
+    by_id: dict[str, Outcome] = {}
+    commands = []
+    for path in args.combine:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            by_id.update((m["id"], Outcome(**m)) for m in data["mutants"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return fail(f"{path}: not a results file of this harness ({exc})")
+        commands.append(f"  {path}: {data['summary'].get('command', '?')}")
+    listed = {e.id for e in manifest.committed()}
+    outcomes = sorted((o for o in by_id.values() if o.id in listed), key=lambda o: o.where)
+    gone = len(by_id) - len(outcomes)
+    equivalent = manifest.equivalents()
+    report = summary(outcomes, equivalent, population=len(listed))
+    print("\n".join(["combined results of:", *commands]))
+    if gone:
+        print(f"({gone} results of sites no longer in the manifest left out)")
+    print(render(outcomes, equivalent, report))
+    return finish(report, args)
+
+
+def finish(report: dict[str, Any], args: argparse.Namespace) -> int:
+    """The exit status: 0 unless --fail-under was given and the score is under it."""
+    if args.fail_under is None:
+        return 0
+    met = verdict(report, args.fail_under)
+    if not met:
+        print(f"mutation: the score is under the bar of {args.fail_under:g}% "
+              "(--fail-under)", file=sys.stderr)
+    return 0 if met else 1
 
 
 def progress(done: int, total: int, outcome: Outcome, equivalent: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ from keyflows.conformance.registry import FLOWS
 from .harness import KILLED, SURVIVED, TIMEOUT, Outcome
 
 OVERALL_BAR = 90.0
-FLOW_BAR = 85.0
+FLOW_BAR = 90.0
 EQUIVALENT_CAP = 15.0
 
 
@@ -39,16 +39,28 @@ def summary(outcomes: list[Outcome], equivalent: dict[str, str], *,
     }
 
 
-def verdict(report: dict[str, Any]) -> bool:
-    return (report["overall"]["score"] >= OVERALL_BAR
-            and all(f["score"] >= FLOW_BAR for f in report["flows"].values())
+def verdict(report: dict[str, Any], bar: float | None = None) -> bool:
+    """Whether the score meets the bar: `bar` overall and per flow when given, else
+    OVERALL_BAR overall and FLOW_BAR per flow; equivalents within their cap."""
+    overall, per_flow = (bar, bar) if bar is not None else (OVERALL_BAR, FLOW_BAR)
+    return (report["overall"]["score"] >= overall
+            and all(f["score"] >= per_flow for f in report["flows"].values())
             and report["equivalent_share"] <= EQUIVALENT_CAP)
 
 
-def _line(name: str, s: dict[str, Any]) -> str:
-    return (f"  {name:<20} {s['score']:5.1f}%  killed {s['killed']:>4} of "
-            f"{s['mutants'] - s['equivalent']:>4}  (survived {s['survived']}, "
-            f"equivalent {s['equivalent']})")
+def table(report: dict[str, Any]) -> list[str]:
+    """The score per flow and overall as a fixed-width table."""
+    head = f"  {'flow':<20} {'mutants':>7} {'equivalent':>10} {'counted':>7} " \
+           f"{'killed':>6} {'survived':>8} {'score':>6}"
+    rows = [head, "  " + "-" * (len(head) - 2)]
+    named = [*report["flows"].items(), ("overall", report["overall"])]
+    for name, s in named:
+        if name == "overall":
+            rows.append(rows[1])
+        rows.append(f"  {name:<20} {s['mutants']:>7} {s['equivalent']:>10} "
+                    f"{s['mutants'] - s['equivalent']:>7} {s['killed']:>6} "
+                    f"{s['survived']:>8} {s['score']:>5.1f}%")
+    return rows
 
 
 def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str, Any]) -> str:
@@ -72,10 +84,8 @@ def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str
         out.append("checks that failed once and then passed alone on the same server "
                    "(not counted as kills; worth making robust):")
         out += [f"  {check} ({n}x)" for check, n in report["flaky_checks"].items()]
-    out.append("mutation score (killed / non-equivalent mutants):")
-    out.append(_line("overall", report["overall"]))
-    for flow, s in report["flows"].items():
-        out.append(_line(flow, s))
+    out.append("mutation score (killed / counted; counted = mutants - equivalent):")
+    out += table(report)
     out.append(f"equivalent: {report['equivalent_listed']} listed of a population of "
                f"{report['population']} ({report['equivalent_share']}%, at most "
                f"{EQUIVALENT_CAP:.0f}%)")
