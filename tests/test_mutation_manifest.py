@@ -140,3 +140,30 @@ def test_runner_exitfirst_stops_after_the_first_failure() -> None:
     ran.clear()
     results = run_all(checks, session, known_failing=["common/x/b"], exitfirst=True).results
     assert len(results) == 3 and ran == ["a", "b", "c"]  # a known failure does not stop it
+
+
+def test_a_score_under_the_bar_fails_only_when_asked(sites: list[Site], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished run exits 0 and prints the per-flow table; --fail-under makes a score
+    under the bar exit 1 (here 1 killed of 2 counted = 50%)."""
+    import json
+
+    from mutation.__main__ import main
+    from mutation.harness import Outcome
+
+    entries = {e.id: e for e in manifest.entries(sites)}
+    equivalent = manifest.equivalents()
+    chosen = [s for s in sites if s.id not in equivalent and entries[s.id].flow == "common"]
+    outcomes = [Outcome(id=site.id, flow="common", requirement=entries[site.id].requirement,
+                        where=site.where, mutation=site.description, status=status)
+                for site, status in zip(chosen[:2], (KILLED, SURVIVED), strict=True)]
+    results = tmp_path / "common.json"
+    results.write_text(json.dumps({"summary": {"command": "nox -s mutation -- --flow common"},
+                                   "mutants": [o.as_json() for o in outcomes]}))
+    assert main(["--combine", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "  common                     2          0       2      1        1  50.0%" in out
+    assert "NOT met" in out and chosen[1].id in out
+    assert main(["--combine", str(results), "--fail-under"]) == 1
+    assert "under the bar of 90%" in capsys.readouterr().err
+    assert main(["--combine", str(results), "--fail-under", "50"]) == 0
