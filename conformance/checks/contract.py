@@ -284,16 +284,21 @@ def expect_no_store(t: Probe, exchange: Exchange, *, what: str) -> None:
                exchange=exchange)
 
 
-@check("common/http/no-store-challenge", requirements=("API-16", "SC-3"),
+@check("common/http/no-store-challenge", requirements=("API-16", "SC-3", "SC-12"),
        needs=("keypair-publication", "session-challenge"))
 def no_store_challenge(t: Probe) -> None:
-    """A session challenge (it carries a sealed token) is answered with
-    Cache-Control: no-store."""
-    user = t.user("nostore")
-    t.publish(user, CLIENT)
-    exchange = t.request("POST", f"/v1/users/{user.user_id}/apps/{CLIENT}/session-challenges")
-    t.expect_status(exchange, 201, what="POST a session challenge for a published key")
+    """A session challenge (it carries a sealed token) and the session its answer opens
+    (a bearer token in the clear) are both answered with Cache-Control: no-store."""
+    from .session_challenge import answer, expect_session, new_challenge, open_token, owner
+
+    who = owner(t, "nostore")
+    challenge = new_challenge(t, who)
+    exchange = t.exchanges[-1]
     expect_no_store(t, exchange, what="the new session challenge")
+    token = open_token(t, who, challenge, exchange)
+    session = answer(t, who, str(challenge.get("challenge_id")), token)
+    expect_session(t, who, session, what="answer the challenge with its opened token")
+    expect_no_store(t, session, what="the session (its answer carries the session token)")
 
 
 @check("common/http/no-store-capability", requirements=("API-16", "LOCK-1"),
