@@ -285,6 +285,18 @@ def apps_in_publication_order(app: ASGIApp) -> ASGIApp:
     return rewriting(rewrite)(app)
 
 
+def public_view_with_extra_member(app: ASGIApp) -> ASGIApp:
+    """Adds a member no schema lists to every public-key view."""
+    async def rewrite(scope: Scope, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if scope["method"] == "GET" and path_of(scope)[-1] == "public-keys" and status == 200:
+            body = compact({**json.loads(body), "display_name": "Alice"})
+        return status, headers, body
+
+    return rewriting(rewrite)(app)
+
+
 def without_header(name: bytes, *, path_part: str) -> Callable[[ASGIApp], ASGIApp]:
     """Drops header `name` from answers to paths containing `path_part`."""
     def wrap(app: ASGIApp) -> ASGIApp:
@@ -335,6 +347,9 @@ VARIANTS = (
     ContractVariant("cacheable-capability", "lets caches store a new keystore's capability",
                     "common/http/no-store-capability",
                     wrapper=without_header(b"cache-control", path_part="/keystores")),
+    ContractVariant("unlisted-member", "adds a member no schema lists to public-key views",
+                    "common/http/answers-match-shipped-schemas",
+                    wrapper=public_view_with_extra_member),
     ContractVariant("last-query-value-wins", "takes the last of a repeated query parameter",
                     "common/http/query-parameters", patch=last_query_value_wins),
     ContractVariant("query-changes-capabilities", "answers differently to an unknown query",

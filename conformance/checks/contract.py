@@ -8,6 +8,7 @@ that refuses with the right status but changes state anyway is caught too."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
+
+import jsonschema
 
 from keyflows.conformance.checks.support import expect_absent, expect_stored, expect_unauthorized
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
@@ -461,6 +464,47 @@ def fresh_after_change(t: Probe) -> None:
     exchange = t.delete_keypair(user.user_id, CLIENT, token=user.token)
     t.expect_status(exchange, 204, what="DELETE the record as its owner")
     expect(None, "the deletion")
+
+
+# --- answers carry only the members the shipped schemas list (API-20) --------------------
+
+SHIPPED_SCHEMAS = "keyflows.spec.schemas"
+
+
+def shipped_schema_mismatch(name: str, body: Any) -> str | None:
+    """Where `body` departs from spec/schemas/<name>.json (the shipped JSON Schema file
+    that spec/openapi.yaml mirrors), or None."""
+    schema = json.loads(resources.files(SHIPPED_SCHEMAS).joinpath(f"{name}.json")
+                        .read_text(encoding="utf-8"))
+    validator: Any = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    return None if error is None else f"{error.message} (at {error.json_path})"
+
+
+@check("common/http/answers-match-shipped-schemas", requirements=("API-20", "KP-9", "KP-10"))
+def answers_match_shipped_schemas(t: Probe) -> None:
+    """The capabilities, a public-key view, the owner's record and the application list
+    each match their shipped JSON Schema (spec/schemas/), which lists every member a v1
+    server may send: no member the schema does not name (only the top level of the
+    capabilities admits extensions)."""
+    user = t.user("schemas")
+    t.publish(user, CLIENT)
+    answers: tuple[tuple[str, str, Callable[[], Exchange]], ...] = (
+        ("capabilities", "GET /v1/capabilities", lambda: t.request("GET", "/v1/capabilities")),
+        ("keypair-public", "GET the public keys",
+         lambda: t.get_public_keys(user.user_id, CLIENT)),
+        ("keypair-record", "GET the owner's record",
+         lambda: t.get_keypair(user.user_id, CLIENT, token=user.token)),
+        ("apps", "GET the application list", lambda: t.get_apps(user.user_id)))
+    for name, what, read in answers:
+        exchange = read()
+        body = t.expect_ok_json(exchange, 200, what=what)
+        mismatch = shipped_schema_mismatch(name, body)
+        if mismatch:
+            t.fail(f"{what}: the answer does not match spec/schemas/{name}.json: {mismatch} "
+                   "(API-20: a v1 server sends only the members its schemas list)",
+                   expected=f"a body valid under spec/schemas/{name}.json",
+                   actual=describe(exchange), exchange=exchange)
 
 
 # --- strict Ed25519 (HC-35) and strict base64url (API-1) ------------------------------------
