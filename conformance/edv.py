@@ -27,8 +27,9 @@ from keyflows.spec.errors import SpecError
 
 VAULT_PARTY = "vault"
 
-QueryRewrite = Callable[[str, edv.Query, list[edv.EncryptedDocument]],
-                        list[edv.EncryptedDocument]]
+# A query's answer through a check: documents, or any JSON value in their place.
+QueryRewrite = Callable[[str, edv.Query, list[edv.EncryptedDocument]], list[Any]]
+ROUTES = ("read", "create", "delete", "query")
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RunnerVaults:
         self._vaults: dict[str, Vault] = {}
         self._calls: list[VaultCall] = []
         self._rewrites: dict[str, QueryRewrite] = {}
+        self._raw: dict[tuple[str, str], tuple[int, bytes]] = {}
         self.log = ExchangeLog(VAULT_PARTY)
         """What the server under test asked the vault, exchange by exchange."""
 
@@ -83,6 +85,24 @@ class RunnerVaults:
                 self._rewrites.pop(vault_id, None)
             else:
                 self._rewrites[vault_id] = rewrite
+
+    def answer_raw(self, vault_id: str, route: str, answer: tuple[int, bytes] | None) -> None:
+        """Answer this vault's `route` (one of ROUTES) with (status, body) as it is, or
+        normally again (None)."""
+        assert route in ROUTES
+        with self._lock:
+            if answer is None:
+                self._raw.pop((vault_id, route), None)
+            else:
+                self._raw[(vault_id, route)] = answer
+
+    def raw(self, vault_id: str, route: str) -> Response | None:
+        with self._lock:
+            answer = self._raw.get((vault_id, route))
+        if answer is None:
+            return None
+        status, body = answer
+        return Response(body, status_code=status, media_type="application/json")
 
     def calls(self, vault_id: str) -> list[VaultCall]:
         with self._lock:
@@ -148,12 +168,16 @@ def vault_routes(vaults: RunnerVaults) -> list[Route]:
         vault, _ = await enter(request)
         if vault is None:
             return _problem(401, "unauthorized")
-        return JSONResponse(vault.config.to_json())
+        return vaults.raw(request.path_params["vault_id"], "read") or JSONResponse(
+            vault.config.to_json())
 
     async def create_document(request: Request) -> Response:
         vault, body = await enter(request)
         if vault is None:
             return _problem(401, "unauthorized")
+        raw = vaults.raw(request.path_params["vault_id"], "create")
+        if raw is not None:
+            return raw
         try:
             doc = edv.parse_document(body)
             edv.check_new_document(doc)
@@ -169,6 +193,9 @@ def vault_routes(vaults: RunnerVaults) -> list[Route]:
         if vault is None:
             return _problem(401, "unauthorized")
         doc_id = request.path_params["doc_id"]
+        raw = vaults.raw(request.path_params["vault_id"], "delete")
+        if request.method == "DELETE" and raw is not None:
+            return raw
         if request.method == "DELETE":
             return Response(status_code=204) if vaults.delete(vault, doc_id) \
                 else _problem(404, "no such document")
@@ -184,12 +211,16 @@ def vault_routes(vaults: RunnerVaults) -> list[Route]:
         except SpecError as exc:
             return _problem(400, str(exc))
         vault_id = request.path_params["vault_id"]
-        found = [d for d in list(vault.documents.values()) if edv.matches(d, parsed)]
+        raw = vaults.raw(vault_id, "query")
+        if raw is not None:
+            return raw
+        found: list[Any] = [d for d in list(vault.documents.values()) if edv.matches(d, parsed)]
         rewrite = vaults.rewrite(vault_id)
         if rewrite is not None:
             found = rewrite(vault_id, parsed, found)
         if parsed.return_full_documents:
-            return JSONResponse([d.to_json() for d in found])
+            return JSONResponse([d.to_json() if isinstance(d, edv.EncryptedDocument) else d
+                                 for d in found])
         return JSONResponse([f"/edvs/{vault_id}/documents/{d.id}" for d in found])
 
     doc = "/edvs/{vault_id}/documents/{doc_id}"

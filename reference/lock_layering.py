@@ -327,18 +327,24 @@ async def unlock(request: Request, call: Call) -> bytes:
     except ShareError:
         raise share_refused() from None
     if method == cap.UNLOCK_BY_GRANT:
-        grant_key = await open_secret(state, keystore.unlock_grant_key, keystore.keystore_id,
-                                      spec.PURPOSE_UNLOCK_GRANT_KEY)
-        try:
-            return cap.open_unlock_grant(grant_key, grants[0], keystore.keystore_id,
-                                         call.auth.links, state.clock())
-        except ShareError:
-            raise share_refused() from None
+        return await unlock_by_grant(call, grants[0])
     user_share = shares[0] if len(shares) == 1 else None
     other = await account_share(request, keystore.controller)
     try:
         return spec.unlock_with_shares(other, user_share, keystore.keystore_id,
                                        keystore.lock_check)
+    except ShareError:
+        raise share_refused() from None
+
+
+async def unlock_by_grant(call: Call, grant: str) -> bytes:
+    """LOCK-28: the lock key an unlock grant carries, for the request's capability only."""
+    keystore, state = call.keystore, call.state
+    grant_key = await open_secret(state, keystore.unlock_grant_key, keystore.keystore_id,
+                                  spec.PURPOSE_UNLOCK_GRANT_KEY)
+    try:
+        return cap.open_unlock_grant(grant_key, grant, keystore.keystore_id, call.auth.links,
+                                     state.clock())
     except ShareError:
         raise share_refused() from None
 
@@ -351,12 +357,16 @@ async def working_material(request: Request, call: Call, version: int | None = N
     record = call.key
     entry = spec_checked(lambda: record.version(version))
     lock_key = await unlock(request, call)
-    sealed = None
-    if call.keystore.edv is not None:
-        sealed = await read_sealed_version(call.state, call.keystore, record, entry)
-    material = await server_side(lambda: spec.open_key_version(lock_key, record, entry,
-                                                               sealed))
-    return material, entry.version
+    if call.keystore.edv is None:
+        material = await server_side(lambda: spec.open_key_version(lock_key, record, entry))
+        return material, entry.version
+    sealed = await read_sealed_version(call.state, call.keystore, record, entry)
+    try:
+        # Anyone can encrypt a document to the recipient key: what authenticates the
+        # material is its seal under the user lock (LOCK-7, LOCK-33).
+        return spec.open_key_version(lock_key, record, entry, sealed), entry.version
+    except SpecError as exc:
+        raise bad_answer(f"a working-key document's material: {exc}") from None
 
 
 # --- the keystore's encrypted data vault (step 12) ---------------------------------------

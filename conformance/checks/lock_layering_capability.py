@@ -225,6 +225,14 @@ def root_renewed(t: Probe) -> None:
     exchange = t.request("POST", path, token=intruder.token, json_body={})
     expect_unauthorized(t, exchange, what="ask for a root capability of another user's "
                                           "keystore")
+    own_path = f"/v1/users/{intruder.user_id}/keystores/{ks.keystore_id}/capability"
+    exchange = t.request("POST", own_path, token=intruder.token, json_body={})
+    t.expect_problem(exchange, 404, what="ask, under one's own user id, for a root "
+                     "capability of another user's keystore", slug="not-found")
+    missing = f"/v1/users/{ks.owner.user_id}/keystores/{'A' * 22}/capability"
+    exchange = t.request("POST", missing, token=ks.owner.token, json_body={})
+    t.expect_problem(exchange, 404, what="ask for a root capability of a keystore that "
+                     "does not exist", slug="not-found")
 
 
 # --- revocation ---------------------------------------------------------------------------------

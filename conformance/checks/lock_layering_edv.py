@@ -11,7 +11,10 @@ Skipped when the server does not list the runner's vault server in its capabilit
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ from keyflows.conformance.checks.lock_layering_support import (
     NEEDS,
     SHARES,
     Keystore,
+    call,
     create_key,
     expect_root_capability,
     key_op,
@@ -31,7 +35,7 @@ from keyflows.conformance.checks.lock_layering_support import (
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import CheckSkipped, Probe, describe
 from keyflows.conformance.registry import check
-from keyflows.spec import edv, primitives
+from keyflows.spec import edv, jose, primitives
 from keyflows.spec import lock_layering as spec
 from keyflows.spec.encoding import b64url_decode, b64url_encode
 from keyflows.spec.errors import SpecError
@@ -295,3 +299,242 @@ def untrusted_vault(t: Probe) -> None:
                           failure_class=failure_class)
     if t.session.accounts.vaults.documents(vault_id):
         t.fail("a refused keystore wrote to the vault", expected="nothing written")
+
+
+# --- what the vault answers: every defect is the vault's, and a 502 --------------------------
+
+def _jwe_of(d: dict[str, Any]) -> dict[str, Any]:
+    jwe: dict[str, Any] = d["jwe"]
+    return jwe
+
+
+def _header_of(d: dict[str, Any]) -> dict[str, Any]:
+    header: dict[str, Any] = _jwe_of(d)["recipients"][0]["header"]
+    return header
+
+
+def _attribute(d: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    attribute: dict[str, Any] = d["indexed"][0]["attributes"][index]
+    return attribute
+
+
+def _both_sequences(value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(d: dict[str, Any]) -> None:
+        d["sequence"] = value
+        d["indexed"][0]["sequence"] = value
+    return change
+
+
+def _blinded(length: int = 32) -> str:
+    return b64url_encode(os.urandom(length))
+
+
+# (what, how the vault's answer is changed, whether the key server must still accept it)
+DOCUMENT_DEFECTS: tuple[tuple[str, Callable[[dict[str, Any]], None], bool], ...] = (
+    ("an unknown top-level member", lambda d: d.update(meta={}), False),
+    ("no sequence", lambda d: d.pop("sequence"), False),
+    ("sequence -1", _both_sequences(-1), False),
+    ("sequence true", _both_sequences(True), False),
+    ('sequence "0"', _both_sequences("0"), False),
+    ("sequence 2^53", _both_sequences(edv.MAX_SEQUENCE + 1), False),
+    ("sequence 2^53 - 1", _both_sequences(edv.MAX_SEQUENCE), True),
+    ("the entry's sequence not the document's", lambda d: d["indexed"][0].update(sequence=1),
+     False),
+    ("indexed not a list", lambda d: d.update(indexed=d["indexed"][0]), False),
+    ("no index entry", lambda d: d.update(indexed=[]), False),
+    ("two index entries", lambda d: d["indexed"].append(copy.deepcopy(d["indexed"][0])),
+     False),
+    ("an unknown member in the index entry", lambda d: d["indexed"][0].update(x=1), False),
+    ("an index entry without attributes member", lambda d: d["indexed"][0].pop("attributes"),
+     False),
+    ("an unknown member in hmac", lambda d: d["indexed"][0]["hmac"].update(x=1), False),
+    ("another hmac type", lambda d: d["indexed"][0]["hmac"].update(type="Sha512HmacKey"),
+     False),
+    ("an hmac id with a space", lambda d: d["indexed"][0]["hmac"].update(id="a b"), False),
+    ("an hmac id that is not a string", lambda d: d["indexed"][0]["hmac"].update(id=7), False),
+    ("no attributes", lambda d: d["indexed"][0].update(attributes=[]), False),
+    ("attributes not a list", lambda d: d["indexed"][0].update(attributes={}), False),
+    ("17 attributes", lambda d: d["indexed"][0]["attributes"].extend(
+        {"name": _blinded(), "value": _blinded()} for _ in range(15)), False),
+    ("16 attributes", lambda d: d["indexed"][0]["attributes"].extend(
+        {"name": _blinded(), "value": _blinded()} for _ in range(14)), True),
+    ("an unknown member in an attribute", lambda d: _attribute(d).update(x=1), False),
+    ('unique "true"', lambda d: _attribute(d).update(unique="true"), False),
+    ("unique 1", lambda d: _attribute(d).update(unique=1), False),
+    ("unique false, explicitly", lambda d: _attribute(d, 1).update(unique=False), True),
+    ("a 31-byte blinded name", lambda d: _attribute(d).update(name=_blinded(31)), False),
+    ("a 33-byte blinded value", lambda d: _attribute(d).update(value=_blinded(33)), False),
+    ("an attribute name in clear", lambda d: _attribute(d).update(name="content.key"), False),
+    ("an attribute name twice", lambda d: d["indexed"][0]["attributes"].append(
+        {"name": _attribute(d)["name"], "value": _blinded()}), False),
+    ("an id that is not a string", lambda d: d.update(id=7), False),
+    ("an id without the z prefix", lambda d: d.update(id=d["id"][1:]), False),
+    ("an id of 15 bytes", lambda d: d.update(id="z" + edv.base58_encode(os.urandom(15))),
+     False),
+    ("an id longer than 40 characters", lambda d: d.update(id="z" + "2" * 40), False),
+    ("an unknown member in the jwe", lambda d: _jwe_of(d).update(aad="AA"), False),
+    ("another protected header", lambda d: _jwe_of(d).update(
+        protected=b64url_encode(b'{"enc":"A128GCM"}')), False),
+    ("no recipients", lambda d: _jwe_of(d).update(recipients=[]), False),
+    ("two recipients", lambda d: _jwe_of(d)["recipients"].append(
+        copy.deepcopy(_jwe_of(d)["recipients"][0])), False),
+    ("recipients not a list", lambda d: _jwe_of(d).update(
+        recipients=_jwe_of(d)["recipients"][0]), False),
+    ("an unknown member in the recipient", lambda d: _jwe_of(d)["recipients"][0].update(x=1),
+     False),
+    ("an unknown member in the header", lambda d: _header_of(d).update(enc="A256GCM"), False),
+    ("alg ECDH-ES", lambda d: _header_of(d).update(alg="ECDH-ES"), False),
+    ("an unknown member in the epk", lambda d: _header_of(d)["epk"].update(d="AA"), False),
+    ("an epk of kty EC", lambda d: _header_of(d)["epk"].update(kty="EC"), False),
+    ("an epk on crv X448", lambda d: _header_of(d)["epk"].update(crv="X448"), False),
+    ("apu not the epk", lambda d: _header_of(d).update(apu=_blinded()), False),
+    ("apv not the kid", lambda d: _header_of(d).update(apv=b64url_encode(b"urn:other")),
+     False),
+    ("a kid that is not a string", lambda d: _header_of(d).update(kid=7), False),
+)
+
+
+def _sealed_jwe(vk: VaultKeystore, plaintext: bytes) -> edv.Jwe:
+    """A JWE of any plaintext to the keystore's recipient key: anyone can make one."""
+    kid = vk.view["recipient_kid"]
+    iv = os.urandom(jose.IV_LEN)
+    ephemeral = os.urandom(32)
+    epk = primitives.x25519_public_key(ephemeral)
+    sealed = jose.seal(b64url_decode(vk.view["recipient_public_key"]), ephemeral,
+                       os.urandom(jose.KEY_LEN), iv, epk, kid.encode("ascii"), plaintext,
+                       edv.PROTECTED.encode("ascii"))
+    return edv.Jwe(kid, sealed.epk, sealed.encrypted_key, iv, sealed.ciphertext, sealed.tag)
+
+
+def forged_documents(vk: VaultKeystore, doc: edv.EncryptedDocument, key: dict[str, Any]
+                     ) -> list[tuple[str, dict[str, Any]]]:
+    """Documents encrypted to the keystore's recipient key by someone other than the key
+    server: the JWE opens, so only the content's checks and the material's seal under
+    the user lock (LOCK-7) can refuse them."""
+    content = edv.key_content(vk.ks.keystore_id, key["key_id"], key["key_type"], 1,
+                              b64url_decode(key.get("public_key", "")),
+                              os.urandom(spec.SEALED_WORKING_KEY_LEN))
+
+    def with_plaintext(plaintext: bytes) -> dict[str, Any]:
+        forged = edv.EncryptedDocument(doc.id, doc.sequence, doc.indexed,
+                                       _sealed_jwe(vk, plaintext))
+        return forged.to_json()
+
+    def with_content(changed: dict[str, Any]) -> dict[str, Any]:
+        return with_plaintext(edv.canonical({"id": doc.id, "content": changed}))
+
+    missing = dict(content)
+    missing.pop("sealed")
+    return [
+        ("a plaintext that is not JSON", with_plaintext(b"\xff not json")),
+        ("a plaintext that is a JSON list", with_plaintext(b"[]")),
+        ("a plaintext with a third member", with_plaintext(edv.canonical(
+            {"id": doc.id, "content": content, "x": 1}))),
+        ("a plaintext naming another document", with_plaintext(edv.canonical(
+            {"id": edv.new_id(os.urandom), "content": content}))),
+        ("content that is a list", with_plaintext(edv.canonical(
+            {"id": doc.id, "content": []}))),
+        ("content without sealed", with_content(missing)),
+        ("content with an unknown member", with_content(dict(content, x=1))),
+        ("sealed that is not a string", with_content(dict(content, sealed=7))),
+        ("sealed that is not base64url", with_content(dict(content, sealed="+/"))),
+        ("sealed 59 bytes", with_content(dict(content, sealed=b64url_encode(
+            os.urandom(spec.SEALED_WORKING_KEY_LEN - 1))))),
+        ("material the user lock does not open", with_content(content)),
+    ]
+
+
+@check("lock-layering/edv/malformed-documents-refused", requirements=("LOCK-33", "LOCK-30"),
+       needs=NEEDS)
+def malformed_documents(t: Probe) -> None:
+    """A vault that answers a query with a document that breaks the format (LOCK-30), or
+    with one forged to the keystore's recipient key (which is public), gets a 502: the key
+    server signs with none of them. Sequences up to 2^53 - 1, 16 attributes and an
+    explicit "unique": false are the format's own and are accepted."""
+    vk = create_vault_keystore(t, HELD, "edv-malformed")
+    key = create_key(t, vk.ks, spec.KEY_ED25519)
+    doc = stored(t, vk)[0]
+    vaults = t.session.accounts.vaults
+    message = {"message": b64url_encode(b"never with a bad document")}
+    cases: list[tuple[str, Any, bool]] = []
+    for what, change, accepted in DOCUMENT_DEFECTS:
+        changed = copy.deepcopy(doc.to_json())
+        change(changed)
+        cases.append((what, changed, accepted))
+    cases += [(what, forged, False) for what, forged in forged_documents(vk, doc, key)]
+    try:
+        for what, answer, accepted in cases:
+            vaults.rewrite_queries(vk.vault_id, lambda v, q, found, a=answer: [a])
+            exchange = key_op(t, vk.ks, key, "sign", message)
+            if accepted:
+                t.expect_ok_json(exchange, 200, what=f"sign while the vault answers a "
+                                 f"document with {what}")
+            else:
+                expect_vault_refused(t, exchange, what=f"sign while the vault answers a "
+                                     f"document with {what}")
+    finally:
+        vaults.rewrite_queries(vk.vault_id, None)
+    sign(t, vk.ks, key, b"after the vault behaves again")
+
+
+@check("lock-layering/edv/vault-errors", requirements=("LOCK-33", "LOCK-35"), needs=NEEDS)
+def vault_errors(t: Probe) -> None:
+    """What the vault answers besides documents: a query answered with an error, with
+    something other than a JSON list, or with no document; a document it refuses to store
+    or to delete, is a 502; a vault that answers its configuration with a 5xx when a
+    keystore is bound is a 503 (vault-unavailable), with a 404 the token does not open it
+    (422). A document already gone when its key is deleted is fine."""
+    vk = create_vault_keystore(t, SHARES, "edv-errors")
+    key = create_key(t, vk.ks, spec.KEY_ED25519)
+    vaults = t.session.accounts.vaults
+    message = {"message": b64url_encode(b"hello")}
+    for answer, what in (((500, b'{"error":"down"}'), "a 500"),
+                         ((200, b"not json"), "an answer that is not JSON"),
+                         ((200, b"{}"), "an object instead of a list"),
+                         ((200, b"[]"), "no document")):
+        vaults.answer_raw(vk.vault_id, "query", answer)
+        try:
+            expect_vault_refused(t, key_op(t, vk.ks, key, "sign", message),
+                                 what=f"sign while the vault answers its query with {what}")
+        finally:
+            vaults.answer_raw(vk.vault_id, "query", None)
+    vaults.answer_raw(vk.vault_id, "create", (409, b'{"error":"taken"}'))
+    try:
+        expect_vault_refused(t, call(t, vk.ks, "POST", "/keys",
+                                     body={"key_type": spec.KEY_ED25519}),
+                             what="create a key while the vault refuses to store")
+        expect_vault_refused(t, key_op(t, vk.ks, key, "rotate"),
+                             what="rotate a key while the vault refuses to store")
+    finally:
+        vaults.answer_raw(vk.vault_id, "create", None)
+    vaults.answer_raw(vk.vault_id, "delete", (500, b'{"error":"down"}'))
+    try:
+        expect_vault_refused(t, key_op(t, vk.ks, key, "delete"),
+                             what="delete a key while the vault fails to delete")
+    finally:
+        vaults.answer_raw(vk.vault_id, "delete", None)
+    vaults.answer_raw(vk.vault_id, "delete", (404, b'{"error":"gone"}'))
+    try:
+        t.expect_status(key_op(t, vk.ks, key, "delete"), 204,
+                        what="delete a key whose documents the vault no longer has")
+    finally:
+        vaults.answer_raw(vk.vault_id, "delete", None)
+    base = runner_vault_server(t)
+    user, share, _, _ = lock_user(t, "edv-config")
+    vault_id, token = vaults.create(user.user_id)
+    body = {"scenario": SHARES, "edv": {"vault": f"{base}/edvs/{vault_id}", "token": token}}
+    for answer, status, slug in (((503, b"{}"), 503, "vault-unavailable"),
+                                 ((404, b"{}"), 422, None)):
+        vaults.answer_raw(vault_id, "read", answer)
+        try:
+            exchange = t.request("POST", f"/v1/users/{user.user_id}/keystores",
+                                 token=user.token, headers={"secret-share": share},
+                                 json_body=body)
+        finally:
+            vaults.answer_raw(vault_id, "read", None)
+        if slug is None:
+            t.expect_rejected(exchange, status, what="bind a keystore to a vault that "
+                              "answers 404 for its configuration", failure_class="binding")
+        else:
+            t.expect_problem(exchange, status, what="bind a keystore to a vault that answers "
+                             "503", slug=slug)

@@ -1,0 +1,308 @@
+"""lock-layering strictness checks: what a holder sends is parsed exactly as the chapter
+says, so a lenient server is caught.
+
+- The holder's signature fields (RFC 9421 over RFC 8941 structured fields): every variant
+  here carries a signature that verifies over what a lenient parser would make of it, so
+  a server that accepts what RFC 8941 refuses answers 200 where it must answer the
+  uniform 401; and the edge values RFC 8941 allows are accepted.
+- Capabilities: a capability whose chain is valid but whose text breaks the format (the
+  prefix, its length, its JSON, its caveats) is refused; the format's own limits are not.
+- Unlocking: a share and a grant together, and the account's own share sent back as the
+  user's, are the one share failure (LOCK-6, LOCK-28).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from keyflows.conformance.checks.lock_layering_capability import (
+    expect_uniform_401,
+    granted,
+    reference_401,
+)
+from keyflows.conformance.checks.lock_layering_support import (
+    HELD,
+    NEEDS,
+    SHARES,
+    Keystore,
+    Signer,
+    call,
+    create_key,
+    create_keystore,
+    key_op,
+    new_nonce,
+    with_unchecked_caveat,
+)
+from keyflows.conformance.probe import Probe
+from keyflows.conformance.registry import check
+from keyflows.spec import http_signatures, primitives
+from keyflows.spec import lock_layering as spec
+from keyflows.spec import lock_layering_capability as cap
+from keyflows.spec.encoding import b64url_encode
+
+# --- the holder's signature fields ------------------------------------------------------------
+
+Fields = dict[str, str]
+
+
+def signed_read(t: Probe, ks: Keystore, signer: Signer, *,
+                components: Sequence[str] | None = None,
+                extra: Sequence[tuple[str, str]] = ()) -> Fields:
+    """Authorization, Signature-Input and Signature of a read of the keystore, signed by
+    `signer` over `components` (default: the ones LOCK-25 requires) with a fresh nonce;
+    `extra` fields are sent too (and may be covered)."""
+    sent = {"authorization": f"Bearer {ks.capability}", **dict(extra)}
+    url = urlsplit(t.session.base_url + ks.path)
+    view = http_signatures.Request("GET", url.netloc, url.path, url.query,
+                                   tuple(sent.items()), b"", url.scheme)
+    params = (("created", int(time.time())), ("nonce", new_nonce()),
+              ("keyid", b64url_encode(signer.public)), ("alg", http_signatures.ALG_ED25519),
+              ("tag", cap.SIGNATURE_TAG))
+    entry = http_signatures.SignatureInput(
+        tuple(components) if components is not None else cap.REQUIRED_COMPONENTS, params)
+    signature = primitives.ed25519_sign(signer.seed, lenient_base(view, entry))
+    return {**sent, **http_signatures.signature_fields(cap.SIGNATURE_LABEL, entry, signature)}
+
+
+def lenient_base(view: http_signatures.Request, entry: http_signatures.SignatureInput
+                 ) -> bytes:
+    """The signature base as a lenient server would build it: any field name in any
+    case, an absent field as an empty value (RFC 9421 refuses both)."""
+    lines = []
+    for component in entry.components:
+        value = (http_signatures.component_value(view, component)
+                 if component.startswith("@")
+                 else ", ".join(v.strip(" \t") for v in view.field_values(component)))
+        lines.append(f"{http_signatures.serialize_string(component)}: {value}")
+    lines.append('"@signature-params": ' + http_signatures.serialize_signature_params(entry))
+    return "\n".join(lines).encode("ascii")
+
+
+def _append_input(text: str) -> Callable[[Fields], None]:
+    def change(fields: Fields) -> None:
+        fields["signature-input"] += text
+    return change
+
+
+def _input_of_length(length: int) -> Callable[[Fields], None]:
+    """Pad Signature-Input with an unused member to exactly `length` characters."""
+    def change(fields: Fields) -> None:
+        head = fields["signature-input"] + ', pad=("'
+        fields["signature-input"] = head + "a" * (length - len(head) - 2) + '")'
+        assert len(fields["signature-input"]) == length
+    return change
+
+
+def _label_separator(fields: Fields) -> None:
+    fields["signature-input"] = fields["signature-input"].replace("=", ":", 1)
+
+
+def _non_canonical_signature(fields: Fields) -> None:
+    """The same 64 bytes in base64 whose unused low bits are not zero."""
+    label, _, value = fields["signature"].partition("=")
+    text = value.strip(":")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = text.rstrip("=")
+    changed = last[:-1] + alphabet[alphabet.index(last[-1]) | 1] + text[len(last):]
+    assert base64.b64decode(changed) == base64.b64decode(text) and changed != text
+    fields["signature"] = f"{label}=:{changed}:"
+
+
+def _second_line(name: str, value: str) -> Callable[[Fields], None]:
+    def change(fields: Fields) -> None:
+        fields[name.title()] = value  # another case: a second field line
+    return change
+
+
+def _signature_params(fields: Fields) -> None:
+    fields["signature"] += ";x=1"
+
+
+# (what, change, accepted): unused members go into a second label, "pad", which the
+# server must parse (RFC 8941: a field that does not parse fails as a whole) and ignore.
+FIELD_VARIANTS: tuple[tuple[str, Callable[[Fields], None], bool], ...] = (
+    ("Signature-Input of 8192 characters", _input_of_length(http_signatures.MAX_FIELD_LEN),
+     True),
+    ("Signature-Input of 8193 characters", _input_of_length(http_signatures.MAX_FIELD_LEN + 1),
+     False),
+    ("a tab between members", _append_input(',\tpad=("a")'), False),
+    ('a "~" in a string', _append_input(', pad=("~")'), True),
+    ('":" instead of "=" after the label', _label_separator, False),
+    ('a label that starts with "_"', _append_input(', _pad=("a")'), False),
+    ('a label that starts with "*"', _append_input(', *pad=("a")'), True),
+    ("a boolean parameter", _append_input(', pad=("a");b=?1'), True),
+    ('a boolean "?2"', _append_input(', pad=("a");b=?2'), False),
+    ("a parameter without a value after '='", _append_input(', pad=("a");b=, x=("b")'),
+     False),
+    ('an escaped quote in a string', _append_input(', pad=("a\\"")'), True),
+    ('an escape other than \\" and \\\\', _append_input(', pad=("a\\n")'), False),
+    ("an integer of 15 digits", _append_input(', pad=("a");n=123456789012345'), True),
+    ("an integer of 16 digits", _append_input(', pad=("a");n=1234567890123456'), False),
+    ('an integer that is only "-"', _append_input(', pad=("a");n=-'), False),
+    ("a parameter given twice", _append_input(', pad=("a");n=1;n=2'), False),
+    ("two strings without a space", _append_input(', pad=("a""b")'), False),
+    ("a label given twice", _append_input(', pad=("a"), pad=("b")'), False),
+    ("a trailing comma", _append_input(","), False),
+    ("a Signature in non-canonical base64", _non_canonical_signature, False),
+    ("a parameter on a Signature member", _signature_params, False),
+    ("a second Signature-Input field line", _second_line("signature-input", 'pad=("a")'),
+     False),
+    ("a second Signature field line", _second_line("signature", "pad=:AAAA:"), False),
+)
+
+
+@check("lock-layering/holder/signature-fields-strict", requirements=("LOCK-25", "LOCK-29"),
+       needs=NEEDS)
+def signature_fields_strict(t: Probe) -> None:
+    """Signature-Input and Signature are RFC 8941 dictionaries, parsed strictly: a field
+    that does not parse is refused as a whole (the uniform 401) even though the "kfc"
+    member in it would verify, and what RFC 8941 allows (8192 characters, "*" keys,
+    booleans, escapes, 15-digit integers) is accepted. The signature covers exactly the
+    named components, each of a field the request has, in lowercase, once."""
+    holder = Signer.fresh()
+    ks = create_keystore(t, HELD, "strict-fields", holder=holder.public)
+    reference = reference_401(t, ks)
+    for what, change, accepted in FIELD_VARIANTS:
+        fields = signed_read(t, ks, holder)
+        change(fields)
+        exchange = t.request("GET", ks.path, headers=fields)
+        if accepted:
+            t.expect_status(exchange, 200, what=f"read, signed, with {what}")
+        else:
+            expect_uniform_401(t, exchange, reference, what=f"read, signed, with {what}")
+    required = cap.REQUIRED_COMPONENTS
+    components: list[tuple[str, Sequence[str], Sequence[tuple[str, str]], bool]] = [
+        ("@method covered twice", (*required, "@method"), (), False),
+        ("a field covered under an uppercase name", (*required, "Accept"),
+         (("accept", "*/*"),), False),
+        ("a field the request does not have", (*required, "x-absent"), (), False),
+        ("a field the request has", (*required, "accept"), (("accept", "*/*"),), True),
+    ]
+    for what, covered, extra, accepted in components:
+        exchange = t.request("GET", ks.path, headers=signed_read(
+            t, ks, holder, components=covered, extra=extra))
+        if accepted:
+            t.expect_status(exchange, 200, what=f"read, signed, with {what}")
+        else:
+            expect_uniform_401(t, exchange, reference, what=f"read, signed, with {what}")
+
+
+# --- capabilities whose chain holds but whose text does not ---------------------------------
+
+def _reencoded(capability: str, text: Callable[[dict[str, Any]], str]) -> str:
+    """The capability with its JSON written by `text` (same members, same chain)."""
+    decoded = cap.decode_capability(capability)
+    obj = {"keystore_id": decoded.keystore_id, "caveats": list(decoded.caveats),
+           "mac": b64url_encode(decoded.mac)}
+    return cap.CAPABILITY_PREFIX + b64url_encode(text(obj).encode("utf-8"))
+
+
+def _of_length(capability: str, length: int) -> str:
+    """The same capability, its JSON padded with spaces to make the text `length` long."""
+    body_len = (length - len(cap.CAPABILITY_PREFIX)) * 3 // 4
+    out = _reencoded(capability, lambda o: json.dumps(o, separators=(",", ":"))[:-1].ljust(
+        body_len - 1) + "}")
+    assert len(out) == length, (len(out), length)
+    return out
+
+
+@check("lock-layering/capability/format-strict", requirements=("LOCK-11", "LOCK-12",
+                                                               "LOCK-29"), needs=NEEDS)
+def capability_format_strict(t: Probe) -> None:
+    """A capability whose HMAC chain is valid is still refused (the uniform 401) when its
+    text breaks the format: another prefix, more than 4096 characters, a repeated or
+    unknown JSON member, more than 16 caveats, a caveat that is not a string, an exp that
+    is not a canonical decimal of at most 2^63 - 1. At the limits (4096 characters, 16
+    caveats, exp = 2^63 - 1) it is accepted."""
+    ks = create_keystore(t, HELD, "strict-capability")
+    reference = reference_401(t, ks)
+    root = ks.capability
+    decoded = cap.decode_capability(root)
+    many = root
+    for _ in range(cap.MAX_CAVEATS - len(decoded.caveats)):
+        many = with_unchecked_caveat(ks, "ops=read", base=many)
+    mac_text = b64url_encode(decoded.mac)
+    caveats_json = json.dumps(list(decoded.caveats))
+    variants: list[tuple[str, str, bool]] = [
+        ("another prefix", "kfX1." + root[len(cap.CAPABILITY_PREFIX):], False),
+        ("4096 characters", _of_length(root, cap.MAX_CAPABILITY_LEN), True),
+        ("4097 characters", _of_length(root, cap.MAX_CAPABILITY_LEN + 1), False),
+        ("16 caveats", many, True),
+        ("17 caveats", with_unchecked_caveat(ks, "ops=read", base=many), False),
+        ("a repeated member", _reencoded(root, lambda o: (
+            f'{{"keystore_id":"{ks.keystore_id}","caveats":["ops=none"],"caveats":'
+            f'{caveats_json},"mac":"{mac_text}"}}')), False),
+        ("an unknown member", _reencoded(root, lambda o: json.dumps(dict(o, x=1))), False),
+        ("a caveat that is a number", _reencoded(root, lambda o: json.dumps(
+            dict(o, caveats=[*o["caveats"], 7]))), False),
+        ("exp = 2^63 - 1", with_unchecked_caveat(ks, f"exp={cap.MAX_EXPIRY}"), True),
+        ("exp = 2^63", with_unchecked_caveat(ks, f"exp={cap.MAX_EXPIRY + 1}"), False),
+        ("an exp with a leading zero", with_unchecked_caveat(
+            ks, f"exp=0{cap.not_after(decoded)}"), False),
+        ("an exp in hexadecimal", with_unchecked_caveat(ks, "exp=0x7fffffff"), False),
+    ]
+    for what, capability, accepted in variants:
+        exchange = call(t, ks, "GET", capability=capability)
+        if accepted:
+            t.expect_status(exchange, 200, what=f"read with a capability of {what}")
+        else:
+            expect_uniform_401(t, exchange, reference,
+                               what=f"read with a capability of {what}")
+
+
+# --- unlocking ----------------------------------------------------------------------------------
+
+@check("lock-layering/shares/one-way-to-unlock", requirements=("LOCK-6", "LOCK-10",
+                                                               "LOCK-28"), needs=NEEDS)
+def one_way_to_unlock(t: Probe) -> None:
+    """A request unlocks with the user's share or with one unlock grant: both together,
+    the account's own share sent as the user's (the same x-coordinate twice), or a grant
+    that does not open, are the one share failure (422, LOCK-6)."""
+    ks = create_keystore(t, SHARES, "one-way")
+    key = create_key(t, ks, spec.KEY_ED25519)
+    message = {"message": b64url_encode(b"unlocked once")}
+    grant = granted(t, ks, ks.capability)
+    cases = [
+        ("the user's share and an unlock grant together",
+         {"secret-share": ks.user_share, "unlock-grant": grant}),
+        ("the account's share as the user's", {"secret-share": ks.account_share}),
+        ("an unlock grant with one bit flipped", {"unlock-grant": _flipped(grant)}),
+    ]
+    for what, headers in cases:
+        exchange = key_op(t, ks, key, "sign", message, share=None, headers=headers)
+        t.expect_rejected(exchange, 422, what=f"sign with {what}", failure_class="share")
+    t.expect_ok_json(key_op(t, ks, key, "sign", message, share=None,
+                            headers={"unlock-grant": grant}), 200,
+                     what="sign with the unlock grant alone")
+
+
+def _flipped(grant: str) -> str:
+    body = grant[len(cap.GRANT_PREFIX):]
+    index = len(body) // 2
+    flipped = "B" if body[index] == "A" else "A"
+    return cap.GRANT_PREFIX + body[:index] + flipped + body[index + 1:]
+
+
+# --- rotation's limit ---------------------------------------------------------------------
+
+@check("lock-layering/rotate/at-most-32-versions", requirements=("LOCK-22",), needs=NEEDS)
+def at_most_32_versions(t: Probe) -> None:
+    """A key has at most 32 versions: rotating up to version 32 works, and every version
+    still verifies what it computed; a 33rd rotation is refused (400, class params)."""
+    ks = create_keystore(t, HELD, "rotate-limit")
+    key = create_key(t, ks, spec.KEY_HMAC_SHA256)
+    for version in range(2, spec.MAX_KEY_VERSIONS + 1):
+        t.expect_ok_json(key_op(t, ks, key, "rotate"), 200, what=f"rotate to version {version}")
+    t.expect_rejected(key_op(t, ks, key, "rotate"), 400, what="rotate a key of 32 versions",
+                      failure_class="params")
+    message = b64url_encode(b"the last version")
+    answer = t.expect_ok_json(key_op(t, ks, key, "computemac", {"message": message}), 200,
+                              what="computemac with version 32")
+    if not isinstance(answer, dict) or answer.get("version") != spec.MAX_KEY_VERSIONS:
+        t.fail("the current version after 31 rotations is not 32",
+               expected=f"version {spec.MAX_KEY_VERSIONS} (LOCK-22)", actual=str(answer))
