@@ -32,6 +32,7 @@ from keyflows.conformance.checks.lock_layering_support import (
     lock_user,
     sign,
 )
+from keyflows.conformance.edv import QueryRewrite
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import CheckSkipped, Probe, describe
 from keyflows.conformance.registry import check
@@ -444,6 +445,13 @@ def forged_documents(vk: VaultKeystore, doc: edv.EncryptedDocument, key: dict[st
     ]
 
 
+def _answering(answer: Any) -> QueryRewrite:
+    def rewrite(vault_id: str, query: edv.Query, found: list[edv.EncryptedDocument]
+                ) -> list[Any]:
+        return [answer]
+    return rewrite
+
+
 @check("lock-layering/edv/malformed-documents-refused", requirements=("LOCK-33", "LOCK-30"),
        needs=NEEDS)
 def malformed_documents(t: Probe) -> None:
@@ -464,7 +472,7 @@ def malformed_documents(t: Probe) -> None:
     cases += [(what, forged, False) for what, forged in forged_documents(vk, doc, key)]
     try:
         for what, answer, accepted in cases:
-            vaults.rewrite_queries(vk.vault_id, lambda v, q, found, a=answer: [a])
+            vaults.rewrite_queries(vk.vault_id, _answering(answer))
             exchange = key_op(t, vk.ks, key, "sign", message)
             if accepted:
                 t.expect_ok_json(exchange, 200, what=f"sign while the vault answers a "
