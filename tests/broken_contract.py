@@ -297,6 +297,21 @@ def public_view_with_extra_member(app: ASGIApp) -> ASGIApp:
     return rewriting(rewrite)(app)
 
 
+def payload_limit_off_by_one(app: ASGIApp) -> ASGIApp:
+    """Refuses a payload declaring exactly the advertised max_payload_bytes (it advertises
+    one byte more than it takes)."""
+    async def rewrite(scope: Scope, request_body: bytes, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if scope["path"] == "/v1/capabilities" and status == 200:
+            caps = json.loads(body)
+            caps["envelope"]["max_payload_bytes"] += 1
+            body = compact(caps)
+        return status, headers, body
+
+    return rewriting(rewrite)(app)
+
+
 def without_header(name: bytes, *, path_part: str) -> Callable[[ASGIApp], ASGIApp]:
     """Drops header `name` from answers to paths containing `path_part`."""
     def wrap(app: ASGIApp) -> ASGIApp:
@@ -350,6 +365,9 @@ VARIANTS = (
     ContractVariant("unlisted-member", "adds a member no schema lists to public-key views",
                     "common/http/answers-match-shipped-schemas",
                     wrapper=public_view_with_extra_member),
+    ContractVariant("payload-limit-off-by-one", "refuses a payload declaring exactly "
+                    "max_payload_bytes", "common/limits/payload-declared-at-limit",
+                    wrapper=payload_limit_off_by_one),
     ContractVariant("last-query-value-wins", "takes the last of a repeated query parameter",
                     "common/http/query-parameters", patch=last_query_value_wins),
     ContractVariant("query-changes-capabilities", "answers differently to an unknown query",

@@ -594,6 +594,30 @@ def body_on_bodiless(t: Probe) -> None:
         t.expect_rejected(exchange, 413, what=f"GET {path} with a {limit + 1}-byte body")
 
 
+@check("common/limits/payload-declared-at-limit", requirements=("API-5", "ENV-17", "ENV-26"),
+       needs=("envelope",))
+def payload_declared_at_limit(t: Probe) -> None:
+    """A raw payload upload declaring exactly max_payload_bytes is not too large: it is
+    judged against its envelope's payload_length (400, length), while one byte more is
+    413 at once."""
+    from .envelope import OCTET, _posted, limits, upload_path
+
+    biggest = limits(t).get("max_payload_bytes")
+    if not isinstance(biggest, int) or isinstance(biggest, bool) or biggest < 2:
+        t.fail("the capabilities do not advertise envelope.max_payload_bytes (ENV-17)",
+               expected="an integer >= 2", actual=repr(biggest))
+    sender, _, _, message_id = _posted(t, "at-limit", 100)
+    headers = {"authorization": f"Bearer {sender.user.token}", **OCTET}
+    for declared, status, failure_class in ((biggest, 400, "length"),
+                                            (biggest + 1, 413, None)):
+        exchange = t.send_declared_length("PUT", upload_path(sender.user_id, message_id),
+                                          headers, declared=declared, sent=b"",
+                                          deadline_s=10.0)
+        t.expect_rejected(exchange, status, failure_class=failure_class,
+                          what=f"PUT a 100-byte message's payload declaring Content-Length "
+                               f"{declared} (max_payload_bytes{' + 1' if status == 413 else ''})")
+
+
 @check("common/errors/nested-shapes", requirements=("API-6",))
 def nested_shapes(t: Probe) -> None:
     """A nested member of the wrong shape (an empty object, or a list holding the name of
