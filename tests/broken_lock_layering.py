@@ -376,6 +376,76 @@ def leaks_user_share(app: Any) -> Any:
     return rewriting(rewrite)(app)
 
 
+# --- strict formats -----------------------------------------------------------------------------
+
+def drops_unknown_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Request bodies lose their unknown members instead of being refused."""
+    from keyflows.spec import lock_layering as spec
+
+    original = spec.parse_request
+
+    def parse_request(kind: str, obj: object) -> dict[str, Any]:
+        if isinstance(obj, dict):
+            required, optional = spec.REQUEST_MEMBERS[kind]
+            obj = {k: v for k, v in obj.items() if k in required or k in optional}
+        return original(kind, obj)
+
+    _patch_spec(monkeypatch, "parse_request", parse_request)
+
+
+def long_signature_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signature fields of any length up to 16 KiB are parsed (RFC 9421's fields over the
+    limit every server shares)."""
+    from keyflows.spec import http_signatures
+
+    monkeypatch.setattr(http_signatures, "MAX_FIELD_LEN", 16384)
+
+
+def too_many_caveats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capability may carry 17 caveats."""
+    _patch_cap(monkeypatch, "MAX_CAVEATS", 17)
+
+
+def share_wins_over_grant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request with a share and a grant unlocks with the share."""
+    from keyflows.spec import lock_layering_capability as cap
+    from keyflows.spec.errors import ShareError
+
+    def unlock_method(share_values: Any, grant_values: Any) -> str:
+        if share_values:
+            return cap.UNLOCK_BY_SHARE
+        if len(grant_values) != 1:
+            raise ShareError("one Unlock-Grant field line", requirement="LOCK-28")
+        return cap.UNLOCK_BY_GRANT
+
+    _patch_cap(monkeypatch, "unlock_method", unlock_method)
+
+
+def rotates_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys take a 33rd version."""
+    _patch_spec(monkeypatch, "MAX_KEY_VERSIONS", 33)
+
+
+def many_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vault documents may carry 17 attributes."""
+    _patch_edv(monkeypatch, "MAX_ATTRIBUTES", 17)
+
+
+def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query answer is used whatever its status, if its body is a list."""
+    from keyflows.reference import edv_client
+
+    async def find(self: Any, base: str, vault_id: str, token: str, query: Any) -> Any:
+        answer = await self.call(base, "POST", f"/edvs/{vault_id}/query", token,
+                                 query.to_json())
+        found = json.loads(answer.body)
+        if not isinstance(found, list):
+            raise edv_client.bad_answer("a query answer that is not a list")
+        return found
+
+    monkeypatch.setattr(edv_client.VaultClients, "find", find)
+
+
 CAP = "lock-layering/capability/"
 EDV = "lock-layering/edv/"
 VARIANTS = (
@@ -452,4 +522,19 @@ VARIANTS = (
                   ("lock-layering/mac/compute-and-verify",), patch=verifymac_always_true),
     BrokenVariant("computemac-ignores-key", "computemac is a hash of the message",
                   ("lock-layering/mac/compute-and-verify",), patch=computemac_ignores_key),
+    BrokenVariant("drops-unknown-members", "unknown request members are dropped, not refused",
+                  ("lock-layering/operations/body-shape-strict",), patch=drops_unknown_members),
+    BrokenVariant("long-signature-fields", "signature fields over 8192 characters parse",
+                  ("lock-layering/holder/signature-fields-strict",),
+                  patch=long_signature_fields),
+    BrokenVariant("too-many-caveats", "a capability of 17 caveats is accepted",
+                  (CAP + "format-strict",), patch=too_many_caveats),
+    BrokenVariant("share-wins-over-grant", "a share and a grant together unlock",
+                  ("lock-layering/shares/one-way-to-unlock",), patch=share_wins_over_grant),
+    BrokenVariant("rotates-forever", "a key takes a 33rd version",
+                  ("lock-layering/rotate/at-most-32-versions",), patch=rotates_forever),
+    BrokenVariant("many-attributes", "a vault document of 17 attributes is used",
+                  (EDV + "malformed-documents-refused",), patch=many_attributes),
+    BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
+                  (EDV + "vault-errors",), patch=trusts_vault_errors),
 )

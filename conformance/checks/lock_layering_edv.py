@@ -240,6 +240,9 @@ def reads_back(t: Probe) -> None:
                actual=f"vault calls: {[(c.method, c.path) for c in calls]}")
 
 
+VAULT_SLUGS = {502: "vault-bad-answer", 503: "vault-unavailable"}
+
+
 def expect_vault_refused(t: Probe, exchange: Exchange, *, what: str) -> None:
     """A document the key server cannot authenticate is a 502 (vault-bad-answer)."""
     t.expect_problem(exchange, 502, what=what, slug="vault-bad-answer")
@@ -487,18 +490,21 @@ def malformed_documents(t: Probe) -> None:
 
 @check("lock-layering/edv/vault-errors", requirements=("LOCK-33", "LOCK-35"), needs=NEEDS)
 def vault_errors(t: Probe) -> None:
-    """What the vault answers besides documents: a query answered with an error, with
-    something other than a JSON list, or with no document; a document it refuses to store
-    or to delete, is a 502; a vault that answers its configuration with a 5xx when a
-    keystore is bound is a 503 (vault-unavailable), with a 404 the token does not open it
-    (422). A document already gone when its key is deleted is fine."""
+    """What the vault answers besides documents: a query answered with an error (even one
+    carrying the right document), with something other than a JSON list, or with no
+    document; a document it refuses to store or to delete, is a 502; an answer past any
+    sane size is a 502 or a 503, never a 500; a vault that answers its configuration
+    with a 5xx when a keystore is bound is a 503 (vault-unavailable), with a 404 the token
+    does not open it (422). A document already gone when its key is deleted is fine."""
     vk = create_vault_keystore(t, SHARES, "edv-errors")
     key = create_key(t, vk.ks, spec.KEY_ED25519)
     vaults = t.session.accounts.vaults
     message = {"message": b64url_encode(b"hello")}
+    right = json.dumps([d.to_json() for d in stored(t, vk)]).encode()
     for answer, what in (((500, b'{"error":"down"}'), "a 500"),
+                         ((500, right), "a 500 carrying the right document"),
                          ((200, b"not json"), "an answer that is not JSON"),
-                         ((200, b"{}"), "an object instead of a list"),
+                         ((200, b'{"document":{}}'), "an object instead of a list"),
                          ((200, b"[]"), "no document")):
         vaults.answer_raw(vk.vault_id, "query", answer)
         try:
@@ -506,6 +512,15 @@ def vault_errors(t: Probe) -> None:
                                  what=f"sign while the vault answers its query with {what}")
         finally:
             vaults.answer_raw(vk.vault_id, "query", None)
+    # Past any sane answer limit: refused as bad (502) or unreachable (503), never a 500.
+    vaults.answer_raw(vk.vault_id, "query", (200, b" " * (1 << 17) + b"[]"))
+    try:
+        exchange = key_op(t, vk.ks, key, "sign", message)
+    finally:
+        vaults.answer_raw(vk.vault_id, "query", None)
+    status = exchange.status if exchange.status in VAULT_SLUGS else 502
+    t.expect_problem(exchange, status, what="sign while the vault answers its query with "
+                     "128 KiB", slug=VAULT_SLUGS[status])
     vaults.answer_raw(vk.vault_id, "create", (409, b'{"error":"taken"}'))
     try:
         expect_vault_refused(t, call(t, vk.ks, "POST", "/keys",
@@ -532,6 +547,7 @@ def vault_errors(t: Probe) -> None:
     vault_id, token = vaults.create(user.user_id)
     body = {"scenario": SHARES, "edv": {"vault": f"{base}/edvs/{vault_id}", "token": token}}
     for answer, status, slug in (((503, b"{}"), 503, "vault-unavailable"),
+                                 ((500, b"{}"), 503, "vault-unavailable"),
                                  ((404, b"{}"), 422, None)):
         vaults.answer_raw(vault_id, "read", answer)
         try:
@@ -545,4 +561,4 @@ def vault_errors(t: Probe) -> None:
                               "answers 404 for its configuration", failure_class="binding")
         else:
             t.expect_problem(exchange, status, what="bind a keystore to a vault that answers "
-                             "503", slug=slug)
+                             f"{answer[0]}", slug=slug)

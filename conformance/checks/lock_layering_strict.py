@@ -38,6 +38,7 @@ from keyflows.conformance.checks.lock_layering_support import (
     new_nonce,
     with_unchecked_caveat,
 )
+from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe
 from keyflows.conformance.registry import check
 from keyflows.spec import http_signatures, primitives
@@ -306,3 +307,42 @@ def at_most_32_versions(t: Probe) -> None:
     if not isinstance(answer, dict) or answer.get("version") != spec.MAX_KEY_VERSIONS:
         t.fail("the current version after 31 rotations is not 32",
                expected=f"version {spec.MAX_KEY_VERSIONS} (LOCK-22)", actual=str(answer))
+
+
+# --- request bodies under a valid capability ----------------------------------------------------
+
+@check("lock-layering/operations/body-shape-strict", requirements=("API-6", "LOCK-14"),
+       needs=NEEDS)
+def body_shape_strict(t: Probe) -> None:
+    """With every credential right, a body that is not the operation's JSON object is a
+    400 (class decode, API-6): an array naming the members, an unknown member, a member
+    of the wrong JSON type. The generic body checks stop at the 401 of a missing
+    credential; these reach the body's own parser."""
+    ks = create_keystore(t, HELD, "body-shape")
+    key = create_key(t, ks, spec.KEY_ED25519)
+    message = b64url_encode(b"shaped")
+    owner = ks.owner
+    keystores = f"/v1/users/{owner.user_id}/keystores"
+    cases: list[tuple[str, Callable[[], Exchange]]] = [
+        ("sign with an array of the member names",
+         lambda: key_op(t, ks, key, "sign", ["message"])),
+        ("sign with an unknown member",
+         lambda: key_op(t, ks, key, "sign", {"message": message, "context": "x"})),
+        ("sign with a message that is a number",
+         lambda: key_op(t, ks, key, "sign", {"message": 5})),
+        ("create a key with an array of the member names",
+         lambda: call(t, ks, "POST", "/keys", body=["key_type"])),
+        ("create a key whose key_type is an array",
+         lambda: call(t, ks, "POST", "/keys", body={"key_type": [spec.KEY_ED25519]})),
+        ("revoke with an array of the member names",
+         lambda: call(t, ks, "POST", "/revocations", body=["capability"])),
+        ("ask for a root capability with an array",
+         lambda: t.request("POST", f"{keystores}/{ks.keystore_id}/capability",
+                           token=owner.token, json_body=[])),
+        ("create a keystore with an array of the member names",
+         lambda: t.request("POST", keystores, token=owner.token, json_body=["scenario"])),
+    ]
+    for what, send in cases:
+        t.expect_rejected(send(), 400, what=what, failure_class="decode")
+    t.expect_ok_json(key_op(t, ks, key, "sign", {"message": message}), 200,
+                     what="sign with the right body")
