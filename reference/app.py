@@ -163,7 +163,8 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=all_routes(),
         lifespan=lifespan,
-        middleware=[Middleware(limits.BodyGuard, body_timeout=settings.body_timeout)],
+        middleware=[Middleware(limits.BodyGuard, body_timeout=settings.body_timeout,
+                               body_min_rate=settings.body_min_rate)],
         exception_handlers={
             Problem: problem_handler,
             HTTPException: http_exception_handler,

@@ -114,6 +114,10 @@ def serve(settings: Settings) -> None:
                                       "[env KEYFLOWS_HEADER_TIMEOUT; default 10].")
 @click.option("--body-timeout", help="Seconds for a request body to arrive after its headers "
                                     "[env KEYFLOWS_BODY_TIMEOUT; default 30].")
+@click.option("--body-min-rate", help="Bytes per second a request body must average once "
+                                      "the body timeout has passed, so a large upload goes on "
+                                      "while a trickled one is cut "
+                                      "[env KEYFLOWS_BODY_MIN_RATE; default 4096].")
 @click.option("--idle-timeout", help="Seconds a connection may stay idle between requests "
                                     "[env KEYFLOWS_IDLE_TIMEOUT; default 5].")
 @click.option("--max-connections", help="Open connections beyond which new ones get 503 "
@@ -159,7 +163,8 @@ def serve(settings: Settings) -> None:
 def serve_command(host: str | None, port: str | None, db: str | None,
                   account_server: str | None, max_body_bytes: str | None,
                   secrets_key_file: str | None, header_timeout: str | None,
-                  body_timeout: str | None, idle_timeout: str | None,
+                  body_timeout: str | None, body_min_rate: str | None,
+                  idle_timeout: str | None,
                   max_connections: str | None, rates: str | None, quotas: str | None,
                   ready_file: str | None, origin: str | None, log_level: str | None,
                   challenge_lifetime: str | None, challenge_max_attempts: str | None,
@@ -179,6 +184,7 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                                  secrets_key_file=secrets_key_file, origin=origin,
                                  limits={"header_timeout": header_timeout,
                                          "body_timeout": body_timeout,
+                                         "body_min_rate": body_min_rate,
                                          "idle_timeout": idle_timeout,
                                          "max_connections": max_connections,
                                          "rates": rates, "quotas": quotas},

@@ -31,6 +31,8 @@ DEFAULT_SESSION_LIFETIME = 900
 # and trickling connections are not kept.
 DEFAULT_HEADER_TIMEOUT = 10
 DEFAULT_BODY_TIMEOUT = 30
+# After body_timeout, a body must go on arriving at this many bytes/s on average.
+DEFAULT_BODY_MIN_RATE = 4096
 DEFAULT_IDLE_TIMEOUT = 5
 DEFAULT_MAX_CONNECTIONS = 1024
 # Rate limits (API-52, API-54): token buckets per requester, refilled within a minute.
@@ -60,6 +62,7 @@ ENV_SESSION_LIFETIME = "KEYFLOWS_SESSION_LIFETIME"
 ENV_SECRETS_KEY_FILE = "KEYFLOWS_SECRETS_KEY_FILE"
 ENV_HEADER_TIMEOUT = "KEYFLOWS_HEADER_TIMEOUT"
 ENV_BODY_TIMEOUT = "KEYFLOWS_BODY_TIMEOUT"
+ENV_BODY_MIN_RATE = "KEYFLOWS_BODY_MIN_RATE"
 ENV_IDLE_TIMEOUT = "KEYFLOWS_IDLE_TIMEOUT"
 ENV_MAX_CONNECTIONS = "KEYFLOWS_MAX_CONNECTIONS"
 ENV_RATES = "KEYFLOWS_RATES"
@@ -97,6 +100,7 @@ class Settings:
     # limits (API-51 .. API-54)
     header_timeout: int = DEFAULT_HEADER_TIMEOUT
     body_timeout: int = DEFAULT_BODY_TIMEOUT
+    body_min_rate: int = DEFAULT_BODY_MIN_RATE
     idle_timeout: int = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     rates: dict[str, spec_limits.Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
@@ -230,6 +234,7 @@ class ChallengeSettings(TypedDict):
 class LimitSettings(TypedDict):
     header_timeout: int
     body_timeout: int
+    body_min_rate: int
     idle_timeout: int
     max_connections: int
     rates: dict[str, spec_limits.Rate]
@@ -270,6 +275,10 @@ def limit_settings(flags: Mapping[str, str | None], env: Mapping[str, str]) -> L
                                     "header timeout (seconds)", minimum=1, maximum=3600),
         "body_timeout": parse_int(value("body_timeout", ENV_BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT),
                                   "body timeout (seconds)", minimum=1, maximum=3600),
+        "body_min_rate": parse_int(value("body_min_rate", ENV_BODY_MIN_RATE,
+                                         DEFAULT_BODY_MIN_RATE),
+                                   "body minimum rate (bytes/s)", minimum=1,
+                                   maximum=spec_limits.MAX_BODY_MIN_RATE),
         "idle_timeout": parse_int(value("idle_timeout", ENV_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT),
                                   "idle timeout (seconds)", minimum=1, maximum=3600),
         "max_connections": parse_int(value("max_connections", ENV_MAX_CONNECTIONS,

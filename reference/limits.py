@@ -69,9 +69,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 # --- body deadline and unread bodies (API-50, API-53) ------------------------------------------
 
 class BodyTimeout(Problem):
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, min_rate: int) -> None:
         super().__init__("request-timeout",
-                         f"the request body did not arrive within {seconds:g} s",
+                         f"the request body did not arrive within {seconds:g} s, nor at "
+                         f"{min_rate} bytes/s on average after that",
                          requirement="API-53", headers={"Connection": "close"})
 
 
@@ -87,33 +88,40 @@ def _expects_body(scope: Scope) -> bool:
 class BodyGuard:
     """ASGI middleware for requests that carry a body:
 
-    - the body must arrive within `body_timeout` seconds of the request's start, else
-      the read raises BodyTimeout (answered 408, connection closed);
+    - the body must arrive within `body_timeout` seconds of the request's start, or go
+      on arriving at `body_min_rate` bytes/s on average after that (the spec's
+      body_allowance), else the read raises BodyTimeout (answered 408, connection
+      closed): a large upload at an honest pace goes on, a trickled body is cut;
     - an answer sent before the body was read in full carries `Connection: close`, so a
       client refused early (401, 413, 429) cannot go on streaming into the connection."""
 
-    def __init__(self, app: ASGIApp, *, body_timeout: float) -> None:
+    def __init__(self, app: ASGIApp, *, body_timeout: int, body_min_rate: int) -> None:
         self.app = app
         self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _expects_body(scope):
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
+        started = loop.time()
+        received = 0
         body_read = False
 
         async def guarded_receive() -> Message:
-            nonlocal body_read
+            nonlocal body_read, received
             if body_read:
                 return await receive()
+            deadline = started + spec.body_allowance(received, body_timeout=self.body_timeout,
+                                                     body_min_rate=self.body_min_rate)
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
-                raise BodyTimeout(self.body_timeout) from None
+                raise BodyTimeout(self.body_timeout, self.body_min_rate) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_read = True
+            received += len(message.get("body", b""))
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -232,4 +240,4 @@ def capabilities_member(settings: Any) -> dict[str, Any]:
         deadlines={"header_timeout_seconds": int(settings.header_timeout),
                    "body_timeout_seconds": int(settings.body_timeout),
                    "idle_timeout_seconds": int(settings.idle_timeout)},
-        rates=settings.rates, quotas=settings.quotas)
+        rates=settings.rates, quotas=settings.quotas, body_min_rate=settings.body_min_rate)

@@ -198,6 +198,8 @@ LIMIT_RULES: tuple[LimitRule, ...] = (
               408, "request-timeout", "API-53"),
     LimitRule("seconds for the request body", "limits.body_timeout_seconds", 408,
               "request-timeout", "API-53"),
+    LimitRule("bytes per second a body averages past its timeout",
+              "limits.body_min_rate_bytes_per_second", 408, "request-timeout", "API-53"),
 )
 
 

@@ -13,6 +13,7 @@ The capabilities member (API-52), `limits`:
 
     {"max_body_bytes": 65536,
      "header_timeout_seconds": 10, "body_timeout_seconds": 30, "idle_timeout_seconds": 5,
+     "body_min_rate_bytes_per_second": 4096,
      "rates": {"<name>": {"capacity": 60, "window_seconds": 60, "per": "requester"}, ...},
      "quotas": {"<name>": {"limit": 256, "per": "device"}, ...}}
 """
@@ -29,6 +30,7 @@ MAX_CAPACITY = 1_000_000
 MAX_WINDOW_SECONDS = 86_400
 MAX_TIMEOUT_SECONDS = 3_600
 MAX_QUOTA = 1_000_000_000
+MAX_BODY_MIN_RATE = 1_000_000_000
 
 # The rate limits and quotas of the v1 profile: name -> what is counted, and per whom.
 # "requester" is the client's network address (an IPv6 address by its /64 prefix).
@@ -53,6 +55,7 @@ QUOTA_SCOPES: dict[str, str] = {
     "queue-per-sender": "sender+device",
 }
 DEADLINES = ("header_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds")
+BODY_MIN_RATE = "body_min_rate_bytes_per_second"
 
 
 @dataclass(frozen=True)
@@ -119,14 +122,25 @@ class Limits:
     rates: dict[str, Rate]
     rate_scopes: dict[str, str]
     quotas: dict[str, int]
+    body_min_rate: int | None = None
+
+
+def body_allowance(received: int, *, body_timeout: int, body_min_rate: int) -> float:
+    """Seconds after its headers by which a request body must have gone past `received`
+    bytes (API-53): body_timeout_seconds, plus one second per body_min_rate_bytes_per_second
+    bytes received. A body may take as long as it needs while it averages the minimum
+    rate; one trickled slower is cut, so holding a connection open costs the client
+    body_min_rate bytes for every second past the body timeout."""
+    return body_timeout + received / body_min_rate
 
 
 def limits_to_wire(*, max_body_bytes: int, deadlines: dict[str, int], rates: dict[str, Rate],
-                   quotas: dict[str, int]) -> dict[str, Any]:
+                   quotas: dict[str, int], body_min_rate: int) -> dict[str, Any]:
     """The capabilities member `limits` (API-52)."""
     return {
         "max_body_bytes": max_body_bytes,
         **{name: deadlines[name] for name in DEADLINES},
+        BODY_MIN_RATE: body_min_rate,
         "rates": {name: {"capacity": rate.capacity, "window_seconds": rate.window_seconds,
                          "per": RATE_SCOPES[name]} for name, rate in sorted(rates.items())},
         "quotas": {name: {"limit": limit, "per": QUOTA_SCOPES[name]}
@@ -144,6 +158,8 @@ def parse_limits(value: Any) -> Limits:
     body = _int(members["max_body_bytes"], "max_body_bytes", 1, 2**31 - 1)
     deadlines = {name: _int(members[name], name, 1, MAX_TIMEOUT_SECONDS)
                  for name in DEADLINES if name in members}
+    min_rate = (_int(members[BODY_MIN_RATE], BODY_MIN_RATE, 1, MAX_BODY_MIN_RATE)
+                if BODY_MIN_RATE in members else None)
     rates: dict[str, Rate] = {}
     scopes: dict[str, str] = {}
     for name, item in _object(members.get("rates", {}), "limits.rates").items():
@@ -159,7 +175,7 @@ def parse_limits(value: Any) -> Limits:
                               f"limits.quotas.{name}")
         quotas[name] = _int(fields["limit"], "limit", 1, MAX_QUOTA)
     return Limits(max_body_bytes=body, deadlines=deadlines, rates=rates, rate_scopes=scopes,
-                  quotas=quotas)
+                  quotas=quotas, body_min_rate=min_rate)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:

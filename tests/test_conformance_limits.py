@@ -104,6 +104,12 @@ def rates_not_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda self, *buckets: Admission(True, 0))
 
 
+def whole_body_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cuts every body at body_timeout, however fast it arrives (no minimum rate)."""
+    monkeypatch.setattr(limits.spec, "body_allowance",
+                        lambda received, *, body_timeout, body_min_rate: float(body_timeout))
+
+
 def quotas_not_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(envelope_store, "_check_quotas", lambda *args: None)
 
@@ -113,6 +119,8 @@ VARIANTS = (
                   ("common/limits/credentials-before-body",), wrapper=body_before_credentials),
     BrokenVariant("deadlines-not-kept", "advertises deadlines it does not keep",
                   ("common/limits/deadlines",), wrapper=deadlines_not_kept),
+    BrokenVariant("whole-body-deadline", "cuts a body at the body timeout despite its rate",
+                  ("common/limits/deadlines",), patch=whole_body_deadline),
     BrokenVariant("rates-not-enforced", "advertises rate limits it does not enforce",
                   ("session-challenge/limits/challenge-rate", "hashchain/limits/keyinit-rate",
                    "hashchain/limits/uid-rate"), patch=rates_not_enforced),
@@ -123,6 +131,7 @@ VARIANTS = (
 )
 SELECTED = {"body-before-credentials": ("--select", "common/limits/credentials-before-body"),
             "deadlines-not-kept": ("--select", "common/limits/deadlines"),
+            "whole-body-deadline": ("--select", "common/limits/deadlines"),
             "no-retry-after": ("--select", "session-challenge/limits/*"),
             "quotas-not-enforced": ("--select", "envelope/limits/*")}
 

@@ -24,6 +24,7 @@ def burst(rate: spec.Rate, now: float, tat: int | None = None) -> tuple[int, int
         tat = decision.tat
 
 
+@settings(deadline=None)  # a burst of up to 500 decisions: slow on a loaded machine
 @given(rates, times)
 def test_an_unused_bucket_admits_exactly_its_capacity_at_once(rate: spec.Rate,
                                                                 now: float) -> None:
@@ -31,6 +32,7 @@ def test_an_unused_bucket_admits_exactly_its_capacity_at_once(rate: spec.Rate,
     assert admitted == rate.capacity
 
 
+@settings(deadline=None)  # a burst of up to 500 decisions: slow on a loaded machine
 @given(rates, times)
 def test_a_refusal_changes_nothing_and_retry_after_is_enough(rate: spec.Rate,
                                                               now: float) -> None:
@@ -81,8 +83,10 @@ def test_limits_round_trip_and_bad_shapes() -> None:
     wire = spec.limits_to_wire(
         max_body_bytes=100, deadlines={"header_timeout_seconds": 1, "body_timeout_seconds": 2,
                                        "idle_timeout_seconds": 3},
-        rates={"uid-create": spec.Rate(5, 10)}, quotas={"queue-per-device": 7})
+        rates={"uid-create": spec.Rate(5, 10)}, quotas={"queue-per-device": 7},
+        body_min_rate=512)
     parsed = spec.parse_limits(wire)
+    assert parsed.body_min_rate == 512
     assert parsed.rates == {"uid-create": spec.Rate(5, 10)}
     assert parsed.quotas == {"queue-per-device": 7}
     assert parsed.deadlines["body_timeout_seconds"] == 2
@@ -94,3 +98,20 @@ def test_limits_round_trip_and_bad_shapes() -> None:
         spec.parse_limits({**wire, "max_body_bytes": True})
     with pytest.raises(DecodeError):
         spec.parse_limits({**wire, "rates": {"x": {"capacity": 1, "window_seconds": 1}}})
+
+
+def test_body_allowance_grows_with_the_bytes_received() -> None:
+    """API-53: body_timeout seconds for the first byte, then one second per
+    body_min_rate bytes: a body may take as long as it needs at the minimum rate."""
+    assert spec.body_allowance(0, body_timeout=30, body_min_rate=4096) == 30
+    assert spec.body_allowance(4096 * 100, body_timeout=30, body_min_rate=4096) == 130
+    # a 1 GiB upload at 1 MiB/s (1024 s) stays far within its allowance
+    assert spec.body_allowance(2**30, body_timeout=30, body_min_rate=4096) > 1024
+
+
+def test_body_min_rate_out_of_range() -> None:
+    base = spec.limits_to_wire(max_body_bytes=100, deadlines={name: 1 for name in spec.DEADLINES},
+                               rates={}, quotas={}, body_min_rate=1)
+    for bad in (0, True, 1.5, spec.MAX_BODY_MIN_RATE + 1):
+        with pytest.raises(ParamsError):
+            spec.parse_limits({**base, spec.BODY_MIN_RATE: bad})

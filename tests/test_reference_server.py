@@ -189,6 +189,7 @@ def test_default_limits_are_advertised(account: AccountServer, tmp_path: Path) -
         running.stop()
     assert (limits["header_timeout_seconds"], limits["body_timeout_seconds"],
             limits["idle_timeout_seconds"]) == (10, 30, 5)
+    assert limits["body_min_rate_bytes_per_second"] == 4096
     assert limits["rates"] == {
         "challenge-create": {"capacity": 60, "window_seconds": 60, "per": "requester"},
         "keyinit-fetch": {"capacity": 120, "window_seconds": 60, "per": "requester"},

@@ -137,9 +137,11 @@ def test_unauthenticated_large_bodies_cost_no_memory(tmp_path: Path,
 
 @pytest.fixture
 def fast(tmp_path: Path, account: AccountServer) -> Iterator[RunningServer]:
-    """Deadlines short enough to wait out: headers 1 s, body 2 s, idle 1 s."""
+    """Deadlines short enough to wait out: headers 1 s, body 2 s (then 2048 bytes/s),
+    idle 1 s."""
     server = start_reference_server(account.url, tmp_path / "fast.sqlite3", header_timeout=1,
-                                    body_timeout=2, idle_timeout=1, max_connections=8)
+                                    body_timeout=2, body_min_rate=2048, idle_timeout=1,
+                                    max_connections=8)
     yield server
     server.stop()
 
@@ -168,6 +170,7 @@ def test_deadlines_are_advertised(fast: RunningServer) -> None:
     limits = httpx.get(fast.url + "/v1/capabilities").json()["limits"]
     assert (limits["header_timeout_seconds"], limits["body_timeout_seconds"],
             limits["idle_timeout_seconds"]) == (1, 2, 1)
+    assert limits["body_min_rate_bytes_per_second"] == 2048
 
 
 def test_an_idle_connection_is_closed(fast: RunningServer) -> None:
@@ -204,6 +207,49 @@ def test_a_slow_body_is_cut(fast: RunningServer) -> None:
     assert (body["type"], body["requirement"]) == ("urn:keyflows:problem:request-timeout",
                                                    "API-53")
     assert 1.9 <= closed - sent < 5
+
+
+CHALLENGE_HEAD = (b"POST /v1/users/u/apps/a/session-challenges HTTP/1.1\r\nHost: k\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n")
+
+
+def send_paced(sock: socket.socket, body: bytes, *, seconds: float) -> None:
+    """Send `body` in 20 pieces spread evenly over `seconds` (stops if the server closes)."""
+    started = time.monotonic()
+    for i in range(20):
+        time.sleep(max(0.0, started + i * seconds / 20 - time.monotonic()))
+        try:
+            sock.sendall(body[i * len(body) // 20:(i + 1) * len(body) // 20])
+        except OSError:
+            return
+
+
+def test_a_large_body_at_an_honest_pace_outlasts_the_body_timeout(fast: RunningServer) -> None:
+    """API-53: 3.5 s for a body (body timeout 2 s) at 3x the minimum rate: read, answered."""
+    body = b'{"x":"' + b"a" * (3 * 2048 * 7 // 2) + b'"}'
+    sock = connect(fast)
+    sock.sendall(CHALLENGE_HEAD % len(body))
+    sent = time.monotonic()
+    send_paced(sock, body, seconds=3.5)
+    answer = sock.recv(65536)
+    assert time.monotonic() - sent >= 3.2
+    assert answer.startswith(b"HTTP/1.1 4") and not answer.startswith(b"HTTP/1.1 408"), \
+        answer[:60]
+
+
+def test_a_body_trickled_below_the_minimum_rate_is_cut(fast: RunningServer) -> None:
+    """API-53: at a quarter of the minimum rate the allowance runs out at
+    2 + t/4 seconds, i.e. after about 2.7 s, well before the body is complete."""
+    body = b'{"x":"' + b"a" * (2048 // 4 * 6) + b'"}'
+    sock = connect(fast)
+    sock.sendall(CHALLENGE_HEAD % len(body))
+    sent = time.monotonic()
+    sender = threading.Thread(target=send_paced, args=(sock, body), kwargs={"seconds": 6})
+    sender.start()
+    data, closed = read_until_closed(sock)
+    sender.join()
+    assert data.startswith(b"HTTP/1.1 408 "), data[:60]
+    assert 2.4 <= closed - sent < 5.5
 
 
 def test_an_idle_kept_alive_connection_is_closed(fast: RunningServer) -> None:

@@ -54,9 +54,12 @@ def limits_advertised(t: Probe) -> None:
     rate limit and quota in the documented shape."""
     limits = advertised(t)
     missing = [name for name in spec.DEADLINES if name not in limits.deadlines]
+    if limits.body_min_rate is None:
+        missing.append(spec.BODY_MIN_RATE)
     if missing:
         t.fail(f"capabilities limits lack {', '.join(missing)} (API-53)",
-               expected=", ".join(spec.DEADLINES), actual=", ".join(sorted(limits.deadlines)))
+               expected=", ".join((*spec.DEADLINES, spec.BODY_MIN_RATE)),
+               actual=", ".join(sorted(limits.deadlines)))
 
 
 # --- API-50 ---------------------------------------------------------------------------------
@@ -162,7 +165,9 @@ def slack(seconds: int) -> float:
 def deadlines(t: Probe) -> None:
     """Idle, slowloris (headers trickled byte by byte), slow-body and idle kept-alive
     connections are closed within the advertised deadlines; a request cut by a deadline
-    is answered 408 problem+json or not at all."""
+    is answered 408 problem+json or not at all; a body sent at twice the advertised
+    minimum rate for longer than the body timeout is read and answered (when it fits in
+    max_body_bytes)."""
     limits = advertised(t)
     header = limits.deadlines.get("header_timeout_seconds")
     body = limits.deadlines.get("body_timeout_seconds")
@@ -193,6 +198,47 @@ def deadlines(t: Probe) -> None:
         sock.sendall(put + b"{")
         return watch(sock, budget=body + slack(body) + 2.0)  # + the account server's time
 
+    min_rate = limits.body_min_rate
+    steady_seconds = body + 2.0
+    steady_bytes = int(2 * (min_rate or 0) * steady_seconds)
+
+    def steady_body() -> Watched:
+        """A body sent at twice the advertised minimum rate for longer than the body
+        timeout: it must be read and answered, not cut."""
+        padding = b"a" * max(0, steady_bytes - len(b'{"padding":""}'))
+        payload = b'{"padding":"' + padding + b'"}'
+        sock = raw_connection(t, 5.0)
+        head = request_head(t, "PUT", keypair_path(user.user_id, "steady"),
+                            {"Authorization": f"Bearer {user.token}",
+                             "Content-Type": "application/json",
+                             "Content-Length": str(len(payload))})
+        started = time.monotonic()
+        try:
+            sock.sendall(head)
+            pieces = 20
+            for i in range(pieces):
+                part = payload[i * len(payload) // pieces:(i + 1) * len(payload) // pieces]
+                time.sleep(max(0.0, started + i * steady_seconds / pieces - time.monotonic()))
+                sock.sendall(part)
+        except OSError:
+            seen = Watched()
+            seen.closed_after = time.monotonic() - started
+            sock.close()
+            return seen
+        seen = Watched()
+        sock.settimeout(5.0)
+        try:
+            while b"\r\n\r\n" not in seen.answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                seen.answer += chunk
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        return seen
+
     def idle_after_answer() -> Watched:
         sock = raw_connection(t, 5.0)
         sock.sendall(request_head(t, "GET", "/v1/capabilities", {}))
@@ -203,9 +249,20 @@ def deadlines(t: Probe) -> None:
               "headers trickled byte by byte": (slowloris, header),
               "a body withheld after its first byte": (slow_body, body + 2),
               "a kept-alive connection idle after an answer": (idle_after_answer, idle + 2)}
-    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+    steady = "a body sent at twice the minimum rate for longer than the body timeout"
+    fits = min_rate is not None and steady_bytes <= limits.max_body_bytes
+    with ThreadPoolExecutor(max_workers=len(probes) + 1) as pool:
         futures = {what: pool.submit(probe) for what, (probe, _) in probes.items()}
+        steady_future = pool.submit(steady_body) if fits else None
         results = {what: future.result() for what, future in futures.items()}
+        steady_seen = steady_future.result() if steady_future is not None else None
+    if steady_seen is not None and (steady_seen.status in (0, 408) or
+                                    not steady_seen.answer):
+        t.fail(f"{steady} ({steady_bytes} bytes in {steady_seconds:g} s) was cut: a body "
+               f"that keeps body_min_rate_bytes_per_second past the body timeout must be "
+               f"read (API-53)", expected="an answer to the request (any status but 408)",
+               actual=repr(steady_seen.answer[:120]) if steady_seen.answer else
+               "the connection closed without an answer")
     for what, seen in results.items():
         limit = probes[what][1]
         if seen.closed_after is None:
