@@ -27,6 +27,7 @@ from broken_servers import (
 from servers import RunningServer, start_reference_server
 
 from keyflows.reference import envelope_store, limits
+from keyflows.spec import limits as spec_limits
 from keyflows.spec.limits import Admission
 
 SELECT = ("--select", "common/limits/*", "--select", "*/limits/*")
@@ -106,7 +107,7 @@ def rates_not_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def whole_body_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cuts every body at body_timeout, however fast it arrives (no minimum rate)."""
-    monkeypatch.setattr(limits.spec, "body_allowance",
+    monkeypatch.setattr(spec_limits, "body_allowance",
                         lambda received, *, body_timeout, body_min_rate: float(body_timeout))
 
 
