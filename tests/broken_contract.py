@@ -208,6 +208,21 @@ def base64_of_any_text(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(encoding, "b64url_decode", decode)
 
 
+def slash_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes '/' for '_' in base64url (refusing only '+' and '=' of the standard
+    alphabet)."""
+    from keyflows.spec import encoding
+
+    original = encoding.b64url_decode
+
+    def decode(text: str, *, requirement: str | None = None) -> bytes:
+        if isinstance(text, str):
+            text = text.replace("/", "_")
+        return original(text, requirement=requirement)
+
+    monkeypatch.setattr(encoding, "b64url_decode", decode)
+
+
 def unread_get_bodies(app: ASGIApp) -> ASGIApp:
     """Hands GET requests to the app without their body (as a proxy might)."""
     async def middleware(scope: Scope, receive: Any, send: Any) -> None:
@@ -376,6 +391,8 @@ VARIANTS = (
                     "common/http/fresh-after-change", wrapper=stale_cache),
     ContractVariant("small-order-ed25519", "accepts small-order Ed25519 keys",
                     "common/signatures/strict-ed25519", patch=small_order_ed25519_keys),
+    ContractVariant("slash-accepted", "takes '/' for '_' in base64url values",
+                    "common/encoding/standard-alphabet-rejected", patch=slash_accepted),
     ContractVariant("base64-500", "answers 500 to a non-ASCII base64url value",
                     "common/encoding/non-ascii-rejected", patch=base64_of_any_text),
     ContractVariant("unread-get-bodies", "never reads the body of a GET",

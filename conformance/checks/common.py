@@ -545,8 +545,18 @@ def padding_rejected(t: Probe) -> None:
 
 @check("common/encoding/standard-alphabet-rejected", requirements=("API-1",))
 def standard_alphabet_rejected(t: Probe) -> None:
-    """base64 values using '+' or '/' (the standard alphabet) are refused with 400."""
+    """base64 values using '+' or '/' (the standard alphabet) are refused with 400: both
+    at once, and each alone (the same bytes to a decoder that accepts either alphabet)."""
     encoding_check(t, "in-the-standard-alphabet", standard_alphabet)
+    encoding_check(t, "with-plus", lambda v: one_standard_character(v, "-", "+"))
+    encoding_check(t, "with-slash", lambda v: one_standard_character(v, "_", "/"))
+
+
+def one_standard_character(value: str, url_safe: str, standard: str) -> str:
+    """`value` with every `url_safe` character in its standard-alphabet form (the same
+    bytes), or with its first character replaced by `standard` when it has none."""
+    out = value.replace(url_safe, standard)
+    return out if out != value else standard + value[1:]
 
 
 @check("common/encoding/trailing-bits-rejected", requirements=("API-1",))
