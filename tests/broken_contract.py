@@ -223,6 +223,20 @@ def slash_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(encoding, "b64url_decode", decode)
 
 
+def booleans_as_integers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes true and false for the integers 1 and 0 (Python's bool is an int)."""
+    from keyflows.spec import wire
+    from keyflows.spec.errors import DecodeError
+
+    def integer(obj: dict[str, Any], key: str, where: str) -> int:
+        value = obj[key]
+        if not isinstance(value, int):
+            raise DecodeError(f"{where}.{key} must be an integer", requirement="API-6")
+        return value
+
+    monkeypatch.setattr(wire, "integer", integer)
+
+
 def unread_get_bodies(app: ASGIApp) -> ASGIApp:
     """Hands GET requests to the app without their body (as a proxy might)."""
     async def middleware(scope: Scope, receive: Any, send: Any) -> None:
@@ -393,6 +407,8 @@ VARIANTS = (
                     "common/signatures/strict-ed25519", patch=small_order_ed25519_keys),
     ContractVariant("slash-accepted", "takes '/' for '_' in base64url values",
                     "common/encoding/standard-alphabet-rejected", patch=slash_accepted),
+    ContractVariant("booleans-as-integers", "takes true for 1 in envelope counters",
+                    "common/errors/envelope-shapes", patch=booleans_as_integers),
     ContractVariant("base64-500", "answers 500 to a non-ASCII base64url value",
                     "common/encoding/non-ascii-rejected", patch=base64_of_any_text),
     ContractVariant("unread-get-bodies", "never reads the body of a GET",

@@ -618,6 +618,43 @@ def payload_declared_at_limit(t: Probe) -> None:
                                f"{declared} (max_payload_bytes{' + 1' if status == 413 else ''})")
 
 
+ENVELOPE_WRONG_TYPES: tuple[tuple[str, Any], ...] = (
+    ("recipients", {}), ("recipients", "phone"), ("suite", 1), ("suite", ["x25519"]),
+    ("sender_key_version", True), ("sender_key_version", "1"), ("payload_length", True),
+    ("payload_length", "32"))
+"""Members of an envelope given a value of the wrong JSON type; each is refused as a
+decode error by the type test itself, not later by a range or lookup that happens to
+refuse it with another class (or, for true, not at all: true is not 1)."""
+
+
+@check("common/errors/envelope-shapes", requirements=("API-6", "API-21", "ENV-9", "ENV-1"),
+       needs=("envelope",))
+def envelope_shapes(t: Probe) -> None:
+    """A member of the wrong JSON type in an envelope (recipients not a list, a suite that
+    is not a string, a counter that is true or a string) or in a device list (devices not
+    a list) is refused with 400 (decode), never taken and never refused with another
+    class."""
+    from keyflows.spec import envelope as E
+
+    from .envelope import RANDOM, person, post_envelope, put_list, register, signed_list
+    from .envelope import suites as envelope_suites
+
+    sender, owner = person(t, "shapes-alice"), person(t, "shapes-bob")
+    (phone,) = register(t, owner, "phone")
+    sealed = E.seal(os.urandom(32), suite=envelope_suites(t)[0], sender=sender.sender,
+                    recipients=[phone.device], random=RANDOM)
+    wire = E.envelope_to_wire(sealed.envelope)
+    for member, value in ENVELOPE_WRONG_TYPES:
+        t.expect_rejected(post_envelope(t, sender, {**wire, member: value}), 400,
+                          failure_class="decode",
+                          what=f"POST an envelope whose {member} is {json.dumps(value)}")
+    listed = signed_list(owner, list(owner.devices.values()), owner.version + 1)
+    for value in ({}, "phone"):
+        t.expect_rejected(put_list(t, owner, {**listed, "devices": value}), 400,
+                          failure_class="decode",
+                          what=f"PUT a device list whose devices is {json.dumps(value)}")
+
+
 @check("common/errors/nested-shapes", requirements=("API-6",))
 def nested_shapes(t: Probe) -> None:
     """A nested member of the wrong shape (an empty object, or a list holding the name of
