@@ -5,8 +5,9 @@ uvicorn stays the server; two small layers add what a server facing the Internet
 - `GuardedHttpProtocol` (the protocol layer): a header deadline, from the moment a
   connection opens (or the first byte of a later request on it) until its request line
   and headers are complete, so idle and slowloris connections are closed; and a
-  connection limit, beyond which a new connection is answered 503 and closed. The idle
-  deadline between requests is uvicorn's own keep-alive timeout.
+  connection limit, beyond which a new connection is answered 503 and closed; and a
+  problem+json 400 for a request the HTTP parser refuses (API-2). The idle deadline
+  between requests is uvicorn's own keep-alive timeout.
 - `BodyGuard` (the ASGI layer, see limits.py): the body-read deadline, and
   `Connection: close` on any answer given before the request body was read, so a refused
   client cannot keep streaming its body into the connection.
@@ -30,10 +31,10 @@ _REFUSED_TEMPLATE = (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\
 
 
 def raw_problem(status: int, reason: str, slug: str, title: str, detail: str,
-                extra_headers: bytes = b"") -> bytes:
+                extra_headers: bytes = b"", **members: str) -> bytes:
     """A whole problem+json response, written by the protocol layer before any app runs."""
     body = json.dumps({"type": f"urn:keyflows:problem:{slug}", "title": title,
-                       "status": status, "detail": detail},
+                       "status": status, "detail": detail, **members},
                       separators=(",", ":")).encode("ascii")
     return _REFUSED_TEMPLATE % (status, reason.encode("ascii"), len(body), extra_headers, body)
 
@@ -44,6 +45,12 @@ HEADER_TIMEOUT_RESPONSE = raw_problem(
 BUSY_RESPONSE = raw_problem(
     503, "Service Unavailable", "busy", "Server busy",
     "the server has too many open connections", b"retry-after: 1\r\n")
+
+BAD_REQUEST_RESPONSE = raw_problem(
+    400, "Bad Request", "malformed", "Malformed request",
+    "the request is not valid HTTP/1.1: its request line, a header or its framing (a "
+    "Content-Length that is not one decimal number, given twice, ...)",
+    failure_class="decode", requirement="API-2")
 
 
 LINGER_SECONDS = 2.0
@@ -125,6 +132,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close_now()
             return
         super().shutdown()
+
+    def send_400_response(self, msg: str) -> None:
+        """The HTTP parser refused the request (a bad or repeated Content-Length, a bad
+        header, ...) before any app saw it: the answer is a problem, like every other
+        error (API-2), not uvicorn's plain text. An answer already under way is not
+        interleaved with another: the connection is just closed."""
+        if self.cycle is not None and not self.cycle.response_complete \
+                and self.cycle.response_started:
+            self.transport.close()
+            return
+        self.transport.write(BAD_REQUEST_RESPONSE)
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -25,8 +25,9 @@ from broken_servers import (
     replay,
 )
 from servers import RunningServer, start_reference_server
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from keyflows.reference import envelope_store, limits
+from keyflows.reference import envelope_store, limits, serving
 from keyflows.spec import limits as spec_limits
 from keyflows.spec.limits import Admission
 
@@ -111,6 +112,12 @@ def whole_body_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda received, *, body_timeout, body_min_rate: float(body_timeout))
 
 
+def plain_text_400(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers a request its HTTP parser refuses with uvicorn's plain-text 400."""
+    monkeypatch.setattr(serving.GuardedHttpProtocol, "send_400_response",
+                        HttpToolsProtocol.send_400_response)
+
+
 def quotas_not_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(envelope_store, "_check_quotas", lambda *args: None)
 
@@ -122,6 +129,8 @@ VARIANTS = (
                   ("common/limits/deadlines",), wrapper=deadlines_not_kept),
     BrokenVariant("whole-body-deadline", "cuts a body at the body timeout despite its rate",
                   ("common/limits/deadlines",), patch=whole_body_deadline),
+    BrokenVariant("plain-text-400", "answers a bad Content-Length with a plain-text 400",
+                  ("common/http/framing",), patch=plain_text_400),
     BrokenVariant("rates-not-enforced", "advertises rate limits it does not enforce",
                   ("session-challenge/limits/challenge-rate", "hashchain/limits/keyinit-rate",
                    "hashchain/limits/uid-rate"), patch=rates_not_enforced),
@@ -133,6 +142,7 @@ VARIANTS = (
 SELECTED = {"body-before-credentials": ("--select", "common/limits/credentials-before-body"),
             "deadlines-not-kept": ("--select", "common/limits/deadlines"),
             "whole-body-deadline": ("--select", "common/limits/deadlines"),
+            "plain-text-400": ("--select", "common/http/framing"),
             "no-retry-after": ("--select", "session-challenge/limits/*"),
             "quotas-not-enforced": ("--select", "envelope/limits/*")}
 

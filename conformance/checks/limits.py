@@ -8,6 +8,7 @@ last in their flow, since they leave a bucket of the runner's requester empty.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -152,6 +153,55 @@ def credentials_before_body(t: Probe) -> None:
                expected="401, then the connection closed",
                actual=f"status {seen.status or 'none'}, "
                       f"{'closed' if seen.closed_after is not None else 'still open'}")
+
+
+# --- framing refused by the HTTP layer (API-2, RFC 9112 section 6.3) --------------------------
+
+BAD_FRAMINGS = {
+    "a Content-Length that is not a number": (("Content-Length", "abc"),),
+    "a negative Content-Length": (("Content-Length", "-1"),),
+    "two different Content-Length headers": (("Content-Length", "1"), ("Content-Length", "2")),
+}
+
+
+def framing_problem(answer: bytes) -> str | None:
+    """What is wrong with a raw answer that should be a 400 problem, None if nothing."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or status[1] != b"400":
+        return f"status line {lines[0][:60]!r}, not 400"
+    types = [line.split(b":", 1)[1].strip().lower() for line in lines[1:]
+             if line.lower().startswith(b"content-type:")]
+    if not types or not types[0].startswith(b"application/problem+json"):
+        return f"content type {types[0] if types else b'none'!r}, not application/problem+json"
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return f"a body that is not JSON: {body[:60]!r}"
+    if not isinstance(problem, dict) or problem.get("type") != "urn:keyflows:problem:malformed":
+        return f"problem type {problem.get('type') if isinstance(problem, dict) else problem!r}"
+    return None
+
+
+@check("common/http/framing", requirements=("API-2", "API-6"), needs=())
+def framing(t: Probe) -> None:
+    """A request whose Content-Length is not one decimal number, or is given twice with
+    different values, is answered 400 problem+json of type malformed (RFC 9112 section
+    6.3 asks for 400 and a closed connection; API-2 for a problem), not the HTTP
+    library's plain-text page."""
+    path = keypair_path("framing-user", "app")
+    for what, headers in BAD_FRAMINGS.items():
+        sock = raw_connection(t, 5.0)
+        head = request_head(t, "PUT", path, {"Content-Type": "application/json"})
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+        sock.sendall(head[:-2] + extra + b"\r\n" + b"{}")
+        seen = watch(sock, budget=5.0)
+        wrong = framing_problem(seen.answer)
+        if wrong is not None:
+            t.fail(f"a request with {what} was not answered 400 problem+json (API-2): {wrong}",
+                   expected="400, application/problem+json, type urn:keyflows:problem:malformed",
+                   actual=repr(seen.answer[:200]) if seen.answer else "no answer")
 
 
 # --- API-53 -------------------------------------------------------------------------------
