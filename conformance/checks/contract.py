@@ -8,6 +8,7 @@ that refuses with the right status but changes state anyway is caught too."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -653,6 +654,49 @@ def envelope_shapes(t: Probe) -> None:
         t.expect_rejected(put_list(t, owner, {**listed, "devices": value}), 400,
                           failure_class="decode",
                           what=f"PUT a device list whose devices is {json.dumps(value)}")
+
+
+def keyinit_tools() -> tuple[Any, Any]:
+    """The log's KeyInit helpers (create, keyinits) and the spec module with
+    keyinit_to_wire, from whichever module of the hashchain checks holds them."""
+    try:
+        checks = importlib.import_module("keyflows.conformance.checks.hashchain_uid")
+    except ImportError:
+        checks = importlib.import_module("keyflows.conformance.checks.hashchain")
+    spec = getattr(checks, "hu", None) or checks.hc
+    return checks, spec
+
+
+@check("common/errors/keyinit-list-bounds", requirements=("API-6", "HC-25"),
+       needs=("hashchain",))
+def keyinit_list_bounds(t: Probe) -> None:
+    """POST .../keyinits takes {"keyinits": [...]} with 1..max_keyinits KeyInits and
+    nothing else: an empty list, max_keyinits + 1, an object or a string in place of
+    the list, or a further top-level member is 400 (decode) and stores nothing; exactly
+    max_keyinits KeyInits (the same ones) are then taken (201)."""
+    caps = (t.session.capabilities or {}).get("hashchain") or {}
+    most = caps.get("max_keyinits")
+    if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= 4096:
+        t.fail("the capabilities do not advertise hashchain.max_keyinits", actual=repr(most),
+               expected="an integer 1..4096 (the runner publishes that many at once)")
+    checks, spec = keyinit_tools()
+    _, _, who, _, _ = checks.create(t, "ki-bounds")
+    wire = [spec.keyinit_to_wire(k) for k in checks.keyinits(who, most + 1)]
+    path = f"/v1/hashchain/identities/{who.identity}/keyinits"
+    for body, what in (({"keyinits": []}, "no KeyInit"),
+                       ({"keyinits": wire}, f"{most + 1} KeyInits (max_keyinits + 1)"),
+                       ({"keyinits": {"0": wire[0]}}, "an object in place of the list"),
+                       ({"keyinits": "keyinits"}, "a string in place of the list"),
+                       ({"keyinits": wire[:1], "note": "x"}, "a further top-level member")):
+        t.expect_rejected(t.request("POST", path, json_body=body), 400,
+                          failure_class="decode", what=f"POST KeyInits with {what}")
+    exchange = t.request("POST", path, json_body={"keyinits": wire[:most]})
+    body = t.expect_ok_json(exchange, 201, what=f"POST exactly max_keyinits ({most}) "
+                                                "KeyInits, after the refused ones")
+    if body.get("accepted") != most:
+        t.fail("the server did not take every one of max_keyinits new KeyInits (a refused "
+               "request stored some of them?)", expected=f"accepted: {most}",
+               actual=describe(exchange), exchange=exchange)
 
 
 @check("common/errors/nested-shapes", requirements=("API-6",))
