@@ -431,6 +431,26 @@ def many_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_edv(monkeypatch, "MAX_ATTRIBUTES", 17)
 
 
+def creates_without_the_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shares keystore made without a usable user share takes its lock from the
+    account server's share alone: the server can open it by itself."""
+    from keyflows.spec import lock_layering as spec
+    from keyflows.spec.errors import SpecError
+
+    original = spec.lock_from_new_shares
+
+    def lock_from_new_shares(account: object, user: object, keystore_id: str
+                             ) -> tuple[bytes, bytes]:
+        try:
+            return original(account, user, keystore_id)
+        except SpecError:
+            secret = spec.decode_share(account)[1:]
+            return (spec.lock_key_from_secret(secret, keystore_id),
+                    spec.lock_check_from_secret(secret, keystore_id))
+
+    _patch_spec(monkeypatch, "lock_from_new_shares", lock_from_new_shares)
+
+
 def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """A query answer is used whatever its status, if its body is a list."""
     from keyflows.reference import edv_client
@@ -535,6 +555,9 @@ VARIANTS = (
                   ("lock-layering/rotate/at-most-32-versions",), patch=rotates_forever),
     BrokenVariant("many-attributes", "a vault document of 17 attributes is used",
                   (EDV + "malformed-documents-refused",), patch=many_attributes),
+    BrokenVariant("creates-without-the-share", "a shares keystore is made from the account "
+                  "share alone", ("lock-layering/keystore/create-shares",),
+                  patch=creates_without_the_share),
     BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
                   (EDV + "vault-errors",), patch=trusts_vault_errors),
 )

@@ -61,7 +61,16 @@ def create_server_held(t: Probe) -> None:
        needs=NEEDS)
 def create_shares(t: Probe) -> None:
     """The controller creates a shares keystore, sending its share in Secret-Share; a key
-    made in it is usable with the same share."""
+    made in it is usable with the same share. Without the share, with one that is not a
+    share, or with the account server's own share, no keystore is made (422, class share:
+    the server alone must never hold a scenario-shares lock)."""
+    user, _, account, _ = lock_user(t, "shares-refused")
+    path = f"/v1/users/{user.user_id}/keystores"
+    for headers, what in (({}, "no share"), ({"secret-share": "AAAA"}, "a share of 3 bytes"),
+                          ({"secret-share": account}, "the account server's share")):
+        exchange = t.request("POST", path, token=user.token, headers=headers,
+                             json_body={"scenario": SHARES})
+        expect_share_refused(t, exchange, what=f"create a shares keystore with {what}")
     ks = create_keystore(t, SHARES, "shares")
     key = create_key(t, ks, spec.KEY_ED25519)
     sign(t, ks, key, b"hello")

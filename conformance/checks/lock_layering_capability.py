@@ -431,7 +431,8 @@ def grant_within_caveats(t: Probe) -> None:
 def grant_needs_share(t: Probe) -> None:
     """Only whoever opens the lock gets a grant: without the share, 422 (class share); a
     server-held keystore takes no grant (400, class params); a grant dies with its
-    capability's revocation (401)."""
+    capability's revocation (401), and no grant is made for a revoked capability or one
+    attenuated from it (422, class authz)."""
     ks = create_keystore(t, SHARES, "grant-share")
     key = create_key(t, ks, spec.KEY_ED25519)
     target = fresh_capability(ks, "ops=sign")
@@ -444,6 +445,11 @@ def grant_needs_share(t: Probe) -> None:
     expect_uniform_401(t, key_op(t, ks, key, "sign", {"message": ""}, capability=target,
                                  grant=grant), reference_401(t, ks),
                        what="sign with the grant of a revoked capability")
+    for text, what in ((target, "the revoked capability"),
+                       (fresh_capability(ks, "key=" + key["key_id"], base=target),
+                        "a capability attenuated from the revoked one")):
+        t.expect_rejected(ask_grant(t, ks, text), 422, what=f"ask for a grant for {what}",
+                          failure_class="authz")
     held = create_keystore(t, HELD, "grant-held")
     t.expect_rejected(ask_grant(t, held, fresh_capability(held, "ops=read")), 400,
                       what="ask for a grant on a server-held keystore", failure_class="params")
