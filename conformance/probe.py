@@ -216,8 +216,9 @@ class Probe:
     def get_public_keys(self, user_id: str, client_id: str) -> Exchange:
         return self.request("GET", public_keys_path(user_id, client_id))
 
-    def get_apps(self, user_id: str) -> Exchange:
-        return self.request("GET", apps_path(user_id))
+    def get_apps(self, user_id: str, *, token: str | None) -> Exchange:
+        """GET the application list; only the owner's access token gets it (KP-23)."""
+        return self.request("GET", apps_path(user_id), token=token)
 
     # --- actors ---------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
   GET    /v1/users/{user_id}/apps/{client_id}/keypair      owner fetches the whole record
   DELETE /v1/users/{user_id}/apps/{client_id}/keypair      owner deletes
   GET    /v1/users/{user_id}/apps/{client_id}/public-keys  anyone: the public view
-  GET    /v1/users/{user_id}/apps                          anyone: client_ids and versions
+  GET    /v1/users/{user_id}/apps                          owner: client_ids and versions
 """
 
 from __future__ import annotations
@@ -124,8 +124,10 @@ async def get_public_keys(request: Request) -> Response:
 
 
 async def list_apps(request: Request) -> Response:
-    """Anyone: the applications with a published keypair (KP-10: versions only)."""
+    """The owner only (KP-23): the applications with a published keypair and their
+    versions. A session token is refused (SC-15: Operation.OTHER)."""
     (user_id,) = path_identifiers(request, "user_id")
+    await authenticate(request, user_id)
     await limited_body(request)
     store = services(request).store
     apps = await quick_read(request, lambda: store.list_apps(user_id))

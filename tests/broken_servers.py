@@ -318,6 +318,25 @@ def no_possession_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kp, "xeddsa", Lenient)
 
 
+def public_apps_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serves a user's application list to anyone, as v1 did (KP-23)."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    import keyflows.reference.keypair_publication as routes
+    from keyflows.reference.common import json_text_response, path_identifiers, services
+    from keyflows.reference.store import canonical_json
+
+    async def list_apps(request: Request) -> Response:
+        (user_id,) = path_identifiers(request, "user_id")
+        apps = services(request).store.list_apps(user_id)
+        return json_text_response(canonical_json(
+            {"user_id": user_id, "apps": [{"client_id": c, "key_version": v}
+                                          for c, v in apps]}))
+
+    monkeypatch.setattr(routes, "list_apps", list_apps)
+
+
 def rotation_must_change_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuses a rotation that keeps the public keys, so a re-wrap after a kB rotation
     cannot be published (KP-22)."""
@@ -499,6 +518,10 @@ VARIANTS = (
     BrokenVariant(
         "no-x25519-possession-check", "does not verify the X25519 key's XEdDSA signature",
         ("keypair-publication/possession/x25519-key-proven",), patch=no_possession_check),
+    BrokenVariant(
+        "public-apps-list", "lists a user's applications to anyone",
+        ("keypair-publication/apps/owner-only", "common/users-apps/get-authentication"),
+        patch=public_apps_list),
     BrokenVariant(
         "rewrap-refused", "refuses a rotation that keeps the keys (no re-wrap after kB "
         "rotation)", ("keypair-publication/rotation/rewrap-same-keys",),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from broken_servers import ASGIApp, call_app, path_of, rewriting
+from broken_servers import ASGIApp, path_of, rewriting
 
 from keyflows.spec import primitives
 from keyflows.spec import session_challenge as sc
@@ -180,8 +180,8 @@ def user_existence_oracle(app: ASGIApp) -> ASGIApp:
                       ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         parts = path_of(scope)
         if status == 404 and len(parts) == 6 and parts[5] == "session-challenges":
-            _, apps = await call_app(app, scope, "GET", f"/v1/users/{parts[2]}/apps")
-            known = bool(json.loads(apps).get("apps"))
+            # The application list is the owner's (KP-23): the server asks its store.
+            known = bool(scope["app"].state.services.store.list_apps(parts[2]))
             problem = json.loads(body)
             problem["detail"] = ("this user has no keypair for this application" if known
                                  else "unknown user")

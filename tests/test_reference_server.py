@@ -260,15 +260,24 @@ def test_apps_listing(client: httpx.Client, account: AccountServer) -> None:
     user, token = account.mint()
     for client_id, version in (("zeta", 3), ("alpha", 1), ("mid.app", 9)):
         publish_up_to(client, user, token, version, client_id)
-    response = client.get(f"/v1/users/{user}/apps")
+    response = client.get(f"/v1/users/{user}/apps", headers=bearer(token))
     assert response.status_code == 200
     body = response.json()
     validator("apps").validate(body)
     assert body == {"user_id": user, "apps": [{"client_id": "alpha", "key_version": 1},
                                               {"client_id": "mid.app", "key_version": 9},
                                               {"client_id": "zeta", "key_version": 3}]}
-    assert client.get("/v1/users/nobody-here/apps").json() == {"user_id": "nobody-here",
-                                                                 "apps": []}
+    nobody, nobody_token = account.mint()
+    assert client.get(f"/v1/users/{nobody}/apps", headers=bearer(nobody_token)).json() == {
+        "user_id": nobody, "apps": []}
+    # Owner only (KP-23): the same 401 without a token, with another user's token, and
+    # whether or not the user has records.
+    refused = [client.get(f"/v1/users/{user}/apps"),
+               client.get(f"/v1/users/{user}/apps", headers=bearer(nobody_token)),
+               client.get(f"/v1/users/{nobody}/apps"),
+               client.get(f"/v1/users/{nobody}/apps", headers=bearer(token))]
+    assert {r.status_code for r in refused} == {401}
+    assert len({r.content for r in refused}) == 1
 
 
 # --- authentication (API-3, API-4) -------------------------------------------------------------
@@ -356,7 +365,8 @@ def test_account_server_down_is_503(account: AccountServer, tmp_path: Path) -> N
             response = c.put(keypair_path(user), json=make_record(user, "app", 1),
                              headers=bearer(token))
             assert_problem(response, 503, "account-server-unavailable")
-            assert c.get(f"/v1/users/{user}/apps").status_code == 200  # public reads work
+            # public reads work: an unknown record is a plain 404
+            assert_problem(c.get(f"/v1/users/{user}/apps/app/public-keys"), 404, "not-found")
     finally:
         running.stop()
 
@@ -591,7 +601,7 @@ def test_database_is_wal_and_survives_restart(account: AccountServer, tmp_path: 
             # The tombstone survived too (KP-8).
             assert_problem(put(c, user, token, make_record(user, "gone", 2), "gone"), 409,
                            "conflict")
-            assert c.get(f"/v1/users/{user}/apps").json()["apps"] == [
+            assert c.get(f"/v1/users/{user}/apps", headers=bearer(token)).json()["apps"] == [
                 {"client_id": "kept", "key_version": 4}]
     finally:
         second.stop()

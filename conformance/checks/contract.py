@@ -208,9 +208,9 @@ def path_identifiers(t: Probe) -> None:
         return
     owner, _ = owner_with_record(t, "encoded")
     encoded = "".join(f"%{b:02X}" for b in owner.user_id.encode("ascii"))
-    exchange = t.request("GET", apps_path(encoded))
+    exchange = t.request("GET", apps_path(encoded), token=owner.token)
     body = t.expect_ok_json(exchange, 200, what="GET the applications of a fully "
-                                                "percent-encoded user_id")
+                                                "percent-encoded user_id, as its owner")
     if body.get("user_id") != owner.user_id:
         t.fail("a percent-encoded user_id names another user (API-22)",
                expected=f'"user_id": "{owner.user_id}"', actual=describe(exchange),
@@ -246,7 +246,7 @@ def apps_order(t: Probe) -> None:
     names = ["b-app", "A-app", "a-app", "_app", "0app", "B.app", "b~app"]
     for name in names:
         t.publish(user, name)
-    exchange = t.get_apps(user.user_id)
+    exchange = t.get_apps(user.user_id, token=user.token)
     body = t.expect_ok_json(exchange, 200, what="GET the applications")
     listed = [a.get("client_id") for a in body.get("apps", [])]
     if listed != sorted(names, key=lambda n: n.encode("ascii")):
@@ -433,7 +433,7 @@ def fresh_after_change(t: Probe) -> None:
     views: dict[str, Callable[[], Exchange]] = {
         "the owner's record": lambda: t.get_keypair(user.user_id, CLIENT, token=user.token),
         "the public keys": lambda: t.get_public_keys(user.user_id, CLIENT),
-        "the application list": lambda: t.get_apps(user.user_id)}
+        "the application list": lambda: t.get_apps(user.user_id, token=user.token)}
 
     def versions() -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -496,7 +496,8 @@ def answers_match_shipped_schemas(t: Probe) -> None:
          lambda: t.get_public_keys(user.user_id, CLIENT)),
         ("keypair-record", "GET the owner's record",
          lambda: t.get_keypair(user.user_id, CLIENT, token=user.token)),
-        ("apps", "GET the application list", lambda: t.get_apps(user.user_id)))
+        ("apps", "GET the application list as its owner",
+         lambda: t.get_apps(user.user_id, token=user.token)))
     for name, what, read in answers:
         exchange = read()
         body = t.expect_ok_json(exchange, 200, what=what)
@@ -588,7 +589,7 @@ def body_on_bodiless(t: Probe) -> None:
                expected="an integer >= 1", actual=repr(limit))
     owner, _ = owner_with_record(t, "bodiless")
     body = b" " * (limit + 1)
-    for path, token in (("/v1/capabilities", None), (apps_path(owner.user_id), None),
+    for path, token in (("/v1/capabilities", None), (apps_path(owner.user_id), owner.token),
                         (f"/v1/users/{owner.user_id}/apps/{CLIENT}/public-keys", None),
                         (keypair_path(owner.user_id, CLIENT), owner.token)):
         exchange = t.request("GET", path, token=token, headers=JSON_HEADERS, body=body)

@@ -270,7 +270,7 @@ def longest_identifiers(t: Probe) -> None:
     expect_same_record(t, exchange, sealed.record, what="GET a record with long identifiers")
     exchange = t.get_public_keys(user_id, client_id)
     t.expect_status(exchange, 200, what="GET public keys with 64-character identifiers")
-    exchange = t.get_apps(user_id)
+    exchange = t.get_apps(user_id, token=owner.token)
     apps = t.expect_ok_json(exchange, 200, what="GET the application list")
     listed = [a.get("client_id") for a in apps.get("apps", [])] if isinstance(apps, dict) else []
     if client_id not in listed:

@@ -93,7 +93,7 @@ def replace_higher(t: Probe) -> None:
     t.expect_status(exchange, 200, what="GET public keys after the replacement")
     expect_same_record(t, exchange, public_view(newer.record),
                        what="GET public keys after the replacement")
-    expect_listed(t, user.user_id, [(CLIENT, 2)])
+    expect_listed(t, user, [(CLIENT, 2)])
 
 
 def expect_refused_replay(t: Probe, user: User, record: dict[str, Any], stored: dict[str, Any],
@@ -174,7 +174,7 @@ def delete_then_gone(t: Probe) -> None:
                       what="GET public keys after DELETE")
     t.expect_rejected(t.delete_keypair(user.user_id, CLIENT, token=user.token), 404,
                       what="DELETE again")
-    expect_listed(t, user.user_id, [])
+    expect_listed(t, user, [])
 
 
 @check("keypair-publication/delete/deleted-version-replay-refused", requirements=("KP-8",))
@@ -272,10 +272,11 @@ def binding_verifies(t: Probe) -> None:
                actual=describe(exchange), exchange=exchange)
 
 
-def expect_listed(t: Probe, user_id: str, apps: list[tuple[str, int]]) -> None:
-    exchange = t.get_apps(user_id)
-    body = t.expect_ok_json(exchange, 200, what="GET the application list")
-    expected = {"user_id": user_id,
+def expect_listed(t: Probe, user: User, apps: list[tuple[str, int]]) -> None:
+    """The owner's application list (KP-23) is exactly `apps`."""
+    exchange = t.get_apps(user.user_id, token=user.token)
+    body = t.expect_ok_json(exchange, 200, what="GET the application list as its owner")
+    expected = {"user_id": user.user_id,
                 "apps": [{"client_id": c, "key_version": v} for c, v in sorted(apps)]}
     diff = first_difference(expected, body)
     if diff:
@@ -283,16 +284,40 @@ def expect_listed(t: Probe, user_id: str, apps: list[tuple[str, int]]) -> None:
                actual=describe(exchange), exchange=exchange)
 
 
-@check("keypair-publication/apps/list", requirements=("KP-10",))
+@check("keypair-publication/apps/list", requirements=("KP-10", "KP-23"))
 def apps_list(t: Probe) -> None:
-    """GET apps lists client_id and key_version of each app, sorted by client_id, with no
-    private member; an unknown user has an empty list."""
+    """GET apps lists, to its owner, client_id and key_version of each app, sorted by
+    client_id, with no private member; an owner without records has an empty list."""
     user = t.user("apps")
     t.publish(user, "zeta", 4)
     t.publish(user, "Alpha", 1)
     t.publish(user, "mid.app", 2)
-    expect_listed(t, user.user_id, [("Alpha", 1), ("mid.app", 2), ("zeta", 4)])
-    expect_listed(t, t.session.new_user_id("nobody"), [])
+    expect_listed(t, user, [("Alpha", 1), ("mid.app", 2), ("zeta", 4)])
+    expect_listed(t, t.user("nobody"), [])
+
+
+@check("keypair-publication/apps/owner-only", requirements=("KP-23", "API-4"))
+def apps_owner_only(t: Probe) -> None:
+    """Nobody but the owner enumerates a user's applications: without a token or with
+    another user's token the list is the uniform 401, the same for a user with records
+    and for one without (no existence oracle); the owner gets it."""
+    user, snoop = t.user("apps-owner"), t.user("apps-snoop")
+    t.publish(user, CLIENT)
+    nobody = t.session.new_user_id("apps-nobody")
+    baseline = t.get_apps(nobody, token=None)
+    expect_unauthorized(t, baseline, what="GET the applications of a user without records, "
+                                          "without credentials")
+    for who, token, what in ((user.user_id, None, "without credentials"),
+                             (user.user_id, snoop.token, "with another user's token"),
+                             (nobody, snoop.token, "of a user without records, with another "
+                                                   "user's token")):
+        exchange = t.get_apps(who, token=token)
+        expect_unauthorized(t, exchange, what=f"GET the applications {what}")
+        if exchange.response_body != baseline.response_body:
+            t.fail(f"GET the applications {what}: the 401 differs from the one for a user "
+                   "without records (an existence oracle)", expected=describe(baseline),
+                   actual=describe(exchange), exchange=exchange)
+    expect_listed(t, user, [(CLIENT, 1)])
 
 
 def secret_strings(sealed: Sealed) -> dict[str, str]:
@@ -336,8 +361,8 @@ def no_private_material(t: Probe) -> None:
         t.request("GET", "/v1/capabilities"),
         t.get_public_keys(user.user_id, CLIENT),
         t.get_public_keys(pw_user.user_id, KD_CLIENT),
-        t.get_apps(user.user_id),
-        t.get_apps(pw_user.user_id),
+        t.get_apps(user.user_id, token=user.token),
+        t.get_apps(pw_user.user_id, token=pw_user.token),
         t.get_keypair(user.user_id, CLIENT, token=None),
         t.get_keypair(user.user_id, CLIENT, token=other.token),
         t.get_keypair(pw_user.user_id, KD_CLIENT, token=other.token),

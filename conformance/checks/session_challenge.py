@@ -436,7 +436,8 @@ def session_own_record(t: Probe) -> None:
 def session_write_refused(t: Probe) -> None:
     """A live session token on its own record changes nothing: a rotation signed by the
     record's key, a reset and a signed deletion sent with it are each refused with the
-    uniform 401, and the record stays as it was (only an access token changes a record)."""
+    uniform 401, and the record stays as it was (only an access token changes a record);
+    it does not read the owner's application list either."""
     who = owner(t, "sc-write")
     session = b64url_encode(login(t, who))
     baseline = t.get_keypair(who.user_id, who.client_id, token=None)
@@ -455,6 +456,9 @@ def session_write_refused(t: Probe) -> None:
                                 body=who.sealed.deletion())
     expect_refused_answer(t, exchange, what="DELETE with a signed body and a session token",
                           baseline=baseline)
+    exchange = t.get_apps(who.user_id, token=session)
+    expect_refused_answer(t, exchange, what="GET the owner's application list (KP-23) with a "
+                          "session token", baseline=baseline)
     expect_not_passed_on(t, session, what="the writes with a session token")
     confirm_live(t, who, session, what="the refused writes")
     expect_stored(t, who.user, who.client_id, who.sealed.record,
