@@ -414,6 +414,9 @@ VARIANTS = (
     ContractVariant("payload-limit-off-by-one", "refuses a payload declaring exactly "
                     "max_payload_bytes", "common/limits/payload-declared-at-limit",
                     wrapper=payload_limit_off_by_one),
+    ContractVariant("cacheable-plaintext", "lets caches store decrypted plaintexts",
+                    "common/http/no-store-plaintext",
+                    wrapper=without_header(b"cache-control", path_part="/decrypt")),
     ContractVariant("last-query-value-wins", "takes the last of a repeated query parameter",
                     "common/http/query-parameters", patch=last_query_value_wins),
     ContractVariant("query-changes-capabilities", "answers differently to an unknown query",

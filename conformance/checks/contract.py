@@ -317,6 +317,24 @@ def no_store_capability(t: Probe) -> None:
     expect_no_store(t, exchange, what="the new keystore and its root capability")
 
 
+@check("common/http/no-store-plaintext", requirements=("API-16", "LOCK-16"),
+       needs=("lock-layering",))
+def no_store_plaintext(t: Probe) -> None:
+    """A decrypted plaintext (key material in the clear) is answered with
+    Cache-Control: no-store."""
+    from keyflows.spec import lock_layering as spec
+
+    from .lock_layering import decrypt_body, encrypt
+    from .lock_layering_support import create_key, create_keystore, key_op
+
+    keystore = create_keystore(t, label="nostore-plain")
+    key = create_key(t, keystore, spec.KEY_AES256GCM)
+    nonce, ciphertext = encrypt(t, keystore, key, b"plaintext", b"")
+    exchange = key_op(t, keystore, key, "decrypt", decrypt_body(nonce, ciphertext, b""))
+    t.expect_status(exchange, 200, what="decrypt a fresh ciphertext")
+    expect_no_store(t, exchange, what="the decrypted plaintext")
+
+
 MAX_ATTEMPTS_TRIED = 20
 
 
