@@ -92,14 +92,16 @@ def to_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode("utf-8")
 
 
-def new_private_keys() -> PrivateKeys:
-    return remember_private(generate_private_keys(os.urandom))
+def new_private_keys(*, with_mlkem: bool = False) -> PrivateKeys:
+    return remember_private(generate_private_keys(os.urandom, with_mlkem=with_mlkem))
 
 
 def remember_private(private: PrivateKeys) -> PrivateKeys:
     """Register the private keys as secrets: no printed trace shows them."""
     remember_secret(private.x25519)
     remember_secret(private.ed25519_seed)
+    if private.mlkem_seed is not None:
+        remember_secret(private.mlkem_seed)
     return private
 
 
@@ -114,11 +116,13 @@ def default_change(key_version: int, previous: Sealed | None) -> str:
 def seal_with_application_key(user_id: str, client_id: str, key_version: int, *,
                               kb: bytes | None = None,
                               private: PrivateKeys | None = None,
-                              previous: Sealed | None = None) -> Sealed:
+                              previous: Sealed | None = None,
+                              with_mlkem: bool = False) -> Sealed:
     """KP-2/KD-3: encrypt fresh private keys under kBr = HKDF(kB, client_id); with
-    `previous`, a rotation signed by its keys (KP-17)."""
+    `previous`, a rotation signed by its keys (KP-17); `with_mlkem`, fresh keys include an
+    ML-KEM-768 seed (the hybrid suites' key)."""
     kb = kb if kb is not None else os.urandom(32)
-    private = remember_private(private) if private else new_private_keys()
+    private = remember_private(private) if private else new_private_keys(with_mlkem=with_mlkem)
     kek = application_key(kb, client_id)
     remember_secret(kb)
     remember_secret(kek)
@@ -155,8 +159,10 @@ def resign(record: dict[str, Any], seed: bytes, *, user_id: str | None = None,
     """Recompute the binding signature over the record's public keys, for the given
     context (default: the record's own), so only the mutation under test is wrong; with
     `x25519_private`, the XEdDSA possession signature too (KP-14)."""
+    mlkem768 = record["public_keys"].get("mlkem768")
     public = PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
-                        ed25519=b64url_decode(record["public_keys"]["ed25519"]))
+                        ed25519=b64url_decode(record["public_keys"]["ed25519"]),
+                        mlkem768=None if mlkem768 is None else b64url_decode(mlkem768))
     context = (user_id or record["user_id"], client_id or record["client_id"],
                key_version or record["key_version"], public, record["change"]["type"])
     out = copy.deepcopy(record)

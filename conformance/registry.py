@@ -79,6 +79,7 @@ def all_checks() -> list[Check]:
         hashchain,
         key_derivation,
         keypair_continuity,
+        keypair_mlkem,
         keypair_publication,
         limits,  # after the flows' modules, which it imports first
         lock_layering,

@@ -1,9 +1,11 @@
 """Flow: keypair-publication.
 
 Steps (see the keypair-publication chapter):
- 1. The client generates an X25519 private key and an Ed25519 seed (KP-1).
+ 1. The client generates an X25519 private key and an Ed25519 seed, and optionally an
+     ML-KEM-768 seed for the post-quantum hybrid suites (KP-1).
  2. It derives the key-encryption key: kBr or the password key (KP-2).
- 3. It encrypts x25519_private || ed25519_seed with an AAD binding user, application,
+ 3. It encrypts x25519_private || ed25519_seed [|| mlkem_seed] with an AAD binding user,
+     application,
      version, the KEK's method with its salt and costs, and the public keys (KP-3), under
      an AEAD key derived from the KEK beside a key commitment the owner checks before
      decrypting, so a record opens under one KEK (one password) only (KP-21).
@@ -36,9 +38,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from keyflows.spec import primitives, wire, xeddsa
+from keyflows.spec import mlkem, primitives, wire, xeddsa
 from keyflows.spec.drbg import RandomSource
-from keyflows.spec.encoding import b64url_decode_exact, b64url_encode, labelled_context, u32be
+from keyflows.spec.encoding import (
+    b64url_decode,
+    b64url_decode_exact,
+    b64url_encode,
+    labelled_context,
+    u32be,
+)
 from keyflows.spec.errors import (
     AeadError,
     BindingError,
@@ -64,6 +72,9 @@ AEAD_ID = "A256GCM"
 MAX_KEY_VERSION = 2**32 - 1
 PRIVATE_PLAINTEXT_LEN = 64
 CIPHERTEXT_LEN = PRIVATE_PLAINTEXT_LEN + primitives.GCM_TAG_LEN
+#: With the optional ML-KEM-768 seed (d || z, 64 bytes) after the two 32-byte keys.
+PRIVATE_PLAINTEXT_LEN_MLKEM = PRIVATE_PLAINTEXT_LEN + mlkem.PRIVATE_SEED_LEN
+CIPHERTEXT_LEN_MLKEM = PRIVATE_PLAINTEXT_LEN_MLKEM + primitives.GCM_TAG_LEN
 COMMITMENT_LEN = 32
 KDF_ARGON2ID = "argon2id"
 
@@ -85,12 +96,17 @@ DELETION_MEMBERS = ("key_version", "signature")
 class PrivateKeys:
     x25519: bytes
     ed25519_seed: bytes
+    #: The ML-KEM-768 private key as its 64-byte seed d || z (FIPS 203 KeyGen_internal),
+    #: None for a record without the hybrid suites.
+    mlkem_seed: bytes | None = None
 
 
 @dataclass(frozen=True)
 class PublicKeys:
     x25519: bytes
     ed25519: bytes
+    #: The 1184-byte ML-KEM-768 encapsulation key, None when the record has none.
+    mlkem768: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -154,14 +170,30 @@ class StoredState:
 
 # --- step 1 ---------------------------------------------------------------------------
 
-def generate_private_keys(random: RandomSource) -> PrivateKeys:
-    """Step 1 (KP-1): 32 random bytes for each private key."""
-    return PrivateKeys(x25519=random(32), ed25519_seed=random(32))
+def generate_private_keys(random: RandomSource, *, with_mlkem: bool = False) -> PrivateKeys:
+    """Step 1 (KP-1): 32 random bytes for each private key, then, `with_mlkem`, the 64
+    bytes of the ML-KEM-768 seed (drawn last, so a record without it draws as before)."""
+    x25519, ed25519_seed = random(32), random(32)
+    seed = random(mlkem.PRIVATE_SEED_LEN) if with_mlkem else None
+    return PrivateKeys(x25519=x25519, ed25519_seed=ed25519_seed, mlkem_seed=seed)
 
 
 def public_keys_of(private: PrivateKeys) -> PublicKeys:
+    encapsulation_key = (None if private.mlkem_seed is None
+                         else mlkem.public_key_from_seed(private.mlkem_seed))
     return PublicKeys(x25519=primitives.x25519_public_key(private.x25519),
-                      ed25519=primitives.ed25519_public_key(private.ed25519_seed))
+                      ed25519=primitives.ed25519_public_key(private.ed25519_seed),
+                      mlkem768=encapsulation_key)
+
+
+def private_plaintext(private: PrivateKeys) -> bytes:
+    """Step 3 (KP-3): what the record encrypts: x25519 || ed25519_seed [|| mlkem_seed]."""
+    return private.x25519 + private.ed25519_seed + (private.mlkem_seed or b"")
+
+
+def ciphertext_length(public: PublicKeys) -> int:
+    """Step 5 (KP-3): the ciphertext length the public keys imply (80, or 144 with ML-KEM)."""
+    return CIPHERTEXT_LEN if public.mlkem768 is None else CIPHERTEXT_LEN_MLKEM
 
 
 # --- step 2 ---------------------------------------------------------------------------
@@ -183,8 +215,12 @@ def derive_kek(kek: KekSpec, *, user_id: str, client_id: str, kb: bytes | None =
 # --- steps 3 and 4 ----------------------------------------------------------------------
 
 def public_key_fields(public: PublicKeys) -> tuple[bytes, ...]:
-    """The public keys as they enter every signed context, in this order."""
-    return (public.x25519, public.ed25519)
+    """The public keys as they enter every signed context, in this order; the ML-KEM-768
+    key last, only when the record has one (so every signature, the AAD and the
+    commitment cover it, and records without it sign exactly what they signed before)."""
+    if public.mlkem768 is None:
+        return (public.x25519, public.ed25519)
+    return (public.x25519, public.ed25519, public.mlkem768)
 
 
 def kek_fields(kek: KekSpec) -> tuple[bytes, ...]:
@@ -311,7 +347,7 @@ def seal_record(*, user_id: str, client_id: str, key_version: int, private: Priv
     public = public_keys_of(private)
     aad = record_aad(user_id, client_id, key_version, kek_spec, public)
     keys = record_keys(kek, nonce, aad)
-    plaintext = private.x25519 + private.ed25519_seed
+    plaintext = private_plaintext(private)
     ciphertext = primitives.aes256gcm_encrypt(keys.aead_key, nonce, plaintext, aad)
     message = binding_message(user_id, client_id, key_version, public, change_type)
     signature = primitives.ed25519_sign(private.ed25519_seed, message)
@@ -330,8 +366,7 @@ def seal_record(*, user_id: str, client_id: str, key_version: int, private: Priv
         "user_id": user_id,
         "client_id": client_id,
         "key_version": key_version,
-        "public_keys": {"x25519": b64url_encode(public.x25519),
-                        "ed25519": b64url_encode(public.ed25519)},
+        "public_keys": public_keys_to_wire(public),
         "change": change_to_wire(change),
         "binding_signature": b64url_encode(signature),
         "x25519_signature": b64url_encode(x25519_signature),
@@ -348,6 +383,13 @@ def seal_record(*, user_id: str, client_id: str, key_version: int, private: Priv
                   ciphertext=ciphertext, signed_message=message, signature=signature,
                   possession_message=possession, x25519_signature=x25519_signature,
                   rotation_message=rotation, rotation_signature=rotation_signature)
+
+
+def public_keys_to_wire(public: PublicKeys) -> dict[str, Any]:
+    out = {"x25519": b64url_encode(public.x25519), "ed25519": b64url_encode(public.ed25519)}
+    if public.mlkem768 is not None:
+        out["mlkem768"] = b64url_encode(public.mlkem768)
+    return out
 
 
 def kek_spec_to_wire(kek: KekSpec) -> dict[str, Any]:
@@ -367,14 +409,21 @@ def check_key_version(value: object) -> int:
 
 
 def parse_public_keys(obj: object) -> PublicKeys:
-    """Step 5 (KP-5): decode both public keys and reject bad X25519 points."""
-    members = wire.members(obj, ("x25519", "ed25519"), "public_keys")
+    """Step 5 (KP-5): decode the public keys and reject bad X25519 points and ML-KEM-768
+    keys failing FIPS 203's encapsulation-key check (a coefficient >= q)."""
+    members = wire.members(obj, ("x25519", "ed25519"), "public_keys", optional=("mlkem768",))
     x = b64url_decode_exact(wire.string(members, "x25519", "public_keys"), 32,
                             field="public_keys.x25519", requirement="API-1")
     e = b64url_decode_exact(wire.string(members, "ed25519", "public_keys"), 32,
                             field="public_keys.ed25519", requirement="API-1")
     primitives.check_x25519_public_key(x, requirement="KP-5")
-    return PublicKeys(x25519=x, ed25519=e)
+    encapsulation_key: bytes | None = None
+    if "mlkem768" in members:
+        encapsulation_key = b64url_decode_exact(
+            wire.string(members, "mlkem768", "public_keys"), mlkem.ENCAPSULATION_KEY_LEN,
+            field="public_keys.mlkem768", requirement="API-1")
+        mlkem.check_encapsulation_key(encapsulation_key, requirement="KP-5")
+    return PublicKeys(x25519=x, ed25519=e, mlkem768=encapsulation_key)
 
 
 def parse_kek(obj: object) -> KekSpec:
@@ -444,11 +493,18 @@ def parse_record(obj: object, *, public_only: bool = False) -> Record:
         commitment = b64url_decode_exact(wire.string(enc, "commitment", "encrypted_private_keys"),
                                          COMMITMENT_LEN, field="commitment",
                                          requirement="API-1")
-        ciphertext = b64url_decode_exact(wire.string(enc, "ciphertext", "encrypted_private_keys"),
-                                         CIPHERTEXT_LEN, field="ciphertext",
-                                         requirement="API-1")
+        ciphertext = b64url_decode(wire.string(enc, "ciphertext", "encrypted_private_keys"),
+                                   requirement="API-1")
+        if len(ciphertext) not in (CIPHERTEXT_LEN, CIPHERTEXT_LEN_MLKEM):
+            raise LengthError(f"ciphertext must be {CIPHERTEXT_LEN} or {CIPHERTEXT_LEN_MLKEM} "
+                              f"bytes, got {len(ciphertext)}", requirement="API-1")
         kek = parse_kek(enc["kek"])
     public = parse_public_keys(members["public_keys"])
+    if ciphertext and len(ciphertext) != ciphertext_length(public):
+        raise LengthError(f"a ciphertext of {len(ciphertext)} bytes does not fit the public "
+                          f"keys: {ciphertext_length(public)} bytes "
+                          f"({'with' if public.mlkem768 else 'without'} the ML-KEM-768 seed)",
+                          requirement="KP-3")
     return Record(user_id=user_id, client_id=client_id, key_version=key_version,
                   public_keys=public, change=change, binding_signature=signature,
                   x25519_signature=x25519_signature, kek=kek, nonce=nonce,
@@ -654,7 +710,8 @@ def open_record(obj: object, *, user_id: str, client_id: str, kek: bytes,
     check_commitment(keys, record.commitment)
     plaintext = primitives.aes256gcm_decrypt(keys.aead_key, record.nonce, record.ciphertext,
                                              aad, requirement="KP-3")
-    private = PrivateKeys(x25519=plaintext[:32], ed25519_seed=plaintext[32:])
+    private = PrivateKeys(x25519=plaintext[:32], ed25519_seed=plaintext[32:64],
+                          mlkem_seed=plaintext[64:] or None)
     if public_keys_of(private) != record.public_keys:
         raise BindingError("decrypted private keys do not match the published public keys",
                            requirement="KP-11")

@@ -331,7 +331,35 @@ def every_upload_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tables, "complete_upload", complete_upload)
 
 
+# --- the ML-KEM-768 key of keypair records ------------------------------------------------------
+
+def mlkem_key_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server skips FIPS 203's modulus check of a record's ML-KEM-768 key (KP-5)."""
+    from keyflows.spec import mlkem
+
+    monkeypatch.setattr(mlkem, "check_encapsulation_key", lambda *args, **kwargs: None)
+
+
+def mlkem_dropped_from_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public view leaves the ML-KEM-768 key out (a downgrade to the X25519 suites)."""
+    from keyflows.spec import keypair_publication as kp
+
+    original = kp.public_view
+
+    def public_view(record: dict[str, Any]) -> dict[str, Any]:
+        view = original(record)
+        keys = dict(view["public_keys"])
+        keys.pop("mlkem768", None)
+        return {**view, "public_keys": keys}
+
+    monkeypatch.setattr(kp, "public_view", public_view)
+
+
 VARIANTS: tuple[BrokenVariant, ...] = (
+    BrokenVariant("mlkem-key-unchecked", "a record's ML-KEM-768 key is not checked (KP-5)",
+                  ("keypair-publication/mlkem/invalid-key-refused",), patch=mlkem_key_unchecked),
+    BrokenVariant("mlkem-dropped-from-view", "the public view drops the ML-KEM-768 key",
+                  ("keypair-publication/mlkem/round-trip",), patch=mlkem_dropped_from_view),
     BrokenVariant("unauthenticated-sender", "POST .../messages takes no credentials (ENV-10)",
                   ("envelope/send/unauthenticated-or-mismatched-sender",),
                   patch=unauthenticated_post),

@@ -202,3 +202,47 @@ def test_unrecorded_hybrid_sealing_opens() -> None:
     s = E.seal(b"pq", suite=E.SUITE_HYBRID, sender=ALICE.sender, recipients=[PHONE],
                random=unrecorded(os.urandom))
     assert _open(E.fan_out(s.envelope)[PHONE.address], s.payload).plaintext == b"pq"
+
+
+# --- the ML-KEM-768 key of keypair records (the hybrid suites' key) -----------------------------
+
+_KP_MLKEM = None
+
+
+def _mlkem_record() -> tuple[dict[str, object], bytes]:
+    from keyflows.spec import keypair_publication as kp
+
+    global _KP_MLKEM
+    if _KP_MLKEM is None:
+        random = Drbg("properties/keypair-mlkem")
+        private = kp.generate_private_keys(random, with_mlkem=True)
+        kek = random(32)
+        sealed = kp.seal_record(user_id="dave", client_id="chat", key_version=1,
+                                private=private, kek=kek,
+                                kek_spec=kp.KekSpec(kp.METHOD_APPLICATION_KEY),
+                                nonce=random(12), z=random(64))
+        _KP_MLKEM = (sealed.record, kek)
+    return _KP_MLKEM
+
+
+@SETTINGS
+@given(index=st.integers(min_value=0, max_value=1183), bit=st.integers(min_value=0, max_value=7))
+def test_any_change_to_a_records_mlkem_key_is_rejected(index: int, bit: int) -> None:
+    """Both signatures cover the ML-KEM-768 key: any flipped bit is refused, by the
+    modulus check (point) or a signature, never accepted."""
+    from keyflows.spec import keypair_publication as kp
+    from keyflows.spec.encoding import b64url_decode, b64url_encode
+
+    record, kek = _mlkem_record()
+    assert kp.open_record(record, user_id="dave", client_id="chat", kek=kek).mlkem_seed
+    keys = dict(record["public_keys"])  # type: ignore[call-overload]
+    raw = bytearray(b64url_decode(keys["mlkem768"]))
+    raw[index] ^= 1 << bit
+    keys["mlkem768"] = b64url_encode(bytes(raw))
+    try:
+        kp.validate_publication({**record, "public_keys": keys}, user_id="dave",
+                                client_id="chat")
+    except SpecError as exc:
+        assert exc.failure_class in ("point", "signature")
+    else:
+        raise AssertionError("a record with a changed ML-KEM-768 key was accepted")

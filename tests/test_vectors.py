@@ -330,7 +330,8 @@ def test_mismatched_private_keys_decrypt_honestly(files: dict[str, dict[str, Any
         inputs, kek = case["inputs"], bytes.fromhex(case["intermediates"]["kek"])
         plaintext = _bare_gcm(case, kek)
         record = kp.parse_record(inputs["record"])
-        assert kp.public_keys_of(kp.PrivateKeys(plaintext[:32], plaintext[32:])) != \
+        assert kp.public_keys_of(kp.PrivateKeys(plaintext[:32], plaintext[32:64],
+                                                plaintext[64:] or None)) != \
             record.public_keys
         with pytest.raises(SpecError) as raised:
             kp.open_record(inputs["record"], user_id=inputs["user_id"],

@@ -90,6 +90,16 @@ NOTES_V1: dict[str, Flag] = {
                         "Derive the KEK with KD-6 from the salt and costs the record carries."),
     "Valid": Flag("A well-formed record for the expected user, application and version.",
                   "Accept; recompute every intermediate and output."),
+    "MlKem": Flag("The record carries an ML-KEM-768 encapsulation key (public_keys.mlkem768) "
+                  "for the hybrid suites and seals its 64-byte seed after the other two keys.",
+                  "Check the key (KP-5), cover it in every signed context, the AAD and the "
+                  "commitment (last of the public keys), and expect a 144-byte ciphertext."),
+    "InvalidMlKemKey": Flag("The ML-KEM-768 encapsulation key has a coefficient >= q (FIPS "
+                            "203 section 7.2, modulus check); the signatures cover it.",
+                            "Reject (failure class point)."),
+    "MismatchedLength": Flag("The ciphertext has the length of a record of the other kind "
+                             "(with or without the ML-KEM seed).",
+                             "Reject (failure class length)."),
     "BitFlip": Flag("One bit of one field is flipped; the encoding stays canonical.",
                     "Reject at the check protecting that field: the signature for public keys "
                     "and the signature, the AEAD for the nonce and ciphertext."),
@@ -222,6 +232,7 @@ class Base:
     change: str = kp.CHANGE_INITIAL
     previous: str | None = None  # the base whose keys a rotation is signed with
     rewraps: bool = False  # KP-22: the same private keys as `previous`, under a new kB
+    mlkem: bool = False  # the record also holds an ML-KEM-768 key (hybrid suites)
 
 
 BASES = (
@@ -241,6 +252,8 @@ BASES = (
          "rotation-0 re-wrapped after a kB rotation: version 3 holds the same private keys "
          "under the kBr of a new kB, a rotation signed by its own Ed25519 key",
          change=kp.CHANGE_ROTATION, previous="rotation-0", rewraps=True),
+    Base("mlkem-0", "dave", "chat.example", 1, APP,
+         "a first publication with an ML-KEM-768 key for the hybrid suites", mlkem=True),
 )
 BASES_BY_NAME = {base.name: base for base in BASES}
 
@@ -283,7 +296,8 @@ def material(base: Base) -> Material:
         assert previous is not None
         private = previous
     else:
-        private = kp.generate_private_keys(drbg)  # x25519_private, then ed25519_seed
+        # x25519_private, then ed25519_seed, then (mlkem bases) the ML-KEM seed
+        private = kp.generate_private_keys(drbg, with_mlkem=base.mlkem)
     kb: bytes | None = None
     stretched: bytes | None = None
     if base.method == APP:
@@ -381,8 +395,10 @@ def _resign(record: dict[str, Any], seed: bytes, x25519_private: bytes | None = 
     """Re-make the binding signature (and with `x25519_private` the XEdDSA signature) over
     the record's (possibly mutated) context, so the check that rejects is the one the
     mutation targets, not the signature."""
+    mlkem768 = record["public_keys"].get("mlkem768")
     keys = kp.PublicKeys(x25519=b64url_decode(record["public_keys"]["x25519"]),
-                         ed25519=b64url_decode(record["public_keys"]["ed25519"]))
+                         ed25519=b64url_decode(record["public_keys"]["ed25519"]),
+                         mlkem768=None if mlkem768 is None else b64url_decode(mlkem768))
     context = (record["user_id"], record["client_id"], record["key_version"], keys,
                record["change"]["type"])
     out = _set(record, ("binding_signature",),
@@ -459,7 +475,8 @@ def _open_case(m: Material, slug: str, comment: str, flags: tuple[str, ...],
     secret = secret or m.secret
     outputs: dict[str, Any] = {}
     if failure is None:
-        outputs = {"x25519_private": m.private.x25519, "ed25519_seed": m.private.ed25519_seed}
+        outputs = {"x25519_private": m.private.x25519, "ed25519_seed": m.private.ed25519_seed,
+                   **_mlkem_seed(m.private)}
     return Case(
         id=f"kp-v1-{m.base.name}/open" + (f"/{slug}" if slug else ""), comment=comment,
         flags=(_method_flag(m), *flags), requirements=requirements, operation=OP_OPEN,
@@ -486,11 +503,20 @@ def _public_view_case(m: Material, slug: str, comment: str, flags: tuple[str, ..
         intermediates=intermediates, outputs=outputs, failure=failure)
 
 
+def _mlkem_seed(private: kp.PrivateKeys) -> dict[str, Any]:
+    """{"mlkem_seed": ...} for keys with an ML-KEM seed, {} otherwise (member absent)."""
+    return {} if private.mlkem_seed is None else {"mlkem_seed": private.mlkem_seed}
+
+
+def _mlkem_public(public: kp.PublicKeys) -> dict[str, Any]:
+    return {} if public.mlkem768 is None else {"mlkem768_public": public.mlkem768}
+
+
 def _validated(m: Material) -> tuple[dict[str, Any], dict[str, Any]]:
     return ({"signed_message": m.sealed.signed_message,
              "possession_message": m.sealed.possession_message},
             {"key_version": m.base.key_version, "x25519_public": m.sealed.public.x25519,
-             "ed25519_public": m.sealed.public.ed25519})
+             "ed25519_public": m.sealed.public.ed25519, **_mlkem_public(m.sealed.public)})
 
 
 # --- positives ------------------------------------------------------------------------------------
@@ -507,7 +533,8 @@ def _positives(m: Material) -> list[Case]:
                      "p": m.kek_spec.params.p}
     seal = Case(
         id=f"kp-v1-{base.name}/seal", comment=f"seal: {base.comment}",
-        flags=(_method_flag(m), "Valid", *(("Rewrap",) if base.rewraps else ())),
+        flags=(_method_flag(m), "Valid", *(("Rewrap",) if base.rewraps else ()),
+               *(("MlKem",) if base.mlkem else ())),
         requirements=("KP-1", "KP-2", "KP-3", "KP-4", "KP-14", "KP-15", "KP-21",
                       *(("KP-17",) if base.change == kp.CHANGE_ROTATION else ()),
                       *(("KP-22",) if base.rewraps else ()),
@@ -515,13 +542,15 @@ def _positives(m: Material) -> list[Case]:
         operation=OP_SEAL,
         inputs={"user_id": base.user_id, "client_id": base.client_id,
                 "key_version": base.key_version, "x25519_private": m.private.x25519,
-                "ed25519_seed": m.private.ed25519_seed, "kek": kek_input, "nonce": m.nonce,
+                "ed25519_seed": m.private.ed25519_seed, **_mlkem_seed(m.private),
+                "kek": kek_input, "nonce": m.nonce,
                 "z": m.z, "change_type": base.change,
                 "previous_x25519_private": m.previous.x25519 if m.previous else None,
                 "previous_ed25519_seed": m.previous.ed25519_seed if m.previous else None},
         intermediates={"kek_info": m.kek_info, "stretched": m.stretched, "kek": m.kek,
                        "x25519_public": sealed.public.x25519,
-                       "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
+                       "ed25519_public": sealed.public.ed25519,
+                       **_mlkem_public(sealed.public), "plaintext": sealed.plaintext,
                        "aad": sealed.aad, "aead_key": sealed.aead_key,
                        "commitment": sealed.commitment, "ciphertext": sealed.ciphertext,
                        "signed_message": sealed.signed_message, "signature": sealed.signature,
@@ -1259,14 +1288,91 @@ def _v1_cases() -> list[Case]:
     cases: list[Case] = []
     for m in materials:
         cases += _positives(m)
-    for m in (m for m in materials if not m.base.rewraps):  # a re-wrap: positives only
+    # A re-wrap: positives only; an ML-KEM base: its own family (the others are about the
+    # members every record has, and are run on the bases without ML-KEM).
+    for m in (m for m in materials if not m.base.rewraps and not m.base.mlkem):
         for family in (_bitflips, _strict_ed25519, _possession, _relabelled, _foreign_path,
                        _points, _swapped, _lengths,
                        _encodings, _structure, _bad_values, _params, _open_negatives,
                        _public_view_negatives):
             cases += family(m)
+    for m in (m for m in materials if m.base.mlkem):
+        cases += _mlkem_negatives(m)
     return cases + _replacement_cases() + _change_cases() + _deletion_cases() + \
         _history_cases() + _rewrap_cases()
+
+
+# --- the ML-KEM-768 key of the hybrid suites ---------------------------------------------------
+
+def _mlkem_negatives(m: Material) -> list[Case]:
+    """KP-5, KP-3, KP-6, KP-11 for the optional ML-KEM-768 key: a key failing the modulus
+    check, wrong lengths, a ciphertext of the other kind, the key dropped or replaced
+    under the old signatures, and sealed private keys whose seed is not the published key's."""
+    assert m.private.mlkem_seed is not None and m.sealed.public.mlkem768 is not None
+    rec, path = m.record, ("public_keys", "mlkem768")
+    key = m.sealed.public.mlkem768
+    # Coefficient 0 of the first polynomial set to q = 3329 (12 bits, little-endian).
+    bad_key = bytes([3329 & 0xFF, (key[1] & 0xF0) | (3329 >> 8)]) + key[2:]
+    bad = _resign(_set(rec, path, b64url_encode(bad_key)), m.private.ed25519_seed,
+                  m.private.x25519)
+    other_seed = m.drbg("other-mlkem-seed")(64)
+    other_key = kp.public_keys_of(kp.PrivateKeys(x25519=m.private.x25519,
+                                                 ed25519_seed=m.private.ed25519_seed,
+                                                 mlkem_seed=other_seed)).mlkem768
+    assert other_key is not None
+    ciphertext = b64url_decode(rec["encrypted_private_keys"]["ciphertext"])
+    signature = Failure("signature", STEP_CHECKS)
+    cases = [
+        _validate_case(m, "mlkem768-coefficient-q", "the ML-KEM-768 key's first coefficient "
+                       "is q = 3329 (not reduced); both signatures are valid over it",
+                       ("InvalidMlKemKey",), ("KP-5",), Failure("point", STEP_CHECKS), bad),
+        _public_view_case(m, "mlkem768-coefficient-q", "the public view of a record whose "
+                          "ML-KEM-768 key fails the modulus check", ("InvalidMlKemKey",),
+                          ("KP-5",), Failure("point", STEP_CHECKS), kp.public_view(bad)),
+        _validate_case(m, "truncated-mlkem768", "the ML-KEM-768 key is one byte short (1183 "
+                       "bytes)", ("Truncated",), ("KP-5", "API-1"),
+                       Failure("length", STEP_CHECKS), _set(rec, path, b64url_encode(key[:-1]))),
+        _validate_case(m, "extended-mlkem768", "the ML-KEM-768 key has one trailing byte",
+                       ("TrailingBytes",), ("KP-5", "API-1"), Failure("length", STEP_CHECKS),
+                       _set(rec, path, b64url_encode(key + b"\x00"))),
+        _validate_case(m, "ciphertext-without-mlkem-seed", "the ciphertext has the 80 bytes "
+                       "of a record without the ML-KEM seed while the record publishes an "
+                       "ML-KEM-768 key", ("MismatchedLength",), ("KP-3",),
+                       Failure("length", STEP_CHECKS),
+                       _set(rec, ("encrypted_private_keys", "ciphertext"),
+                            b64url_encode(ciphertext[:kp.CIPHERTEXT_LEN]))),
+        _validate_case(m, "mlkem768-dropped", "the ML-KEM-768 key removed from the record: "
+                       "its 144-byte ciphertext no longer fits the public keys (the binding "
+                       "signature, which covers the key, would refuse it next)",
+                       ("MissingMember",), ("KP-3",), Failure("length", STEP_CHECKS),
+                       _delete(rec, path)),
+        _public_view_case(m, "mlkem768-dropped", "the ML-KEM-768 key removed from the public "
+                          "view (a downgrade to the X25519 suites): the binding signature "
+                          "covers it", ("MissingMember",), ("KP-6", "KP-4"), signature,
+                          _delete(kp.public_view(rec), path)),
+        _validate_case(m, "mlkem768-replaced", "another valid ML-KEM-768 key in place of the "
+                       "signed one", ("BitFlip",), ("KP-6", "KP-4"), signature,
+                       _set(rec, path, b64url_encode(other_key))),
+        _public_view_case(m, "mlkem768-replaced", "the public view with another valid "
+                          "ML-KEM-768 key in place of the signed one", ("BitFlip",),
+                          ("KP-6", "KP-4"), signature,
+                          kp.public_view(_set(rec, path, b64url_encode(other_key)))),
+        _open_case(m, "mismatched-mlkem-seed", "the record publishes one ML-KEM-768 key and "
+                   "seals the seed of another (every signature and the commitment valid): the "
+                   "owner refuses the keys", ("MismatchedPrivateKeys",), ("KP-11",),
+                   Failure("binding", STEP_RECOVERY), _mismatched_mlkem(m, other_seed)),
+    ]
+    return cases
+
+
+def _mismatched_mlkem(m: Material, other_seed: bytes) -> dict[str, Any]:
+    """The record of `m` whose ciphertext seals `other_seed` in place of its ML-KEM seed,
+    under the record's own AEAD key and AAD (so only KP-11's comparison rejects it)."""
+    assert m.private.mlkem_seed is not None
+    plaintext = m.private.x25519 + m.private.ed25519_seed + other_seed
+    ciphertext = primitives.aes256gcm_encrypt(m.sealed.aead_key, m.nonce, plaintext,
+                                              m.sealed.aad)
+    return _set(m.record, ("encrypted_private_keys", "ciphertext"), b64url_encode(ciphertext))
 
 
 # --- step 12: re-wrapping after a kB rotation --------------------------------------------------
@@ -1425,7 +1531,9 @@ def generate() -> list[VectorFile]:
                                   "ed25519_seed (32), then kB (32) or the salt (16), then the "
                                   "nonce (12), then the XEdDSA Z (64); a mutation needing "
                                   "bytes draws from '<label>/<mutation>' (extra-byte, "
-                                  "wrong-kb, mismatched-private-keys, other-x25519, other-z); "
+                                  "wrong-kb, mismatched-private-keys, other-x25519, other-z, "
+                                  "other-mlkem-seed); an ML-KEM base draws its 64-byte seed "
+                                  "after ed25519_seed; "
                                   f"the continuity chain's keys come from "
                                   f"Drbg('{FLOW}/v1/chain/v<n>') and each record's kB, nonce "
                                   f"and Z from Drbg('{FLOW}/v1/chain/<label>/seal')"),
@@ -1443,8 +1551,10 @@ def generate() -> list[VectorFile]:
 def _verify_seal(case: Mapping[str, Any]) -> Outcome:
     inputs = case["inputs"]
     user_id, client_id, version = inputs["user_id"], inputs["client_id"], inputs["key_version"]
+    seed = inputs.get("mlkem_seed")
     private = kp.PrivateKeys(x25519=hx(inputs["x25519_private"], "x25519_private"),
-                             ed25519_seed=hx(inputs["ed25519_seed"], "ed25519_seed"))
+                             ed25519_seed=hx(inputs["ed25519_seed"], "ed25519_seed"),
+                             mlkem_seed=None if seed is None else hx(seed, "mlkem_seed"))
     kek_in = inputs["kek"]
     stretched: bytes | None = None
     if kek_in["method"] == APP:
@@ -1470,7 +1580,8 @@ def _verify_seal(case: Mapping[str, Any]) -> Outcome:
         case,
         intermediates={"kek_info": kek_info, "stretched": stretched, "kek": kek,
                        "x25519_public": sealed.public.x25519,
-                       "ed25519_public": sealed.public.ed25519, "plaintext": sealed.plaintext,
+                       "ed25519_public": sealed.public.ed25519,
+                       **_mlkem_public(sealed.public), "plaintext": sealed.plaintext,
                        "aad": sealed.aad, "aead_key": sealed.aead_key,
                        "commitment": sealed.commitment, "ciphertext": sealed.ciphertext,
                        "signed_message": sealed.signed_message, "signature": sealed.signature,
@@ -1499,7 +1610,7 @@ def _validated_view(record: kp.Record, user_id: str, client_id: str
     return ({"signed_message": kp.binding_message(*context),
              "possession_message": kp.possession_message(*context)},
             {"key_version": record.key_version, "x25519_public": record.public_keys.x25519,
-             "ed25519_public": record.public_keys.ed25519})
+             "ed25519_public": record.public_keys.ed25519, **_mlkem_public(record.public_keys)})
 
 
 def _verify_validate(case: Mapping[str, Any]) -> Outcome:
@@ -1541,7 +1652,8 @@ def _verify_open(case: Mapping[str, Any]) -> Outcome:
         return expect_rejection(case, open_it)
     private = open_it()
     return compare(case, outputs={"x25519_private": private.x25519,
-                                  "ed25519_seed": private.ed25519_seed})
+                                  "ed25519_seed": private.ed25519_seed,
+                                  **_mlkem_seed(private)})
 
 
 def _verify_replacement(case: Mapping[str, Any]) -> Outcome:

@@ -168,7 +168,7 @@ function checkEnvelope(obj, step, supported) {
 }
 
 /** FIPS 203 section 7.2 modulus check: every 12-bit coefficient of t-hat below q. */
-function mlkemModulusOk(ek) {
+export function mlkemModulusOk(ek) {
   for (let i = 0; i + 3 <= 1152; i += 3) {
     const a = ek[i] | ((ek[i + 1] & 0x0f) << 8), b = (ek[i + 1] >> 4) | (ek[i + 2] << 4);
     if (a >= 3329 || b >= 3329) return false;

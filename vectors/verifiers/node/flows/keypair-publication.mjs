@@ -9,6 +9,8 @@ import {
 } from "../lib/core.mjs";
 import { applicationKey, checkPasswordInputs, passwordKey } from "./key-derivation.mjs";
 import { xeddsaSign, xeddsaVerify } from "../lib/xeddsa.mjs";
+import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
+import { mlkemModulusOk } from "./envelope.mjs";
 
 const RECORD_MEMBERS = ["user_id", "client_id", "key_version", "public_keys", "change",
   "binding_signature", "x25519_signature"];
@@ -21,22 +23,27 @@ const EPK_MEMBERS = ["aead", "kek", "nonce", "commitment", "ciphertext"];
 const kekFields = (kek) => (kek.method === "password"
   ? [kek.method, "argon2id", kek.salt, u32be(kek.t), u32be(kek.m), u32be(kek.p)]
   : [kek.method]);
-const aadOf = (userId, clientId, keyVersion, kek, x, ed) =>
-  labelledContext("keypair-record", userId, clientId, u32be(keyVersion), ...kekFields(kek), x, ed);
+/** The public keys as they enter every signed context: the ML-KEM-768 key last, when the
+ * record has one (null otherwise). */
+const keyFields = (x, ed, m) => (m ? [x, ed, m] : [x, ed]);
+const aadOf = (userId, clientId, keyVersion, kek, x, ed, m = null) =>
+  labelledContext("keypair-record", userId, clientId, u32be(keyVersion), ...kekFields(kek),
+    ...keyFields(x, ed, m));
 /** KP-21: the AEAD key and the key commitment, both HKDF-SHA256 of the KEK over (nonce, AAD). */
 const recordKeys = (kek, nonce, aad) => ({
   aeadKey: hkdf(kek, null, labelledContext("keypair-record-key", nonce, aad), 32).okm,
   commitment: hkdf(kek, null, labelledContext("keypair-record-commitment", nonce, aad), 32).okm,
 });
-const messageOf = (userId, clientId, keyVersion, x, ed, changeType) =>
-  labelledContext("public-keys", userId, clientId, u32be(keyVersion), x, ed, changeType);
-const possessionOf = (userId, clientId, keyVersion, x, ed, changeType) =>
-  labelledContext("x25519-possession", userId, clientId, u32be(keyVersion), x, ed, changeType);
-const rotationOf = (userId, clientId, prev, keyVersion, x, ed) =>
-  labelledContext("keypair-rotation", userId, clientId, u32be(prev.keyVersion), prev.x, prev.ed,
-    u32be(keyVersion), x, ed);
-const deletionOf = (userId, clientId, keyVersion, x, ed) =>
-  labelledContext("keypair-deletion", userId, clientId, u32be(keyVersion), x, ed);
+const messageOf = (userId, clientId, keyVersion, x, ed, changeType, m = null) =>
+  labelledContext("public-keys", userId, clientId, u32be(keyVersion), ...keyFields(x, ed, m), changeType);
+const possessionOf = (userId, clientId, keyVersion, x, ed, changeType, m = null) =>
+  labelledContext("x25519-possession", userId, clientId, u32be(keyVersion), ...keyFields(x, ed, m),
+    changeType);
+const rotationOf = (userId, clientId, prev, keyVersion, x, ed, m = null) =>
+  labelledContext("keypair-rotation", userId, clientId, u32be(prev.keyVersion),
+    ...keyFields(prev.x, prev.ed, prev.m ?? null), u32be(keyVersion), ...keyFields(x, ed, m));
+const deletionOf = (userId, clientId, keyVersion, x, ed, m = null) =>
+  labelledContext("keypair-deletion", userId, clientId, u32be(keyVersion), ...keyFields(x, ed, m));
 
 /** The change member (step 11, KP-15). */
 function decodeChange(change, step) {
@@ -67,13 +74,16 @@ function decodeRecord(rec, { publicView }) {
   if (!isInteger(kv) || kv < 1 || kv > 0xffffffff) {
     throw new Reject("decode", step, `key_version ${JSON.stringify(kv)} is not an integer 1..2^32-1`);
   }
-  checkMembers(rec.public_keys, ["x25519", "ed25519"], [], step, "public_keys");
+  checkMembers(rec.public_keys, ["x25519", "ed25519"], ["mlkem768"], step, "public_keys");
   const x = b64urlExact(rec.public_keys.x25519, 32, step, "public_keys.x25519");
   const ed = b64urlExact(rec.public_keys.ed25519, 32, step, "public_keys.ed25519");
+  // The optional ML-KEM-768 key of the hybrid suites (1184 bytes).
+  const m = "mlkem768" in rec.public_keys
+    ? b64urlExact(rec.public_keys.mlkem768, 1184, step, "public_keys.mlkem768") : null;
   const change = decodeChange(rec.change, step);
   const signature = b64urlExact(rec.binding_signature, 64, step, "binding_signature");
   const xSignature = b64urlExact(rec.x25519_signature, 64, step, "x25519_signature");
-  const out = { userId, clientId, keyVersion: kv, x, ed, change, signature, xSignature };
+  const out = { userId, clientId, keyVersion: kv, x, ed, m, change, signature, xSignature };
   if (publicView) return out;
 
   const epk = checkMembers(rec.encrypted_private_keys, EPK_MEMBERS, [], step, "encrypted_private_keys");
@@ -97,7 +107,8 @@ function decodeRecord(rec, { publicView }) {
   out.kek = kek;
   out.nonce = b64urlExact(epk.nonce, 12, step, "nonce");
   out.commitment = b64urlExact(epk.commitment, 32, step, "commitment");
-  out.ciphertext = b64urlExact(epk.ciphertext, 80, step, "ciphertext");
+  // 80 bytes, 144 with the ML-KEM seed: the length the public keys imply (KP-3).
+  out.ciphertext = b64urlExact(epk.ciphertext, m ? 144 : 80, step, "ciphertext");
   return out;
 }
 
@@ -108,20 +119,21 @@ function decodeRecord(rec, { publicView }) {
 function checkPublicKeys(r, expected, trace, { recordMessage = true } = {}) {
   const problem = x25519PointProblem(r.x);
   if (problem) throw new Reject("point", "5", `X25519 public key: ${problem}`);
+  if (r.m && !mlkemModulusOk(r.m)) throw new Reject("point", "5", "the ML-KEM-768 key fails the modulus check");
   if (r.userId !== expected.userId || r.clientId !== expected.clientId) {
     throw new Reject("binding", "6", `record of ${r.userId}/${r.clientId}, expected ${expected.userId}/${expected.clientId}`);
   }
   if (expected.keyVersion !== null && expected.keyVersion !== r.keyVersion) {
     throw new Reject("binding", "5", `key_version ${r.keyVersion}, expected ${expected.keyVersion}`);
   }
-  const message = messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type);
+  const message = messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type, r.m);
   if (recordMessage) trace.inter("signed_message", message);
   const verdict = ed25519Strict(r.ed, message, r.signature);
   if (verdict !== "valid") {
     throw new Reject(verdict, "5", `the binding signature does not verify (strict Ed25519: ${verdict})`);
   }
   // Step 10 (KP-14): the X25519 key's own XEdDSA signature, after the binding signature.
-  const possession = possessionOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type);
+  const possession = possessionOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type, r.m);
   if (recordMessage) trace.inter("possession_message", possession);
   if (!xeddsaVerify(r.x, possession, r.xSignature)) {
     throw new Reject("signature", "5", "the x25519_signature does not verify");
@@ -132,6 +144,7 @@ function validated(r, trace) {
   trace.out("key_version", r.keyVersion);
   trace.out("x25519_public", r.x);
   trace.out("ed25519_public", r.ed);
+  if (r.m) trace.out("mlkem768_public", r.m);
 }
 
 // --- step 2: the key-encryption key ----------------------------------------------------
@@ -160,6 +173,9 @@ async function seal(inp, trace) {
   const edSeed = fromHex(inp.ed25519_seed);
   const x = trace.inter("x25519_public", x25519Public(xPriv));
   const ed = trace.inter("ed25519_public", ed25519Public(edSeed));
+  // The optional ML-KEM-768 key: FIPS 203 KeyGen_internal(d, z) of the 64-byte seed.
+  const mSeed = inp.mlkem_seed ? fromHex(inp.mlkem_seed) : null;
+  const m = mSeed ? trace.inter("mlkem768_public", ml_kem768.keygen(mSeed).publicKey) : null;
   // Step 2 (KP-2): the KEK.
   let kek, wireKek, kekSpec;
   const names = { info: "kek_info", prk: null, stretched: "stretched" };
@@ -178,8 +194,8 @@ async function seal(inp, trace) {
   trace.inter("kek", kek);
   // Step 3 (KP-3, KP-21): AES-256-GCM over x25519_private || ed25519_seed under the AEAD
   // key the KEK gives, beside the key commitment.
-  const plaintext = trace.inter("plaintext", concat(xPriv, edSeed));
-  const aad = trace.inter("aad", aadOf(userId, clientId, kv, kekSpec, x, ed));
+  const plaintext = trace.inter("plaintext", mSeed ? concat(xPriv, edSeed, mSeed) : concat(xPriv, edSeed));
+  const aad = trace.inter("aad", aadOf(userId, clientId, kv, kekSpec, x, ed, m));
   const nonce = fromHex(inp.nonce);
   const keys = recordKeys(kek, nonce, aad);
   trace.inter("aead_key", keys.aeadKey);
@@ -187,17 +203,18 @@ async function seal(inp, trace) {
   const ciphertext = trace.inter("ciphertext", aesGcmSeal(keys.aeadKey, nonce, plaintext, aad));
   // Step 4 (KP-4): the binding signature.
   const changeType = inp.change_type;
-  const message = trace.inter("signed_message", messageOf(userId, clientId, kv, x, ed, changeType));
+  const message = trace.inter("signed_message", messageOf(userId, clientId, kv, x, ed, changeType, m));
   const signature = trace.inter("signature", ed25519Sign(edSeed, message));
   // Step 10 (KP-14): the XEdDSA signature by the X25519 key, with the case's Z.
-  const possession = trace.inter("possession_message", possessionOf(userId, clientId, kv, x, ed, changeType));
+  const possession = trace.inter("possession_message", possessionOf(userId, clientId, kv, x, ed, changeType, m));
   const xSignature = trace.inter("x25519_signature", xeddsaSign(xPriv, possession, fromHex(inp.z)));
   // Step 11 (KP-17): a rotation is signed by the previous Ed25519 key over both key sets.
   let change = { type: changeType };
   if (changeType === "rotation") {
     const prevSeed = fromHex(inp.previous_ed25519_seed);
-    const prev = { keyVersion: kv - 1, x: x25519Public(fromHex(inp.previous_x25519_private)), ed: ed25519Public(prevSeed) };
-    const rotation = trace.inter("rotation_message", rotationOf(userId, clientId, prev, kv, x, ed));
+    const prevM = inp.previous_mlkem_seed ? ml_kem768.keygen(fromHex(inp.previous_mlkem_seed)).publicKey : null;
+    const prev = { keyVersion: kv - 1, x: x25519Public(fromHex(inp.previous_x25519_private)), ed: ed25519Public(prevSeed), m: prevM };
+    const rotation = trace.inter("rotation_message", rotationOf(userId, clientId, prev, kv, x, ed, m));
     const rotationSignature = trace.inter("rotation_signature", ed25519Sign(prevSeed, rotation));
     change = { type: "rotation", signature: b64urlEncode(rotationSignature) };
   } else {
@@ -208,7 +225,8 @@ async function seal(inp, trace) {
     user_id: userId,
     client_id: clientId,
     key_version: kv,
-    public_keys: { x25519: b64urlEncode(x), ed25519: b64urlEncode(ed) },
+    public_keys: m ? { x25519: b64urlEncode(x), ed25519: b64urlEncode(ed), mlkem768: b64urlEncode(m) }
+      : { x25519: b64urlEncode(x), ed25519: b64urlEncode(ed) },
     change,
     binding_signature: b64urlEncode(signature),
     x25519_signature: b64urlEncode(xSignature),
@@ -241,7 +259,7 @@ async function validatePublicView(inp, trace) {
 /** What the owner's KEK gives for a decoded record: the AEAD key, the commitment (KP-21)
  * and, as a demonstration only, what a bare AES-GCM open returns (null: the tag fails). */
 function opening(r, kek, trace) {
-  const aad = aadOf(r.userId, r.clientId, r.keyVersion, r.kek, r.x, r.ed);
+  const aad = aadOf(r.userId, r.clientId, r.keyVersion, r.kek, r.x, r.ed, r.m);
   const keys = recordKeys(kek, r.nonce, aad);
   trace.inter("aead_key", keys.aeadKey);
   trace.inter("commitment", keys.commitment);
@@ -264,11 +282,14 @@ async function open(inp, trace) {
   if (!plaintext) throw new Reject("aead", "9", "AES-256-GCM authentication failed");
   const xPriv = plaintext.slice(0, 32);
   const edSeed = plaintext.slice(32, 64);
-  if (!equalBytes(x25519Public(xPriv), r.x) || !equalBytes(ed25519Public(edSeed), r.ed)) {
+  const mSeed = r.m ? plaintext.slice(64, 128) : null;
+  if (!equalBytes(x25519Public(xPriv), r.x) || !equalBytes(ed25519Public(edSeed), r.ed)
+      || (mSeed && !equalBytes(ml_kem768.keygen(mSeed).publicKey, r.m))) {
     throw new Reject("binding", "9", "the decrypted private keys do not produce the published public keys");
   }
   trace.out("x25519_private", xPriv);
   trace.out("ed25519_seed", edSeed);
+  if (mSeed) trace.out("mlkem_seed", mSeed);
 }
 
 /** The KEK of an open case that was rejected before step 2: from the owner's secret and
@@ -297,12 +318,14 @@ async function rewrap(inp, trace) {
     key_version: null, secret: { method: "kek", kek: toHex(oldKek) } }, opened);
   const xPriv = toHex(opened.outputs.x25519_private);
   const edSeed = toHex(opened.outputs.ed25519_seed);
+  const mSeed = opened.outputs.mlkem_seed ? toHex(opened.outputs.mlkem_seed) : undefined;
   const sealed = scratch();
   await seal({
     user_id: inp.user_id, client_id: inp.client_id, key_version: r.keyVersion + 1,
-    x25519_private: xPriv, ed25519_seed: edSeed, kek: { method: "application-key", kb: inp.new_kb },
+    x25519_private: xPriv, ed25519_seed: edSeed, mlkem_seed: mSeed,
+    kek: { method: "application-key", kb: inp.new_kb },
     nonce: inp.nonce, z: inp.z, change_type: "rotation",
-    previous_x25519_private: xPriv, previous_ed25519_seed: edSeed,
+    previous_x25519_private: xPriv, previous_ed25519_seed: edSeed, previous_mlkem_seed: mSeed,
   }, sealed);
   trace.inter("new_kek", sealed.intermediates.kek);
   for (const k of ["aad", "aead_key", "commitment", "ciphertext", "rotation_message", "rotation_signature"]) {
