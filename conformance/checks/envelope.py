@@ -586,8 +586,10 @@ def unlisted_device(t: Probe) -> None:
 
 @check("envelope/send/malformed-refused", requirements=("ENV-9", "ENV-27"), needs=NEEDS)
 def malformed_refused(t: Probe) -> None:
-    """Lengths (400, length), low-order points (422, point), duplicates (400, decode),
-    no recipient and an unknown suite (400, params) are refused."""
+    """Lengths (400, length), low-order points (422, point), duplicates, identifiers and
+    key versions out of range (400, decode), no recipient and an unknown suite (400,
+    params) are refused; the largest key version is well-formed and refused as not the
+    sender's current key (422, binding)."""
     sender, phone, laptop, _ = family(t, "malformed")
     sealed = E.seal(b"x", suite=suites(t)[0], sender=sender.sender,
                     recipients=[phone.device, laptop.device], random=RANDOM)
@@ -605,7 +607,14 @@ def malformed_refused(t: Probe) -> None:
              "an enc of low order"),
             (dict(wire, recipients=[entries[0], entries[0]]), 400, "decode", "a device twice"),
             (dict(wire, recipients=[]), 400, "params", "no recipient"),
-            (dict(wire, suite="x448"), 400, "params", "an unknown suite")):
+            (dict(wire, suite="x448"), 400, "params", "an unknown suite"),
+            (dict(wire, sender="no spaces allowed"), 400, "decode", "a sender that is not an "
+             "identifier"),
+            (dict(wire, client_id=""), 400, "decode", "an empty client_id"),
+            (dict(wire, sender_key_version=2**32), 400, "decode", "sender_key_version 2^32"),
+            (dict(wire, sender_key_version=0), 400, "decode", "sender_key_version 0"),
+            (dict(wire, sender_key_version=2**32 - 1), 422, "binding",
+             "sender_key_version 2^32 - 1 (well-formed, not the sender's current key)")):
         t.expect_rejected(post_envelope(t, sender, body), status, what=f"POST {what}",
                           failure_class=cls)
 
