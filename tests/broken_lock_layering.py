@@ -504,7 +504,8 @@ VARIANTS = (
                   ("lock-layering/keystore/create-server-held",
                    CAP + "root-expires-and-is-renewed"), wrapper=capabilities_cached),
     BrokenVariant("trusts-any-document", "the vault's answer is used without checking whose "
-                  "key it is", (EDV + "substituted-document-refused",),
+                  "key it is", (EDV + "substituted-document-refused",
+                                EDV + "form-checked-even-when-sealed-right"),
                   patch=trusts_any_document),
     BrokenVariant("reuses-the-ephemeral-key", "every vault document uses one ephemeral key",
                   (EDV + "documents-are-opaque",), patch=reuses_the_ephemeral_key),

@@ -562,3 +562,94 @@ def vault_errors(t: Probe) -> None:
         else:
             t.expect_problem(exchange, status, what="bind a keystore to a vault that answers "
                              f"{answer[0]}", slug=slug)
+
+
+# --- documents whose material authenticates, but whose form does not -------------------------
+
+def _forged_jwe(vk: VaultKeystore, plaintext: bytes, *, kid: str | None = None) -> edv.Jwe:
+    """A JWE of `plaintext` to the keystore's recipient key, derived for its own key id
+    (apv) but naming `kid` in the recipient header."""
+    jwe = _sealed_jwe(vk, plaintext)
+    return edv.Jwe(kid or jwe.kid, jwe.epk, jwe.encrypted_key, jwe.iv, jwe.ciphertext,
+                   jwe.tag)
+
+
+def _authentic_forgeries(vk: VaultKeystore, doc: edv.EncryptedDocument, key: dict[str, Any],
+                         material: bytes) -> list[tuple[str, dict[str, Any] | None]]:
+    """Documents the runner makes with `material` sealed under the keystore's user lock
+    (which it knows: it holds both shares), each with one defect of form; the first
+    (defect None) has none. The server's last check, the seal under the user lock, holds
+    for every one, so only the document's own checks (LOCK-30, LOCK-33) can refuse them."""
+    lock_key = vk.ks.lock_key()
+    assert lock_key is not None
+    ks_id, key_id, key_type = vk.ks.keystore_id, key["key_id"], key["key_type"]
+    sealed = spec.seal_working_key(lock_key, os.urandom(spec.NONCE_LEN), material, ks_id,
+                                   key_id, 1, key_type)
+    content = edv.key_content(ks_id, key_id, key_type, 1, b"", sealed)
+
+    def document(plaintext: bytes, *, doc_id: str = doc.id, kid: str | None = None
+                 ) -> dict[str, Any]:
+        return edv.EncryptedDocument(doc_id, doc.sequence, doc.indexed,
+                                     _forged_jwe(vk, plaintext, kid=kid)).to_json()
+
+    def with_content(changed: dict[str, Any]) -> dict[str, Any]:
+        return document(edv.canonical({"id": doc.id, "content": changed}))
+
+    short_id = "z" + edv.base58_encode(os.urandom(15))
+    cases: list[tuple[str, dict[str, Any] | None]] = [
+        ("none", with_content(content)),
+        ("a recipient header naming another key id", document(
+            edv.canonical({"id": doc.id, "content": content}), kid="urn:keyflows:other")),
+        ("a plaintext naming another document", document(
+            edv.canonical({"id": edv.new_id(os.urandom), "content": content}))),
+        ("a plaintext with a third member", document(
+            edv.canonical({"id": doc.id, "content": content, "x": 1}))),
+        ("a plaintext that is a list of its member names", document(b'["content","id"]')),
+        ("a plaintext whose content is a list", document(
+            edv.canonical({"id": doc.id, "content": [content]}))),
+        ("an id of 15 bytes, named by the plaintext too", document(
+            edv.canonical({"id": short_id, "content": content}), doc_id=short_id)),
+        ("content with an unknown member", with_content(dict(content, x=1))),
+        ("content without public_key", with_content(
+            {k: v for k, v in content.items() if k != "public_key"})),
+    ]
+    for name, value in (("keystore_id", edv.new_id(os.urandom)), ("key_id", "A" * 22),
+                        ("key_type", spec.KEY_AES256GCM), ("version", 2),
+                        ("public_key", b64url_encode(bytes(32)))):
+        cases.append((f"content naming another {name}", with_content(dict(content,
+                                                                          **{name: value}))))
+    return cases
+
+
+@check("lock-layering/edv/form-checked-even-when-sealed-right",
+       requirements=("LOCK-33", "LOCK-30"), needs=NEEDS)
+def form_checked_when_sealed_right(t: Probe) -> None:
+    """A document whose material does open under the user lock (made by a party that
+    holds both shares: here the runner) is used only if the document itself is right:
+    one that names another recipient key, another document, another keystore, key, type,
+    version or public key, or breaks the plaintext's or the id's form, is a 502. The same
+    forgery without a defect is used (the MAC proves it), so each refusal is the form's."""
+    vk = create_vault_keystore(t, SHARES, "edv-form")
+    key = create_key(t, vk.ks, spec.KEY_HMAC_SHA256)
+    doc = stored(t, vk)[0]
+    material = os.urandom(32)
+    vaults = t.session.accounts.vaults
+    message = b"authentic material"
+    body = {"message": b64url_encode(message)}
+    try:
+        for defect, answer in _authentic_forgeries(vk, doc, key, material):
+            vaults.rewrite_queries(vk.vault_id, _answering(answer))
+            exchange = key_op(t, vk.ks, key, "computemac", body)
+            if defect != "none":
+                expect_vault_refused(t, exchange, what=f"computemac while the vault answers "
+                                     f"a document sealed right but with {defect}")
+                continue
+            got = t.expect_ok_json(exchange, 200, what="computemac while the vault answers "
+                                   "a well-formed document sealed under the user lock")
+            expected = b64url_encode(spec.computemac(material, message))
+            if not isinstance(got, dict) or got.get("mac") != expected:
+                t.fail("the server did not use the material of the document it was given",
+                       expected=f"mac {expected} (LOCK-33)", actual=describe(exchange),
+                       exchange=exchange)
+    finally:
+        vaults.rewrite_queries(vk.vault_id, None)
