@@ -360,6 +360,14 @@ DOCUMENT_DEFECTS: tuple[tuple[str, Callable[[dict[str, Any]], None], bool], ...]
     ("attributes not a list", lambda d: d["indexed"][0].update(attributes={}), False),
     ("17 attributes", lambda d: d["indexed"][0]["attributes"].extend(
         {"name": _blinded(), "value": _blinded()} for _ in range(15)), False),
+    ("one attribute", lambda d: d["indexed"][0].update(
+        attributes=d["indexed"][0]["attributes"][:1]), True),
+    ("indexed an object of one member", lambda d: d.update(indexed={"0": d["indexed"][0]}),
+     False),
+    ("an index entry that is a list of its member names", lambda d: d.update(
+        indexed=[["hmac", "sequence", "attributes"]]), False),
+    ("recipients an object of one member", lambda d: _jwe_of(d).update(
+        recipients={"0": _jwe_of(d)["recipients"][0]}), False),
     ("16 attributes", lambda d: d["indexed"][0]["attributes"].extend(
         {"name": _blinded(), "value": _blinded()} for _ in range(14)), True),
     ("an unknown member in an attribute", lambda d: _attribute(d).update(x=1), False),
@@ -473,6 +481,8 @@ def malformed_documents(t: Probe) -> None:
         change(changed)
         cases.append((what, changed, accepted))
     cases += [(what, forged, False) for what, forged in forged_documents(vk, doc, key)]
+    cases.append(("a document that is a list of its member names",
+                  ["id", "sequence", "indexed", "jwe"], False))
     try:
         for what, answer, accepted in cases:
             vaults.rewrite_queries(vk.vault_id, _answering(answer))
