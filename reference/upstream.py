@@ -10,7 +10,8 @@ Content-Length or chunked encoding. Anything else is an UpstreamError, which the
 answers as 503 (never as a grant).
 
 A request that fails on a reused connection before any byte of the answer arrived (the
-peer closed it while idle) is sent once more on a fresh connection.
+peer closed it while idle) is sent once more on a fresh connection. A connection is
+kept for reuse only if it holds no byte beyond the answer.
 """
 
 from __future__ import annotations
@@ -36,16 +37,70 @@ class Answer:
     body: bytes
 
 
-class _Connection:
-    __slots__ = ("reader", "reused", "writer")
+class _Connection(asyncio.Protocol):
+    """One connection as an asyncio protocol: bytes are collected as they arrive and the
+    waiting request is resolved once a whole answer is in the buffer. (A protocol, not
+    asyncio streams: one future per request instead of one per read, which is most of
+    this client's cost per request.)"""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[Answer, bool]] | None = None
+        self.closed = False
         self.reused = False
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None or self.waiter.done():
+            if len(self.buffer) > MAX_HEAD_BYTES and self.transport is not None:
+                self.transport.close()  # bytes nobody asked for: never reused, not kept
+            return
+        try:
+            complete = parse_answer(self.buffer)
+        except UpstreamError as exc:
+            self.waiter.set_exception(exc)
+            return
+        if complete is not None:
+            self.waiter.set_result(complete)
+
+    def eof_received(self) -> bool:
+        self._lost()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost()
+
+    def _lost(self) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            if self.reused and not self.buffer:
+                self.waiter.set_exception(_Stale())
+            elif self.buffer:
+                self.waiter.set_exception(UpstreamError("the answer was cut short"))
+            else:
+                self.waiter.set_exception(
+                    UpstreamError("the connection closed before an answer"))
+
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None \
+            and not self.transport.is_closing() and not self.buffer
+
+    async def exchange(self, request: bytes) -> tuple[Answer, bool]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        try:
+            return await self.waiter
+        finally:
+            self.waiter = None
+
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class UpstreamClient:
@@ -97,35 +152,25 @@ class UpstreamClient:
     async def _connection(self) -> _Connection:
         while self._idle:
             connection = self._idle.pop()
-            if not connection.writer.is_closing() and not connection.reader.at_eof():
+            if connection.usable():
                 connection.reused = True
                 return connection
             connection.close()
         return await self._connect()
 
     async def _connect(self) -> _Connection:
-        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl,
-                                                       limit=MAX_HEAD_BYTES)
-        return _Connection(reader, writer)
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(_Connection, self.host, self.port,
+                                                     ssl=self.ssl)
+        return connection
 
     async def _exchange(self, connection: _Connection, request: bytes) -> Answer:
         keep = False
         try:
-            try:
-                connection.writer.write(request)
-                head = await connection.reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                if connection.reused and not getattr(exc, "partial", b""):
-                    raise _Stale() from None
-                raise UpstreamError("the connection closed before an answer") from None
-            except asyncio.LimitOverrunError:
-                raise UpstreamError(f"answer headers over {MAX_HEAD_BYTES} bytes") from None
-            status, length, chunked, keep = parse_head(head)
-            body = await (read_chunked(connection.reader) if chunked
-                          else read_exactly(connection.reader, length))
-            return Answer(status, body)
+            answer, keep = await connection.exchange(request)
+            return answer
         finally:
-            if keep:
+            if keep and connection.usable():
                 self._idle.append(connection)
             else:
                 connection.close()
@@ -133,6 +178,69 @@ class UpstreamClient:
 
 class _Stale(Exception):
     """A reused connection was closed by the peer before it answered."""
+
+
+def parse_answer(buffer: bytearray) -> tuple[Answer, bool] | None:
+    """(answer, keep-alive) once `buffer` holds a whole answer, which is then removed from
+    it; None while it is incomplete; UpstreamError for an answer outside the shape."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise UpstreamError(f"answer headers over {MAX_HEAD_BYTES} bytes")
+        return None
+    if end + 4 > MAX_HEAD_BYTES:
+        raise UpstreamError(f"answer headers over {MAX_HEAD_BYTES} bytes")
+    status, length, chunked, keep = parse_head(bytes(buffer[:end + 4]))
+    start = end + 4
+    if chunked:
+        parsed = parse_chunked(buffer, start)
+        if parsed is None:
+            return None
+        body, stop = parsed
+    else:
+        if len(buffer) < start + length:
+            return None
+        body, stop = bytes(buffer[start:start + length]), start + length
+    del buffer[:stop]
+    return Answer(status, body), keep
+
+
+def parse_chunked(buffer: bytearray, at: int) -> tuple[bytes, int] | None:
+    """(body, end offset) of a whole chunked body starting at `at`, None if incomplete."""
+    body = bytearray()
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            if len(buffer) - at > 64:
+                raise UpstreamError("a malformed chunk size")
+            return None
+        size_text = bytes(buffer[at:line_end]).split(b";", 1)[0].strip()
+        if not size_text or len(size_text) > 8:
+            raise UpstreamError("a malformed chunk size")
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise UpstreamError("a malformed chunk size") from None
+        at = line_end + 2
+        if size == 0:
+            while True:  # trailers, up to the empty line
+                line_end = buffer.find(b"\r\n", at)
+                if line_end < 0:
+                    if len(buffer) - at > MAX_HEAD_BYTES:
+                        raise UpstreamError(f"answer trailers over {MAX_HEAD_BYTES} bytes")
+                    return None
+                empty = line_end == at
+                at = line_end + 2
+                if empty:
+                    return bytes(body), at
+        if len(body) + size > MAX_BODY_BYTES:
+            raise UpstreamError(f"an answer over {MAX_BODY_BYTES} bytes")
+        if len(buffer) < at + size + 2:
+            return None
+        body += buffer[at:at + size]
+        if buffer[at + size:at + size + 2] != b"\r\n":
+            raise UpstreamError("a malformed chunk")
+        at += size + 2
 
 
 def parse_head(head: bytes) -> tuple[int, int, bool, bool]:
@@ -171,35 +279,3 @@ def parse_head(head: bytes) -> tuple[int, int, bool, bool]:
     if length is not None and length > MAX_BODY_BYTES:
         raise UpstreamError(f"an answer over {MAX_BODY_BYTES} bytes")
     return int(status_line[1]), length or 0, chunked, keep
-
-
-async def read_exactly(reader: asyncio.StreamReader, length: int) -> bytes:
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        raise UpstreamError("the answer body was cut short") from None
-
-
-async def read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    try:
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size_text = size_line[:-2].split(b";", 1)[0].strip()
-            if not size_text or len(size_text) > 8:
-                raise UpstreamError("a malformed chunk size")
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise UpstreamError("a malformed chunk size") from None
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                    pass
-                return bytes(body)
-            if len(body) + size > MAX_BODY_BYTES:
-                raise UpstreamError(f"an answer over {MAX_BODY_BYTES} bytes")
-            body += await reader.readexactly(size)
-            if await reader.readexactly(2) != b"\r\n":
-                raise UpstreamError("a malformed chunk")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        raise UpstreamError("the chunked answer was cut short") from None

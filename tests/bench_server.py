@@ -122,12 +122,37 @@ def processes(tmp: Path) -> Iterator[dict[str, str]]:
     try:
         for process, port in zip(started, ports.values(), strict=True):
             wait_listening(port, process)
+        PIDS.update({name: process.pid for name, process in zip(ports, started, strict=True)})
         yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     finally:
         for process in started:
             process.terminate()
         for process in started:
             process.wait(timeout=15)
+
+
+PIDS: dict[str, int] = {}
+"""name -> process id of the hello-world, account and key servers."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(url: str, server: str, *, headers: dict[str, str] | None = None,
+             seconds: float) -> tuple[float, dict[str, float]]:
+    """(requests per second, CPU microseconds per request of each server process) of
+    one wrk -c32 run. CPU per request hardly moves with the machine's load, unlike the
+    rate: it shows what each request costs the servers themselves."""
+    before = {name: cpu_seconds(pid) for name, pid in PIDS.items()}
+    started = time.monotonic()
+    rate, _ = wrk(url, connections=32, seconds=seconds, headers=headers)
+    count = rate * (time.monotonic() - started)
+    cost = {name: (cpu_seconds(pid) - before[name]) / count * 1e6 for name, pid in PIDS.items()}
+    return rate, {name: cost[name] for name in ("hello", "account", "keys") if cost[name] > 1
+                  or name == server}
 
 
 def auth(user: str) -> dict[str, str]:
@@ -223,15 +248,25 @@ def main() -> int:
         for url, headers in ((hello, None), (public, None), (owner, auth(USER))):
             wrk(url, connections=32, seconds=1, headers=headers)  # warm up
         rows: dict[str, list[float]] = {"hello": [], "public": [], "owner": []}
-        print(f"rounds of {args.seconds:g} s, wrk -t1 -c32, one uvicorn worker each")
+        costs: dict[str, list[dict[str, float]]] = {"hello": [], "public": [], "owner": []}
+        subjects = {"hello": (hello, "hello", None), "public": (public, "keys", None),
+                    "owner": (owner, "keys", auth(USER))}
+        print(f"rounds of {args.seconds:g} s, wrk -t1 -c32, one uvicorn worker each "
+              f"(server CPU microseconds per request in brackets)")
         for i in range(args.rounds):
-            rows["hello"].append(wrk(hello, connections=32, seconds=args.seconds)[0])
-            rows["public"].append(wrk(public, connections=32, seconds=args.seconds)[0])
-            rows["owner"].append(wrk(owner, connections=32, seconds=args.seconds,
-                                     headers=auth(USER))[0])
-            print(f"  round {i + 1}: hello {rows['hello'][-1]:8.0f}/s  public "
-                  f"{rows['public'][-1]:8.0f}/s  owner {rows['owner'][-1]:8.0f}/s  ({load()})")
+            for subject, (url, server, headers) in subjects.items():
+                rate, cost = measured(url, server, headers=headers, seconds=args.seconds)
+                rows[subject].append(rate)
+                costs[subject].append(cost)
+            print(f"  round {i + 1}: " + "  ".join(
+                f"{subject} {rows[subject][-1]:6.0f}/s ["
+                + " ".join(f"{who} {us:.0f}" for who, us in costs[subject][-1].items()) + "]"
+                for subject in subjects) + f"  ({load()})")
         med = {k: statistics.median(v) for k, v in rows.items()}
+        for subject in subjects:
+            print(f"  median CPU per {subject} request: " + ", ".join(
+                f"{who} {statistics.median(c.get(who, 0.0) for c in costs[subject]):.0f} us"
+                for who in costs[subject][0]))
         queue_rows = queue_reads(base, Path(name) / "keys.sqlite3", shallow, deep, args)
         report(med, queue_rows)
     return 0

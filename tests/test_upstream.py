@@ -114,3 +114,59 @@ def test_silence_times_out() -> None:
             server.close()
         return "answered"
     assert asyncio.run(main()) == "no answer within 0.3 s"
+
+
+def test_an_answer_arriving_byte_by_byte_is_assembled() -> None:
+    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
+
+    async def main() -> tuple[int, bytes]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)
+            for byte in answer:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(1)
+            writer.close()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(f"http://127.0.0.1:{port}", timeout=5)
+        try:
+            got = await client.post_json("/v1/validate", b"{}")
+            return got.status, got.body
+        finally:
+            await client.aclose()
+            server.close()
+    assert asyncio.run(main()) == (200, b'{"a":1}')
+
+
+def test_a_connection_with_bytes_beyond_the_answer_is_not_reused() -> None:
+    connections: list[int] = []
+
+    async def main() -> list[tuple[int, bytes]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(1)
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(2)
+                    writer.write(ok(b"{}") + b"HTTP/1.1 200 OK\r\n")  # then junk
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(f"http://127.0.0.1:{port}", timeout=5)
+        try:
+            out = []
+            for _ in range(2):
+                got = await client.post_json("/v1/validate", b"{}")
+                out.append((got.status, got.body))
+            return out
+        finally:
+            await client.aclose()
+            server.close()
+    assert asyncio.run(main()) == [(200, b"{}"), (200, b"{}")]
+    assert len(connections) == 2
