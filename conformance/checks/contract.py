@@ -690,8 +690,9 @@ def keyinit_tools() -> tuple[Any, Any]:
        needs=("hashchain",))
 def keyinit_list_bounds(t: Probe) -> None:
     """POST .../keyinits takes {"keyinits": [...]} with 1..max_keyinits KeyInits and
-    nothing else: an empty list, max_keyinits + 1, an object or a string in place of
-    the list, or a further top-level member is 400 (decode) and stores nothing; exactly
+    nothing else: an empty list, max_keyinits + 1, an object, a string or a number in
+    place of the list, a further top-level member, or a list in place of the body is 400
+    (decode, never a 5xx) and stores nothing; exactly
     max_keyinits KeyInits (the same ones) are then taken (201)."""
     caps = (t.session.capabilities or {}).get("hashchain") or {}
     most = caps.get("max_keyinits")
@@ -702,11 +703,15 @@ def keyinit_list_bounds(t: Probe) -> None:
     _, _, who, _, _ = checks.create(t, "ki-bounds")
     wire = [spec.keyinit_to_wire(k) for k in checks.keyinits(who, most + 1)]
     path = f"/v1/hashchain/identities/{who.identity}/keyinits"
-    for body, what in (({"keyinits": []}, "no KeyInit"),
-                       ({"keyinits": wire}, f"{most + 1} KeyInits (max_keyinits + 1)"),
-                       ({"keyinits": {"0": wire[0]}}, "an object in place of the list"),
-                       ({"keyinits": "keyinits"}, "a string in place of the list"),
-                       ({"keyinits": wire[:1], "note": "x"}, "a further top-level member")):
+    body_cases: tuple[tuple[Any, str], ...] = (
+        ({"keyinits": []}, "no KeyInit"),
+        ({"keyinits": wire}, f"{most + 1} KeyInits (max_keyinits + 1)"),
+        ({"keyinits": {"0": wire[0]}}, "an object in place of the list"),
+        ({"keyinits": "keyinits"}, "a string in place of the list"),
+        ({"keyinits": 5}, "a number in place of the list"),
+        ({"keyinits": wire[:1], "note": "x"}, "a further top-level member"),
+        (["keyinits"], "a list in place of the object"))
+    for body, what in body_cases:
         t.expect_rejected(t.request("POST", path, json_body=body), 400,
                           failure_class="decode", what=f"POST KeyInits with {what}")
     exchange = t.request("POST", path, json_body={"keyinits": wire[:most]})
