@@ -26,6 +26,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -208,11 +209,13 @@ def combine(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return fail(f"{path}: not a results file of this harness ({exc})")
         commands.append(f"  {path}: {data['summary'].get('command', '?')}")
-    listed = {e.id for e in manifest.committed()}
+    entries = manifest.committed()
+    listed = {e.id for e in entries}
     outcomes = sorted((o for o in by_id.values() if o.id in listed), key=lambda o: o.where)
     gone = len(by_id) - len(outcomes)
     equivalent = manifest.equivalents()
-    report = summary(outcomes, equivalent, population=len(listed))
+    sites = Counter(e.flow for e in entries if e.flow)
+    report = summary(outcomes, equivalent, population=len(listed), sites=dict(sites))
     print("\n".join(["combined results of:", *commands]))
     if gone:
         print(f"({gone} results of sites no longer in the manifest left out)")

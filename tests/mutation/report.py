@@ -24,9 +24,14 @@ def _score(outcomes: list[Outcome], equivalent: dict[str, str]) -> dict[str, Any
 
 
 def summary(outcomes: list[Outcome], equivalent: dict[str, str], *,
-            population: int) -> dict[str, Any]:
+            population: int, sites: dict[str, int] | None = None) -> dict[str, Any]:
+    """The score overall and per flow; `sites`: the number of listed sites per flow (a
+    table then shows how many of them the outcomes cover)."""
     flows = {flow: _score([o for o in outcomes if o.flow == flow], equivalent)
              for flow in FLOWS if any(o.flow == flow for o in outcomes)}
+    for flow, count in (sites or {}).items():
+        if flow in flows:
+            flows[flow]["sites"] = count
     return {
         "overall": _score(outcomes, equivalent),
         "flows": flows,
@@ -52,6 +57,8 @@ def table(report: dict[str, Any]) -> list[str]:
     """The score per flow and overall as a fixed-width table."""
     head = f"  {'flow':<20} {'mutants':>7} {'equivalent':>10} {'counted':>7} " \
            f"{'killed':>6} {'survived':>8} {'score':>6}"
+    if any("sites" in s for s in report["flows"].values()):
+        head += "  sites listed"
     rows = [head, "  " + "-" * (len(head) - 2)]
     named = [*report["flows"].items(), ("overall", report["overall"])]
     for name, s in named:
@@ -59,7 +66,8 @@ def table(report: dict[str, Any]) -> list[str]:
             rows.append(rows[1])
         rows.append(f"  {name:<20} {s['mutants']:>7} {s['equivalent']:>10} "
                     f"{s['mutants'] - s['equivalent']:>7} {s['killed']:>6} "
-                    f"{s['survived']:>8} {s['score']:>5.1f}%")
+                    f"{s['survived']:>8} {s['score']:>5.1f}%"
+                    + (f"  {s['sites']:>12}" if "sites" in s else ""))
     return rows
 
 
