@@ -141,6 +141,7 @@ FIELD_VARIANTS: tuple[tuple[str, Callable[[Fields], None], bool], ...] = (
     ("a parameter without a value after '='", _append_input(', pad=("a");b=, x=("b")'),
      False),
     ('an escaped quote in a string', _append_input(', pad=("a\\"")'), True),
+    ("an unterminated string", _append_input(', pad=("a'), False),
     ('an escape other than \\" and \\\\', _append_input(', pad=("a\\n")'), False),
     ("an integer of 15 digits", _append_input(', pad=("a");n=123456789012345'), True),
     ("an integer of 16 digits", _append_input(', pad=("a");n=1234567890123456'), False),
