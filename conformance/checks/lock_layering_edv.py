@@ -623,6 +623,10 @@ def _authentic_forgeries(vk: VaultKeystore, doc: edv.EncryptedDocument, key: dic
         ("content without public_key", with_content(
             {k: v for k, v in content.items() if k != "public_key"})),
     ]
+    short = spec.seal(lock_key, os.urandom(spec.NONCE_LEN), material[:31], spec.working_key_aad(
+        ks_id, key_id, 1, key_type, b""))
+    cases.append(("material of 31 bytes, sealed right", with_content(dict(
+        content, sealed=b64url_encode(short)))))
     for name, value in (("keystore_id", edv.new_id(os.urandom)), ("key_id", "A" * 22),
                         ("key_type", spec.KEY_AES256GCM), ("version", 2),
                         ("public_key", b64url_encode(bytes(32)))):
@@ -637,8 +641,10 @@ def form_checked_when_sealed_right(t: Probe) -> None:
     """A document whose material does open under the user lock (made by a party that
     holds both shares: here the runner) is used only if the document itself is right:
     one that names another recipient key, another document, another keystore, key, type,
-    version or public key, or breaks the plaintext's or the id's form, is a 502. The same
-    forgery without a defect is used (the MAC proves it), so each refusal is the form's."""
+    version or public key, or breaks the plaintext's or the id's form, or whose material
+    has the wrong length or is not the key of the public key it is sealed under, is a 502.
+    The same forgery without a defect is used (the MAC proves it), so each refusal is the
+    form's."""
     vk = create_vault_keystore(t, SHARES, "edv-form")
     key = create_key(t, vk.ks, spec.KEY_HMAC_SHA256)
     doc = stored(t, vk)[0]
@@ -661,5 +667,22 @@ def form_checked_when_sealed_right(t: Probe) -> None:
                 t.fail("the server did not use the material of the document it was given",
                        expected=f"mac {expected} (LOCK-33)", actual=describe(exchange),
                        exchange=exchange)
+        # An Ed25519 version whose sealed seed is not the seed of the key's public key,
+        # though the seal names that public key (LOCK-7): the forger's own seed.
+        ed = create_key(t, vk.ks, spec.KEY_ED25519)
+        ed_doc = next(d for d in stored(t, vk) if d.id != doc.id)
+        lock_key = vk.ks.lock_key()
+        assert lock_key is not None
+        public = b64url_decode(ed["public_key"])
+        sealed = spec.seal(lock_key, os.urandom(spec.NONCE_LEN), os.urandom(32),
+                           spec.working_key_aad(vk.ks.keystore_id, ed["key_id"], 1,
+                                                spec.KEY_ED25519, public))
+        plaintext = edv.canonical({"id": ed_doc.id, "content": edv.key_content(
+            vk.ks.keystore_id, ed["key_id"], spec.KEY_ED25519, 1, public, sealed)})
+        vaults.rewrite_queries(vk.vault_id, _answering(edv.EncryptedDocument(
+            ed_doc.id, ed_doc.sequence, ed_doc.indexed, _forged_jwe(vk, plaintext)).to_json()))
+        expect_vault_refused(t, key_op(t, vk.ks, ed, "sign", body),
+                             what="sign while the vault answers a seed sealed right under "
+                                  "the key's public key, but not that key's seed")
     finally:
         vaults.rewrite_queries(vk.vault_id, None)
