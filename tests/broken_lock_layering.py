@@ -451,6 +451,21 @@ def creates_without_the_share(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_spec(monkeypatch, "lock_from_new_shares", lock_from_new_shares)
 
 
+def any_digest_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Content-Digest without a sha-256 member is taken as it comes."""
+    from keyflows.spec import http_signatures
+
+    original = http_signatures.check_content_digest
+
+    def check_content_digest(values: Any, body: bytes, *, requirement: str | None = None
+                             ) -> None:
+        if all("sha-256" not in v for v in values):
+            return
+        original(values, body, requirement=requirement)
+
+    monkeypatch.setattr(http_signatures, "check_content_digest", check_content_digest)
+
+
 def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """A query answer is used whatever its status, if its body is a list."""
     from keyflows.reference import edv_client
@@ -559,6 +574,8 @@ VARIANTS = (
     BrokenVariant("creates-without-the-share", "a shares keystore is made from the account "
                   "share alone", ("lock-layering/keystore/create-shares",),
                   patch=creates_without_the_share),
+    BrokenVariant("any-digest-algorithm", "a Content-Digest without sha-256 is accepted",
+                  ("lock-layering/holder/content-digest-strict",), patch=any_digest_algorithm),
     BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
                   (EDV + "vault-errors",), patch=trusts_vault_errors),
 )

@@ -317,6 +317,13 @@ def _header_of(d: dict[str, Any]) -> dict[str, Any]:
     return header
 
 
+def _flip_last(text: str) -> str:
+    """The base64url value with the lowest bit of its last byte flipped."""
+    raw = bytearray(b64url_decode(text))
+    raw[-1] ^= 1
+    return b64url_encode(bytes(raw))
+
+
 def _attribute(d: dict[str, Any], index: int = 0) -> dict[str, Any]:
     attribute: dict[str, Any] = d["indexed"][0]["attributes"][index]
     return attribute
@@ -388,6 +395,8 @@ DOCUMENT_DEFECTS: tuple[tuple[str, Callable[[dict[str, Any]], None], bool], ...]
     ("another protected header", lambda d: _jwe_of(d).update(
         protected=b64url_encode(b'{"enc":"A128GCM"}')), False),
     ("no recipients", lambda d: _jwe_of(d).update(recipients=[]), False),
+    ("an encrypted_key with one bit flipped", lambda d: _jwe_of(d)["recipients"][0].update(
+        encrypted_key=_flip_last(_jwe_of(d)["recipients"][0]["encrypted_key"])), False),
     ("two recipients", lambda d: _jwe_of(d)["recipients"].append(
         copy.deepcopy(_jwe_of(d)["recipients"][0])), False),
     ("recipients not a list", lambda d: _jwe_of(d).update(

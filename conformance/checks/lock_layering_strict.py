@@ -14,6 +14,7 @@ says, so a lenient server is caught.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -120,6 +121,13 @@ def _second_line(name: str, value: str) -> Callable[[Fields], None]:
     return change
 
 
+def _short_signature(fields: Fields) -> None:
+    """The signature without its last byte: 63 bytes, canonical base64."""
+    label, _, value = fields["signature"].partition("=")
+    raw = base64.b64decode(value.strip(":"))[:-1]
+    fields["signature"] = f"{label}=:{base64.b64encode(raw).decode('ascii')}:"
+
+
 def _signature_params(fields: Fields) -> None:
     fields["signature"] += ";x=1"
 
@@ -152,6 +160,7 @@ FIELD_VARIANTS: tuple[tuple[str, Callable[[Fields], None], bool], ...] = (
     ("a trailing comma", _append_input(","), False),
     ("a Signature in non-canonical base64", _non_canonical_signature, False),
     ("a parameter on a Signature member", _signature_params, False),
+    ("a Signature of 63 bytes", _short_signature, False),
     ("a second Signature-Input field line", _second_line("signature-input", 'pad=("a")'),
      False),
     ("a second Signature field line", _second_line("signature", "pad=:AAAA:"), False),
@@ -347,3 +356,42 @@ def body_shape_strict(t: Probe) -> None:
         t.expect_rejected(send(), 400, what=what, failure_class="decode")
     t.expect_ok_json(key_op(t, ks, key, "sign", {"message": message}), 200,
                      what="sign with the right body")
+
+
+# --- Content-Digest -----------------------------------------------------------------------------
+
+def signed_sign(t: Probe, ks: Keystore, key: dict[str, Any], signer: Signer, body: bytes,
+                digest: str) -> Exchange:
+    """A sign request with `body`, signed by `signer` over the required components with
+    the given Content-Digest field value."""
+    path = f"{ks.path}/keys/{key['key_id']}/sign"
+    sent = {"authorization": f"Bearer {ks.capability}", "content-type": "application/json",
+            "content-digest": digest}
+    url = urlsplit(t.session.base_url + path)
+    view = http_signatures.Request("POST", url.netloc, url.path, url.query,
+                                   tuple(sent.items()), body, url.scheme)
+    params = (("created", int(time.time())), ("nonce", new_nonce()),
+              ("keyid", b64url_encode(signer.public)), ("tag", cap.SIGNATURE_TAG))
+    entry = http_signatures.SignatureInput(cap.required_components(view), params)
+    signature = http_signatures.sign_ed25519(signer.seed, view, entry)
+    fields = http_signatures.signature_fields(cap.SIGNATURE_LABEL, entry, signature)
+    return t.request("POST", path, headers={**sent, **fields}, body=body)
+
+
+@check("lock-layering/holder/content-digest-strict", requirements=("LOCK-25",), needs=NEEDS)
+def content_digest_strict(t: Probe) -> None:
+    """A signed request's Content-Digest must carry a sha-256 member equal to the body's
+    digest (RFC 9530); other algorithms are ignored: a digest with only a sha-512 member,
+    even a right one, is the uniform 401, and one with a right sha-256 beside another
+    algorithm is accepted."""
+    holder = Signer.fresh()
+    ks = create_keystore(t, HELD, "content-digest", holder=holder.public)
+    key = create_key(t, ks, spec.KEY_ED25519, signer=holder)
+    reference = reference_401(t, ks)
+    body = json.dumps({"message": b64url_encode(b"digested")}).encode()
+    sha512 = "sha-512=:" + base64.b64encode(hashlib.sha512(body).digest()).decode() + ":"
+    sha256 = http_signatures.content_digest(body)
+    expect_uniform_401(t, signed_sign(t, ks, key, holder, body, sha512), reference,
+                       what="sign, signed, with only a sha-512 Content-Digest")
+    t.expect_ok_json(signed_sign(t, ks, key, holder, body, f"{sha512}, {sha256}"), 200,
+                     what="sign, signed, with a sha-512 and the right sha-256 digest")
