@@ -70,7 +70,7 @@ PROBLEM_TYPES: tuple[ProblemType, ...] = (
                 "Well-formed content that fails validation: a key, signature, MAC, AEAD, "
                 "binding, chain link, share or proof check (failure classes point, signature, "
                 "mac, aead, binding, link, share, expired, authz, proof, history, fork, "
-                "witness)."),
+                "witness, monitor)."),
     ProblemType("too-many-requests", 429, "Too many requests", "API-17",
                 "An advertised rate limit is reached; Retry-After says when to retry."),
     ProblemType("internal-error", 500, "Internal server error", "API-8",
@@ -128,6 +128,7 @@ FAILURE_STATUSES: tuple[FailureStatus, ...] = (
     FailureStatus("history", "invalid", "API-9"),
     FailureStatus("fork", "invalid", "API-9"),
     FailureStatus("witness", "invalid", "API-9"),
+    FailureStatus("monitor", "invalid", "API-9"),
 )
 
 FAILURE_CLASS_SLUGS: dict[str, str] = {f.failure_class: f.slug for f in FAILURE_STATUSES}

@@ -26,6 +26,9 @@ FAILURE_CLASSES: dict[str, str] = {
                "that does not follow the record it replaces).",
     "fork": "Two statements signed by a log cannot both be true (a fork or split view).",
     "witness": "A checkpoint lacks the witness cosignatures the verifier's policy requires.",
+    "monitor": "An owner's own key-directory entry holds something its owner did not make "
+               "(an unexpected version, a changed or vanished leaf, a change never "
+               "published).",
 }
 
 
@@ -109,6 +112,10 @@ class ForkError(SpecError):
 
 class WitnessError(SpecError):
     failure_class = "witness"
+
+
+class MonitorError(SpecError):
+    failure_class = "monitor"
 
 
 def _check_classes() -> None:

@@ -57,6 +57,7 @@ FILE_NAMES = (
     "envelope.yaml",
     "hashchain.yaml",
     "hashchain.mute.yaml",
+    "hashchain-directory.yaml",
     "session-challenge.yaml",
     "lock-layering.yaml",
     "lock-layering.trustbloc.yaml",

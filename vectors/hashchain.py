@@ -44,6 +44,7 @@ from keyflows.spec import hashchain_v1chain as hc
 from keyflows.spec import primitives
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_decode, b64url_encode
+from keyflows.vectors import hashchain_directory
 from keyflows.vectors.framework import (
     Case,
     Failure,
@@ -1306,6 +1307,7 @@ def generate() -> list[VectorFile]:
                                   "IV (16) per entry; ckdf draws two NONCEs; parse draws one "
                                   "trailing byte; accumulated: see its case"),
                    notes=NOTES_MUTE, cases=_mute_cases()),
+        hashchain_directory.vector_file(),
     ]
 
 
@@ -1626,6 +1628,7 @@ def _verify_m_accumulated(case: Mapping[str, Any]) -> Outcome:
 
 
 _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
+    **hashchain_directory.VERIFIERS,
     ("v1", OP_BUILD): _verify_build,
     ("v1", OP_KEY_ENTRY): _verify_key_entry,
     ("v1", OP_VERIFY): _verify_chain,

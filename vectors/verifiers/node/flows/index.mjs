@@ -4,6 +4,7 @@
 import keyDerivation from "./key-derivation.mjs";
 import keypairPublication from "./keypair-publication.mjs";
 import hashchain from "./hashchain.mjs";
+import hashchainDirectory from "./hashchain-directory.mjs";
 import envelope from "./envelope.mjs";
 import sessionChallenge from "./session-challenge.mjs";
 import lockLayering from "./lock-layering.mjs";
@@ -12,6 +13,7 @@ export const FLOWS = {
   ...keyDerivation,
   ...keypairPublication,
   ...hashchain,
+  ...hashchainDirectory,
   ...envelope,
   ...sessionChallenge,
   ...lockLayering,

@@ -362,6 +362,14 @@ function verifiedView(view, userId, clientId) {
   return r;
 }
 
+/** The key directory's value bytes of a verified public view (hashchain HC-82): its
+ * binding message, binding signature, possession signature and rotation signature. */
+export function publicViewBytes(view, userId, clientId) {
+  const r = verifiedView(view, userId, clientId);
+  return concat(messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type), r.signature,
+    r.xSignature, r.change.signature ?? new Uint8Array(0));
+}
+
 /** Step 11 on the key server: the record against the stored state, in the chapter's order:
  * replay (KP-8), the next version (KP-16), the change type (KP-15, KP-18), the rotation's
  * signature (KP-17). */

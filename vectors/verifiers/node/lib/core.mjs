@@ -24,6 +24,7 @@ export class Reject extends Error {
 export const FAILURE_CLASSES = new Set([
   "decode", "length", "params", "point", "aead", "mac", "signature", "binding",
   "link", "replay", "expired", "authz", "share", "proof", "history", "fork", "witness",
+  "monitor",
 ]);
 
 // --- bytes -----------------------------------------------------------------------------
