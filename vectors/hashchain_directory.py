@@ -766,7 +766,13 @@ def _flip(text: str, byte: int = 0, bit: int = 0) -> str:
     return b64url_encode(bytes(data))
 
 
-def _edit(answer: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def _set_all(target: dict[str, Any], **members: Any) -> bool:
+    """Set members of a dict inside a lambda; True so that edits chain with `and`."""
+    target.update(members)
+    return True
+
+
+def _edit(answer: dict[str, Any], change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     out = copy.deepcopy(answer)
     change(out)
     return out
@@ -834,9 +840,9 @@ def _lookup_negatives(w: World) -> list[Case]:
             _edit(good, lambda a: a.__setitem__("leaf", None))),
         neg("membership-of-absent", "bob's absent keypair answered with a leaf holding a "
             "valid public view of bob's", ("MembershipOfAbsent",), "proof", ("HC-85",),
-            _edit(absent, lambda a: (a.__setitem__("leaf", {**good["leaf"],
-                                                            "value": w.values[w.bob_kp][0]}),
-                                     a["map_proof"].pop("other", None))), label=w.bob_kp),
+            _edit(absent, lambda a: _set_all(a, leaf={**good["leaf"],
+                                                       "value": w.values[w.bob_kp][0]})
+                  and a["map_proof"].pop("other", None)), label=w.bob_kp),
         neg("value-replaced", "alice's version-1 public view in the version-2 leaf",
             ("WrongValue",), "proof", ("HC-82",),
             _edit(good, set_leaf("value", w.values[w.alice_kp][0]))),
@@ -1040,9 +1046,10 @@ def monitor_cases() -> list[Case]:
               _lookup_event(w, label, 3)]
     def attacked(attack: str, *events: dict[str, Any]) -> list[dict[str, Any]]:
         a = attack_world(attack)
+        latest = a.directory.latest
+        assert latest is not None
         return [_made(values[0], ATTACK_TIMES[0] - 5), _lookup_event(a, label, 1), *events,
-                *(_lookup_event(a, label, e) for e in range(2, a.directory.latest.epoch.epoch
-                                                           + 1) if a.directory.latest)]
+                *(_lookup_event(a, label, e) for e in range(2, latest.epoch.epoch + 1))]
 
     return [
         case("honest", "alice makes two device lists; epochs 1..3 show exactly them",
@@ -1118,7 +1125,7 @@ def history_cases() -> list[Case]:
                     outputs=outputs,
                     failure=_failure(failure_class, D9) if failure_class else None)
 
-    def versions(change: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
+    def versions(change: Callable[[list[dict[str, Any]]], object]) -> dict[str, Any]:
         out = copy.deepcopy(good)
         change(out["versions"])
         return out
@@ -1138,10 +1145,10 @@ def history_cases() -> list[Case]:
         case("extra", "a version 3 added", ("HistoryGap",),
              versions(lambda v: v.append({**v[-1], "version": 3})), failure_class="history"),
         case("renumbered", "versions numbered 2 and 1", ("HistoryGap",),
-             versions(lambda v: (v[0].__setitem__("version", 2),
-                                 v[1].__setitem__("version", 1))), failure_class="history"),
+             versions(lambda v: _set_all(v[0], version=2) and _set_all(v[1], version=1)),
+             failure_class="history"),
         case("epochs-reversed", "version 2's epoch before version 1's", ("HistoryGap",),
-             versions(lambda v: (v[0].__setitem__("epoch", 2), v[1].__setitem__("epoch", 1))),
+             versions(lambda v: _set_all(v[0], epoch=2) and _set_all(v[1], epoch=1)),
              failure_class="history"),
         case("old-value-replaced", "version 1 shows version 2's public view", ("WrongValue",),
              versions(lambda v: v[0].__setitem__("value", v[1]["value"])),
