@@ -259,7 +259,7 @@ def _check_position(position: bytes) -> None:
 
 # --- a store in memory ------------------------------------------------------------------------
 
-def _upper(prefix: bytes, depth: int) -> bytes | None:
+def upper_bound(prefix: bytes, depth: int) -> bytes | None:
     """The first position after subtree (depth, prefix); None past the last position."""
     if depth == 0:
         return None
@@ -281,7 +281,7 @@ class MemoryMap:
         if stored is not None:
             return Inner(stored)
         lo = bisect_left(self.positions, prefix)
-        upper = _upper(prefix, depth)
+        upper = upper_bound(prefix, depth)
         hi = len(self.positions) if upper is None else bisect_left(self.positions, upper, lo)
         if hi == lo:
             return None
