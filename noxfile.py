@@ -110,6 +110,9 @@ def bench(session: nox.Session) -> None:
     # Hashchain: verify a generated 1,000,000-entry chain; entries/s, peak memory, ratio
     # to a bare hashlib loop over the same entries (its own options: see its --help).
     session.run("python", "tests/bench_hashchain.py")
+    # Key directory: map updates per epoch beside the bare SHA-256 they need, proof sizes
+    # beside log2(n), a lookup's client verification beside one ECVRF verification.
+    session.run("python", "tests/bench_directory.py")
     # Reference server (Debian: apt-get install -y wrk): public-key GET beside a Starlette
     # hello-world, owner GET beside the public GET, queue read at 10,000 beside 10.
     session.run("python", "tests/bench_server.py")
