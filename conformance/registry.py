@@ -84,6 +84,7 @@ def all_checks() -> list[Check]:
         limits,  # after the flows' modules, which it imports first
         lock_layering,
         session_challenge,
+        session_challenge_pq,
     )
 
     order = {flow: i for i, flow in enumerate(FLOWS)}

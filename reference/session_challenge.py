@@ -49,6 +49,7 @@ from keyflows.reference.session_challenge_store import (
 )
 from keyflows.reference.store import canonical_json
 from keyflows.spec import session_challenge as sc
+from keyflows.spec.drbg import unrecorded
 from keyflows.spec.encoding import b64url_decode, b64url_decode_exact
 from keyflows.spec.errors import SpecError
 
@@ -58,6 +59,10 @@ CHALLENGES_PATH = "/v1/users/{user_id}/apps/{client_id}/session-challenges"
 ANSWER_PATH = CHALLENGES_PATH + "/{challenge_id}/answer"
 NO_KEYPAIR_DETAIL = "no keypair is published for this user and application"
 NO_STORE = {"Cache-Control": "no-store"}
+
+#: Nobody records the server's random bytes: ML-KEM's encapsulation of the hybrid suite
+#: (SC-50) may then draw its randomness inside the library.
+RANDOM = unrecorded(os.urandom)
 
 
 def limits(settings: Settings) -> sc.Limits:
@@ -97,6 +102,13 @@ def check_empty_body(request: Request, body: bytes) -> None:
         raise malformed("a challenge request has no body, or the empty JSON object {}")
 
 
+def _mlkem768(record: dict[str, Any]) -> bytes | None:
+    """The record's ML-KEM-768 key, if it has one: the challenge then uses the hybrid
+    suite (SC-50)."""
+    key = record["public_keys"].get("mlkem768")
+    return None if key is None else b64url_decode(key)
+
+
 async def create_challenge(request: Request) -> Response:
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
     who = requester(request)
@@ -113,11 +125,11 @@ async def create_challenge(request: Request) -> Response:
     new = NewChallenge(origin=effective_origin(settings), user_id=user_id, client_id=client_id,
                        key_version=int(record["key_version"]),
                        recipient_public=b64url_decode(record["public_keys"]["x25519"]),
-                       requester=who)
+                       recipient_mlkem768=_mlkem768(record), requester=who)
     store = challenge_store(request)
     try:
         issued = await in_thread(lambda: store.issue(new, now=now(), limits=limits(settings),
-                                                     random=os.urandom))
+                                                     random=RANDOM))
     except AttemptLimitReached as exc:
         raise Problem("too-many-requests",
                       f"at most {settings.challenge_max_attempts} challenges per user and "

@@ -70,6 +70,7 @@ class NewChallenge:
     key_version: int
     recipient_public: bytes
     requester: str = ""  # who asks: attempts are counted per user and requester (SC-2)
+    recipient_mlkem768: bytes | None = None  # the record's ML-KEM-768 key (SC-50)
 
 
 class ChallengeStore(Store):
@@ -109,7 +110,8 @@ class ChallengeStore(Store):
             issued = sc.issue_challenge(origin=new.origin, user_id=new.user_id,
                                         client_id=new.client_id, key_version=new.key_version,
                                         recipient_public=new.recipient_public, now=now,
-                                        lifetime=window, random=random)
+                                        lifetime=window, random=random,
+                                        recipient_mlkem768=new.recipient_mlkem768)
             challenge = issued.challenge
             db.execute("INSERT INTO session_challenges (challenge_id, user_id, client_id,"
                        " key_version, issued_at, expires_at, token, state, requester)"

@@ -32,6 +32,9 @@ Steps (see the session-challenge chapter):
       its (user_id, client_id) only, until it expires (SC-13), and only while the live
       record still has its key_version (SC-16).
   11. The server advertises its lifetimes and attempt limit in its capabilities (SC-14).
+  12. The post-quantum hybrid suite: when the record has an ML-KEM-768 key, step 5 seals
+      with HPKE base mode and KEM MLKEM768-X25519 (0x647a) to mlkem768 || x25519 (SC-50),
+      and a client holding the ML-KEM seed accepts that suite only (SC-51).
 
 Everything here is pure: randomness is a RandomSource, time is an int of Unix seconds
 passed as `now`, and the server's challenge is an immutable record that each transition
@@ -87,6 +90,9 @@ MAX_ATTEMPTS = 1000
 
 #: The HPKE suite of profile v1, as it appears on the wire (RFC 9180 registry values).
 SUITE: dict[str, int] = {"kem_id": hpke.KEM_ID, "kdf_id": hpke.KDF_ID, "aead_id": hpke.AEAD_ID}
+#: The hybrid suite, for a record with an ML-KEM-768 key (SC-50): KEM MLKEM768-X25519.
+HYBRID_SUITE: dict[str, int] = {"kem_id": hpke.HYBRID_KEM_ID, "kdf_id": hpke.KDF_ID,
+                                "aead_id": hpke.AEAD_ID}
 #: The token is sealed with an empty aad: everything it is bound to is in the info.
 CHALLENGE_AAD = b""
 TOKEN_TYPE = "Bearer"
@@ -188,7 +194,7 @@ class IssuedChallenge:
 
     challenge: ServerChallenge
     info: bytes
-    sealed: hpke.Sealed
+    sealed: hpke.Sealed | hpke.HybridSealed
     wire: dict[str, Any]
 
 
@@ -205,7 +211,7 @@ class OpenedChallenge:
 
     parsed: ParsedChallenge
     info: bytes
-    opened: hpke.Opened
+    opened: hpke.Opened | hpke.HybridOpened
 
     @property
     def token(self) -> bytes:
@@ -353,7 +359,8 @@ def challenge_info(binding: Binding) -> bytes:
                             u32be(binding.key_version), u64be(binding.expires_at))
 
 
-def challenge_to_wire(binding: Binding, enc: bytes, ciphertext: bytes) -> dict[str, Any]:
+def challenge_to_wire(binding: Binding, enc: bytes, ciphertext: bytes,
+                      suite: dict[str, int] = SUITE) -> dict[str, Any]:
     """Step 5: the JSON body of a created challenge."""
     return {
         "origin": binding.origin,
@@ -362,7 +369,7 @@ def challenge_to_wire(binding: Binding, enc: bytes, ciphertext: bytes) -> dict[s
         "client_id": binding.client_id,
         "key_version": binding.key_version,
         "expires_at": binding.expires_at,
-        "suite": dict(SUITE),
+        "suite": dict(suite),
         "enc": b64url_encode(enc),
         "ciphertext": b64url_encode(ciphertext),
     }
@@ -370,20 +377,32 @@ def challenge_to_wire(binding: Binding, enc: bytes, ciphertext: bytes) -> dict[s
 
 def issue_challenge(*, origin: str, user_id: str, client_id: str, key_version: int,
                     recipient_public: bytes, now: int, lifetime: int,
-                    random: RandomSource) -> IssuedChallenge:
-    """Steps 4 and 5 (SC-3, SC-4, SC-17). `origin` is the server's configured origin.
+                    random: RandomSource,
+                    recipient_mlkem768: bytes | None = None) -> IssuedChallenge:
+    """Steps 4 and 5 (SC-3, SC-4, SC-17, SC-50). `origin` is the server's configured origin.
     Draws, in this order, challenge_id (16 bytes), token (32 bytes) and ikmE (32 bytes)
-    from `random`, so a vector's randomness replays exactly."""
+    from `random`, so a vector's randomness replays exactly. With `recipient_mlkem768`
+    (the record's ML-KEM-768 key) the token is sealed with the hybrid suite (SC-50) to
+    mlkem768 || x25519, drawing ML-KEM's m (32) and the X25519 ephemeral scalar (32) in
+    place of ikmE."""
     _int_in(lifetime, MIN_CHALLENGE_LIFETIME, MAX_CHALLENGE_LIFETIME,
             "challenge_lifetime_seconds", "SC-3")
     _int_in(now, 0, MAX_TIME - lifetime, "now", "SC-3")
     challenge_id = random(CHALLENGE_ID_LEN)
     token = random(TOKEN_LEN)
-    ikm_e = random(IKM_E_LEN)
     binding = Binding(origin=origin, challenge_id=challenge_id, user_id=user_id,
                       client_id=client_id, key_version=key_version, expires_at=now + lifetime)
     check_binding_fields(binding)
     info = challenge_info(binding)
+    if recipient_mlkem768 is not None:
+        hybrid = hpke.seal_hybrid(recipient_mlkem768 + recipient_public, info, CHALLENGE_AAD,
+                                  token, random=random, requirement="SC-50")
+        wire = challenge_to_wire(binding, hybrid.encapsulation.enc, hybrid.ciphertext,
+                                 HYBRID_SUITE)
+        return IssuedChallenge(
+            challenge=ServerChallenge(binding=binding, token=token, issued_at=now),
+            info=info, sealed=hybrid, wire=wire)
+    ikm_e = random(IKM_E_LEN)
     sealed = hpke.seal_base(recipient_public, info, CHALLENGE_AAD, token, ikm_e=ikm_e,
                             requirement="SC-4")
     return IssuedChallenge(
@@ -401,19 +420,24 @@ def _integer(obj: dict[str, Any], key: str, where: str, high: int, requirement: 
     return value
 
 
-def check_suite(obj: object) -> None:
-    """Step 6 (SC-5): exactly the v1 suite; anything else is refused before any DH."""
-    suite = wire.members(obj, tuple(SUITE), "suite")
-    for key, expected in SUITE.items():
+def check_suite(obj: object, *, hybrid: bool = False) -> None:
+    """Step 6 (SC-5, SC-51): exactly the suite the client's keys call for -- the v1 suite,
+    or the hybrid suite for a client holding an ML-KEM-768 seed, which refuses the v1
+    suite as a downgrade; anything else is refused before any DH."""
+    wanted = HYBRID_SUITE if hybrid else SUITE
+    suite = wire.members(obj, tuple(wanted), "suite")
+    for key, expected in wanted.items():
         value = suite[key]
         if not isinstance(value, int) or isinstance(value, bool):
             raise DecodeError(f"suite.{key} must be an integer", requirement="API-6")
         if value != expected:
-            raise ParamsError(f"suite.{key} must be {expected}, got {value}", requirement="SC-5")
+            raise ParamsError(f"suite.{key} must be {expected}, got {value}",
+                              requirement="SC-51" if hybrid else "SC-5")
 
 
-def parse_challenge(obj: object) -> ParsedChallenge:
-    """Step 6: decode a challenge body (decode, length, params)."""
+def parse_challenge(obj: object, *, hybrid: bool = False) -> ParsedChallenge:
+    """Step 6: decode a challenge body (decode, length, params); `hybrid` for a client
+    holding an ML-KEM-768 seed (SC-51: the hybrid suite, a 1120-byte enc)."""
     members = wire.members(obj, CHALLENGE_MEMBERS, "challenge")
     origin = check_origin(members["origin"], requirement="SC-18")
     challenge_id = b64url_decode_exact(wire.string(members, "challenge_id", "challenge"),
@@ -427,9 +451,10 @@ def parse_challenge(obj: object) -> ParsedChallenge:
     if key_version == 0:
         raise DecodeError("challenge.key_version must be at least 1", requirement="SC-4")
     expires_at = _integer(members, "expires_at", "challenge", MAX_TIME, "SC-3")
-    check_suite(members["suite"])
-    enc = b64url_decode_exact(wire.string(members, "enc", "challenge"), hpke.N_ENC, field="enc",
-                              requirement="SC-6")
+    check_suite(members["suite"], hybrid=hybrid)
+    enc = b64url_decode_exact(wire.string(members, "enc", "challenge"),
+                              hpke.HYBRID_N_ENC if hybrid else hpke.N_ENC, field="enc",
+                              requirement="SC-51" if hybrid else "SC-6")
     ciphertext = b64url_decode_exact(wire.string(members, "ciphertext", "challenge"),
                                      SEALED_TOKEN_LEN, field="ciphertext", requirement="API-1")
     binding = Binding(origin=origin, challenge_id=challenge_id, user_id=user_id,
@@ -454,19 +479,30 @@ def check_challenge_binding(parsed: ParsedChallenge, *, origin: str, user_id: st
 
 
 def open_challenge(obj: object, *, origin: str, user_id: str, client_id: str,
-                   key_version: int, x25519_private: bytes) -> OpenedChallenge:
+                   key_version: int, x25519_private: bytes,
+                   mlkem_seed: bytes | None = None) -> OpenedChallenge:
     """Step 6, client side: parse (SC-5), check binding (SC-18, SC-5), check enc (SC-6),
     then OpenBase with the info recomputed from the challenge's own fields (SC-7), which
     the binding check made equal to what the client expects. `origin` is the origin the
-    client sent its request to (origin_of_url of its base URL)."""
+    client sent its request to (origin_of_url of its base URL). A client whose record has
+    an ML-KEM-768 key passes its `mlkem_seed` and accepts the hybrid suite only (SC-51)."""
     check_origin(origin, requirement="SC-18")
-    parsed = parse_challenge(obj)
+    hybrid = mlkem_seed is not None
+    parsed = parse_challenge(obj, hybrid=hybrid)
     check_challenge_binding(parsed, origin=origin, user_id=user_id, client_id=client_id,
                             key_version=key_version)
-    primitives.check_x25519_public_key(parsed.enc, requirement="SC-6")
+    # The X25519 part of enc (all of it, or ct_T after the ML-KEM ciphertext).
+    primitives.check_x25519_public_key(parsed.enc[-primitives.X25519_KEY_LEN:],
+                                       requirement="SC-6")
     info = challenge_info(parsed.binding)
-    opened = hpke.open_base(parsed.enc, x25519_private, info, CHALLENGE_AAD, parsed.ciphertext,
-                            requirement="SC-7")
+    opened: hpke.Opened | hpke.HybridOpened
+    if mlkem_seed is not None:
+        opened = hpke.open_hybrid(parsed.enc, hpke.HybridPrivateKey(mlkem_seed=mlkem_seed,
+                                                                    x25519=x25519_private),
+                                  info, CHALLENGE_AAD, parsed.ciphertext, requirement="SC-51")
+    else:
+        opened = hpke.open_base(parsed.enc, x25519_private, info, CHALLENGE_AAD,
+                                parsed.ciphertext, requirement="SC-7")
     return OpenedChallenge(parsed=parsed, info=info, opened=opened)
 
 

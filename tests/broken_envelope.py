@@ -355,7 +355,19 @@ def mlkem_dropped_from_view(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kp, "public_view", public_view)
 
 
+def challenge_downgraded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session challenge ignores the record's ML-KEM-768 key: always the X25519 suite
+    (SC-50), a downgrade of the post-quantum suite."""
+    from keyflows.reference import session_challenge as routes
+
+    monkeypatch.setattr(routes, "_mlkem768", lambda record: None)
+
+
 VARIANTS: tuple[BrokenVariant, ...] = (
+    BrokenVariant("challenge-downgraded", "session challenges ignore the record's ML-KEM key "
+                  "(SC-50)", ("session-challenge/hybrid/login",
+                              "session-challenge/hybrid/suite-follows-record"),
+                  patch=challenge_downgraded),
     BrokenVariant("mlkem-key-unchecked", "a record's ML-KEM-768 key is not checked (KP-5)",
                   ("keypair-publication/mlkem/invalid-key-refused",), patch=mlkem_key_unchecked),
     BrokenVariant("mlkem-dropped-from-view", "the public view drops the ML-KEM-768 key",

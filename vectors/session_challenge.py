@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from keyflows.spec import hpke, primitives
+from keyflows.spec import hpke, mlkem, primitives
 from keyflows.spec import session_challenge as sc
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.encoding import b64url_encode
@@ -72,6 +72,8 @@ OP_SESSION = "issue-session"
 OP_ACCEPT_SESSION = "accept-session"
 OP_CHECK_SESSION = "check-session"
 OP_ATTEMPTS = "check-attempt-limit"
+OP_ISSUE_HYBRID = "issue-challenge-hybrid"
+OP_OPEN_HYBRID = "open-challenge-hybrid"
 
 # Steps of the session-challenge chapter where a rejection happens.
 STEP_LIMIT = "3"
@@ -88,6 +90,13 @@ RELAY_ORIGIN = "https://relay.example"
 NOTES: dict[str, Flag] = {
     "Valid": Flag("A well-formed input the flow accepts.",
                   "Accept; recompute every intermediate and output."),
+    "Hybrid": Flag("The record has an ML-KEM-768 key: the challenge is sealed with HPKE base "
+                   "mode and KEM MLKEM768-X25519 (0x647a) to mlkem768 || x25519 (SC-50).",
+                   "Seal and open with the hybrid KEM; a client holding the ML-KEM seed "
+                   "accepts that suite only (SC-51)."),
+    "Downgrade": Flag("A challenge in the X25519 suite for a client whose record has an "
+                      "ML-KEM-768 key, or a hybrid one for a client without.",
+                      "Reject (failure class params) before any KEM operation."),
     "WrongKey": Flag("The challenge is opened with an X25519 private key other than the one "
                      "it was sealed to.", "Reject at the AEAD (failure class aead)."),
     "BitFlip": Flag("One bit of enc or of the ciphertext (body or tag) is flipped; the "
@@ -275,7 +284,8 @@ def parse_stored_session(plain: Mapping[str, Any]) -> sc.Session:
                       expires_at=plain["expires_at"])
 
 
-def hpke_sender(sealed: hpke.Sealed) -> dict[str, Any]:
+def hpke_sender(sealed: hpke.Sealed | hpke.HybridSealed) -> dict[str, Any]:
+    assert isinstance(sealed, hpke.Sealed)  # the X25519 suite
     enc, ks = sealed.encapsulation, sealed.schedule
     return {"ephemeral_private": enc.ephemeral_private, "enc": enc.enc, "dh": enc.dh,
             "kem_context": enc.kem_context, "shared_secret": enc.shared_secret,
@@ -284,7 +294,8 @@ def hpke_sender(sealed: hpke.Sealed) -> dict[str, Any]:
             "key": ks.key, "base_nonce": ks.base_nonce, "ciphertext": sealed.ciphertext}
 
 
-def hpke_receiver(opened: hpke.Opened) -> dict[str, Any]:
+def hpke_receiver(opened: hpke.Opened | hpke.HybridOpened) -> dict[str, Any]:
+    assert isinstance(opened, hpke.Opened)  # the X25519 suite
     dec, ks = opened.decapsulation, opened.schedule
     return {"dh": dec.dh, "kem_context": dec.kem_context, "shared_secret": dec.shared_secret,
             "key_schedule_context": ks.key_schedule_context, "secret": ks.secret,
@@ -295,6 +306,7 @@ def hpke_receiver(opened: hpke.Opened) -> dict[str, Any]:
 
 def _issue_case(m: Material) -> Case:
     b, issued = m.base, m.issued
+    assert isinstance(issued.sealed, hpke.Sealed)
     return Case(
         id=f"sc-v1-{b.name}/issue", comment=f"the server issues {b.comment}",
         flags=("Valid",), requirements=("SC-3", "SC-4"), operation=OP_ISSUE,
@@ -774,7 +786,148 @@ def _cases() -> list[Case]:
         m = material(base)
         cases += _open_negatives(m)
         cases += _attempt_cases(m)
-    return cases
+    return cases + _hybrid_cases()
+
+
+# --- the hybrid suite (SC-50, SC-51) ----------------------------------------------------------
+
+HYBRID_BASE = Base("dave-pq", "https://keys.example", "dave", "chat.example", 3, 1_700_000_000,
+                   60, 900, "a challenge sealed with the hybrid suite to dave's record, which "
+                   "has an ML-KEM-768 key")
+
+
+@dataclass(frozen=True)
+class HybridMaterial:
+    base: Base
+    x25519_private: bytes
+    mlkem_seed: bytes
+    x25519_public: bytes
+    mlkem768: bytes
+    issued: sc.IssuedChallenge
+    sealed: hpke.HybridSealed
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        return copy.deepcopy(self.issued.wire)
+
+
+@cache
+def hybrid_material() -> HybridMaterial:
+    """Drbg('session-challenge/v1/dave-pq') draws x25519_private (32), the ML-KEM seed (64),
+    then challenge_id (16), token (32), ML-KEM's m (32) and the ephemeral X25519 scalar (32)."""
+    b = HYBRID_BASE
+    drbg = Drbg(f"{FLOW}/v1/{b.name}")
+    private, seed = drbg(32), drbg(64)
+    public = primitives.x25519_public_key(private)
+    mlkem768 = mlkem.public_key_from_seed(seed)
+    issued = sc.issue_challenge(origin=b.origin, user_id=b.user_id, client_id=b.client_id,
+                                key_version=b.key_version, recipient_public=public,
+                                now=b.now, lifetime=b.lifetime, random=drbg,
+                                recipient_mlkem768=mlkem768)
+    assert isinstance(issued.sealed, hpke.HybridSealed)
+    return HybridMaterial(base=b, x25519_private=private, mlkem_seed=seed, x25519_public=public,
+                          mlkem768=mlkem768, issued=issued, sealed=issued.sealed)
+
+
+def hybrid_sender(sealed: hpke.HybridSealed) -> dict[str, Any]:
+    enc, ks = sealed.encapsulation, sealed.schedule
+    return {"ss_pq": enc.ss_pq, "ct_pq": enc.ct_pq, "ss_t": enc.ss_t, "ct_t": enc.ct_t,
+            "enc": enc.enc, "shared_secret": enc.shared_secret,
+            "psk_id_hash": ks.psk_id_hash, "info_hash": ks.info_hash,
+            "key_schedule_context": ks.key_schedule_context, "secret": ks.secret,
+            "key": ks.key, "base_nonce": ks.base_nonce, "ciphertext": sealed.ciphertext}
+
+
+def hybrid_receiver(opened: hpke.Opened | hpke.HybridOpened) -> dict[str, Any]:
+    assert isinstance(opened, hpke.HybridOpened)
+    dec, ks = opened.decapsulation, opened.schedule
+    return {"ss_pq": dec.ss_pq, "ss_t": dec.ss_t, "shared_secret": dec.shared_secret,
+            "key_schedule_context": ks.key_schedule_context, "secret": ks.secret,
+            "key": ks.key, "base_nonce": ks.base_nonce}
+
+
+def _hybrid_issue_case(h: HybridMaterial) -> Case:
+    b, enc = h.base, h.sealed.encapsulation
+    return Case(
+        id=f"sc-v1-{b.name}/issue", comment=f"the server issues {b.comment}",
+        flags=("Valid", "Hybrid"), requirements=("SC-3", "SC-4", "SC-50"),
+        operation=OP_ISSUE_HYBRID,
+        inputs={"origin": b.origin, "user_id": b.user_id, "client_id": b.client_id,
+                "key_version": b.key_version, "recipient_public": h.x25519_public,
+                "recipient_mlkem768": h.mlkem768, "now": b.now,
+                "challenge_lifetime": b.lifetime,
+                "random": {"challenge_id": h.issued.challenge.binding.challenge_id,
+                           "token": h.issued.challenge.token, "mlkem_m": enc.mlkem_m,
+                           "ephemeral_private": enc.ephemeral_private}},
+        intermediates={"info": h.issued.info, **hybrid_sender(h.sealed)},
+        outputs={"challenge": h.wire, "stored": server_record(h.issued.challenge)})
+
+
+def _hybrid_open_case(h: HybridMaterial, slug: str, comment: str, flags: tuple[str, ...],
+                      requirements: tuple[str, ...], failure: Failure | None,
+                      wire: Any) -> Case:
+    b = h.base
+    inputs = {"challenge": wire, "origin": b.origin, "user_id": b.user_id,
+              "client_id": b.client_id, "key_version": b.key_version,
+              "x25519_private": h.x25519_private, "mlkem_seed": h.mlkem_seed}
+    intermediates: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    if failure is None:
+        opened = sc.open_challenge(wire, origin=b.origin, user_id=b.user_id,
+                                   client_id=b.client_id, key_version=b.key_version,
+                                   x25519_private=h.x25519_private, mlkem_seed=h.mlkem_seed)
+        intermediates = {"info": opened.info, **hybrid_receiver(opened.opened)}
+        outputs = {"token": opened.token, "answer": sc.answer_to_wire(opened.token)}
+    return Case(id=f"sc-v1-{b.name}/open" + (f"/{slug}" if slug else ""), comment=comment,
+                flags=flags, requirements=requirements, operation=OP_OPEN_HYBRID,
+                inputs=inputs, intermediates=intermediates, outputs=outputs, failure=failure)
+
+
+def _hybrid_cases() -> list[Case]:
+    h = hybrid_material()
+    b, wire = h.base, h.wire
+    enc, ct = h.sealed.encapsulation.enc, h.sealed.ciphertext
+    # The same binding sealed with the X25519 suite: what a downgrading server sends.
+    downgraded = sc.issue_challenge(origin=b.origin, user_id=b.user_id, client_id=b.client_id,
+                                    key_version=b.key_version, recipient_public=h.x25519_public,
+                                    now=b.now, lifetime=b.lifetime,
+                                    random=Drbg(f"{FLOW}/v1/{b.name}/downgraded")).wire
+    hybrid_x = ("Hybrid",)
+    cases = [
+        _hybrid_issue_case(h),
+        _hybrid_open_case(h, "", f"the owner opens {b.comment}", ("Valid", *hybrid_x),
+                          ("SC-51", "SC-7"), None, wire),
+        _hybrid_open_case(h, "downgrade", "the challenge sealed with the X25519 suite to the "
+                          "record's X25519 key: a client holding the ML-KEM seed refuses it",
+                          ("Downgrade", *hybrid_x), ("SC-51",), PARAMS, downgraded),
+        _hybrid_open_case(h, "enc-truncated", "enc one byte short (1119 bytes)",
+                          ("Truncated", *hybrid_x), ("SC-51",), LENGTH,
+                          _with(wire, enc=b64url_encode(enc[:-1]))),
+        _hybrid_open_case(h, "ct-t-low-order", "the X25519 part of enc is u = 0",
+                          ("LowOrderPoint", *hybrid_x), ("SC-51", "SC-6"), POINT,
+                          _with(wire, enc=b64url_encode(enc[:-32] + bytes(32)))),
+        _hybrid_open_case(h, "ct-pq-bitflip", "bit 0 of the ML-KEM ciphertext flipped: ML-KEM "
+                          "rejects implicitly, so the AEAD fails", ("BitFlip", *hybrid_x),
+                          ("SC-51",), AEAD, _with(wire, enc=b64url_encode(_flip(enc, 0)))),
+        _hybrid_open_case(h, "ct-t-bitflip", "bit 0 of the ephemeral X25519 key flipped",
+                          ("BitFlip", *hybrid_x), ("SC-51",), AEAD,
+                          _with(wire, enc=b64url_encode(_flip(enc, len(enc) - 32)))),
+        _hybrid_open_case(h, "ciphertext-bitflip", "bit 0 of the sealed token flipped",
+                          ("BitFlip", *hybrid_x), ("SC-51",), AEAD,
+                          _with(wire, ciphertext=b64url_encode(_flip(ct, 0)))),
+        _hybrid_open_case(h, "info/expires-at", "expires_at extended by one second",
+                          ("InfoMismatch", *hybrid_x), ("SC-4", "SC-51"), AEAD,
+                          _with(wire, expires_at=wire["expires_at"] + 1)),
+    ]
+    # A client without an ML-KEM seed refuses the hybrid challenge (SC-5).
+    x_only = Case(id=f"sc-v1-{b.name}/open/x25519-client", comment="the hybrid challenge "
+                  "given to a client whose record has no ML-KEM key: not its suite",
+                  flags=("Downgrade", *hybrid_x), requirements=("SC-5",), operation=OP_OPEN,
+                  inputs={"challenge": wire, "origin": b.origin, "user_id": b.user_id,
+                          "client_id": b.client_id, "key_version": b.key_version,
+                          "x25519_private": h.x25519_private},
+                  failure=PARAMS)
+    return [*cases, x_only]
 
 
 def generate() -> list[VectorFile]:
@@ -783,7 +936,10 @@ def generate() -> list[VectorFile]:
         source_labels=(f"Drbg('{FLOW}/v1/<base case>') draws the user's x25519_private (32), "
                        "then challenge_id (16), token (32), ikmE (32), then session_token "
                        "(32); a mutation needing bytes draws from '<label>/<mutation>' "
-                       "(wrong-key, spliced, extra-byte/<member>)"),
+                       "(wrong-key, spliced, extra-byte/<member>); the hybrid base dave-pq "
+                       "draws x25519_private (32), the ML-KEM seed (64), challenge_id (16), "
+                       "token (32), ML-KEM's m (32), the ephemeral X25519 scalar (32), and "
+                       "its downgraded challenge comes from '<label>/downgraded'"),
         notes=NOTES, cases=_cases())]
 
 
@@ -918,7 +1074,42 @@ def _verify_attempts(case: Mapping[str, Any]) -> Outcome:
     return compare(case, outputs={"allowed": True})
 
 
+def _verify_issue_hybrid(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+    rnd = inputs["random"]
+    issued = sc.issue_challenge(
+        origin=inputs["origin"], user_id=inputs["user_id"], client_id=inputs["client_id"],
+        key_version=inputs["key_version"],
+        recipient_public=hx(inputs["recipient_public"], "recipient_public"), now=inputs["now"],
+        lifetime=inputs["challenge_lifetime"],
+        recipient_mlkem768=hx(inputs["recipient_mlkem768"], "recipient_mlkem768"),
+        random=replay_source([hx(rnd[k], k) for k in ("challenge_id", "token", "mlkem_m",
+                                                      "ephemeral_private")]))
+    assert isinstance(issued.sealed, hpke.HybridSealed)
+    return compare(case, intermediates={"info": issued.info, **hybrid_sender(issued.sealed)},
+                   outputs={"challenge": issued.wire, "stored": server_record(issued.challenge)})
+
+
+def _verify_open_hybrid(case: Mapping[str, Any]) -> Outcome:
+    inputs = case["inputs"]
+
+    def open_it() -> sc.OpenedChallenge:
+        return sc.open_challenge(inputs["challenge"], origin=inputs["origin"],
+                                 user_id=inputs["user_id"], client_id=inputs["client_id"],
+                                 key_version=inputs["key_version"],
+                                 x25519_private=hx(inputs["x25519_private"], "x25519_private"),
+                                 mlkem_seed=hx(inputs["mlkem_seed"], "mlkem_seed"))
+
+    if case["result"] == "invalid":
+        return expect_rejection(case, open_it)
+    opened = open_it()
+    return compare(case, intermediates={"info": opened.info, **hybrid_receiver(opened.opened)},
+                   outputs={"token": opened.token, "answer": sc.answer_to_wire(opened.token)})
+
+
 _VERIFIERS: dict[tuple[str, str], Callable[[Mapping[str, Any]], Outcome]] = {
+    ("v1", OP_ISSUE_HYBRID): _verify_issue_hybrid,
+    ("v1", OP_OPEN_HYBRID): _verify_open_hybrid,
     ("v1", OP_ISSUE): _verify_issue,
     ("v1", OP_OPEN): _verify_open,
     ("v1", OP_ANSWER): _verify_answer,

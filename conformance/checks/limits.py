@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from keyflows.conformance.checks import envelope as env_checks
 from keyflows.conformance.checks import hashchain as hc_checks
 from keyflows.conformance.checks import session_challenge as _session_challenge  # noqa: F401
+from keyflows.conformance.checks import session_challenge_pq as _session_challenge_pq  # noqa: F401
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import JSON_HEADERS, CheckSkipped, Probe, keypair_path
 from keyflows.conformance.registry import check

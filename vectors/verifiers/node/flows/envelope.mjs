@@ -98,7 +98,8 @@ const entryAad = (userId, deviceId) => labelledContext("envelope-recipient", use
 const pskId = (h) => labelledContext("envelope-sender", h.clientId, h.sender, u32be(h.senderKeyVersion));
 const senderPsk = (dh, senderPub, devicePub) =>
   hkdf(dh, null, labelledContext("envelope-sender-psk", senderPub, devicePub), 32).okm;
-const combine = (ssPq, ssT, ctT, ekT) =>
+/** The X-Wing combiner of MLKEM768-X25519 (draft-ietf-hpke-pq). */
+export const combine = (ssPq, ssT, ctT, ekT) =>
   new Uint8Array(crypto.createHash("sha3-256").update(concat(ssPq, ssT, ctT, ekT, XWING_LABEL)).digest());
 const X25519_BASE = concat(new Uint8Array([9]), new Uint8Array(31));
 

@@ -2,11 +2,22 @@
 // checks, the server's state machine over answers, sessions (what they allow, when they
 // end) and the attempt limit.
 
+import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
+
 import {
-  Reject, b64urlEncode, b64urlExact, checkIdentifier, checkMembers, equalBytes, fromHex,
-  isInteger, labelledContext, sha256, u32be, u64be, x25519PointProblem,
+  Reject, aesGcmOpen, aesGcmSeal, b64urlEncode, b64urlExact, checkIdentifier, checkMembers,
+  concat, equalBytes, fromHex, isInteger, labelledContext, sha256, u32be, u64be, x25519,
+  x25519PointProblem, x25519Public,
 } from "../lib/core.mjs";
-import { AEAD_ID, KDF_ID, KEM_ID, openBase, sealBase } from "../lib/hpke.mjs";
+import {
+  AEAD_ID, KDF_ID, KEM_ID, hpkeSuiteId, keyScheduleMode, openBase, sealBase,
+} from "../lib/hpke.mjs";
+import { combine } from "./envelope.mjs";
+
+/** SC-50: the hybrid suite, KEM MLKEM768-X25519. */
+const HYBRID_KEM_ID = 0x647a;
+const HYBRID_SUITE_ID = hpkeSuiteId(HYBRID_KEM_ID, KDF_ID, AEAD_ID);
+const X25519_BASE = concat(new Uint8Array([9]), new Uint8Array(31));
 
 const EMPTY = new Uint8Array(0);
 const TOKEN_LEN = 32;
@@ -81,22 +92,25 @@ async function openChallenge(inp, trace) {
   if (!isU64(c.expires_at)) throw new Reject("decode", step, "expires_at");
   const suite = checkMembers(c.suite, ["kem_id", "kdf_id", "aead_id"], [], step, "suite");
   for (const k of ["kem_id", "kdf_id", "aead_id"]) if (!isInteger(suite[k])) throw new Reject("decode", step, `suite.${k}`);
-  const enc = b64urlExact(c.enc, 32, step, "enc");
-  const ciphertext = b64urlExact(c.ciphertext, TOKEN_LEN + 16, step, "ciphertext");
-  // SC-5: the suite, then the context, before any cryptography.
-  if (suite.kem_id !== KEM_ID || suite.kdf_id !== KDF_ID || suite.aead_id !== AEAD_ID) {
+  // SC-5 (SC-51 for a client holding an ML-KEM seed): the suite its keys call for, before
+  // the lengths that depend on it and before any cryptography.
+  const hybrid = inp.mlkem_seed !== undefined;
+  if (suite.kem_id !== (hybrid ? HYBRID_KEM_ID : KEM_ID) || suite.kdf_id !== KDF_ID || suite.aead_id !== AEAD_ID) {
     throw new Reject("params", step, "another HPKE suite");
   }
+  const enc = b64urlExact(c.enc, hybrid ? 1120 : 32, step, "enc");
+  const ciphertext = b64urlExact(c.ciphertext, TOKEN_LEN + 16, step, "ciphertext");
   // SC-18: the origin the client asked, before the rest of the context.
   if (c.origin !== inp.origin) throw new Reject("binding", step, "a challenge for another origin (relayed)");
   if (c.user_id !== inp.user_id || c.client_id !== inp.client_id || c.key_version !== inp.key_version) {
     throw new Reject("binding", step, "a challenge for another user, application or key version");
   }
-  // SC-6: enc, before the DH.
-  const problem = x25519PointProblem(enc);
+  // SC-6: enc (its X25519 part), before the DH.
+  const problem = x25519PointProblem(enc.subarray(enc.length - 32));
   if (problem) throw new Reject("point", step, `enc: ${problem}`);
   // SC-7: OpenBase with the info recomputed from the challenge's own fields.
   const info = trace.inter("info", infoOf(c.origin, challengeId, c.user_id, c.client_id, c.key_version, c.expires_at));
+  if (hybrid) return openHybrid(inp, enc, ciphertext, info, trace);
   const o = openBase(enc, fromHex(inp.x25519_private), info, EMPTY, ciphertext);
   if (!o.dh) throw new Reject("point", step, "the DH result is all zero");
   trace.inter("dh", o.dh);
@@ -109,6 +123,59 @@ async function openChallenge(inp, trace) {
   if (!o.plaintext) throw new Reject("aead", step, "the sealed token does not open");
   trace.out("token", o.plaintext);
   trace.out("answer", { token: b64urlEncode(o.plaintext) });
+}
+
+/** SC-51: OpenBase with KEM MLKEM768-X25519 (X-Wing combiner), both private keys. */
+function openHybrid(inp, enc, ciphertext, info, trace) {
+  const skX = fromHex(inp.x25519_private);
+  const { secretKey } = ml_kem768.keygen(fromHex(inp.mlkem_seed));
+  const ctPq = enc.subarray(0, 1088), ctT = enc.subarray(1088);
+  const ssPq = trace.inter("ss_pq", ml_kem768.decapsulate(ctPq, secretKey));
+  const ssT = x25519(skX, ctT);
+  if (!ssT) throw new Reject("point", "6", "an all-zero DH with ct_T");
+  trace.inter("ss_t", ssT);
+  const shared = trace.inter("shared_secret", combine(ssPq, ssT, ctT, x25519Public(skX)));
+  const ks = keyScheduleMode(0x00, HYBRID_SUITE_ID, shared, info, new Uint8Array(0), new Uint8Array(0));
+  for (const [k, v] of [["key_schedule_context", ks.keyScheduleContext], ["secret", ks.secret],
+    ["key", ks.key], ["base_nonce", ks.baseNonce]]) trace.inter(k, v);
+  const token = aesGcmOpen(ks.key, ks.baseNonce, ciphertext, EMPTY);
+  if (!token) throw new Reject("aead", "6", "the sealed token does not open");
+  trace.out("token", token);
+  trace.out("answer", { token: b64urlEncode(token) });
+}
+
+/** SC-50: the server seals with the hybrid suite to mlkem768 || x25519 (EncapsDerand with
+ * the case's m and ephemeral scalar). */
+async function issueChallengeHybrid(inp, trace) {
+  const lifetime = inp.challenge_lifetime;
+  if (!isInteger(lifetime) || lifetime < 1 || lifetime > 300) throw new Reject("params", "4", "challenge lifetime outside 1..300");
+  const challengeId = fromHex(inp.random.challenge_id);
+  const token = fromHex(inp.random.token);
+  const expiresAt = inp.now + lifetime;
+  const origin = checkOrigin(inp.origin, "4");
+  const info = trace.inter("info", infoOf(origin, challengeId, inp.user_id, inp.client_id, inp.key_version, expiresAt));
+  const pkX = fromHex(inp.recipient_public);
+  const { cipherText, sharedSecret } = ml_kem768.encapsulate(fromHex(inp.recipient_mlkem768), fromHex(inp.random.mlkem_m));
+  const eph = fromHex(inp.random.ephemeral_private);
+  const ctT = x25519(eph, X25519_BASE), ssT = x25519(eph, pkX);
+  const shared = combine(sharedSecret, ssT, ctT, pkX);
+  const ks = keyScheduleMode(0x00, HYBRID_SUITE_ID, shared, info, new Uint8Array(0), new Uint8Array(0));
+  const enc = concat(cipherText, ctT);
+  const ciphertext = aesGcmSeal(ks.key, ks.baseNonce, token, EMPTY);
+  for (const [k, v] of [["ss_pq", sharedSecret], ["ct_pq", cipherText], ["ss_t", ssT], ["ct_t", ctT],
+    ["enc", enc], ["shared_secret", shared], ["psk_id_hash", ks.pskIdHash], ["info_hash", ks.infoHash],
+    ["key_schedule_context", ks.keyScheduleContext], ["secret", ks.secret], ["key", ks.key],
+    ["base_nonce", ks.baseNonce], ["ciphertext", ciphertext]]) trace.inter(k, v);
+  trace.out("challenge", {
+    origin, challenge_id: b64urlEncode(challengeId), user_id: inp.user_id, client_id: inp.client_id,
+    key_version: inp.key_version, expires_at: expiresAt,
+    suite: { kem_id: HYBRID_KEM_ID, kdf_id: KDF_ID, aead_id: AEAD_ID },
+    enc: b64urlEncode(enc), ciphertext: b64urlEncode(ciphertext),
+  });
+  trace.out("stored", {
+    origin, challenge_id: challengeId, user_id: inp.user_id, client_id: inp.client_id, key_version: inp.key_version,
+    issued_at: inp.now, expires_at: expiresAt, token, state: "issued",
+  });
 }
 
 // --- step 8: the server's state machine over answers ----------------------------------------
@@ -213,6 +280,8 @@ export default {
     operations: {
       "issue-challenge": { run: issueChallenge },
       "open-challenge": { run: openChallenge },
+      "issue-challenge-hybrid": { run: issueChallengeHybrid },
+      "open-challenge-hybrid": { run: openChallenge },
       "answer-challenge": { run: answerChallenge },
       "issue-session": { run: issueSession },
       "accept-session": { run: acceptSession },
