@@ -9,6 +9,8 @@
 Evidence of observability overrides the class: a requirement whose mutants the
 conformance runner killed (tests/mutation/observed.yaml, written by `nox -s mutation`)
 changes an HTTP answer, so it must be of class runner and cited by a check, PENDING or not.
+Likewise a requirement cited by a check that a broken-server variant in tests/ fails
+is observable: it may not be classed unobservable.
 """
 
 from __future__ import annotations
@@ -93,3 +95,33 @@ def test_observable_requirements_are_checked_by_the_runner() -> None:
     assert misclassed == [], "a mutant of these changed an HTTP answer: class them runner"
     unchecked = [rid for rid in sorted(seen) if rid not in checked]
     assert unchecked == [], "a mutant of these changed an HTTP answer: they need a check"
+
+
+BROKEN_VARIANT_MODULES = ("broken_servers", "broken_contract", "broken_generic",
+                          "broken_envelope", "broken_hashchain", "broken_lock_layering",
+                          "broken_session_challenge")
+
+
+def checks_broken_variants_fail() -> set[str]:
+    """Every check id that some broken-server variant in tests/ must fail."""
+    import importlib
+
+    out: set[str] = set()
+    for name in BROKEN_VARIANT_MODULES:
+        for variant in importlib.import_module(name).VARIANTS:
+            fails = variant.must_fail
+            out.update((fails,) if isinstance(fails, str) else fails)
+    return out
+
+
+def test_requirements_a_broken_variant_shows_observable_are_not_unobservable() -> None:
+    """A check that catches a broken server shows the rules it cites change an HTTP
+    answer: none of them may be classed unobservable."""
+    known = registry()
+    by_id = {check.id: check for check in all_checks()}
+    caught = checks_broken_variants_fail()
+    assert caught <= set(by_id), sorted(caught - set(by_id))
+    misclassed = sorted({(rid, check) for check in caught for rid in by_id[check].requirements
+                         if rid in known and known[rid].coverage == "unobservable"})
+    assert misclassed == [], "a broken-server variant is caught by a check citing these " \
+                             "(requirement, check): class them runner"
