@@ -92,6 +92,20 @@ def app_path(user_id: str) -> str:
     return f"/v1/users/{user_id}/apps/{CLIENT}"
 
 
+def is_stream_length(length: int) -> bool:
+    """Whether some STREAM payload has exactly `length` bytes (ENV-23)."""
+    try:
+        S.plaintext_length(length)
+    except SpecError:
+        return False
+    return True
+
+
+OTHER_APP = "mail"
+"""A second application some checks set up in full, to tell "another application" from
+"an application without keys"."""
+
+
 def devices_path(user_id: str) -> str:
     return f"{app_path(user_id)}/devices"
 
@@ -405,8 +419,8 @@ def devices_owner_only(t: Probe) -> None:
 @check("envelope/devices/bad-keys-refused", requirements=("ENV-2", "ENV-1"), needs=NEEDS)
 def bad_device_keys(t: Probe) -> None:
     """Even signed, a list with a low-order X25519 key or an ML-KEM key failing the
-    modulus check is refused (422, point); a short ML-KEM key (400, length); devices out of
-    order (400, decode)."""
+    modulus check is refused (422, point); a short ML-KEM key (400, length); device ids
+    that are not identifiers and devices out of order (400, decode)."""
     owner = person(t, "badkeys")
     good = new_handset(owner, "phone").device
     low = D.Device(user_id=owner.user_id, device_id="phone", x25519=bytes([1]) + bytes(31),
@@ -420,12 +434,35 @@ def bad_device_keys(t: Probe) -> None:
     short["devices"][0]["mlkem768"] = b64url_encode(good.mlkem768[:-3])
     t.expect_rejected(put_list(t, owner, short), 400, what="PUT a list with a short ML-KEM key",
                       failure_class="length")
+    for device_id, what in (("no spaces allowed", "not an identifier"), (7, "a number")):
+        odd = signed_list(owner, [good], 1)
+        odd["devices"][0]["device_id"] = device_id
+        t.expect_rejected(put_list(t, owner, odd), 400, what=f"PUT a list whose device_id "
+                          f"is {what}", failure_class="decode")
     two = signed_list(owner, [good, new_handset(owner, "alpha").device], 1)
     two["devices"].reverse()
     t.expect_rejected(put_list(t, owner, two), 400, what="PUT a list out of device_id order",
                       failure_class="decode")
     t.expect_rejected(t.request("GET", devices_path(owner.user_id)), 404,
                       what="GET the list after only refused versions")
+
+
+@check("envelope/devices/counters-checked", requirements=("ENV-21", "API-6"), needs=NEEDS)
+def device_list_counters(t: Probe) -> None:
+    """A list's version and key_version are integers in range: a string, true, 0 or one
+    past the largest are refused (400, decode); the largest version is well-formed, so a
+    first list of that version is refused as a gap (422, link), not as malformed."""
+    owner = person(t, "counters")
+    good = new_handset(owner, "phone").device
+    base = signed_list(owner, [good], 1)
+    for member, high in (("version", D.MAX_LIST_VERSION), ("key_version", D.MAX_KEY_VERSION)):
+        for value in ("1", True, 0, high + 1):
+            t.expect_rejected(put_list(t, owner, dict(base, **{member: value})), 400,
+                              what=f"PUT a list whose {member} is {value!r}",
+                              failure_class="decode")
+    t.expect_rejected(put_list(t, owner, signed_list(owner, [good], D.MAX_LIST_VERSION)), 422,
+                      what=f"PUT a first list of version {D.MAX_LIST_VERSION}, the largest "
+                           "(well-formed, but versions start at 1)", failure_class="link")
 
 
 @check("envelope/devices/owner-without-keypair", requirements=("ENV-21",), needs=NEEDS)
@@ -552,6 +589,20 @@ def sender_authenticated(t: Probe) -> None:
                                 ("sender_key_version", 2, "a key_version not published")):
         t.expect_rejected(post_envelope(t, sender, dict(wire, **{member: value})), 422,
                           what=f"POST an envelope naming {what}", failure_class="binding")
+    # The other application set up in full (the sender's key and the device listed there
+    # too): still refused at this application's path.
+    t.publish(sender.user, OTHER_APP)
+    bob = phone.owner
+    other_key = t.publish(bob.user, OTHER_APP)
+    other_list = D.device_list_to_wire(D.sign_device_list(
+        owner_seed=other_key.private.ed25519_seed, user_id=bob.user_id, client_id=OTHER_APP,
+        key_version=1, version=1, devices=[phone.device]))
+    t.expect_status(t.request("PUT", f"/v1/users/{bob.user_id}/apps/{OTHER_APP}/devices",
+                              token=bob.user.token, json_body=other_list), 201,
+                    what=f"PUT bob's device list of {OTHER_APP}")
+    t.expect_rejected(post_envelope(t, sender, dict(wire, client_id=OTHER_APP)), 422,
+                      what=f"POST to {CLIENT}'s messages an envelope for {OTHER_APP}, where "
+                           "the sender's key and the device are listed", failure_class="binding")
     if read_queue(t, phone, what="GET the queue after the refused envelopes"):
         t.fail("a refused envelope was queued", expected="an empty queue",
                actual="a message")
@@ -606,6 +657,12 @@ def malformed_refused(t: Probe) -> None:
             (dict(wire, recipients=[dict(entries[0], enc=low)]), 422, "point",
              "an enc of low order"),
             (dict(wire, recipients=[entries[0], entries[0]]), 400, "decode", "a device twice"),
+            (dict(wire, recipients=[entries[0], dict(entries[0], enc=entries[1]["enc"])]),
+             400, "decode", "a device twice, with two encs"),
+            (dict(wire, recipients=[entries[0], dict(entries[1], enc=entries[0]["enc"])]),
+             400, "decode", "one enc for two devices"),
+            (dict(wire, recipients=[dict(entries[0], user_id="no spaces allowed")]), 400,
+             "decode", "a recipient user_id that is not an identifier"),
             (dict(wire, recipients=[]), 400, "params", "no recipient"),
             (dict(wire, suite="x448"), 400, "params", "an unknown suite"),
             (dict(wire, sender="no spaces allowed"), 400, "decode", "a sender that is not an "
@@ -645,6 +702,15 @@ def send_limits(t: Probe) -> None:
         for i in range(most + 1)]
     t.expect_rejected(post_envelope(t, sender, dict(wire, recipients=many)), 413,
                       what=f"POST an envelope to {most + 1} devices", failure_class="params")
+    # Exactly at the limits: not refused for size (here: for the unlisted devices).
+    t.expect_rejected(post_envelope(t, sender, dict(wire, recipients=many[:most])), 422,
+                      what=f"POST an envelope to exactly {most} unlisted devices",
+                      failure_class="binding")
+    if is_stream_length(biggest):
+        exchange = post_envelope(t, sender, dict(wire, payload_length=biggest))
+        if exchange.status == 413:
+            t.fail("a payload_length of exactly max_payload_bytes is refused as too large",
+                   expected="not 413", actual=describe(exchange), exchange=exchange)
 
 
 # --- the payload (steps 8, 9) -----------------------------------------------------------------
