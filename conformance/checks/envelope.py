@@ -358,8 +358,8 @@ def signed_list_round_trip(t: Probe) -> None:
 def unsigned_list_refused(t: Probe) -> None:
     """A new version is refused unless signed by the owner's current published key: a
     flipped signature, a device added without a new signature and another user's key are
-    refused (422, signature), a list naming another key_version too (422, binding), and
-    the stored list does not change."""
+    refused (422, signature), a list naming another key_version, user or application too
+    (422, binding), and the stored list does not change."""
     owner, mallory = person(t, "unsigned"), person(t, "unsigned-mallory")
     register(t, owner, "phone")
     before = stored_list(t, owner, what="GET the list before the attacks")
@@ -379,6 +379,14 @@ def unsigned_list_refused(t: Probe) -> None:
     t.expect_rejected(put_list(t, owner, signed_list(owner, devices, 2, key_version=2)), 422,
                       what="PUT a list naming a key_version not published",
                       failure_class="binding")
+    for user_id, client_id, what in ((mallory.user_id, CLIENT, "another user"),
+                                     (owner.user_id, OTHER_APP, "another application")):
+        renamed = D.device_list_to_wire(D.sign_device_list(
+            owner_seed=owner.keypair.private.ed25519_seed, user_id=user_id,
+            client_id=client_id, key_version=owner.published.key_version, version=2,
+            devices=devices))
+        t.expect_rejected(put_list(t, owner, renamed), 422, what=f"PUT a list naming {what}, "
+                          "signed by the owner's key", failure_class="binding")
     after = stored_list(t, owner, what="GET the list after the refused versions")
     if first_difference(before, after) is not None:
         t.fail("a refused version changed the stored list", expected=_short(before),
