@@ -1,6 +1,7 @@
 """The conformance runner, end to end: it passes the reference server (embedded, as a
 real `keyflows conformance` subprocess, and in-process through --base-url), and it
-catches every deliberately broken server in tests/broken_servers.py."""
+catches every deliberately broken server in tests/broken_servers.py (the runner in this
+process unless the variant patches code the runner shares: tests/runner_runs.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from broken_servers import STALE_VERSION_CHECKS, VARIANTS, BrokenVariant
+from runner_runs import run_conformance as run_runner
 from servers import RunningServer, start_reference_server
 
 KEYFLOWS = [sys.executable, "-m", "keyflows.conformance"]
@@ -49,12 +51,14 @@ class Target:
         self.server = server
         self.account_port = account_port
 
-    def run(self, tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str],
-                                                          dict[str, Any]]:
+    def run(self, tmp_path: Path, *extra: str, monkeypatch: pytest.MonkeyPatch | None = None
+            ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        """The runner against this server (in this process unless `monkeypatch` changed
+        code the runner shares with the server)."""
         report = tmp_path / f"report-{time.monotonic_ns()}.json"
-        done = run_conformance("--base-url", self.server.url, "--account-listen",
-                               f"127.0.0.1:{self.account_port}", "--report-json", str(report),
-                               *extra)
+        done = run_runner("--base-url", self.server.url, "--account-listen",
+                          f"127.0.0.1:{self.account_port}", "--report-json", str(report),
+                          *extra, monkeypatch=monkeypatch)
         assert report.exists(), done.stderr
         return done, json.loads(report.read_text())
 
@@ -155,7 +159,8 @@ def test_broken_server_is_caught(variant: BrokenVariant, tmp_path: Path,
     # pays for one full run per variant otherwise.
     areas = sorted({"/".join(cid.split("/")[:2]) for cid in variant.must_fail})
     try:
-        done, report = target.run(tmp_path, *(a for area in areas for a in ("--select", area)))
+        done, report = target.run(tmp_path, *(a for area in areas for a in ("--select", area)),
+                                  monkeypatch=monkeypatch)
     finally:
         target.server.stop()
     assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"
@@ -184,7 +189,8 @@ def test_known_failing_turns_failures_into_a_pass_and_flags_stale_entries(
                          "keypair-publication/delete/deleted-version-replay-refused\n")
         select = ["--select", "keypair-publication/replace", "--select",
                   "keypair-publication/delete"]
-        done, report = target.run(tmp_path, "--known-failing", str(known), *select)
+        done, report = target.run(tmp_path, "--known-failing", str(known), *select,
+                                  monkeypatch=monkeypatch)
         assert done.returncode == 0, done.stdout
         known_ids = {c["id"] for c in report["checks"] if c["known_failing"]}
         assert set(STALE_VERSION_CHECKS) <= known_ids

@@ -35,7 +35,8 @@ def test_broken_envelope_server_is_caught(variant: BrokenVariant, tmp_path: Path
     target = start_target(tmp_path, variant)
     try:  # only the checks that must catch it: each variant costs a server start, not a run
         done, report = target.run(tmp_path, *(arg for cid in variant.must_fail
-                                              for arg in ("--select", cid)))
+                                              for arg in ("--select", cid)),
+                                  monkeypatch=monkeypatch)
     finally:
         target.server.stop()
     assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 from broken_generic import VARIANTS, GenericVariant
 from broken_servers import ASGIApp
+from runner_runs import run_conformance
 from servers import start_reference_server
 
 from keyflows.conformance.openapi import ACCOUNT, CAPABILITY, NONE, REQUEST_BODY, api, route_name
@@ -77,11 +76,8 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     report = tmp / "r.json"
     try:
         selects = [arg for v in VARIANTS for cid in v.must_fail for arg in ("--select", cid)]
-        done = subprocess.run(
-            [sys.executable, "-m", "keyflows.conformance", "conformance", "--base-url",
-             server.url, "--account-listen", f"127.0.0.1:{port}", "--report-json",
-             str(report), *selects], capture_output=True, text=True, timeout=180,
-            check=False)
+        done = run_conformance("--base-url", server.url, "--account-listen",
+                               f"127.0.0.1:{port}", "--report-json", str(report), *selects)
     finally:
         server.stop()
     assert done.returncode == 1, done.stdout + done.stderr

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from broken_servers import Scope, compact, rewriting
+from runner_runs import run_conformance
 from servers import start_reference_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,14 +61,12 @@ def html_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     server = start_reference_server(f"http://127.0.0.1:{port}", tmp / "k.sqlite3",
                                     app_wrapper=half_broken)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "keyflows.conformance", "conformance", "--base-url",
-             server.url, "--account-listen", f"127.0.0.1:{port}", "--select", "common/auth",
-             "--select", "common/capabilities", "--select", "hashchain",
-             "--select", "key-derivation/argon2-params", "--report-html",
-             str(tmp / "report.html"), "--report-json", str(tmp / "report.json"),
-             "--docs-url", DOCS_URL, "--save-exchanges", str(tmp / "saved")],
-            capture_output=True, text=True, timeout=120, check=False)
+        done = run_conformance(
+            "--base-url", server.url, "--account-listen", f"127.0.0.1:{port}",
+            "--select", "common/auth", "--select", "common/capabilities", "--select",
+            "hashchain", "--select", "key-derivation/argon2-params", "--report-html",
+            str(tmp / "report.html"), "--report-json", str(tmp / "report.json"),
+            "--docs-url", DOCS_URL, "--save-exchanges", str(tmp / "saved"))
     finally:
         server.stop()
     assert done.returncode == 1, done.stdout + done.stderr

@@ -5,10 +5,8 @@ of test_conformance.py."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from broken_servers import (
     read_request_body,
     replay,
 )
+from runner_runs import run_conformance
 from servers import RunningServer, start_reference_server
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -40,15 +39,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run(server: RunningServer, account_port: int, tmp_path: Path, *select: str
+def run(server: RunningServer, account_port: int, tmp_path: Path, *select: str,
+        monkeypatch: pytest.MonkeyPatch | None = None
         ) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     report = tmp_path / f"report-{time.monotonic_ns()}.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "keyflows.conformance", "conformance", "--base-url", server.url,
-         "--account-listen", f"127.0.0.1:{account_port}", "--report-json", str(report),
-         *(select or SELECT)],
-        capture_output=True, text=True, timeout=240, check=False,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    done = run_conformance("--base-url", server.url, "--account-listen",
+                           f"127.0.0.1:{account_port}", "--report-json", str(report),
+                           *(select or SELECT), monkeypatch=monkeypatch)
     assert report.exists(), done.stderr
     return done, {c["id"]: c["status"] for c in json.loads(report.read_text())["checks"]}
 
@@ -164,7 +161,8 @@ def test_broken_limit_is_caught(variant: BrokenVariant, tmp_path: Path,
     settings = {"defaults": True} if variant.name == "deadlines-not-kept" else {}
     server, port = start(tmp_path, variant, **settings)
     try:
-        done, results = run(server, port, tmp_path, *SELECTED.get(variant.name, ()))
+        done, results = run(server, port, tmp_path, *SELECTED.get(variant.name, ()),
+                            monkeypatch=monkeypatch)
     finally:
         server.stop()
     assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"

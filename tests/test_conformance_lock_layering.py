@@ -21,6 +21,7 @@ import pytest
 from broken_lock_layering import VARIANTS
 from broken_servers import BrokenVariant
 from lock_backends import KmsBackend, SoftHsm, free_port, kms_backend, moto_endpoint, softhsm
+from runner_runs import run_conformance
 from servers import RunningServer, start_reference_server
 
 from keyflows.conformance.account import AccountServer
@@ -33,7 +34,6 @@ from keyflows.spec.encoding import b64url_encode
 
 __all__ = ["kms_backend", "moto_endpoint", "softhsm"]  # fixtures used by name
 
-KEYFLOWS = [sys.executable, "-m", "keyflows.conformance"]
 LOCK_CHECKS = "lock-layering/*"
 MIN_LOCK_CHECKS = 20
 
@@ -54,16 +54,16 @@ class Target:
         self.server = server
         self.account_port = account_port
 
-    def run(self, tmp_path: Path, *extra: str, select: tuple[str, ...] = (LOCK_CHECKS,)
+    def run(self, tmp_path: Path, *extra: str, select: tuple[str, ...] = (LOCK_CHECKS,),
+            monkeypatch: pytest.MonkeyPatch | None = None
             ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        """The runner against this server (in this process unless `monkeypatch` changed
+        code the runner shares with the server: tests/runner_runs.py)."""
         report = tmp_path / f"report-{time.monotonic_ns()}.json"
         selection = [arg for pattern in select for arg in ("--select", pattern)]
-        done = subprocess.run(
-            [*KEYFLOWS, "conformance", "--base-url", self.server.url, "--account-listen",
-             f"127.0.0.1:{self.account_port}", "--report-json", str(report),
-             *selection, *extra],
-            capture_output=True, text=True, timeout=120, check=False,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        done = run_conformance("--base-url", self.server.url, "--account-listen",
+                               f"127.0.0.1:{self.account_port}", "--report-json", str(report),
+                               *selection, *extra, monkeypatch=monkeypatch)
         assert report.exists(), done.stderr
         return done, json.loads(report.read_text())
 
@@ -154,7 +154,7 @@ def test_broken_server_is_caught(variant: BrokenVariant, tmp_path: Path,
     try:
         # Only the checks that must catch it: every check passes on the sound server
         # (test_passes_on_the_file_lock), so this is what the variant changes.
-        done, report = target.run(tmp_path, select=variant.must_fail)
+        done, report = target.run(tmp_path, select=variant.must_fail, monkeypatch=monkeypatch)
     finally:
         target.server.stop()
     assert done.returncode == 1, f"{variant.name} was not caught:\n{done.stdout}"

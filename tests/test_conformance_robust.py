@@ -29,33 +29,35 @@ from servers import RunningServer, start_reference_server
 
 KEYFLOWS = [sys.executable, "-m", "keyflows.conformance", "conformance"]
 PEAK_RSS_LIMIT_KB = 300 * 1024
+BODY_GROWTH_LIMIT_KB = 48 * 1024
+# `keyflows conformance` that writes its own peak resident memory (VmHWM, KiB) to the file
+# named by $PEAK_FILE as it exits. Not ru_maxrss from wait4: Linux carries the high-water
+# mark of the image a child had between fork and exec (a copy of this test process, some
+# hundreds of MB late in a suite run) into the program it executes.
+PEAK_PROBE = """
+import os, runpy
+try:
+    runpy.run_module("keyflows.conformance", run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status", encoding="ascii") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["PEAK_FILE"], "w", encoding="ascii") as out:
+        out.write(peak)
+"""
 
 
 def run_keyflows(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str],
                                                              float, int]:
-    """Run the runner as a process; (result, seconds, peak RSS of that process in KiB)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen([*KEYFLOWS, *args], stdout=out, stderr=err, text=True,
-                                   env=env)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                os.wait4(process.pid, 0)
-                raise subprocess.TimeoutExpired(process.args, timeout)
-            time.sleep(0.05)
-        process.returncode = os.waitstatus_to_exitcode(status)
+    """Run the runner as a process; (result, seconds, its own peak resident memory in KiB)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PEAK_FILE=str(peak_file))
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", PEAK_PROBE, "conformance", *args],
+                              capture_output=True, text=True, env=env, timeout=timeout,
+                              check=False)
         elapsed = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        done = subprocess.CompletedProcess(process.args, process.returncode, out.read(),
-                                           err.read())
-    return done, elapsed, int(usage.ru_maxrss)
+        return done, elapsed, int(peak_file.read_text(encoding="ascii"))
 
 
 def reports(tmp_path: Path) -> list[str]:
@@ -92,11 +94,17 @@ def test_drip_server_stops_the_run_early_with_one_message(tmp_path: Path) -> Non
 
 
 def test_huge_bodies_are_cut_at_the_cap_and_fail_checks(tmp_path: Path) -> None:
+    (tmp_path / "baseline").mkdir()
+    with hostile("gone") as url:  # the runner's own footprint, for comparison
+        _, _, baseline = run_keyflows("--base-url", url, *reports(tmp_path / "baseline"))
     with hostile("huge") as url:
         done, _, rss = run_keyflows("--base-url", url, *reports(tmp_path))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert rss < PEAK_RSS_LIMIT_KB, f"peak RSS {rss} KiB"
+    # What the cap buys: 100 MB answers cost the runner a few capped bodies, not one body.
+    assert rss - baseline < BODY_GROWTH_LIMIT_KB, f"peak RSS {rss} KiB, {baseline} KiB " \
+        "against a server that answers nothing"
     report = read_reports(tmp_path)
     shape = next(c for c in report["checks"] if c["id"] == "common/capabilities/shape")
     assert shape["status"] == "failed"
