@@ -14,11 +14,17 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = None
 
 
+# Test processes (pytest-xdist): much of the suite waits (servers, browsers, lifetimes
+# running out), so two processes fill two cores. Whole files go to one process (their
+# module fixtures run once). `nox -s tests -- -n 0` runs in one process.
+TEST_WORKERS = ("-n", "2", "--dist", "loadfile")
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite (README's test command)."""
     session.install("-e", ".[test,docs]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *TEST_WORKERS, *session.posargs)
 
 
 @nox.session(python=PYTHON)

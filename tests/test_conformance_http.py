@@ -60,7 +60,7 @@ def test_drip_cannot_stretch_the_deadline() -> None:
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded, match=r"no complete answer within 0\.5 s") as info:
             client.send("GET", "/v1/capabilities")
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0  # the whole drip takes over 15 s
         assert info.value.exchange is not None and info.value.exchange.status == 0
         client.close()
 
@@ -71,7 +71,7 @@ def test_run_deadline_bounds_every_request() -> None:
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
             client.send("GET", "/")
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0  # the whole drip takes over 15 s
 
 
 def test_bodies_over_the_cap_are_cut() -> None:
