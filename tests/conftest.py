@@ -19,6 +19,8 @@ A module may also mark itself (`pytestmark = pytest.mark.slow`).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 SLOW_PREFIXES = ("test_conformance",)
@@ -38,3 +40,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = item.path.name
         if name in SLOW_MODULES or name.startswith(SLOW_PREFIXES):
             item.add_marker(pytest.mark.slow)
+    _unique_node_ids(items)
+
+
+def _unique_node_ids(items: list[pytest.Item]) -> None:
+    """Give items that share a node id the id of their own name.
+
+    Schemathesis (4.x under pytest 9) gives each operation's item the node id of the test
+    function; pytest-xdist (`nox -s tests` runs two processes) schedules by node id and
+    would run one operation of all."""
+    seen = Counter(item.nodeid for item in items)
+    for item in items:
+        if seen[item.nodeid] > 1 and item.parent is not None:
+            item._id = item.parent.id.child(item.name)
