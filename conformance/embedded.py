@@ -15,7 +15,14 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from keyflows.conformance.witness import WITNESS_PATH, runner_witness_verifier
+
 READY_TIMEOUT_S = 30.0
+
+
+def witness_config(account_url: str) -> str:
+    """KEYFLOWS_HASHCHAIN_WITNESSES for a server that submits to the runner's witness."""
+    return f"{runner_witness_verifier().vkey} {account_url}{WITNESS_PATH}"
 
 
 EMBEDDED_CHALLENGE_LIFETIME = 3
@@ -84,7 +91,7 @@ class EmbeddedServer:
                    *server_arguments(tmp, self.account_url, ready)]
         with open(self._log_path, "wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, env=dict(os.environ))
+                                             stdin=subprocess.DEVNULL, env=self.environment())
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if ready.exists():
@@ -103,6 +110,12 @@ class EmbeddedServer:
                     f"the embedded reference server did not become ready within "
                     f"{READY_TIMEOUT_S:.0f} s: {self._last_log_line()}")
             time.sleep(0.02)
+
+    def environment(self) -> dict[str, str]:
+        """The runner's own environment, and the runner's witness for the log (hashchain)."""
+        env = dict(os.environ)
+        env["KEYFLOWS_HASHCHAIN_WITNESSES"] = witness_config(self.account_url)
+        return env
 
     def _last_log_line(self) -> str:
         if self._log_path is None or not self._log_path.exists():

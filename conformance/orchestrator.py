@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyflows.conformance.account import AccountServer, AccountServerError, parse_listen
 from keyflows.conformance.console import Console
-from keyflows.conformance.embedded import EmbeddedServer, EmbeddedServerError
+from keyflows.conformance.embedded import EmbeddedServer, EmbeddedServerError, witness_config
 from keyflows.conformance.http import (
     BODY_CAP_SLACK,
     DEFAULT_BODY_CAP,
@@ -208,6 +208,8 @@ def run(options: RunOptions) -> int:
             mode = "external"
             print(f"account server for this run: {account.url} "
                   f"(configure the server under test to trust it)", flush=True)
+            print(f"witness for this run (hashchain): {witness_config(account.url)}",
+                  flush=True)
         http = HttpClient(target, request_deadline=options.request_deadline,
                           run_deadline=run_deadline)
         stack.callback(http.close)

@@ -154,6 +154,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await svc.accounts.aclose()
             svc.accounts = None
+            await hashchain.shutdown(app)
             challenges.close()
             secrets.close()
             if locks is not None:

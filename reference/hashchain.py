@@ -1,34 +1,43 @@
-"""Routes of the hashchain flow (HC-8 .. HC-29).
+"""Routes of the hashchain flow: a transparency log served as C2SP tlog-tiles.
 
-  GET  /v1/hashchain/head                                    last entry and a signed head
-  GET  /v1/hashchain/entries?start=S&end=E                   entries S..E (max_chunk) + head
+  GET  /v1/hashchain/checkpoint                              the latest checkpoint (note)
+  GET  /v1/hashchain/tile/<L>/<N>[.p/<W>]                    hash tiles (HC-44)
+  GET  /v1/hashchain/tile/entries/<N>[.p/<W>]                entry bundles (HC-44)
+  GET  /v1/hashchain/proof/inclusion?index=I&size=N          inclusion proof (HC-46)
+  GET  /v1/hashchain/proof/consistency?size1=M&size2=N       consistency proof (HC-46)
   POST /v1/hashchain/uids                                    create a UID (201)
   GET  /v1/hashchain/uids/{record_index}                     the sealed UID of a record index
-  GET  /v1/hashchain/identities/{identity}                   positions of an identity's UIDs
+  GET  /v1/hashchain/identities/{identity}                   indexes of an identity's UIDs
   PUT  /v1/hashchain/identities/{identity}/uid               update the identity's UID
   POST /v1/hashchain/identities/{identity}/keyinits          publish one-time KeyInits (201)
   POST /v1/hashchain/identities/{identity}/keyinits/fetch    take exactly one KeyInit
   POST /v1/hashchain/identities/{identity}/keyinits/flush    flush them (signed, fresh)
 
-No bearer token: every write is authorised by the signatures it carries. Configuration,
-from the environment: KEYFLOWS_HASHCHAIN_ORIGIN (default "keyflows.test/hashchain", fixed
-when the chain is created), KEYFLOWS_HASHCHAIN_DOMAINS (comma-separated, default
-"keyflows.test"), KEYFLOWS_HASHCHAIN_MAX_CHUNK (default 1000).
+No bearer token: every write is authorised by the signatures it carries. Before it
+serves a checkpoint, or answers a UID write, the server submits its latest checkpoint to
+its witnesses (tlog-witness add-checkpoint) and serves it with the cosignatures it got
+(HC-43). Configuration: reference/hashchain_config.py (KEYFLOWS_HASHCHAIN_ORIGIN,
+KEYFLOWS_HASHCHAIN_DOMAINS, KEYFLOWS_HASHCHAIN_WITNESSES).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import re
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
+import httpx
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from keyflows.reference import hashchain_config
 from keyflows.reference.common import (
     Services,
     in_thread,
@@ -40,59 +49,152 @@ from keyflows.reference.common import (
     query_parameter,
     spec_checked,
 )
-from keyflows.reference.hashchain_store import Appended, HashchainStore, UnknownIdentity
+from keyflows.reference.hashchain_store import Appended, HashchainStore
 from keyflows.reference.limits import rate_limit, requester
-from keyflows.reference.problems import Problem, malformed
+from keyflows.reference.problems import from_spec_error, malformed
 from keyflows.reference.store import canonical_json
-from keyflows.spec import hashchain_v1chain as hc
+from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_merkle as merkle
+from keyflows.spec import hashchain_note as note
+from keyflows.spec import hashchain_tiles as tiles
+from keyflows.spec import hashchain_uid as hu
+from keyflows.spec import hashchain_witness as witness
 from keyflows.spec.encoding import b64url_decode_exact, b64url_encode
-from keyflows.spec.errors import BindingError, DecodeError
+from keyflows.spec.errors import BindingError, DecodeError, SpecError
 
+T = TypeVar("T")
 FLOW = "hashchain"
-HEAD_PATH = "/v1/hashchain/head"
-ENTRIES_PATH = "/v1/hashchain/entries"
-UIDS_PATH = "/v1/hashchain/uids"
-UID_PATH = "/v1/hashchain/uids/{record_index}"
-IDENTITY_PATH = "/v1/hashchain/identities/{identity}"
-IDENTITY_UID_PATH = "/v1/hashchain/identities/{identity}/uid"
-KEYINITS_PATH = "/v1/hashchain/identities/{identity}/keyinits"
-KEYINIT_FETCH_PATH = "/v1/hashchain/identities/{identity}/keyinits/fetch"
-KEYINIT_FLUSH_PATH = "/v1/hashchain/identities/{identity}/keyinits/flush"
+PREFIX = "/v1/hashchain"
+CHECKPOINT_PATH = f"{PREFIX}/checkpoint"
+TILE_PATH = f"{PREFIX}/tile/{{path:path}}"
+INCLUSION_PATH = f"{PREFIX}/proof/inclusion"
+CONSISTENCY_PATH = f"{PREFIX}/proof/consistency"
+UIDS_PATH = f"{PREFIX}/uids"
+UID_PATH = f"{PREFIX}/uids/{{record_index}}"
+IDENTITY_PATH = f"{PREFIX}/identities/{{identity}}"
+IDENTITY_UID_PATH = f"{PREFIX}/identities/{{identity}}/uid"
+KEYINITS_PATH = f"{PREFIX}/identities/{{identity}}/keyinits"
+KEYINIT_FETCH_PATH = f"{PREFIX}/identities/{{identity}}/keyinits/fetch"
+KEYINIT_FLUSH_PATH = f"{PREFIX}/identities/{{identity}}/keyinits/flush"
 
-ENV_ORIGIN = "KEYFLOWS_HASHCHAIN_ORIGIN"
-ENV_DOMAINS = "KEYFLOWS_HASHCHAIN_DOMAINS"
-ENV_MAX_CHUNK = "KEYFLOWS_HASHCHAIN_MAX_CHUNK"
-DEFAULT_ORIGIN = "keyflows.test/hashchain"
-DEFAULT_DOMAINS = ("keyflows.test",)
-DEFAULT_MAX_CHUNK = 1000
+WITNESS_TIMEOUT_S = 3.0
 MAX_KEYINITS_PER_REQUEST = 64
-METHODS = ("head", "entries", "uid-create", "uid-update", "uid-fetch", "identity-lookup",
-           "keyinit-add", "keyinit-fetch", "keyinit-flush")
-_POSITION = re.compile(r"\A(0|[1-9][0-9]{0,18})\Z")
+METHODS = ("checkpoint", "tiles", "proofs", "uid-create", "uid-update", "uid-fetch",
+           "identity-lookup", "keyinit-add", "keyinit-fetch", "keyinit-flush")
 
 
-class Config:
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
-        env = dict(os.environ if environ is None else environ)
-        self.origin = env.get(ENV_ORIGIN, DEFAULT_ORIGIN)
-        domains = env.get(ENV_DOMAINS)
-        self.domains = (tuple(d.strip() for d in domains.split(",") if d.strip())
-                        if domains else DEFAULT_DOMAINS)
-        self.max_chunk = int(env.get(ENV_MAX_CHUNK, str(DEFAULT_MAX_CHUNK)))
+class Publisher:
+    """Puts the latest checkpoint to the witnesses, one round at a time (HC-43)."""
+
+    def __init__(self, store: HashchainStore,
+                 witnesses: tuple[hashchain_config.Witness, ...]) -> None:
+        self.store = store
+        self.witnesses = witnesses
+        self._lock = asyncio.Lock()
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        """One connection pool for every round (made on first use, inside the loop)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=WITNESS_TIMEOUT_S)
+        return self._client
+
+    async def publish(self) -> tuple[int, bytes]:
+        """The largest published checkpoint, after publishing the latest if it is not."""
+        if self.store.publish_at_append:
+            found = await in_thread(self.store.published_checkpoint)
+            assert found is not None
+            return found
+        async with self._lock:
+            size, signed, published = await in_thread(self.store.latest_checkpoint)
+            if not published:
+                # the note the store signed: its text, then the log's signature line
+                text = signed[:signed.index(b"\n\n") + 1].decode("utf-8")
+                client = self.client()
+                answers = await asyncio.gather(*(self._ask(client, w, size, signed, text)
+                                                 for w in self.witnesses))
+                cosigned = signed + b"".join(a for a in answers if a is not None)
+                await in_thread(lambda: self.store.mark_published(size, cosigned))
+            found = await in_thread(self.store.published_checkpoint)
+            assert found is not None
+            return found
+
+    async def _ask(self, client: httpx.AsyncClient, w: hashchain_config.Witness, size: int,
+                   signed: bytes, text: str) -> bytes | None:
+        """One witness: submit with a proof from its last size; after a 409, once more
+        from the size it names. A cosignature is kept only if it verifies; the log serves
+        its line as the witness sent it."""
+        vkey = w.verifier.vkey
+        old = await in_thread(lambda: self.store.witness_size(vkey))
+        for _ in range(2):
+            if old > size:
+                return None  # the witness claims a larger tree than this log has
+            proof = await in_thread(partial(self._proof, old, size)) if 0 < old < size else []
+            body = witness.submission(old_size=old, checkpoint=signed, proof=proof)
+            try:
+                response = await client.post(f"{w.url}/{witness.ADD_CHECKPOINT}", content=body,
+                                             headers={"Content-Type": "text/plain"})
+            except httpx.HTTPError:
+                return None
+            reply = witness.read_answer(response.status_code,
+                                        response.headers.get("content-type", ""),
+                                        response.content, checkpoint_text=text,
+                                        witness=w.verifier)
+            if reply.line is not None:
+                await in_thread(lambda: self.store.set_witness_size(vkey, size))
+                return reply.line
+            if reply.latest_size is None or reply.latest_size == old:
+                return None
+            old = reply.latest_size
+            await in_thread(partial(self.store.set_witness_size, vkey, old))
+        return None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _proof(self, size1: int, size2: int) -> list[bytes]:
+        return self.store.read_tree(lambda _n, node: merkle.consistency_proof(size1, size2, node))
 
 
 def setup(app: Starlette, svc: Services) -> None:
-    """Create the chain (entry 0) and hook publication logging when the app is made."""
-    config = Config()
-    app.state.hashchain = HashchainStore.attach(svc.store, secrets=svc.secrets,
-                                                origin=config.origin, domains=config.domains)
-    app.state.hashchain_max_chunk = config.max_chunk
+    """Create the log (entry 0) and hook publication logging when the app is made."""
+    config = hashchain_config.load()
+    store = HashchainStore.attach(svc.store, secrets=svc.secrets, origin=config.origin,
+                                  domains=config.domains,
+                                  publish_at_append=not config.witnesses)
+    app.state.hashchain = store
+    app.state.hashchain_publisher = Publisher(store, config.witnesses)
+
+
+async def shutdown(app: Starlette) -> None:
+    """Close the witness connections (from the app's lifespan)."""
+    pub = getattr(app.state, "hashchain_publisher", None)
+    if isinstance(pub, Publisher):
+        await pub.aclose()
+
+
+async def tlog_proof(state: State, index: int) -> bytes:
+    """The tlog-proof of entry `index` (e.g. a key-directory root, HC-47) in a checkpoint
+    published after it was appended (its witnesses asked first); `state` is the app's."""
+    pub = state.hashchain_publisher
+    assert isinstance(pub, Publisher)
+    await pub.publish()
+    return await in_thread(lambda: pub.store.store.read(
+        lambda db: pub.store.tlog_proof(db, index)))
 
 
 def chain(request: Request) -> HashchainStore:
     store = request.app.state.hashchain
     assert isinstance(store, HashchainStore)
     return store
+
+
+def publisher(request: Request) -> Publisher:
+    pub = request.app.state.hashchain_publisher
+    assert isinstance(pub, Publisher)
+    return pub
 
 
 def capabilities(request: Request) -> dict[str, Any]:
@@ -102,11 +204,11 @@ def capabilities(request: Request) -> dict[str, Any]:
         "origin": store.origin,
         "methods": list(METHODS),
         "domains": list(store.domains),
-        "signing_keys": [b64url_encode(store.server_key)],
-        "max_chunk": int(request.app.state.hashchain_max_chunk),
+        "log_keys": [store.verifier.vkey],
+        "witnesses": [{"vkey": w.verifier.vkey, "url": w.url}
+                      for w in publisher(request).witnesses],
         "max_keyinits": MAX_KEYINITS_PER_REQUEST,
-        "max_last_entry_lag": hc.DEFAULT_MAX_LAST_ENTRY_LAG,
-        "max_head_age": hc.DEFAULT_MAX_HEAD_AGE,
+        "max_checkpoint_lag": hu.DEFAULT_MAX_CHECKPOINT_LAG,
     }}
 
 
@@ -114,11 +216,11 @@ def now() -> int:
     return int(time.time())
 
 
-# --- step 1 of every request: path values ------------------------------------------------
+# --- path and query values ------------------------------------------------------------------
 
 def path_identity(request: Request) -> str:
     identity = request.path_params["identity"]
-    spec_checked(lambda: hc.check_identity(identity))
+    spec_checked(lambda: hu.check_identity(identity))
     return str(identity)
 
 
@@ -127,132 +229,160 @@ def path_record_index(request: Request) -> bytes:
                                                     field="record_index", requirement="API-1"))
 
 
-def query_position(request: Request, name: str, default: int | None = None) -> int:
-    text = query_parameter(request, name)
-    if text is None:
-        if default is None:
-            raise malformed(f"query parameter {name} is required", requirement="HC-23")
-        return default
-    if not _POSITION.match(text) or int(text) > hc.MAX_POSITION:
-        raise malformed(f"query parameter {name} must be a position 0..2^63-1",
-                        requirement="HC-23")
-    return int(text)
+def query_size(request: Request, name: str) -> int:
+    """One decimal 0..2^63-1 (HC-46); a parameter given twice is 400 (API-19), so is a
+    missing one."""
+    value = query_parameter(request, name)
+    if value is None:
+        raise malformed(f"query parameter {name} is required", requirement="HC-46")
+    return int(spec_checked(lambda: note.parse_decimal(value, what=f"query parameter {name}",
+                                                       requirement="HC-46")))
 
 
-def reply_body(uid: hc.Uid, appended: Appended) -> str:
-    return canonical_json({"uid": hc.uid_to_wire(uid), "position": appended.position,
-                           "entry": b64url_encode(appended.entry),
-                           "record_hash": b64url_encode(appended.record_hash),
-                           "signature": b64url_encode(appended.signature)})
+def text_response(body: bytes, media_type: str, cache_control: str) -> Response:
+    return Response(body, media_type=media_type, headers={"Cache-Control": cache_control})
 
 
-def unknown_identity() -> Problem:
-    return not_found("this identity has no UID here", requirement="HC-20")
+# --- the log ------------------------------------------------------------------------------------
 
-
-# --- the chain ----------------------------------------------------------------------------
-
-async def get_head(request: Request) -> Response:
-    """HC-8: the last entry and a head over it, signed now."""
+async def get_checkpoint(request: Request) -> Response:
+    """HC-38, HC-43, HC-45: the latest published checkpoint with its cosignatures."""
     await limited_body(request)
-    store = chain(request)
-    head = await in_thread(lambda: store.head(now()))
-    return json_text_response(canonical_json({"head": hc.head_to_wire(head.head),
-                                              "entry": b64url_encode(head.entry)}))
+    _, signed = await publisher(request).publish()
+    return text_response(signed, tiles.CHECKPOINT_MEDIA_TYPE, tiles.SHORT_LIVED)
 
 
-async def get_entries(request: Request) -> Response:
-    """HC-23: a chunk of at most max_chunk entries and a head at or after its end."""
+async def get_tile(request: Request) -> Response:
+    """HC-44, HC-45: a hash tile or an entry bundle, if the tree has it."""
     await limited_body(request)
-    start = query_position(request, "start")
-    max_chunk = int(request.app.state.hashchain_max_chunk)
-    end = query_position(request, "end", start + max_chunk - 1)
-    if end < start:
-        raise malformed("end is before start", requirement="HC-23")
-    end = min(end, start + max_chunk - 1)
-    store = chain(request)
-    found = await in_thread(lambda: store.entries(start, end, now()))
+    tile = spec_checked(lambda: tiles.parse_tile_path("tile/" + request.path_params["path"]))
+    body = await in_thread(lambda: chain(request).tile(tile))
+    if body is None:
+        raise not_found("the tree has no such tile yet", requirement="HC-44")
+    return text_response(body, tiles.TILE_MEDIA_TYPE, tile.cache_control())
+
+
+async def get_inclusion(request: Request) -> Response:
+    """HC-46: the inclusion proof of an index in the tree of a size."""
+    await limited_body(request)
+    index, size = query_size(request, "index"), query_size(request, "size")
+    ranges = spec_checked(lambda: merkle.inclusion_ranges(index, size))  # 0 <= index < size
+
+    def prove(current: int, node: merkle.NodeReader) -> list[bytes] | None:
+        return None if size > current else [merkle.range_hash(a, b, node) for a, b in ranges]
+
+    proof = await in_thread(lambda: chain(request).read_tree(prove))
+    if proof is None:
+        raise not_found("size is beyond the log", requirement="HC-46")
+    return json_text_response(canonical_json(tiles.inclusion_to_wire(index, size, proof)))
+
+
+async def get_consistency(request: Request) -> Response:
+    """HC-46: the consistency proof between two sizes, with the root at the first."""
+    await limited_body(request)
+    size1, size2 = query_size(request, "size1"), query_size(request, "size2")
+    ranges = spec_checked(lambda: merkle.consistency_ranges(size1, size2))  # 0 < size1 <= size2
+
+    def prove(current: int, node: merkle.NodeReader) -> tuple[bytes, list[bytes]] | None:
+        if size2 > current:
+            return None
+        return (merkle.tree_root(size1, node),
+                [merkle.range_hash(a, b, node) for a, b in ranges])
+
+    found = await in_thread(lambda: chain(request).read_tree(prove))
     if found is None:
-        raise not_found("start is past the last entry", requirement="HC-23")
-    entries, head = found
-    return json_text_response(canonical_json({
-        "start": start, "entries": [b64url_encode(e) for e in entries],
-        "head": hc.head_to_wire(head)}))
+        raise not_found("size2 is beyond the log", requirement="HC-46")
+    root1, proof = found
+    return json_text_response(canonical_json(tiles.consistency_to_wire(size1, size2, root1,
+                                                                       proof)))
 
 
-# --- UIDs -------------------------------------------------------------------------------
+# --- UIDs -----------------------------------------------------------------------------------------
+
+async def reply_for(request: Request, uid: hu.Uid, appended: Appended) -> str:
+    """HC-21: the entry with a tlog-proof of it in the checkpoint just published."""
+    size, signed = await publisher(request).publish()
+    proof = await in_thread(lambda: chain(request).read_tree(
+        lambda _n, node: merkle.inclusion_proof(appended.index, size, node)))
+    reply = hu.make_uid_reply(index=appended.index, entry=appended.entry,
+                              record_hash=appended.record_hash, inclusion=proof,
+                              checkpoint=signed)
+    return canonical_json(hu.uid_reply_to_wire(uid, reply))
+
 
 async def post_uid(request: Request) -> Response:
-    """Steps 8-9: create (HC-14 .. HC-21)."""
+    """Steps 10-11: create (HC-14 .. HC-21)."""
     await rate_limit(request, ("uid-create", requester(request)))
     body = await limited_body(request)
     obj = json_body(request, body)
     store = chain(request)
-    uid = spec_checked(lambda: hc.parse_uid(obj))
-    record_hash = spec_checked(lambda: hc.verify_uid_create(uid, now=now(),
+    uid = spec_checked(lambda: hu.parse_uid(obj))
+    record_hash = spec_checked(lambda: hu.verify_uid_create(uid, now=now(),
                                                             domains=store.domains))
     appended = await in_thread(lambda: store.create_uid(uid, record_hash))
     location = f"{UIDS_PATH}/{b64url_encode(hc.record_index_of(record_hash))}"
-    return json_text_response(reply_body(uid, appended), 201, headers={"Location": location})
+    return json_text_response(await reply_for(request, uid, appended), 201,
+                              headers={"Location": location})
 
 
 async def put_uid(request: Request) -> Response:
-    """Steps 8-9: update (HC-17, HC-20, HC-21)."""
+    """Steps 10-11: update (HC-17, HC-20, HC-21)."""
     identity = path_identity(request)
     body = await limited_body(request)
     obj = json_body(request, body)
     store = chain(request)
-    uid = spec_checked(lambda: hc.parse_uid(obj))
-    if uid.content.identity != identity:
-        spec_checked(lambda: _raise(BindingError("the UID is for another identity than the "
-                                                 "path", requirement="HC-17")))
-    spec_checked(lambda: hc.check_identity(identity, domains=store.domains))
+    uid = spec_checked(lambda: hu.parse_uid(obj))
+    spec_checked(lambda: hu.check_update_path(uid, identity, domains=store.domains))
+    appended = await unknown_is_404(lambda: store.update_uid(uid, now()))
+    return json_text_response(await reply_for(request, uid, appended))
+
+
+async def unknown_is_404(work: Callable[[], T]) -> T:
+    """Storage work for an identity; an identity without a UID is a 404 (HC-20), any
+    other rejection the problem its failure class maps to."""
     try:
-        appended = await in_thread(lambda: store.update_uid(uid, now()))
-    except UnknownIdentity:
-        raise unknown_identity() from None
-    return json_text_response(reply_body(uid, appended))
-
-
-def _raise(exc: Exception) -> None:
-    raise exc
+        return await run_in_threadpool(work)
+    except hu.UnknownIdentity as exc:
+        raise not_found(str(exc.args[0]), requirement=exc.requirement) from None
+    except SpecError as exc:
+        raise from_spec_error(exc) from None
 
 
 async def get_uid(request: Request) -> Response:
-    """HC-24: the sealed UID of a record index, with its entry and position."""
+    """HC-24: the sealed UID of a record index, with its entry and index."""
     record_index = path_record_index(request)
     await limited_body(request)
     store = chain(request)
     found = await in_thread(lambda: store.fetch_uid(record_index))
     if found is None:
         raise not_found("no UID has this record index", requirement="HC-24")
-    position, entry, sealed = found
+    index, entry, sealed = found
     return json_text_response(canonical_json({
-        "record_index": b64url_encode(record_index), "position": position,
+        "record_index": b64url_encode(record_index), "index": index,
         "entry": b64url_encode(entry), "sealed_uid": b64url_encode(sealed)}))
 
 
 async def get_identity(request: Request) -> Response:
-    """HC-13: the positions of an identity's UID entries (a client checks each)."""
+    """The indexes of an identity's UID entries (a convenience; clients check each)."""
     identity = path_identity(request)
     await limited_body(request)
     store = chain(request)
-    positions = await in_thread(lambda: store.lookup(identity))
-    if not positions:
-        raise unknown_identity()
-    return json_text_response(canonical_json({"identity": identity, "positions": positions}))
+    indexes = await in_thread(lambda: store.lookup(identity))
+    if not indexes:
+        raise not_found("this identity has no UID here", requirement="HC-20")
+    return json_text_response(canonical_json({"identity": identity, "indexes": indexes}))
 
 
 # --- KeyInits ------------------------------------------------------------------------------
 
-def parse_keyinits(obj: Any) -> list[hc.KeyInit]:
+def parse_keyinits(obj: Any) -> list[hu.KeyInit]:
     if not isinstance(obj, dict) or set(obj) != {"keyinits"}:
         raise DecodeError("the body must be {\"keyinits\": [...]}", requirement="API-6")
     items = obj["keyinits"]
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_KEYINITS_PER_REQUEST:
         raise DecodeError(f"keyinits must be a list of 1..{MAX_KEYINITS_PER_REQUEST}",
                           requirement="API-6")
-    return [hc.parse_keyinit(item) for item in items]
+    return [hu.parse_keyinit(item) for item in items]
 
 
 async def post_keyinits(request: Request) -> Response:
@@ -262,10 +392,7 @@ async def post_keyinits(request: Request) -> Response:
     obj = json_body(request, body)
     keyinits = spec_checked(lambda: parse_keyinits(obj))
     store = chain(request)
-    try:
-        count = await in_thread(lambda: store.add_keyinits(identity, keyinits, now()))
-    except UnknownIdentity:
-        raise unknown_identity() from None
+    count = await unknown_is_404(lambda: store.add_keyinits(identity, keyinits, now()))
     return json_text_response(canonical_json({"identity": identity, "accepted": count}), 201)
 
 
@@ -277,10 +404,7 @@ async def fetch_keyinit(request: Request) -> Response:
     await rate_limit(request, ("keyinit-fetch", who), ("keyinit-fetch-identity", who, identity))
     await limited_body(request)
     store = chain(request)
-    try:
-        text = await in_thread(lambda: store.take_keyinit(identity, now()))
-    except UnknownIdentity:
-        raise unknown_identity() from None
+    text = await unknown_is_404(lambda: store.take_keyinit(identity, now()))
     if text is None:
         raise not_found("no KeyInit is left for this identity", requirement="HC-27")
     return json_text_response(canonical_json({"keyinit": json.loads(text)}))
@@ -291,22 +415,21 @@ async def flush_keyinits(request: Request) -> Response:
     identity = path_identity(request)
     body = await limited_body(request)
     obj = json_body(request, body)
-    flush = spec_checked(lambda: hc.parse_flush(obj))
+    flush = spec_checked(lambda: hu.parse_flush(obj))
     if flush.identity != identity:
-        spec_checked(lambda: _raise(BindingError("the flush request is for another identity",
-                                                 requirement="HC-28")))
+        raise from_spec_error(BindingError("the flush request is for another identity",
+                                           requirement="HC-28"))
     store = chain(request)
-    try:
-        count = await in_thread(lambda: store.flush_keyinits(flush, now()))
-    except UnknownIdentity:
-        raise unknown_identity() from None
+    count = await unknown_is_404(lambda: store.flush_keyinits(flush, now()))
     return json_text_response(canonical_json({"identity": identity, "flushed": count}))
 
 
 def routes() -> list[BaseRoute]:
     return [
-        method_route(HEAD_PATH, {"GET": get_head}, name="hashchain_head"),
-        method_route(ENTRIES_PATH, {"GET": get_entries}, name="hashchain_entries"),
+        method_route(CHECKPOINT_PATH, {"GET": get_checkpoint}, name="hashchain_checkpoint"),
+        method_route(TILE_PATH, {"GET": get_tile}, name="hashchain_tile"),
+        method_route(INCLUSION_PATH, {"GET": get_inclusion}, name="hashchain_inclusion"),
+        method_route(CONSISTENCY_PATH, {"GET": get_consistency}, name="hashchain_consistency"),
         method_route(UIDS_PATH, {"POST": post_uid}, name="hashchain_uids"),
         method_route(UID_PATH, {"GET": get_uid}, name="hashchain_uid"),
         method_route(IDENTITY_PATH, {"GET": get_identity}, name="hashchain_identity"),

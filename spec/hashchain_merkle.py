@@ -140,6 +140,18 @@ def consistency_proof(size1: int, size2: int, node: NodeReader) -> list[bytes]:
     return [range_hash(a, b, node) for a, b in consistency_ranges(size1, size2)]
 
 
+def completed_nodes(index: int, leaf: bytes, node: NodeReader) -> list[tuple[int, int, bytes]]:
+    """HC-5: the perfect subtrees that appending the leaf hash at `index` completes, as
+    (level, index, hash), the leaf itself first: what a store adds per append."""
+    out = [(0, index, leaf)]
+    level, i, value = 0, index, leaf
+    while i & 1:
+        value = node_hash(node(level, i - 1), value)
+        level, i = level + 1, i >> 1
+        out.append((level, i, value))
+    return out
+
+
 def tree_root(size: int, node: NodeReader) -> bytes:
     """MTH(D[0:size]) from perfect subtrees; the empty tree's root is SHA-256("")."""
     _check_size(size)
@@ -179,16 +191,17 @@ def root_from_inclusion_proof(*, index: int, size: int, leaf: bytes,
                          requirement="HC-36")
     if len(proof) > MAX_PROOF_LEN:
         raise ProofError("inclusion proof is too long", requirement="HC-36")
+    sha, prefix = _sha256, NODE_PREFIX  # node_hash, inlined: this loop is the hot path
     fn, sn, r = index, size - 1, leaf
     for p in proof:
         if sn == 0:
             raise ProofError("inclusion proof is longer than the path", requirement="HC-36")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = sha(prefix + p + r).digest()
             while not fn & 1 and fn != 0:
                 fn, sn = fn >> 1, sn >> 1
         else:
-            r = node_hash(r, p)
+            r = sha(prefix + r + p).digest()
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise ProofError("inclusion proof is shorter than the path", requirement="HC-36")
@@ -229,17 +242,18 @@ def roots_from_consistency_proof(*, size1: int, size2: int, root1: bytes,
     fn, sn = size1 - 1, size2 - 1
     while fn & 1:
         fn, sn = fn >> 1, sn >> 1
+    sha, prefix = _sha256, NODE_PREFIX  # node_hash, inlined
     fr = sr = path[0]
     for c in path[1:]:
         if sn == 0:
             raise ProofError("consistency proof is longer than the path", requirement="HC-37")
         if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
+            fr = sha(prefix + c + fr).digest()
+            sr = sha(prefix + c + sr).digest()
             while not fn & 1 and fn != 0:
                 fn, sn = fn >> 1, sn >> 1
         else:
-            sr = node_hash(sr, c)
+            sr = sha(prefix + sr + c).digest()
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise ProofError("consistency proof is shorter than the path", requirement="HC-37")
@@ -350,12 +364,7 @@ class MerkleTree:
     def append_leaf(self, leaf: bytes) -> int:
         """Append a leaf hash; returns its index. Completes parents as pairs fill up."""
         index = self.size
-        self.levels[0] += leaf
-        level, i, value = 0, index, leaf
-        while i & 1:
-            left = self.node(level, i - 1)
-            value = node_hash(left, value)
-            level, i = level + 1, i >> 1
+        for level, _, value in completed_nodes(index, leaf, self.node):
             if len(self.levels) == level:
                 self.levels.append(bytearray())
             self.levels[level] += value

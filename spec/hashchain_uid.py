@@ -328,6 +328,15 @@ def check_last_checkpoint(last: LastCheckpoint, *, root_at: Callable[[int], byte
                            requirement="HC-19")
 
 
+def check_update_path(uid: Uid, identity: str, *, domains: Sequence[str] | None) -> None:
+    """Step 10 (HC-14, HC-17), server side: an update addressed to an identity's path is
+    for that identity, which the server serves."""
+    if uid.content.identity != identity:
+        raise BindingError("the UID is for another identity than the path",
+                           requirement="HC-17")
+    check_identity(identity, domains=domains)
+
+
 def decide_create(existing: Uid | None) -> None:
     """Step 10 (HC-20), server side: one creation per identity, ever."""
     if existing is not None:
@@ -386,7 +395,7 @@ def parse_uid_reply(obj: object) -> UidReply:
 
 def verify_uid_reply(reply: UidReply, uid: Uid, *, origin: str,
                      log_keys: Sequence[note.Verifier],
-                     policy: note.WitnessPolicy = note.NO_WITNESSES,
+                     policy: note.WitnessPolicy | None = None,
                      now: int | None = None) -> note.VerifiedCheckpoint:
     """Step 11 (HC-21), client side, in order: the reply is for this UID (binding); its
     checkpoint verifies (HC-38, HC-41); the proof is for the reply's index (binding); the

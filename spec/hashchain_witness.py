@@ -189,6 +189,8 @@ class WitnessReply:
     cosignature: note.NoteSignature | None = None
     timestamp: int | None = None
     latest_size: int | None = None
+    line: bytes | None = None
+    """The cosignature's line exactly as the witness sent it: what the log serves."""
 
 
 def read_answer(status: int, content_type: str, body: bytes, *, checkpoint_text: str,
@@ -210,11 +212,12 @@ def read_answer(status: int, content_type: str, body: bytes, *, checkpoint_text:
         lines = note.signature_lines(body)
     except SpecError:
         return WitnessReply()
-    for line in lines:
+    pieces = body.split(b"\n")  # each line with its newline, as sent
+    for line, raw in zip(lines, [p + b"\n" for p in pieces[:-1]] + [pieces[-1]], strict=False):
         if line.name == witness.name and line.key_id == witness.key_id:
             try:
                 verified = note.verify_note(note.Note(checkpoint_text, (line,)), [witness])
             except SpecError:
                 return WitnessReply()
-            return WitnessReply(cosignature=line, timestamp=verified[0].timestamp)
+            return WitnessReply(cosignature=line, timestamp=verified[0].timestamp, line=raw)
     return WitnessReply()

@@ -1,8 +1,9 @@
 """Deliberately broken hashchain servers: the conformance runner must catch every one.
 
 Each variant is the real reference server with one fault monkeypatched into the
-hashchain store or routes, where a real bug would sit. Each names the checks that must
-fail because of it (others may fail too).
+hashchain store, routes or spec calls, where a real bug (or a malicious operator) would
+sit. Each names the checks that must fail because of it; `only` says that no other
+hashchain check may fail, so the check that catches it is the one named for the attack.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class HashchainVariant:
     fault: str
     must_fail: tuple[str, ...]
     patch: Patch
+    only: bool = True
 
 
 def _flip(data: bytes, index: int) -> bytes:
@@ -30,47 +32,164 @@ def _flip(data: bytes, index: int) -> bytes:
     return bytes(out)
 
 
-def forks_chain(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shows small chunks a different history: entry 1 altered, every later entry re-linked
-    and the head re-signed over the forked chain (a validly signed second history)."""
+def rewrites_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On every append past entry 3, changes the nonce of entry 1 and rebuilds the whole
+    tree and the latest checkpoint over it: each new tree is valid on its own, but does
+    not extend the one the log signed before."""
     from keyflows.reference.hashchain_store import HashchainStore
-    from keyflows.spec import hashchain_v1chain as hc
+    from keyflows.spec import hashchain_merkle as merkle
+    from keyflows.spec import hashchain_note as note
 
-    original = HashchainStore.entries
+    original = HashchainStore._append
 
-    def entries(self: HashchainStore, start: int, end: int, now: int) -> Any:
-        found = original(self, start, end, now)
-        if found is None or end - start >= 3 or end >= found[1].position:
-            return found  # big chunks, and chunks up to the head, show the real history
-        _, head = found
-        everything = original(self, 0, head.position, now)
-        assert everything is not None
-        chain = list(everything[0])
-        if len(chain) < 2:
-            return found
-        chain[1] = _flip(chain[1], 5)
-        for i in range(2, len(chain)):
-            chain[i] = chain[i][:hc.PREV_OFFSET] + hc.entry_hash(chain[i - 1])
-        forked_head = self._sign_head(head.position, hc.entry_hash(chain[head.position]), now)
-        return chain[start:end + 1], forked_head
+    def append(self: HashchainStore, db: Any, entry: bytes) -> int:
+        index = original(self, db, entry)
+        if index < 3:
+            return index
+        old = bytes(db.execute("SELECT entry FROM hashchain_log WHERE idx = 1").fetchone()[0])
+        db.execute("UPDATE hashchain_log SET entry = ? WHERE idx = 1", (_flip(old, 3),))
+        db.execute("DELETE FROM hashchain_nodes")
+        tree = merkle.MerkleTree()
+        for (data,) in db.execute("SELECT entry FROM hashchain_log ORDER BY idx").fetchall():
+            tree.append(bytes(data))
+        for level, hashes in enumerate(tree.levels):
+            for i in range(len(hashes) // 32):
+                db.execute("INSERT INTO hashchain_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                           (level, i, tree.node(level, i)))
+        signed = note.sign_checkpoint(note.Checkpoint(self.origin, index + 1, tree.root()),
+                                      seeds=[self.log_seed])
+        db.execute("UPDATE hashchain_checkpoints SET note = ? WHERE size = ?",
+                   (signed.to_bytes(), index + 1))
+        return index
 
-    monkeypatch.setattr(HashchainStore, "entries", entries)
+    monkeypatch.setattr(HashchainStore, "_append", append)
 
 
-def drops_an_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Leaves entry 2 out of every chunk that should hold it (a gap)."""
-    from keyflows.reference.hashchain_store import HashchainStore
+def bad_inclusion_proof(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flips a bit in the first hash of every inclusion proof it serves as JSON (the
+    proofs in its UID replies stay right)."""
+    from keyflows.spec import hashchain_tiles as tiles
 
-    original = HashchainStore.entries
+    original = tiles.inclusion_to_wire
 
-    def entries(self: HashchainStore, start: int, end: int, now: int) -> Any:
-        found = original(self, start, end, now)
-        if found is None or not start <= 2 <= end:
-            return found
-        rows, head = found
-        return [row for i, row in enumerate(rows) if start + i != 2], head
+    def to_wire(index: int, size: int, proof: list[bytes]) -> Any:
+        if proof:
+            proof = [_flip(proof[0], 0), *proof[1:]]
+        return original(index, size, proof)
 
-    monkeypatch.setattr(HashchainStore, "entries", entries)
+    monkeypatch.setattr(tiles, "inclusion_to_wire", to_wire)
+
+
+def bad_consistency_proof(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flips a bit in the last hash of the JSON consistency proofs between sizes more than
+    one entry apart (clients that sync after each entry do not notice)."""
+    from keyflows.spec import hashchain_tiles as tiles
+
+    original = tiles.consistency_to_wire
+
+    def to_wire(size1: int, size2: int, root1: bytes, proof: list[bytes]) -> Any:
+        if size2 - size1 > 1 and proof:
+            proof = [*proof[:-1], _flip(proof[-1], 31)]
+        return original(size1, size2, root1, proof)
+
+    monkeypatch.setattr(tiles, "consistency_to_wire", to_wire)
+
+
+def splits_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shows a client whose User-Agent names "client-b" another log: the same entries but
+    the last one's nonce changed, with its own tiles and a checkpoint the log signs."""
+    import keyflows.reference.hashchain as routes
+    from keyflows.spec import hashchain_merkle as merkle
+    from keyflows.spec import hashchain_note as note
+    from keyflows.spec import hashchain_tiles as tiles
+
+    def fork(store: Any) -> tuple[list[bytes], merkle.MerkleTree]:
+        entries = store.store.read(lambda db: [bytes(r[0]) for r in db.execute(
+            "SELECT entry FROM hashchain_log ORDER BY idx").fetchall()])
+        entries[-1] = _flip(entries[-1], 5)
+        tree = merkle.MerkleTree()
+        for entry in entries:
+            tree.append(entry)
+        return entries, tree
+
+    def for_b(request: Any) -> bool:
+        return "client-b" in request.headers.get("user-agent", "")
+
+    real_checkpoint, real_tile = routes.get_checkpoint, routes.get_tile
+
+    async def get_checkpoint(request: Any) -> Any:
+        if not for_b(request):
+            return await real_checkpoint(request)
+        store = routes.chain(request)
+        _, tree = fork(store)
+        signed = note.sign_checkpoint(note.Checkpoint(store.origin, tree.size, tree.root()),
+                                      seeds=[store.log_seed])
+        return routes.text_response(signed.to_bytes(), tiles.CHECKPOINT_MEDIA_TYPE,
+                                    tiles.SHORT_LIVED)
+
+    async def get_tile(request: Any) -> Any:
+        if not for_b(request):
+            return await real_tile(request)
+        tile = tiles.parse_tile_path("tile/" + request.path_params["path"])
+        entries, tree = fork(routes.chain(request))
+        if tile.level is None:
+            body = tiles.entry_bundle(entries[tile.first_node:tile.first_node + tile.width])
+        else:
+            body = tiles.tile_hashes(tile, tree.node)
+        return routes.text_response(body, tiles.TILE_MEDIA_TYPE, tile.cache_control())
+
+    monkeypatch.setattr(routes, "get_checkpoint", get_checkpoint)
+    monkeypatch.setattr(routes, "get_tile", get_tile)
+
+
+def accepts_second_creation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lets a second creation of an existing identity through (the critical attack: the
+    server re-creates an identity with keys it holds)."""
+    from keyflows.spec import hashchain_uid as hu
+
+    monkeypatch.setattr(hu, "decide_create", lambda existing: None)
+
+
+def skips_witnesses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never submits its checkpoints to its witnesses, though it lists them."""
+    import keyflows.reference.hashchain as routes
+
+    async def ask(self: Any, *args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(routes.Publisher, "_ask", ask)
+
+
+def cheats_witnesses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submits checkpoints to its witnesses with a consistency proof that does not verify."""
+    import keyflows.reference.hashchain as routes
+
+    original = routes.Publisher._proof
+
+    def proof(self: Any, size1: int, size2: int) -> list[bytes]:
+        hashes = original(self, size1, size2)
+        return [_flip(hashes[0], 0), *hashes[1:]]
+
+    monkeypatch.setattr(routes.Publisher, "_proof", proof)
+
+
+def lax_ed25519(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verifies Ed25519 signatures without the strict rule's checks (cofactorless
+    equation only, as many libraries do)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from keyflows.spec import primitives
+    from keyflows.spec.errors import SignatureError
+
+    def verify(public_key: bytes, message: bytes, signature: bytes, *,
+               requirement: str | None = None) -> None:
+        try:
+            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        except (InvalidSignature, ValueError) as exc:
+            raise SignatureError("does not verify", requirement=requirement) from exc
+
+    monkeypatch.setattr(primitives, "ed25519_verify", verify)
 
 
 def reserves_keyinits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,78 +199,107 @@ def reserves_keyinits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "SERVED", store.PENDING)
 
 
-def signs_mismatched_head(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Signs heads over a hash that is not the chain's (validly signed, wrong content)."""
-    from keyflows.reference.hashchain_store import HashchainStore
-    from keyflows.spec import primitives
-
-    original = HashchainStore._sign_head
-
-    def sign(self: HashchainStore, position: int, digest: bytes, now: int) -> Any:
-        return original(self, position, primitives.sha256(digest), now)
-
-    monkeypatch.setattr(HashchainStore, "_sign_head", sign)
-
-
 def accepts_one_bad_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checks a creation's SIGKEY signature but never the SIGESCROW one."""
-    import keyflows.reference.hashchain as routes
-    from keyflows.spec import hashchain_v1chain as hc
+    from keyflows.spec import hashchain_uid as hu
     from keyflows.spec import primitives
 
-    def verify(uid: hc.Uid, *, now: int, domains: Any = None) -> bytes:
+    def verify(uid: hu.Uid, *, now: int | None, domains: Any = None) -> bytes:
         c = uid.content
-        hc.check_identity(c.identity, domains=domains)
-        body = hc.uid_content_bytes(c)
-        primitives.ed25519_verify(c.sigkey, hc.uid_signature_message("sigkey", body),
+        hu.check_identity(c.identity, domains=domains)
+        body = hu.uid_content_bytes(c)
+        primitives.ed25519_verify(c.sigkey, hu.uid_signature_message("sigkey", body),
                                   uid.sig_sigkey, requirement="HC-16")
-        hc.check_uid_validity(c, now=now)
-        return hc.uid_record_hash(uid)
+        hu.check_uid_validity(c, now=now)
+        return hu.uid_record_hash(uid)
 
-    monkeypatch.setattr(routes.hc, "verify_uid_create", verify)  # type: ignore[attr-defined]
+    monkeypatch.setattr(hu, "verify_uid_create", verify)
 
 
 def forgets_publications(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stores keypair publications without logging them in the chain."""
+    """Stores keypair publications without logging them."""
     from keyflows.reference.hashchain_store import HashchainStore
 
     monkeypatch.setattr(HashchainStore, "_log_publication", lambda self, *args: None)
 
 
-def skips_positions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Numbers each new entry two past the head (the chain links, positions skip)."""
+def keeps_bad_cosignatures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps a witness's cosignature line without verifying it."""
+    from keyflows.spec import hashchain_note as note
+    from keyflows.spec import hashchain_witness as witness
+
+    original = witness.read_answer
+
+    def read_answer(status: int, content_type: str, body: bytes, *, checkpoint_text: str,
+                    witness: note.Verifier) -> Any:
+        if status == 200:
+            for line in note.signature_lines(body):
+                if line.name == witness.name and line.key_id == witness.key_id:
+                    return _witness_reply(line)
+        return original(status, content_type, body, checkpoint_text=checkpoint_text,
+                        witness=witness)
+
+    monkeypatch.setattr(witness, "read_answer", read_answer)
+
+
+def _witness_reply(line: Any) -> Any:
+    from keyflows.spec import hashchain_witness as witness
+
+    return witness.WitnessReply(cosignature=line, line=line.line().encode("utf-8"))
+
+
+def forgets_witness_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never records the size a witness cosigned: every round starts from size 0 and
+    learns the witness's size from its 409."""
     from keyflows.reference.hashchain_store import HashchainStore
 
-    original = HashchainStore._append
+    monkeypatch.setattr(HashchainStore, "set_witness_size", lambda self, vkey, size: None)
 
-    def append(self: HashchainStore, db: Any, entry_type: int, subject: bytes,
-               record_hash: bytes) -> tuple[int, bytes]:
-        position, entry = original(self, db, entry_type, subject, record_hash)
-        db.execute("UPDATE hashchain_entries SET position = ? WHERE position = ?",
-                   (position + 1, position))
-        return position + 1, entry
 
-    monkeypatch.setattr(HashchainStore, "_append", append)
+def ignores_body_limit_on_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads request bodies of any size on the hashchain routes."""
+    import keyflows.reference.hashchain as routes
+
+    async def unlimited(request: Any) -> bytes:
+        return bytes(await request.body())
+
+    monkeypatch.setattr(routes, "limited_body", unlimited)
 
 
 VARIANTS = (
-    HashchainVariant("forks-chain", "serves small chunks from a re-linked, re-signed fork",
-                     ("hashchain/chain/chunks-agree",), forks_chain),
-    HashchainVariant("drops-an-entry", "leaves entry 2 out of the chunks",
-                     ("hashchain/chain/verifies-from-zero", "hashchain/chain/chunks-agree",
-                      "hashchain/growth/one-entry-per-uid"), drops_an_entry),
+    HashchainVariant("rewrites-history", "rebuilds its tree over a changed entry 1 at each "
+                     "append", ("hashchain/log/consistent-with-earlier",
+                                "hashchain/tiles/immutable"), rewrites_history, only=False),
+    HashchainVariant("bad-inclusion-proof", "serves inclusion proofs with a flipped bit",
+                     ("hashchain/proofs/inclusion",), bad_inclusion_proof),
+    HashchainVariant("bad-consistency-proof", "serves wide consistency proofs with a "
+                     "flipped bit", ("hashchain/proofs/consistency",
+                                     "hashchain/log/consistent-with-earlier"),
+                     bad_consistency_proof, only=False),
+    HashchainVariant("splits-view", "shows client-b a log with another last entry",
+                     ("hashchain/log/no-split-view",), splits_view),
+    HashchainVariant("accepts-second-creation", "lets an identity be created twice",
+                     ("hashchain/uid/second-creation-refused",), accepts_second_creation),
+    HashchainVariant("skips-witnesses", "never submits to its witnesses",
+                     ("hashchain/witness/cosigned-by-runner",
+                      "hashchain/witness/bad-cosignature-dropped"), skips_witnesses),
+    HashchainVariant("cheats-witnesses", "submits to its witnesses with bad proofs",
+                     ("hashchain/witness/cosigned-by-runner",
+                      "hashchain/witness/bad-cosignature-dropped"), cheats_witnesses),
+    HashchainVariant("keeps-bad-cosignatures", "keeps witness cosignatures unverified",
+                     ("hashchain/witness/bad-cosignature-dropped",), keeps_bad_cosignatures),
+    HashchainVariant("forgets-witness-sizes", "does not record the size each witness "
+                     "cosigned", ("hashchain/witness/cosigned-by-runner",),
+                     forgets_witness_sizes),
+    HashchainVariant("ignores-body-limit-on-reads", "reads bodies of any size",
+                     ("hashchain/limits/oversized-bodies",), ignores_body_limit_on_reads),
+    HashchainVariant("lax-ed25519", "verifies Ed25519 without the strict rule",
+                     ("hashchain/uid/lax-ed25519-refused",), lax_ed25519),
     HashchainVariant("re-serves-keyinit", "hands out KeyInits without consuming them",
                      ("hashchain/keyinit/served-once", "hashchain/keyinit/concurrent-fetch-once",
                       "hashchain/keyinit/signer-and-replay-checked"), reserves_keyinits),
-    HashchainVariant("signs-mismatched-head", "signs heads over a hash that is not the chain's",
-                     ("hashchain/chain/verifies-from-zero", "hashchain/chain/head-signed",
-                      "hashchain/chain/chunks-agree"), signs_mismatched_head),
     HashchainVariant("accepts-one-bad-signature", "never checks the SIGESCROW signature",
-                     ("hashchain/uid/bad-escrow-signature-refused",
-                      "hashchain/uid/escrow-signature-required"), accepts_one_bad_signature),
+                     ("hashchain/uid/bad-signatures-refused",), accepts_one_bad_signature),
     HashchainVariant("forgets-publications", "does not log keypair publications",
                      ("hashchain/growth/one-entry-per-publication",), forgets_publications),
-    HashchainVariant("skips-positions", "numbers new entries with a gap",
-                     ("hashchain/growth/one-entry-per-uid",
-                      "hashchain/growth/concurrent-writers-no-fork"), skips_positions),
 )

@@ -221,9 +221,9 @@ def without_member(path: str, member: str) -> Any:
 
 def test_a_missing_member_fails_checks_with_a_message_never_a_keyerror(
         tmp_path: Path) -> None:
-    target = Target(tmp_path, without_member("/v1/hashchain/head", "head"))
+    target = Target(tmp_path, without_member("/v1/hashchain/uids", "uid"))
     try:
-        done, _, _ = run_keyflows(*target.args(), "--select", "hashchain/chain",
+        done, _, _ = run_keyflows(*target.args(), "--select", "hashchain/uid/create-reply",
                                   *reports(tmp_path))
     finally:
         target.server.stop()
@@ -232,7 +232,7 @@ def test_a_missing_member_fails_checks_with_a_message_never_a_keyerror(
     statuses = {c["status"] for c in report["checks"]}
     assert "errored" not in statuses, done.stdout
     messages = [c["message"] for c in report["checks"] if c["status"] == "failed"]
-    assert messages and any("the answer has no member 'head' at $" in m for m in messages)
+    assert messages and any("the answer has no member 'uid' at $" in m for m in messages)
     assert "KeyError" not in done.stdout
 
 

@@ -25,12 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OBSERVED = ROOT / "tests" / "mutation" / "observed.yaml"
 
 PENDING: dict[str, str] = {
-    "HC-2": "hashchain entries: the log is being rebuilt on RFC 9162",
-    "HC-3": "hashchain entries: the log is being rebuilt on RFC 9162",
-    "HC-4": "hashchain entries: the log is being rebuilt on RFC 9162",
-    "HC-15": "hashchain UIDs: the log is being rebuilt on RFC 9162",
-    **{f"HC-{n}": "the RFC 9162 log, checkpoints, witnesses and tiles, in progress"
-       for n in range(36, 51)},
     **{f"HC-{n}": "the key directory's server side waits for the RFC 9162 log server"
        for n in (80, 82, 83, 86, 87, 88, 93, 95, 97, 98, 99)},
 }

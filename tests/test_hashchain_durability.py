@@ -3,10 +3,10 @@
 
 The server runs as `python -m keyflows.reference` on loopback. Writer threads create UIDs
 concurrently and record every acknowledged (201) reply. The test kills the server with
-SIGKILL while the writers are still sending, restarts it on the same database, fetches
-the chain and checks: it verifies from entry 0 with the same keyserver key, every
-acknowledged entry is at its acknowledged position with the acknowledged bytes, and no
-two acknowledgements share a position.
+SIGKILL while the writers are still sending, restarts it on the same database, follows
+the log from entry 0 and checks: it verifies (the entries hash to the checkpoint's root)
+with the same log key, every acknowledged entry is at its acknowledged index with the
+acknowledged bytes, and no two acknowledgements share an index.
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keyflows.spec import hashchain_v1chain as hc
+from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_client as hcc
+from keyflows.spec import hashchain_note as note
+from keyflows.spec import hashchain_tiles as tiles
+from keyflows.spec import hashchain_uid as hu
 from keyflows.spec import primitives
 from keyflows.spec.encoding import b64url_decode
 
@@ -49,16 +53,19 @@ def start_server(db: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, ready.read_text().strip()
 
 
-def make_uid(base: str, client: httpx.Client, identity: str) -> hc.Uid:
-    head = hc.parse_head(client.get(f"{base}/v1/hashchain/head").json()["head"])
+def make_uid(base: str, client: httpx.Client, identity: str) -> hu.Uid:
+    text = client.get(f"{base}/v1/hashchain/checkpoint").content
+    checkpoint = note.parse_checkpoint_text(note.parse_note(text).text)
     sigkey, escrow = os.urandom(32), os.urandom(32)
     now = int(time.time())
-    content = hc.UidContent(identity=identity, msg_count=0, not_before=now - 60,
+    content = hu.UidContent(identity=identity, msg_count=0, not_before=now - 60,
                             not_after=now + 86400, sigkey=primitives.ed25519_public_key(sigkey),
                             sigescrow=primitives.ed25519_public_key(escrow),
                             x25519=primitives.x25519_public_key(os.urandom(32)),
-                            last_entry=hc.LastEntry(head.position, head.hash), previous=None)
-    return hc.sign_uid(content, sigkey_seed=sigkey, sigescrow_seed=escrow)
+                            last_checkpoint=hu.LastCheckpoint(checkpoint.size,
+                                                              checkpoint.root_hash),
+                            previous=None)
+    return hu.sign_uid(content, sigkey_seed=sigkey, sigescrow_seed=escrow)
 
 
 def letters(number: int) -> str:
@@ -66,21 +73,23 @@ def letters(number: int) -> str:
     return str(number).translate(str.maketrans("01", "ab"))
 
 
-def fetch_chain(base: str) -> tuple[list[bytes], hc.SignedHead, dict[str, object]]:
+def fetch_log(base: str) -> tuple[list[bytes], dict[str, object], hcc.LogFollower]:
+    """Follow the log from entry 0: checkpoint, entry bundles, verified by the spec."""
     with httpx.Client(timeout=10) as client:
         caps = client.get(f"{base}/v1/capabilities").json()["hashchain"]
+        key = note.parse_vkey(caps["log_keys"][0])
+        follower = hcc.LogFollower(origin=str(caps["origin"]), log_keys=[key.public_key])
+        size = follower.check_checkpoint(client.get(f"{base}/v1/hashchain/checkpoint").content
+                                         ).size
         entries: list[bytes] = []
-        while True:
-            answer = client.get(f"{base}/v1/hashchain/entries",
-                                params={"start": len(entries)})
-            if answer.status_code == 404:
-                break
-            body = answer.json()
-            entries += [b64url_decode(e) for e in body["entries"]]
-            head = hc.parse_head(body["head"])
-            if len(entries) > head.position:
-                break
-    return entries, head, caps
+        for n in range(0, (size + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
+            width = min(tiles.TILE_WIDTH, size - n * tiles.TILE_WIDTH)
+            bundle = client.get(f"{base}/v1/hashchain/{tiles.Tile(None, n, width).path()}")
+            entries += tiles.parse_entry_bundle(bundle.content, count=width,
+                                                entry_len=hc.ENTRY_LEN)
+        follower.feed(entries)
+        follower.finish()
+    return entries, caps, follower
 
 
 def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
@@ -99,17 +108,17 @@ def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
                     uid = make_uid(base, client, f"writer-{letters(number)}-uid-{letters(count)}"
                                                  "@keyflows.test")
                     answer = client.post(f"{base}/v1/hashchain/uids",
-                                         json=hc.uid_to_wire(uid))
+                                         json=hu.uid_to_wire(uid))
                 except httpx.HTTPError:
                     return  # the server is gone
                 assert answer.status_code == 201, answer.text
                 body = answer.json()
                 with lock:
-                    acknowledged.append((body["position"], b64url_decode(body["entry"])))
+                    acknowledged.append((body["index"], b64url_decode(body["entry"])))
 
     try:
-        _, _, caps = fetch_chain(base)
-        key_before = caps["signing_keys"]
+        _, caps, _ = fetch_log(base)
+        key_before = caps["log_keys"]
         threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
         for thread in threads:
             thread.start()
@@ -131,23 +140,19 @@ def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
 
     process, base = start_server(db, tmp_path)
     try:
-        entries, head, caps = fetch_chain(base)
+        entries, caps, _ = fetch_log(base)  # verified: the entries hash to the root
     finally:
         process.terminate()
         process.wait(timeout=15)
-    assert caps["signing_keys"] == key_before
+    assert caps["log_keys"] == key_before
 
-    verifier = hc.ChainVerifier(origin=str(caps["origin"]),
-                                pinned_key=b64url_decode(str(key_before[0])))  # type: ignore[index]
-    verifier.feed_chunk(b"".join(entries))
-    verifier.check_head(head, now=int(time.time()))
-    positions = [p for p, _ in acknowledged]
-    assert len(set(positions)) == len(positions), "two acknowledgements share a position"
-    for position, entry in acknowledged:
-        assert position < len(entries), f"acknowledged entry {position} was lost"
-        assert entries[position] == entry, f"entry {position} changed after the crash"
+    indexes = [i for i, _ in acknowledged]
+    assert len(set(indexes)) == len(indexes), "two acknowledgements share an index"
+    for index, entry in acknowledged:
+        assert index < len(entries), f"acknowledged entry {index} was lost"
+        assert entries[index] == entry, f"entry {index} changed after the crash"
     # Every entry past 0 is a UID entry: nothing half-written, nothing duplicated.
     assert all(e[0] == hc.TYPE_UID for e in entries[1:])
     assert len(entries) - 1 >= len(acknowledged)
     print(f"kill -9 after {len(acknowledged)} acknowledged appends by {WRITERS} writers; "
-          f"after restart the chain has {len(entries)} entries and verifies")
+          f"after restart the log has {len(entries)} entries and verifies")

@@ -1,28 +1,31 @@
-"""Properties of the hashchain flow: round trips, and every change to a protected byte is
-rejected with the failure class of the step that must catch it."""
+"""Properties of the hashchain flow: a client following the log accepts exactly the
+logs that extend what it trusts, whatever the sizes; every change to an entry, its order
+or the proofs is refused with the failure class of the step that must catch it; round
+trips of entries and of the mute profile."""
 
 from __future__ import annotations
 
 import base64
-import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_client as hcc
+from keyflows.spec import hashchain_merkle as merkle
 from keyflows.spec import hashchain_mute as mute
-from keyflows.spec import hashchain_v1chain as hc
+from keyflows.spec import hashchain_uid as hu
 from keyflows.spec.drbg import Drbg
 from keyflows.spec.errors import SpecError
 
-ORIGIN = "keys.example.org"
-NOW = 1_700_000_000
-N = 12
+ORIGIN = "keys.example.org/log"
+N = 40
 
 
-def _log() -> hc.ChainLog:
+def _log() -> hc.TransparencyLog:
     rnd = Drbg("properties")
-    log = hc.ChainLog(origin=ORIGIN, server_seed=rnd(32), nonce0=rnd(16))
-    for i in range(N):
+    log = hc.TransparencyLog(origin=ORIGIN, key_seed=rnd(32), nonce0=rnd(16))
+    for i in range(1, N):
         entry_type = hc.TYPE_PUBLICATION if i % 4 == 3 else hc.TYPE_UID
         log.append_record(entry_type=entry_type, subject=f"user{i}@example.org".encode(),
                           record_hash=rnd(32), nonce=rnd(16))
@@ -30,59 +33,98 @@ def _log() -> hc.ChainLog:
 
 
 LOG = _log()
-HEAD = LOG.head(NOW)
-CHAIN = b"".join(LOG.entries)
+KEY = LOG.keys[0].public
 
 
-def _verify_chunks(data: bytes, cuts: list[int]) -> hc.ChainVerifier:
-    v = hc.ChainVerifier(origin=ORIGIN)
-    bounds = sorted({0, len(data) // hc.ENTRY_LEN, *cuts})
-    for start, end in itertools.pairwise(bounds):
-        v.feed_chunk(data[start * hc.ENTRY_LEN:end * hc.ENTRY_LEN])
-    return v
+def state_at(size: int) -> hcc.FollowerState:
+    return hcc.FollowerState(checkpoint=LOG.signed_checkpoint(size).to_bytes(), size=size,
+                             root=LOG.tree.root(size),
+                             compact=tuple(merkle.compact_range_of(size, LOG.tree.node).nodes),
+                             log_keys=(KEY,))
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=N + 1), max_size=6))
-def test_any_chunking_gives_the_same_state(cuts: list[int]) -> None:
-    v = _verify_chunks(CHAIN, cuts)
-    v.check_head(HEAD, now=NOW)
-    assert v.last_hash == LOG.head_hash
+def sync(trusted: int | None, size: int, entries: list[bytes] | None = None,
+         proof: list[bytes] | None = None) -> hcc.FollowerState:
+    follower = hcc.LogFollower(origin=ORIGIN, log_keys=[KEY],
+                               state=None if trusted is None else state_at(trusted))
+    follower.check_checkpoint(LOG.signed_checkpoint(size).to_bytes())
+    needed = follower.consistency_needed()
+    if needed is not None:
+        follower.check_consistency(size1=needed[0], size2=needed[1],
+                                   root1=LOG.tree.root(needed[0]),
+                                   proof=LOG.consistency_proof(*needed) if proof is None
+                                   else proof)
+    start = 0 if trusted is None else trusted
+    follower.feed(LOG.entries[start:size] if entries is None else entries)
+    return follower.finish()
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=0, max_value=len(CHAIN) * 8 - 1),
-       st.lists(st.integers(min_value=0, max_value=N + 1), max_size=3))
-def test_any_bit_flip_is_rejected(bit: int, cuts: list[int]) -> None:
-    data = bytearray(CHAIN)
-    data[bit // 8] ^= 1 << (bit % 8)
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, N), st.data())
+def test_any_extension_is_accepted_in_constant_state(size: int, data: st.DataObject) -> None:
+    trusted = data.draw(st.one_of(st.none(), st.integers(1, size)))
+    state = sync(trusted, size)
+    assert state.size == size and state.root == LOG.tree.root(size)
+    assert len(state.compact) == bin(size).count("1")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, N), st.data())
+def test_any_bit_flip_in_an_entry_is_refused(size: int, data: st.DataObject) -> None:
+    entries = list(LOG.entries[:size])
+    index = data.draw(st.integers(0, size - 1))
+    bit = data.draw(st.integers(0, hc.ENTRY_LEN * 8 - 1))
+    raw = bytearray(entries[index])
+    raw[bit // 8] ^= 1 << (bit % 8)
+    entries[index] = bytes(raw)
     try:
-        v = _verify_chunks(bytes(data), cuts)
-        v.check_head(HEAD, now=NOW)
+        sync(None, size, entries=entries)
     except SpecError as exc:
-        # A type byte turned into an unknown type is a decode error; a flip in entry 0's
-        # key or signature a signature error (a point error when the key leaves the
-        # curve, HC-35); a flip in a reserved byte a decode error; everything else breaks
-        # a link or the head.
-        assert exc.failure_class in {"link", "decode", "signature", "point", "length"}
+        # An unknown type or reserved bit is a decode error, a flip in entry 0's key or
+        # signature a signature (or point) error; anything else changes the root.
+        assert exc.failure_class in {"decode", "signature", "point", "proof", "binding"}
         return
-    raise AssertionError(f"bit {bit} flipped without detection")
+    raise AssertionError(f"bit {bit} of entry {index} flipped without detection")
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(min_value=1, max_value=N), st.integers(min_value=1, max_value=N))
-def test_reorder_or_drop_is_rejected(i: int, j: int) -> None:
-    entries = list(LOG.entries)
-    if i == j:
+@given(st.integers(3, N), st.data())
+def test_reorder_drop_or_add_is_refused(size: int, data: st.DataObject) -> None:
+    entries = list(LOG.entries[:size])
+    i = data.draw(st.integers(1, size - 1))
+    j = data.draw(st.integers(1, size - 1))
+    how = data.draw(st.sampled_from(["swap", "drop", "repeat"]))
+    if how == "swap":
+        if entries[i] == entries[j]:
+            return
+        entries[i], entries[j] = entries[j], entries[i]
+    elif how == "drop":
         del entries[i]
     else:
-        entries[i], entries[j] = entries[j], entries[i]
+        entries.insert(i, entries[j])
     try:
-        hc.verify_chain(entries, HEAD, origin=ORIGIN, now=NOW)
+        sync(None, size, entries=entries)
     except SpecError as exc:
-        assert exc.failure_class == "link"
+        assert exc.failure_class in {"proof", "link"}
         return
-    raise AssertionError("reordered chain verified")
+    raise AssertionError(f"{how} {i} {j} accepted")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, N), st.data())
+def test_a_bad_consistency_proof_is_refused(size: int, data: st.DataObject) -> None:
+    trusted = data.draw(st.integers(1, size - 1))
+    proof = LOG.consistency_proof(trusted, size)
+    i = data.draw(st.integers(0, len(proof) - 1))
+    bit = data.draw(st.integers(0, 255))
+    node = bytearray(proof[i])
+    node[bit // 8] ^= 1 << (bit % 8)
+    try:
+        sync(trusted, size, proof=[*proof[:i], bytes(node), *proof[i + 1:]])
+    except SpecError as exc:
+        assert exc.failure_class == "proof"
+        return
+    raise AssertionError("a flipped consistency proof verified")
 
 
 @settings(max_examples=60, deadline=None)
@@ -90,10 +132,10 @@ def test_reorder_or_drop_is_rejected(i: int, j: int) -> None:
        st.from_regex(r"\A[a-z][a-z2-9]{2,10}@[a-z]{1,8}\.org\Z", fullmatch=True))
 def test_record_entry_round_trip(nonce: bytes, record_hash: bytes, identity: str) -> None:
     built = hc.build_record_entry(entry_type=hc.TYPE_UID, subject=identity.encode(),
-                                  record_hash=record_hash, nonce=nonce, prev_hash=hc.ZERO_HASH)
+                                  record_hash=record_hash, nonce=nonce)
     entry = hc.decode_entry(built.entry)
     assert entry.to_bytes() == built.entry
-    found = hc.check_entry_for(built.entry, subject=identity.encode(), record_hash=record_hash)
+    found = hu.check_entry_for(built.entry, subject=identity.encode(), record_hash=record_hash)
     assert found.hash_id == built.hash_id
 
 
@@ -103,13 +145,11 @@ def test_entry_bit_flip_breaks_binding(bit: int) -> None:
     rnd = Drbg("binding")
     record_hash = rnd(32)
     built = hc.build_record_entry(entry_type=hc.TYPE_UID, subject=b"alice@example.org",
-                                  record_hash=record_hash, nonce=rnd(16), prev_hash=hc.ZERO_HASH)
+                                  record_hash=record_hash, nonce=rnd(16))
     data = bytearray(built.entry)
     data[bit // 8] ^= 1 << (bit % 8)
-    if bit // 8 >= hc.PREV_OFFSET:
-        return  # prev_hash is protected by the link (HC-5), not by the binding
     try:
-        hc.check_entry_for(bytes(data), subject=b"alice@example.org", record_hash=record_hash)
+        hu.check_entry_for(bytes(data), subject=b"alice@example.org", record_hash=record_hash)
     except SpecError as exc:
         assert exc.failure_class in {"binding", "aead", "decode"}
         return

@@ -112,7 +112,9 @@ def test_operations_match_the_server_routes(document: dict[str, Any]) -> None:
     served = set()
     for route in all_routes():
         assert isinstance(route, Route)
-        served |= {(m.lower(), route.path) for m in route.methods or () if m != "HEAD"}
+        # Starlette's {name:path} converter is OpenAPI's {name} (the tile paths, HC-44).
+        path = route.path.replace(":path}", "}")
+        served |= {(m.lower(), path) for m in route.methods or () if m != "HEAD"}
     documented = {(method, path) for method, path, _ in operations(document)}
     assert documented == served
 
@@ -124,9 +126,12 @@ def test_every_refusal_is_problem_json(document: dict[str, Any]) -> None:
             if int(status) >= 400:
                 assert list(response["content"]) == ["application/problem+json"], (method, path)
             elif int(status) != 204:
-                # The one binary answer: the envelope payload served raw (ENV-19).
-                raw = path.endswith("/messages/{message_id}/payload")
-                media = "application/octet-stream" if raw else "application/json"
+                # The binary answers: the envelope payload served raw (ENV-19), the log's
+                # tiles (HC-44); the checkpoint is a signed note, text (HC-38).
+                raw = (path.endswith("/messages/{message_id}/payload")
+                       or path == "/v1/hashchain/tile/{path}")
+                media = ("application/octet-stream" if raw else "text/plain"
+                         if path == "/v1/hashchain/checkpoint" else "application/json")
                 assert list(response["content"]) == [media], (method, path)
 
 

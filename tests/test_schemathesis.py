@@ -174,10 +174,11 @@ def has_float(value: object) -> bool:
 RULES_NO_SCHEMA_EXPRESSES = {
     "KD-5": "Argon2id m >= 8p",
     "HC-14": "an identity in mapped form (the HC-34 mapping)",
-    "HC-23": "a chunk's end is not before its start",
     "LOCK-11": "a capability in a body is base64url of a JSON object after kfc1.",
     "ENV-1": "a device list's devices in strictly increasing device_id order",
     "ENV-23": "payload_length of a STREAM (no 16-byte final chunk after full ones)",
+    "HC-44": "a tile path's grammar (3-digit index elements, x prefixes, widths 1..255)",
+    "HC-46": "a proof's index below its size, and its first size above 0 and not above the second",
 }
 
 

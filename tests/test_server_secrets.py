@@ -83,7 +83,7 @@ def test_no_secret_in_the_database_files(tmp_path: Path, account: AccountServer)
     try:
         chain = server.app_state.hashchain
         assert isinstance(chain, HashchainStore)
-        secrets.append(chain.server_seed)
+        secrets.append(chain.log_seed)
         with httpx.Client(base_url=server.url, timeout=30) as client:
             for _ in range(3):
                 user_id, token = account.mint()
@@ -220,7 +220,7 @@ def test_a_clear_log_key_is_moved_and_erased(tmp_path: Path, account: AccountSer
         raw.execute("INSERT INTO hashchain_meta (name, value) VALUES ('server_seed', ?)", (seed,))
     server = start_reference_server(account.url, db)
     try:
-        assert server.app_state.hashchain.server_key == primitives.ed25519_public_key(seed)
+        assert server.app_state.hashchain.log_key == primitives.ed25519_public_key(seed)
     finally:
         server.stop()
     for path in database_files(db):

@@ -1,794 +1,533 @@
-"""hashchain checks: the chain verifies from entry 0 and from a trusted head, every chunk
-agrees with the others and with the signed heads, the chain grows by exactly one entry per
-UID and per keypair publication, identities are found, UIDs with one bad signature are
-refused, KeyInits are served once (also to concurrent fetchers), and concurrent writers
-never fork or skip a position.
+"""hashchain checks, the log: the runner follows the target's transparency log as a client
+(checkpoint, consistency proof, entry bundles, all verified by keyflows.spec), checks the
+tiles and proofs it serves, holds it to the checkpoints it showed earlier and to what it
+showed another client, and, as a witness, to what it submitted for cosigning. The UID and
+KeyInit checks are in hashchain_uid.
 
-The runner plays the clients: it makes SIGKEY/SIGESCROW keys, UIDs, KeyInits and flush
-requests with keyflows.spec.hashchain, and verifies everything the server answers with the
-same module's ChainVerifier, tracking the keyserver key from entry 0.
+Attacks a malicious log could try, each with its check: a checkpoint inconsistent with an
+earlier one or a rewritten history (consistent-with-earlier, tiles-immutable), a bad
+inclusion or consistency proof (proofs/*), two views to two clients (no-split-view), a
+forged second creation (uid/second-creation-refused), and skipping or cheating its
+witnesses (witness/*).
 """
 
 from __future__ import annotations
 
-import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
-from keyflows.conformance.checks.support import advertised_capacity
+from keyflows.conformance.checks.hashchain_support import (
+    CHECKPOINT,
+    CONCURRENT_WRITERS,
+    FIRST_STATE,
+    NEEDS,
+    PREFIX,
+    UIDS,
+    Client,
+    checked_reply,
+    create,
+    expect_spec,
+    get_bytes,
+    get_json,
+    identity_path,
+    make_uid,
+    params,
+    person,
+    post_uid,
+    synced,
+    synced_with_entries,
+    tile_path,
+    witness_policy,
+)
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import CheckSkipped, Probe, describe
 from keyflows.conformance.registry import check
-from keyflows.spec import hashchain_v1chain as hc
-from keyflows.spec import primitives
-from keyflows.spec.encoding import b64url_decode, b64url_encode
-from keyflows.spec.errors import SpecError
-from keyflows.spec.hashchain_mute import map_localpart
+from keyflows.conformance.witness import SABOTAGE, runner_witness_verifier
+from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_client as hcc
+from keyflows.spec import hashchain_merkle as merkle
+from keyflows.spec import hashchain_note as note
+from keyflows.spec import hashchain_tiles as tiles
+from keyflows.spec import hashchain_uid as hu
+from keyflows.spec.encoding import b64url_decode
 
-FLOW = "hashchain"
-NEEDS = (FLOW,)
-HEAD = "/v1/hashchain/head"
-UIDS = "/v1/hashchain/uids"
-CONCURRENT_WRITERS = 16
-CHUNK_WINDOW = 24
-MIN_CHAIN = 8
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+OTHER_CLIENT = {"User-Agent": "keyflows-conformance client-b"}
 
 
-def identity_path(identity: str, suffix: str = "") -> str:
-    return f"/v1/hashchain/identities/{identity}{suffix}"
+# --- capabilities and the log ---------------------------------------------------------------
 
-
-# --- what the runner knows about the target ------------------------------------------------
-
-@dataclass(frozen=True)
-class Params:
-    origin: str
-    domains: tuple[str, ...]
-    signing_key: bytes
-    max_chunk: int
-
-
-def params(t: Probe) -> Params:
-    member = (t.session.capabilities or {}).get(FLOW)
-    if not isinstance(member, dict):
-        raise CheckSkipped("the capabilities have no hashchain member")
-    try:
-        domains = tuple(str(d) for d in member["domains"])
-        return Params(origin=str(member["origin"]), domains=domains,
-                      signing_key=b64url_decode(member["signing_keys"][0]),
-                      max_chunk=int(member["max_chunk"]))
-    except (KeyError, IndexError, TypeError, ValueError, SpecError) as exc:
-        t.fail(f"capabilities.hashchain is malformed: {exc}",
-               expected="origin, domains, signing_keys, max_chunk", actual=repr(member)[:300])
-
-
-def expect_spec(t: Probe, what: str, exchange: Exchange | None, action: Any) -> Any:
-    """Run a client-side spec check; a rejection is a failed check with the exchange."""
-    try:
-        return action()
-    except SpecError as exc:
-        t.fail(f"{what}: {exc} (failure class {exc.failure_class})",
-               expected="a value the client-side verification accepts",
-               actual=describe(exchange) if exchange else str(exc), exchange=exchange)
-
-
-def get_json(t: Probe, path: str, *, what: str, status: int = 200) -> tuple[Exchange, Any]:
-    exchange = t.request("GET", path)
-    return exchange, t.expect_ok_json(exchange, status, what=what)
-
-
-def fetch_head(t: Probe, p: Params) -> tuple[hc.SignedHead, bytes, Exchange]:
-    exchange, body = get_json(t, HEAD, what="GET /v1/hashchain/head")
-    head = expect_spec(t, "the head does not parse", exchange, lambda: hc.parse_head(body["head"]))
-    entry = expect_spec(t, "the head's entry does not decode", exchange,
-                        lambda: hc.decode_entry_b64(body["entry"]))
-    return head, entry, exchange
-
-
-def fetch_chunk(t: Probe, start: int, end: int | None = None
-                ) -> tuple[list[bytes], hc.SignedHead, Exchange]:
-    query = f"start={start}" + (f"&end={end}" if end is not None else "")
-    exchange, body = get_json(t, f"/v1/hashchain/entries?{query}",
-                              what=f"GET entries {query}")
-    if not isinstance(body, dict) or body.get("start") != start:
-        t.fail(f"the chunk for {query} does not start at {start}", expected=f"start {start}",
-               actual=describe(exchange), exchange=exchange)
-
-    def decode() -> tuple[list[bytes], hc.SignedHead]:
-        return ([hc.decode_entry_b64(e) for e in body["entries"]], hc.parse_head(body["head"]))
-
-    entries, head = expect_spec(t, f"the chunk for {query} does not decode", exchange, decode)
-    return entries, head, exchange
-
-
-class Sync:
-    """A client's view: the verified chain up to a head, in constant memory, plus the
-    hash of every position it passed (kept here only so checks can compare chunks)."""
-
-    def __init__(self, t: Probe, p: Params) -> None:
-        self.t, self.p = t, p
-        self.verifier = hc.ChainVerifier(origin=p.origin)
-        self.hashes: list[bytes] = []
-        self.entries: list[bytes] = []
-
-    def run(self, chunk: int | None = None) -> hc.SignedHead:
-        """Fetch and verify everything up to the current head; return that head."""
-        t, p = self.t, self.p
-        head, _, head_exchange = fetch_head(t, p)
-        size = min(chunk or p.max_chunk, p.max_chunk)
-        while self.verifier.position < head.position:
-            start = self.verifier.position + 1
-            entries, chunk_head, exchange = fetch_chunk(t, start, min(start + size - 1,
-                                                                      head.position))
-            if not entries:
-                t.fail(f"an empty chunk at {start} below the head at {head.position}",
-                       expected="at least one entry", actual=describe(exchange),
-                       exchange=exchange)
-            for data in entries:
-                expect_spec(t, f"entry {self.verifier.next_position} does not verify",
-                            exchange, lambda d=data: self.verifier.feed(d))
-                self.hashes.append(self.verifier.last_hash)
-                self.entries.append(data)
-            self._check_chunk_head(chunk_head, exchange)
-        if self.verifier.position > head.position:
-            t.fail("the chunks go past the head the server signed", expected="no more "
-                   f"than {head.position}", actual=str(self.verifier.position),
-                   exchange=head_exchange)
-        expect_spec(t, "the signed head does not match the verified chain", head_exchange,
-                    lambda: self.verifier.check_head(head, now=int(time.time())))
-        return head
-
-    def _check_chunk_head(self, head: hc.SignedHead, exchange: Exchange) -> None:
-        """Each chunk's head is validly signed and, where the client has verified its
-        position already, agrees with the chain (HC-10, HC-23)."""
-        t = self.t
-        key = self.verifier.server_key
-        if key is None:
-            return
-        expect_spec(t, "a chunk's head is not validly signed", exchange,
-                    lambda: hc.verify_head_signature(head, origin=self.p.origin, key=key))
-        if head.position < self.verifier.position:
-            t.fail(f"a chunk's head is at {head.position}, before the chunk's end",
-                   expected=f"a head at or after {self.verifier.position}",
-                   actual=describe(exchange), exchange=exchange)
-        if head.position == self.verifier.position and head.hash != self.verifier.last_hash:
-            t.fail(f"a chunk's signed head disagrees with its entries at {head.position} "
-                   "(a fork)", expected=self.verifier.last_hash.hex(), actual=head.hash.hex(),
-                   exchange=exchange)
-
-
-def synced(t: Probe) -> tuple[Params, Sync, hc.SignedHead]:
-    p = params(t)
-    sync = Sync(t, p)
-    head = sync.run()
-    if sync.verifier.server_key != p.signing_key:
-        t.fail("the key tracked through the chain is not the advertised signing key",
-               expected=p.signing_key.hex(), actual=(sync.verifier.server_key or b"").hex())
-    return p, sync, head
-
-
-# --- the runner as a user --------------------------------------------------------------------
-
-@dataclass
-class Person:
-    identity: str
-    sigkey_seed: bytes
-    escrow_seed: bytes
-    x25519_private: bytes
-
-    @property
-    def sigkey(self) -> bytes:
-        return primitives.ed25519_public_key(self.sigkey_seed)
-
-
-def person(t: Probe, p: Params, label: str) -> Person:
-    """A fresh identity in mapped form on the target's first domain."""
-    local = map_localpart(t.session.new_user_id(f"hc-{label}").lower().replace("_", "-"))
-    return Person(identity=f"{local}@{p.domains[0]}", sigkey_seed=os.urandom(32),
-                  escrow_seed=os.urandom(32), x25519_private=os.urandom(32))
-
-
-def uid_content(who: Person, head: hc.SignedHead, **changes: Any) -> hc.UidContent:
-    now = int(time.time())
-    fields: dict[str, Any] = {
-        "identity": who.identity, "msg_count": 0, "not_before": now - 300,
-        "not_after": now + 30 * 86400, "sigkey": who.sigkey,
-        "sigescrow": primitives.ed25519_public_key(who.escrow_seed),
-        "x25519": primitives.x25519_public_key(who.x25519_private),
-        "last_entry": hc.LastEntry(position=head.position, hash=head.hash), "previous": None}
-    fields.update(changes)
-    return hc.UidContent(**fields)
-
-
-def make_uid(who: Person, head: hc.SignedHead, **changes: Any) -> hc.Uid:
-    return hc.sign_uid(uid_content(who, head, **changes), sigkey_seed=who.sigkey_seed,
-                       sigescrow_seed=who.escrow_seed)
-
-
-def post_uid(t: Probe, uid: hc.Uid | dict[str, Any]) -> Exchange:
-    wire = hc.uid_to_wire(uid) if isinstance(uid, hc.Uid) else uid
-    return t.request("POST", UIDS, json_body=wire)
-
-
-def checked_reply(t: Probe, p: Params, exchange: Exchange, uid: hc.Uid, status: int,
-                  key: bytes) -> hc.UidReply:
-    body = t.expect_ok_json(exchange, status, what="the UID reply")
-
-    def parse() -> hc.UidReply:
-        return hc.UidReply(position=body["position"],
-                           entry=hc.decode_entry_b64(body["entry"]),
-                           record_hash=b64url_decode(body["record_hash"]),
-                           signature=b64url_decode(body["signature"]))
-
-    reply: hc.UidReply = expect_spec(t, "the UID reply does not decode", exchange, parse)
-    expect_spec(t, "the UID reply does not verify (signature by the tracked key, entry "
-                "naming this identity and UID)", exchange,
-                lambda: hc.verify_uid_reply(reply, uid, origin=p.origin, server_key=key))
-    return reply
-
-
-def create(t: Probe, label: str) -> tuple[Params, Sync, Person, hc.Uid, hc.UidReply]:
-    p, sync, head = synced(t)
-    who = person(t, p, label)
-    uid = make_uid(who, head)
-    assert sync.verifier.server_key is not None
-    reply = checked_reply(t, p, post_uid(t, uid), uid, 201, sync.verifier.server_key)
-    return p, sync, who, uid, reply
-
-
-def expect_unchanged(t: Probe, sync: Sync, before: hc.SignedHead, *, what: str) -> None:
-    head, _, exchange = fetch_head(t, sync.p)
-    if head.position != before.position:
-        t.fail(f"{what}: the chain grew from {before.position} to {head.position} although "
-               "the request was refused", expected=f"head still at {before.position}",
-               actual=describe(exchange), exchange=exchange)
-
-
-def refused_uid(t: Probe, uid: hc.Uid | dict[str, Any], status: int, failure_class: str,
-                *, what: str) -> None:
-    _p, sync, head = synced(t)
-    t.expect_rejected(post_uid(t, uid), status, what=what, failure_class=failure_class)
-    expect_unchanged(t, sync, head, what=what)
-
-
-def synced_with_entries(t: Probe) -> tuple[Params, Sync, hc.SignedHead]:
-    """synced(), after adding UIDs to a chain shorter than MIN_CHAIN entries."""
-    p, sync, head = synced(t)
-    if head.position >= MIN_CHAIN:
-        return p, sync, head
-    for i in range(MIN_CHAIN - head.position):
-        create(t, f"fill{i}")
-    return synced(t)
-
-
-# --- capabilities and the chain --------------------------------------------------------------
-
-@check("hashchain/capabilities/advertised", requirements=("HC-8", "HC-14", "HC-23"),
+@check("hashchain/capabilities/advertised", requirements=("HC-8", "HC-14", "HC-50"),
        needs=NEEDS)
 def capabilities_advertised(t: Probe) -> None:
-    """The capabilities carry the origin, served domains, signing key and max_chunk."""
+    """The capabilities carry the origin, served domains, the log's vkey (named after the
+    origin) and the witnesses the log submits to."""
     p = params(t)
-    if not p.domains or p.max_chunk < 1 or len(p.signing_key) != 32:
-        t.fail("capabilities.hashchain has no domain, a max_chunk below 1 or a signing key "
-               "that is not 32 bytes", expected="domains, max_chunk >= 1, a 32-byte key",
+    if not p.domains:
+        t.fail("capabilities.hashchain has no domain", expected="at least one domain",
                actual=repr(p))
     expect_spec(t, "capabilities.hashchain.origin", None, lambda: hc.check_origin(p.origin))
     for domain in p.domains:
         expect_spec(t, "a served domain is not a lowercase DNS name", None,
-                    lambda d=domain: hc.check_identity(f"abc@{d}"))
+                    lambda d=domain: hu.check_identity(f"abc@{d}"))
 
 
-@check("hashchain/chain/entry-0-introduces-key", requirements=("HC-6", "HC-7"), needs=NEEDS)
+@check("hashchain/log/entry-0-introduces-key", requirements=("HC-6", "HC-50"), needs=NEEDS)
 def entry_zero(t: Probe) -> None:
-    """Entry 0 is a keyserver-key entry signed by the key it introduces; the key tracked
-    through the chain is the advertised signing key."""
+    """Entry 0 is a log-key entry signed by the key it introduces, and that key is the
+    advertised one (what a client pins on first use)."""
     p = params(t)
-    entries, _, exchange = fetch_chunk(t, 0, 0)
-    if len(entries) != 1:
-        t.fail("GET entries start=0 end=0 does not answer exactly one entry",
-               expected="1 entry", actual=describe(exchange), exchange=exchange)
-    entry = expect_spec(t, "entry 0 does not decode", exchange,
-                        lambda: hc.decode_entry(entries[0]))
-    if entry.type != hc.TYPE_SERVER_KEY:
-        t.fail(f"entry 0 has type 0x{entry.type:02x}", expected="a keyserver-key entry (0x03)",
-               actual=describe(exchange), exchange=exchange)
-    expect_spec(t, "entry 0 is not signed by the key it introduces", exchange,
-                lambda: hc.verify_server_key_entry(entry, origin=p.origin, position=0,
-                                                   key_in_force=None, pinned_key=None))
-    synced(t)
+    client = Client(t, p)
+    entry0 = client.fetch_entries(0, 1)[0]
+    entry = expect_spec(t, "entry 0 does not decode", None, lambda: hc.decode_entry(entry0))
+    if entry.type != hc.TYPE_LOG_KEY:
+        t.fail(f"entry 0 has type 0x{entry.type:02x}", expected="a log-key entry (0x03)",
+               actual=entry0.hex())
+    first_use = hcc.LogFollower(origin=p.origin)
+    key = expect_spec(t, "entry 0 is not signed by the key it introduces", None,
+                      lambda: first_use.trust_first_entry(entry0))
+    if key != p.log_key:
+        t.fail("entry 0 introduces another key than the advertised log key",
+               expected=p.log_key.hex(), actual=key.hex())
 
 
-@check("hashchain/chain/verifies-from-zero", requirements=("HC-1", "HC-5", "HC-9", "HC-12"),
+@check("hashchain/log/follows-from-zero",
+       requirements=("HC-1", "HC-5", "HC-9", "HC-12", "HC-47", "HC-3"), needs=NEEDS)
+def follows_from_zero(t: Probe) -> None:
+    """The whole log (of at least 8 entries: the check adds UIDs to a shorter one), read
+    from the entry bundles, decodes entry by entry (each type's layout, reserved bytes
+    zero) and hashes into the root of the signed checkpoint; no two entries share a
+    nonce."""
+    _, client, _ = synced_with_entries(t)
+    seen: dict[bytes, int] = {}
+    for index, data in enumerate(client.entries):
+        nonce = hc.decode_entry(data).nonce
+        if nonce in seen:
+            t.fail(f"entries {seen[nonce]} and {index} share a nonce (HC-3)",
+                   expected="a fresh nonce per entry", actual=nonce.hex())
+        seen[nonce] = index
+
+
+@check("hashchain/log/checkpoint-signed", requirements=("HC-8", "HC-38", "HC-45", "HC-23"),
        needs=NEEDS)
-def verifies_from_zero(t: Probe) -> None:
-    """The whole chain (of at least MIN_CHAIN entries: the check adds UIDs to a shorter
-    one), fetched in chunks of max_chunk, verifies link by link from entry 0 and ends
-    exactly at the signed head."""
-    synced_with_entries(t)
+def checkpoint_signed(t: Probe) -> None:
+    """GET /v1/hashchain/checkpoint is a note for this origin, signed by the advertised
+    key under the origin's name, served as text/plain and cacheable for seconds only."""
+    p = params(t)
+    exchange = get_bytes(t, CHECKPOINT, what="GET the checkpoint",
+                         media_type=tiles.CHECKPOINT_MEDIA_TYPE)
+    expect_spec(t, "the checkpoint is not a note signed by the log's key for its origin",
+                exchange, lambda: note.verify_checkpoint(exchange.response_body,
+                                                         origin=p.origin,
+                                                         log_keys=[p.verifier]))
+    max_age(t, exchange, at_most=60, what="the checkpoint")
 
 
-@check("hashchain/chain/head-signed", requirements=("HC-8", "HC-11"), needs=NEEDS)
-def head_signed(t: Probe) -> None:
-    """GET /v1/hashchain/head: a fresh head for this origin, signed by the tracked key,
-    whose entry is the chain's last."""
-    p, sync, _ = synced(t)
-    head, entry, exchange = fetch_head(t, p)
-    key = sync.verifier.key_at(min(head.position, sync.verifier.position))
-    expect_spec(t, "the head is not signed by the tracked key for this origin", exchange,
-                lambda: hc.verify_head_signature(head, origin=p.origin, key=key))
-    expect_spec(t, "the head is not fresh", exchange,
-                lambda: hc.check_head_freshness(head, now=int(time.time())))
-    if hc.entry_hash(entry) != head.hash:
-        t.fail("the head's entry does not hash to the head's hash", expected=head.hash.hex(),
-               actual=hc.entry_hash(entry).hex(), exchange=exchange)
+def max_age(t: Probe, exchange: Exchange, *, at_most: int | None = None,
+            at_least: int | None = None, immutable: bool = False, what: str) -> None:
+    """HC-45: the Cache-Control of a tile or checkpoint."""
+    header = exchange.header("cache-control") or ""
+    found = _MAX_AGE.search(header)
+    age = int(found.group(1)) if found else None
+    wrong = (age is None or (at_most is not None and age > at_most)
+             or (at_least is not None and age < at_least)
+             or (immutable and "immutable" not in header))
+    if wrong:
+        wanted = (f"max-age <= {at_most}" if at_most is not None
+                  else f"max-age >= {at_least}, immutable")
+        t.fail(f"{what} is served with Cache-Control {header!r}", expected=wanted,
+               actual=header or "(none)", exchange=exchange)
 
 
-@check("hashchain/chain/chunks-agree", requirements=("HC-10", "HC-23"), needs=NEEDS)
-def chunks_agree(t: Probe) -> None:
-    """Chunks of 1, 2 and 3 entries, and overlapping ranges, serve the same bytes for every
-    position as chunks of max_chunk, and every chunk's head is signed and agrees with the
-    chain (the first CHUNK_WINDOW positions are compared)."""
-    p, reference, head = synced_with_entries(t)
-    last = min(head.position, CHUNK_WINDOW - 1)
-    key = reference.verifier.server_key
-    assert key is not None
-    for size, step in ((1, 1), (2, 2), (3, 3), (3, 2)):
-        for start in range(0, last + 1, step):
-            entries, chunk_head, exchange = fetch_chunk(t, start, min(start + size - 1, last))
-            for offset, data in enumerate(entries):
-                position = start + offset
-                if data != reference.entries[position]:
-                    t.fail(f"entry {position} differs between a chunk of {size} and one of "
-                           f"{p.max_chunk}", expected=reference.entries[position].hex(),
-                           actual=data.hex(), exchange=exchange)
-            expect_spec(t, "a chunk's head is not validly signed", exchange,
-                        lambda h=chunk_head: hc.verify_head_signature(h, origin=p.origin,
-                                                                      key=key))
-            at = chunk_head.position
-            if at < start + len(entries) - 1:
-                t.fail("a chunk's head is before the chunk's end",
-                       expected=f"a head at or after {start + len(entries) - 1}",
-                       actual=describe(exchange), exchange=exchange)
-            if at < len(reference.hashes) and chunk_head.hash != reference.hashes[at]:
-                t.fail(f"a chunk's signed head disagrees with the chain at {at} (a fork)",
-                       expected=reference.hashes[at].hex(), actual=chunk_head.hash.hex(),
+# --- tiles ---------------------------------------------------------------------------------
+
+@check("hashchain/tiles/served", requirements=("HC-44", "HC-45"), needs=NEEDS)
+def tiles_served(t: Probe) -> None:
+    """Every hash tile of the current tree (full and partial) is served as octets: level 0
+    holds the leaf hashes of the entries, higher levels the roots of full tiles below,
+    and the tiles rebuild the checkpoint's root; full tiles are immutable, partial ones
+    short-lived."""
+    _, client, checkpoint = synced_with_entries(t)
+    contents: dict[tuple[int, int], bytes] = {}
+    for tile in tiles.tiles_for(checkpoint.size):
+        exchange = get_bytes(t, tile_path(tile), what=f"GET {tile.path()}",
+                             media_type=tiles.TILE_MEDIA_TYPE)
+        if tile.partial:
+            max_age(t, exchange, at_most=60, what=f"partial tile {tile.path()}")
+        else:
+            max_age(t, exchange, at_least=86400, immutable=True, what=f"tile {tile.path()}")
+        assert tile.level is not None
+        contents[(tile.level, tile.index)] = exchange.response_body
+        if tile.level == 0:
+            first = tile.first_node
+            want = b"".join(merkle.leaf_hash(e)
+                            for e in client.entries[first:first + tile.width])
+            if exchange.response_body != want:
+                t.fail(f"{tile.path()} does not hold the leaf hashes of the entries",
+                       expected=want.hex()[:128], actual=describe(exchange),
                        exchange=exchange)
 
+    def node(level: int, index: int) -> bytes:
+        return tiles.node_from_tiles(level, index, lambda lv, n: contents[(lv, n)])
 
-@check("hashchain/chain/chunk-limit", requirements=("HC-23",), needs=NEEDS)
-def chunk_limit(t: Probe) -> None:
-    """A range wider than max_chunk is answered with at most max_chunk entries, and an
-    end past the head stops at the head."""
-    p, _, head = synced(t)
-    entries, _, exchange = fetch_chunk(t, 0, head.position + 10 * p.max_chunk)
-    if len(entries) > p.max_chunk:
-        t.fail(f"{len(entries)} entries in one chunk", expected=f"at most {p.max_chunk}",
-               actual=describe(exchange), exchange=exchange)
-    if len(entries) != min(p.max_chunk, head.position + 1):
-        t.fail("the chunk is not clamped to the head and to max_chunk",
-               expected=f"{min(p.max_chunk, head.position + 1)} entries",
-               actual=f"{len(entries)} entries", exchange=exchange)
+    root = expect_spec(t, "the tiles do not hold the nodes of the tree", None,
+                       lambda: merkle.tree_root(checkpoint.size, node))
+    if root != checkpoint.root_hash:
+        t.fail("the hash tiles do not rebuild the checkpoint's root",
+               expected=checkpoint.root_hash.hex(), actual=root.hex())
 
 
-@check("hashchain/chain/bad-range-refused", requirements=("HC-23", "API-6"), needs=NEEDS)
-def bad_range(t: Probe) -> None:
-    """A start past the head is 404; a non-numeric, negative or reversed range is 400."""
-    _, _, head = synced(t)
-    t.expect_rejected(t.request("GET", f"/v1/hashchain/entries?start={head.position + 1000}"),
-                      404, what="start past the head")
-    for query in ("start=abc", "start=-1", "start=2&end=1", "start=1e3", "end=3"):
-        t.expect_rejected(t.request("GET", f"/v1/hashchain/entries?{query}"), 400,
-                          what=f"GET entries?{query}")
+@check("hashchain/tiles/missing-and-malformed", requirements=("HC-44", "API-2"), needs=NEEDS)
+def tiles_missing(t: Probe) -> None:
+    """A tile or bundle the tree does not have yet is 404 (up to level 63 and width 255);
+    any other spelling of a tile path is 400, also one that would name a tile the tree
+    has (leading zeros, short or long elements, misplaced or leading x000, widths out of
+    1..255, levels beyond 63); both as problem+json."""
+    _, _, checkpoint = synced_with_entries(t)
+    beyond = tiles.Tile(0, checkpoint.size // tiles.TILE_WIDTH + 5)
+    for tile in (beyond, tiles.Tile(None, beyond.index), tiles.Tile(1, 7, 3),
+                 tiles.Tile(tiles.MAX_TILE_LEVEL, 0, 1), tiles.Tile(0, beyond.index, 255)):
+        t.expect_rejected(t.request("GET", tile_path(tile)), 404,
+                          what=f"GET {tile.path()} beyond the tree")
+    w = min(checkpoint.size, tiles.TILE_WIDTH - 1)  # tile/0/000.p/<w> exists
+    for path in ("tile/0/1", "tile/0/000.p/0", "tile/00/000", "tile/0/x000/001",
+                 f"tile/0/00.p/{w}", f"tile/0/0000.p/{w}", f"tile/0/x000.p/{w}",
+                 f"tile/0/x000/000.p/{w}", f"tile/00/000.p/{w}", f"tile/0/000.p/0{w}",
+                 "tile/0/000.p/256", "tile/0/000.p", "tile/entries", "tile/x/000.p/1",
+                 f"tile/{tiles.MAX_TILE_LEVEL + 1}/000.p/1", f"tile/entries/00.p/{w}"):
+        exchange = t.request("GET", f"{PREFIX}/{path}")
+        t.expect_rejected(exchange, 400, what=f"GET the malformed tile path {path}")
 
 
-@check("hashchain/chain/extension-from-trusted-head", requirements=("HC-11", "HC-12"),
+@check("hashchain/tiles/immutable", requirements=("HC-44", "HC-9"), needs=NEEDS)
+def tiles_immutable(t: Probe) -> None:
+    """Entries and tiles, fetched again after the log grew, are byte for byte what the
+    runner verified before: no rewritten history."""
+    p, client, before = synced_with_entries(t)
+    create(t, "imm")
+    again = Client(t, p)
+    again.sync()
+    for index, data in enumerate(client.entries):
+        if again.entries[index] != data:
+            t.fail(f"entry {index} changed after the log grew (a rewritten history)",
+                   expected=data.hex(), actual=again.entries[index].hex())
+    for tile in tiles.tiles_for(before.size):
+        if tile.partial:
+            continue
+        exchange = get_bytes(t, tile_path(tile), what=f"GET {tile.path()} again",
+                             media_type=tiles.TILE_MEDIA_TYPE)
+        assert tile.level is not None
+        want = b"".join(merkle.leaf_hash(e) for e in
+                        client.entries[tile.first_node:tile.first_node + tile.width]) \
+            if tile.level == 0 else exchange.response_body
+        if exchange.response_body != want:
+            t.fail(f"the full tile {tile.path()} changed", expected=want.hex()[:128],
+                   actual=describe(exchange), exchange=exchange)
+
+
+# --- consistency over time and between clients ------------------------------------------------
+
+@check("hashchain/log/consistent-with-earlier", requirements=("HC-9", "HC-10", "HC-37"),
        needs=NEEDS)
-def extension(t: Probe) -> None:
-    """A client that trusts an earlier head verifies only the entries after it, and the
-    new head is not behind it."""
-    p, sync, first = synced(t)
-    trusted = sync.verifier.state()
-    create(t, "ext")
-    head, _, head_exchange = fetch_head(t, p)
-    verifier = hc.ChainVerifier(origin=p.origin, trusted=trusted)
-    entries, _, exchange = fetch_chunk(t, trusted.position + 1, head.position)
-    expect_spec(t, "the extension does not link to the trusted head", exchange,
-                lambda: verifier.feed_chunk(b"".join(entries)))
-    expect_spec(t, "the new head is not consistent with the trusted one", head_exchange,
-                lambda: verifier.check_head(head, now=int(time.time()),
-                                            trusted_position=first.position))
+def consistent_with_earlier(t: Probe) -> None:
+    """The checkpoint the runner verified first in this run, and one just before a new
+    UID, are each extended by the current checkpoint: the consistency proofs verify and
+    the new entries hash into the new root (else a fork proof is printed)."""
+    p, client, _ = synced(t)
+    held = client.state
+    create(t, "cons")
+    for state in (t.session.cache.get(FIRST_STATE, held), held):
+        Client(t, p, state=state).sync()
 
 
-@check("hashchain/chain/heads-agree", requirements=("HC-10",), needs=NEEDS)
-def heads_agree(t: Probe) -> None:
-    """A head fetched earlier and the chain fetched later agree at the earlier position
-    (the server shows one history)."""
-    p, _, _ = synced(t)
-    early, _, _ = fetch_head(t, p)
-    create(t, "heads")
-    verifier = hc.ChainVerifier(origin=p.origin)
-    entries, _, exchange = fetch_chunk(t, 0, 0)
-    expect_spec(t, "entry 0", exchange, lambda: verifier.feed(entries[0]))
-    expect_spec(t, "the earlier head does not verify", exchange,
-                lambda: verifier.expect_head(early))
-    sync = Sync(t, p)
-    sync.verifier = verifier
-    sync.run()
+@check("hashchain/log/no-split-view", requirements=("HC-10", "HC-9", "HC-23"), needs=NEEDS)
+def no_split_view(t: Probe) -> None:
+    """A second client (another User-Agent, its own connections) is shown the same log:
+    at one size the same root, and each client's checkpoint extends the other's."""
+    p, first, _ = synced(t)
+    create(t, "split")
+    mine = Client(t, p, state=first.state)
+    other = Client(t, p, headers=OTHER_CLIENT)
+    a, b = mine.sync(), other.sync()
+    expect_spec(t, "the two clients were shown checkpoints that cannot both be true", None,
+                lambda: compare_views(mine, other, a, b))
 
 
-# --- growth ------------------------------------------------------------------------------------
+def compare_views(mine: Client, other: Client, a: note.Checkpoint,
+                  b: note.Checkpoint) -> None:
+    """Each view verified on its own; the smaller must be a prefix of the larger."""
+    small, large = (mine, other) if a.size <= b.size else (other, mine)
+    checker = hcc.LogFollower(origin=small.p.origin, log_keys=[small.p.log_key],
+                              state=small.state)
+    checker.check_checkpoint(large.note)
+    needed = checker.consistency_needed()
+    if needed is not None:
+        size1, size2 = needed
+        tree = merkle.MerkleTree()
+        for entry in large.entries[:size2]:
+            tree.append(entry)
+        checker.check_consistency(size1=size1, size2=size2, root1=tree.root(size1),
+                                  proof=tree.consistency_proof(size1, size2))
+
+
+# --- proofs ----------------------------------------------------------------------------------
+
+def sample_sizes(size: int) -> list[int]:
+    return sorted({1, 2, 3, max(1, size // 2), max(1, size - 1), size})
+
+
+@check("hashchain/proofs/inclusion", requirements=("HC-36", "HC-46"), needs=NEEDS)
+def inclusion_proofs(t: Probe) -> None:
+    """Inclusion proofs served for first, middle and last entries in trees of several
+    sizes verify against the roots the runner computed from the entries."""
+    _, client, checkpoint = synced_with_entries(t)
+    tree = merkle.MerkleTree()
+    for entry in client.entries:
+        tree.append(entry)
+    for size in sample_sizes(checkpoint.size):
+        for index in sorted({0, size // 2, size - 1}):
+            exchange, body = get_json(t, f"{PREFIX}/proof/inclusion?index={index}&size={size}",
+                                      what=f"GET the inclusion proof of {index} in {size}")
+            wire = expect_spec(t, "the inclusion proof does not decode", exchange,
+                               lambda b=body: tiles.parse_inclusion(b))
+            if (wire.index, wire.size) != (index, size):
+                t.fail("the inclusion proof is for another index or size",
+                       expected=f"{index} in {size}", actual=describe(exchange),
+                       exchange=exchange)
+            expect_spec(t, f"the inclusion proof of entry {index} in the tree of {size} does "
+                        "not verify", exchange,
+                        lambda w=wire, i=index, s=size: merkle.verify_inclusion(
+                            index=i, size=s, leaf=tree.node(0, i), proof=w.proof,
+                            root=tree.root(s)))
+
+
+@check("hashchain/proofs/consistency", requirements=("HC-37", "HC-46"), needs=NEEDS)
+def consistency_proofs(t: Probe) -> None:
+    """Consistency proofs served between sizes far apart verify against the roots the
+    runner computed, and name the tree's root at the first size."""
+    _, client, checkpoint = synced_with_entries(t)
+    tree = merkle.MerkleTree()
+    for entry in client.entries:
+        tree.append(entry)
+    size = checkpoint.size
+    for size1, size2 in sorted({(1, size), (2, size), (3, size), (1, size - 1),
+                                (max(1, size // 2 - 1), size), (size, size)}):
+        exchange, body = get_json(t, f"{PREFIX}/proof/consistency?size1={size1}&size2={size2}",
+                                  what=f"GET the consistency proof {size1} -> {size2}")
+        wire = expect_spec(t, "the consistency proof does not decode", exchange,
+                           lambda b=body: tiles.parse_consistency(b))
+        if wire.root1 != tree.root(size1):
+            t.fail(f"the consistency answer names another root at {size1}",
+                   expected=tree.root(size1).hex(), actual=wire.root1.hex(), exchange=exchange)
+        expect_spec(t, f"the consistency proof {size1} -> {size2} does not verify", exchange,
+                    lambda w=wire, a=size1, b=size2: merkle.verify_consistency(
+                        size1=a, size2=b, root1=tree.root(a), root2=tree.root(b),
+                        proof=w.proof))
+
+
+@check("hashchain/proofs/bad-parameters", requirements=("HC-46", "API-6", "API-19"),
+       needs=NEEDS)
+def proof_parameters(t: Probe) -> None:
+    """An index not below the size, a size 0, a first size above the second, a value that
+    is not a decimal in 0..2^63-1 or a parameter given twice is 400; a size beyond the
+    tree (up to 2^63-1) is 404; equal sizes are an empty consistency proof."""
+    _, _, checkpoint = synced(t)
+    n, top = checkpoint.size, merkle.MAX_SIZE
+    for query in (f"inclusion?index={n}&size={n}", "inclusion?index=0&size=0",
+                  "inclusion?index=-1&size=1", "inclusion?index=01&size=2",
+                  f"inclusion?index=0&size={top + 1}", "inclusion?index=0&index=0&size=1",
+                  "consistency?size1=0&size2=1", f"consistency?size1={n}&size2=1",
+                  "consistency?size1=1", "consistency?size1=1&size2=1e3",
+                  f"consistency?size1=1&size2={n}&size2={n}"):
+        t.expect_rejected(t.request("GET", f"{PREFIX}/proof/{query}"), 400,
+                          what=f"GET proof/{query}")
+    for query in (f"inclusion?index=0&size={n + 100}", f"consistency?size1=1&size2={n + 100}",
+                  f"inclusion?index=0&size={top}"):
+        t.expect_rejected(t.request("GET", f"{PREFIX}/proof/{query}"), 404,
+                          what=f"GET proof/{query}")
+    exchange, body = get_json(t, f"{PREFIX}/proof/consistency?size1={n}&size2={n}",
+                              what="GET a consistency proof between equal sizes")
+    wire = expect_spec(t, "the consistency proof does not decode", exchange,
+                       lambda: tiles.parse_consistency(body))
+    if wire.proof or wire.root1 != checkpoint.root_hash:
+        t.fail("the consistency proof between equal sizes is not empty with the root at "
+               "that size", expected=f"[] and {checkpoint.root_hash.hex()}",
+               actual=f"{len(wire.proof)} hashes and {wire.root1.hex()}", exchange=exchange)
+
+
+@check("hashchain/limits/oversized-bodies", requirements=("API-5",), needs=NEEDS)
+def oversized_bodies(t: Probe) -> None:
+    """Every hashchain route, reads included, refuses a body of max_body_bytes + 1 with
+    413."""
+    limit = t.session.max_body_bytes
+    if limit is None:
+        raise CheckSkipped("the capabilities advertise no limits.max_body_bytes")
+    p = params(t)
+    someone = person(t, p, "big").identity
+    body = b" " * (limit + 1)
+    for method, path in (("GET", CHECKPOINT), ("GET", f"{PREFIX}/tile/0/000.p/1"),
+                         ("GET", f"{PREFIX}/proof/inclusion?index=0&size=1"),
+                         ("GET", f"{PREFIX}/proof/consistency?size1=1&size2=1"),
+                         ("GET", f"{UIDS}/{'A' * 43}"), ("GET", identity_path(someone)),
+                         ("POST", identity_path(someone, "/keyinits/fetch"))):
+        t.expect_rejected(t.request(method, path, body=body), 413,
+                          what=f"{method} {path} with a body of {limit + 1} bytes")
+
+
+# --- growth -----------------------------------------------------------------------------------
 
 @check("hashchain/growth/one-entry-per-uid", requirements=("HC-21", "HC-22"), needs=NEEDS)
 def grows_with_uid(t: Probe) -> None:
-    """Creating a UID appends exactly one entry, at the position the reply names, holding
+    """Creating a UID appends exactly one entry, at the index the reply names, holding
     the reply's bytes."""
-    p, sync, before = synced(t)
-    who = person(t, p, "grow")
-    uid = make_uid(who, before)
-    assert sync.verifier.server_key is not None
-    reply = checked_reply(t, p, post_uid(t, uid), uid, 201, sync.verifier.server_key)
-    head = sync.run()
-    if head.position != before.position + 1 or reply.position != head.position:
-        t.fail("the chain did not grow by exactly the reply's entry",
-               expected=f"head {before.position + 1}, reply position {before.position + 1}",
-               actual=f"head {head.position}, reply position {reply.position}")
-    if sync.entries[reply.position] != reply.entry:
-        t.fail("the entry in the chain differs from the reply's entry",
-               expected=reply.entry.hex(), actual=sync.entries[reply.position].hex())
+    p, client, before = synced(t)
+    uid = make_uid(person(t, p, "grow"), before)
+    reply = checked_reply(t, p, post_uid(t, uid), uid, 201)
+    after = client.sync()
+    if after.size != before.size + 1 or reply.index != before.size:
+        t.fail("the log did not grow by exactly the reply's entry",
+               expected=f"size {before.size + 1}, reply index {before.size}",
+               actual=f"size {after.size}, reply index {reply.index}")
+    if client.entries[reply.index] != reply.entry:
+        t.fail("the entry in the log differs from the reply's entry",
+               expected=reply.entry.hex(), actual=client.entries[reply.index].hex())
 
 
 @check("hashchain/growth/one-entry-per-publication", requirements=("HC-29",),
-       needs=(FLOW, "keypair-publication"))
+       needs=(*NEEDS, "keypair-publication"))
 def grows_with_publication(t: Probe) -> None:
     """Every keypair publication appends one type 0x02 entry that names the user and
     application and seals the hash of the published public view."""
-    _p, sync, before = synced(t)
+    _p, client, before = synced(t)
     user = t.user("hc-pub")
     sealed = t.publish(user, "hc-app", 1)
-    head = sync.run()
-    if head.position != before.position + 1:
+    after = client.sync()
+    if after.size != before.size + 1:
         t.fail("a keypair publication did not add exactly one entry",
-               expected=f"head at {before.position + 1}", actual=f"head at {head.position}")
+               expected=f"size {before.size + 1}", actual=f"size {after.size}")
     record = sealed.record
-    record_hash = hc.publication_record_hash(
+    record_hash = hu.publication_record_hash(
         user.user_id, "hc-app", 1, b64url_decode(record["public_keys"]["x25519"]),
         b64url_decode(record["public_keys"]["ed25519"]),
         b64url_decode(record["binding_signature"]))
     expect_spec(t, "the new entry does not record this publication", None,
-                lambda: hc.check_entry_for(sync.entries[head.position],
-                                           subject=hc.publication_subject(user.user_id,
+                lambda: hu.check_entry_for(client.entries[before.size],
+                                           subject=hu.publication_subject(user.user_id,
                                                                           "hc-app"),
                                            record_hash=record_hash,
                                            entry_type=hc.TYPE_PUBLICATION))
 
 
-@check("hashchain/growth/concurrent-writers-no-fork",
-       requirements=("HC-22", "HC-5", "HC-10"), needs=NEEDS)
+@check("hashchain/growth/concurrent-writers", requirements=("HC-22", "HC-5"), needs=NEEDS)
 def concurrent_writers(t: Probe) -> None:
-    """16 concurrent UID creations give 16 new entries at 16 distinct consecutive
-    positions; the chain still verifies: no fork, no gap."""
-    p, sync, before = synced(t)
+    """16 concurrent UID creations get 16 distinct consecutive indexes, each reply
+    proves its entry, and the log still verifies: no fork, no gap."""
+    p, client, before = synced(t)
     uids = [make_uid(person(t, p, f"par{i}"), before) for i in range(CONCURRENT_WRITERS)]
     with ThreadPoolExecutor(max_workers=CONCURRENT_WRITERS) as pool:
         exchanges = list(pool.map(lambda u: post_uid(t, u), uids))
-    assert sync.verifier.server_key is not None
-    positions = sorted(checked_reply(t, p, e, u, 201, sync.verifier.server_key).position
-                       for e, u in zip(exchanges, uids, strict=True))
-    head = sync.run()
-    expected = list(range(before.position + 1, before.position + 1 + CONCURRENT_WRITERS))
-    if positions != expected or head.position != expected[-1]:
-        t.fail("concurrent creations did not get consecutive distinct positions",
-               expected=f"positions {expected[0]}..{expected[-1]}, head {expected[-1]}",
-               actual=f"positions {positions}, head {head.position}")
+    indexes = sorted(checked_reply(t, p, e, u, 201).index
+                     for e, u in zip(exchanges, uids, strict=True))
+    after = client.sync()
+    expected = list(range(before.size, before.size + CONCURRENT_WRITERS))
+    if indexes != expected or after.size != expected[-1] + 1:
+        t.fail("concurrent creations did not get consecutive distinct indexes",
+               expected=f"indexes {expected[0]}..{expected[-1]}, size {expected[-1] + 1}",
+               actual=f"indexes {indexes}, size {after.size}")
 
 
-# --- UIDs ----------------------------------------------------------------------------------------
+# --- witnesses -----------------------------------------------------------------------------
 
-@check("hashchain/uid/create-reply-verifies", requirements=("HC-16", "HC-21"), needs=NEEDS)
-def create_reply(t: Probe) -> None:
-    """A UID signed by SIGKEY and SIGESCROW is accepted with 201 and a reply signed by the
-    tracked key whose entry names this identity and this UID."""
-    create(t, "create")
-
-
-@check("hashchain/uid/identity-found", requirements=("HC-13",), needs=NEEDS)
-def identity_found(t: Probe) -> None:
-    """Scanning the chain finds the new identity at the reply's position (and nowhere
-    else); the lookup endpoint names that position; an unknown identity is not found."""
-    p, sync, who, _uid, reply = create(t, "found")
-    sync.run()
-    scanner = hc.IdentityScanner(who.identity.encode("ascii"))
-    for position, data in enumerate(sync.entries):
-        scanner.feed(position, data)
-    if [m.position for m in scanner.matches] != [reply.position]:
-        t.fail("scanning the chain does not find the identity exactly at the reply's entry",
-               expected=str([reply.position]), actual=str([m.position for m in scanner.matches]))
-    exchange, body = get_json(t, identity_path(who.identity), what="GET the identity")
-    if body.get("positions") != [reply.position]:
-        t.fail("the lookup endpoint does not name the identity's entry",
-               expected=str([reply.position]), actual=describe(exchange), exchange=exchange)
-    stranger = person(t, p, "nobody")
-    t.expect_rejected(t.request("GET", identity_path(stranger.identity)), 404,
-                      what="GET an identity without a UID")
-
-
-@check("hashchain/uid/sealed-uid-served", requirements=("HC-24",), needs=NEEDS)
-def sealed_uid(t: Probe) -> None:
-    """The repository serves the UID by record index only sealed; it opens with the
-    record hash from the chain to exactly the UID sent."""
-    _, _, who, uid, reply = create(t, "sealed")
-    index = b64url_encode(hc.record_index_of(reply.record_hash))
-    exchange, body = get_json(t, f"{UIDS}/{index}", what="GET the sealed UID")
-    opened = expect_spec(t, "the sealed UID does not open to the UID", exchange,
-                         lambda: hc.open_sealed_uid(b64url_decode(body["sealed_uid"]),
-                                                    reply.record_hash))
-    if opened != uid or body.get("position") != reply.position:
-        t.fail("the repository serves another UID or position", expected=repr(reply.position),
-               actual=describe(exchange), exchange=exchange)
-    if who.identity.encode() in exchange.response_body:
-        t.fail("the repository names the identity in clear", expected="only sealed data",
-               actual=describe(exchange), exchange=exchange)
-
-
-@check("hashchain/uid/bad-sigkey-signature-refused", requirements=("HC-16",), needs=NEEDS)
-def bad_sigkey_signature(t: Probe) -> None:
-    """A UID whose SIGKEY signature is bad (SIGESCROW's good) is refused with 422."""
-    p, _, head = synced(t)
-    uid = make_uid(person(t, p, "badsig"), head)
-    bad = hc.Uid(content=uid.content, sig_sigkey=flip(uid.sig_sigkey),
-                 sig_sigescrow=uid.sig_sigescrow, previous_role=None, sig_previous=None)
-    refused_uid(t, bad, 422, "signature", what="POST a UID with a bad SIGKEY signature")
-
-
-@check("hashchain/uid/bad-escrow-signature-refused", requirements=("HC-16",), needs=NEEDS)
-def bad_escrow_signature(t: Probe) -> None:
-    """A UID whose SIGESCROW signature is bad (SIGKEY's good) is refused with 422."""
-    p, _, head = synced(t)
-    uid = make_uid(person(t, p, "badesc"), head)
-    bad = hc.Uid(content=uid.content, sig_sigkey=uid.sig_sigkey,
-                 sig_sigescrow=flip(uid.sig_sigescrow or bytes(64)), previous_role=None,
-                 sig_previous=None)
-    refused_uid(t, bad, 422, "signature", what="POST a UID with a bad SIGESCROW signature")
-
-
-@check("hashchain/uid/escrow-signature-required", requirements=("HC-16",), needs=NEEDS)
-def escrow_required(t: Probe) -> None:
-    """A creation signed by SIGKEY alone is refused with 422."""
-    p, _, head = synced(t)
-    uid = make_uid(person(t, p, "noesc"), head)
-    wire = hc.uid_to_wire(uid)
-    del wire["signatures"]["sigescrow"]
-    refused_uid(t, wire, 422, "signature", what="POST a UID without the SIGESCROW signature")
-
-
-@check("hashchain/uid/duplicate-identity-refused", requirements=("HC-20",), needs=NEEDS)
-def duplicate_identity(t: Probe) -> None:
-    """A second creation for an identity that has a UID is refused with 409."""
-    _p, _, who, _, _ = create(t, "dup")
-    _, _, head = synced(t)
-    rival = Person(identity=who.identity, sigkey_seed=os.urandom(32),
-                   escrow_seed=os.urandom(32), x25519_private=os.urandom(32))
-    refused_uid(t, make_uid(rival, head), 409, "replay",
-                what="POST a second UID for the same identity")
-
-
-@check("hashchain/uid/identity-syntax-and-domain", requirements=("HC-14",), needs=NEEDS)
-def identity_syntax(t: Probe) -> None:
-    """An identity not in mapped form is 400; a domain the server does not serve is 422."""
-    p, _, head = synced(t)
-    who = person(t, p, "syntax")
-    local = who.identity.split("@")[0]
-    unmapped = Person(identity=f"J{local}@{p.domains[0]}", sigkey_seed=who.sigkey_seed,
-                      escrow_seed=who.escrow_seed, x25519_private=who.x25519_private)
-    refused_uid(t, make_uid(unmapped, head), 400, "decode",
-                what="POST a UID whose identity is not in mapped form")
-    foreign = Person(identity=f"{local}@not-served.invalid", sigkey_seed=who.sigkey_seed,
-                     escrow_seed=who.escrow_seed, x25519_private=who.x25519_private)
-    refused_uid(t, make_uid(foreign, head), 422, "binding",
-                what="POST a UID for a domain the server does not serve")
-
-
-@check("hashchain/uid/last-entry-checked", requirements=("HC-19",), needs=NEEDS)
-def last_entry_checked(t: Probe) -> None:
-    """A UID whose last_entry is not an entry of this chain is refused with 422 (link)."""
-    p, _, head = synced(t)
-    uid = make_uid(person(t, p, "last"), head,
-                   last_entry=hc.LastEntry(position=head.position, hash=os.urandom(32)))
-    refused_uid(t, uid, 422, "link", what="POST a UID naming a foreign last entry")
-
-
-@check("hashchain/uid/validity-checked", requirements=("HC-18",), needs=NEEDS)
-def validity_checked(t: Probe) -> None:
-    """An expired UID is refused with 422 (expired); a validity over 366 days with 400."""
-    p, _, head = synced(t)
-    now = int(time.time())
-    expired = make_uid(person(t, p, "old"), head, not_before=now - 7200, not_after=now - 3600)
-    refused_uid(t, expired, 422, "expired", what="POST an expired UID")
-    too_long = make_uid(person(t, p, "long"), head, not_before=now - 60,
-                        not_after=now - 60 + hc.MAX_UID_VALIDITY + 1)
-    refused_uid(t, too_long, 400, "params", what="POST a UID valid for more than 366 days")
-
-
-def update_of(who: Person, current: hc.Uid, head: hc.SignedHead, *, new_seed: bytes,
-              escrow_seed: bytes | None = None, role: str = "sigkey",
-              escrow_signs: bool = False) -> hc.Uid:
-    content = uid_content(who, head, msg_count=current.content.msg_count + 1,
-                          previous=hc.uid_record_hash(current),
-                          sigkey=primitives.ed25519_public_key(new_seed),
-                          sigescrow=primitives.ed25519_public_key(escrow_seed or who.escrow_seed))
-    return hc.sign_uid(content, sigkey_seed=new_seed,
-                       sigescrow_seed=(escrow_seed or who.escrow_seed) if escrow_signs else None,
-                       previous_seed=who.sigkey_seed if role == "sigkey" else who.escrow_seed,
-                       previous_role=role)
-
-
-@check("hashchain/uid/update-chains", requirements=("HC-17", "HC-21"), needs=NEEDS)
-def update_chains(t: Probe) -> None:
-    """An update authorised by the previous SIGKEY is accepted with a verified reply; the
-    identity's latest entry is then the update's; replaying it is refused with 409."""
-    p, sync, who, uid, first = create(t, "upd")
-    head = sync.run()
-    update = update_of(who, uid, head, new_seed=os.urandom(32))
-    exchange = t.request("PUT", identity_path(who.identity, "/uid"),
-                         json_body=hc.uid_to_wire(update))
-    assert sync.verifier.server_key is not None
-    reply = checked_reply(t, p, exchange, update, 200, sync.verifier.server_key)
-    sync.run()
-    scanner = hc.IdentityScanner(who.identity.encode("ascii"))
-    for position, data in enumerate(sync.entries):
-        scanner.feed(position, data)
-    latest = scanner.latest
-    if latest is None or latest.position != reply.position or len(scanner.matches) != 2:
-        t.fail("after the update the identity's latest entry is not the update's",
-               expected=f"entries {first.position} and {reply.position}",
-               actual=str([m.position for m in scanner.matches]))
-    again = t.request("PUT", identity_path(who.identity, "/uid"),
-                      json_body=hc.uid_to_wire(update))
-    t.expect_rejected(again, 409, what="PUT the same update again", failure_class="replay")
-
-
-@check("hashchain/uid/update-authorisation", requirements=("HC-17", "HC-20"), needs=NEEDS)
-def update_authorisation(t: Probe) -> None:
-    """A new SIGESCROW authorised only by the previous SIGKEY is refused with 422 (authz);
-    an update signed by a stranger with 422 (signature); an update of an identity without
-    a UID with 404."""
-    p, sync, who, uid, _ = create(t, "auth")
-    head = sync.run()
-    escrow_swap = update_of(who, uid, head, new_seed=os.urandom(32),
-                            escrow_seed=os.urandom(32), escrow_signs=True)
-    t.expect_rejected(t.request("PUT", identity_path(who.identity, "/uid"),
-                                json_body=hc.uid_to_wire(escrow_swap)), 422,
-                      what="PUT a new SIGESCROW authorised by SIGKEY only",
-                      failure_class="authz")
-    thief = Person(identity=who.identity, sigkey_seed=os.urandom(32),
-                   escrow_seed=who.escrow_seed, x25519_private=who.x25519_private)
-    stolen = update_of(thief, uid, head, new_seed=os.urandom(32))
-    t.expect_rejected(t.request("PUT", identity_path(who.identity, "/uid"),
-                                json_body=hc.uid_to_wire(stolen)), 422,
-                      what="PUT an update signed by a stranger", failure_class="signature")
-    nobody = person(t, p, "nouid")
-    t.expect_rejected(t.request("PUT", identity_path(nobody.identity, "/uid"),
-                                json_body=hc.uid_to_wire(make_uid(nobody, head))), 404,
-                      what="PUT an update for an identity without a UID")
-
-
-# --- KeyInits ---------------------------------------------------------------------------------
-
-def keyinits(who: Person, count: int, *, seed: bytes | None = None) -> list[hc.KeyInit]:
-    now = int(time.time())
-    return [hc.make_keyinit(identity=who.identity, sigkey_seed=seed or who.sigkey_seed,
-                            not_before=now - 60, not_after=now + 86400, random=os.urandom)[0]
-            for _ in range(count)]
-
-
-def publish_keyinits(t: Probe, who: Person, kis: list[hc.KeyInit]) -> Exchange:
-    return t.request("POST", identity_path(who.identity, "/keyinits"),
-                     json_body={"keyinits": [hc.keyinit_to_wire(k) for k in kis]})
-
-
-def fetch_keyinit(t: Probe, who: Person) -> Exchange:
-    return t.request("POST", identity_path(who.identity, "/keyinits/fetch"))
-
-
-def served_key(t: Probe, who: Person, exchange: Exchange) -> bytes:
-    body = t.expect_ok_json(exchange, 200, what="fetch a KeyInit")
-    ki = expect_spec(t, "the KeyInit does not verify against the identity's SIGKEY", exchange,
-                     lambda: hc.parse_keyinit(body["keyinit"]))
-    expect_spec(t, "the KeyInit does not verify against the identity's SIGKEY", exchange,
-                lambda: hc.verify_keyinit(ki, identity=who.identity, current_sigkey=who.sigkey,
-                                          now=int(time.time())))
-    return bytes(ki.key_id)
-
-
-@check("hashchain/keyinit/served-once", requirements=("HC-25", "HC-27"), needs=NEEDS)
-def served_once(t: Probe) -> None:
-    """Three published KeyInits are handed out once each, each signed by SIGKEY; the
-    fourth fetch is 404."""
-    _, _, who, _, _ = create(t, "ki")
-    kis = keyinits(who, 3)
-    t.expect_ok_json(publish_keyinits(t, who, kis), 201, what="publish 3 KeyInits")
-    served = [served_key(t, who, fetch_keyinit(t, who)) for _ in range(3)]
-    if sorted(served) != sorted(k.key_id for k in kis):
-        t.fail("the KeyInits handed out are not the three published, once each",
-               expected=str(sorted(k.key_id.hex() for k in kis)),
-               actual=str(sorted(s.hex() for s in served)))
-    t.expect_rejected(fetch_keyinit(t, who), 404, what="a fourth fetch")
-
-
-@check("hashchain/keyinit/concurrent-fetch-once", requirements=("HC-27",), needs=NEEDS)
-def concurrent_fetch(t: Probe) -> None:
-    """Six KeyInits and sixteen concurrent fetches: exactly six succeed, with six
-    distinct KeyInits; the others are 404. (Fewer of both when the server's advertised
-    keyinit-fetch-identity bucket is smaller: the runner stays under it.)"""
-    _, _, who, _, _ = create(t, "kic")
-    fetches = advertised_capacity(t, "keyinit-fetch-identity", CONCURRENT_WRITERS)
-    count = max(1, min(6, fetches - 1))
-    kis = keyinits(who, count)
-    t.expect_ok_json(publish_keyinits(t, who, kis), 201, what=f"publish {count} KeyInits")
-    with ThreadPoolExecutor(max_workers=fetches) as pool:
-        exchanges = list(pool.map(lambda _: fetch_keyinit(t, who), range(fetches)))
-    ok = [e for e in exchanges if e.status == 200]
-    keys = [served_key(t, who, e) for e in ok]
-    if len(ok) != count or len(set(keys)) != count:
-        t.fail("concurrent fetches did not hand out each KeyInit exactly once",
-               expected=f"{count} answers 200 with {count} distinct KeyInits",
-               actual=f"{len(ok)} answers 200 with {len(set(keys))} distinct KeyInits",
-               exchange=ok[0] if ok else exchanges[0])
-    for e in exchanges:
-        if e.status != 200:
-            t.expect_rejected(e, 404, what="a concurrent fetch after the pool ran dry")
-
-
-@check("hashchain/keyinit/signer-and-replay-checked", requirements=("HC-25", "HC-26"),
+@check("hashchain/witness/cosigned-by-runner",
+       requirements=("HC-43", "HC-40", "HC-41", "HC-39"),
        needs=NEEDS)
-def keyinit_signer(t: Probe) -> None:
-    """KeyInits signed by another key than the current SIGKEY are refused (422); a key_id
-    published twice is refused (409); nothing of a refused batch is served."""
-    _, _, who, _, _ = create(t, "kis")
-    t.expect_rejected(publish_keyinits(t, who, keyinits(who, 1, seed=who.escrow_seed)), 422,
-                      what="publish a KeyInit signed by SIGESCROW", failure_class="authz")
-    kis = keyinits(who, 1)
-    t.expect_ok_json(publish_keyinits(t, who, kis), 201, what="publish a KeyInit")
-    t.expect_rejected(publish_keyinits(t, who, kis + keyinits(who, 1)), 409,
-                      what="publish a batch repeating a key_id", failure_class="replay")
-    served_key(t, who, fetch_keyinit(t, who))
-    t.expect_rejected(fetch_keyinit(t, who), 404, what="fetch after the only valid KeyInit")
+def witness_cosigned(t: Probe) -> None:
+    """The log submits its checkpoints to the runner's witness (when its capabilities
+    list it): after a new UID, the reply's checkpoint and the served one carry the
+    runner's cosignature over a size that includes the UID, and every submission the
+    runner received was well formed and consistent (never answered 400, 403 or 422)."""
+    p = params(t)
+    if not p.runner_witnessed:
+        raise CheckSkipped("the target does not list the runner's witness "
+                           f"({runner_witness_verifier().vkey}) in capabilities.hashchain."
+                           "witnesses")
+    witness = t.session.accounts.witness
+    _, client, _, _, reply = create(t, "wit", policy=witness_policy(p))
+    data, exchange = client.fetch_checkpoint()
+    served = expect_spec(t, "the served checkpoint lacks a recent cosignature of the "
+                         "runner's witness", exchange,
+                         lambda: note.verify_checkpoint(data, origin=p.origin,
+                                                        log_keys=[p.verifier],
+                                                        policy=witness_policy(p),
+                                                        now=int(time.time())))
+    if served.checkpoint.size <= reply.index:
+        t.fail("the served checkpoint does not include the new UID", expected=f"size > "
+               f"{reply.index}", actual=f"size {served.checkpoint.size}", exchange=exchange)
+    bad = [s for s in witness.submissions() if s.origin in (p.origin, None)
+           and s.status not in (200, 409)]
+    if bad:
+        t.fail(f"the log sent {len(bad)} submission(s) the witness refused",
+               expected="200 or 409 answers only",
+               actual="; ".join(f"{s.status} ({s.reason})" for s in bad[:3]))
+    state = witness.state(p.origin)
+    if state is None or state.size < served.checkpoint.size:
+        t.fail("the witness's state is behind the served checkpoint",
+               expected=f"size {served.checkpoint.size}",
+               actual="none" if state is None else f"size {state.size}")
+    mine = [s for s in witness.submissions() if s.origin == p.origin]
+    first = next((i for i, s in enumerate(mine) if s.status == 200), len(mine))
+    late = [s for s in mine[first:] if s.status == 409]
+    if late:
+        t.fail(f"after its first cosignature the log still submitted {len(late)} time(s) "
+               "from a size the witness had not cosigned last (409): it does not keep the "
+               "witness's size (HC-43)", expected="old size = the last cosigned size",
+               actual=", ".join(f"old {s.old_size}" for s in late[:5]))
 
 
-@check("hashchain/keyinit/flush-signed-and-fresh", requirements=("HC-28",), needs=NEEDS)
-def flush(t: Probe) -> None:
-    """A signed fresh flush removes the pending KeyInits; replaying it is 409; a stale one
-    or one signed by another key is 422."""
-    p, _, who, _, _ = create(t, "fl")
-    t.expect_ok_json(publish_keyinits(t, who, keyinits(who, 2)), 201,
-                     what="publish 2 KeyInits")
-    path = identity_path(who.identity, "/keyinits/flush")
-    now = int(time.time())
+@check("hashchain/witness/bad-cosignature-dropped", requirements=("HC-43", "HC-39"),
+       needs=NEEDS)
+def witness_bad_cosignature(t: Probe) -> None:
+    """The runner's witness answers one submission after another with a spoiled
+    cosignature line (a bad signature, no final newline, a hyphen for the em dash, an
+    extra field, non-canonical base64, a timestamp above 2^63 - 1): the log drops each, so
+    neither the reply nor the served checkpoint carries a line of the runner's key that
+    fails to parse or verify. A cosignature with timestamp 2^63 - 1 is valid: the log keeps
+    it. The next checkpoint is cosigned again."""
+    p = params(t)
+    if not p.runner_witnessed:
+        raise CheckSkipped("the target does not list the runner's witness in "
+                           "capabilities.hashchain.witnesses")
+    witness = t.session.accounts.witness
+    runner = runner_witness_verifier()
 
-    def request(seed: bytes, timestamp: int) -> hc.FlushRequest:
-        return hc.make_flush_request(origin=p.origin, identity=who.identity, sigkey_seed=seed,
-                                     timestamp=timestamp, nonce=os.urandom(16))
+    def runner_lines(data: bytes, exchange: Exchange | None, what: str) -> int:
+        parsed = expect_spec(t, f"{what} is not a well-formed note (a spoiled witness line "
+                             "was kept?)", exchange, lambda: note.parse_note(data))
+        lines = [line for line in parsed.signatures
+                 if line.name == runner.name and line.key_id == runner.key_id]
+        for line in lines:
+            expect_spec(t, f"{what} carries a cosignature of the runner's witness that "
+                        "does not verify (HC-43: keep only cosignatures that verify)",
+                        exchange, lambda ln=line: note.verify_note(
+                            note.Note(parsed.text, (ln,)), [runner]))
+        return len(lines)
 
-    stale = request(who.sigkey_seed, now - hc.FLUSH_WINDOW - 60)
-    t.expect_rejected(t.request("POST", path, json_body=hc.flush_to_wire(stale)), 422,
-                      what="a stale flush", failure_class="expired")
-    forged = request(who.escrow_seed, now)
-    t.expect_rejected(t.request("POST", path, json_body=hc.flush_to_wire(forged)), 422,
-                      what="a flush signed by another key", failure_class="signature")
-    good = request(who.sigkey_seed, now)
-    body = t.expect_ok_json(t.request("POST", path, json_body=hc.flush_to_wire(good)), 200,
-                            what="a signed fresh flush")
-    if body.get("flushed") != 2:
-        t.fail("the flush did not remove both KeyInits", expected="flushed 2",
-               actual=repr(body))
-    t.expect_rejected(fetch_keyinit(t, who), 404, what="fetch after the flush")
-    t.expect_rejected(t.request("POST", path, json_body=hc.flush_to_wire(good)), 409,
-                      what="the same flush again", failure_class="replay")
+    for kind in SABOTAGE:
+        witness.sabotage(kind)
+        try:
+            _, client, _, _, reply = create(t, "badcos")
+        finally:
+            witness.sabotage(None)
+        kept = runner_lines(reply.proof.checkpoint, None, f"the reply's checkpoint ({kind})")
+        data, exchange = client.fetch_checkpoint()
+        runner_lines(data, exchange, f"the served checkpoint ({kind})")
+        if kind == "timestamp-max" and kept != 1:
+            t.fail("the log dropped a valid cosignature whose timestamp is 2^63 - 1 (HC-39)",
+                   expected="the runner's cosignature in the reply's checkpoint",
+                   actual=f"{kept} line(s) of the runner's key")
+    create(t, "badcos2", policy=witness_policy(p))  # cosigned again
 
 
-def flip(data: bytes, index: int = 0) -> bytes:
-    out = bytearray(data)
-    out[index] ^= 0x01
-    return bytes(out)
+# The UID and KeyInit checks run after these.
+from keyflows.conformance.checks import hashchain_uid  # noqa: E402, F401

@@ -19,13 +19,16 @@ from urllib.parse import urlsplit
 
 # The flows' own check modules register first: the rate checks below run after them.
 from keyflows.conformance.checks import envelope as env_checks
-from keyflows.conformance.checks import hashchain as hc_checks
+from keyflows.conformance.checks import hashchain_support as hc_support
+from keyflows.conformance.checks import hashchain_uid as hc_uid_checks
 from keyflows.conformance.checks import session_challenge as _session_challenge  # noqa: F401
 from keyflows.conformance.checks import session_challenge_pq as _session_challenge_pq  # noqa: F401
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import JSON_HEADERS, CheckSkipped, Probe, keypair_path
 from keyflows.conformance.registry import check
 from keyflows.spec import envelope as E
+from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_uid as hu
 from keyflows.spec import limits as spec
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.errors import SpecError
@@ -422,11 +425,10 @@ def keyinit_rate(t: Probe) -> None:
     """KeyInit fetches of one identity by one requester: exactly the advertised
     keyinit-fetch-identity capacity is admitted, the next is 429 with Retry-After."""
     rate = rate_of(t, "keyinit-fetch-identity")
-    p = hc_checks.params(t)
-    who = hc_checks.person(t, p, "kir")
+    who = hc_support.person(t, hc_support.params(t), "kir")
 
     def send(count: int) -> Exchange:
-        return hc_checks.fetch_keyinit(t, who)
+        return hc_uid_checks.fetch_keyinit(t, who)
 
     refused = drive_to_refusal(t, rate, send, what=f"KeyInit fetches of {who.identity}",
                                exact=True)
@@ -436,20 +438,26 @@ def keyinit_rate(t: Probe) -> None:
 @check("hashchain/limits/uid-rate", requirements=("API-51", "API-52"), needs=("hashchain",))
 def uid_rate(t: Probe) -> None:
     """UID creations by one requester are refused with 429 and a Retry-After once the
-    advertised uid-create bucket is empty; the refused UID is not in the log."""
+    advertised uid-create bucket is empty; the refused UID is not in the log (the log,
+    followed on from before, is consistent and has no entry for it)."""
     rate = rate_of(t, "uid-create")
-    p = hc_checks.params(t)
-    head, _, _ = hc_checks.fetch_head(t, p)
+    p, client, head = hc_support.synced(t)
+    uids: list[hu.Uid] = []
 
     def send(count: int) -> Exchange:
-        return hc_checks.post_uid(t, hc_checks.make_uid(hc_checks.person(t, p, "ur"), head))
+        uids.append(hc_support.make_uid(hc_support.person(t, p, "ur"), head))
+        return hc_support.post_uid(t, uids[-1])
 
     refused = drive_to_refusal(t, rate, send, what="UID creations", exact=False)
     expect_429(t, refused, rate, what="a UID creation over the rate limit")
-    after, _, exchange = hc_checks.fetch_head(t, p)
-    if after.position < head.position:
-        t.fail("the log shrank", expected="the log only grows", actual=str(after.position),
-               exchange=exchange)
+    before = len(client.entries)
+    client.sync()
+    index = hc.record_index_of(hu.uid_record_hash(uids[-1]))
+    for data in client.entries[before:]:
+        entry = hc.decode_entry(data)
+        if entry.type == hc.TYPE_UID and entry.record_index == index:
+            t.fail("the UID refused with 429 was appended to the log",
+                   expected="no entry for it", actual="an entry for it", exchange=refused)
 
 
 # --- API-51, API-54: queue quotas ---------------------------------------------------------------

@@ -1,0 +1,432 @@
+"""hashchain checks, UIDs and KeyInits: creations signed by SIGKEY and SIGESCROW are
+accepted with a tlog-proof of their entry, every defective one is refused, an identity
+can be created only once, updates chain to and are authorised by the UID they replace,
+the identity's history read from the log is valid, and KeyInits are served once.
+
+The runner makes every UID, KeyInit and flush request with keyflows.spec.hashchain_uid
+and judges the answers with the same module and keyflows.spec.hashchain_client.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from keyflows.conformance.checks.hashchain_support import (
+    CONCURRENT_WRITERS,
+    NEEDS,
+    UIDS,
+    Person,
+    checked_reply,
+    create,
+    expect_spec,
+    flip,
+    get_json,
+    history_of,
+    identity_path,
+    make_uid,
+    person,
+    post_uid,
+    refused_uid,
+    synced,
+    uid_content,
+)
+from keyflows.conformance.checks.support import advertised_capacity
+from keyflows.conformance.http import Exchange
+from keyflows.conformance.probe import Probe, describe
+from keyflows.conformance.registry import check
+from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_note as note
+from keyflows.spec import hashchain_uid as hu
+from keyflows.spec import primitives
+from keyflows.spec.encoding import b64url_decode, b64url_encode
+
+# The identity point: as a key with R = identity and S = 0 it "signs" every message for
+# a verifier without the strict rule's checks (HC-35).
+IDENTITY_POINT = bytes([1]) + bytes(31)
+
+
+@check("hashchain/uid/create-reply-verifies",
+       requirements=("HC-16", "HC-21", "HC-2", "HC-3", "HC-4"), needs=NEEDS)
+def create_reply(t: Probe) -> None:
+    """A UID signed by SIGKEY and SIGESCROW is accepted with 201 and a tlog-proof: the
+    entry is included in a checkpoint signed by the log, and names this identity and UID
+    (its hash_id is the identity's under the entry's nonce, its sealed hash opens with the
+    identity's key to the UID's record hash, and its record index is that hash's)."""
+    create(t, "create")
+
+
+@check("hashchain/uid/identity-found", requirements=("HC-13", "HC-48"), needs=NEEDS)
+def identity_found(t: Probe) -> None:
+    """Following the log finds the new identity exactly at the reply's entry, with a
+    valid one-creation history; the lookup endpoint names that index; an unknown
+    identity is not found."""
+    p, client, who, uid, reply = create(t, "found")
+    client.sync()
+    history = history_of(t, client, who.identity)
+    if [item.index for item in history.items] != [reply.index] or history.current() != uid:
+        t.fail("the log does not hold the identity exactly at the reply's entry",
+               expected=str([reply.index]), actual=str([i.index for i in history.items]))
+    exchange, body = get_json(t, identity_path(who.identity), what="GET the identity")
+    if body.get("indexes") != [reply.index]:
+        t.fail("the lookup endpoint does not name the identity's entry",
+               expected=str([reply.index]), actual=describe(exchange), exchange=exchange)
+    t.expect_rejected(t.request("GET", identity_path(person(t, p, "nobody").identity)), 404,
+                      what="GET an identity without a UID")
+
+
+@check("hashchain/uid/sealed-uid-served", requirements=("HC-24",), needs=NEEDS)
+def sealed_uid(t: Probe) -> None:
+    """The repository serves the UID by record index only sealed; it opens with the
+    record hash from the log to exactly the UID sent. An unknown record index is 404, one
+    that is not 32 bytes 400."""
+    _, _, who, uid, reply = create(t, "sealed")
+    index = b64url_encode(hc.record_index_of(reply.record_hash))
+    exchange, body = get_json(t, f"{UIDS}/{index}", what="GET the sealed UID")
+    opened = expect_spec(t, "the sealed UID does not open to the UID", exchange,
+                         lambda: hu.open_sealed_uid(b64url_decode(body["sealed_uid"]),
+                                                    reply.record_hash))
+    if opened != uid or body.get("index") != reply.index:
+        t.fail("the repository serves another UID or index", expected=repr(reply.index),
+               actual=describe(exchange), exchange=exchange)
+    if who.identity.encode() in exchange.response_body:
+        t.fail("the repository names the identity in clear", expected="only sealed data",
+               actual=describe(exchange), exchange=exchange)
+    t.expect_rejected(t.request("GET", f"{UIDS}/{b64url_encode(os.urandom(32))}"), 404,
+                      what="GET the sealed UID of an unknown record index")
+    t.expect_rejected(t.request("GET", f"{UIDS}/{b64url_encode(os.urandom(31))}"), 400,
+                      what="GET a record index of 31 bytes")
+
+
+@check("hashchain/uid/bad-signatures-refused", requirements=("HC-15", "HC-16"), needs=NEEDS)
+def bad_signatures(t: Probe) -> None:
+    """A UID whose SIGKEY or SIGESCROW signature is bad, or a creation signed by SIGKEY
+    alone, or whose X25519 key is not the one signed, is refused with 422 (signature);
+    one whose X25519 key is of small order with 422 (point); the log does not grow."""
+    p, _, checkpoint = synced(t)
+    uid = make_uid(person(t, p, "badsig"), checkpoint)
+    bad_key = hu.Uid(content=uid.content, sig_sigkey=flip(uid.sig_sigkey),
+                     sig_sigescrow=uid.sig_sigescrow, previous_role=None, sig_previous=None)
+    refused_uid(t, bad_key, 422, "signature", what="POST a UID with a bad SIGKEY signature")
+    bad_escrow = hu.Uid(content=uid.content, sig_sigkey=uid.sig_sigkey,
+                        sig_sigescrow=flip(uid.sig_sigescrow or bytes(64)), previous_role=None,
+                        sig_previous=None)
+    refused_uid(t, bad_escrow, 422, "signature",
+                what="POST a UID with a bad SIGESCROW signature")
+    wire = hu.uid_to_wire(uid)
+    del wire["signatures"]["sigescrow"]
+    refused_uid(t, wire, 422, "signature", what="POST a UID without the SIGESCROW signature")
+    wire = hu.uid_to_wire(uid)
+    wire["public_keys"]["x25519"] = b64url_encode(primitives.x25519_public_key(os.urandom(32)))
+    refused_uid(t, wire, 422, "signature", what="POST a UID whose X25519 key is not the one "
+                "its signatures cover")
+    who = person(t, p, "badx")
+    small = make_uid(who, checkpoint, x25519=bytes(32))
+    refused_uid(t, small, 422, "point", what="POST a UID whose X25519 key is of small order")
+
+
+@check("hashchain/uid/lax-ed25519-refused", requirements=("HC-35", "HC-16"), needs=NEEDS)
+def lax_ed25519(t: Probe) -> None:
+    """A UID whose SIGKEY is the identity point, with the "signature" R = identity,
+    S = 0 that a lax verifier accepts for any message, is refused with 422 (point); a
+    signature with S + L in place of S with 422 (signature)."""
+    p, _, checkpoint = synced(t)
+    who = person(t, p, "lax")
+    content = uid_content(who, checkpoint, sigkey=IDENTITY_POINT)
+    body = hu.uid_content_bytes(content)
+    sig = primitives.ed25519_sign(who.escrow_seed, hu.uid_signature_message("sigescrow", body))
+    lax = hu.Uid(content=content, sig_sigkey=IDENTITY_POINT + bytes(32), sig_sigescrow=sig,
+                 previous_role=None, sig_previous=None)
+    refused_uid(t, lax, 422, "point", what="POST a UID with a small-order SIGKEY")
+    uid = make_uid(who, checkpoint)
+    s = int.from_bytes(uid.sig_sigkey[32:], "little") + primitives.ED25519_L
+    malleated = hu.Uid(content=uid.content, sig_sigkey=uid.sig_sigkey[:32] + s.to_bytes(32,
+                                                                                         "little"),
+                       sig_sigescrow=uid.sig_sigescrow, previous_role=None, sig_previous=None)
+    refused_uid(t, malleated, 422, "signature", what="POST a UID whose SIGKEY signature has "
+                "S + L in place of S")
+
+
+@check("hashchain/uid/second-creation-refused", requirements=("HC-20", "HC-48"), needs=NEEDS)
+def second_creation(t: Probe) -> None:
+    """A second creation for an identity that has a UID, with other keys, is refused with
+    409 and leaves the identity's history in the log one creation long."""
+    _, client, who, _, reply = create(t, "dup")
+    _, _, checkpoint = synced(t)
+    rival = Person(identity=who.identity, sigkey_seed=os.urandom(32),
+                   escrow_seed=os.urandom(32), x25519_private=os.urandom(32))
+    t.expect_rejected(post_uid(t, make_uid(rival, checkpoint)), 409,
+                      what="POST a second creation of the same identity",
+                      failure_class="replay")
+    client.sync()
+    history = history_of(t, client, who.identity)
+    if [item.index for item in history.items] != [reply.index]:
+        t.fail("the log holds more than the one creation of the identity",
+               expected=str([reply.index]), actual=str([i.index for i in history.items]))
+
+
+@check("hashchain/uid/identity-syntax-and-domain", requirements=("HC-14",), needs=NEEDS)
+def identity_syntax(t: Probe) -> None:
+    """An identity not in mapped form or not well formed (length, characters, '@', DNS
+    domain) is 400, in a UID or a path; a well-formed one at the length limits is not; a
+    domain the server does not serve is 422."""
+    p, _, checkpoint = synced(t)
+    who = person(t, p, "syntax")
+    local = who.identity.split("@")[0]
+    unmapped = Person(identity=f"J{local}@{p.domains[0]}", sigkey_seed=who.sigkey_seed,
+                      escrow_seed=who.escrow_seed, x25519_private=who.x25519_private)
+    refused_uid(t, make_uid(unmapped, checkpoint), 400, "decode",
+                what="POST a UID whose identity is not in mapped form")
+    t.expect_rejected(t.request("GET", identity_path(unmapped.identity)), 400,
+                      what="GET an identity path not in mapped form")
+    domain = p.domains[0]
+    long_domain = f"{'x' * 63}.{'y' * 63}.{'z' * 61}"  # 189 bytes: 64 + 1 + 189 = 254
+    for bad, why in (("ab", "a localpart shorter than 3"), ("-abc", "a leading '-'"),
+                     ("abc-", "a trailing '-'"), ("ab--c", "the sequence '--'"),
+                     ("ab!c", "a character outside the mapped alphabet"),
+                     ("a" * 65, "a localpart longer than 64")):
+        t.expect_rejected(t.request("GET", identity_path(f"{bad}@{domain}")), 400,
+                          what=f"GET an identity with {why}")
+    for bad, why in (("abcdef", "no '@'"), ("abc@localhost", "a one-label domain"),
+                     ("abc@bad_label.test", "a domain label with '_'"),
+                     (f"{'a' * 64}@{long_domain[:-1]}q2", "255 bytes")):
+        t.expect_rejected(t.request("GET", identity_path(bad)), 400,
+                          what=f"GET an identity with {why}")
+    # at the limits: well formed, so unknown here (404) or on a domain not served (422)
+    t.expect_rejected(t.request("GET", identity_path(f"{'a' * 64}@{domain}")), 404,
+                      what="GET an unknown identity with a 64-byte localpart")
+    refused_uid(t, make_uid(Person(identity=f"{'a' * 64}@{long_domain}",
+                                   sigkey_seed=who.sigkey_seed, escrow_seed=who.escrow_seed,
+                                   x25519_private=who.x25519_private), checkpoint), 422,
+                "binding", what="POST a UID with a 254-byte identity on a domain not served")
+    foreign = Person(identity=f"{local}@not-served.invalid", sigkey_seed=who.sigkey_seed,
+                     escrow_seed=who.escrow_seed, x25519_private=who.x25519_private)
+    refused_uid(t, make_uid(foreign, checkpoint), 422, "binding",
+                what="POST a UID for a domain the server does not serve")
+
+
+@check("hashchain/uid/last-checkpoint-checked", requirements=("HC-19",), needs=NEEDS)
+def last_checkpoint_checked(t: Probe) -> None:
+    """A UID naming a checkpoint that is not one of this log (another root, or a size
+    beyond it) is refused with 422 (link), in a creation or an update."""
+    p, _, checkpoint = synced(t)
+    for last in (hu.LastCheckpoint(size=checkpoint.size, root=os.urandom(32)),
+                 hu.LastCheckpoint(size=checkpoint.size + 1000, root=checkpoint.root_hash)):
+        uid = make_uid(person(t, p, "last"), checkpoint, last_checkpoint=last)
+        refused_uid(t, uid, 422, "link", what=f"POST a UID naming a checkpoint of size "
+                    f"{last.size} this log did not sign")
+    _, client, who, current, _ = create(t, "lastu")
+    checkpoint = client.sync()
+    update = update_of(who, current, checkpoint, new_seed=os.urandom(32),
+                       last=hu.LastCheckpoint(size=checkpoint.size, root=os.urandom(32)))
+    t.expect_rejected(t.request("PUT", identity_path(who.identity, "/uid"),
+                                json_body=hu.uid_to_wire(update)), 422,
+                      what="PUT an update naming a checkpoint this log did not sign",
+                      failure_class="link")
+
+
+@check("hashchain/uid/validity-checked", requirements=("HC-18",), needs=NEEDS)
+def validity_checked(t: Probe) -> None:
+    """An expired UID is refused with 422 (expired); a validity over 366 days with 400."""
+    p, _, checkpoint = synced(t)
+    now = int(time.time())
+    expired = make_uid(person(t, p, "old"), checkpoint, not_before=now - 7200,
+                       not_after=now - 3600)
+    refused_uid(t, expired, 422, "expired", what="POST an expired UID")
+    too_long = make_uid(person(t, p, "long"), checkpoint, not_before=now - 60,
+                        not_after=now - 60 + hu.MAX_UID_VALIDITY + 1)
+    refused_uid(t, too_long, 400, "params", what="POST a UID valid for more than 366 days")
+
+
+def update_of(who: Person, current: hu.Uid, checkpoint: note.Checkpoint, *, new_seed: bytes,
+              escrow_seed: bytes | None = None, role: str = "sigkey",
+              escrow_signs: bool = False, last: hu.LastCheckpoint | None = None) -> hu.Uid:
+    changes = {} if last is None else {"last_checkpoint": last}
+    content = uid_content(who, checkpoint, msg_count=current.content.msg_count + 1,
+                          previous=hu.uid_record_hash(current),
+                          sigkey=primitives.ed25519_public_key(new_seed),
+                          sigescrow=primitives.ed25519_public_key(escrow_seed or who.escrow_seed),
+                          **changes)
+    return hu.sign_uid(content, sigkey_seed=new_seed,
+                       sigescrow_seed=(escrow_seed or who.escrow_seed) if escrow_signs else None,
+                       previous_seed=who.sigkey_seed if role == "sigkey" else who.escrow_seed,
+                       previous_role=role)
+
+
+@check("hashchain/uid/update-chains", requirements=("HC-17", "HC-21", "HC-48"), needs=NEEDS)
+def update_chains(t: Probe) -> None:
+    """An update authorised by the previous SIGKEY is accepted with a verified reply; the
+    identity's history in the log is then the creation and this update; replaying the
+    update is refused with 409."""
+    p, client, who, uid, first = create(t, "upd")
+    checkpoint = client.sync()
+    update = update_of(who, uid, checkpoint, new_seed=os.urandom(32))
+    exchange = t.request("PUT", identity_path(who.identity, "/uid"),
+                         json_body=hu.uid_to_wire(update))
+    reply = checked_reply(t, p, exchange, update, 200)
+    client.sync()
+    history = history_of(t, client, who.identity)
+    if [i.index for i in history.items] != [first.index, reply.index] \
+            or history.current() != update:
+        t.fail("after the update the identity's history is not its creation and update",
+               expected=f"entries {first.index} and {reply.index}",
+               actual=str([i.index for i in history.items]))
+    again = t.request("PUT", identity_path(who.identity, "/uid"),
+                      json_body=hu.uid_to_wire(update))
+    t.expect_rejected(again, 409, what="PUT the same update again", failure_class="replay")
+
+
+@check("hashchain/uid/update-authorisation", requirements=("HC-17", "HC-20"), needs=NEEDS)
+def update_authorisation(t: Probe) -> None:
+    """A new SIGESCROW authorised only by the previous SIGKEY is refused with 422 (authz);
+    an update signed by a stranger with 422 (signature); an update sent to another
+    identity's path with 422 (binding); an update of an identity without a UID with
+    404."""
+    p, client, who, uid, _ = create(t, "auth")
+    checkpoint = client.sync()
+    escrow_swap = update_of(who, uid, checkpoint, new_seed=os.urandom(32),
+                            escrow_seed=os.urandom(32), escrow_signs=True)
+    t.expect_rejected(t.request("PUT", identity_path(who.identity, "/uid"),
+                                json_body=hu.uid_to_wire(escrow_swap)), 422,
+                      what="PUT a new SIGESCROW authorised by SIGKEY only",
+                      failure_class="authz")
+    thief = Person(identity=who.identity, sigkey_seed=os.urandom(32),
+                   escrow_seed=who.escrow_seed, x25519_private=who.x25519_private)
+    stolen = update_of(thief, uid, checkpoint, new_seed=os.urandom(32))
+    t.expect_rejected(t.request("PUT", identity_path(who.identity, "/uid"),
+                                json_body=hu.uid_to_wire(stolen)), 422,
+                      what="PUT an update signed by a stranger", failure_class="signature")
+    other = update_of(who, uid, checkpoint, new_seed=os.urandom(32))
+    other_who = person(t, p, "other")
+    t.expect_rejected(t.request("PUT", identity_path(other_who.identity, "/uid"),
+                                json_body=hu.uid_to_wire(other)), 422,
+                      what="PUT an update to another identity's path", failure_class="binding")
+    nobody = person(t, p, "nouid")
+    t.expect_rejected(t.request("PUT", identity_path(nobody.identity, "/uid"),
+                                json_body=hu.uid_to_wire(make_uid(nobody, checkpoint))), 404,
+                      what="PUT an update for an identity without a UID")
+
+
+# --- KeyInits ---------------------------------------------------------------------------------
+
+def keyinits(who: Person, count: int, *, seed: bytes | None = None) -> list[hu.KeyInit]:
+    now = int(time.time())
+    return [hu.make_keyinit(identity=who.identity, sigkey_seed=seed or who.sigkey_seed,
+                            not_before=now - 60, not_after=now + 86400, random=os.urandom)[0]
+            for _ in range(count)]
+
+
+def publish_keyinits(t: Probe, who: Person, kis: list[hu.KeyInit]) -> Exchange:
+    return t.request("POST", identity_path(who.identity, "/keyinits"),
+                     json_body={"keyinits": [hu.keyinit_to_wire(k) for k in kis]})
+
+
+def fetch_keyinit(t: Probe, who: Person) -> Exchange:
+    return t.request("POST", identity_path(who.identity, "/keyinits/fetch"))
+
+
+def served_key(t: Probe, who: Person, exchange: Exchange) -> bytes:
+    body = t.expect_ok_json(exchange, 200, what="fetch a KeyInit")
+    ki = expect_spec(t, "the KeyInit does not decode", exchange,
+                     lambda: hu.parse_keyinit(body["keyinit"]))
+    expect_spec(t, "the KeyInit does not verify against the identity's SIGKEY", exchange,
+                lambda: hu.verify_keyinit(ki, identity=who.identity, current_sigkey=who.sigkey,
+                                          now=int(time.time())))
+    return bytes(ki.key_id)
+
+
+@check("hashchain/keyinit/served-once", requirements=("HC-25", "HC-27"), needs=NEEDS)
+def served_once(t: Probe) -> None:
+    """Three published KeyInits are handed out once each, each signed by SIGKEY; the
+    fourth fetch is 404."""
+    _, _, who, _, _ = create(t, "ki")
+    kis = keyinits(who, 3)
+    t.expect_ok_json(publish_keyinits(t, who, kis), 201, what="publish 3 KeyInits")
+    served = [served_key(t, who, fetch_keyinit(t, who)) for _ in range(3)]
+    if sorted(served) != sorted(k.key_id for k in kis):
+        t.fail("the KeyInits handed out are not the three published, once each",
+               expected=str(sorted(k.key_id.hex() for k in kis)),
+               actual=str(sorted(s.hex() for s in served)))
+    t.expect_rejected(fetch_keyinit(t, who), 404, what="a fourth fetch")
+
+
+@check("hashchain/keyinit/concurrent-fetch-once", requirements=("HC-27",), needs=NEEDS)
+def concurrent_fetch(t: Probe) -> None:
+    """Six KeyInits and sixteen concurrent fetches: exactly six succeed, with six
+    distinct KeyInits; the others are 404. (Fewer of both when the server's advertised
+    keyinit-fetch-identity bucket is smaller: the runner stays under it.)"""
+    _, _, who, _, _ = create(t, "kic")
+    fetches = advertised_capacity(t, "keyinit-fetch-identity", CONCURRENT_WRITERS)
+    count = max(1, min(6, fetches - 1))
+    kis = keyinits(who, count)
+    t.expect_ok_json(publish_keyinits(t, who, kis), 201, what=f"publish {count} KeyInits")
+    with ThreadPoolExecutor(max_workers=fetches) as pool:
+        exchanges = list(pool.map(lambda _: fetch_keyinit(t, who), range(fetches)))
+    ok = [e for e in exchanges if e.status == 200]
+    keys = [served_key(t, who, e) for e in ok]
+    if len(ok) != count or len(set(keys)) != count:
+        t.fail("concurrent fetches did not hand out each KeyInit exactly once",
+               expected=f"{count} answers 200 with {count} distinct KeyInits",
+               actual=f"{len(ok)} answers 200 with {len(set(keys))} distinct KeyInits",
+               exchange=ok[0] if ok else exchanges[0])
+    for e in exchanges:
+        if e.status != 200:
+            t.expect_rejected(e, 404, what="a concurrent fetch after the pool ran dry")
+
+
+@check("hashchain/keyinit/signer-and-replay-checked", requirements=("HC-25", "HC-26"),
+       needs=NEEDS)
+def keyinit_signer(t: Probe) -> None:
+    """KeyInits signed by another key than the current SIGKEY are refused (422); a key_id
+    published twice is refused (409); nothing of a refused batch is served; KeyInits for
+    an identity without a UID are 404."""
+    p, _, who, _, _ = create(t, "kis")
+    t.expect_rejected(publish_keyinits(t, who, keyinits(who, 1, seed=who.escrow_seed)), 422,
+                      what="publish a KeyInit signed by SIGESCROW", failure_class="authz")
+    kis = keyinits(who, 1)
+    t.expect_ok_json(publish_keyinits(t, who, kis), 201, what="publish a KeyInit")
+    t.expect_rejected(publish_keyinits(t, who, kis + keyinits(who, 1)), 409,
+                      what="publish a batch repeating a key_id", failure_class="replay")
+    served_key(t, who, fetch_keyinit(t, who))
+    t.expect_rejected(fetch_keyinit(t, who), 404, what="fetch after the only valid KeyInit")
+    nobody = person(t, p, "noki")
+    t.expect_rejected(publish_keyinits(t, nobody, keyinits(nobody, 1)), 404,
+                      what="publish KeyInits for an identity without a UID")
+
+
+@check("hashchain/keyinit/flush-signed-and-fresh", requirements=("HC-28",), needs=NEEDS)
+def flush(t: Probe) -> None:
+    """A signed fresh flush removes the pending KeyInits; replaying it is 409; a stale one,
+    one signed by another key or one naming another identity than the path is 422."""
+    p, _, who, _, _ = create(t, "fl")
+    t.expect_ok_json(publish_keyinits(t, who, keyinits(who, 2)), 201,
+                     what="publish 2 KeyInits")
+    path = identity_path(who.identity, "/keyinits/flush")
+    now = int(time.time())
+
+    def request(seed: bytes, timestamp: int) -> hu.FlushRequest:
+        return hu.make_flush_request(origin=p.origin, identity=who.identity, sigkey_seed=seed,
+                                     timestamp=timestamp, nonce=os.urandom(16))
+
+    stale = request(who.sigkey_seed, now - hu.FLUSH_WINDOW - 60)
+    t.expect_rejected(t.request("POST", path, json_body=hu.flush_to_wire(stale)), 422,
+                      what="a stale flush", failure_class="expired")
+    forged = request(who.escrow_seed, now)
+    t.expect_rejected(t.request("POST", path, json_body=hu.flush_to_wire(forged)), 422,
+                      what="a flush signed by another key", failure_class="signature")
+    elsewhere = hu.make_flush_request(origin=p.origin, identity=person(t, p, "fl2").identity,
+                                      sigkey_seed=who.sigkey_seed, timestamp=now,
+                                      nonce=os.urandom(16))
+    t.expect_rejected(t.request("POST", path, json_body=hu.flush_to_wire(elsewhere)), 422,
+                      what="a flush naming another identity than the path",
+                      failure_class="binding")
+    good = request(who.sigkey_seed, now)
+    body = t.expect_ok_json(t.request("POST", path, json_body=hu.flush_to_wire(good)), 200,
+                            what="a signed fresh flush")
+    if body.get("flushed") != 2:
+        t.fail("the flush did not remove both KeyInits", expected="flushed 2",
+               actual=repr(body))
+    t.expect_rejected(fetch_keyinit(t, who), 404, what="fetch after the flush")
+    t.expect_rejected(t.request("POST", path, json_body=hu.flush_to_wire(good)), 409,
+                      what="the same flush again", failure_class="replay")
