@@ -35,15 +35,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-<<<<<<< HEAD
 from keyflows.conformance.edv import RunnerVaults, vault_routes
 from keyflows.conformance.parties import ASGIApp, ExchangeLog, Message, Scope, recording
 from keyflows.conformance.redaction import remember_secret
-=======
-from keyflows.conformance.http import Exchange
-from keyflows.conformance.redaction import SECRETS, remember_secret
 from keyflows.conformance.witness import WITNESS_PATH, RunnerWitness
->>>>>>> afe30c4 (hashchain: reference server as a tiled transparency log with witness submission, keyflows witness, runner as a witness, checks and broken variants, vectors split along steps, JS verifier, chapter rewrite, bench, rate limits)
 
 START_TIMEOUT_S = 10.0
 ACCOUNT_PARTY = "account-server"
@@ -78,17 +73,13 @@ class AccountStore:
         self._calls: list[ValidateCall] = []
         self._shares: dict[str, str] = {}
         self._share_requests: list[str] = []
-<<<<<<< HEAD
         self.log = ExchangeLog(ACCOUNT_PARTY)
         """What the server under test asked this account server, exchange by exchange."""
         # The runner's encrypted data vault is served here too (lock-layering, LOCK-34).
         self.vaults = RunnerVaults()
         self.url = ""  # set once the server listens
-=======
         # The runner also plays a transparency-log witness at /witness (hashchain flow).
         self.witness = RunnerWitness()
-        self._exchanges: list[Exchange] = []
->>>>>>> afe30c4 (hashchain: reference server as a tiled transparency log with witness submission, keyflows witness, runner as a witness, checks and broken variants, vectors split along steps, JS verifier, chapter rewrite, bench, rate limits)
 
     def mint(self, user_id: str, token: str | None = None) -> str:
         """A valid token of `user_id`: a fresh random one, or `token` (which a check picks
@@ -227,27 +218,25 @@ def create_app(store: AccountStore) -> ASGIApp:
             return JSONResponse({"error": "no secret for this subject"}, status_code=404)
         return JSONResponse({"secret": share})
 
-<<<<<<< HEAD
+    async def add_checkpoint(request: Request) -> Response:
+        answer = store.witness.add_checkpoint(await request.body())
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
+
     accounts = recording(Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
                                            Route("/v1/secret", secret, methods=["GET"])]),
                          store.log)
     # The runner's vault (lock-layering step 12) answers under /edvs/ with its own log.
     vaults = recording(Starlette(routes=vault_routes(store.vaults)), store.vaults.log)
-=======
-    async def add_checkpoint(request: Request) -> Response:
-        answer = store.witness.add_checkpoint(await request.body())
-        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
-
-    app = Starlette(routes=[Route("/v1/validate", validate, methods=["POST"]),
-                            Route("/v1/secret", secret, methods=["GET"]),
-                            Route(f"{WITNESS_PATH}/add-checkpoint", add_checkpoint,
-                                  methods=["POST"])])
-    return recording(app, store)
->>>>>>> afe30c4 (hashchain: reference server as a tiled transparency log with witness submission, keyflows witness, runner as a witness, checks and broken variants, vectors split along steps, JS verifier, chapter rewrite, bench, rate limits)
+    # The runner's witness (hashchain flow) answers under /witness/ with its own log.
+    witness = recording(Starlette(routes=[Route(f"{WITNESS_PATH}/add-checkpoint",
+                                                add_checkpoint, methods=["POST"])]),
+                        store.witness.log)
 
     async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
                   send: Callable[[Message], Awaitable[None]]) -> None:
-        party = vaults if str(scope.get("path", "")).startswith("/edvs/") else accounts
+        path = str(scope.get("path", ""))
+        party = (vaults if path.startswith("/edvs/")
+                 else witness if path.startswith(f"{WITNESS_PATH}/") else accounts)
         await party(scope, receive, send)
 
     return app

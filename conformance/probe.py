@@ -93,8 +93,9 @@ class Session:
     @property
     def party_logs(self) -> list[ExchangeLog]:
         """Every party's exchanges with the server under test, the account server first
-        (and its vault, lock-layering step 12)."""
-        return [self.accounts.log, self.accounts.vaults.log, *self.side_logs]
+        (and its vault, lock-layering step 12, and its witness, hashchain flow)."""
+        return [self.accounts.log, self.accounts.vaults.log, self.accounts.witness.log,
+                *self.side_logs]
 
     def side_exchanges(self, since: float) -> list[Exchange]:
         """What the server under test asked the runner's parties since `since`."""

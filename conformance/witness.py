@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from keyflows.conformance.parties import ExchangeLog
 from keyflows.spec import hashchain_note as note
 from keyflows.spec import hashchain_witness as witness
 from keyflows.spec import primitives
@@ -25,6 +26,7 @@ from keyflows.spec.errors import SpecError
 WITNESS_NAME = "conformance.keyflows.test/witness"
 WITNESS_SEED = primitives.sha256(b"keyflows conformance runner witness key (public, test only)")
 WITNESS_PATH = "/witness"
+WITNESS_PARTY = "witness"
 
 
 #: The ways the runner's witness can spoil its answer (RunnerWitness.sabotage).
@@ -83,6 +85,8 @@ class RunnerWitness:
         self._states: dict[str, witness.LogState] = {}
         self._submissions: list[Submission] = []
         self._sabotage: str | None = None
+        self.log = ExchangeLog(WITNESS_PARTY)
+        """What the server under test submitted to the witness, exchange by exchange."""
 
     @property
     def vkey(self) -> str:

@@ -35,11 +35,12 @@ from pathlib import Path
 import httpx
 from bench_server import ACCOUNT_APP, free_port, wait_listening
 
-from keyflows.conformance.checks import hashchain as hc_checks
+from keyflows.conformance.checks import hashchain_support as hc_checks
 from keyflows.conformance.clients import seal_with_application_key, to_json
 from keyflows.spec import envelope as E
 from keyflows.spec import envelope_devices as D
-from keyflows.spec import hashchain_v1chain as hc  # the log API the runner's checks use
+from keyflows.spec import hashchain_note as note
+from keyflows.spec import hashchain_uid as hu
 from keyflows.spec.encoding import b64url_encode
 from keyflows.spec.hashchain_mute import map_localpart
 
@@ -139,15 +140,16 @@ async def ack(c: httpx.AsyncClient, world: World) -> None:
 
 
 async def append(c: httpx.AsyncClient, world: World, label: str) -> None:
-    head = await timed(world, "append", 200, c.get("/v1/hashchain/head"))
+    head = await timed(world, "append", 200, c.get("/v1/hashchain/checkpoint"))
     if head is None:
         return
+    checkpoint = note.parse_checkpoint_text(note.parse_note(head.content).text)
     who = hc_checks.Person(identity=f"{map_localpart(label)}@{world.domain}",
                            sigkey_seed=os.urandom(32),
                            escrow_seed=os.urandom(32), x25519_private=os.urandom(32))
-    uid = hc_checks.make_uid(who, hc.parse_head(head.json()["head"]))
+    uid = hc_checks.make_uid(who, checkpoint)
     await timed(world, "append", 201, c.post("/v1/hashchain/uids",
-                                             json=hc.uid_to_wire(uid)))
+                                             json=hu.uid_to_wire(uid)))
 
 
 async def client(base: str, world: World, number: int, deadline: float) -> None:

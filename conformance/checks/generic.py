@@ -96,7 +96,7 @@ def parameter_value(name: str) -> Callable[[Callable[[Probe], str]], Callable[[P
 @parameter_value("identity")
 def hashchain_identity(t: Probe) -> str:
     """A fresh identity in mapped form on a domain the server serves (HC-14)."""
-    from keyflows.conformance.checks.hashchain import params, person
+    from keyflows.conformance.checks.hashchain_support import params, person
 
     return person(t, params(t), "generic").identity
 
