@@ -281,7 +281,7 @@ class HashchainStore:
         """The C2SP tlog-proof of entry `index` in the largest published checkpoint, read in
         the caller's transaction (note.parse_tlog_proof reads it; a key-directory lookup
         carries it). The entry must be in that checkpoint: publish first (reference/
-        hashchain.tlog_proof does)."""
+        hashchain.tlog_proof does); else ParamsError (HC-36)."""
         row = db.execute("SELECT size, note FROM hashchain_checkpoints WHERE published = 1"
                          " ORDER BY size DESC LIMIT 1").fetchone()
         size, signed = int(row[0]), bytes(row[1])
@@ -323,14 +323,17 @@ class HashchainStore:
         identity = uid.content.identity
         index, entry = self._append_record(db, hc.TYPE_UID, identity.encode("ascii"),
                                            record_hash)
+        uid_json = canonical_json(hu.uid_to_wire(uid))
         db.execute("INSERT INTO hashchain_uids (identity, idx, record_hash, uid)"
                    " VALUES (?, ?, ?, ?) ON CONFLICT (identity) DO UPDATE SET"
                    " idx = excluded.idx, record_hash = excluded.record_hash,"
                    " uid = excluded.uid",
-                   (identity, index, record_hash, canonical_json(hu.uid_to_wire(uid))))
+                   (identity, index, record_hash, uid_json))
         db.execute("INSERT INTO hashchain_repository (record_index, identity, idx, sealed)"
                    " VALUES (?, ?, ?, ?)",
                    (hc.record_index_of(record_hash), identity, index, hu.seal_uid(uid)))
+        for hook in self.store.uid_hooks:  # e.g. the key directory's "uid" leaf
+            hook(db, identity, record_hash, uid_json)
         return Appended(index=index, entry=entry, record_hash=record_hash)
 
     def create_uid(self, uid: hu.Uid, record_hash: bytes) -> Appended:

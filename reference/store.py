@@ -280,6 +280,9 @@ class Store(Database):
         # flow's log entry, HC-29) commits or rolls back with the record.
         self.publication_hooks: list[
             Callable[[sqlite3.Connection, str, str, int, str], None]] = []
+        # Run inside the transaction that accepts a UID of the hashchain flow (HC-19):
+        # (db, identity, record_hash, uid_json), uid_json the canonical JSON of the UID.
+        self.uid_hooks: list[Callable[[sqlite3.Connection, str, bytes, str], None]] = []
 
     @classmethod
     def open(cls, target: Path | str) -> Store:

@@ -5,16 +5,23 @@ that a lookup carries, and verify that proof as a client does."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
 from servers import start_reference_server
 
+from keyflows.conformance.checks.hashchain_support import Person, make_uid
 from keyflows.reference import hashchain as routes
 from keyflows.reference.hashchain_store import HashchainStore
+from keyflows.reference.store import canonical_json
 from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_merkle as merkle
 from keyflows.spec import hashchain_note as note
+from keyflows.spec import hashchain_uid as hu
+from keyflows.spec.hashchain_mute import map_localpart
 
 
 def test_directory_root_entry_and_its_tlog_proof(tmp_path: Path) -> None:
@@ -35,5 +42,51 @@ def test_directory_root_entry_and_its_tlog_proof(tmp_path: Path) -> None:
                                 root=verified.checkpoint.root_hash)
         decoded = hc.decode_entry(entry)
         assert decoded.type == hc.TYPE_DIRECTORY
+    finally:
+        server.stop()
+
+
+def fresh_person(store: HashchainStore, label: str) -> Person:
+    local = map_localpart(f"{label}-{os.urandom(3).hex()}")
+    return Person(identity=f"{local}@{store.domains[0]}", sigkey_seed=os.urandom(32),
+                  escrow_seed=os.urandom(32), x25519_private=os.urandom(32))
+
+
+def test_uid_hooks_run_in_the_uid_transaction(tmp_path: Path) -> None:
+    """A store-level UID hook sees (db, identity, record_hash, uid_json) inside the UID's
+    own transaction: what it writes commits with the UID, and a hook that raises undoes
+    the UID and its log entry."""
+    server = start_reference_server("http://127.0.0.1:9", tmp_path / "keys.sqlite3")
+    try:
+        store = server.app_state.hashchain
+        assert isinstance(store, HashchainStore)
+        seen: list[tuple[str, bytes, str, int]] = []
+
+        def hook(db: Any, identity: str, record_hash: bytes, uid_json: str) -> None:
+            # the entry of this UID is already in the log, in this transaction
+            seen.append((identity, record_hash, uid_json,
+                         int(db.execute("SELECT COUNT(*) FROM hashchain_log").fetchone()[0])))
+
+        store.store.uid_hooks.append(hook)
+        checkpoint = note.parse_checkpoint_text(note.parse_note(
+            store.published_checkpoint()[1]  # type: ignore[index]
+        ).text)
+        who = fresh_person(store, "hook")
+        uid = make_uid(who, checkpoint)
+        appended = store.create_uid(uid, hu.uid_record_hash(uid))
+        assert seen == [(who.identity, appended.record_hash,
+                         canonical_json(hu.uid_to_wire(uid)), appended.index + 1)]
+        assert hu.parse_uid(json.loads(seen[0][2])) == uid
+
+        def failing(*_: Any) -> None:
+            raise RuntimeError("the directory refused")
+
+        store.store.uid_hooks.append(failing)
+        size = store.size()
+        other = make_uid(fresh_person(store, "hooktwo"), checkpoint)
+        with pytest.raises(RuntimeError):
+            store.create_uid(other, hu.uid_record_hash(other))
+        assert store.size() == size
+        assert store.current_uid(other.content.identity) is None
     finally:
         server.stop()
