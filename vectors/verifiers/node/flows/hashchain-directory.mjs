@@ -11,7 +11,7 @@ import {
 } from "../lib/core.mjs";
 import * as ecvrf from "../lib/ecvrf.mjs";
 import { publicViewBytes } from "./keypair-publication.mjs";
-import { mapIdentity } from "./hashchain.mjs";
+import { mapIdentity } from "./hashchain-mute.mjs";
 
 const S = { label: "14", value: "15", leaf: "16", map: "17", epoch: "18", wire: "19",
   lookup: "20", monitor: "21", history: "22" };
