@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -246,3 +247,34 @@ def test_any_change_to_a_records_mlkem_key_is_rejected(index: int, bit: int) -> 
         assert exc.failure_class in ("point", "signature")
     else:
         raise AssertionError("a record with a changed ML-KEM-768 key was accepted")
+
+
+def test_hybrid_session_challenge_opens_with_its_suite_only() -> None:
+    """SC-50/SC-51: a challenge to a record with an ML-KEM key is sealed with the hybrid
+    suite (also from the server's unrecorded source); the holder of the seed opens it and
+    refuses an X25519-suite challenge; a client without the seed refuses the hybrid one."""
+    import pytest
+
+    from keyflows.spec import mlkem, primitives
+    from keyflows.spec import session_challenge as sc
+
+    random = Drbg("properties/hybrid-challenge")
+    x_private, seed = random(32), random(64)
+    x_public, ek = primitives.x25519_public_key(x_private), mlkem.public_key_from_seed(seed)
+    common: dict[str, Any] = {"origin": "https://keys.example", "user_id": "dave",
+                              "client_id": "chat", "key_version": 1}
+    for source in (random, unrecorded(os.urandom)):
+        issued = sc.issue_challenge(**common, recipient_public=x_public, now=10, lifetime=60,
+                                    random=source, recipient_mlkem768=ek)
+        assert issued.wire["suite"] == sc.HYBRID_SUITE
+        opened = sc.open_challenge(issued.wire, **common, x25519_private=x_private,
+                                   mlkem_seed=seed)
+        assert opened.token == issued.challenge.token
+        with pytest.raises(SpecError) as refused:
+            sc.open_challenge(issued.wire, **common, x25519_private=x_private)
+        assert refused.value.failure_class == "params"
+    plain = sc.issue_challenge(**common, recipient_public=x_public, now=10, lifetime=60,
+                               random=random)
+    with pytest.raises(SpecError) as downgraded:
+        sc.open_challenge(plain.wire, **common, x25519_private=x_private, mlkem_seed=seed)
+    assert downgraded.value.failure_class == "params"

@@ -53,6 +53,7 @@ def test_issue_draws_id_token_and_ikm_in_that_order() -> None:
     issued = issue(random=Drbg("test/order"))
     assert issued.challenge.binding.challenge_id == stream[:16]
     assert issued.challenge.token == stream[16:48]
+    assert isinstance(issued.sealed, hpke.Sealed)
     assert issued.sealed.encapsulation.ikm_e == stream[48:80]
     assert issued.sealed.enc == hpke.derive_key_pair(stream[48:80]).public
 
@@ -78,6 +79,7 @@ def test_info_is_the_labelled_context_of_every_bound_field() -> None:
 
 def test_sealed_token_is_rfc9180_seal_base_of_the_token() -> None:
     issued = issue()
+    assert isinstance(issued.sealed, hpke.Sealed)
     again = hpke.seal_base(RECIPIENT_PUBLIC, issued.info, b"", issued.challenge.token,
                            ikm_e=issued.sealed.encapsulation.ikm_e)
     assert again == issued.sealed
