@@ -363,7 +363,50 @@ def challenge_downgraded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "_mlkem768", lambda record: None)
 
 
+def ciphertext_length_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record's ciphertext length is not compared with its public keys (KP-3)."""
+    from keyflows.spec import keypair_publication as kp
+
+    monkeypatch.setattr(kp, "ciphertext_length", lambda public: kp.CIPHERTEXT_LEN)
+
+
+def list_counters_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device list's version and key_version are taken as they come (ENV-21)."""
+    from keyflows.spec import envelope_devices as D
+
+    monkeypatch.setattr(D, "_check_counter", lambda value, low, high, what: value)
+
+
+def device_limit_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists of any length are accepted (ENV-3)."""
+    from keyflows.spec import envelope_devices as D
+
+    original = D.decide_device_list
+
+    def decide(obj: object, **kwargs: Any) -> Any:
+        return original(obj, **{**kwargs, "max_devices": 10**6})
+
+    monkeypatch.setattr(D, "decide_device_list", decide)
+
+
+def stream_lengths_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any payload_length is taken, even one no STREAM payload has (ENV-23)."""
+    from keyflows.spec import envelope as E
+
+    monkeypatch.setattr(E, "plaintext_length", lambda length, requirement="ENV-23": length)
+
+
 VARIANTS: tuple[BrokenVariant, ...] = (
+    BrokenVariant("ciphertext-length-unchecked", "a record's ciphertext length is not "
+                  "compared with its public keys (KP-3)",
+                  ("keypair-publication/mlkem/ciphertext-fits-keys",),
+                  patch=ciphertext_length_unchecked),
+    BrokenVariant("list-counters-unchecked", "device-list counters are not checked (ENV-21)",
+                  ("envelope/devices/counters-checked",), patch=list_counters_unchecked),
+    BrokenVariant("device-limit-off", "device lists of any length are accepted (ENV-3)",
+                  ("envelope/devices/device-limit",), patch=device_limit_off),
+    BrokenVariant("stream-lengths-unchecked", "payload lengths no STREAM has are accepted "
+                  "(ENV-23)", ("envelope/send/stream-lengths",), patch=stream_lengths_unchecked),
     BrokenVariant("challenge-downgraded", "session challenges ignore the record's ML-KEM key "
                   "(SC-50)", ("session-challenge/hybrid/login",
                               "session-challenge/hybrid/suite-follows-record"),

@@ -433,8 +433,10 @@ def bad_device_keys(t: Probe) -> None:
     good = new_handset(owner, "phone").device
     low = D.Device(user_id=owner.user_id, device_id="phone", x25519=bytes([1]) + bytes(31),
                    mlkem768=good.mlkem768)
+    q = 3329  # the first 12-bit coefficient set to q exactly: the smallest unreduced value
     modulus = D.Device(user_id=owner.user_id, device_id="phone", x25519=good.x25519,
-                       mlkem768=b"\xff\xff" + good.mlkem768[2:])
+                       mlkem768=bytes([q & 0xFF, (good.mlkem768[1] & 0xF0) | (q >> 8)])
+                       + good.mlkem768[2:])
     for device, what in ((low, "a low-order X25519 key"), (modulus, "an ML-KEM key >= q")):
         t.expect_rejected(put_list(t, owner, signed_list(owner, [device], 1)), 422,
                           what=f"PUT a list with {what}", failure_class="point")
@@ -471,6 +473,45 @@ def device_list_counters(t: Probe) -> None:
     t.expect_rejected(put_list(t, owner, signed_list(owner, [good], D.MAX_LIST_VERSION)), 422,
                       what=f"PUT a first list of version {D.MAX_LIST_VERSION}, the largest "
                            "(well-formed, but versions start at 1)", failure_class="link")
+
+
+@check("envelope/devices/device-limit", requirements=("ENV-3", "ENV-17"), needs=NEEDS)
+def device_limit(t: Probe) -> None:
+    """A list of max_devices_per_user devices is accepted (201); one more is refused (400,
+    params) before its signature is looked at."""
+    most = limits(t).get("max_devices_per_user")
+    if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= 256:
+        raise CheckSkipped("max_devices_per_user is absent or too large to fill in a check")
+    owner = person(t, "devlimit")
+    keys = new_handset(owner, "d").device
+    devices = [D.Device(user_id=owner.user_id, device_id=f"d{i:04d}", x25519=keys.x25519,
+                        mlkem768=keys.mlkem768) for i in range(most + 1)]
+    t.expect_rejected(put_list(t, owner, signed_list(owner, devices, 1)), 400,
+                      what=f"PUT a list of {most + 1} devices", failure_class="params")
+    t.expect_status(put_list(t, owner, signed_list(owner, devices[:most], 1)), 201,
+                    what=f"PUT a list of exactly {most} devices")
+
+
+@check("envelope/send/stream-lengths", requirements=("ENV-23", "ENV-9"), needs=NEEDS)
+def stream_lengths(t: Probe) -> None:
+    """payload_length must be the length of some STREAM payload: 15 bytes, a full chunk
+    plus a bare tag, and a full chunk plus 15 bytes are refused (400, length); 16 bytes
+    (the empty payload), one full chunk and a full chunk plus 17 bytes are accepted."""
+    sender, phone, _, _ = family(t, "lengths")
+    sealed = E.seal(b"x", suite=suites(t)[0], sender=sender.sender, recipients=[phone.device],
+                    random=RANDOM)
+    wire = E.envelope_to_wire(sealed.envelope)
+    full, tag = S.CHUNK_CIPHERTEXT_SIZE, S.TAG_LEN
+    for length, good in ((tag - 1, False), (full + tag, False), (full + tag - 1, False),
+                         (tag, True), (full, True), (full + tag + 1, True)):
+        body = dict(wire, payload_length=length,
+                    message_id=b64url_encode(os.urandom(S.MESSAGE_ID_LEN)))
+        exchange = post_envelope(t, sender, body)
+        if good:
+            t.expect_status(exchange, 201, what=f"POST an envelope of payload_length {length}")
+        else:
+            t.expect_rejected(exchange, 400, what=f"POST an envelope of payload_length "
+                              f"{length} (no STREAM has it)", failure_class="length")
 
 
 @check("envelope/devices/owner-without-keypair", requirements=("ENV-21",), needs=NEEDS)
