@@ -49,7 +49,7 @@ DECLARED_DEADLINE_S = 5.0
 # slash is left out: servers that decode before routing see another route, a 404.)
 BAD_SEGMENTS: tuple[tuple[str, str], ...] = (
     ("a" * 65, "a" * 65), ("%00", "\x00"), ("a%20b", "a b"), ("%C3%A9", "é"),
-    ("ab", "ab"), ("x" * 300, "x" * 300))
+    ("ab", "ab"), ("x" * 300, "x" * 300), ("%2E", "."), ("%2E%2E", ".."))
 
 MALFORMED_CREDENTIALS: tuple[tuple[str, str | None], ...] = (
     ("no Authorization header", None),
