@@ -6,6 +6,7 @@ signed change, a skipped version, another user's encryption key under a new name
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from typing import Any
 
@@ -255,3 +256,81 @@ def x25519_possession(t: Probe) -> None:
     zeroed["x25519_signature"] = b64url_encode(bytes(64))
     refused_put(t, attacker, zeroed, None, 422, "signature",
                 what="PUT a record with an all-zero x25519_signature")
+
+
+@check("keypair-publication/reset/version-gap-refused", requirements=("KP-16", "KP-18"))
+def reset_version_gap(t: Probe) -> None:
+    """A reset is exactly the next version too: one that skips a version is refused with
+    422 (link) over a live record and after a deletion, and nothing is stored."""
+    user = t.user("reset-gap")
+    stored = t.publish(user, CLIENT, 1)
+    skip = seal_with_application_key(user.user_id, CLIENT, 3)
+    refused_put(t, user, skip.record, stored, 422, "link",
+                what="PUT a reset to key_version 3 over key_version 1")
+    deleted = "kc-deleted"
+    t.publish(user, deleted, 1)
+    exchange = t.delete_keypair(user.user_id, deleted, token=user.token)
+    t.expect_status(exchange, 204, what="DELETE key_version 1")
+    skip = seal_with_application_key(user.user_id, deleted, 3)
+    refused_put(t, user, skip.record, None, 422, "link",
+                what="PUT a reset to key_version 3 after deleting key_version 1")
+
+
+@check("keypair-publication/rotation/after-deletion-refused", requirements=("KP-18",))
+def rotation_after_deletion(t: Probe) -> None:
+    """After a deletion no key is left to rotate from: a rotation to the next version,
+    even one signed by the deleted record's key, is refused with 422 (link); only a reset
+    follows a deletion."""
+    user = t.user("rotate-deleted")
+    stored = t.publish(user, CLIENT, 1)
+    exchange = t.delete_keypair(user.user_id, CLIENT, token=user.token)
+    t.expect_status(exchange, 204, what="DELETE key_version 1")
+    rotation = seal_with_application_key(user.user_id, CLIENT, 2, previous=stored)
+    refused_put(t, user, rotation.record, None, 422, "link",
+                what="PUT a rotation signed by the deleted key_version 1")
+
+
+@check("keypair-publication/change/unknown-type-refused", requirements=("KP-15",))
+def unknown_change_type(t: Probe) -> None:
+    """A change type other than initial, rotation and reset is malformed: 400 (decode),
+    even with binding and possession signatures made over it, and nothing is stored."""
+    user = t.user("change-kind")
+    sealed = seal_with_application_key(user.user_id, CLIENT, 1)
+    for kind in ("upgrade", "Initial", ""):
+        record = copy.deepcopy(sealed.record)
+        record["change"] = {"type": kind}
+        refused_put(t, user, resign(record, sealed.private.ed25519_seed,
+                                    x25519_private=sealed.private.x25519),
+                    None, 400, "decode", what=f'PUT a record whose change.type is "{kind}"')
+
+
+def identity_r_signature(seed: bytes, message: bytes) -> bytes:
+    """An Ed25519 signature by the holder of `seed` whose R is the identity point:
+    S = k * a mod L with k = SHA-512(R || A || M). [S]B - [k]A is then the identity, so
+    the cofactorless equation holds; only the strict rule (R not of small order) refuses
+    it."""
+    digest = bytearray(hashlib.sha512(seed).digest()[:32])
+    digest[0] &= 248
+    digest[31] &= 127
+    digest[31] |= 64
+    scalar = int.from_bytes(digest, "little")
+    public = primitives.ed25519_public_key(seed)
+    r = bytes([1]) + bytes(31)
+    k = int.from_bytes(hashlib.sha512(r + public + message).digest(), "little")
+    return r + (k * scalar % primitives.ED25519_L).to_bytes(32, "little")
+
+
+@check("keypair-publication/publish/small-order-r-refused", requirements=("KP-6", "HC-35"))
+def small_order_r(t: Probe) -> None:
+    """A binding signature made by the key's own holder with R = the identity point
+    satisfies the equation a plain verifier checks, but not the strict rule: the record
+    is refused with 422 (signature) and nothing is stored."""
+    user = t.user("identity-r")
+    sealed = seal_with_application_key(user.user_id, CLIENT, 1)
+    record = copy.deepcopy(sealed.record)
+    message = kp.binding_message(user.user_id, CLIENT, 1, kp.public_keys_of(sealed.private),
+                                 kp.CHANGE_INITIAL)
+    record["binding_signature"] = b64url_encode(
+        identity_r_signature(sealed.private.ed25519_seed, message))
+    refused_put(t, user, record, None, 422, "signature",
+                what="PUT a record whose binding signature has R = the identity point")
