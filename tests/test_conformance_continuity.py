@@ -23,7 +23,7 @@ from test_conformance_contract import run_against
 import keyflows.reference.keypair_publication as routes
 from keyflows.spec import keypair_publication as kp
 from keyflows.spec import xeddsa
-from keyflows.spec.errors import LinkError, SignatureError
+from keyflows.spec.errors import BindingError, LinkError, SignatureError
 
 
 def server_spec(monkeypatch: pytest.MonkeyPatch, **changed: Any) -> None:
@@ -73,7 +73,7 @@ def plain_ed25519_binding(monkeypatch: pytest.MonkeyPatch) -> None:
     def validate_publication(obj: Any, *, user_id: str, client_id: str) -> kp.Record:
         record = kp.parse_record(obj)
         if record.user_id != user_id or record.client_id != client_id:
-            raise kp.BindingError("another user or application", requirement="KP-7")
+            raise BindingError("another user or application", requirement="KP-7")
         message = kp.binding_message(user_id, client_id, record.key_version,
                                      record.public_keys, record.change.type)
         try:
