@@ -326,7 +326,8 @@ def at_most_32_versions(t: Probe) -> None:
 def body_shape_strict(t: Probe) -> None:
     """With every credential right, a body that is not the operation's JSON object is a
     400 (class decode, API-6): an array naming the members, an unknown member, a member
-    of the wrong JSON type. The generic body checks stop at the 401 of a missing
+    of the wrong JSON type, a version that is not an integer 1..32; a binary member one
+    byte short is a 400 of class length. The generic body checks stop at the 401 of a missing
     credential; these reach the body's own parser."""
     ks = create_keystore(t, HELD, "body-shape")
     key = create_key(t, ks, spec.KEY_ED25519)
@@ -337,7 +338,7 @@ def body_shape_strict(t: Probe) -> None:
         ("sign with an array of the member names",
          lambda: key_op(t, ks, key, "sign", ["message"])),
         ("sign with an unknown member",
-         lambda: key_op(t, ks, key, "sign", {"message": message, "context": "x"})),
+         lambda: key_op(t, ks, key, "sign", {"message": message, "context": "AAAA"})),
         ("sign with a message that is a number",
          lambda: key_op(t, ks, key, "sign", {"message": 5})),
         ("create a key with an array of the member names",
@@ -354,6 +355,29 @@ def body_shape_strict(t: Probe) -> None:
     ]
     for what, send in cases:
         t.expect_rejected(send(), 400, what=what, failure_class="decode")
+    # Binary members of a fixed length (LOCK-15, LOCK-21, LOCK-25): one byte short is a
+    # length failure, before anything uses them.
+    mac_key = create_key(t, ks, spec.KEY_HMAC_SHA256)
+    short = b64url_encode(bytes(31))
+    lengths: list[tuple[str, Callable[[], Exchange]]] = [
+        ("verifymac with a MAC of 31 bytes",
+         lambda: key_op(t, ks, mac_key, "verifymac", {"message": message, "mac": short})),
+        ("verify with a signature of 63 bytes", lambda: key_op(
+            t, ks, key, "verify", {"message": message, "signature": b64url_encode(bytes(63))})),
+        ("create a keystore with a holder key of 31 bytes",
+         lambda: t.request("POST", keystores, token=owner.token,
+                           json_body={"scenario": HELD, "holder": short})),
+    ]
+    for what, send in lengths:
+        t.expect_rejected(send(), 400, what=what, failure_class="length")
+    # A version is an integer 1..32 (LOCK-22): anything else is a decode failure, not a
+    # version the key lacks.
+    signature = b64url_encode(bytes(64))
+    for version in (True, "1", 0, spec.MAX_KEY_VERSIONS + 1, 1.0):
+        body = {"message": message, "signature": signature, "version": version}
+        t.expect_rejected(key_op(t, ks, key, "verify", body), 400,
+                          what=f"verify naming version {json.dumps(version)}",
+                          failure_class="decode")
     t.expect_ok_json(key_op(t, ks, key, "sign", {"message": message}), 200,
                      what="sign with the right body")
 
