@@ -645,7 +645,7 @@ def _authentic_forgeries(vk: VaultKeystore, doc: edv.EncryptedDocument, key: dic
 
 
 @check("lock-layering/edv/form-checked-even-when-sealed-right",
-       requirements=("LOCK-33", "LOCK-30"), needs=NEEDS)
+       requirements=("LOCK-33", "LOCK-30", "LOCK-7"), needs=NEEDS)
 def form_checked_when_sealed_right(t: Probe) -> None:
     """A document whose material does open under the user lock (made by a party that
     holds both shares: here the runner) is used only if the document itself is right:
