@@ -466,6 +466,11 @@ def any_digest_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_signatures, "check_content_digest", check_content_digest)
 
 
+def long_ceks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wrap takes content keys of up to 65 bytes."""
+    _patch_spec(monkeypatch, "CEK_MAX_LEN", 65)
+
+
 def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """A query answer is used whatever its status, if its body is a list."""
     from keyflows.reference import edv_client
@@ -576,6 +581,8 @@ VARIANTS = (
                   patch=creates_without_the_share),
     BrokenVariant("any-digest-algorithm", "a Content-Digest without sha-256 is accepted",
                   ("lock-layering/holder/content-digest-strict",), patch=any_digest_algorithm),
+    BrokenVariant("long-ceks", "a cek of 65 bytes is wrapped",
+                  ("lock-layering/wrap/lengths",), patch=long_ceks),
     BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
                   (EDV + "vault-errors",), patch=trusts_vault_errors),
 )

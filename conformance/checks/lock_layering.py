@@ -377,6 +377,33 @@ def wrap_low_order(t: Probe) -> None:
                           failure_class="point")
 
 
+@check("lock-layering/wrap/lengths", requirements=("LOCK-17",), needs=NEEDS)
+def wrap_lengths(t: Probe) -> None:
+    """A cek is 16..64 bytes: wrapping 16 or 64 works, 15 or 65 is a 400 (class length);
+    a wrapped_key is 32..80 bytes (the cek and the AES-GCM tag): 31 or 81 is a 400
+    (class length), 32 or 80 reaches HPKE and fails to open (422, class aead)."""
+    ks = create_keystore(t, HELD, "wrap-lengths")
+    key = create_key(t, ks, spec.KEY_X25519)
+    recipient = b64url_encode(primitives.x25519_public_key(os.urandom(32)))
+    for length in (spec.CEK_MIN_LEN - 1, spec.CEK_MIN_LEN, spec.CEK_MAX_LEN,
+                   spec.CEK_MAX_LEN + 1):
+        exchange = call(t, ks, "POST", "/wrap", body={
+            "cek": b64url_encode(os.urandom(length)), "recipient_public_key": recipient})
+        if spec.CEK_MIN_LEN <= length <= spec.CEK_MAX_LEN:
+            t.expect_ok_json(exchange, 200, what=f"wrap a cek of {length} bytes")
+        else:
+            t.expect_rejected(exchange, 400, what=f"wrap a cek of {length} bytes",
+                              failure_class="length")
+    enc = primitives.x25519_public_key(os.urandom(32))
+    for length in (spec.CEK_MIN_LEN + spec.TAG_LEN - 1, spec.CEK_MIN_LEN + spec.TAG_LEN,
+                   spec.CEK_MAX_LEN + spec.TAG_LEN, spec.CEK_MAX_LEN + spec.TAG_LEN + 1):
+        exchange = unwrap_via_server(t, ks, key, spec.Wrapped(enc, os.urandom(length)))
+        inside = spec.CEK_MIN_LEN + spec.TAG_LEN <= length <= spec.CEK_MAX_LEN + spec.TAG_LEN
+        t.expect_rejected(exchange, 422 if inside else 400,
+                          what=f"unwrap a wrapped_key of {length} bytes",
+                          failure_class="aead" if inside else "length")
+
+
 # --- shares ---------------------------------------------------------------------------------
 
 @check("lock-layering/shares/refusals-are-uniform", requirements=("LOCK-6", "LOCK-10"),

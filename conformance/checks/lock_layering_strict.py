@@ -326,9 +326,10 @@ def at_most_32_versions(t: Probe) -> None:
 def body_shape_strict(t: Probe) -> None:
     """With every credential right, a body that is not the operation's JSON object is a
     400 (class decode, API-6): an array naming the members, an unknown member, a member
-    of the wrong JSON type, a version that is not an integer 1..32; a binary member one
-    byte short is a 400 of class length. The generic body checks stop at the 401 of a missing
-    credential; these reach the body's own parser."""
+    of the wrong JSON type, a version that is not an integer 1..32, a vault binding that
+    is not {"vault", "token"}; a binary member one byte short is a 400 of class length.
+    The generic body checks stop at the 401 of a missing credential; these reach the
+    body's own parser."""
     ks = create_keystore(t, HELD, "body-shape")
     key = create_key(t, ks, spec.KEY_ED25519)
     message = b64url_encode(b"shaped")
@@ -370,6 +371,17 @@ def body_shape_strict(t: Probe) -> None:
     ]
     for what, send in lengths:
         t.expect_rejected(send(), 400, what=what, failure_class="length")
+    # The vault binding is exactly {"vault": URL, "token": non-empty string} (LOCK-35).
+    vault = f"{t.session.accounts.url.rstrip('/')}/edvs/z{'1' * 22}"
+    for edv_member, what in (([vault, "token"], "an array"),
+                             ({"vault": vault}, "no token"),
+                             ({"vault": vault, "token": 5}, "a token that is a number"),
+                             ({"vault": vault, "token": ""}, "an empty token"),
+                             ({"vault": vault, "token": "t", "x": "y"}, "an unknown member")):
+        exchange = t.request("POST", keystores, token=owner.token,
+                             json_body={"scenario": HELD, "edv": edv_member})
+        t.expect_rejected(exchange, 400, what=f"create a keystore whose edv member is {what}",
+                          failure_class="decode")
     # A version is an integer 1..32 (LOCK-22): anything else is a decode failure, not a
     # version the key lacks.
     signature = b64url_encode(bytes(64))
