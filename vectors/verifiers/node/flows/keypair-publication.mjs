@@ -366,7 +366,7 @@ function verifiedView(view, userId, clientId) {
  * binding message, binding signature, possession signature and rotation signature. */
 export function publicViewBytes(view, userId, clientId) {
   const r = verifiedView(view, userId, clientId);
-  return concat(messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type), r.signature,
+  return concat(messageOf(r.userId, r.clientId, r.keyVersion, r.x, r.ed, r.change.type, r.m), r.signature,
     r.xSignature, r.change.signature ?? new Uint8Array(0));
 }
 
