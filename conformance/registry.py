@@ -77,6 +77,7 @@ def all_checks() -> list[Check]:
         envelope,
         generic,
         hashchain,
+        hashchain_directory,
         key_derivation,
         keypair_continuity,
         keypair_mlkem,

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from keyflows.reference import (
+    directory,
     envelope,
     hashchain,
     keypair_publication,
@@ -129,6 +130,7 @@ def all_routes() -> list[BaseRoute]:
     ]
     for module in FLOW_MODULES:
         out.extend(module.routes())
+    out.extend(directory.routes())  # flow hashchain: the key directory
     return out
 
 
@@ -179,6 +181,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.rate_limiter = limits.RateLimiter(store, settings.rates)
     session_challenge.attach(app, challenges)
     hashchain.setup(app, svc)
+    directory.setup(app, svc)  # over the log: after hashchain.setup
     envelope.setup(app, svc)
     app.state.lock_layering = locks
     return app

@@ -280,6 +280,8 @@ class Store(Database):
         # flow's log entry, HC-29) commits or rolls back with the record.
         self.publication_hooks: list[
             Callable[[sqlite3.Connection, str, str, int, str], None]] = []
+        # Run inside each deletion's transaction (the key directory's removed value).
+        self.deletion_hooks: list[Callable[[sqlite3.Connection, str, str], None]] = []
         # Run inside the transaction that accepts a UID of the hashchain flow (HC-19):
         # (db, identity, record_hash, uid_json), uid_json the canonical JSON of the UID.
         self.uid_hooks: list[Callable[[sqlite3.Connection, str, bytes, str], None]] = []
@@ -352,6 +354,8 @@ class Store(Database):
                        " keypair_tombstones.last_version THEN excluded.last_version"
                        " ELSE keypair_tombstones.last_version END",
                        (user_id, client_id, int(row[0])))
+            for hook in self.deletion_hooks:
+                hook(db, user_id, client_id)
             return True
 
     def list_apps(self, user_id: str) -> list[tuple[str, int]]:

@@ -1,0 +1,183 @@
+"""Flow hashchain, the key directory's routes (directory steps 14-23, HC-80 .. HC-99).
+
+GET /v1/directory                                      the VRF key and the latest epoch
+GET /v1/directory/keypair/{user_id}/{client_id}        a lookup answer (?epoch=N: a past one)
+GET /v1/directory/keypair/{user_id}/{client_id}/history
+GET /v1/directory/uid/{identity}  and  .../history
+
+No credentials: a lookup names what it asks for, and nothing lists names (HC-99). The
+directory learns changes from hooks that run inside the transactions that make them (a
+keypair publication or deletion, a UID), and publishes them as the next epoch before it
+answers (HC-98). Every answer is built by keyflows.spec.hashchain_directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from keyflows.reference import hashchain
+from keyflows.reference.common import (
+    Services,
+    in_thread,
+    json_text_response,
+    limited_body,
+    method_route,
+    not_found,
+    path_identifiers,
+    query_parameter,
+    spec_checked,
+)
+from keyflows.reference.directory_store import DirectoryStore
+from keyflows.reference.keypair_publication import public_view_text
+from keyflows.reference.store import canonical_json
+from keyflows.spec import hashchain_directory as hd
+from keyflows.spec import hashchain_directory_client as hdc
+from keyflows.spec import hashchain_note as note
+from keyflows.spec.encoding import b64url_encode
+
+FLOW = "hashchain"
+PREFIX = "/v1/directory"
+#: The secret the VRF key is kept under (sealed at rest, HC-97).
+VRF_KEY_SECRET = "hashchain.directory-vrf-key"
+#: An epoch is published at least this often even without changes (HC-98); well under
+#: the clients' default maximum epoch age (HC-91).
+HEARTBEAT = 3600
+
+
+def setup(app: Starlette, svc: Services) -> None:
+    """The directory over the log (hashchain.setup runs first), its hooks, and epoch 1."""
+    log = app.state.hashchain
+    seed = svc.secrets.get_or_create(VRF_KEY_SECRET, lambda: os.urandom(32))
+    directory = DirectoryStore(svc.store, vrf_secret_key=seed, append_entry=log.append_entry,
+                               random=os.urandom, heartbeat=HEARTBEAT)
+
+    def published(db: sqlite3.Connection, user_id: str, client_id: str, _version: int,
+                  record_text: str) -> None:
+        directory.queue(db, hd.keypair_label(user_id, client_id),
+                        json.loads(public_view_text(record_text)))
+
+    def deleted(db: sqlite3.Connection, user_id: str, client_id: str) -> None:
+        directory.queue(db, hd.keypair_label(user_id, client_id), None)
+
+    def uid_recorded(db: sqlite3.Connection, identity: str, _record_hash: bytes,
+                     uid_json: str) -> None:
+        directory.queue(db, hd.uid_label(identity), json.loads(uid_json))
+
+    svc.store.publication_hooks.append(published)
+    svc.store.deletion_hooks.append(deleted)
+    svc.store.uid_hooks.append(uid_recorded)
+    directory.publish_if_due(now())
+    app.state.directory = directory
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def directory_of(request: Request) -> DirectoryStore:
+    store = request.app.state.directory
+    assert isinstance(store, DirectoryStore)
+    return store
+
+
+async def fresh(request: Request) -> DirectoryStore:
+    """HC-98: publish what waits (or a heartbeat epoch) before answering anything."""
+    store = directory_of(request)
+    await in_thread(lambda: store.publish_if_due(now()))
+    return store
+
+
+async def get_directory(request: Request) -> Response:
+    """HC-88: the VRF public key and the latest epoch."""
+    await limited_body(request)
+    store = await fresh(request)
+    latest = await in_thread(store.latest)
+    assert latest is not None
+    return json_text_response(canonical_json({
+        "vrf_public_key": b64url_encode(store.vrf_public_key),
+        "epoch": latest.epoch.epoch, "published_at": latest.epoch.published_at,
+        "heartbeat": store.heartbeat, "max_epoch_age": hdc.DEFAULT_MAX_EPOCH_AGE}))
+
+
+def query_epoch(request: Request) -> int | None:
+    """HC-88: ?epoch=N, a decimal in 1..2^63-1; repeated is 400 (API-19)."""
+    value = query_parameter(request, "epoch")
+    if value is None:
+        return None
+    return int(spec_checked(lambda: note.parse_decimal(value, what="query parameter epoch",
+                                                       requirement="HC-88")))
+
+
+def label_of(request: Request, kind: str) -> hd.Label:
+    if kind == hd.KIND_UID:
+        identity = request.path_params["identity"]
+        label = hd.uid_label(str(identity))
+    else:
+        user_id, client_id = path_identifiers(request, "user_id", "client_id")
+        label = hd.Label(kind, (user_id, client_id))
+    spec_checked(label.fields)  # HC-80: the names' syntax
+    return label
+
+
+async def answer(request: Request, kind: str, *, history: bool) -> Response:
+    """HC-88, HC-95: the lookup answer (and the versions) at the latest or asked epoch."""
+    label = label_of(request, kind)
+    at_epoch = query_epoch(request)
+    await limited_body(request)
+    store = await fresh(request)
+    positioned = await in_thread(lambda: hd.prove_position(store.vrf_secret_key, label))
+    found = await in_thread(lambda: store.lookup(label, positioned, at_epoch))
+    if found is None:
+        raise not_found("the directory has no such epoch", requirement="HC-88")
+    stored, latest, proof, versions = found
+    log_proof = await hashchain.tlog_proof(request.app.state, stored.log_index)
+    leaf = None if latest is None else hd.FoundLeaf(
+        version=latest.leaf.version, epoch=latest.leaf.epoch, previous=latest.leaf.previous,
+        value=latest.value)
+    wire = hd.answer_to_wire(hd.Answer(
+        label=label, epoch=stored.epoch.epoch, published_at=stored.epoch.published_at,
+        vrf_proof=positioned.proof, leaf=leaf, map_proof=proof, log_entry=stored.entry,
+        log_proof=log_proof))
+    if history:
+        wire = hdc.history_to_wire(wire, [(v.leaf.epoch, v.value) for v in versions])
+    return json_text_response(canonical_json(wire))
+
+
+async def get_keypair(request: Request) -> Response:
+    return await answer(request, hd.KIND_KEYPAIR, history=False)
+
+
+async def get_keypair_history(request: Request) -> Response:
+    return await answer(request, hd.KIND_KEYPAIR, history=True)
+
+
+async def get_uid(request: Request) -> Response:
+    return await answer(request, hd.KIND_UID, history=False)
+
+
+async def get_uid_history(request: Request) -> Response:
+    return await answer(request, hd.KIND_UID, history=True)
+
+
+KEYPAIR_PATH = f"{PREFIX}/keypair/{{user_id}}/{{client_id}}"
+UID_PATH = f"{PREFIX}/uid/{{identity}}"
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        method_route(PREFIX, {"GET": get_directory}, name="directory"),
+        method_route(KEYPAIR_PATH, {"GET": get_keypair}, name="directory_keypair"),
+        method_route(f"{KEYPAIR_PATH}/history", {"GET": get_keypair_history},
+                     name="directory_keypair_history"),
+        method_route(UID_PATH, {"GET": get_uid}, name="directory_uid"),
+        method_route(f"{UID_PATH}/history", {"GET": get_uid_history},
+                     name="directory_uid_history"),
+    ]

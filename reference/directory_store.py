@@ -1,0 +1,223 @@
+"""The key directory's tables (hashchain flow, directory steps 14-23).
+
+Changes are queued inside the transaction that makes them (a keypair publication or
+deletion, a device list, a UID) and published as the next epoch before the directory
+answers anything (HC-98): each epoch's versions, map nodes and log entry are written in
+one transaction, next to the log's own tables, and never rewritten, so every past epoch
+keeps answering (its map is the rows with an epoch at most its own).
+
+Every decision is the spec's: versions chain with hashchain_directory.next_version, the
+map is hashchain_directory_map.apply / prove over a reader of these rows, the epoch is
+checked with check_next_epoch and its log entry laid out by epoch_entry.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from keyflows.reference.store import Database, canonical_json
+from keyflows.spec import ecvrf
+from keyflows.spec import hashchain_directory as hd
+from keyflows.spec import hashchain_directory_map as dmap
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS directory_pending (seq INTEGER NOT NULL, kind TEXT NOT NULL,"
+    " name1 TEXT NOT NULL, name2 TEXT NOT NULL, value TEXT, PRIMARY KEY (seq))",
+    "CREATE TABLE IF NOT EXISTS directory_epochs (epoch INTEGER NOT NULL,"
+    " published_at INTEGER NOT NULL, map_root BLOB NOT NULL, log_index INTEGER NOT NULL,"
+    " entry BLOB NOT NULL, PRIMARY KEY (epoch))",
+    "CREATE TABLE IF NOT EXISTS directory_versions (position BLOB NOT NULL,"
+    " version INTEGER NOT NULL, epoch INTEGER NOT NULL, value_hash BLOB NOT NULL,"
+    " previous BLOB NOT NULL, leaf_value BLOB NOT NULL, value TEXT,"
+    " PRIMARY KEY (position, version))",
+    "CREATE INDEX IF NOT EXISTS directory_versions_epoch ON directory_versions"
+    " (position, epoch)",
+    "CREATE TABLE IF NOT EXISTS directory_nodes (depth INTEGER NOT NULL, prefix BLOB NOT NULL,"
+    " epoch INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (depth, prefix, epoch))",
+)
+
+#: Appends an entry to the transparency log inside the caller's transaction (HC-47).
+AppendEntry = Callable[[sqlite3.Connection, bytes], int]
+Random = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class StoredEpoch:
+    epoch: hd.Epoch
+    log_index: int
+    entry: bytes
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    leaf: hd.LeafVersion
+    value: object
+
+
+class EpochMap:
+    """The map of one epoch, read from the rows (hashchain_directory_map.MapReader)."""
+
+    def __init__(self, db: sqlite3.Connection, epoch: int) -> None:
+        self.db = db
+        self.epoch = epoch
+
+    def subtree(self, depth: int, prefix: bytes) -> dmap.Subtree:
+        row = self.db.execute("SELECT hash FROM directory_nodes WHERE depth = ? AND prefix = ?"
+                              " AND epoch <= ? ORDER BY epoch DESC LIMIT 1",
+                              (depth, prefix, self.epoch)).fetchone()
+        if row is not None:
+            return dmap.Inner(bytes(row[0]))
+        upper = dmap.upper_bound(prefix, depth)
+        sql = ("SELECT DISTINCT position FROM directory_versions WHERE position >= ?"
+               " AND epoch <= ?")
+        params: tuple[Any, ...] = (prefix, self.epoch)
+        if upper is not None:
+            sql += " AND position < ?"
+            params = (*params, upper)
+        positions = self.db.execute(sql + " ORDER BY position LIMIT 2", params).fetchall()
+        if not positions:
+            return None
+        if len(positions) > 1:
+            raise RuntimeError("two leaves in a subtree without a stored node")  # corrupt
+        position = bytes(positions[0][0])
+        latest = latest_version(self.db, position, self.epoch)
+        assert latest is not None
+        return dmap.Leaf(position, latest.leaf.leaf_value)
+
+
+def latest_version(db: sqlite3.Connection, position: bytes, epoch: int) -> StoredVersion | None:
+    row = db.execute("SELECT version, epoch, value_hash, previous, value FROM directory_versions"
+                     " WHERE position = ? AND epoch <= ? ORDER BY version DESC LIMIT 1",
+                     (position, epoch)).fetchone()
+    return None if row is None else _version(row)
+
+
+def _version(row: Sequence[Any]) -> StoredVersion:
+    leaf = hd.LeafVersion(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3]))
+    return StoredVersion(leaf, None if row[4] is None else json.loads(str(row[4])))
+
+
+def latest_epoch(db: sqlite3.Connection) -> StoredEpoch | None:
+    row = db.execute("SELECT epoch FROM directory_epochs ORDER BY epoch DESC LIMIT 1").fetchone()
+    return None if row is None else epoch_at(db, int(row[0]))
+
+
+def epoch_at(db: sqlite3.Connection, epoch: int) -> StoredEpoch | None:
+    row = db.execute("SELECT published_at, map_root, log_index, entry FROM directory_epochs"
+                     " WHERE epoch = ?", (epoch,)).fetchone()
+    if row is None:
+        return None
+    return StoredEpoch(hd.Epoch(epoch, int(row[0]), b"", bytes(row[1])), int(row[2]),
+                       bytes(row[3]))
+
+
+class DirectoryStore:
+    """The directory on the reference Store's database, next to the log's tables."""
+
+    def __init__(self, db: Database, *, vrf_secret_key: bytes, append_entry: AppendEntry,
+                 random: Random, heartbeat: int) -> None:
+        self.db = db
+        self.vrf_secret_key = vrf_secret_key
+        self.vrf_public_key = ecvrf.public_key(vrf_secret_key)
+        self.append_entry = append_entry
+        self.random = random
+        self.heartbeat = heartbeat
+        with db.write() as tx:
+            for statement in SCHEMA:
+                tx.execute(statement)
+
+    # --- changes (inside the transaction that makes them) ---------------------------------
+
+    def queue(self, tx: sqlite3.Connection, label: hd.Label, value: object) -> None:
+        """Step 16 (HC-83): a change, published with the next epoch; None removes."""
+        row = tx.execute("SELECT MAX(seq) FROM directory_pending").fetchone()
+        seq = 1 if row is None or row[0] is None else int(row[0]) + 1
+        names = (*label.names, "")[:2]
+        tx.execute("INSERT INTO directory_pending (seq, kind, name1, name2, value)"
+                   " VALUES (?, ?, ?, ?, ?)",
+                   (seq, label.kind, names[0], names[1],
+                    None if value is None else canonical_json(value)))
+
+    # --- epochs -----------------------------------------------------------------------------
+
+    def publish_if_due(self, now: int) -> None:
+        """HC-98: an epoch when changes wait or the last one is a heartbeat old (the spec's
+        epoch_due with interval 0: no change is answered before it is published)."""
+        def due(tx: sqlite3.Connection) -> bool:
+            pending = tx.execute("SELECT 1 FROM directory_pending LIMIT 1").fetchone()
+            last = latest_epoch(tx)
+            return hd.epoch_due(None if last is None else last.epoch, pending=pending is not None,
+                                now=now, interval=0, heartbeat=self.heartbeat)
+
+        if not self.db.read(due):
+            return
+        with self.db.write() as tx:
+            if due(tx):  # another process may have published meanwhile
+                self._publish(tx, now)
+
+    def _publish(self, tx: sqlite3.Connection, now: int) -> None:
+        """Step 18 (HC-86, HC-87): apply the pending changes as the next epoch's versions,
+        hash the map, and append the epoch's commitment to the log."""
+        last = latest_epoch(tx)
+        number = 1 if last is None else last.epoch.epoch + 1
+        published_at = now if last is None else max(now, last.epoch.published_at)
+        previous = None if last is None else hd.Epoch(
+            last.epoch.epoch, last.epoch.published_at, self.vrf_public_key, last.epoch.map_root)
+        hd.check_next_epoch(previous, number, published_at)
+        rows = tx.execute("SELECT seq, kind, name1, name2, value FROM directory_pending"
+                          " ORDER BY seq").fetchall()
+        leaves: dict[bytes, bytes] = {}
+        for _seq, kind, name1, name2, value in rows:
+            label = hd.Label(str(kind), (str(name1),) if kind == hd.KIND_UID
+                             else (str(name1), str(name2)))
+            position = hd.prove_position(self.vrf_secret_key, label).position
+            current = latest_version(tx, position, number)
+            obj = None if value is None else json.loads(str(value))
+            leaf = hd.next_version(None if current is None else current.leaf,
+                                   hd.value_hash_of(label, obj), number)
+            tx.execute("INSERT INTO directory_versions (position, version, epoch, value_hash,"
+                       " previous, leaf_value, value) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (position, leaf.version, number, leaf.value_hash, leaf.previous,
+                        leaf.leaf_value, value))
+            leaves[position] = leaf.leaf_value
+        update = dmap.apply(leaves, EpochMap(tx, number - 1))
+        for depth, prefix, value_ in update.nodes:
+            tx.execute("INSERT INTO directory_nodes (depth, prefix, epoch, hash)"
+                       " VALUES (?, ?, ?, ?)", (depth, prefix, number, value_))
+        epoch = hd.Epoch(number, published_at, self.vrf_public_key, update.root)
+        entry = hd.epoch_entry(epoch, self.random(16))
+        index = self.append_entry(tx, entry)
+        tx.execute("INSERT INTO directory_epochs (epoch, published_at, map_root, log_index,"
+                   " entry) VALUES (?, ?, ?, ?, ?)",
+                   (number, published_at, update.root, index, entry))
+        tx.execute("DELETE FROM directory_pending")
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def lookup(self, label: hd.Label, positioned: hd.Positioned, at_epoch: int | None
+               ) -> tuple[StoredEpoch, StoredVersion | None, dmap.MapProof,
+                          list[StoredVersion]] | None:
+        """Step 19 (HC-88, HC-95): the epoch, the identity's latest version in it, the map
+        proof and every version up to it; None when the epoch does not exist (yet)."""
+        def read(tx: sqlite3.Connection) -> tuple[StoredEpoch, StoredVersion | None,
+                                                  dmap.MapProof, list[StoredVersion]] | None:
+            stored = latest_epoch(tx) if at_epoch is None else epoch_at(tx, at_epoch)
+            if stored is None:
+                return None
+            number = stored.epoch.epoch
+            position = positioned.position
+            found = latest_version(tx, position, number)
+            proof = dmap.prove(position, EpochMap(tx, number))
+            rows = tx.execute("SELECT version, epoch, value_hash, previous, value"
+                              " FROM directory_versions WHERE position = ? AND epoch <= ?"
+                              " ORDER BY version", (position, number)).fetchall()
+            return stored, found, proof, [_version(r) for r in rows]
+
+        return self.db.read(read)
+
+    def latest(self) -> StoredEpoch | None:
+        return self.db.read(latest_epoch)
