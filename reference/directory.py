@@ -3,12 +3,14 @@
 GET /v1/directory                                      the VRF key and the latest epoch
 GET /v1/directory/keypair/{user_id}/{client_id}        a lookup answer (?epoch=N: a past one)
 GET /v1/directory/keypair/{user_id}/{client_id}/history
-GET /v1/directory/uid/{identity}  and  .../history
+GET /v1/directory/devices/{user_id}/{client_id}        and .../history
+GET /v1/directory/uid/{identity}                       and .../history
 
 No credentials: a lookup names what it asks for, and nothing lists names (HC-99). The
 directory learns changes from hooks that run inside the transactions that make them (a
-keypair publication or deletion, a UID), and publishes them as the next epoch before it
-answers (HC-98). Every answer is built by keyflows.spec.hashchain_directory.
+keypair publication or deletion, a signed device list, a UID), and publishes them as the
+next epoch before it answers (HC-98). Every answer is built by
+keyflows.spec.hashchain_directory.
 """
 
 from __future__ import annotations
@@ -71,7 +73,11 @@ def setup(app: Starlette, svc: Services) -> None:
                      uid_json: str) -> None:
         directory.queue(db, hd.uid_label(identity), json.loads(uid_json))
 
+    def listed(db: sqlite3.Connection, user_id: str, client_id: str, signed: bytes) -> None:
+        directory.queue(db, hd.devices_label(user_id, client_id), b64url_encode(signed))
+
     svc.store.publication_hooks.append(published)
+    svc.store.device_list_hooks.append(listed)
     svc.store.deletion_hooks.append(deleted)
     svc.store.uid_hooks.append(uid_recorded)
     directory.publish_if_due(now())
@@ -159,6 +165,14 @@ async def get_keypair_history(request: Request) -> Response:
     return await answer(request, hd.KIND_KEYPAIR, history=True)
 
 
+async def get_devices(request: Request) -> Response:
+    return await answer(request, hd.KIND_DEVICES, history=False)
+
+
+async def get_devices_history(request: Request) -> Response:
+    return await answer(request, hd.KIND_DEVICES, history=True)
+
+
 async def get_uid(request: Request) -> Response:
     return await answer(request, hd.KIND_UID, history=False)
 
@@ -168,6 +182,7 @@ async def get_uid_history(request: Request) -> Response:
 
 
 KEYPAIR_PATH = f"{PREFIX}/keypair/{{user_id}}/{{client_id}}"
+DEVICES_PATH = f"{PREFIX}/devices/{{user_id}}/{{client_id}}"
 UID_PATH = f"{PREFIX}/uid/{{identity}}"
 
 
@@ -177,6 +192,9 @@ def routes() -> list[BaseRoute]:
         method_route(KEYPAIR_PATH, {"GET": get_keypair}, name="directory_keypair"),
         method_route(f"{KEYPAIR_PATH}/history", {"GET": get_keypair_history},
                      name="directory_keypair_history"),
+        method_route(DEVICES_PATH, {"GET": get_devices}, name="directory_devices"),
+        method_route(f"{DEVICES_PATH}/history", {"GET": get_devices_history},
+                     name="directory_devices_history"),
         method_route(UID_PATH, {"GET": get_uid}, name="directory_uid"),
         method_route(f"{UID_PATH}/history", {"GET": get_uid_history},
                      name="directory_uid_history"),

@@ -185,9 +185,14 @@ def _drained(db: sqlite3.Connection, message_ids: Iterable[str]) -> list[str]:
 class EnvelopeTables:
     """The envelope flow's queries, inside the shared Store's transactions."""
 
-    def __init__(self, write: Write, read: Read) -> None:
+    def __init__(self, write: Write, read: Read,
+                 list_hooks: Iterable[Callable[[sqlite3.Connection, str, str, bytes], None]] = ()
+                 ) -> None:
         self._write = write
         self._read = read
+        # Run inside the transaction that stores a list, with its signed bytes (the key
+        # directory's "devices" kind).
+        self._list_hooks = tuple(list_hooks)
 
     # --- device lists (step 1) ----------------------------------------------------------
 
@@ -218,6 +223,8 @@ class EnvelopeTables:
                        " version = excluded.version, list = excluded.list",
                        (user_id, client_id, decision.device_list.version,
                         text(decision.device_list)))
+            for hook in self._list_hooks:
+                hook(db, user_id, client_id, D.device_list_signed_bytes(decision.device_list))
             db.executemany("INSERT INTO envelope_devices (user_id, client_id, device_id)"
                            " VALUES (?, ?, ?)",
                            [(user_id, client_id, d) for d in decision.added])

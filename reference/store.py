@@ -282,6 +282,8 @@ class Store(Database):
             Callable[[sqlite3.Connection, str, str, int, str], None]] = []
         # Run inside each deletion's transaction (the key directory's removed value).
         self.deletion_hooks: list[Callable[[sqlite3.Connection, str, str], None]] = []
+        # Run inside each device list's transaction, with its signed bytes (the same).
+        self.device_list_hooks: list[Callable[[sqlite3.Connection, str, str, bytes], None]] = []
         # Run inside the transaction that accepts a UID of the hashchain flow (HC-19):
         # (db, identity, record_hash, uid_json), uid_json the canonical JSON of the UID.
         self.uid_hooks: list[Callable[[sqlite3.Connection, str, bytes, str], None]] = []
@@ -295,7 +297,7 @@ class Store(Database):
 
     def envelope(self) -> envelope_store.EnvelopeTables:
         """The envelope flow's tables, on this store's connection and transactions."""
-        return envelope_store.EnvelopeTables(self._write, self._read)
+        return envelope_store.EnvelopeTables(self._write, self._read, self.device_list_hooks)
 
     def journal_mode(self) -> str:
         if self.dialect != "sqlite":

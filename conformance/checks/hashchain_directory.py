@@ -6,9 +6,9 @@ runner acts as an owner monitoring its own identities epoch by epoch.
 
 Attacks each check catches: a lookup answered for another identity, a map proof that
 does not lead to the committed root, a root the log never committed (lookup-verifies,
-absent-verifies, uid-verifies); a change accepted but never published, a version the
-owner did not make, a rewritten history (owner-monitors, history-verifies); a past epoch
-no longer answered (past-epochs).
+absent-verifies, uid-verifies, devices-verifies); a change accepted but never published,
+a version the owner did not make, a rewritten history (owner-monitors, history-verifies);
+a past epoch no longer answered (past-epochs).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from keyflows.conformance.checks import envelope as envelope_checks
 from keyflows.conformance.checks.hashchain_support import (
     NEEDS,
     Params,
@@ -27,11 +28,12 @@ from keyflows.conformance.checks.hashchain_support import (
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe, describe
 from keyflows.conformance.registry import check
+from keyflows.spec import envelope_devices as D
 from keyflows.spec import hashchain_directory as hd
 from keyflows.spec import hashchain_directory_client as hdc
 from keyflows.spec import hashchain_uid as hu
 from keyflows.spec import keypair_publication as kp
-from keyflows.spec.encoding import b64url_decode
+from keyflows.spec.encoding import b64url_decode, b64url_encode
 
 DIRECTORY = "/v1/directory"
 KEYPAIR_NEEDS = (*NEEDS, "keypair-publication")
@@ -94,7 +96,7 @@ def lookup_verifies(t: Probe) -> None:
     expect_value(t, found, kp.public_view(sealed.record), version=2, what="after version 2")
 
 
-@check("hashchain/directory/absent-verifies", requirements=("HC-80", "HC-88", "HC-99"),
+@check("hashchain/directory/absent-verifies", requirements=("HC-80", "HC-85", "HC-88"),
        needs=NEEDS)
 def absent_verifies(t: Probe) -> None:
     """An identity nobody published is absent, with an absence proof that verifies."""
@@ -115,6 +117,25 @@ def uid_verifies(t: Probe) -> None:
     _p, _client, who, uid, _reply = create(t, "dir-uid")
     found = lookup(t, tr, hd.uid_label(who.identity), what="the lookup of a new UID")
     expect_value(t, found, hu.uid_to_wire(uid), version=1, what="after the UID's creation")
+
+
+@check("hashchain/directory/devices-verifies", requirements=("HC-80", "HC-82", "HC-88"),
+       needs=(*KEYPAIR_NEEDS, "envelope"))
+def devices_verifies(t: Probe) -> None:
+    """A signed device list is in the directory under (user, application), its canonical
+    signed bytes the value; its next version is version 2."""
+    tr, _ = trust(t, params(t))
+    owner = envelope_checks.person(t, "dir-dev")
+    label = hd.devices_label(owner.user_id, envelope_checks.CLIENT)
+    for version in (1, 2):
+        envelope_checks.register(t, owner, f"dir-device-{version}")
+        exchange, body = get_json(t, envelope_checks.devices_path(owner.user_id),
+                                  what="GET the device list")
+        listed = expect_spec(t, "the stored device list", exchange,
+                             lambda body=body: D.parse_device_list(body))
+        found = lookup(t, tr, label, what=f"the lookup of device list version {version}")
+        expect_value(t, found, b64url_encode(D.device_list_signed_bytes(listed)),
+                     version=version, what=f"after device list version {version}")
 
 
 @check("hashchain/directory/owner-monitors",
