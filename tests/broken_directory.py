@@ -108,6 +108,13 @@ def past_epochs_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(directory, "query_epoch", lambda request: None)
 
 
+def apps_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists a user's applications to anyone (the VRF then hides nothing)."""
+    from broken_servers import public_apps_list
+
+    public_apps_list(monkeypatch)
+
+
 VARIANTS = (
     DirectoryVariant("wrong-label", "a lookup answered for another identity",
                      "hashchain/directory/lookup-verifies", wrong_label),
@@ -119,6 +126,8 @@ VARIANTS = (
                      "hashchain/directory/owner-monitors", deletion_unpublished),
     DirectoryVariant("history-truncated", "a history without its earlier versions",
                      "hashchain/directory/history-verifies", history_truncated),
+    DirectoryVariant("apps-listed", "a user's applications listed to anyone",
+                     "hashchain/directory/no-enumeration", apps_listed),
     DirectoryVariant("past-epochs-forgotten", "lookups at a past epoch answered at the latest",
                      "hashchain/directory/past-epochs", past_epochs_forgotten),
 )

@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OBSERVED = ROOT / "tests" / "mutation" / "observed.yaml"
 
 PENDING: dict[str, str] = {
-    "HC-99": "no enumeration: GET /v1/users/{u}/apps is still public on the reference server",
 }
 
 

@@ -8,7 +8,7 @@ Attacks each check catches: a lookup answered for another identity, a map proof 
 does not lead to the committed root, a root the log never committed (lookup-verifies,
 absent-verifies, uid-verifies, devices-verifies); a change accepted but never published,
 a version the owner did not make, a rewritten history (owner-monitors, history-verifies);
-a past epoch no longer answered (past-epochs).
+a past epoch no longer answered (past-epochs); a listing of names (no-enumeration).
 """
 
 from __future__ import annotations
@@ -106,6 +106,20 @@ def absent_verifies(t: Probe) -> None:
     if found.leaf is not None:
         t.fail("an unknown identity is present in the directory", expected="leaf null",
                actual=f"version {found.leaf.version}")
+
+
+@check("hashchain/directory/no-enumeration", requirements=("HC-99",), needs=KEYPAIR_NEEDS)
+def no_enumeration(t: Probe) -> None:
+    """Nothing lists names: a user's applications are not listed to anyone but the
+    user, and the directory has no route below a lookup's full name."""
+    user = t.user("dir-enum")
+    t.publish(user, "dir-app", 1)
+    listed = t.request("GET", f"/v1/users/{user.user_id}/apps")
+    if listed.status == 200:
+        t.fail("a user's applications are listed without the user's credentials",
+               expected="401", actual=describe(listed), exchange=listed)
+    partial = t.request("GET", f"{DIRECTORY}/keypair/{user.user_id}")
+    t.expect_rejected(partial, 404, what="GET the directory below a user (no listing)")
 
 
 @check("hashchain/directory/uid-verifies", requirements=("HC-80", "HC-82", "HC-88"),
