@@ -139,7 +139,7 @@ async def answer(request: Request, kind: str, *, history: bool) -> Response:
     at_epoch = query_epoch(request)
     await limited_body(request)
     store = await fresh(request)
-    positioned = await in_thread(lambda: hd.prove_position(store.vrf_secret_key, label))
+    positioned = await in_thread(lambda: store.positioned(label))
     found = await in_thread(lambda: store.lookup(label, positioned, at_epoch))
     if found is None:
         raise not_found("the directory has no such epoch", requirement="HC-88")

@@ -25,8 +25,11 @@ from keyflows.spec import hashchain_directory as hd
 from keyflows.spec import hashchain_directory_map as dmap
 
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS directory_pending (seq INTEGER NOT NULL, kind TEXT NOT NULL,"
-    " name1 TEXT NOT NULL, name2 TEXT NOT NULL, value TEXT, PRIMARY KEY (seq))",
+    "CREATE TABLE IF NOT EXISTS directory_pending (seq INTEGER NOT NULL,"
+    " position BLOB NOT NULL, value_hash BLOB NOT NULL, value TEXT, PRIMARY KEY (seq))",
+    "CREATE TABLE IF NOT EXISTS directory_labels (kind TEXT NOT NULL, name1 TEXT NOT NULL,"
+    " name2 TEXT NOT NULL, beta BLOB NOT NULL, proof BLOB NOT NULL,"
+    " PRIMARY KEY (kind, name1, name2))",
     "CREATE TABLE IF NOT EXISTS directory_epochs (epoch INTEGER NOT NULL,"
     " published_at INTEGER NOT NULL, map_root BLOB NOT NULL, log_index INTEGER NOT NULL,"
     " entry BLOB NOT NULL, PRIMARY KEY (epoch))",
@@ -133,14 +136,46 @@ class DirectoryStore:
     # --- changes (inside the transaction that makes them) ---------------------------------
 
     def queue(self, tx: sqlite3.Connection, label: hd.Label, value: object) -> None:
-        """Step 16 (HC-83): a change, published with the next epoch; None removes."""
+        """Step 16 (HC-83): a change, published with the next epoch; None removes. Its
+        position and value hash are computed now, in the change's transaction, so that
+        publishing an epoch costs hashes only."""
+        positioned = self._positioned(tx, label)
         row = tx.execute("SELECT MAX(seq) FROM directory_pending").fetchone()
         seq = 1 if row is None or row[0] is None else int(row[0]) + 1
-        names = (*label.names, "")[:2]
-        tx.execute("INSERT INTO directory_pending (seq, kind, name1, name2, value)"
-                   " VALUES (?, ?, ?, ?, ?)",
-                   (seq, label.kind, names[0], names[1],
+        tx.execute("INSERT INTO directory_pending (seq, position, value_hash, value)"
+                   " VALUES (?, ?, ?, ?)",
+                   (seq, positioned.position, hd.value_hash_of(label, value),
                     None if value is None else canonical_json(value)))
+
+    @staticmethod
+    def _names(label: hd.Label) -> tuple[str, str, str]:
+        names = (*label.names, "")[:2]
+        return label.kind, names[0], names[1]
+
+    def _positioned(self, tx: sqlite3.Connection, label: hd.Label) -> hd.Positioned:
+        """Step 14 (HC-80): the VRF proof of a label, proved once and kept (ECVRF-TAI
+        proofs are deterministic, so a kept proof is the proof)."""
+        found = self.known_position(tx, label)
+        if found is not None:
+            return found
+        positioned = hd.prove_position(self.vrf_secret_key, label)
+        tx.execute("INSERT INTO directory_labels (kind, name1, name2, beta, proof)"
+                   " VALUES (?, ?, ?, ?, ?)",
+                   (*self._names(label), positioned.beta, positioned.proof))
+        return positioned
+
+    def known_position(self, tx: sqlite3.Connection, label: hd.Label) -> hd.Positioned | None:
+        row = tx.execute("SELECT beta, proof FROM directory_labels WHERE kind = ? AND"
+                         " name1 = ? AND name2 = ?", self._names(label)).fetchone()
+        if row is None:
+            return None
+        return hd.Positioned(label=label, alpha=hd.vrf_input(label), proof=bytes(row[1]),
+                             beta=bytes(row[0]))
+
+    def positioned(self, label: hd.Label) -> hd.Positioned:
+        """A lookup's VRF proof: kept for a label that changed, else proved now."""
+        found = self.db.read(lambda tx: self.known_position(tx, label))
+        return found if found is not None else hd.prove_position(self.vrf_secret_key, label)
 
     # --- epochs -----------------------------------------------------------------------------
 
@@ -168,17 +203,14 @@ class DirectoryStore:
         previous = None if last is None else hd.Epoch(
             last.epoch.epoch, last.epoch.published_at, self.vrf_public_key, last.epoch.map_root)
         hd.check_next_epoch(previous, number, published_at)
-        rows = tx.execute("SELECT seq, kind, name1, name2, value FROM directory_pending"
+        rows = tx.execute("SELECT position, value_hash, value FROM directory_pending"
                           " ORDER BY seq").fetchall()
         leaves: dict[bytes, bytes] = {}
-        for _seq, kind, name1, name2, value in rows:
-            label = hd.Label(str(kind), (str(name1),) if kind == hd.KIND_UID
-                             else (str(name1), str(name2)))
-            position = hd.prove_position(self.vrf_secret_key, label).position
+        for position_, value_hash, value in rows:
+            position = bytes(position_)
             current = latest_version(tx, position, number)
-            obj = None if value is None else json.loads(str(value))
             leaf = hd.next_version(None if current is None else current.leaf,
-                                   hd.value_hash_of(label, obj), number)
+                                   bytes(value_hash), number)
             tx.execute("INSERT INTO directory_versions (position, version, epoch, value_hash,"
                        " previous, leaf_value, value) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (position, leaf.version, number, leaf.value_hash, leaf.previous,
