@@ -1,6 +1,6 @@
 """The key directory's checks (conformance/checks/hashchain_directory.py) pass the
 reference server and catch every server of tests/broken_directory.py by the check named
-for its attack. The runner runs in this process (click's test runner), with only the
+for its attack. The runner runs in this process (tests/runner_runs.py), with only the
 directory's checks selected: about two seconds per run."""
 
 from __future__ import annotations
@@ -11,27 +11,26 @@ from typing import Any
 
 import pytest
 from broken_directory import VARIANTS, DirectoryVariant
-from click.testing import CliRunner
+from runner_runs import run_conformance
 from servers import start_reference_server
 from test_conformance import free_port
-
-from keyflows.conformance.cli import main
 
 SELECT = "hashchain/directory/*"
 
 
-def run_against(tmp_path: Path) -> tuple[int, str, dict[str, str]]:
+def run_against(tmp_path: Path, monkeypatch: pytest.MonkeyPatch | None = None
+                ) -> tuple[int, str, dict[str, str]]:
     port = free_port()
     server = start_reference_server(f"http://127.0.0.1:{port}", tmp_path / "keys.sqlite3")
     report = tmp_path / "report.json"
     try:
-        done = CliRunner().invoke(main, [
-            "conformance", "--base-url", server.url, "--account-listen", f"127.0.0.1:{port}",
-            "--report-json", str(report), "--select", SELECT])
+        done = run_conformance("--base-url", server.url, "--account-listen",
+                               f"127.0.0.1:{port}", "--report-json", str(report),
+                               "--select", SELECT, monkeypatch=monkeypatch)
     finally:
         server.stop()
     data: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
-    return done.exit_code, done.output, {c["id"]: c["status"] for c in data["checks"]}
+    return done.returncode, done.stdout, {c["id"]: c["status"] for c in data["checks"]}
 
 
 def test_the_reference_directory_passes(tmp_path: Path) -> None:
@@ -44,6 +43,6 @@ def test_the_reference_directory_passes(tmp_path: Path) -> None:
 def test_a_broken_directory_is_caught(variant: DirectoryVariant, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     variant.patch(monkeypatch)
-    code, output, statuses = run_against(tmp_path)
+    code, output, statuses = run_against(tmp_path, monkeypatch)
     assert code == 1, f"{variant.name} was not caught:\n{output}"
     assert statuses[variant.must_fail] == "failed", output
