@@ -17,13 +17,8 @@ from runner_runs import run_conformance
 from servers import RunningServer, start_reference_server
 
 from keyflows.conformance.embedded import witness_config
-from keyflows.reference.config import DEFAULT_RATES
-from keyflows.spec.limits import Rate
 
 SELECT = ("--select", "hashchain/*")
-# The hashchain checks create many UIDs within a second or two when the runner is in-process,
-# more than the default uid-create bucket holds: a wider one (uid-rate still drives it empty).
-RATES = {**DEFAULT_RATES, "uid-create": Rate(150, 60)}
 
 
 def free_port() -> int:
@@ -44,9 +39,6 @@ def run_against(server: RunningServer, account_port: int, tmp_path: Path,
     return done, json.loads(report.read_text())
 
 
-# The hashchain checks create many UIDs within a second or two when the runner is in-process,
-# more than the default uid-create bucket holds: a wider one (uid-rate still drives it empty).
-RATES = {**DEFAULT_RATES, "uid-create": Rate(150, 60)}
 
 
 def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RunningServer, int]:
@@ -54,7 +46,7 @@ def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RunningServe
     port = free_port()
     account = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("KEYFLOWS_HASHCHAIN_WITNESSES", witness_config(account))
-    return start_reference_server(account, tmp_path / "keys.sqlite3", rates=RATES), port
+    return start_reference_server(account, tmp_path / "keys.sqlite3"), port
 
 
 def test_reference_server_passes_every_hashchain_check(tmp_path: Path,

@@ -36,6 +36,7 @@ CONCURRENT_WRITERS = 16
 MIN_LOG = 8
 WITNESS_MAX_AGE = 600
 FIRST_STATE = "hashchain.first-state"
+UID_RATE_WAIT_S = 10  # the longest a check waits out the uid-create bucket in all
 
 
 def identity_path(identity: str, suffix: str = "") -> str:
@@ -250,9 +251,21 @@ def make_uid(who: Person, checkpoint: note.Checkpoint, **changes: Any) -> hu.Uid
                        sigescrow_seed=who.escrow_seed)
 
 
-def post_uid(t: Probe, uid: hu.Uid | dict[str, Any]) -> Exchange:
+def post_uid(t: Probe, uid: hu.Uid | dict[str, Any], *, patient: bool = True) -> Exchange:
+    """POST a UID. Every POST counts in the server's uid-create bucket (API-52), refused
+    ones too, and this flow's checks post many within a minute: a patient post waits out a
+    short Retry-After and sends again (at most UID_RATE_WAIT_S in all), so a check judges
+    the UID, not the rate limit; hashchain/limits/uid-rate posts impatiently."""
     wire = hu.uid_to_wire(uid) if isinstance(uid, hu.Uid) else uid
-    return t.request("POST", UIDS, json_body=wire)
+    waited = 0
+    while True:
+        exchange = t.request("POST", UIDS, json_body=wire)
+        after = exchange.header("retry-after") or ""
+        if (not patient or exchange.status != 429 or not after.isdigit()
+                or waited + int(after) > UID_RATE_WAIT_S):
+            return exchange
+        time.sleep(int(after))
+        waited += int(after)
 
 
 def checked_reply(t: Probe, p: Params, exchange: Exchange, uid: hu.Uid, status: int, *,

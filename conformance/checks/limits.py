@@ -446,7 +446,7 @@ def uid_rate(t: Probe) -> None:
 
     def send(count: int) -> Exchange:
         uids.append(hc_support.make_uid(hc_support.person(t, p, "ur"), head))
-        return hc_support.post_uid(t, uids[-1])
+        return hc_support.post_uid(t, uids[-1], patient=False)
 
     refused = drive_to_refusal(t, rate, send, what="UID creations", exact=False)
     expect_429(t, refused, rate, what="a UID creation over the rate limit")
