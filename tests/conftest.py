@@ -41,6 +41,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if name in SLOW_MODULES or name.startswith(SLOW_PREFIXES):
             item.add_marker(pytest.mark.slow)
     _unique_node_ids(items)
+    # Slow modules first (each keeps its order): with two processes (`nox -s tests`),
+    # the quick ones then fill the gaps instead of one long module ending the run alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _unique_node_ids(items: list[pytest.Item]) -> None:
