@@ -13,6 +13,9 @@
 
 Each runs on 127.0.0.1 in daemon threads: `with hostile("drip") as url: ...`.
 Also a command: `python tests/hostile_servers.py drip --port 8081` (for a soak run).
+
+`run_measured(*args)` runs `keyflows ARGS` as a process of its own and returns its result,
+its duration and its own peak resident memory.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import socket
 import socketserver
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 CAPABILITIES = json.dumps({
     "profile": "v1", "spec_version": "1.0.0",
@@ -136,6 +144,35 @@ def hostile(kind: str, *, interval: float = 3.0, size: int = HUNDRED_MB,
         server.stopping.set()
         server.shutdown()
         server.server_close()
+
+
+# `keyflows` that writes its own peak resident memory (VmHWM, KiB) to the file named by
+# $PEAK_FILE as it exits. Not ru_maxrss from wait4: Linux carries the high-water mark of
+# the image a child had between fork and exec (a copy of the parent: a pytest process late
+# in a suite run holds some hundreds of MB) into the program it executes.
+PEAK_PROBE = """
+import os, runpy
+try:
+    runpy.run_module("keyflows.conformance", run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status", encoding="ascii") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["PEAK_FILE"], "w", encoding="ascii") as out:
+        out.write(peak)
+"""
+
+
+def run_measured(*args: str, timeout: float = 120
+                 ) -> tuple[subprocess.CompletedProcess[str], float, int]:
+    """`keyflows ARGS` as a process: (result, seconds, its own peak resident memory, KiB)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PEAK_FILE=str(peak_file))
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", PEAK_PROBE, *args], capture_output=True,
+                              text=True, env=env, timeout=timeout, check=False)
+        elapsed = time.monotonic() - started
+        return done, elapsed, int(peak_file.read_text(encoding="ascii"))
 
 
 def main() -> None:

@@ -12,17 +12,14 @@ takes about 35 s of waiting on deadlines).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hostile_servers import hostile
+from hostile_servers import hostile, run_measured
 
 LIMIT_S = 300.0
 LIMIT_RSS_KB = 300 * 1024
@@ -32,15 +29,11 @@ def soak(kind: str) -> list[str]:
     problems = []
     with tempfile.TemporaryDirectory() as tmp, hostile(kind, interval=3.0) as url:
         report, junit = Path(tmp) / "r.json", Path(tmp) / "r.xml"
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "keyflows.conformance", "conformance", "--base-url", url,
-             "--report-json", str(report), "--junit-xml", str(junit)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=False)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.monotonic() - started
-        code = os.waitstatus_to_exitcode(status)
-        rss_mb = usage.ru_maxrss / 1024
+        done, elapsed, peak_kb = run_measured("conformance", "--base-url", url,
+                                              "--report-json", str(report), "--junit-xml",
+                                              str(junit), timeout=LIMIT_S + 60)
+        code = done.returncode
+        rss_mb = peak_kb / 1024
         try:
             summary = json.loads(report.read_text())["summary"]
             ET.parse(junit)
@@ -54,7 +47,7 @@ def soak(kind: str) -> list[str]:
             problems.append(f"{kind}: exit status {code}, expected 1")
         if elapsed > LIMIT_S:
             problems.append(f"{kind}: {elapsed:.0f} s, limit {LIMIT_S:.0f} s")
-        if usage.ru_maxrss > LIMIT_RSS_KB:
+        if peak_kb > LIMIT_RSS_KB:
             problems.append(f"{kind}: peak RSS {rss_mb:.0f} MB, limit 300 MB")
     return problems
 

@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -24,40 +23,18 @@ from typing import Any
 
 import pytest
 from broken_servers import Scope, compact, rewriting
-from hostile_servers import hostile
+from hostile_servers import hostile, run_measured
 from servers import RunningServer, start_reference_server
 
 KEYFLOWS = [sys.executable, "-m", "keyflows.conformance", "conformance"]
 PEAK_RSS_LIMIT_KB = 300 * 1024
 BODY_GROWTH_LIMIT_KB = 48 * 1024
-# `keyflows conformance` that writes its own peak resident memory (VmHWM, KiB) to the file
-# named by $PEAK_FILE as it exits. Not ru_maxrss from wait4: Linux carries the high-water
-# mark of the image a child had between fork and exec (a copy of this test process, some
-# hundreds of MB late in a suite run) into the program it executes.
-PEAK_PROBE = """
-import os, runpy
-try:
-    runpy.run_module("keyflows.conformance", run_name="__main__", alter_sys=True)
-finally:
-    with open("/proc/self/status", encoding="ascii") as status:
-        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-    with open(os.environ["PEAK_FILE"], "w", encoding="ascii") as out:
-        out.write(peak)
-"""
 
 
 def run_keyflows(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str],
                                                              float, int]:
     """Run the runner as a process; (result, seconds, its own peak resident memory in KiB)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        peak_file = Path(scratch) / "peak"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PEAK_FILE=str(peak_file))
-        started = time.monotonic()
-        done = subprocess.run([sys.executable, "-c", PEAK_PROBE, "conformance", *args],
-                              capture_output=True, text=True, env=env, timeout=timeout,
-                              check=False)
-        elapsed = time.monotonic() - started
-        return done, elapsed, int(peak_file.read_text(encoding="ascii"))
+    return run_measured("conformance", *args, timeout=timeout)
 
 
 def reports(tmp_path: Path) -> list[str]:
