@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,7 +43,7 @@ from keyflows.conformance.checks.lock_layering_support import (
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe
 from keyflows.conformance.registry import check
-from keyflows.spec import http_signatures, primitives
+from keyflows.spec import edv, http_signatures, primitives
 from keyflows.spec import lock_layering as spec
 from keyflows.spec import lock_layering_capability as cap
 from keyflows.spec.encoding import b64url_encode
@@ -372,8 +373,8 @@ def body_shape_strict(t: Probe) -> None:
     for what, send in lengths:
         t.expect_rejected(send(), 400, what=what, failure_class="length")
     # The vault binding is exactly {"vault": URL, "token": non-empty string} (LOCK-35).
-    vault = f"{t.session.accounts.url.rstrip('/')}/edvs/z{'1' * 22}"
-    for edv_member, what in (([vault, "token"], "an array"),
+    vault = f"{t.session.accounts.url.rstrip('/')}/edvs/{edv.new_id(os.urandom)}"
+    for edv_member, what in ((["token", "vault"], "an array of the member names"),
                              ({"vault": vault}, "no token"),
                              ({"vault": vault, "token": 5}, "a token that is a number"),
                              ({"vault": vault, "token": ""}, "an empty token"),
