@@ -111,7 +111,7 @@ def test_selection_markers_skips_and_known_failing_as_strict_xfail(
                      "common/auth/missing-token # passes: a stale entry\n")
     result = pytester.runpytest_subprocess(
         *PLUGIN, *broken.args(), "--keyflows-known-failing", str(known), "-rA",
-        "-k", "common/auth or hashchain/chain", "-m", "API-4 or hashchain", timeout=120)
+        "-k", "common/auth or hashchain/log", "-m", "API-4 or hashchain", timeout=120)
     out = result.stdout.str()
     outcomes = result.parseoutcomes()
     assert outcomes.get("xfailed") == 1 and outcomes.get("failed") == 1, out

@@ -287,7 +287,11 @@ def _diagrams_in_sources() -> dict[str, int]:
     for path in sorted(DOCS.rglob("*.rst")):
         if "_build" in path.parts:
             continue
-        n = len(re.findall(r"^\.\. mermaid::", path.read_text("utf-8"), re.MULTILINE))
+        text = path.read_text("utf-8")
+        # A chapter's included parts (.rsti) render on the chapter's page.
+        for name in re.findall(r"^\.\. include:: (\S+\.rsti)$", text, re.MULTILINE):
+            text += (path.parent / name).read_text("utf-8")
+        n = len(re.findall(r"^\.\. mermaid::", text, re.MULTILINE))
         if n:
             counts[path.relative_to(DOCS).with_suffix(".html").as_posix()] = n
     return counts
