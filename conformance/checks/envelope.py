@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,12 +460,16 @@ def bad_device_keys(t: Probe) -> None:
 
 @check("envelope/devices/counters-checked", requirements=("ENV-21", "API-6"), needs=NEEDS)
 def device_list_counters(t: Probe) -> None:
-    """A list's version and key_version are integers in range: a string, true, 0 or one
-    past the largest are refused (400, decode); the largest version is well-formed, so a
+    """A list's user_id and client_id are identifiers, its version and key_version
+    integers in range: a string, true, 0 or one past the largest are refused (400,
+    decode); the largest version is well-formed, so a
     first list of that version is refused as a gap (422, link), not as malformed."""
     owner = person(t, "counters")
     good = new_handset(owner, "phone").device
     base = signed_list(owner, [good], 1)
+    for member, value in (("user_id", "no spaces allowed"), ("client_id", "")):
+        t.expect_rejected(put_list(t, owner, dict(base, **{member: value})), 400,
+                          what=f"PUT a list whose {member} is {value!r}", failure_class="decode")
     for member, high in (("version", D.MAX_LIST_VERSION), ("key_version", D.MAX_KEY_VERSION)):
         for value in ("1", True, 0, high + 1):
             t.expect_rejected(put_list(t, owner, dict(base, **{member: value})), 400,
@@ -846,17 +851,43 @@ def streamed_length_enforced(t: Probe) -> None:
                expected="the uploaded bytes", actual="other bytes")
 
 
+class Gated(list[bytes]):
+    """Body pieces whose first iteration waits at `gate` after the first piece (a sent
+    request that is retried on a fresh connection does not wait again)."""
+
+    def __init__(self, pieces: list[bytes], gate: threading.Barrier) -> None:
+        super().__init__(pieces)
+        self.gate = gate
+        self.waited = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for index, piece in enumerate(list.__iter__(self)):
+            if index == 1 and not self.waited:
+                self.waited = True
+                try:
+                    self.gate.wait(timeout=20)
+                except threading.BrokenBarrierError:
+                    pass  # a racer failed early: go on, the check judges the answers
+            yield piece
+
+
 @check("envelope/payload/concurrent-uploads-one-wins", requirements=("ENV-26",), needs=NEEDS)
 def concurrent_uploads(t: Probe) -> None:
     """Eight uploads of one payload at once: exactly one is taken (204), every other is
     refused (409, replay), and the payload served is the one uploaded."""
     sender, phone, sealed, message_id = _posted(t, "racing", 2 * 1024 * 1024)
     racers = 8
-    start = threading.Barrier(racers)
+    start, halfway = threading.Barrier(racers), threading.Barrier(racers)
+    half = len(sealed.payload) // 2
 
     def race(_: int) -> Exchange:
         start.wait(timeout=30)
-        return upload(t, sender, message_id, sealed.payload)
+        # Every racer sends half of the body, then waits for the others: all of them are
+        # past the server's early checks before any can finish, so the race is decided
+        # where ENV-26 puts it, when the payloads are committed.
+        return t.request("PUT", upload_path(sender.user_id, message_id),
+                         token=sender.user.token, headers=OCTET,
+                         chunks=Gated([sealed.payload[:half], sealed.payload[half:]], halfway))
 
     with ThreadPoolExecutor(max_workers=racers) as pool:
         exchanges = list(pool.map(race, range(racers)))
