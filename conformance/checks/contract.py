@@ -22,7 +22,7 @@ import jsonschema
 
 from keyflows.conformance.checks.support import expect_absent, expect_stored, expect_unauthorized
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
-from keyflows.conformance.http import Exchange
+from keyflows.conformance.http import Exchange, json_or_none
 from keyflows.conformance.probe import (
     JSON_HEADERS,
     CheckSkipped,
@@ -711,9 +711,25 @@ def keyinit_list_bounds(t: Probe) -> None:
         ({"keyinits": 5}, "a number in place of the list"),
         ({"keyinits": wire[:1], "note": "x"}, "a further top-level member"),
         (["keyinits"], "a list in place of the object"))
+    highest = spec.MAX_INDEX
+    for value, named in ((True, "true"), ("1", "a string"), (-1, "-1"),
+                         (highest + 1, "one past its maximum")):
+        body_cases += (({"keyinits": [{**wire[0], "not_before": value}]},
+                        f"a KeyInit whose not_before is {named}"),)
     for body, what in body_cases:
         t.expect_rejected(t.request("POST", path, json_body=body), 400,
                           failure_class="decode", what=f"POST KeyInits with {what}")
+    # At its maximum the integer decodes; the KeyInit is then refused for what it says
+    # (its signature no longer covers it), not as an undecodable integer.
+    exchange = t.request("POST", path, json_body={"keyinits": [{**wire[0],
+                                                                "not_before": highest}]})
+    problem = json_or_none(exchange.response_body)
+    if not 400 <= exchange.status < 500 or not isinstance(problem, dict) \
+            or problem.get("failure_class") == "decode":
+        t.fail("a KeyInit whose not_before is exactly its maximum is refused as "
+               "undecodable (API-6: the range includes its maximum)",
+               expected="a 4xx problem of another failure class than decode",
+               actual=describe(exchange), exchange=exchange)
     exchange = t.request("POST", path, json_body={"keyinits": wire[:most]})
     body = t.expect_ok_json(exchange, 201, what=f"POST exactly max_keyinits ({most}) "
                                                 "KeyInits, after the refused ones")
