@@ -166,7 +166,8 @@ def second_creation(t: Probe) -> None:
                expected=str([reply.index]), actual=str([i.index for i in history.items]))
 
 
-@check("hashchain/uid/identity-syntax-and-domain", requirements=("HC-14",), needs=NEEDS)
+@check("hashchain/uid/identity-syntax-and-domain", requirements=("HC-14", "HC-34"),
+       needs=NEEDS)
 def identity_syntax(t: Probe) -> None:
     """An identity not in mapped form or not well formed (length, characters, '@', DNS
     domain) is 400, in a UID or a path; a well-formed one at the length limits is not; a
