@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -321,3 +322,13 @@ def test_history_through_the_directory() -> None:
     with pytest.raises(SpecError) as exc:
         hdc.verify_history(dropped, label=WORLD.alice, trust=WORLD.trust, now=NOW)
     assert exc.value.failure_class == "history"
+
+
+def test_the_vectors_rfc9381_inputs_are_those_of_the_kat_file() -> None:
+    from pathlib import Path
+
+    from keyflows.vectors import hashchain_directory as vhd
+    kat = Path(__file__).parent / "kat" / "rfc9381_ecvrf_edwards25519_tai.json"
+    data = json.loads(kat.read_text(encoding="utf-8"))
+    assert [(v["origin"], v["sk"], v["alpha"]) for v in data["valid"]] == \
+        list(vhd.RFC9381_EXAMPLES)

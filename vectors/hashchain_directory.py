@@ -33,10 +33,9 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-from keyflows.spec import ecvrf, primitives, yamlfile
+from keyflows.spec import ecvrf, primitives
 from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_directory as hd
 from keyflows.spec import hashchain_directory_client as hdc
@@ -279,8 +278,17 @@ def parse_trust(obj: Mapping[str, Any]) -> hdc.Trust:
 
 # --- D1: VRF ----------------------------------------------------------------------------------
 
-KAT_FILE = Path(__file__).resolve().parent.parent / "tests" / "kat" / \
-    "rfc9381_ecvrf_edwards25519_tai.json"
+# The RFC 9381 Appendix B.3 examples (ECVRF-EDWARDS25519-SHA512-TAI): origin, SK, alpha.
+# Kept here, not read from tests/kat, so an installed package generates the same cases;
+# tests/test_hashchain_directory.py checks them against tests/kat's copy.
+RFC9381_EXAMPLES: tuple[tuple[str, str, str], ...] = (
+    ("RFC 9381 Appendix B.3, Example 16 (SK and PK of RFC 8032 section 7.1 test 1)",
+     "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", ""),
+    ("RFC 9381 Appendix B.3, Example 17 (RFC 8032 section 7.1 test 2)",
+     "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb", "72"),
+    ("RFC 9381 Appendix B.3, Example 18 (RFC 8032 section 7.1 test 3)",
+     "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7", "af82"),
+)
 
 
 def _vrf_prove_case(case_id: str, comment: str, flags: tuple[str, ...], sk: bytes,
@@ -299,11 +307,9 @@ def _vrf_prove_case(case_id: str, comment: str, flags: tuple[str, ...], sk: byte
 
 
 def _rfc9381_examples() -> list[tuple[str, bytes, bytes]]:
-    """(origin, sk, alpha) of the RFC 9381 examples in tests/kat, when the file is there
-    (it is in a checkout; the cases are generated from a checkout)."""
-    data = yamlfile.load(KAT_FILE.read_text(encoding="utf-8"))  # JSON is YAML
-    return [(v["origin"], bytes.fromhex(v["sk"]), bytes.fromhex(v["alpha"]))
-            for v in data["valid"]]
+    """(origin, sk, alpha) of the RFC 9381 Appendix B.3 examples."""
+    return [(origin, bytes.fromhex(sk), bytes.fromhex(alpha))
+            for origin, sk, alpha in RFC9381_EXAMPLES]
 
 
 def vrf_cases() -> list[Case]:
