@@ -396,14 +396,17 @@ def unsigned_list_refused(t: Probe) -> None:
 
 @check("envelope/devices/replay-and-gap-refused", requirements=("ENV-3",), needs=NEEDS)
 def replay_and_gap(t: Probe) -> None:
-    """An older version again is refused (409, replay); a version that skips one is refused
-    (422, link); a kept device with other keys is refused (422, binding)."""
+    """An older version again, or another list of the stored version, is refused (409,
+    replay); a version that skips one is refused (422, link); a kept device with other keys
+    is refused (422, binding)."""
     owner = person(t, "replay")
     (phone,) = register(t, owner, "phone")
     old = signed_list(owner, [phone.device], 1)
     register(t, owner, "laptop")
     t.expect_rejected(put_list(t, owner, old), 409, what="PUT version 1 after version 2",
                       failure_class="replay")
+    t.expect_rejected(put_list(t, owner, signed_list(owner, [phone.device], 2)), 409,
+                      what="PUT another list of the stored version 2", failure_class="replay")
     t.expect_rejected(put_list(t, owner, signed_list(owner, list(owner.devices.values()), 4)),
                       422, what="PUT version 4 after version 2", failure_class="link")
     rekeyed = D.Device(user_id=owner.user_id, device_id="phone",
@@ -450,6 +453,10 @@ def bad_device_keys(t: Probe) -> None:
         odd["devices"][0]["device_id"] = device_id
         t.expect_rejected(put_list(t, owner, odd), 400, what=f"PUT a list whose device_id "
                           f"is {what}", failure_class="decode")
+    twice = signed_list(owner, [good], 1)
+    twice["devices"] = [twice["devices"][0], twice["devices"][0]]
+    t.expect_rejected(put_list(t, owner, twice), 400, what="PUT a list naming one device "
+                      "twice", failure_class="decode")
     two = signed_list(owner, [good, new_handset(owner, "alpha").device], 1)
     two["devices"].reverse()
     t.expect_rejected(put_list(t, owner, two), 400, what="PUT a list out of device_id order",
