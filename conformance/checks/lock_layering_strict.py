@@ -229,9 +229,9 @@ def capability_format_strict(t: Probe) -> None:
     """A capability whose HMAC chain is valid is still refused (the uniform 401) when its
     text breaks the format: another prefix, more than 4096 characters, a repeated or
     unknown JSON member, more than 16 caveats, a caveat that is not a string, an exp that
-    is not a canonical decimal of at most 2^63 - 1, an ops caveat with an unknown or
-    repeated operation. At the limits (4096 characters, 16 caveats, exp = 2^63 - 1) it is
-    accepted."""
+    is not a canonical decimal of at most 2^63 - 1, a caveat without '=', an ops caveat
+    with an unknown or repeated operation. At the limits (4096 characters, 16 caveats,
+    exp = 2^63 - 1) it is accepted."""
     ks = create_keystore(t, HELD, "strict-capability")
     reference = reference_401(t, ks)
     root = ks.capability
@@ -259,6 +259,7 @@ def capability_format_strict(t: Probe) -> None:
             ks, f"exp=0{cap.not_after(decoded)}"), False),
         ("an exp in hexadecimal", with_unchecked_caveat(ks, "exp=0x7fffffff"), False),
         ("an ops caveat naming read twice", with_unchecked_caveat(ks, "ops=read,read"), False),
+        ("a caveat without '='", with_unchecked_caveat(ks, "opsread"), False),
         ("an ops caveat naming an unknown operation",
          with_unchecked_caveat(ks, "ops=read,fly"), False),
     ]
