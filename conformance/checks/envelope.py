@@ -478,9 +478,9 @@ def device_list_counters(t: Probe) -> None:
         t.expect_rejected(put_list(t, owner, dict(base, **{member: value})), 400,
                           what=f"PUT a list whose {member} is {value!r}", failure_class="decode")
     for member, high in (("version", D.MAX_LIST_VERSION), ("key_version", D.MAX_KEY_VERSION)):
-        for value in ("1", True, 0, high + 1):
-            t.expect_rejected(put_list(t, owner, dict(base, **{member: value})), 400,
-                              what=f"PUT a list whose {member} is {value!r}",
+        for bad in ("1", True, 0, high + 1):
+            t.expect_rejected(put_list(t, owner, dict(base, **{member: bad})), 400,
+                              what=f"PUT a list whose {member} is {bad!r}",
                               failure_class="decode")
     t.expect_rejected(put_list(t, owner, signed_list(owner, [good], D.MAX_LIST_VERSION)), 422,
                       what=f"PUT a first list of version {D.MAX_LIST_VERSION}, the largest "
