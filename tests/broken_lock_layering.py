@@ -471,6 +471,15 @@ def long_ceks(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_spec(monkeypatch, "CEK_MAX_LEN", 65)
 
 
+def ignores_signature_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder's signature parameters are not checked; only its nonce is taken."""
+    def check_signature_params(entry: Any, holder: bytes, now: int) -> str:
+        nonce = entry.param("nonce")
+        return nonce if isinstance(nonce, str) else "A" * 22
+
+    _patch_cap(monkeypatch, "check_signature_params", check_signature_params)
+
+
 def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """A query answer is used whatever its status, if its body is a list."""
     from keyflows.reference import edv_client
@@ -583,6 +592,9 @@ VARIANTS = (
                   ("lock-layering/holder/content-digest-strict",), patch=any_digest_algorithm),
     BrokenVariant("long-ceks", "a cek of 65 bytes is wrapped",
                   ("lock-layering/wrap/lengths",), patch=long_ceks),
+    BrokenVariant("ignores-signature-params", "signature parameters are not checked",
+                  ("lock-layering/holder/signature-params-strict",),
+                  patch=ignores_signature_params),
     BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
                   (EDV + "vault-errors",), patch=trusts_vault_errors),
 )

@@ -55,7 +55,8 @@ Fields = dict[str, str]
 
 def signed_read(t: Probe, ks: Keystore, signer: Signer, *,
                 components: Sequence[str] | None = None,
-                extra: Sequence[tuple[str, str]] = ()) -> Fields:
+                extra: Sequence[tuple[str, str]] = (),
+                params: Sequence[tuple[str, Any]] | None = None) -> Fields:
     """Authorization, Signature-Input and Signature of a read of the keystore, signed by
     `signer` over `components` (default: the ones LOCK-25 requires) with a fresh nonce;
     `extra` fields are sent too (and may be covered)."""
@@ -63,11 +64,13 @@ def signed_read(t: Probe, ks: Keystore, signer: Signer, *,
     url = urlsplit(t.session.base_url + ks.path)
     view = http_signatures.Request("GET", url.netloc, url.path, url.query,
                                    tuple(sent.items()), b"", url.scheme)
-    params = (("created", int(time.time())), ("nonce", new_nonce()),
-              ("keyid", b64url_encode(signer.public)), ("alg", http_signatures.ALG_ED25519),
-              ("tag", cap.SIGNATURE_TAG))
+    if params is None:
+        params = (("created", int(time.time())), ("nonce", new_nonce()),
+                  ("keyid", b64url_encode(signer.public)),
+                  ("alg", http_signatures.ALG_ED25519), ("tag", cap.SIGNATURE_TAG))
     entry = http_signatures.SignatureInput(
-        tuple(components) if components is not None else cap.REQUIRED_COMPONENTS, params)
+        tuple(components) if components is not None else cap.REQUIRED_COMPONENTS,
+        tuple(params))
     signature = primitives.ed25519_sign(signer.seed, lenient_base(view, entry))
     return {**sent, **http_signatures.signature_fields(cap.SIGNATURE_LABEL, entry, signature)}
 
@@ -437,3 +440,41 @@ def content_digest_strict(t: Probe) -> None:
                        what="sign, signed, with only a sha-512 Content-Digest")
     t.expect_ok_json(signed_sign(t, ks, key, holder, body, f"{sha512}, {sha256}"), 200,
                      what="sign, signed, with a sha-512 and the right sha-256 digest")
+
+
+@check("lock-layering/holder/signature-params-strict", requirements=("LOCK-25", "LOCK-26"),
+       needs=NEEDS)
+def signature_params_strict(t: Probe) -> None:
+    """The holder's own signature over the right components is refused (the uniform 401)
+    when its parameters break LOCK-25/26: another tag, another alg, an unknown parameter,
+    no or a non-integer created, an expires already past, a malformed nonce, a keyid that
+    is not the holder's key."""
+    holder = Signer.fresh()
+    ks = create_keystore(t, HELD, "strict-params", holder=holder.public)
+    reference = reference_401(t, ks)
+    now = int(time.time())
+
+    def params(**changes: Any) -> list[tuple[str, Any]]:
+        base: dict[str, Any] = {"created": now, "nonce": new_nonce(),
+                                "keyid": b64url_encode(holder.public),
+                                "alg": http_signatures.ALG_ED25519, "tag": cap.SIGNATURE_TAG}
+        base.update(changes)
+        return [(k, v) for k, v in base.items() if v is not None]
+
+    cases = [
+        ("another tag", params(tag="other-tag")),
+        ("another alg", params(alg="rsa-pss-sha512")),
+        ("an unknown parameter", params(extra="x")),
+        ("no created", params(created=None)),
+        ("a created that is a string", params(created=str(now))),
+        ("an expires already past", params(expires=now - 1)),
+        ("a nonce of 8 characters", params(nonce="AAAAAAAA")),
+        ("a keyid of another key", params(keyid=b64url_encode(Signer.fresh().public))),
+    ]
+    for what, chosen in cases:
+        exchange = t.request("GET", ks.path, headers=signed_read(t, ks, holder,
+                                                                  params=chosen))
+        expect_uniform_401(t, exchange, reference, what=f"read, signed, with {what}")
+    t.expect_status(t.request("GET", ks.path, headers=signed_read(
+        t, ks, holder, params=params(expires=now + 120))), 200,
+        what="read, signed, with an expires in the future")
