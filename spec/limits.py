@@ -81,6 +81,13 @@ class Rate:
 MICROS = 1_000_000
 
 
+def _micros(seconds: float) -> int:
+    """Seconds as whole microseconds, rounded to nearest: truncation would turn
+    1.001 s into 1000999 us, so a client waiting exactly Retry-After seconds after a
+    refusal could be refused again."""
+    return round(seconds * MICROS)
+
+
 @dataclass(frozen=True)
 class Admission:
     """The decision on one request: admitted with the bucket's new TAT (whole
@@ -98,7 +105,7 @@ def admit(tat: int | None, *, now: float, rate: Rate) -> Admission:
     bucket never used). A refused request leaves the bucket unchanged, so retrying early
     never pushes the wait further. The interval is rounded down to whole microseconds:
     `capacity` requests at once always fit."""
-    now_us = int(now * MICROS)
+    now_us = _micros(now)
     window_us = rate.window_seconds * MICROS
     interval_us = window_us // rate.capacity
     base = now_us if tat is None or tat < now_us else tat
@@ -110,7 +117,7 @@ def admit(tat: int | None, *, now: float, rate: Rate) -> Admission:
 
 def is_idle(tat: int, *, now: float) -> bool:
     """A bucket whose TAT has passed is full again: its row can be forgotten."""
-    return tat <= int(now * MICROS)
+    return tat <= _micros(now)
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ def without_member(path: str, member: str) -> Any:
     async def rewrite(scope: Scope, request_body: bytes, status: int,
                       headers: list[tuple[bytes, bytes]], body: bytes
                       ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        if scope["path"] == path and status == 200:
+        if scope["path"] == path and status in (200, 201):
             answer = json.loads(body)
             answer.pop(member, None)
             body = compact(answer)
@@ -200,7 +200,7 @@ def test_a_missing_member_fails_checks_with_a_message_never_a_keyerror(
         tmp_path: Path) -> None:
     target = Target(tmp_path, without_member("/v1/hashchain/uids", "uid"))
     try:
-        done, _, _ = run_keyflows(*target.args(), "--select", "hashchain/uid/create-reply",
+        done, _, _ = run_keyflows(*target.args(), "--select", "hashchain/uid/create-reply-verifies",
                                   *reports(tmp_path))
     finally:
         target.server.stop()
