@@ -173,6 +173,7 @@ def has_float(value: object) -> bool:
 # cannot state: a schema-valid request may break them and is rightly refused with 400.
 RULES_NO_SCHEMA_EXPRESSES = {
     "KD-5": "Argon2id m >= 8p",
+    "KP-3": "a sealed ciphertext of 144 bytes exactly when public_keys has mlkem768 (80 without)",
     "HC-14": "an identity in mapped form (the HC-34 mapping)",
     "LOCK-11": "a capability in a body is base64url of a JSON object after kfc1.",
     "ENV-1": "a device list's devices in strictly increasing device_id order",
