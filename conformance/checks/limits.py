@@ -85,9 +85,16 @@ def request_head(t: Probe, method: str, path: str, headers: dict[str, str]) -> b
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+# A raw connection keeps the first bytes of what the server sends (a status line, headers,
+# a problem document) and reads the rest only to see when the server closes: a hostile
+# server streaming without end costs the runner this much, not the stream.
+WATCH_CAP = 65536
+
+
 @dataclass
 class Watched:
-    """What a raw connection saw: the bytes the server sent and when it closed."""
+    """What a raw connection saw: the first WATCH_CAP bytes the server sent and when it
+    closed."""
 
     answer: bytes = b""
     closed_after: float | None = None
@@ -115,8 +122,8 @@ def watch(sock: socket.socket, *, budget: float, trickle: bytes = b"",
             if chunk == b"":
                 seen.closed_after = time.monotonic() - started
                 return seen
-            if chunk:
-                seen.answer += chunk
+            if chunk and len(seen.answer) < WATCH_CAP:
+                seen.answer += chunk[:WATCH_CAP - len(seen.answer)]
             if pending and chunk is None:
                 sock.sendall(pending[:1])
                 pending = pending[1:]
@@ -282,7 +289,7 @@ def deadlines(t: Probe) -> None:
         seen = Watched()
         sock.settimeout(5.0)
         try:
-            while b"\r\n\r\n" not in seen.answer:
+            while b"\r\n\r\n" not in seen.answer and len(seen.answer) < WATCH_CAP:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
