@@ -167,3 +167,75 @@ def test_a_score_under_the_bar_fails_only_when_asked(sites: list[Site], tmp_path
     assert main(["--combine", str(results), "--fail-under"]) == 1
     assert "under the bar of 90%" in capsys.readouterr().err
     assert main(["--combine", str(results), "--fail-under", "50"]) == 0
+
+
+def test_a_default_run_skips_listed_equivalents_and_equivalents_runs_only_them(
+        sites: list[Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A default run reports every listed equivalent as "listed, not run" and counts it as
+    equivalent; --equivalents runs exactly the listed ones and exits 1 when one is killed
+    (a stale judgement). The runner is replaced by a verdict per site id."""
+    import mutation.__main__ as cli
+    from mutation.harness import LISTED, Outcome
+
+    equivalent = manifest.equivalents()
+    entries = {e.id: e for e in manifest.entries(sites)}
+    flow = "session-challenge"
+    in_flow = [s for s in sites if entries[s.id].flow == flow]
+    listed = [s for s in in_flow if s.id in equivalent]
+    assert listed and len(listed) < len(in_flow)
+    stale = listed[0].id
+    ran: list[str] = []
+
+    def fake_judge(site: Site | None, flow: str | None, requirement: str | None,
+                   *rest: object) -> Outcome:
+        if site is not None:
+            ran.append(site.id)
+        status = KILLED if site is None or site.id not in equivalent or site.id == stale \
+            else SURVIVED
+        return Outcome(id=site.id if site else "(pristine)", flow=flow,
+                       requirement=requirement, where=site.where if site else "",
+                       mutation=site.description if site else "",
+                       status=SURVIVED if site is None else status)
+
+    class NoWorkers:
+        def __init__(self, pristine: Path) -> None:
+            pass
+
+        def checks(self) -> list[object]:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(cli, "judge", fake_judge)
+    monkeypatch.setattr(cli, "Workers", NoWorkers)
+    monkeypatch.setattr(manifest, "record_observed", lambda *a, **k: None)
+
+    def run(*options: str) -> int:
+        args = cli.parse_args(["--flow", flow, "--jobs", "1", "--results",
+                               str(tmp_path / "r.json"), *options])
+        return cli.checked(sites, args, run=(tmp_path, tmp_path))
+
+    assert run() == 0
+    assert sorted(ran) == sorted(s.id for s in in_flow if s.id not in equivalent)
+    out = capsys.readouterr().out
+    assert f"equivalent (listed, not run) ({len(listed)}):" in out
+    import json
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["summary"]["flows"][flow]["equivalent"] == len(listed)
+    assert data["summary"]["equivalent_not_run"] == len(listed)
+    assert sum(m["status"] == LISTED for m in data["mutants"]) == len(listed)
+    assert data["summary"]["flows"][flow]["score"] == 100.0
+
+    ran.clear()
+    assert run("--equivalents") == 1  # one listed mutant is killed
+    assert sorted(ran) == sorted(s.id for s in listed)
+    out = capsys.readouterr().out
+    assert "killed: 1" in out and stale in out
+
+    ran.clear()
+    assert run("--equivalents", "--only", listed[-1].id) == 0  # still survives
+    assert ran == [listed[-1].id]
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--equivalents", "--fail-under"])

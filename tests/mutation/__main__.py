@@ -2,19 +2,28 @@
 
   --flow F            only sites of flow F (repeatable): common, key-derivation, ...
   --only ID           only this site, or every site whose id starts with ID (repeatable)
+  --equivalents       run only the sites judged equivalent in equivalent.yaml (within the
+                      selection) and report any the runner kills: a stale judgement
   --jobs N            mutants run at once (default: the number of cores)
   --list              print the selected sites and exit
   --update-manifest   rewrite manifest.yaml from the code (judgements are kept) and exit
-  --results FILE      the JSON results (default test-output/mutation/results.json)
+  --results FILE      the JSON results (default test-output/mutation/results.json, or
+                      equivalents.json with --equivalents)
   --combine FILE...   print one report from the results of earlier runs (e.g. one run per
                       flow: `--flow F --results F.json`), later files winning per site
   --fail-under [PCT]  exit 1 when the score is under the bar (default bar: 90% overall
                       and per flow; PCT replaces both); without it a finished run exits 0
 
+A default run does not run the sites listed in equivalent.yaml: each is reported as
+"equivalent (listed, not run)" and counted as an equivalent mutant, as a listed mutant
+that survives its run is. `--equivalents` runs exactly those sites, so a judgement the
+runner has made stale (a listed mutant it now kills) cannot hide.
+
 Exit status: 0 the run finished (and, with --fail-under, the score meets the bar: the
 score overall and of every flow run at least the bar, equivalents at most 15% of the
-population), 1 with --fail-under and the score under the bar, 2 the run could not start
-(manifest out of date, pristine run failing), 130 interrupted.
+population; with --equivalents, every listed mutant run survived), 1 with --fail-under
+and the score under the bar, or with --equivalents and a listed mutant killed, 2 the run
+could not start (manifest out of date, pristine run failing), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from . import manifest
 from .harness import (
     CHILDREN,
     KILLED,
+    LISTED,
     SURVIVED,
     TIMEOUT,
     HarnessError,
@@ -49,6 +59,7 @@ from .report import OVERALL_BAR, render, summary, verdict
 from .sites import ROOT, Site, discover
 
 DEFAULT_RESULTS = ROOT / "test-output" / "mutation" / "results.json"
+EQUIVALENTS_RESULTS = ROOT / "test-output" / "mutation" / "equivalents.json"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -56,14 +67,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      description="Mutation testing of the conformance runner.")
     parser.add_argument("--flow", action="append", default=[], choices=FLOWS)
     parser.add_argument("--only", action="append", default=[], metavar="ID")
+    parser.add_argument("--equivalents", action="store_true")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--update-manifest", action="store_true")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--combine", nargs="+", type=Path, default=[], metavar="FILE")
     parser.add_argument("--fail-under", type=float, nargs="?", const=OVERALL_BAR,
                         default=None, metavar="PCT")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.equivalents and (args.fail_under is not None or args.combine):
+        parser.error("--equivalents reports stale judgements (exit 1 if one is killed); "
+                     "--fail-under and --combine score default runs")
+    if args.results is None:
+        args.results = EQUIVALENTS_RESULTS if args.equivalents else DEFAULT_RESULTS
+    return args
 
 
 def fail(message: str) -> int:
@@ -79,6 +97,16 @@ def select(sites: list[Site], entries: dict[str, manifest.Entry],
     if args.only:
         chosen = [s for s in chosen if any(s.id == o or s.id.startswith(o) for o in args.only)]
     return chosen
+
+
+def plan(chosen: list[Site], equivalent: dict[str, str],
+         equivalents_mode: bool) -> tuple[list[Site], list[Site]]:
+    """(the sites to run, the listed equivalents reported without a run). A default run
+    skips every site listed in equivalent.yaml; --equivalents runs exactly those."""
+    listed = [s for s in chosen if s.id in equivalent]
+    if equivalents_mode:
+        return listed, []
+    return [s for s in chosen if s.id not in equivalent], listed
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -122,42 +150,58 @@ def checked(sites: list[Site], args: argparse.Namespace,
         return fail(f"{len(missing)} site(s) without a known requirement")
     entries = {e.id: e for e in current}
     chosen = select(sites, entries, args)
-    if not chosen:
-        return fail("no site matches the selection")
+    to_run, listed = plan(chosen, manifest.equivalents(), args.equivalents)
+    if not to_run and not listed:
+        return fail("no listed equivalent matches the selection" if args.equivalents
+                    else "no site matches the selection")
     if run is None:
-        for site in chosen:
+        skipped = {s.id for s in listed}
+        for site in chosen if not args.equivalents else to_run:
             e = entries[site.id]
-            print(f"{site.id}  {site.where}  [{e.requirement}, {e.flow}]  {site.description}")
-        print(f"{len(chosen)} sites")
+            note = "  (equivalent: listed, not run)" if site.id in skipped else ""
+            print(f"{site.id}  {site.where}  [{e.requirement}, {e.flow}]  "
+                  f"{site.description}{note}")
+        print(f"{len(to_run)} sites to run"
+              + (f", {len(listed)} listed as equivalent (not run)" if listed else ""))
         return 0
     try:
-        return execute(chosen, entries, args, *run)
+        return execute(to_run, listed, entries, args, *run)
     except KeyboardInterrupt:
         CHILDREN.stop_all()
         print("\nmutation: interrupted; every server and runner stopped", file=sys.stderr)
         return 130
 
 
-def execute(chosen: list[Site], entries: dict[str, manifest.Entry],
+def execute(chosen: list[Site], listed: list[Site], entries: dict[str, manifest.Entry],
             args: argparse.Namespace, pristine: Path, work: Path) -> int:
     started = time.monotonic()
     equivalent = manifest.equivalents()
     workers = Workers(pristine)
     try:
-        return _execute(chosen, entries, args, pristine, work, workers, equivalent, started)
+        outcomes = [not_run(site, entries[site.id]) for site in listed]
+        if chosen:
+            outcomes += _execute(chosen, entries, args, pristine, work, workers, equivalent)
     except HarnessError as exc:
         return fail(str(exc))
     finally:
         workers.close()
+    return conclude(outcomes, entries, args, equivalent, started,
+                    selected=len(chosen) + len(listed))
+
+
+def not_run(site: Site, entry: manifest.Entry) -> Outcome:
+    return Outcome(id=site.id, flow=entry.flow, requirement=entry.requirement,
+                   where=site.where, mutation=site.description, status=LISTED,
+                   reason="equivalent (listed, not run)")
 
 
 def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
              args: argparse.Namespace, pristine: Path, work: Path, workers: Workers,
-             equivalent: dict[str, str], started: float) -> int:
+             equivalent: dict[str, str]) -> list[Outcome]:
     checks = workers.checks()
     baseline = judge(None, "common", None, pristine, work, workers, checks)
     if baseline.status != SURVIVED:
-        return fail(f"the pristine server does not pass the runner: {baseline.reason}")
+        raise HarnessError(f"the pristine server does not pass the runner: {baseline.reason}")
     shaky = f" (failed once, then passed alone: {', '.join(baseline.flaky)})" \
         if baseline.flaky else ""
     print(f"pristine run: every check passed in {baseline.seconds:.1f} s{shaky}; "
@@ -178,6 +222,13 @@ def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
         pool.shutdown(wait=True)
         raise
     pool.shutdown()
+    return outcomes
+
+
+def conclude(outcomes: list[Outcome], entries: dict[str, manifest.Entry],
+             args: argparse.Namespace, equivalent: dict[str, str], started: float,
+             selected: int) -> int:
+    """Write the results, print the report; the exit status."""
     outcomes.sort(key=lambda o: o.where)
     wall = time.monotonic() - started
     report = summary(outcomes, equivalent, population=len(entries))
@@ -192,10 +243,37 @@ def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
     for o in outcomes:
         if o.status in (KILLED, TIMEOUT) and o.requirement:
             killed[o.requirement] = killed.get(o.requirement, 0) + 1
-    manifest.record_observed(killed, complete=len(chosen) == len(entries))
-    print(render(outcomes, equivalent, report))
+    manifest.record_observed(killed, complete=selected == len(entries)
+                             and not args.equivalents)
+    if args.equivalents:
+        print(render_equivalents(outcomes, equivalent, report))
+    else:
+        print(render(outcomes, equivalent, report))
     print(f"results: {args.results} ({wall / 60:.1f} min with {args.jobs} jobs)")
+    if args.equivalents:
+        return 1 if report["equivalent_but_killed"] else 0
     return finish(report, args)
+
+
+def render_equivalents(outcomes: list[Outcome], equivalent: dict[str, str],
+                       report: dict[str, Any]) -> str:
+    """The --equivalents report: which listed mutants still survive, which are killed."""
+    stale = [o for o in outcomes if o.status in (KILLED, TIMEOUT)]
+    out = [f"listed equivalents run: {len(outcomes)}; still survive: "
+           f"{len(outcomes) - len(stale)}; killed: {len(stale)}"]
+    if stale:
+        out.append("killed, so NOT equivalent (remove from tests/mutation/equivalent.yaml "
+                   "and count them as killed):")
+        for o in stale:
+            out.append(f"  {o.where}  [{o.requirement}]  {o.mutation}")
+            out.append(f"      {o.id}  <- {', '.join(o.failed_checks[:2]) or o.reason}")
+            out.append(f"      judged: {equivalent.get(o.id, '?')}")
+    if report["flaky_checks"]:
+        out.append("checks that failed once and then passed alone on the same server: "
+                   + ", ".join(report["flaky_checks"]))
+    out.append(f"equivalent: {report['equivalent_listed']} listed of a population of "
+               f"{report['population']} ({report['equivalent_share']}%)")
+    return "\n".join(out)
 
 
 def combine(args: argparse.Namespace) -> int:
@@ -211,14 +289,21 @@ def combine(args: argparse.Namespace) -> int:
         commands.append(f"  {path}: {data['summary'].get('command', '?')}")
     entries = manifest.committed()
     listed = {e.id for e in entries}
-    outcomes = sorted((o for o in by_id.values() if o.id in listed), key=lambda o: o.where)
-    gone = len(by_id) - len(outcomes)
     equivalent = manifest.equivalents()
+    # a site skipped as a listed equivalent, whose judgement is gone since, has no verdict
+    unjudged = sorted(o.id for o in by_id.values()
+                      if o.status == LISTED and o.id in listed and o.id not in equivalent)
+    outcomes = sorted((o for o in by_id.values() if o.id in listed and o.id not in unjudged),
+                      key=lambda o: o.where)
+    gone = len(by_id) - len(outcomes) - len(unjudged)
     sites = Counter(e.flow for e in entries if e.flow)
     report = summary(outcomes, equivalent, population=len(listed), sites=dict(sites))
     print("\n".join(["combined results of:", *commands]))
     if gone:
         print(f"({gone} results of sites no longer in the manifest left out)")
+    if unjudged:
+        print(f"({len(unjudged)} sites were not run as listed equivalents and are no longer "
+              "listed: run them, e.g. --only " + unjudged[0] + ")")
     print(render(outcomes, equivalent, report))
     return finish(report, args)
 
@@ -235,7 +320,8 @@ def finish(report: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def progress(done: int, total: int, outcome: Outcome, equivalent: dict[str, str]) -> None:
-    label = {KILLED: "killed", SURVIVED: "SURVIVED", TIMEOUT: "timeout"}[outcome.status]
+    label = {KILLED: "killed", SURVIVED: "SURVIVED", TIMEOUT: "timeout",
+             LISTED: "equivalent"}[outcome.status]
     if outcome.status == SURVIVED and outcome.id in equivalent:
         label = "equivalent"
     detail = ", ".join(outcome.failed_checks[:2]) if outcome.status == KILLED else ""

@@ -43,6 +43,8 @@ PHASE_TIMEOUT_S = 600.0
 START_RETRIES = 3
 
 KILLED, SURVIVED, TIMEOUT = "killed", "survived", "timeout"
+LISTED = "listed"
+"""A site judged equivalent in equivalent.yaml, not run (a default run skips them)."""
 
 
 @dataclass

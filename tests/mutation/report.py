@@ -7,16 +7,22 @@ from typing import Any
 
 from keyflows.conformance.registry import FLOWS
 
-from .harness import KILLED, SURVIVED, TIMEOUT, Outcome
+from .harness import KILLED, LISTED, SURVIVED, TIMEOUT, Outcome
 
 OVERALL_BAR = 90.0
 FLOW_BAR = 90.0
 EQUIVALENT_CAP = 15.0
 
 
+def is_equivalent(outcome: Outcome, equivalent: dict[str, str]) -> bool:
+    """Counted as equivalent: listed and not run, or listed and survived its run."""
+    return outcome.status == LISTED or (outcome.status == SURVIVED
+                                        and outcome.id in equivalent)
+
+
 def _score(outcomes: list[Outcome], equivalent: dict[str, str]) -> dict[str, Any]:
     killed = sum(o.status in (KILLED, TIMEOUT) for o in outcomes)
-    judged = sum(o.status == SURVIVED and o.id in equivalent for o in outcomes)
+    judged = sum(is_equivalent(o, equivalent) for o in outcomes)
     counted = len(outcomes) - judged
     return {"mutants": len(outcomes), "killed": killed, "equivalent": judged,
             "survived": counted - killed,
@@ -38,8 +44,9 @@ def summary(outcomes: list[Outcome], equivalent: dict[str, str], *,
         "population": population,
         "equivalent_listed": len(equivalent),
         "equivalent_share": round(100.0 * len(equivalent) / population, 1) if population else 0,
+        "equivalent_not_run": sum(o.status == LISTED for o in outcomes),
         "equivalent_but_killed": sorted(o.id for o in outcomes
-                                        if o.id in equivalent and o.status != SURVIVED),
+                                        if o.id in equivalent and o.status in (KILLED, TIMEOUT)),
         "flaky_checks": dict(Counter(c for o in outcomes for c in o.flaky).most_common()),
     }
 
@@ -79,12 +86,14 @@ def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str
         for o in survivors:
             out.append(f"  {o.where}  [{o.requirement}]  {o.mutation}")
             out.append(f"      {o.id}" + (f"  ({o.skipped} checks skipped)" if o.skipped else ""))
-    judged = [o for o in outcomes if o.status == SURVIVED and o.id in equivalent]
-    if judged:
-        out.append(f"equivalent ({len(judged)}):")
-        for o in judged:
-            out.append(f"  {o.where}  {o.mutation}")
-            out.append(f"      because {equivalent[o.id]}")
+    for title, status in (("equivalent (run, survived)", SURVIVED),
+                          ("equivalent (listed, not run)", LISTED)):
+        judged = [o for o in outcomes if o.status == status and o.id in equivalent]
+        if judged:
+            out.append(f"{title} ({len(judged)}):")
+            for o in judged:
+                out.append(f"  {o.where}  {o.mutation}")
+                out.append(f"      because {equivalent[o.id]}")
     if report["equivalent_but_killed"]:
         out.append("judged equivalent but killed (remove from equivalent.yaml):")
         out += [f"  {i}" for i in report["equivalent_but_killed"]]
