@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from keyflows.reference.server_lock import ServerLockSettings
 from keyflows.spec import limits as spec_limits
+from keyflows.spec import lock_layering_capability as capability
 from keyflows.spec.errors import SpecError
 from keyflows.spec.session_challenge import check_origin, origin_of_url
 
@@ -216,7 +217,8 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         secrets_key_file=Path(secrets_key_file) if secrets_key_file else None,
         **limit_settings(limits or {}, env),
         root_capability_lifetime=parse_int(root_text, "root capability lifetime (seconds)",
-                                           minimum=60, maximum=366 * 86400),
+                                           minimum=capability.MIN_ROOT_LIFETIME,
+                                           maximum=capability.MAX_ROOT_LIFETIME),
         origin=check_origin_setting(origin) if origin else None,
         edv_servers=tuple(check_server_url(u, "EDV server") for u in (
             edv_servers or tuple(u for u in env.get(ENV_EDV_SERVERS, "").split(",") if u))),

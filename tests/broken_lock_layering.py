@@ -495,6 +495,39 @@ def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edv_client.VaultClients, "find", find)
 
 
+def holder_rebinding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later holder caveat replaces the earlier one: a thief rebinds a stolen capability
+    to its own key."""
+    from keyflows.spec import lock_layering_capability as cap
+
+    original = cap.holder_of
+
+    def holder_of(capability: Any, links: Any) -> bytes | None:
+        holders = [c for c in capability.caveats if c.startswith(cap.CAVEAT_HOLDER + "=")]
+        if len(holders) < 2:
+            holder: bytes | None = original(capability, links)
+            return holder
+        rebound: bytes = cap.parse_caveat(holders[-1]).public_key
+        return rebound
+
+    _patch_cap(monkeypatch, "holder_of", holder_of)
+
+
+def signature_covers_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder's signature may cover any components: none is required."""
+    _patch_cap(monkeypatch, "required_components", lambda request: ())
+
+
+def grants_for_expired_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grant is made for an expired capability (it lasts until that past expiry)."""
+    from keyflows.spec import lock_layering_capability as cap
+
+    def grant_not_after(capability: Any, now: int) -> int:
+        return cap.not_after(capability) or 0
+
+    _patch_cap(monkeypatch, "grant_not_after", grant_not_after)
+
+
 CAP = "lock-layering/capability/"
 EDV = "lock-layering/edv/"
 VARIANTS = (
@@ -595,6 +628,14 @@ VARIANTS = (
     BrokenVariant("ignores-signature-params", "signature parameters are not checked",
                   ("lock-layering/holder/signature-params-strict",),
                   patch=ignores_signature_params),
+    BrokenVariant("holder-rebinding", "a second holder caveat rebinds a capability",
+                  ("lock-layering/holder/rebinding-refused",), patch=holder_rebinding),
+    BrokenVariant("signature-covers-anything", "a holder signature need cover no component",
+                  ("lock-layering/holder/signature-coverage-strict",),
+                  patch=signature_covers_anything),
+    BrokenVariant("grants-for-expired-capabilities", "an expired capability gets a grant",
+                  ("lock-layering/delegation/grant-strict",),
+                  patch=grants_for_expired_capabilities),
     BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
                   (EDV + "vault-errors",), patch=trusts_vault_errors),
 )

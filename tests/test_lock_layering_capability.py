@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from keyflows.reference.config import ConfigError, Settings, load_settings
 from keyflows.spec import http_signatures as hs
 from keyflows.spec import lock_layering_capability as C
 from keyflows.spec import primitives as P
@@ -21,6 +22,14 @@ from keyflows.spec.errors import (
     ShareError,
     SignatureError,
 )
+
+
+def settings_with_root_lifetime(lifetime: int) -> Settings:
+    """The server's settings, checked at start-up (LOCK-23: the root lifetime's range)."""
+    return load_settings(host=None, port=None, db="unused.db", environ={},
+                         account_server="http://127.0.0.1:1", max_body_bytes=None,
+                         root_capability_lifetime=str(lifetime))
+
 
 KS = "ks-Alpha"
 ROOT = bytes(range(200, 232))
@@ -49,9 +58,11 @@ class TestChain:
 
     def test_root_lifetime_bounds(self) -> None:
         assert C.root_not_after(100, 60) == 160
-        for lifetime in (59, C.MAX_ROOT_LIFETIME + 1):
-            with pytest.raises(ParamsError):
-                C.root_not_after(0, lifetime)
+        for lifetime in (C.MIN_ROOT_LIFETIME, C.MAX_ROOT_LIFETIME):
+            assert settings_with_root_lifetime(lifetime).root_capability_lifetime == lifetime
+        for lifetime in (C.MIN_ROOT_LIFETIME - 1, C.MAX_ROOT_LIFETIME + 1):
+            with pytest.raises(ConfigError, match="root capability lifetime"):
+                settings_with_root_lifetime(lifetime)
 
     def test_attenuation_needs_no_root_key(self) -> None:
         cap = C.attenuate(root(), C.ops_caveat(["sign", "verify"]))

@@ -752,6 +752,7 @@ def capabilities_member(t: Probe) -> None:
 # The capability and vault checks register themselves on import, after these (run order is
 # definition order).
 from keyflows.conformance.checks import (  # noqa: E402, F401
+    lock_layering_attacks,
     lock_layering_capability,
     lock_layering_edv,
     lock_layering_strict,

@@ -119,6 +119,13 @@ def _non_canonical_signature(fields: Fields) -> None:
     fields["signature"] = f"{label}=:{changed}:"
 
 
+def _outside_alphabet(fields: Fields) -> None:
+    """The signature's base64 with its first character replaced by one outside the
+    alphabet."""
+    label, _, value = fields["signature"].partition("=")
+    fields["signature"] = f"{label}=:${value.strip(':')[1:]}:"
+
+
 def _second_line(name: str, value: str) -> Callable[[Fields], None]:
     def change(fields: Fields) -> None:
         fields[name.title()] = value  # another case: a second field line
@@ -164,6 +171,7 @@ FIELD_VARIANTS: tuple[tuple[str, Callable[[Fields], None], bool], ...] = (
     ("a trailing comma", _append_input(","), False),
     ("a Signature in non-canonical base64", _non_canonical_signature, False),
     ("a parameter on a Signature member", _signature_params, False),
+    ("a Signature with a character outside base64", _outside_alphabet, False),
     ("a Signature of 63 bytes", _short_signature, False),
     ("a second Signature-Input field line", _second_line("signature-input", 'pad=("a")'),
      False),
@@ -231,9 +239,10 @@ def _of_length(capability: str, length: int) -> str:
 def capability_format_strict(t: Probe) -> None:
     """A capability whose HMAC chain is valid is still refused (the uniform 401) when its
     text breaks the format: another prefix, more than 4096 characters, a repeated or
-    unknown JSON member, more than 16 caveats, a caveat that is not a string, an exp that
-    is not a canonical decimal of at most 2^63 - 1, a caveat without '=', an ops caveat
-    with an unknown or repeated operation. At the limits (4096 characters, 16 caveats,
+    unknown JSON member, more than 16 caveats, a caveat that is not a string, caveats that
+    are an object, a body that is an array, an exp that is not a canonical decimal of at
+    most 2^63 - 1, a caveat without '=', an ops caveat with an unknown or repeated
+    operation. At the limits (4096 characters, 16 caveats,
     exp = 2^63 - 1) it is accepted."""
     ks = create_keystore(t, HELD, "strict-capability")
     reference = reference_401(t, ks)
@@ -265,6 +274,10 @@ def capability_format_strict(t: Probe) -> None:
         ("a caveat without '='", with_unchecked_caveat(ks, "opsread"), False),
         ("an ops caveat naming an unknown operation",
          with_unchecked_caveat(ks, "ops=read,fly"), False),
+        ("caveats that are a JSON object", _reencoded(root, lambda o: json.dumps(
+            dict(o, caveats={c: True for c in o["caveats"]}))), False),
+        ("a JSON array of the member names", cap.CAPABILITY_PREFIX + b64url_encode(
+            json.dumps(["caveats", "keystore_id", "mac"]).encode()), False),
     ]
     for what, capability, accepted in variants:
         exchange = call(t, ks, "GET", capability=capability)
@@ -447,8 +460,9 @@ def content_digest_strict(t: Probe) -> None:
 def signature_params_strict(t: Probe) -> None:
     """The holder's own signature over the right components is refused (the uniform 401)
     when its parameters break LOCK-25/26: another tag, another alg, an unknown parameter,
-    no or a non-integer created, an expires already past, a malformed nonce, a keyid that
-    is not the holder's key."""
+    no or a non-integer created, an expires already past or of now, or not an integer, a
+    malformed nonce (8 characters, an integer), a keyid that is not the holder's key; a
+    created 60 s ahead is accepted."""
     holder = Signer.fresh()
     ks = create_keystore(t, HELD, "strict-params", holder=holder.public)
     reference = reference_401(t, ks)
@@ -469,6 +483,8 @@ def signature_params_strict(t: Probe) -> None:
         ("a created that is a string", params(created=str(now))),
         ("an expires already past", params(expires=now - 1)),
         ("a nonce of 8 characters", params(nonce="AAAAAAAA")),
+        ("a nonce that is an integer", params(nonce=123456789012345)),
+        ("an expires that is a string", params(expires=str(now + 120))),
         ("a keyid of another key", params(keyid=b64url_encode(Signer.fresh().public))),
     ]
     for what, chosen in cases:
@@ -478,3 +494,13 @@ def signature_params_strict(t: Probe) -> None:
     t.expect_status(t.request("GET", ks.path, headers=signed_read(
         t, ks, holder, params=params(expires=now + 120))), 200,
         what="read, signed, with an expires in the future")
+    # The edges of the window (the server's clock is not behind the runner's): expires is
+    # valid while now < expires; created may lie up to 60 s ahead.
+    now = int(time.time())
+    expect_uniform_401(t, t.request("GET", ks.path, headers=signed_read(
+        t, ks, holder, params=params(created=now, expires=now))), reference,
+        what="read, signed, with an expires of now")
+    now = int(time.time())
+    t.expect_status(t.request("GET", ks.path, headers=signed_read(
+        t, ks, holder, params=params(created=now + cap.SIGNATURE_MAX_SKEW))), 200,
+        what=f"read, signed, with a created {cap.SIGNATURE_MAX_SKEW} s ahead")
