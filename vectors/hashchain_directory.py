@@ -2,7 +2,8 @@
 
 One world is generated from the DRBG: a transparency log with a witness, a directory VRF
 key, and three epochs over a keypair (initial, then a rotation), a device list (two
-versions), a UID, a keypair that is deleted, and filler identities. Operations:
+versions), a UID, a keypair that is deleted, a keypair with an ML-KEM-768 key (the hybrid
+suite) that is reset, and filler identities. Operations:
 
   directory-vrf-prove       D1: alpha, the ECVRF proof, beta and the position of a
                             label (with RFC 9381 Appendix B.3's examples as anchors)
@@ -66,6 +67,8 @@ EPOCH_TIMES = (NOW - 300, NOW - 200, NOW - 100)
 COSIGNED_AT = NOW - 90
 ATTACK_TIMES = (NOW - 500, NOW - 400, NOW - 300)
 NO_WITNESS = {"witnesses": [], "quorum": 0}
+#: A keypair with an ML-KEM-768 key (the hybrid suite), reset at epoch 3.
+ERIN_KP = hd.keypair_label("erin", "mail")
 MAX_DELAY = 3600
 
 OP_VRF_PROVE = "directory-vrf-prove"
@@ -194,6 +197,21 @@ def _keypair_views(rnd: Drbg, user_id: str, client_id: str, count: int) -> list[
     return views
 
 
+def _hybrid_reset_views(rnd: Drbg, user_id: str, client_id: str) -> list[Any]:
+    """Two versions of a keypair with an ML-KEM-768 key: an initial publication, then a
+    reset (new keys, no signature by the replaced key)."""
+    views: list[Any] = []
+    for version, change in ((1, kp.CHANGE_INITIAL), (2, kp.CHANGE_RESET)):
+        private = kp.generate_private_keys(rnd.fork(f"{user_id}/keys/{version}"),
+                                           with_mlkem=True)
+        sealed = kp.seal_record(
+            user_id=user_id, client_id=client_id, key_version=version, private=private,
+            kek=rnd(32), kek_spec=kp.KekSpec(kp.METHOD_APPLICATION_KEY), nonce=rnd(12),
+            z=rnd(64), change_type=change)
+        views.append(kp.public_view(sealed.record))
+    return views
+
+
 def _uid(rnd: Drbg, identity: str, log: hc.TransparencyLog) -> Any:
     sigkey, sigescrow, x25519 = rnd(32), rnd(32), rnd(32)
     content = hu.UidContent(
@@ -226,11 +244,15 @@ def world() -> World:
         dave_kp: [dave[0], None],
     }
     values[bob_kp] = _keypair_views(rnd, "bob", "mail", 1)   # made, never published
+    # its own generator: the other identities keep their bytes
+    values[ERIN_KP] = _hybrid_reset_views(Drbg(f"{SCHEMA_NAME}/{PROFILE}/hybrid"), "erin",
+                                          "mail")
     fillers = {hd.devices_label(f"user{i:02d}", "mail"):
                b64url_encode(device_list_bytes(f"user{i:02d}", "mail", rnd(16)))
                for i in range(12)}
     # epoch 1: first versions and fillers; epoch 2: rotation and deletion; epoch 3: devices
-    for label in (alice_kp, alice_dev, alice_uid, dave_kp):
+    # and erin's reset
+    for label in (alice_kp, alice_dev, alice_uid, dave_kp, ERIN_KP):
         directory.stage(label, values[label][0])
     for label, value in fillers.items():
         directory.stage(label, value)
@@ -239,6 +261,7 @@ def world() -> World:
     directory.stage(dave_kp, None)
     directory.publish(published_at=EPOCH_TIMES[1], nonce=rnd(16))
     directory.stage(alice_dev, values[alice_dev][1])
+    directory.stage(ERIN_KP, values[ERIN_KP][1])
     directory.publish(published_at=EPOCH_TIMES[2], nonce=rnd(16))
     witness = note.witness_verifier(WITNESS_NAME, primitives.ed25519_public_key(witness_seed))
     checkpoint = log.checkpoint()
@@ -416,15 +439,21 @@ def _chain_of(label: hd.Label, pairs: list[tuple[int, Any]]) -> dict[str, Any]:
 
 def leaf_cases() -> list[Case]:
     w = world()
-    epochs = {w.alice_kp: [1, 2], w.alice_dev: [1, 3], w.alice_uid: [1], w.dave_kp: [1, 2]}
+    epochs = {w.alice_kp: [1, 2], w.alice_dev: [1, 3], w.alice_uid: [1], w.dave_kp: [1, 2],
+              ERIN_KP: [1, 3]}
     cases: list[Case] = []
-    for label in (w.alice_kp, w.alice_dev, w.alice_uid, w.dave_kp):
+    for label in (w.alice_kp, w.alice_dev, w.alice_uid, w.dave_kp, ERIN_KP):
         pairs = list(zip(epochs[label], w.values[label], strict=True))
         computed = _chain_of(label, pairs)
         flags = ("Valid", "Removed") if w.values[label][-1] is None else ("Valid",)
+        comment = f"every version of {label.describe()}"
+        if label == ERIN_KP:
+            comment += (" (public keys with ML-KEM-768, the hybrid suite; version 2 a reset:"
+                        " its value bytes end with change type 'reset' and the possession"
+                        " signature, no rotation signature)")
         cases.append(Case(
             id=f"hc-dir/leaf-chain/{label.kind}-{label.names[0].split('@')[0]}",
-            comment=f"every version of {label.describe()}", flags=flags,
+            comment=comment, flags=flags,
             requirements=("HC-82", "HC-83"), operation=OP_LEAF_CHAIN,
             inputs={"label": label_wire(label),
                     "versions": [{"epoch": e, "value": v} for e, v in pairs]},
@@ -733,6 +762,9 @@ def lookup_cases() -> list[Case]:
         _lookup_case("keypair", "alice's keypair: version 2 (a rotation) at epoch 3",
                      ("Valid",), ("HC-81", "HC-82", "HC-83", "HC-85", "HC-86", "HC-90",
                                   "HC-91"), label=w.alice_kp, answer=w.answer(w.alice_kp)),
+        _lookup_case("keypair-hybrid", "erin's keypair with an ML-KEM-768 key: version 2 (a "
+                     "reset) at epoch 3", ("Valid",), ("HC-82", "HC-83", "KP-18"),
+                     label=ERIN_KP, answer=w.answer(ERIN_KP)),
         _lookup_case("devices", "alice's device list: version 2, added at epoch 3",
                      ("Valid",), ("HC-82", "HC-83"), label=w.alice_dev,
                      answer=w.answer(w.alice_dev)),
@@ -796,6 +828,7 @@ def _lookup_negatives(w: World) -> list[Case]:
     good = w.answer(w.alice_kp)
     absent = w.answer(w.bob_kp)
     devices = w.answer(w.alice_dev)
+    hybrid = w.answer(ERIN_KP)
 
     def neg(slug: str, comment: str, flags: tuple[str, ...], failure_class: str,
             requirements: tuple[str, ...], answer: Any, step: str = D7,
@@ -855,6 +888,15 @@ def _lookup_negatives(w: World) -> list[Case]:
         neg("value-of-other-user", "dave's public view in alice's leaf", ("WrongValue",),
             "binding", ("HC-82", "KP-7"), _edit(good, set_leaf("value",
                                                                w.values[w.dave_kp][0]))),
+        neg("mlkem-dropped", "erin's version-2 public view without its ML-KEM-768 key",
+            ("WrongValue",), "signature", ("HC-82", "KP-6"),
+            _edit(hybrid, lambda a: a["leaf"]["value"]["public_keys"].pop("mlkem768")),
+            label=ERIN_KP),
+        neg("reset-relabelled", "erin's reset shown with change type initial",
+            ("WrongValue",), "signature", ("HC-82", "KP-6", "KP-18"),
+            _edit(hybrid, lambda a: a["leaf"]["value"]["change"].__setitem__("type",
+                                                                            "initial")),
+            label=ERIN_KP),
         neg("device-list-flipped", "the last byte of alice's device list flipped",
             ("WrongValue",), "proof", ("HC-82",),
             _edit(devices, set_leaf("value", _flip(devices["leaf"]["value"],
@@ -1138,6 +1180,9 @@ def history_cases() -> list[Case]:
 
     return [
         case("keypair", "alice's keypair: versions 1 and 2", ("Valid",), good),
+        case("reset", "erin's keypair with an ML-KEM-768 key: version 1, then a reset "
+             "(change type 'reset' inside version 2's value)", ("Valid",),
+             w.history(ERIN_KP), label=ERIN_KP, requirements=("HC-95", "KP-18")),
         case("removed", "dave's keypair: version 1, then removed", ("Valid", "Removed"),
              w.history(w.dave_kp), label=w.dave_kp),
         case("absent", "bob: no version", ("Valid", "Absent"), w.history(w.bob_kp),
@@ -1267,7 +1312,9 @@ def vector_file() -> VectorFile:
                        "keypair version (alice 1-2, dave 1) Drbg fork '<user>/keys/<n>' for "
                        "the private keys and kek (32), nonce (12), z (64); the device lists "
                        "(48 each), alice's UID seeds (3 x 32), the fillers' lists (16 each) "
-                       "and per epoch a nonce (16); '.../attack' the dishonest directory; "
+                       "and per epoch a nonce (16); '.../hybrid' erin's two versions (fork "
+                       "'erin/keys/<n>' for the private keys with the ML-KEM-768 seed, then "
+                       "kek, nonce, z); '.../attack' the dishonest directory; "
                        "'.../map/<case>' and '.../map-proof' the map cases; accumulated: see "
                        "its case"),
         notes=NOTES, cases=directory_cases())
