@@ -65,18 +65,6 @@ def bit(position: bytes, depth: int) -> int:
     return (position[depth >> 3] >> (7 - (depth & 7))) & 1
 
 
-def prefix_of(position: bytes, depth: int) -> bytes:
-    """The position with every bit from `depth` on cleared: a subtree's name."""
-    if depth >= DEPTH:
-        return bytes(position)
-    whole, rest = divmod(depth, 8)
-    out = bytearray(position[:whole])
-    if rest:
-        out.append(position[whole] & (0xFF << (8 - rest)) & 0xFF)
-    out.extend(bytes(POSITION_LEN - len(out)))
-    return bytes(out)
-
-
 def child_prefix(prefix: bytes, depth: int, side: int) -> bytes:
     """The prefix of the child (left 0, right 1) of subtree (depth, prefix)."""
     if not side:
@@ -88,7 +76,7 @@ def child_prefix(prefix: bytes, depth: int, side: int) -> bytes:
 
 def shares_path(a: bytes, b: bytes, depth: int) -> bool:
     """Whether two positions agree on their first `depth` bits."""
-    return prefix_of(a, depth) == prefix_of(b, depth)
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")) >> (DEPTH - depth) == 0
 
 
 # --- what a store answers ---------------------------------------------------------------------
@@ -169,7 +157,7 @@ def root_from_proof(position: bytes, proof: MapProof) -> bytes:
     depth = proof.depth
     if depth > DEPTH:
         raise LengthError(f"a map proof has at most {DEPTH} siblings", requirement="HC-85")
-    if any(len(s) != HASH_LEN for s in proof.siblings):
+    if any(map(HASH_LEN.__ne__, map(len, proof.siblings))):   # a sibling not 32 bytes
         raise LengthError("map proof hashes are 32 bytes", requirement="HC-85")
     terminal = proof.terminal
     if terminal is not None:
@@ -180,10 +168,14 @@ def root_from_proof(position: bytes, proof: MapProof) -> bytes:
             raise ProofError("the map proof ends at a leaf off the position's path",
                              requirement="HC-85")
     current = subtree_hash(terminal)
-    for i, sibling in enumerate(proof.siblings):
-        level = depth - 1 - i
-        current = (node_hash(current, sibling) if bit(position, level) == 0
-                   else node_hash(sibling, current))
+    path = int.from_bytes(position, "big")
+    shift = DEPTH - depth          # bit(position, level) is path >> (DEPTH - 1 - level) & 1
+    for sibling in proof.siblings:  # levels depth - 1 up to 0
+        if path >> shift & 1:
+            current = _sha256(NODE_PREFIX + sibling + current).digest()
+        else:
+            current = _sha256(NODE_PREFIX + current + sibling).digest()
+        shift += 1
     return current
 
 
