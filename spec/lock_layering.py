@@ -197,11 +197,10 @@ def split_user_secret(secret: bytes, random: RandomSource) -> tuple[bytes, bytes
 
 def decode_share(text: object) -> bytes:
     """Step 3 (LOCK-10): a share on the wire is strict base64url of 33 bytes. Every defect
-    is a share failure, so a malformed share is refused like a wrong one (LOCK-6)."""
-    if not isinstance(text, str) or not text:
-        raise ShareError("no secret share", requirement="LOCK-10")
+    is a share failure, so a malformed share is refused like a wrong one (LOCK-6); no
+    share at all (None) is not a string, and an empty one has no bytes."""
     try:
-        share = b64url_decode(text)
+        share = b64url_decode(text)  # type: ignore[arg-type]  # it refuses a non-string
     except SpecError as exc:
         raise ShareError("secret share is not base64url", requirement="LOCK-10") from exc
     if len(share) != SHARE_LEN:
@@ -210,11 +209,9 @@ def decode_share(text: object) -> bytes:
 
 
 def combine_shares(shares: Sequence[bytes]) -> bytes:
-    """Step 3 (LOCK-3, LOCK-10): check the shares, then combine; the shares must be of a
-    32-byte secret. The order of the shares does not matter."""
-    shamir.check_shares(shares)
-    if len(shares[0]) != SHARE_LEN:
-        raise ShareError(f"shares must be {SHARE_LEN} bytes", requirement="LOCK-10")
+    """Step 3 (LOCK-3): combine shares decoded by `decode_share` (so of a 32-byte secret);
+    the combination checks them (two or more, one length, distinct non-zero x). The order
+    of the shares does not matter."""
     return shamir.combine(shares)
 
 
@@ -231,6 +228,12 @@ def _check_secret(secret: bytes, requirement: str) -> None:
 def lock_key_from_secret(secret: bytes, keystore_id: str) -> bytes:
     """Step 4 (LOCK-4): HKDF-SHA256(secret, salt = empty, ctx("lock-key", keystore_id))."""
     _check_secret(secret, "LOCK-4")
+    return _lock_key(secret, keystore_id)
+
+
+def _lock_key(secret: bytes, keystore_id: str) -> bytes:
+    # The server's steps 3-6 reach this with a secret combined from two decoded shares,
+    # which is 32 bytes: its length was checked once, where the shares were decoded.
     return labelled_hkdf(secret, "lock-key", check_identifier(keystore_id, "keystore_id"))
 
 
@@ -289,13 +292,19 @@ def lock_check_from_secret(secret: bytes, keystore_id: str) -> bytes:
     key serves one purpose (sealing) and the stored check reveals nothing about it. As an
     HMAC output it commits to the secret, which AES-GCM under the lock key would not."""
     _check_secret(secret, "LOCK-6")
+    return _lock_check(secret, keystore_id)
+
+
+def _lock_check(secret: bytes, keystore_id: str) -> bytes:
+    # As _lock_key: the server's secret is 32 bytes by its decoded shares.
     return labelled_hkdf(secret, "lock-check", check_identifier(keystore_id, "keystore_id"))
 
 
 def verify_lock_check(secret: bytes, keystore_id: str, stored: bytes) -> None:
     """Step 6 (LOCK-6): a secret that fails the check is refused as a share failure, the
-    same whether a share was wrong, foreign, for another threshold, or missing."""
-    if not primitives.constant_time_equal(lock_check_from_secret(secret, keystore_id), stored):
+    same whether a share was wrong, foreign, for another threshold, or missing (a secret
+    of another length cannot have the stored check)."""
+    if not primitives.constant_time_equal(_lock_check(secret, keystore_id), stored):
         raise ShareError("the shares do not open this keystore", requirement="LOCK-6")
 
 
@@ -303,22 +312,16 @@ def unlock_with_shares(account_share_text: object, user_share_text: object, keys
                        stored_check: bytes) -> bytes:
     """Steps 3, 6 and 4 as a server runs them, in that order: the lock key is derived only
     from a secret that passed the check. Every failure is ShareError (LOCK-6)."""
-    try:
-        secret = combine_shares([decode_share(account_share_text),
-                                 decode_share(user_share_text)])
-    except ShareError:
-        raise
-    except SpecError as exc:
-        raise ShareError("the shares do not open this keystore", requirement="LOCK-6") from exc
+    secret = combine_shares([decode_share(account_share_text), decode_share(user_share_text)])
     verify_lock_check(secret, keystore_id, stored_check)
-    return lock_key_from_secret(secret, keystore_id)
+    return _lock_key(secret, keystore_id)
 
 
 def lock_from_new_shares(account_share_text: object, user_share_text: object,
                          keystore_id: str) -> tuple[bytes, bytes]:
     """Steps 3, 4 and 6 at keystore creation: (lock key, lock check) from fresh shares."""
     secret = combine_shares([decode_share(account_share_text), decode_share(user_share_text)])
-    return lock_key_from_secret(secret, keystore_id), lock_check_from_secret(secret, keystore_id)
+    return _lock_key(secret, keystore_id), _lock_check(secret, keystore_id)
 
 
 # --- step 7: working keys -----------------------------------------------------------------------

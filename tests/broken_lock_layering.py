@@ -451,6 +451,52 @@ def creates_without_the_share(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_spec(monkeypatch, "lock_from_new_shares", lock_from_new_shares)
 
 
+def combines_x_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shares are interpolated as they come: a share with x = 0 (the secret itself) is
+    taken, and the other share is multiplied by zero."""
+    from keyflows.spec import shamir
+
+    def combine_shares(shares: list[bytes]) -> bytes:
+        basis = shamir.lagrange_basis_at_zero([s[-1] for s in shares])
+        out = bytearray(len(shares[0]) - 1)
+        for k in range(len(out)):
+            for share, b in zip(shares, basis, strict=True):
+                out[k] ^= shamir.gf_mul(share[k], b)
+        return bytes(out)
+
+    _patch_spec(monkeypatch, "combine_shares", combine_shares)
+
+
+def any_share_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A share is decoded without checking its length: two shares of a 31-byte secret
+    make a keystore."""
+    from keyflows.spec.encoding import b64url_decode
+    from keyflows.spec.errors import ShareError, SpecError
+
+    def decode_share(text: Any) -> bytes:
+        try:
+            return b64url_decode(text)
+        except SpecError as exc:
+            raise ShareError("not base64url", requirement="LOCK-10") from exc
+
+    _patch_spec(monkeypatch, "decode_share", decode_share)
+
+
+def unprefixed_document_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vault document's id is read without its "z" prefix."""
+    from keyflows.spec import edv
+
+    original = edv.check_id
+
+    def check_id(value: object, what: str = "id") -> str:
+        if isinstance(value, str) and value:
+            original("z" + value[1:], what)
+            return value
+        return original(value, what)
+
+    _patch_edv(monkeypatch, "check_id", check_id)
+
+
 def any_digest_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Content-Digest without a sha-256 member is taken as it comes."""
     from keyflows.spec import http_signatures
@@ -638,4 +684,11 @@ VARIANTS = (
                   patch=grants_for_expired_capabilities),
     BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
                   (EDV + "vault-errors",), patch=trusts_vault_errors),
+    BrokenVariant("combines-x-zero", "a share with x = 0 (the secret) opens the keystore",
+                  ("lock-layering/shares/degenerate-shares-refused",), patch=combines_x_zero),
+    BrokenVariant("any-share-length", "shares of a 31-byte secret make a keystore",
+                  ("lock-layering/shares/degenerate-shares-refused",), patch=any_share_length),
+    BrokenVariant("unprefixed-document-ids", "a vault document id without its z is used",
+                  (EDV + "form-checked-even-when-sealed-right",),
+                  patch=unprefixed_document_ids),
 )

@@ -246,10 +246,17 @@ class TestUserLock:
         with pytest.raises(LengthError):
             L.lock_key_from_secret(SECRET[:31], KS)
 
-    def test_combine_shares_refuses_other_lengths(self) -> None:
+    def test_shares_of_another_length_are_refused_where_decoded(self) -> None:
+        """Shares of a 16-byte secret combine (Shamir has no secret length), but the
+        server's steps refuse them as shares (LOCK-10), and the lock key needs 32 bytes."""
         made = shamir.split(b"x" * 16, 2, 2, Drbg("x"))
+        texts = [b64url_encode(s) for s in made.shares]
         with pytest.raises(ShareError):
-            L.combine_shares(made.shares)
+            L.lock_from_new_shares(*texts, KS)
+        with pytest.raises(ShareError):
+            L.unlock_with_shares(*texts, KS, bytes(32))
+        with pytest.raises(LengthError):
+            L.lock_key_from_secret(L.combine_shares(made.shares), KS)
 
     def test_lock_check_is_its_own_hkdf_output(self) -> None:
         """One purpose per key: the check and the lock key are two labelled HKDF outputs

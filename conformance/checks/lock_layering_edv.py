@@ -365,6 +365,7 @@ DOCUMENT_DEFECTS: tuple[tuple[str, Callable[[dict[str, Any]], None], bool], ...]
     ("an hmac id that is not a string", lambda d: d["indexed"][0]["hmac"].update(id=7), False),
     ("no attributes", lambda d: d["indexed"][0].update(attributes=[]), False),
     ("attributes not a list", lambda d: d["indexed"][0].update(attributes={}), False),
+    ("attributes a number", lambda d: d["indexed"][0].update(attributes=7), False),
     ("17 attributes", lambda d: d["indexed"][0]["attributes"].extend(
         {"name": _blinded(), "value": _blinded()} for _ in range(15)), False),
     ("one attribute", lambda d: d["indexed"][0].update(
@@ -615,6 +616,9 @@ def _authentic_forgeries(vk: VaultKeystore, doc: edv.EncryptedDocument, key: dic
         return document(edv.canonical({"id": doc.id, "content": changed}))
 
     short_id = "z" + edv.base58_encode(os.urandom(15))
+    unprefixed_id = "Z" + edv.base58_encode(os.urandom(edv.ID_BYTES))
+    outside_id = "z" + edv.base58_encode(b"\x01" + os.urandom(edv.ID_BYTES - 1))
+    outside_id = outside_id[:8] + "0" + outside_id[9:]  # "0" is not in base58btc
     cases: list[tuple[str, dict[str, Any] | None]] = [
         ("none", with_content(content)),
         ("a recipient header naming another key id", document(
@@ -628,6 +632,10 @@ def _authentic_forgeries(vk: VaultKeystore, doc: edv.EncryptedDocument, key: dic
             edv.canonical({"id": doc.id, "content": sorted(edv.CONTENT_MEMBERS)}))),
         ("an id of 15 bytes, named by the plaintext too", document(
             edv.canonical({"id": short_id, "content": content}), doc_id=short_id)),
+        ("an id without the z prefix, named by the plaintext too", document(
+            edv.canonical({"id": unprefixed_id, "content": content}), doc_id=unprefixed_id)),
+        ("an id with a character outside base58btc, named by the plaintext too", document(
+            edv.canonical({"id": outside_id, "content": content}), doc_id=outside_id)),
         ("content with an unknown member", with_content(dict(content, x=1))),
         ("content without public_key", with_content(
             {k: v for k, v in content.items() if k != "public_key"})),

@@ -36,14 +36,16 @@ from keyflows.conformance.checks.lock_layering_support import (
     call,
     create_key,
     create_keystore,
+    expect_share_refused,
     key_op,
+    lock_user,
     new_nonce,
     with_unchecked_caveat,
 )
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe
 from keyflows.conformance.registry import check
-from keyflows.spec import edv, http_signatures, primitives
+from keyflows.spec import edv, http_signatures, primitives, shamir
 from keyflows.spec import lock_layering as spec
 from keyflows.spec import lock_layering_capability as cap
 from keyflows.spec.encoding import b64url_encode
@@ -504,3 +506,40 @@ def signature_params_strict(t: Probe) -> None:
     t.expect_status(t.request("GET", ks.path, headers=signed_read(
         t, ks, holder, params=params(created=now + cap.SIGNATURE_MAX_SKEW))), 200,
         what=f"read, signed, with a created {cap.SIGNATURE_MAX_SKEW} s ahead")
+
+
+# --- shares that would open a keystore without being two shares of its secret ---------------
+
+@check("lock-layering/shares/degenerate-shares-refused", requirements=("LOCK-3", "LOCK-10",
+                                                                       "LOCK-6"), needs=NEEDS)
+def degenerate_shares_refused(t: Probe) -> None:
+    """A share with x-coordinate 0 is the secret itself: combined with any other share,
+    the other is multiplied by zero, so a server that takes it opens the keystore without
+    the account server's share (or without the user's, if the account server sends it).
+    Either way round it is the one share failure (422, LOCK-3), though the secret it
+    carries is right. And a keystore is never made from two shares of a secret shorter
+    than 32 bytes (LOCK-10): the runner sends a 2-of-2 split of a 31-byte secret."""
+    ks = create_keystore(t, SHARES, "degenerate")
+    key = create_key(t, ks, spec.KEY_ED25519)
+    message = {"message": b64url_encode(b"only with both shares")}
+    secret_as_share = b64url_encode(ks.secret + b"\x00")
+    expect_share_refused(t, key_op(t, ks, key, "sign", message, share=secret_as_share),
+                         what="sign with the secret itself as the user's share (x = 0)")
+    accounts = t.session.accounts
+    accounts.set_share(ks.owner.user_id, secret_as_share)
+    try:
+        expect_share_refused(t, key_op(t, ks, key, "sign", message),
+                             what="sign while the account server answers the secret itself "
+                                  "as its share (x = 0)")
+    finally:
+        accounts.set_share(ks.owner.user_id, ks.account_share)
+    t.expect_ok_json(key_op(t, ks, key, "sign", message), 200,
+                     what="sign with both right shares after the refusals")
+    user, _, _, _ = lock_user(t, "short-secret")
+    short = shamir.split(os.urandom(spec.SECRET_LEN - 1), 2, 2, os.urandom).shares
+    accounts.set_share(user.user_id, b64url_encode(short[0]))
+    exchange = t.request("POST", f"/v1/users/{user.user_id}/keystores", token=user.token,
+                         headers={"secret-share": b64url_encode(short[1])},
+                         json_body={"scenario": SHARES})
+    expect_share_refused(t, exchange, what="create a shares keystore from two shares of a "
+                                           "31-byte secret")
