@@ -72,8 +72,9 @@ def accounts(request: Request) -> AccountClient:
 def path_identifiers(request: Request, *names: str) -> tuple[str, ...]:
     """The named path parameters, each an identifier (KD-2) and no dot segment (API-22),
     else 400."""
-    return tuple(spec_checked(partial(contract.path_identifier, request.path_params[name], name))
-                 for name in names)
+    params = request.path_params
+    return spec_checked(lambda: tuple([contract.path_identifier(params[name], name)
+                                       for name in names]))
 
 
 def query_parameter(request: Request, name: str) -> str | None:
@@ -179,6 +180,24 @@ def json_text_response(text: str, status: int = 200,
                        headers: dict[str, str] | None = None) -> Response:
     return Response(text.encode("utf-8"), status_code=status, headers=headers,
                     media_type=JSON_MEDIA_TYPE)
+
+
+class PreparedResponse(Response):
+    """A 200 application/json answer whose body and header list were built once (for an
+    answer served many times over, such as a record's public view): the same bytes and
+    headers as json_text_response(text), without building them again per request."""
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
+
+
+def prepared_json(text: str) -> PreparedResponse:
+    """What json_text_response(text) answers, prepared for reuse (never mutate it)."""
+    model = json_text_response(text)
+    return PreparedResponse(bytes(model.body), model.raw_headers)
 
 
 def not_found(detail: str, *, requirement: str | None = None) -> Problem:

@@ -25,6 +25,7 @@ from keyflows.reference.common import (
     method_route,
     not_found,
     path_identifiers,
+    prepared_json,
     quick_read,
     services,
     spec_checked,
@@ -112,6 +113,13 @@ def public_view_text(record_text: str) -> str:
     return canonical_json(kp.public_view(json.loads(record_text)))
 
 
+@functools.lru_cache(maxsize=1024)
+def public_view_response(record_text: str) -> Response:
+    """The answer carrying public_view_text(record_text), built once per stored text
+    (the store is still read on every request: only the answer's bytes are reused)."""
+    return prepared_json(public_view_text(record_text))
+
+
 async def get_public_keys(request: Request) -> Response:
     """Step 8 (KP-10): anyone gets the record without encrypted_private_keys."""
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
@@ -120,7 +128,7 @@ async def get_public_keys(request: Request) -> Response:
     text = await quick_read(request, lambda: store.get_keypair(user_id, client_id))
     if text is None:
         raise not_found("no keypair is published for this application", requirement="KP-12")
-    return json_text_response(public_view_text(text))
+    return public_view_response(text)
 
 
 async def list_apps(request: Request) -> Response:

@@ -49,13 +49,22 @@ def declared_length(request: Request) -> int | None:
     return int(text)
 
 
+def _framing_headers(scope: Scope) -> bool:
+    """Whether the request has a Content-Length or Transfer-Encoding header (one pass over
+    the raw header list: most requests, the bodiless GETs, have neither)."""
+    return any(name == b"content-length" or name == b"transfer-encoding"
+               for name, _ in scope["headers"])
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or Problem 413 once it is known to exceed `limit` bytes."""
+    if not _framing_headers(request.scope):
+        return b""  # RFC 9112 section 6.3: a request without either has no body
     declared = declared_length(request)
     if declared is not None and declared > limit:
         raise too_large(limit)
     if declared is None and "transfer-encoding" not in request.headers:
-        return b""  # RFC 9112 section 6.3: a request without either has no body
+        return b""  # as above (a Content-Length alone is handled here)
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():

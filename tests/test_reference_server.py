@@ -254,6 +254,18 @@ def test_public_keys_never_carry_private_material(client: httpx.Client,
     assert "encrypted_private_keys" not in response.text
     assert record["encrypted_private_keys"]["ciphertext"] not in response.text
     kp.validate_public_view(body, user_id=user, client_id="app")
+    # The answer is built once per stored record and reused: the same bytes and headers
+    # each time, the headers without the body for HEAD, and the next version's view as
+    # soon as it is stored.
+    again = client.get(f"/v1/users/{user}/apps/app/public-keys")
+    assert (again.content, again.headers.raw) == (response.content, response.headers.raw)
+    head = client.head(f"/v1/users/{user}/apps/app/public-keys")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(response.content))
+    record = make_record(user, "app", 8)
+    assert put(client, user, token, record).status_code == 200
+    newer = client.get(f"/v1/users/{user}/apps/app/public-keys").json()
+    assert (newer["key_version"], newer) == (8, kp.public_view(record))
 
 
 def test_apps_listing(client: httpx.Client, account: AccountServer) -> None:

@@ -196,6 +196,33 @@ def test_slowloris_headers_are_cut(fast: RunningServer) -> None:
     assert closed - opened < 4
 
 
+def test_a_later_request_has_its_own_header_deadline(fast: RunningServer) -> None:
+    """On a kept-alive connection the header deadline counts from a request's first byte:
+    neither from the connection's opening nor from the request before."""
+    sock = connect(fast)
+    sock.sendall(b"GET /v1/capabilities HTTP/1.1\r\nHost: k\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    time.sleep(0.5)  # idle, within the idle deadline (1 s)
+    begun = time.monotonic()
+    try:
+        for byte in b"GET /v1/capabilities HTTP/1.1\r\nHost: k\r\nX-Slow: ":
+            sock.send(bytes([byte]))
+            time.sleep(0.1)
+    except OSError:
+        pass  # the server closed first: what is checked below
+    data, closed = read_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 408 "), data[:60]
+    assert 0.9 <= closed - begun < 4
+
+
 def test_a_slow_body_is_cut(fast: RunningServer) -> None:
     sock = connect(fast)
     sock.sendall(b"POST /v1/users/u/apps/a/session-challenges HTTP/1.1\r\nHost: k\r\n"
