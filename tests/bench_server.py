@@ -4,7 +4,10 @@ Not a pytest module and not a timed test: it prints a table. Every server is a s
 process with one uvicorn worker (httptools, uvloop), the load comes from `wrk -t1` (Debian
 package `wrk`) on the same machine, and the rounds are interleaved so that a change of
 load on the shared machine hits every subject alike; the figure is the median of the
-rounds, and the load average is printed with each round.
+rounds, and the load average is printed with each round. The reference server runs
+under its own protocol layer (reference/serving.py: a subclass of uvicorn's httptools
+protocol adding the header deadline, the connection limit and joined writes), the
+hello-world under uvicorn's own.
 
 1. public-key GET: GET /v1/users/{u}/apps/{c}/public-keys of a published record, beside
    the floor of a Starlette hello-world JSON route under the same uvicorn settings.
@@ -13,6 +16,10 @@ rounds, and the load average is printed with each round.
    validates with a local account server (a raw ASGI app under uvicorn, its own process),
    beside the public GET. No cache: every request asks the account server.
    Target: >= 0.3 x the public GET.
+   The same ratio is printed for the key directory's answer for this route,
+   GET /v1/directory/keypair/{u}/{c} (the public keys with the VRF proof, map proof,
+   epoch commitment and log inclusion proof a client verifies), beside the same
+   hello-world and against the same target.
 3. queue read: GET .../apps/{c}/devices/{d}/messages (one page) of a device with 10
    and of one with 10,000 messages queued, read in interleaved rounds: wrk -c1 latency,
    and the same read in process (EnvelopeTables.queue). Target: the read at 10,000 <= 2 x
@@ -244,13 +251,15 @@ def main() -> int:
             shallow, deep = register(client, ["shallow", "deep"])
         public = f"{base}/v1/users/{USER}/apps/{CLIENT}/public-keys"
         owner = f"{base}/v1/users/{USER}/apps/{CLIENT}/keypair"
+        directory = f"{base}/v1/directory/keypair/{USER}/{CLIENT}"
         hello = f"{urls['hello']}/hello"
-        for url, headers in ((hello, None), (public, None), (owner, auth(USER))):
-            wrk(url, connections=32, seconds=1, headers=headers)  # warm up
-        rows: dict[str, list[float]] = {"hello": [], "public": [], "owner": []}
-        costs: dict[str, list[dict[str, float]]] = {"hello": [], "public": [], "owner": []}
         subjects = {"hello": (hello, "hello", None), "public": (public, "keys", None),
-                    "owner": (owner, "keys", auth(USER))}
+                    "owner": (owner, "keys", auth(USER)),
+                    "directory": (directory, "keys", None)}
+        for url, _, headers in subjects.values():
+            wrk(url, connections=32, seconds=1, headers=headers)  # warm up
+        rows: dict[str, list[float]] = {subject: [] for subject in subjects}
+        costs: dict[str, list[dict[str, float]]] = {subject: [] for subject in subjects}
         print(f"rounds of {args.seconds:g} s, wrk -t1 -c32, one uvicorn worker each "
               f"(server CPU microseconds per request in brackets)")
         for i in range(args.rounds):
@@ -325,13 +334,14 @@ def report(med: dict[str, float], queue: dict[int, tuple[float, float]]) -> None
     rows = [
         ("public-key GET / hello-world", med["public"] / med["hello"], 0.6, True),
         ("owner GET / public-key GET", med["owner"] / med["public"], 0.3, True),
+        ("directory keypair GET / hello-world", med["directory"] / med["hello"], 0.6, True),
         (f"queue read at {deep} / at 10 (HTTP)", queue[deep][0] / queue[10][0], 2.0, False),
         (f"queue read at {deep} / at 10 (in process)", queue[deep][1] / queue[10][1], 2.0,
          False),
     ]
     print()
     print(f"medians: hello {med['hello']:.0f}/s, public {med['public']:.0f}/s, owner "
-          f"{med['owner']:.0f}/s")
+          f"{med['owner']:.0f}/s, directory {med['directory']:.0f}/s")
     print(f"{'ratio':44} {'value':>7} {'target':>8}  verdict")
     for name, value, target, at_least in rows:
         ok = value >= target if at_least else value <= target
