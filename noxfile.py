@@ -125,7 +125,8 @@ def bench(session: nox.Session) -> None:
     # 1,000,000-entry log (options: its --help).
     session.run("python", "tests/bench_directory.py")
     # Reference server (Debian: apt-get install -y wrk): public-key GET beside a Starlette
-    # hello-world, owner GET beside the public GET, queue read at 10,000 beside 10.
+    # hello-world (and the directory's keypair lookup beside it), owner GET beside the
+    # public GET, queue read at 10,000 beside 10.
     session.run("python", "tests/bench_server.py")
 
 
