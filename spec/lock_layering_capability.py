@@ -160,20 +160,21 @@ def holder_caveat(public_key: bytes) -> str:
     return f"{CAVEAT_HOLDER}={b64url_encode(public_key)}"
 
 
-def delegation_message(keystore_id: str, link: bytes, delegate: bytes) -> bytes:
+def delegation_message(keystore_id: str, link: bytes, delegate_key: bytes) -> bytes:
     """Step 9 (LOCK-27): what the current holder signs to hand the capability whose last
-    link is `link` to the key `delegate`."""
+    link is `link` to the key `delegate_key`."""
     return labelled_context("capability-delegation",
-                            check_identifier(keystore_id, "keystore_id"), link, delegate)
+                            check_identifier(keystore_id, "keystore_id"), link, delegate_key)
 
 
-def delegate_caveat(holder_seed: bytes, keystore_id: str, link: bytes, delegate: bytes) -> str:
+def delegate_caveat(holder_seed: bytes, keystore_id: str, link: bytes, delegate_key: bytes
+                    ) -> str:
     """`delegate=<base64url key>.<base64url signature>`, made by the current holder."""
-    if len(delegate) != 32:
+    if len(delegate_key) != 32:
         raise LengthError("a delegate key is 32 bytes", requirement="LOCK-27")
     signature = primitives.ed25519_sign(holder_seed, delegation_message(keystore_id, link,
-                                                                        delegate))
-    return f"{CAVEAT_DELEGATE}={b64url_encode(delegate)}.{b64url_encode(signature)}"
+                                                                        delegate_key))
+    return f"{CAVEAT_DELEGATE}={b64url_encode(delegate_key)}.{b64url_encode(signature)}"
 
 
 def check_caveat_syntax(caveat: object) -> str:
