@@ -605,13 +605,13 @@ UNLOCK_BY_GRANT = "grant"
 def unlock_method(share_values: Sequence[str], grant_values: Sequence[str]) -> str:
     """Step 11 (LOCK-28): a request opens a "shares" lock with the user's share or with an
     unlock grant, one field line of one of them; anything else is a share failure."""
-    if grant_values and not share_values:
-        if len(grant_values) != 1:
-            raise ShareError("one Unlock-Grant field line", requirement="LOCK-28")
-        return UNLOCK_BY_GRANT
-    if grant_values:
+    if not grant_values:
+        return UNLOCK_BY_SHARE
+    if share_values:
         raise ShareError("a share and an unlock grant together", requirement="LOCK-28")
-    return UNLOCK_BY_SHARE
+    if len(grant_values) != 1:
+        raise ShareError("one Unlock-Grant field line", requirement="LOCK-28")
+    return UNLOCK_BY_GRANT
 
 
 def check_grantable(scenario: str) -> None:
