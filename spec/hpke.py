@@ -125,10 +125,10 @@ def encap(recipient_public: bytes, ikm_e: bytes, *, requirement: str | None = No
           ) -> Encapsulation:
     """Encap(pkR) with the ephemeral key pair DeriveKeyPair(ikmE).
 
-    pkR is checked (canonical, not low order) like every v1 X25519 key; the checked DH
-    also rejects an all-zero result, as RFC 9180 section 7.1.4 requires.
+    pkR is checked (canonical, not low order) like every v1 X25519 key, by the checked DH
+    (primitives.x25519), which also rejects an all-zero result, as RFC 9180 section 7.1.4
+    requires.
     """
-    primitives.check_x25519_public_key(recipient_public, requirement=requirement)
     ephemeral = derive_key_pair(ikm_e)
     dh = primitives.x25519(ephemeral.private, recipient_public, requirement=requirement)
     kem_context = ephemeral.public + recipient_public
@@ -146,9 +146,8 @@ class Decapsulation:
 
 def decap(enc: bytes, recipient_private: bytes, *, requirement: str | None = None
           ) -> Decapsulation:
-    """Decap(enc, skR). Rejects a mis-sized (length), non-canonical or low-order (point) enc
-    before any DH, and an all-zero DH output (point)."""
-    primitives.check_x25519_public_key(enc, requirement=requirement)
+    """Decap(enc, skR). The checked DH (primitives.x25519) rejects a mis-sized (length),
+    non-canonical or low-order (point) enc before it computes, and an all-zero output."""
     dh = primitives.x25519(recipient_private, enc, requirement=requirement)
     kem_context = enc + primitives.x25519_public_key(recipient_private)
     return Decapsulation(dh=dh, kem_context=kem_context,
@@ -176,9 +175,14 @@ class KeySchedule:
                               N_H)
 
 
-def key_schedule_base(shared_secret: bytes, info: bytes) -> KeySchedule:
-    """KeySchedule(mode_base, shared_secret, info, psk = "", psk_id = "")."""
-    return key_schedule(MODE_BASE, shared_secret, info)
+def key_schedule_base(shared_secret: bytes, info: bytes, *,
+                      suite_id: bytes = HPKE_SUITE_ID) -> KeySchedule:
+    """KeySchedule(mode_base, shared_secret, info, psk = "", psk_id = ""). Base mode takes
+    no PSK inputs, so VerifyPSKInputs has nothing to verify and psk_id_hash is the hash of
+    the empty psk_id."""
+    return key_schedule_from_hashes(
+        MODE_BASE, shared_secret, b"", psk_id_hash=psk_id_hash(b"", suite_id),
+        info_hash=info_hash(info, suite_id), suite_id=suite_id)
 
 
 def key_schedule(mode: int, shared_secret: bytes, info: bytes, psk: bytes = b"",
@@ -258,6 +262,19 @@ def context_open(schedule: KeySchedule, seq: int, aad: bytes, ciphertext: bytes,
                                         ciphertext, aad, requirement=requirement)
 
 
+def seal_once(schedule: KeySchedule, aad: bytes, plaintext: bytes) -> bytes:
+    """ContextS.Seal of a single-shot context's only message (RFC 9180 section 6.1): its
+    seq is 0, so its nonce is base_nonce (ComputeNonce(0))."""
+    return primitives.aes256gcm_encrypt(schedule.key, schedule.base_nonce, plaintext, aad)
+
+
+def open_once(schedule: KeySchedule, aad: bytes, ciphertext: bytes, *,
+              requirement: str | None = None) -> bytes:
+    """ContextR.Open of a single-shot context's only message (seq 0, nonce base_nonce)."""
+    return primitives.aes256gcm_decrypt(schedule.key, schedule.base_nonce, ciphertext, aad,
+                                        requirement=requirement)
+
+
 def context_export(schedule: KeySchedule, exporter_context: bytes, length: int) -> bytes:
     """Context.Export(exporter_context, L) (RFC 9180 section 5.3)."""
     return labeled_expand(schedule.suite_id, schedule.exporter_secret, b"sec", exporter_context,
@@ -292,7 +309,7 @@ def seal_base(recipient_public: bytes, info: bytes, aad: bytes, plaintext: bytes
     encapsulation = encap(recipient_public, ikm_e, requirement=requirement)
     schedule = key_schedule_base(encapsulation.shared_secret, info)
     return Sealed(encapsulation=encapsulation, schedule=schedule,
-                  ciphertext=context_seal(schedule, 0, aad, plaintext))
+                  ciphertext=seal_once(schedule, aad, plaintext))
 
 
 def open_base(enc: bytes, recipient_private: bytes, info: bytes, aad: bytes,
@@ -300,7 +317,7 @@ def open_base(enc: bytes, recipient_private: bytes, info: bytes, aad: bytes,
     """OpenBase(enc, skR, info, aad, ct): point errors for a bad enc, AeadError otherwise."""
     decapsulation = decap(enc, recipient_private, requirement=requirement)
     schedule = key_schedule_base(decapsulation.shared_secret, info)
-    plaintext = context_open(schedule, 0, aad, ciphertext, requirement=requirement)
+    plaintext = open_once(schedule, aad, ciphertext, requirement=requirement)
     return Opened(decapsulation=decapsulation, schedule=schedule, plaintext=plaintext)
 
 
@@ -354,7 +371,7 @@ def seal_auth(recipient_public: bytes, info: bytes, aad: bytes, plaintext: bytes
     encapsulation = auth_encap(recipient_public, ikm_e, sender_private, requirement=requirement)
     schedule = key_schedule(MODE_AUTH, encapsulation.shared_secret, info)
     return Sealed(encapsulation=encapsulation, schedule=schedule,
-                  ciphertext=context_seal(schedule, 0, aad, plaintext))
+                  ciphertext=seal_once(schedule, aad, plaintext))
 
 
 def open_auth(enc: bytes, recipient_private: bytes, info: bytes, aad: bytes, ciphertext: bytes,
@@ -363,7 +380,7 @@ def open_auth(enc: bytes, recipient_private: bytes, info: bytes, aad: bytes, cip
     of enc, info, aad, ciphertext, or a different sender or recipient key."""
     decapsulation = auth_decap(enc, recipient_private, sender_public, requirement=requirement)
     schedule = key_schedule(MODE_AUTH, decapsulation.shared_secret, info)
-    plaintext = context_open(schedule, 0, aad, ciphertext, requirement=requirement)
+    plaintext = open_once(schedule, aad, ciphertext, requirement=requirement)
     return Opened(decapsulation=decapsulation, schedule=schedule, plaintext=plaintext)
 
 
@@ -506,16 +523,24 @@ class HybridOpened:
 
 
 def seal_hybrid(recipient_public: bytes, info: bytes, aad: bytes, plaintext: bytes, *,
-                random: RandomSource, psk: bytes = b"", psk_id: bytes = b"",
-                requirement: str | None = None) -> HybridSealed:
-    """SealBase, or SealPSK when a psk is given, with the hybrid KEM (HPKE defines no Auth
-    mode for KEMs without AuthEncap: draft-ietf-hpke-pq)."""
+                random: RandomSource, requirement: str | None = None) -> HybridSealed:
+    """SealBase with the hybrid KEM."""
     encapsulation = hybrid_encap(recipient_public, random, requirement=requirement)
-    mode = MODE_PSK if psk else MODE_BASE
-    schedule = key_schedule(mode, encapsulation.shared_secret, info, psk, psk_id,
+    schedule = key_schedule_base(encapsulation.shared_secret, info, suite_id=HYBRID_SUITE_ID)
+    return HybridSealed(encapsulation=encapsulation, schedule=schedule,
+                        ciphertext=seal_once(schedule, aad, plaintext))
+
+
+def seal_hybrid_psk(recipient_public: bytes, info: bytes, aad: bytes, plaintext: bytes, *,
+                    random: RandomSource, psk: bytes, psk_id: bytes,
+                    requirement: str | None = None) -> HybridSealed:
+    """SealPSK with the hybrid KEM (HPKE defines no Auth mode for KEMs without AuthEncap:
+    draft-ietf-hpke-pq); the PSK inputs are verified (RFC 9180 section 5.1.1)."""
+    encapsulation = hybrid_encap(recipient_public, random, requirement=requirement)
+    schedule = key_schedule(MODE_PSK, encapsulation.shared_secret, info, psk, psk_id,
                             suite_id=HYBRID_SUITE_ID)
     return HybridSealed(encapsulation=encapsulation, schedule=schedule,
-                        ciphertext=context_seal(schedule, 0, aad, plaintext))
+                        ciphertext=seal_once(schedule, aad, plaintext))
 
 
 def open_hybrid(enc: bytes, private: HybridPrivateKey, info: bytes, aad: bytes,
@@ -527,5 +552,5 @@ def open_hybrid(enc: bytes, private: HybridPrivateKey, info: bytes, aad: bytes,
     mode = MODE_PSK if psk else MODE_BASE
     schedule = key_schedule(mode, decapsulation.shared_secret, info, psk, psk_id,
                             suite_id=HYBRID_SUITE_ID)
-    plaintext = context_open(schedule, 0, aad, ciphertext, requirement=requirement)
+    plaintext = open_once(schedule, aad, ciphertext, requirement=requirement)
     return HybridOpened(decapsulation=decapsulation, schedule=schedule, plaintext=plaintext)

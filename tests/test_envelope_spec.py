@@ -91,7 +91,7 @@ def test_fast_path_equals_rfc9180_single_shot(suite: str) -> None:
 
             psk = E.sender_psk(primitives.x25519(ALICE.x25519_private, d.x25519),
                                ALICE.published.x25519, d.x25519)
-            hybrid = hpke.seal_hybrid(d.hybrid_public_key, info, aad, s.header.content_key,
+            hybrid = hpke.seal_hybrid_psk(d.hybrid_public_key, info, aad, s.header.content_key,
                                       random=replay, psk=psk, psk_id=E.sender_psk_id(header))
             reference = (hybrid.enc, hybrid.ciphertext)
         assert reference == (trace.entry.enc, trace.entry.wrapped_key)

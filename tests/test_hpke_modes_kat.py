@@ -175,7 +175,7 @@ def test_hybrid_base_mode_interoperates_with_pyca(seed: bytes, info: bytes,
 
 def test_hybrid_psk_mode_binds_the_psk() -> None:
     private = pq_private()
-    sealed = hpke.seal_hybrid(private.public_key(), b"info", b"aad", b"K" * 32,
+    sealed = hpke.seal_hybrid_psk(private.public_key(), b"info", b"aad", b"K" * 32,
                               random=Drbg("psk"), psk=b"p" * 32, psk_id=b"sender")
     assert sealed.schedule.key_schedule_context[0] == hpke.MODE_PSK
     opened = hpke.open_hybrid(sealed.enc, private, b"info", b"aad", sealed.ciphertext,
