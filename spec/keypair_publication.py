@@ -566,13 +566,8 @@ def predecessor_of(record: Record) -> Predecessor:
 
 def check_rotation(record: Record, previous: Predecessor) -> None:
     """KP-17: a rotation of version v is signed by the Ed25519 key of version v - 1 over
-    both key sets."""
-    if record.change.type != CHANGE_ROTATION:
-        raise LinkError(f"a change of type {record.change.type} is not a rotation",
-                        requirement="KP-17")
-    if previous.key_version + 1 != record.key_version:
-        raise LinkError(f"a rotation to {record.key_version} cannot follow "
-                        f"{previous.key_version}", requirement="KP-16")
+    both key sets. Its callers (check_change, follow_history) call it for a rotation only,
+    after they have refused a version that does not follow `previous` (KP-16, KP-20)."""
     message = rotation_message(record.user_id, record.client_id, previous, record.key_version,
                                record.public_keys)
     primitives.ed25519_verify(previous.public_keys.ed25519, message, record.change.signature,

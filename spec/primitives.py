@@ -249,17 +249,17 @@ def x25519_raw(private_key: bytes, public_key: bytes) -> bytes:
 
 
 def x25519(private_key: bytes, public_key: bytes, *, requirement: str | None = None) -> bytes:
-    """Checked X25519 DH: rejects non-canonical and low-order keys and a zero secret."""
+    """Checked X25519 DH: rejects non-canonical and low-order keys and a zero secret.
+
+    The zero-secret check (RFC 7748 section 6.1, RFC 9180 section 7.1.4) is OpenSSL's:
+    `cryptography` refuses an all-zero result (tests/test_primitives_kat.py pins that)."""
     _require_len(private_key, X25519_KEY_LEN, "X25519 private key", requirement)
     check_x25519_public_key(public_key, requirement=requirement)
     key = X25519PrivateKey.from_private_bytes(private_key)
     try:
-        shared = key.exchange(X25519PublicKey.from_public_bytes(public_key))
+        return key.exchange(X25519PublicKey.from_public_bytes(public_key))
     except ValueError as exc:  # cryptography refuses an all-zero result
         raise PointError("X25519 shared secret is all zero", requirement=requirement) from exc
-    if constant_time_equal(shared, bytes(X25519_KEY_LEN)):
-        raise PointError("X25519 shared secret is all zero", requirement=requirement)
-    return shared
 
 
 class X25519Peer:
@@ -293,8 +293,6 @@ class X25519Key:
         except ValueError as exc:  # cryptography refuses an all-zero result
             raise PointError("X25519 shared secret is all zero",
                              requirement=requirement) from exc
-        if constant_time_equal(shared, bytes(X25519_KEY_LEN)):
-            raise PointError("X25519 shared secret is all zero", requirement=requirement)
         return shared
 
 
@@ -314,8 +312,6 @@ def x25519_keypair_exchange(private_key: bytes, peer_public_key: bytes, *,
         shared = key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
     except ValueError as exc:  # cryptography refuses an all-zero result
         raise PointError("X25519 shared secret is all zero", requirement=requirement) from exc
-    if constant_time_equal(shared, bytes(X25519_KEY_LEN)):
-        raise PointError("X25519 shared secret is all zero", requirement=requirement)
     return key.public_key().public_bytes_raw(), shared
 
 
@@ -395,23 +391,19 @@ def ed25519_verify(public_key: bytes, message: bytes, signature: bytes, *,
     """Verify a pure Ed25519 signature by the strict rule; raise unless it is valid.
 
     In order: lengths (LengthError); the public key A canonical, on the curve and not of
-    small order (PointError); S < L, R canonical and not of small order (SignatureError);
-    then the cofactorless equation [S]B = R + [k]A, k = SHA-512(R || A || M) mod L
-    (SignatureError). The equation is OpenSSL's through `cryptography`, which compares
-    the encoding of [S]B - [k]A with R byte for byte: with R canonical, that is equality
-    of points. libsodium (and so PyNaCl) gives the same verdict on every input;
-    tests/test_primitives_kat.py checks that on Wycheproof and the speccheck cases.
+    small order (PointError); R not of small order (SignatureError); then S < L, R
+    canonical and the cofactorless equation [S]B = R + [k]A, k = SHA-512(R || A || M)
+    mod L (SignatureError). Those three are OpenSSL's through `cryptography`: it refuses
+    S >= L, and it compares the encoding of [S]B - [k]A with R byte for byte, so a
+    non-canonical R never verifies and a canonical one verifies iff the points are equal.
+    libsodium (and so PyNaCl) gives the same verdict on every input;
+    tests/test_primitives_kat.py checks that on Wycheproof and the speccheck cases (cases
+    6 to 9 are S >= L and non-canonical R, each satisfying the equation mod L).
     """
-    _require_len(public_key, ED25519_PUBLIC_KEY_LEN, "Ed25519 public key", requirement)
     _require_len(signature, ED25519_SIG_LEN, "Ed25519 signature", requirement)
-    check_ed25519_public_key(public_key, requirement=requirement)
-    r, s = signature[:32], int.from_bytes(signature[32:], "little")
-    if s >= ED25519_L:
-        raise SignatureError("Ed25519 signature has a non-canonical S (S >= L)",
-                             requirement=requirement)
-    if r in ED25519_SMALL_ORDER or not ed25519_is_canonical(r):
-        raise SignatureError("Ed25519 signature has a non-canonical or small-order R",
-                             requirement=requirement)
+    check_ed25519_public_key(public_key, requirement=requirement)  # its length first
+    if signature[:32] in ED25519_SMALL_ORDER:
+        raise SignatureError("Ed25519 signature has a small-order R", requirement=requirement)
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
