@@ -241,6 +241,23 @@ def unwrap_without_point_check(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_spec(monkeypatch, "unwrap", unwrap)
 
 
+def accepts_non_canonical_x25519(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wrap() and unwrap() read a key as RFC 7748 receivers do (top bit masked, u reduced
+    mod p) instead of refusing a second encoding; low-order keys are still refused."""
+    from keyflows.spec import lock_layering as spec
+    from keyflows.spec import primitives
+
+    def reduced(key: bytes) -> bytes:
+        u = (int.from_bytes(key, "little") & ((1 << 255) - 1)) % primitives.X25519_P
+        return u.to_bytes(primitives.X25519_KEY_LEN, "little")
+
+    wrap, unwrap = spec.wrap, spec.unwrap
+    _patch_spec(monkeypatch, "wrap", lambda cek, recipient_public, ikm_e: wrap(
+        cek, reduced(recipient_public), ikm_e))
+    _patch_spec(monkeypatch, "unwrap", lambda wrapped, recipient_private: unwrap(
+        spec.Wrapped(reduced(wrapped.enc), wrapped.wrapped_key), recipient_private))
+
+
 def leaks_signing_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sign route returns the seed it used as a 'debug' member."""
     from keyflows.reference import lock_layering as routes
@@ -604,6 +621,9 @@ VARIANTS = (
                   ("lock-layering/encrypt/round-trip-fresh-nonces",), patch=fixed_nonce),
     BrokenVariant("unwrap-without-point-check", "a low-order ephemeral key reaches the AEAD",
                   ("lock-layering/wrap/low-order-refused",), patch=unwrap_without_point_check),
+    BrokenVariant("accepts-non-canonical-x25519", "a second encoding of a key is reduced, "
+                  "not refused", ("lock-layering/wrap/non-canonical-refused",),
+                  patch=accepts_non_canonical_x25519),
     BrokenVariant("leaks-signing-seed", "the sign answer carries the Ed25519 seed",
                   ("lock-layering/privacy/no-secret-material",), patch=leaks_signing_seed),
     BrokenVariant("leaks-user-share", "key creation echoes the user's share",

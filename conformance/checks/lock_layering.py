@@ -30,7 +30,7 @@ from keyflows.conformance.checks.lock_layering_support import (
     sign,
 )
 from keyflows.conformance.checks.support import expect_unauthorized
-from keyflows.conformance.clients import LOW_ORDER_X25519
+from keyflows.conformance.clients import LOW_ORDER_X25519, non_canonical_x25519
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe, describe
 from keyflows.conformance.registry import check
@@ -374,6 +374,25 @@ def wrap_low_order(t: Probe) -> None:
                           failure_class="point")
         exchange = unwrap_via_server(t, ks, key, spec.Wrapped(point, bytes(48)))
         t.expect_rejected(exchange, 422, what=f"unwrap with the low-order enc {name}",
+                          failure_class="point")
+
+
+@check("lock-layering/wrap/non-canonical-refused", requirements=("LOCK-17", "KP-5"),
+       needs=NEEDS)
+def wrap_non_canonical(t: Probe) -> None:
+    """Wrapping to, or unwrapping with an enc that is, a second encoding of an X25519 point
+    (top bit set, u >= p) is a 422 (class point): v1 keys have one byte form (KP-5), where
+    RFC 7748 alone would mask the bit and reduce u."""
+    ks = create_keystore(t, HELD, "noncanonical")
+    key = create_key(t, ks, spec.KEY_X25519)
+    valid = primitives.x25519_public_key(os.urandom(32))
+    for name, point in non_canonical_x25519(valid).items():
+        exchange = call(t, ks, "POST", "/wrap", body={
+            "cek": b64url_encode(bytes(32)), "recipient_public_key": b64url_encode(point)})
+        t.expect_rejected(exchange, 422, what=f"wrap to a non-canonical key ({name})",
+                          failure_class="point")
+        exchange = unwrap_via_server(t, ks, key, spec.Wrapped(point, bytes(48)))
+        t.expect_rejected(exchange, 422, what=f"unwrap with a non-canonical enc ({name})",
                           failure_class="point")
 
 
