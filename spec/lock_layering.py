@@ -258,9 +258,8 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
 
 
 def open_sealed(key: bytes, sealed: bytes, aad: bytes, *, requirement: str) -> bytes:
-    """Inverse of `seal`; LengthError if shorter than nonce and tag, AeadError if forged."""
-    if len(sealed) < SEALED_MIN_LEN:
-        raise LengthError("sealed value shorter than nonce and tag", requirement=requirement)
+    """Inverse of `seal`; LengthError if shorter than nonce and tag (AES-GCM refuses a
+    nonce of another length and a ciphertext shorter than its tag), AeadError if forged."""
     return primitives.aes256gcm_decrypt(key, sealed[:NONCE_LEN], sealed[NONCE_LEN:], aad,
                                         requirement=requirement)
 
@@ -690,9 +689,8 @@ def encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
 
 
 def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-    """Step 10 (LOCK-16): AeadError for a tampered ciphertext, nonce, tag or AAD."""
-    if len(nonce) != NONCE_LEN:
-        raise LengthError("nonce must be 12 bytes", requirement="LOCK-16")
+    """Step 10 (LOCK-16): AeadError for a tampered ciphertext, nonce, tag or AAD; a nonce
+    that is not 12 bytes is a LengthError (AES-GCM's own check)."""
     return primitives.aes256gcm_decrypt(key, nonce, ciphertext, aad, requirement="LOCK-16")
 
 
@@ -833,8 +831,6 @@ def _check_members(out: dict[str, Any]) -> None:
         check_scenario(out["scenario"])
     if "key_type" in out:
         check_key_type(out["key_type"])
-    if "cek" in out:
-        check_cek(out["cek"])
     if "wrapped_key" in out:
         check_wrapped_key_length(out["wrapped_key"])
 

@@ -514,6 +514,27 @@ def unprefixed_document_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_edv(monkeypatch, "check_id", check_id)
 
 
+def checks_wrapped_key_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wrapped key's length is left to the unwrap itself: after the key lookup and
+    the lock."""
+    from keyflows.spec import lock_layering as spec
+    from keyflows.spec.encoding import b64url_decode
+
+    original = spec.parse_request
+
+    def parse_request(kind: str, obj: object) -> dict[str, Any]:
+        if kind == "unwrap" and isinstance(obj, dict) and isinstance(obj.get("wrapped_key"),
+                                                                     str):
+            padded = dict(obj, wrapped_key=b64url_encode(bytes(spec.CEK_MIN_LEN
+                                                               + spec.TAG_LEN)))
+            out = original(kind, padded)
+            out["wrapped_key"] = b64url_decode(obj["wrapped_key"])
+            return out
+        return original(kind, obj)
+
+    _patch_spec(monkeypatch, "parse_request", parse_request)
+
+
 def any_digest_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Content-Digest without a sha-256 member is taken as it comes."""
     from keyflows.spec import http_signatures
@@ -704,6 +725,9 @@ VARIANTS = (
                   patch=grants_for_expired_capabilities),
     BrokenVariant("trusts-vault-errors", "a query answered with an error status is used",
                   (EDV + "vault-errors",), patch=trusts_vault_errors),
+    BrokenVariant("checks-wrapped-key-late", "a short wrapped_key is refused only after the "
+                  "key lookup and the lock", ("lock-layering/operations/lengths-before-key-"
+                                              "and-lock",), patch=checks_wrapped_key_late),
     BrokenVariant("combines-x-zero", "a share with x = 0 (the secret) opens the keystore",
                   ("lock-layering/shares/degenerate-shares-refused",), patch=combines_x_zero),
     BrokenVariant("any-share-length", "shares of a 31-byte secret make a keystore",

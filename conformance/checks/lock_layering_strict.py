@@ -543,3 +543,35 @@ def degenerate_shares_refused(t: Probe) -> None:
                          json_body={"scenario": SHARES})
     expect_share_refused(t, exchange, what="create a shares keystore from two shares of a "
                                            "31-byte secret")
+
+
+# --- the body's lengths come before the key and the lock ---------------------------------------
+
+@check("lock-layering/operations/lengths-before-key-and-lock",
+       requirements=("API-18", "LOCK-16", "LOCK-17", "LOCK-21"), needs=NEEDS)
+def lengths_before_key_and_lock(t: Probe) -> None:
+    """A binary member of the wrong length is part of the JSON shape (400, class length),
+    checked before the key is looked up (404) and before the lock is opened (422): sent
+    to a key that does not exist, or without the share in a shares keystore, a nonce of
+    11 bytes, a wrapped_key of 31 and a MAC of 31 are each the same 400."""
+    ks = create_keystore(t, SHARES, "lengths-first")
+    keys = {kind: create_key(t, ks, kind)
+            for kind in (spec.KEY_AES256GCM, spec.KEY_X25519, spec.KEY_HMAC_SHA256)}
+    message = b64url_encode(b"shaped first")
+    bodies = {
+        "decrypt": (spec.KEY_AES256GCM, {"nonce": b64url_encode(bytes(spec.NONCE_LEN - 1)),
+                                         "ciphertext": b64url_encode(bytes(32))}),
+        "unwrap": (spec.KEY_X25519, {
+            "enc": b64url_encode(primitives.x25519_public_key(os.urandom(32))),
+            "wrapped_key": b64url_encode(bytes(spec.CEK_MIN_LEN + spec.TAG_LEN - 1))}),
+        "verifymac": (spec.KEY_HMAC_SHA256, {"message": message,
+                                             "mac": b64url_encode(bytes(31))}),
+    }
+    missing = {"key_id": b64url_encode(os.urandom(16))}
+    for operation, (kind, body) in bodies.items():
+        t.expect_rejected(key_op(t, ks, missing, operation, body), 400, failure_class="length",
+                          what=f"{operation} with a short member, on a key that does not "
+                               "exist")
+        t.expect_rejected(key_op(t, ks, keys[kind], operation, body, share=None), 400,
+                          failure_class="length",
+                          what=f"{operation} with a short member, without the share")
