@@ -241,11 +241,11 @@ def _of_length(capability: str, length: int) -> str:
 def capability_format_strict(t: Probe) -> None:
     """A capability whose HMAC chain is valid is still refused (the uniform 401) when its
     text breaks the format: another prefix, more than 4096 characters, a repeated or
-    unknown JSON member, more than 16 caveats, a caveat that is not a string, caveats that
-    are an object, a body that is an array, an exp that is not a canonical decimal of at
-    most 2^63 - 1, a caveat without '=', an ops caveat with an unknown or repeated
-    operation. At the limits (4096 characters, 16 caveats,
-    exp = 2^63 - 1) it is accepted."""
+    unknown JSON member, more than 16 caveats, a caveat that is not a string or not
+    printable ASCII (no chain can be computed over it), caveats that are an object, a
+    body that is an array, an exp that is not a canonical decimal of at most 2^63 - 1, a
+    caveat without '=', an ops caveat with an unknown or repeated operation. At the limits
+    (4096 characters, 16 caveats, exp = 2^63 - 1) it is accepted."""
     ks = create_keystore(t, HELD, "strict-capability")
     reference = reference_401(t, ks)
     root = ks.capability
@@ -276,6 +276,8 @@ def capability_format_strict(t: Probe) -> None:
         ("a caveat without '='", with_unchecked_caveat(ks, "opsread"), False),
         ("an ops caveat naming an unknown operation",
          with_unchecked_caveat(ks, "ops=read,fly"), False),
+        ("a caveat outside printable ASCII", cap.encode_capability(cap.Capability(
+            ks.keystore_id, (*decoded.caveats, "ops=r\u00e9ad"), decoded.mac)), False),
         ("caveats that are a JSON object", _reencoded(root, lambda o: json.dumps(
             dict(o, caveats={c: True for c in o["caveats"]}))), False),
         ("a JSON array of the member names", cap.CAPABILITY_PREFIX + b64url_encode(
