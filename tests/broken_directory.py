@@ -115,6 +115,38 @@ def apps_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     public_apps_list(monkeypatch)
 
 
+def reset_unpublished(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publishes initial keypairs and rotations in the directory, never a reset."""
+    from keyflows.reference.directory_store import DirectoryStore
+
+    original = DirectoryStore.queue
+
+    def queue(self: DirectoryStore, tx: Any, label: Any, value: object) -> None:
+        if not (isinstance(value, dict) and value.get("change") == {"type": "reset"}):
+            original(self, tx, label, value)
+
+    monkeypatch.setattr(DirectoryStore, "queue", queue)
+
+
+def mlkem_stripped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers keypair lookups with the public view without its ML-KEM-768 key (a
+    directory that knows only the X25519 and Ed25519 members)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict) and "public_keys" in value:
+            keys = {k: v for k, v in value["public_keys"].items() if k != "mlkem768"}
+            return {**value, "public_keys": keys}
+        return value
+
+    def change(found: Any) -> Any:
+        stored, latest, proof, versions = found
+        if latest is not None:
+            latest = dataclasses.replace(latest, value=strip(latest.value))
+        return stored, latest, proof, [dataclasses.replace(v, value=strip(v.value))
+                                       for v in versions]
+
+    _lookup_patched(monkeypatch, change)
+
+
 VARIANTS = (
     DirectoryVariant("wrong-label", "a lookup answered for another identity",
                      "hashchain/directory/lookup-verifies", wrong_label),
@@ -128,6 +160,10 @@ VARIANTS = (
                      "hashchain/directory/history-verifies", history_truncated),
     DirectoryVariant("apps-listed", "a user's applications listed to anyone",
                      "hashchain/directory/no-enumeration", apps_listed),
+    DirectoryVariant("reset-unpublished", "a keypair reset accepted and never published",
+                     "hashchain/directory/hybrid-reset-verifies", reset_unpublished),
+    DirectoryVariant("mlkem-stripped", "a keypair's ML-KEM-768 key left out of its answers",
+                     "hashchain/directory/hybrid-reset-verifies", mlkem_stripped),
     DirectoryVariant("past-epochs-forgotten", "lookups at a past epoch answered at the latest",
                      "hashchain/directory/past-epochs", past_epochs_forgotten),
 )

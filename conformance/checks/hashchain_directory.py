@@ -8,6 +8,8 @@ Attacks each check catches: a lookup answered for another identity, a map proof 
 does not lead to the committed root, a root the log never committed (lookup-verifies,
 absent-verifies, uid-verifies, devices-verifies); a change accepted but never published,
 a version the owner did not make, a rewritten history (owner-monitors, history-verifies);
+a reset left out of the directory, or a keypair's ML-KEM-768 key dropped from it
+(hybrid-reset-verifies);
 a past epoch no longer answered (past-epochs); a listing of names (no-enumeration).
 """
 
@@ -25,6 +27,7 @@ from keyflows.conformance.checks.hashchain_support import (
     get_json,
     params,
 )
+from keyflows.conformance.clients import seal_with_application_key
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import Probe, describe
 from keyflows.conformance.registry import check
@@ -201,6 +204,33 @@ def history_verifies(t: Probe) -> None:
         t.fail("the history does not list the two published public views",
                expected="versions 1 and 2", actual=f"{len(values)} version(s)",
                exchange=exchange)
+
+
+@check("hashchain/directory/hybrid-reset-verifies",
+       requirements=("HC-82", "HC-95", "KP-18"), needs=KEYPAIR_NEEDS)
+def hybrid_reset_verifies(t: Probe) -> None:
+    """A keypair with an ML-KEM-768 key, then a reset (new keys the old key did not
+    sign): the directory publishes the reset as version 2, its value carries the ML-KEM
+    key and says reset, and the history shows initial then reset, so monitors see it."""
+    tr, _ = trust(t, params(t))
+    user = t.user("dir-reset")
+    label = hd.keypair_label(user.user_id, "dir-app")
+    first = t.publish(user, "dir-app", sealed=seal_with_application_key(
+        user.user_id, "dir-app", 1, with_mlkem=True))
+    reset = t.publish(user, "dir-app", sealed=seal_with_application_key(
+        user.user_id, "dir-app", 2, with_mlkem=True))
+    views = [kp.public_view(first.record), kp.public_view(reset.record)]
+    found = lookup(t, tr, label, what="the lookup of a reset hybrid keypair")
+    expect_value(t, found, views[1], version=2, what="after the reset")
+    exchange, body = get_json(t, lookup_path(label, "/history"), what="the history")
+    history: hdc.History = expect_spec(t, "the history", exchange, lambda: hdc.verify_history(
+        body, label=label, trust=tr, now=int(time.time())))
+    changes = [v.value["change"]["type"] if isinstance(v.value, dict) else None
+               for v in history.versions]
+    if [v.value for v in history.versions] != views or changes != ["initial", "reset"]:
+        t.fail("the history does not show the published version 1 and the reset",
+               expected="version 1 (initial), version 2 (reset), each with its ML-KEM key",
+               actual=f"change types {changes}", exchange=exchange)
 
 
 @check("hashchain/directory/past-epochs", requirements=("HC-88", "HC-98", "HC-91"),
