@@ -327,8 +327,8 @@ def lock_from_new_shares(account_share_text: object, user_share_text: object,
 
 def generate_working_key(key_type: str, random: RandomSource) -> bytes:
     """Step 7 (LOCK-14): 32 random bytes for each key type (Ed25519 seed, X25519 private
-    key, AES-256 key, HMAC-SHA256 key)."""
-    check_key_type(key_type)
+    key, AES-256 key, HMAC-SHA256 key). The type is checked where it is read (the request,
+    the stored record) and by public_key_of, which the material goes to next."""
     return random(MATERIAL_LEN)
 
 
@@ -356,8 +356,7 @@ def check_version(version: object, *, requirement: str = "LOCK-22") -> int:
 def working_key_aad(keystore_id: str, key_id: str, version: int, key_type: str,
                     public_key: bytes) -> bytes:
     """Step 7 (LOCK-7): ctx("working-key", keystore_id, key_id, u32be(version), key_type,
-    public_key)."""
-    check_key_type(key_type)
+    public_key). The type comes from a parsed request or record (check_key_type)."""
     return labelled_context("working-key", check_identifier(keystore_id, "keystore_id"),
                             check_identifier(key_id, "key_id"),
                             check_version(version).to_bytes(4, "big"),
