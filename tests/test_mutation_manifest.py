@@ -175,8 +175,10 @@ def test_a_default_run_skips_listed_equivalents_and_equivalents_runs_only_them(
     """A default run reports every listed equivalent as "listed, not run" and counts it as
     equivalent; --equivalents runs exactly the listed ones and exits 1 when one is killed
     (a stale judgement). The runner is replaced by a verdict per site id."""
+    from typing import Any, cast
+
     import mutation.__main__ as cli
-    from mutation.harness import LISTED, Outcome
+    from mutation.harness import LISTED, Outcome, Prepared
 
     equivalent = manifest.equivalents()
     entries = {e.id: e for e in manifest.entries(sites)}
@@ -187,8 +189,11 @@ def test_a_default_run_skips_listed_equivalents_and_equivalents_runs_only_them(
     stale = listed[0].id
     ran: list[str] = []
 
+    def fake_prepare(site: Site | None, base: Path, workdir: Path) -> Prepared:
+        return Prepared(site, workdir, cast(Any, None), None, 0)  # no server started
+
     def fake_judge(site: Site | None, flow: str | None, requirement: str | None,
-                   *rest: object) -> Outcome:
+                   *rest: object, **options: object) -> Outcome:
         if site is not None:
             ran.append(site.id)
         status = KILLED if site is None or site.id not in equivalent or site.id == stale \
@@ -209,13 +214,14 @@ def test_a_default_run_skips_listed_equivalents_and_equivalents_runs_only_them(
             pass
 
     monkeypatch.setattr(cli, "judge", fake_judge)
+    monkeypatch.setattr(cli, "prepare", fake_prepare)
     monkeypatch.setattr(cli, "Workers", NoWorkers)
     monkeypatch.setattr(manifest, "record_observed", lambda *a, **k: None)
 
     def run(*options: str) -> int:
         args = cli.parse_args(["--flow", flow, "--jobs", "1", "--results",
                                str(tmp_path / "r.json"), *options])
-        return cli.checked(sites, args, run=(tmp_path, tmp_path))
+        return cli.checked(sites, [], args, run=(tmp_path, tmp_path))
 
     assert run() == 0
     assert sorted(ran) == sorted(s.id for s in in_flow if s.id not in equivalent)
@@ -239,3 +245,41 @@ def test_a_default_run_skips_listed_equivalents_and_equivalents_runs_only_them(
     assert ran == [listed[-1].id]
     with pytest.raises(SystemExit):
         cli.parse_args(["--equivalents", "--fail-under"])
+
+
+def test_start_up_functions_exist_and_name_the_test_that_covers_them() -> None:
+    """The functions left out as start-up-only exist, hold sites, and each names a test
+    that exists (they are tested there instead of over HTTP)."""
+    from mutation.sites import STARTUP_FUNCTIONS, discover_all
+
+    population, startup = discover_all()
+    assert {f"{s.file}:{s.function}" for s in startup} <= set(STARTUP_FUNCTIONS)
+    assert startup and not {f"{s.file}:{s.function}" for s in population} & \
+        set(STARTUP_FUNCTIONS)
+    for function, test in STARTUP_FUNCTIONS.items():
+        file, name = function.split(":")
+        assert f"def {name.split('.')[-1]}(" in (ROOT / file).read_text(encoding="utf-8")
+        test_file, test_name = test.split("::")
+        assert f"def {test_name}(" in (ROOT / test_file).read_text(encoding="utf-8"), test
+
+
+def test_a_parameter_named_like_a_function_does_not_reach_it(tmp_path: Path) -> None:
+    """A spec/ function the server never calls stays out of the population even when a
+    reached function has a parameter or local of the same name."""
+    from mutation.sites import discover
+
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "spec" / "errors.py").write_text(
+        "class SpecError(Exception):\n    pass\n", encoding="utf-8")
+    (tmp_path / "spec" / "flow.py").write_text(
+        "from keyflows.spec.errors import SpecError\n\n\n"
+        "def helper(x):\n    if x:\n        raise SpecError('helper')\n\n\n"
+        "def client_only(x):\n    if x:\n        raise SpecError('client')\n\n\n"
+        "def served(client_only, y):\n    helper(y)\n    return client_only\n",
+        encoding="utf-8")
+    (tmp_path / "reference" / "route.py").write_text(
+        "from keyflows.spec.flow import served\n\n\n"
+        "def route(a):\n    return served(a, a)\n", encoding="utf-8")
+    functions = {s.function for s in discover(tmp_path)}
+    assert "helper" in functions and "client_only" not in functions

@@ -31,12 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +53,15 @@ from .harness import (
     TIMEOUT,
     HarnessError,
     Outcome,
+    Prepared,
+    Retired,
     Workers,
     judge,
+    prepare,
     snapshot,
 )
 from .report import OVERALL_BAR, render, summary, verdict
-from .sites import ROOT, Site, discover
+from .sites import ROOT, STARTUP_FUNCTIONS, Site, discover, discover_all
 
 DEFAULT_RESULTS = ROOT / "test-output" / "mutation" / "results.json"
 EQUIVALENTS_RESULTS = ROOT / "test-output" / "mutation" / "equivalents.json"
@@ -123,16 +128,21 @@ def main(argv: list[str]) -> int:
             print(line)
         return 0
     if args.list:
-        return checked(discover(), args, run=None)
+        return checked(*discover_all(), args, run=None)
     if args.combine:
         return combine(args)
     with tempfile.TemporaryDirectory(prefix="keyflows-mutation-") as tmp:
         work = Path(tmp)
         pristine = snapshot(work)
-        return checked(discover(pristine / "keyflows"), args, run=(pristine, work))
+        return checked(*discover_all(pristine / "keyflows"), args, run=(pristine, work))
 
 
-def checked(sites: list[Site], args: argparse.Namespace,
+def startup_line(startup: list[Site]) -> str:
+    return (f"start-up only: {len(startup)} sites in {len(STARTUP_FUNCTIONS)} functions are "
+            "not in the population (STARTUP_FUNCTIONS in tests/mutation/sites.py)")
+
+
+def checked(sites: list[Site], startup: list[Site], args: argparse.Namespace,
             run: tuple[Path, Path] | None) -> int:
     """Check the population against the manifest; then list or run the selection."""
     current = manifest.entries(sites)
@@ -162,10 +172,12 @@ def checked(sites: list[Site], args: argparse.Namespace,
             print(f"{site.id}  {site.where}  [{e.requirement}, {e.flow}]  "
                   f"{site.description}{note}")
         print(f"{len(to_run)} sites to run"
-              + (f", {len(listed)} listed as equivalent (not run)" if listed else ""))
+              + (f", {len(listed)} listed as equivalent (not run)" if listed else "")
+              + f" of a population of {len(entries)}")
+        print(startup_line(startup))
         return 0
     try:
-        return execute(to_run, listed, entries, args, *run)
+        return execute(to_run, listed, entries, args, *run, startup=len(startup))
     except KeyboardInterrupt:
         CHILDREN.stop_all()
         print("\nmutation: interrupted; every server and runner stopped", file=sys.stderr)
@@ -173,7 +185,7 @@ def checked(sites: list[Site], args: argparse.Namespace,
 
 
 def execute(chosen: list[Site], listed: list[Site], entries: dict[str, manifest.Entry],
-            args: argparse.Namespace, pristine: Path, work: Path) -> int:
+            args: argparse.Namespace, pristine: Path, work: Path, *, startup: int) -> int:
     started = time.monotonic()
     equivalent = manifest.equivalents()
     workers = Workers(pristine)
@@ -186,7 +198,7 @@ def execute(chosen: list[Site], listed: list[Site], entries: dict[str, manifest.
     finally:
         workers.close()
     return conclude(outcomes, entries, args, equivalent, started,
-                    selected=len(chosen) + len(listed))
+                    selected=len(chosen) + len(listed), startup=startup)
 
 
 def not_run(site: Site, entry: manifest.Entry) -> Outcome:
@@ -207,31 +219,64 @@ def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
     print(f"pristine run: every check passed in {baseline.seconds:.1f} s{shaky}; "
           f"{len(chosen)} mutants, {args.jobs} at a time", flush=True)
     outcomes: list[Outcome] = []
+    pending: queue.SimpleQueue[Site] = queue.SimpleQueue()
+    for site in chosen:
+        pending.put(site)
+    lock = threading.Lock()
+    retired = Retired()
+    # Each lane judges one mutant at a time while the next one's server starts.
+    preparing = ThreadPoolExecutor(max_workers=max(1, args.jobs))
+
+    def take() -> Future[Prepared] | None:
+        try:
+            site = pending.get_nowait()
+        except queue.Empty:
+            return None
+        return preparing.submit(prepare, site, pristine, work)
+
+    def lane() -> None:
+        ahead = take()
+        try:
+            while ahead is not None and not CHILDREN.stopping:
+                ready = ahead.result()
+                ahead = take()
+                site = ready.site
+                assert site is not None
+                outcome = judge(site, entries[site.id].flow, entries[site.id].requirement,
+                                pristine, work, workers, checks, prepared=ready,
+                                retire=retired.retire)
+                with lock:
+                    outcomes.append(outcome)
+                    progress(len(outcomes), len(chosen), outcome, equivalent)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                if not ahead.cancelled() and ahead.exception() is None:
+                    retired.retire(ahead.result())
+
     pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))
     try:
-        futures = {pool.submit(judge, site, entries[site.id].flow,
-                               entries[site.id].requirement, pristine, work, workers,
-                               checks): site for site in chosen}
-        for future in as_completed(futures):
-            outcome = future.result()
-            outcomes.append(outcome)
-            progress(len(outcomes), len(chosen), outcome, equivalent)
+        for future in as_completed([pool.submit(lane) for _ in range(max(1, args.jobs))]):
+            future.result()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         CHILDREN.stop_all()
         pool.shutdown(wait=True)
         raise
+    finally:
+        preparing.shutdown(wait=True, cancel_futures=True)
+        retired.join()
     pool.shutdown()
     return outcomes
 
 
 def conclude(outcomes: list[Outcome], entries: dict[str, manifest.Entry],
              args: argparse.Namespace, equivalent: dict[str, str], started: float,
-             selected: int) -> int:
+             selected: int, startup: int) -> int:
     """Write the results, print the report; the exit status."""
     outcomes.sort(key=lambda o: o.where)
     wall = time.monotonic() - started
-    report = summary(outcomes, equivalent, population=len(entries))
+    report = summary(outcomes, equivalent, population=len(entries), startup=startup)
     report["wall_seconds"] = round(wall, 1)
     report["command"] = " ".join(["nox -s mutation --", *sys.argv[1:]])
     report["jobs"] = args.jobs
@@ -297,7 +342,8 @@ def combine(args: argparse.Namespace) -> int:
                       key=lambda o: o.where)
     gone = len(by_id) - len(outcomes) - len(unjudged)
     sites = Counter(e.flow for e in entries if e.flow)
-    report = summary(outcomes, equivalent, population=len(listed), sites=dict(sites))
+    report = summary(outcomes, equivalent, population=len(listed), sites=dict(sites),
+                     startup=len(discover_all()[1]))
     print("\n".join(["combined results of:", *commands]))
     if gone:
         print(f"({gone} results of sites no longer in the manifest left out)")

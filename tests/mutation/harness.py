@@ -5,11 +5,12 @@ At the start the packages are copied once into a snapshot (keyflows/spec, refere
 conformance, vectors; compiled), so editing the working tree during a run changes
 nothing. For one mutant: copy the snapshot's spec/ and reference/, write the mutated
 file, start the server from that copy (serve_mutant.py, which asserts that the mutated
-copies are what it imports), then run `keyflows conformance --base-url ...
---account-listen ... --exitfirst` from the pristine snapshot, first on the checks of the
-site's flow and, if they all pass, on every other check. The mutant is killed when the
-runner reports a failure (exit status 1) or cannot run against the server (exit status
-2); it survives when the runner passes everything.
+copies are what it imports; prepare() does this while the previous mutant is checked),
+then run `keyflows conformance --base-url ... --account-listen ... --exitfirst` from the
+pristine snapshot in phases: the checks citing the site's requirement, the rest of its
+flow, every other check. The mutant is
+killed when the runner reports a failure (exit status 1) or cannot run against the
+server (exit status 2); it survives when the runner passes everything.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,7 +329,9 @@ def run_runner(worker: RunnerWorker, base_url: str, account_port: int, check_ids
 def phases_for(requirement: str | None, flow: str | None,
                checks: list[CheckInfo]) -> list[tuple[str, list[str]]]:
     """Checks citing the site's requirement first, then the rest of its flow, then all
-    others: most mutants die in the first, and a survivor runs every check once."""
+    others: most mutants die in the first, and a survivor runs every check once. (The
+    order matters: some checks kill a mutant only on a server earlier checks have
+    filled, so a check is never moved ahead of its phase.)"""
     citing = [c.id for c in checks if requirement in c.requirements]
     own = [c.id for c in checks if c.flow == flow and c.id not in citing]
     rest = [c.id for c in checks if c.id not in citing and c.id not in own]
@@ -335,8 +339,64 @@ def phases_for(requirement: str | None, flow: str | None,
                                           ("rest", rest)) if ids]
 
 
+@dataclass
+class Prepared:
+    """A mutant's tree with its server started (or failing to start), not yet judged."""
+    site: Site | None
+    tree: Path
+    server: Server
+    note: str | None
+    account_port: int
+
+
+def prepare(site: Site | None, base: Path, workdir: Path) -> Prepared:
+    """Copy the tree, mutate it and start its server: the part of a mutant that needs no
+    runner, so it can run while the runner checks the previous mutant."""
+    tree = mutant_tree(base, workdir, site)
+    account_port = free_port()
+    try:
+        server, note = start_server(tree, account_port)
+    except BaseException:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise
+    return Prepared(site, tree, server, note, account_port)
+
+
+class Retired:
+    """Stops servers and removes their trees in the background: a judged mutant's
+    server need not be waited for before the next mutant starts."""
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def retire(self, prepared: Prepared) -> None:
+        thread = threading.Thread(target=_retire, args=(prepared,), daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def join(self) -> None:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
+
+
+def _retire(prepared: Prepared) -> None:
+    prepared.server.stop()
+    shutil.rmtree(prepared.tree, ignore_errors=True)
+
+
 def judge(site: Site | None, flow: str | None, requirement: str | None, base: Path,
-          workdir: Path, workers: Workers, checks: list[CheckInfo]) -> Outcome:
+          workdir: Path, workers: Workers, checks: list[CheckInfo],
+          prepared: Prepared | None = None,
+          retire: Callable[[Prepared], None] | None = None) -> Outcome:
+    """The verdict on one mutant (`site`; None: the pristine server). `prepared`: its
+    server already started by prepare(); `retire`: how a judged server is stopped and
+    its tree removed (default: at once, waiting for it)."""
+    retire = retire or _retire
     started = time.monotonic()
     outcome = Outcome(id=site.id if site else "(pristine)", flow=flow,
                       requirement=requirement, where=site.where if site else "",
@@ -344,52 +404,52 @@ def judge(site: Site | None, flow: str | None, requirement: str | None, base: Pa
     worker = workers.acquire()
     try:
         for _attempt in range(START_RETRIES):
-            tree = mutant_tree(base, workdir, site)
+            ready = prepared or prepare(site, base, workdir)
+            prepared = None
             try:
-                retry = _judge_in(worker, tree, outcome, phases_for(requirement, flow, checks))
+                retry = _judge_in(worker, ready, outcome,
+                                  phases_for(requirement, flow, checks))
             finally:
-                shutil.rmtree(tree, ignore_errors=True)
+                retire(ready)
             if not retry:
                 break
     finally:
         workers.release(worker)
+        if prepared is not None:  # not used: the first attempt failed before it
+            retire(prepared)
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
 
 
-def _judge_in(worker: RunnerWorker, tree: Path, outcome: Outcome,
+def _judge_in(worker: RunnerWorker, ready: Prepared, outcome: Outcome,
               phases: list[tuple[str, list[str]]]) -> bool:
     """Fill in `outcome`; True if the run must be repeated (a port was taken)."""
-    account_port = free_port()
-    server, note = start_server(tree, account_port)
-    try:
-        skipped = 0
-        for name, check_ids in phases:
-            remaining = list(check_ids)
-            while remaining:
-                phase = run_runner(worker, server.base_url, account_port, remaining,
-                                   tree / f"report-{name}.json")
-                skipped += phase.skipped
-                if phase.code == 2 and "account server" in phase.message \
-                        and "address" in phase.message.lower():
-                    return True  # the runner's account-server port was taken meanwhile
-                if phase.code == 0:
-                    break
-                if phase.code == 1 and phase.failed and not outcome.flaky \
-                        and _passes_alone(worker, server, account_port, tree, phase.failed[0]):
-                    # Failed once, passed alone on the same server: timing, not the
-                    # mutant. Go on with what the phase did not pass (once per mutant).
-                    outcome.flaky.append(phase.failed[0])
-                    done = set(phase.passed) | {phase.failed[0]}
-                    remaining = [c for c in remaining if c not in done]
-                    continue
-                _killed(outcome, name, phase, _server_note(server, note))
-                return False
-        outcome.skipped = skipped
-        outcome.reason = f"every check passed ({skipped} skipped)" + _server_note(server, note)
-        return False
-    finally:
-        server.stop()
+    tree, server, note, account_port = ready.tree, ready.server, ready.note, ready.account_port
+    skipped = 0
+    for name, check_ids in phases:
+        remaining = list(check_ids)
+        while remaining:
+            phase = run_runner(worker, server.base_url, account_port, remaining,
+                               tree / f"report-{name}.json")
+            skipped += phase.skipped
+            if phase.code == 2 and "account server" in phase.message \
+                    and "address" in phase.message.lower():
+                return True  # the runner's account-server port was taken meanwhile
+            if phase.code == 0:
+                break
+            if phase.code == 1 and phase.failed and not outcome.flaky \
+                    and _passes_alone(worker, server, account_port, tree, phase.failed[0]):
+                # Failed once, passed alone on the same server: timing, not the
+                # mutant. Go on with what the phase did not pass (once per mutant).
+                outcome.flaky.append(phase.failed[0])
+                done = set(phase.passed) | {phase.failed[0]}
+                remaining = [c for c in remaining if c not in done]
+                continue
+            _killed(outcome, name, phase, _server_note(server, note))
+            return False
+    outcome.skipped = skipped
+    outcome.reason = f"every check passed ({skipped} skipped)" + _server_note(server, note)
+    return False
 
 
 def _passes_alone(worker: RunnerWorker, server: Server, account_port: int, tree: Path,

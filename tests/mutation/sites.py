@@ -40,6 +40,22 @@ EXCLUDED_FILES = frozenset({"reference/cli.py", "reference/__main__.py", "refere
                             "reference/envelope_cli.py", "reference/edv.py",
                             "reference/edv_store.py", "reference/edv_cli.py",
                             "reference/hashchain_config.py", "reference/witness.py"})
+# Functions of the server that run only while it starts (opening the database, migrating
+# it), never for a request: no HTTP answer can show their mutants, as with config.py.
+# Each names the test that covers it instead. Add one only when no request reaches it.
+STARTUP_FUNCTIONS: dict[str, str] = {
+    # the database files' 0600 mode, checked when a store opens its file (SqliteBackend.open)
+    "reference/store.py:prepare_database_file":
+        "tests/test_server_secrets.py::test_a_database_others_can_read_is_refused",
+    "reference/store.py:check_private_file":
+        "tests/test_server_secrets.py::test_a_wal_file_others_can_read_is_refused",
+    # a log key left in the clear by an older database, sealed and erased when the log's
+    # store attaches; Database.checkpoint (erasing the WAL's copy) has no other caller
+    "reference/hashchain_store.py:move_clear_seed":
+        "tests/test_server_secrets.py::test_a_clear_log_key_is_moved_and_erased",
+    "reference/store.py:Database.checkpoint":
+        "tests/test_server_secrets.py::test_a_clear_log_key_is_moved_and_erased",
+}
 
 REQUIREMENT_ID = re.compile(r"\b(?:API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\b")
 
@@ -214,17 +230,43 @@ def load_modules(root: Path) -> dict[str, Module]:
 
 # --- scope: reference/ and the spec/ functions it reaches -------------------------------------
 
+def _local_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """The names a function binds itself (parameters, assignments): inside it they never
+    mean a module-level definition of the same name."""
+    args = fn.args
+    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+    names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+    body = fn.body if isinstance(fn.body, list) else [fn.body]
+    for statement in body:
+        for sub in ast.walk(statement):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                names.add(sub.id)
+    return names
+
+
+def _free_names(node: ast.AST, bound: frozenset[str] = frozenset()) -> Iterator[ast.Name]:
+    """The Name nodes under `node` that are not bound by a function around them."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+        bound = bound | _local_names(node)
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.Name):
+            if child.id not in bound:
+                yield child
+        else:
+            yield from _free_names(child, bound)
+
+
 def _references(module: Module, node: ast.AST) -> Iterator[tuple[str, str]]:
     """(module path, top-level name) pairs of spec/ definitions `node` mentions."""
+    for name in _free_names(node):
+        if name.id in module.imports:
+            target, member = module.imports[name.id]
+            if member is not None:
+                yield target, member
+        elif module.path.startswith("spec/"):
+            yield module.path, name.id
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Name):
-            if sub.id in module.imports:
-                target, member = module.imports[sub.id]
-                if member is not None:
-                    yield target, member
-            elif module.path.startswith("spec/"):
-                yield module.path, sub.id
-        elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
             imported = module.imports.get(sub.value.id)
             if imported is not None and imported[1] is None:
                 yield imported[0], sub.attr
@@ -259,6 +301,7 @@ def reachable_spec(modules: dict[str, Module]) -> set[tuple[str, str]]:
 
 
 def functions_in_scope(modules: dict[str, Module]) -> Iterator[tuple[Module, str, FunctionNode]]:
+    """The functions of the population, and those of STARTUP_FUNCTIONS."""
     reached = reachable_spec(modules)
     for module in modules.values():
         if module.path in EXCLUDED_FILES:
@@ -537,6 +580,17 @@ def _short_hash(text: str) -> str:
 
 def discover(root: Path = ROOT) -> list[Site]:
     """The population in the tree at `root` (which holds spec/ and reference/)."""
+    return discover_all(root)[0]
+
+
+def discover_all(root: Path = ROOT) -> tuple[list[Site], list[Site]]:
+    """(the population, the sites STARTUP_FUNCTIONS leaves out of it)."""
+    sites = _discover(root)
+    startup = [s for s in sites if f"{s.file}:{s.function}" in STARTUP_FUNCTIONS]
+    return [s for s in sites if f"{s.file}:{s.function}" not in STARTUP_FUNCTIONS], startup
+
+
+def _discover(root: Path) -> list[Site]:
     modules = load_modules(root)
     refusals = refusal_names(modules)
     sites: list[Site] = []
