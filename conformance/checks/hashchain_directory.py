@@ -207,7 +207,7 @@ def history_verifies(t: Probe) -> None:
 
 
 @check("hashchain/directory/hybrid-reset-verifies",
-       requirements=("HC-82", "HC-95", "KP-18"), needs=KEYPAIR_NEEDS)
+       requirements=("HC-82", "HC-83", "HC-95"), needs=KEYPAIR_NEEDS)
 def hybrid_reset_verifies(t: Probe) -> None:
     """A keypair with an ML-KEM-768 key, then a reset (new keys the old key did not
     sign): the directory publishes the reset as version 2, its value carries the ML-KEM
