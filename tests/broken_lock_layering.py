@@ -535,6 +535,21 @@ def checks_wrapped_key_late(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_spec(monkeypatch, "parse_request", parse_request)
 
 
+def short_ciphertext_is_a_forgery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ciphertext shorter than its tag is answered as one that does not authenticate."""
+    from keyflows.spec import lock_layering as spec
+    from keyflows.spec.errors import AeadError
+
+    original = spec.decrypt
+
+    def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        if len(ciphertext) < spec.TAG_LEN:
+            raise AeadError("the ciphertext does not authenticate", requirement="LOCK-16")
+        return original(key, nonce, ciphertext, aad)
+
+    _patch_spec(monkeypatch, "decrypt", decrypt)
+
+
 def any_digest_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Content-Digest without a sha-256 member is taken as it comes."""
     from keyflows.spec import http_signatures
@@ -728,6 +743,9 @@ VARIANTS = (
     BrokenVariant("checks-wrapped-key-late", "a short wrapped_key is refused only after the "
                   "key lookup and the lock", ("lock-layering/operations/lengths-before-key-"
                                               "and-lock",), patch=checks_wrapped_key_late),
+    BrokenVariant("short-ciphertext-is-a-forgery", "a ciphertext shorter than its tag is a "
+                  "422 aead", ("lock-layering/encrypt/ciphertext-holds-its-tag",),
+                  patch=short_ciphertext_is_a_forgery),
     BrokenVariant("combines-x-zero", "a share with x = 0 (the secret) opens the keystore",
                   ("lock-layering/shares/degenerate-shares-refused",), patch=combines_x_zero),
     BrokenVariant("any-share-length", "shares of a 31-byte secret make a keystore",

@@ -36,6 +36,7 @@ from keyflows.conformance.checks.lock_layering_support import (
     call,
     create_key,
     create_keystore,
+    decoded,
     expect_share_refused,
     key_op,
     lock_user,
@@ -43,7 +44,7 @@ from keyflows.conformance.checks.lock_layering_support import (
     with_unchecked_caveat,
 )
 from keyflows.conformance.http import Exchange
-from keyflows.conformance.probe import Probe
+from keyflows.conformance.probe import Probe, describe
 from keyflows.conformance.registry import check
 from keyflows.spec import edv, http_signatures, primitives, shamir
 from keyflows.spec import lock_layering as spec
@@ -577,3 +578,30 @@ def lengths_before_key_and_lock(t: Probe) -> None:
         t.expect_rejected(key_op(t, ks, keys[kind], operation, body, share=None), 400,
                           failure_class="length",
                           what=f"{operation} with a short member, without the share")
+
+
+# --- AES-GCM's tag is part of the ciphertext -------------------------------------------------
+
+@check("lock-layering/encrypt/ciphertext-holds-its-tag", requirements=("LOCK-16",),
+       needs=NEEDS)
+def ciphertext_holds_its_tag(t: Probe) -> None:
+    """A ciphertext ends in its 16-byte tag: the empty plaintext encrypts to exactly 16
+    bytes, which decrypt back to the empty plaintext; 15 bytes or none cannot hold a tag
+    and are a 400 (class length), not a forgery (422, class aead)."""
+    ks = create_keystore(t, HELD, "tag-only")
+    key = create_key(t, ks, spec.KEY_AES256GCM)
+    exchange = key_op(t, ks, key, "encrypt", {"plaintext": ""})
+    answer = t.expect_ok_json(exchange, 200, what="encrypt the empty plaintext")
+    nonce = decoded(t, exchange, answer, "nonce", spec.NONCE_LEN)
+    ciphertext = decoded(t, exchange, answer, "ciphertext", spec.TAG_LEN)
+    body = {"nonce": b64url_encode(nonce), "ciphertext": b64url_encode(ciphertext)}
+    exchange = key_op(t, ks, key, "decrypt", body)
+    answer = t.expect_ok_json(exchange, 200, what="decrypt a ciphertext that is only a tag")
+    if decoded(t, exchange, answer, "plaintext") != b"":
+        t.fail("decrypting the empty plaintext's ciphertext gave something else",
+               expected='plaintext "" (LOCK-16)', actual=describe(exchange),
+               exchange=exchange)
+    for length in (spec.TAG_LEN - 1, 0):
+        short = dict(body, ciphertext=b64url_encode(ciphertext[:length]))
+        t.expect_rejected(key_op(t, ks, key, "decrypt", short), 400, failure_class="length",
+                          what=f"decrypt a ciphertext of {length} bytes")
