@@ -174,25 +174,34 @@ class DirectoryStore:
 
     def positioned(self, label: hd.Label) -> hd.Positioned:
         """A lookup's VRF proof: kept for a label that changed, else proved now."""
-        found = self.db.read(lambda tx: self.known_position(tx, label))
+        found = self.kept_position(label)
         return found if found is not None else hd.prove_position(self.vrf_secret_key, label)
+
+    def kept_position(self, label: hd.Label) -> hd.Positioned | None:
+        """The kept VRF proof of a label that changed; None for any other (a short read,
+        where positioned() may have to prove, which takes milliseconds)."""
+        return self.db.read(lambda tx: self.known_position(tx, label))
 
     # --- epochs -----------------------------------------------------------------------------
 
     def publish_if_due(self, now: int) -> None:
         """HC-98: an epoch when changes wait or the last one is a heartbeat old (the spec's
         epoch_due with interval 0: no change is answered before it is published)."""
-        def due(tx: sqlite3.Connection) -> bool:
-            pending = tx.execute("SELECT 1 FROM directory_pending LIMIT 1").fetchone()
-            last = latest_epoch(tx)
-            return hd.epoch_due(None if last is None else last.epoch, pending=pending is not None,
-                                now=now, interval=0, heartbeat=self.heartbeat)
-
-        if not self.db.read(due):
+        if not self.publication_due(now):
             return
         with self.db.write() as tx:
-            if due(tx):  # another process may have published meanwhile
+            if self._due(tx, now):  # another process may have published meanwhile
                 self._publish(tx, now)
+
+    def publication_due(self, now: int) -> bool:
+        """Whether publish_if_due(now) would publish (a short read)."""
+        return self.db.read(lambda tx: self._due(tx, now))
+
+    def _due(self, tx: sqlite3.Connection, now: int) -> bool:
+        pending = tx.execute("SELECT 1 FROM directory_pending LIMIT 1").fetchone()
+        last = latest_epoch(tx)
+        return hd.epoch_due(None if last is None else last.epoch, pending=pending is not None,
+                            now=now, interval=0, heartbeat=self.heartbeat)
 
     def _publish(self, tx: sqlite3.Connection, now: int) -> None:
         """Step 18 (HC-86, HC-87): apply the pending changes as the next epoch's versions,

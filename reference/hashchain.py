@@ -52,7 +52,7 @@ from keyflows.reference.common import (
 from keyflows.reference.hashchain_store import Appended, HashchainStore
 from keyflows.reference.limits import rate_limit, requester
 from keyflows.reference.problems import from_spec_error, malformed
-from keyflows.reference.store import canonical_json
+from keyflows.reference.store import Store, canonical_json
 from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_merkle as merkle
 from keyflows.spec import hashchain_note as note
@@ -102,7 +102,7 @@ class Publisher:
     async def publish(self) -> tuple[int, bytes]:
         """The largest published checkpoint, after publishing the latest if it is not."""
         if self.store.publish_at_append:
-            found = await in_thread(self.store.published_checkpoint)
+            found = await read_soon(self.store.store, self.store.published_checkpoint)
             assert found is not None
             return found
         async with self._lock:
@@ -181,8 +181,16 @@ async def tlog_proof(state: State, index: int) -> bytes:
     pub = state.hashchain_publisher
     assert isinstance(pub, Publisher)
     await pub.publish()
-    return await in_thread(lambda: pub.store.store.read(
+    return await read_soon(pub.store.store, lambda: pub.store.store.read(
         lambda db: pub.store.tlog_proof(db, index)))
+
+
+async def read_soon(store: Store, work: Callable[[], T]) -> T:
+    """A short read: on the event loop where the database answers without blocking
+    (SQLite under WAL), else off it; spec rejections mapped as in_thread maps them."""
+    if store.reads_inline:
+        return spec_checked(work)
+    return await in_thread(work)
 
 
 def chain(request: Request) -> HashchainStore:
