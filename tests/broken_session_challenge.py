@@ -191,6 +191,19 @@ def user_existence_oracle(app: ASGIApp) -> ASGIApp:
     return rewriting(rewrite)(app)
 
 
+def session_valid_at_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session is still accepted in the second expires_at (now > expires_at instead of
+    now >= expires_at, SC-13): one second too long."""
+    original = sc.check_session
+
+    def check_session(session: sc.Session, *, user_id: str, client_id: str,
+                      operation: sc.Operation, now: int) -> None:
+        original(session, user_id=user_id, client_id=client_id, operation=operation,
+                 now=now - 1 if now == session.expires_at else now)
+
+    monkeypatch.setattr(sc, "check_session", check_session)
+
+
 VARIANTS = (
     BrokenVariant("accepts-replay", "accepts the right token again after a success",
                   ("session-challenge/answer/replay-refused",
@@ -211,6 +224,9 @@ VARIANTS = (
     BrokenVariant("session-never-expires", "sessions are judged as if used at once",
                   ("session-challenge/session/expiry",),
                   patch=session_never_expires),
+    BrokenVariant("session-valid-at-expiry", "a session is accepted in its expires_at second",
+                  ("session-challenge/session/expiry",),
+                  patch=session_valid_at_expiry),
     BrokenVariant("session-passed-on", "a refused session token goes on to the account "
                   "server", ("session-challenge/session/write-refused",
                              "session-challenge/session/other-user-refused"),

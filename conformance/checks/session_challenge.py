@@ -529,8 +529,9 @@ def challenge_origin(t: Probe) -> None:
 
 @check("session-challenge/session/expiry", requirements=("SC-13", "SC-12"), needs=NEEDS)
 def session_expiry(t: Probe) -> None:
-    """A session token reads the own record until its expires_at and never after (run
-    only when the advertised session lifetime is short enough to wait out)."""
+    """A session token reads the own record until its expires_at and never after, nor in
+    the second expires_at itself (run only when the advertised session lifetime is short
+    enough to wait out)."""
     lifetime = limits(t).session_lifetime
     if lifetime > MAX_WAITED_SESSION_LIFETIME:
         raise CheckSkipped(f"the advertised session_lifetime_seconds is {lifetime}; the "
@@ -543,12 +544,49 @@ def session_expiry(t: Probe) -> None:
     expires_at = t.expect_ok_json(exchange, 200, what="the session")["expires_at"]
     session = b64url_encode(token)
     confirm_live(t, who, session, what="the answer")
+    refused_in_the_expiry_second(t, who, session, expires_at)
     # expires_at is in whole seconds and the server's clock may lead ours by a little.
     time.sleep(max(0.0, expires_at + 1.2 - time.time()))
     expect_refused_answer(t, t.get_keypair(who.user_id, who.client_id, token=session),
                           what=f"GET with the session token after its expires_at "
                                f"({lifetime} s lifetime)")
     expect_not_passed_on(t, session, what="an expired session token")
+
+
+def server_second(t: Probe, who: Owner) -> int | None:
+    """The server's clock in whole seconds, read off a new challenge (its expires_at is
+    now + challenge_lifetime_seconds, SC-3); None if no challenge was issued."""
+    exchange = create(t, who.user_id, who.client_id)
+    if exchange.status != 201:
+        return None
+    try:
+        expires = t.expect_ok_json(exchange, 201, what="a challenge").get("expires_at")
+    except AttributeError:
+        return None
+    if not isinstance(expires, int) or isinstance(expires, bool):
+        return None
+    return expires - limits(t).challenge_lifetime
+
+
+def refused_in_the_expiry_second(t: Probe, who: Owner, session: str, expires_at: int) -> None:
+    """SC-13: a session is valid while now < expires_at, so a use in the server's second
+    expires_at is refused. The server's second just before and just after the use is read
+    off new challenges; the use is judged only when both are expires_at (a slow machine
+    or a skewed clock gives no verdict here, never a wrong one)."""
+    time.sleep(max(0.0, expires_at + 0.05 - time.time()))
+    for _attempt in range(2):
+        before = server_second(t, who)
+        if before is None or before > expires_at:
+            return
+        if before < expires_at:  # the server's clock lags ours: wait for its second
+            time.sleep(min(1.0, 0.1 + 0.5 * (expires_at - before)))
+            continue
+        exchange = t.get_keypair(who.user_id, who.client_id, token=session)
+        if server_second(t, who) == expires_at:
+            expect_refused_answer(t, exchange, what=f"GET with the session token in the "
+                                                    f"server's second {expires_at}, its "
+                                                    "expires_at (valid only before it)")
+        return
 
 
 @check("session-challenge/create/body-refused", requirements=("API-6",), needs=NEEDS)
