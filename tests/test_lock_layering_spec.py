@@ -250,11 +250,11 @@ class TestUserLock:
         """Shares of a 16-byte secret combine (Shamir has no secret length), but the
         server's steps refuse them as shares (LOCK-10), and the lock key needs 32 bytes."""
         made = shamir.split(b"x" * 16, 2, 2, Drbg("x"))
-        texts = [b64url_encode(s) for s in made.shares]
+        account, user = (b64url_encode(s) for s in made.shares)
         with pytest.raises(ShareError):
-            L.lock_from_new_shares(*texts, KS)
+            L.lock_from_new_shares(account, user, KS)
         with pytest.raises(ShareError):
-            L.unlock_with_shares(*texts, KS, bytes(32))
+            L.unlock_with_shares(account, user, KS, bytes(32))
         with pytest.raises(LengthError):
             L.lock_key_from_secret(L.combine_shares(made.shares), KS)
 
