@@ -76,10 +76,10 @@ async def get_keypair(request: Request) -> Response:
     await authenticate(request, user_id, Operation.GET_KEYPAIR)
     await limited_body(request)
     store = services(request).store
-    text = await quick_read(request, lambda: store.get_keypair(user_id, client_id))
+    found = await quick_read(request, lambda: store.get_keypair_and_version(user_id, client_id))
+    text, key_version = (None, None) if found is None else found
     # SC-16: a session token reads only the record whose key won it.
-    check_session_record(request, None if text is None else
-                         int(json.loads(text)["key_version"]))
+    check_session_record(request, key_version)
     if text is None:
         raise not_found("no keypair is published for this application", requirement="KP-12")
     return json_text_response(text)

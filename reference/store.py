@@ -336,6 +336,14 @@ class Store(Database):
             (user_id, client_id)).fetchone())
         return None if row is None else str(row[0])
 
+    def get_keypair_and_version(self, user_id: str, client_id: str) -> tuple[str, int] | None:
+        """The stored record and its key_version (stored beside it when it was written, so
+        nobody parses the record to learn it)."""
+        row = self._read(lambda db: db.execute(
+            "SELECT record, key_version FROM keypair_records WHERE user_id = ? AND"
+            " client_id = ?", (user_id, client_id)).fetchone())
+        return None if row is None else (str(row[0]), int(row[1]))
+
     def delete_keypair(self, user_id: str, client_id: str,
                        decide: Callable[[str], None]) -> bool:
         """Delete a record, remembering its version; False if there was none.
