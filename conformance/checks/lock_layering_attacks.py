@@ -19,7 +19,11 @@ from keyflows.conformance.checks.lock_layering_capability import (
     granted,
     reference_401,
 )
-from keyflows.conformance.checks.lock_layering_strict import Fields, signed_read
+from keyflows.conformance.checks.lock_layering_strict import (
+    Fields,
+    capability_of_length,
+    signed_read,
+)
 from keyflows.conformance.checks.lock_layering_support import (
     HELD,
     NEEDS,
@@ -131,7 +135,8 @@ def _flip_mac(capability: str) -> str:
 def grant_strict(t: Probe) -> None:
     """No grant is made for a capability that has expired, or expires this second (422,
     class expired), nor is one made or a revocation taken for a capability whose MAC does
-    not verify (422, class mac). A grant reshaped after the server made it -- another
+    not verify (422, class mac) or is longer than 4096 characters (400, class length). A
+    grant reshaped after the server made it -- another
     prefix, nothing after the prefix, a depth byte beyond the request's capability -- or
     sent on two field lines is the one share failure (422, LOCK-6)."""
     ks = create_keystore(t, SHARES, "grant-strict")
@@ -153,6 +158,11 @@ def grant_strict(t: Probe) -> None:
     t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": forged}), 422,
                       what="revoke a capability whose MAC does not verify",
                       failure_class="mac")
+    # In a body the capability meets no bearer-token limit: its own 4096 holds (LOCK-11).
+    long = capability_of_length(target, cap.MAX_CAPABILITY_LEN + 1)
+    t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": long}), 400,
+                      what="revoke a capability of 4097 characters (its chain valid)",
+                      failure_class="length")
     grant = granted(t, ks, target)
     depth = len(cap.decode_capability(target).caveats)
     reshaped = [

@@ -228,7 +228,7 @@ def _reencoded(capability: str, text: Callable[[dict[str, Any]], str]) -> str:
     return cap.CAPABILITY_PREFIX + b64url_encode(text(obj).encode("utf-8"))
 
 
-def _of_length(capability: str, length: int) -> str:
+def capability_of_length(capability: str, length: int) -> str:
     """The same capability, its JSON padded with spaces to make the text `length` long."""
     body_len = (length - len(cap.CAPABILITY_PREFIX)) * 3 // 4
     out = _reencoded(capability, lambda o: json.dumps(o, separators=(",", ":"))[:-1].ljust(
@@ -258,8 +258,8 @@ def capability_format_strict(t: Probe) -> None:
     caveats_json = json.dumps(list(decoded.caveats))
     variants: list[tuple[str, str, bool]] = [
         ("another prefix", "kfX1." + root[len(cap.CAPABILITY_PREFIX):], False),
-        ("4096 characters", _of_length(root, cap.MAX_CAPABILITY_LEN), True),
-        ("4097 characters", _of_length(root, cap.MAX_CAPABILITY_LEN + 1), False),
+        ("4096 characters", capability_of_length(root, cap.MAX_CAPABILITY_LEN), True),
+        ("4097 characters", capability_of_length(root, cap.MAX_CAPABILITY_LEN + 1), False),
         ("16 caveats", many, True),
         ("17 caveats", with_unchecked_caveat(ks, "ops=read", base=many), False),
         ("a repeated member", _reencoded(root, lambda o: (
