@@ -133,7 +133,7 @@ class Header:
     commitment: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One recipient device's part of an envelope."""
 
@@ -174,7 +174,7 @@ class SenderKeys:
     x25519_private: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecipientTrace:
     """Every intermediate of step 5 for one recipient device (for vectors)."""
 
@@ -283,8 +283,20 @@ def entry_info(header: Header) -> bytes:
 
 def entry_aad(user_id: str, device_id: str) -> bytes:
     """Step 5 (ENV-6): HPKE aad = ctx("envelope-recipient", user_id, device_id)."""
-    return labelled_context(LABEL_RECIPIENT, _id_bytes(user_id, "user_id"),
-                            _id_bytes(device_id, "device_id", requirement="ENV-1"))
+    return _recipient_aad(_id_bytes(user_id, "user_id"),
+                          _id_bytes(device_id, "device_id", requirement="ENV-1"))
+
+
+#: ctx("envelope-recipient") without its fields: the aad's prefix, the same for all.
+_RECIPIENT_AAD_PREFIX = labelled_context(LABEL_RECIPIENT)
+
+
+def _recipient_aad(user_id: bytes, device_id: bytes) -> bytes:
+    """entry_aad of identifiers already checked (seal_header checks each recipient once):
+    ctx("envelope-recipient", user_id, device_id), whose fields are identifiers of at most
+    64 bytes, so each length prefix is its length as two bytes."""
+    return b"".join((_RECIPIENT_AAD_PREFIX, len(user_id).to_bytes(2, "big"), user_id,
+                     len(device_id).to_bytes(2, "big"), device_id))
 
 
 def suite_id(suite: str) -> bytes:
@@ -313,33 +325,40 @@ def static_dh(private_key: bytes, public_key: bytes) -> bytes:
 
 # --- steps 3-6: sealing -------------------------------------------------------------------
 
-def _check_recipients(recipients: Sequence[Device]) -> None:
-    """Step 2 (ENV-9): at least one recipient, no device twice, identifiers checked. The
+def _check_recipients(recipients: Sequence[Device]) -> list[bytes]:
+    """Step 2 (ENV-9): at least one recipient, no device twice, identifiers checked; returns
+    each recipient's aad (ENV-6), built from the identifiers once they are checked. The
     keys were checked when the device list was verified (ENV-2, ENV-22); the KEMs check
     them again as they use them."""
     if not recipients:
         raise ParamsError("an envelope needs at least one recipient", requirement="ENV-9")
     seen: set[tuple[str, str]] = set()
+    aads = []
     for device in recipients:
         if device.address in seen:
             raise DecodeError(f"recipient {device.user_id}/{device.device_id} listed twice",
                               requirement="ENV-9")
         seen.add(device.address)
-        _id_bytes(device.user_id, "user_id")
+        user_id = _id_bytes(device.user_id, "user_id")
         check_device_id(device.device_id)
+        aads.append(_recipient_aad(user_id, device.device_id.encode("ascii")))
+    return aads
 
 
 class _MessageContext:
     """The per-message parts of step 5, computed once per envelope: the info and its hash,
-    the psk_id and its hash, and the sender's static key object."""
+    the psk_id and its hash, the key schedule's inputs that follow from them, and the
+    sender's static key object."""
 
     def __init__(self, header: Header, sender: SenderKeys) -> None:
         self.suite = header.suite
-        self.suite_id = suite_id(header.suite)
+        suite = suite_id(header.suite)
         self.info = entry_info(header)
-        self.info_hash = hpke.info_hash(self.info, self.suite_id)
         self.psk_id = sender_psk_id(header) if header.suite == SUITE_HYBRID else b""
-        self.psk_id_hash = hpke.psk_id_hash(self.psk_id, self.suite_id)
+        self.schedule = hpke.ScheduleContext(
+            hpke.MODE_AUTH if header.suite == SUITE_X25519 else hpke.MODE_PSK,
+            psk_id_hash=hpke.psk_id_hash(self.psk_id, suite),
+            info_hash=hpke.info_hash(self.info, suite), suite_id=suite)
         self.sender = primitives.X25519Key(sender.x25519_private, requirement="ENV-5")
 
 
@@ -353,25 +372,22 @@ def _ephemeral_key(random: RandomSource) -> tuple[primitives.X25519Key, bytes]:
     return primitives.X25519Key(hpke.derive_key_pair(drawn).private), drawn
 
 
-def _seal_entry(context: _MessageContext, device: Device, content_key: bytes,
+def _seal_entry(context: _MessageContext, device: Device, aad: bytes, content_key: bytes,
                 random: RandomSource) -> RecipientTrace:
-    """Step 5 for one device (ENV-5, ENV-6, ENV-7, ENV-25)."""
-    aad = entry_aad(device.user_id, device.device_id)
+    """Step 5 for one device (ENV-5, ENV-6, ENV-7, ENV-25), with its aad."""
     encapsulation: hpke.Encapsulation | hpke.HybridEncapsulation
     if context.suite == SUITE_X25519:
         ephemeral, ikm_e = _ephemeral_key(random)
         encapsulation = hpke.auth_encap_with(device.x25519, ephemeral, context.sender,
                                              ikm_e=ikm_e, requirement="ENV-5")
-        dh, psk, mode = encapsulation.dh[X25519_LEN:], b"", hpke.MODE_AUTH
+        dh, psk = encapsulation.dh[X25519_LEN:], b""
     else:
         peer = primitives.X25519Peer(device.x25519, requirement="ENV-25")
         encapsulation = hpke.hybrid_encap(device.hybrid_public_key, random, peer=peer,
                                           requirement="ENV-25")
         dh = context.sender.exchange(peer, requirement="ENV-5")
-        psk, mode = sender_psk(dh, context.sender.public, device.x25519), hpke.MODE_PSK
-    schedule = hpke.key_schedule_from_hashes(
-        mode, encapsulation.shared_secret, psk, psk_id_hash=context.psk_id_hash,
-        info_hash=context.info_hash, suite_id=context.suite_id)
+        psk = sender_psk(dh, context.sender.public, device.x25519)
+    schedule = context.schedule.schedule(encapsulation.shared_secret, psk)
     entry = Entry(user_id=device.user_id, device_id=device.device_id, enc=encapsulation.enc,
                   wrapped_key=hpke.context_seal(schedule, 0, aad, content_key))
     return RecipientTrace(device=device, aad=aad, static_dh=dh, psk=psk,
@@ -383,7 +399,8 @@ def seal_entry(header: Header, sender: SenderKeys, device: Device, content_key: 
                random: RandomSource) -> RecipientTrace:
     """Step 5 for one device, outside seal_header: what a sender who wraps a content key
     of its choosing (a test, an attack construction) computes for an existing header."""
-    return _seal_entry(_MessageContext(header, sender), device, content_key, random)
+    return _seal_entry(_MessageContext(header, sender), device,
+                       entry_aad(device.user_id, device.device_id), content_key, random)
 
 
 def seal_header(*, suite: str, sender: SenderKeys, recipients: Sequence[Device],
@@ -398,7 +415,7 @@ def seal_header(*, suite: str, sender: SenderKeys, recipients: Sequence[Device],
     check_suite(suite)
     _id_bytes(sender.user_id, "sender")
     _id_bytes(sender.client_id, "client_id")
-    _check_recipients(recipients)
+    aads = _check_recipients(recipients)
     message_id = random(MESSAGE_ID_LEN)
     content_key = random(CONTENT_KEY_LEN)
     keys = content_keys(content_key, message_id)
@@ -407,9 +424,13 @@ def seal_header(*, suite: str, sender: SenderKeys, recipients: Sequence[Device],
                     payload_length=ciphertext_length(plaintext_length),
                     commitment=keys.commitment)
     context = _MessageContext(header, sender)
-    traces = tuple(_seal_entry(context, device, content_key, random) for device in recipients)
+    traces = tuple(_seal_entry(context, device, aad, content_key, random)
+                   for device, aad in zip(recipients, aads, strict=True))
     envelope = Envelope(header=header, entries=tuple(t.entry for t in traces))
-    check_distinct_entries(envelope.entries)
+    # _check_recipients refused a device named twice; what is left of step 8's ENV-9 for
+    # a sender is an enc drawn twice, which means a broken random source.
+    if len({entry.enc for entry in envelope.entries}) != len(envelope.entries):
+        raise DecodeError("an enc is repeated within the envelope", requirement="ENV-9")
     return SealedHeader(envelope=envelope, content_key=content_key, keys=keys,
                         info=context.info, recipients=traces)
 

@@ -81,8 +81,12 @@ def labeled_expand(suite_id: bytes, prk: bytes, label: bytes, info: bytes, lengt
     Expand(prk, I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info, L)."""
     if not 1 <= length <= 0xFFFF:
         raise ParamsError(f"LabeledExpand length must be 1..65535, got {length}")
-    labeled_info = length.to_bytes(2, "big") + _VERSION_LABEL + suite_id + label + info
-    return primitives.hkdf_expand(prk, labeled_info, length)
+    return primitives.hkdf_expand(prk, _labeled_info(suite_id, label, info, length), length)
+
+
+def _labeled_info(suite_id: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    """LabeledExpand's info: I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info."""
+    return length.to_bytes(2, "big") + _VERSION_LABEL + suite_id + label + info
 
 
 # --- DHKEM(X25519, HKDF-SHA256) (RFC 9180 section 4.1, 7.1.3) ------------------------------
@@ -103,13 +107,23 @@ def derive_key_pair(ikm: bytes) -> KeyPair:
     return KeyPair(private=private, public=primitives.x25519_public_key(private))
 
 
+#: The constant parts of ExtractAndExpand's two labelled inputs, built once: the Extract
+#: input "HPKE-v1" || suite_id || "eae_prk" before dh, and the Expand info I2OSP(Nsecret, 2)
+#: || "HPKE-v1" || suite_id || "shared_secret" before kem_context.
+_EAE_PRK_PREFIX = _VERSION_LABEL + KEM_SUITE_ID + b"eae_prk"
+_SHARED_SECRET_PREFIX = (N_SECRET.to_bytes(2, "big") + _VERSION_LABEL + KEM_SUITE_ID
+                         + b"shared_secret")
+
+
 def extract_and_expand(dh: bytes, kem_context: bytes) -> bytes:
-    """ExtractAndExpand(dh, kem_context): the KEM shared secret."""
-    eae_prk = labeled_extract(KEM_SUITE_ID, b"", b"eae_prk", dh)
-    return labeled_expand(KEM_SUITE_ID, eae_prk, b"shared_secret", kem_context, N_SECRET)
+    """ExtractAndExpand(dh, kem_context): the KEM shared secret, = LabeledExpand(
+    LabeledExtract("", "eae_prk", dh), "shared_secret", kem_context, Nsecret), with the
+    labels' constant bytes built once (a sender pays this once per recipient)."""
+    eae_prk = primitives.hkdf_extract(b"", _EAE_PRK_PREFIX + dh)
+    return primitives.hkdf_expand(eae_prk, _SHARED_SECRET_PREFIX + kem_context, N_SECRET)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Encapsulation:
     """Every value of Encap(pkR), for vectors: enc is the ephemeral public key pkE."""
 
@@ -156,7 +170,7 @@ def decap(enc: bytes, recipient_private: bytes, *, requirement: str | None = Non
 
 # --- key schedule (RFC 9180 section 5.1), mode_base ----------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeySchedule:
     psk_id_hash: bytes
     info_hash: bytes
@@ -214,17 +228,46 @@ def key_schedule_from_hashes(mode: int, shared_secret: bytes, psk: bytes, *,
                              suite_id: bytes = HPKE_SUITE_ID,
                              key_length: int = N_K) -> KeySchedule:
     """The rest of KeySchedule once psk_id_hash and info_hash are known (inputs verified)."""
-    context = bytes([mode]) + psk_id_hash + info_hash
-    secret = labeled_extract(suite_id, shared_secret, b"secret", psk)
-    return KeySchedule(
-        psk_id_hash=psk_id_hash,
-        info_hash=info_hash,
-        key_schedule_context=context,
-        secret=secret,
-        key=labeled_expand(suite_id, secret, b"key", context, key_length),
-        base_nonce=labeled_expand(suite_id, secret, b"base_nonce", context, N_N),
-        suite_id=suite_id,
-    )
+    return ScheduleContext(mode, psk_id_hash=psk_id_hash, info_hash=info_hash,
+                           suite_id=suite_id, key_length=key_length).schedule(shared_secret, psk)
+
+
+class ScheduleContext:
+    """What KeySchedule (RFC 9180 section 5.1) derives from everything but the shared
+    secret and the psk: for one mode, psk_id_hash and info_hash, the key_schedule_context
+    and the labelled inputs of the three KDF calls that remain --
+
+      secret     = LabeledExtract(shared_secret, "secret", psk)
+      key        = LabeledExpand(secret, "key", key_schedule_context, Nk)
+      base_nonce = LabeledExpand(secret, "base_nonce", key_schedule_context, Nn)
+
+    -- are built once, so a sender sealing one message to many recipients pays three HMACs
+    per recipient for its schedule and no re-assembly of the same bytes."""
+
+    def __init__(self, mode: int, *, psk_id_hash: bytes, info_hash: bytes,
+                 suite_id: bytes = HPKE_SUITE_ID, key_length: int = N_K) -> None:
+        self.mode = mode
+        self.psk_id_hash = psk_id_hash
+        self.info_hash = info_hash
+        self.suite_id = suite_id
+        self.key_length = key_length
+        self.context = bytes([mode]) + psk_id_hash + info_hash
+        self._secret_prefix = _VERSION_LABEL + suite_id + b"secret"
+        self._key_info = _labeled_info(suite_id, b"key", self.context, key_length)
+        self._nonce_info = _labeled_info(suite_id, b"base_nonce", self.context, N_N)
+
+    def schedule(self, shared_secret: bytes, psk: bytes) -> KeySchedule:
+        """The KeySchedule of one shared secret (and psk, empty outside the PSK modes)."""
+        secret = primitives.hkdf_extract(shared_secret, self._secret_prefix + psk)
+        return KeySchedule(
+            psk_id_hash=self.psk_id_hash,
+            info_hash=self.info_hash,
+            key_schedule_context=self.context,
+            secret=secret,
+            key=primitives.hkdf_expand(secret, self._key_info, self.key_length),
+            base_nonce=primitives.hkdf_expand(secret, self._nonce_info, N_N),
+            suite_id=self.suite_id,
+        )
 
 
 def verify_psk_inputs(mode: int, psk: bytes, psk_id: bytes) -> None:
@@ -427,7 +470,7 @@ def hybrid_combine(ss_pq: bytes, ss_t: bytes, ct_t: bytes, ek_t: bytes) -> bytes
     return hashlib.sha3_256(ss_pq + ss_t + ct_t + ek_t + HYBRID_LABEL).digest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HybridEncapsulation:
     """Every value of the hybrid Encaps, for vectors. `mlkem_m` is None when the ML-KEM
     randomness was drawn inside the library (an unrecorded source)."""

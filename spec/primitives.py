@@ -98,6 +98,7 @@ X25519_LOW_ORDER_U: frozenset[int] = frozenset({
 })
 
 _HKDF_SHA256_MAX_LEN = 255 * SHA256_LEN
+_ZERO_SALT = bytes(SHA256_LEN)
 _U_MASK = (1 << 255) - 1
 _A24 = 121665
 
@@ -121,9 +122,15 @@ def sha512(data: bytes) -> bytes:
     return hashlib.sha512(data).digest()
 
 
+#: The SHA-256 constructor, as hmac.digest's digest argument: given the constructor rather
+#: than the name "sha256", the standard library's one-shot HMAC does not look the digest up
+#: by name on every call (the same function, measurably cheaper per call).
+_SHA256 = hashlib.sha256
+
+
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
     """HMAC-SHA-256 (RFC 2104)."""
-    return hmac.digest(key, data, "sha256")
+    return hmac.digest(key, data, _SHA256)
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -136,7 +143,7 @@ def constant_time_equal(a: bytes, b: bytes) -> bool:
 
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract with SHA-256; an empty salt means HashLen zero bytes (RFC 5869 2.2)."""
-    return hmac_sha256(salt if salt else bytes(SHA256_LEN), ikm)
+    return hmac_sha256(salt if salt else _ZERO_SALT, ikm)
 
 
 def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
@@ -147,11 +154,11 @@ def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
     # T(i) = HMAC(PRK, T(i-1) || info || i), on the standard library's one-shot HMAC: the
     # per-recipient key schedules of the envelope flow call this many times per message.
     if length <= SHA256_LEN:
-        return hmac.digest(prk, info + b"\x01", "sha256")[:length]
+        return hmac.digest(prk, info + b"\x01", _SHA256)[:length]
     blocks: list[bytes] = []
     previous = b""
     for counter in range(1, -(-length // SHA256_LEN) + 1):
-        previous = hmac.digest(prk, previous + info + bytes([counter]), "sha256")
+        previous = hmac.digest(prk, previous + info + bytes([counter]), _SHA256)
         blocks.append(previous)
     return b"".join(blocks)[:length]
 
@@ -266,6 +273,8 @@ class X25519Peer:
     """A peer's X25519 public key, checked (canonical, not of low order) once for the
     several exchanges a sender makes with it (an ephemeral DH and a static one)."""
 
+    __slots__ = ("key", "public")
+
     def __init__(self, public_key: bytes, *, requirement: str | None = None) -> None:
         check_x25519_public_key(public_key, requirement=requirement)
         self.public = public_key
@@ -276,6 +285,8 @@ class X25519Key:
     """An X25519 private key made once and used for many exchanges (a sender's static key
     and each ephemeral key of a multi-recipient envelope): the backend computes the public
     key when the object is made, so each exchange costs one scalar multiplication."""
+
+    __slots__ = ("_key", "private", "public")
 
     def __init__(self, private_key: bytes, *, requirement: str | None = None) -> None:
         _require_len(private_key, X25519_KEY_LEN, "X25519 private key", requirement)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,7 +71,7 @@ def test_any_change_to_an_authenticated_byte_is_rejected(suite: str, field: str,
     elif field == "sender_key_version":
         header = E.Header(**{**header.__dict__, "sender_key_version": bit % 1000 + 2})
     elif field in ("enc", "wrapped_key"):
-        entry = E.Entry(**{**entry.__dict__, field: _flip(getattr(entry, field), bit)})
+        entry = replace(entry, **{field: _flip(getattr(entry, field), bit)})
     else:
         header = E.Header(**{**header.__dict__, field: _flip(getattr(header, field), bit)})
     tampered = E.Delivery(header=header, entry=entry)
@@ -203,6 +205,31 @@ def test_unrecorded_hybrid_sealing_opens() -> None:
     s = E.seal(b"pq", suite=E.SUITE_HYBRID, sender=ALICE.sender, recipients=[PHONE],
                random=unrecorded(os.urandom))
     assert _open(E.fan_out(s.envelope)[PHONE.address], s.payload).plaintext == b"pq"
+
+
+def test_unrecorded_x25519_sealing_opens() -> None:
+    s = E.seal(b"fast", suite=E.SUITE_X25519, sender=ALICE.sender, recipients=[PHONE, TABLET],
+               random=unrecorded(os.urandom))
+    assert _open(E.fan_out(s.envelope)[PHONE.address], s.payload).plaintext == b"fast"
+
+
+@SETTINGS
+@given(user_id=st.from_regex(r"\A[A-Za-z0-9._~-]{1,64}\Z"),
+       device_id=st.from_regex(r"\A[A-Za-z0-9._~-]{1,64}\Z"))
+def test_the_senders_aad_is_the_recipients(user_id: str, device_id: str) -> None:
+    # seal_header builds each aad from the identifiers it checked once; open_key builds
+    # it with entry_aad: both must be ctx("envelope-recipient", user_id, device_id).
+    sender_side = E._recipient_aad(user_id.encode(), device_id.encode())
+    assert sender_side == E.entry_aad(user_id, device_id)
+
+
+def test_a_random_source_that_repeats_itself_is_refused() -> None:
+    # Two recipients, one ephemeral key, one enc (suite x25519: the enc is the ephemeral
+    # public key): the sender refuses before anything is posted (ENV-9).
+    with pytest.raises(SpecError) as refused:
+        E.seal_header(suite=E.SUITE_X25519, sender=ALICE.sender, recipients=[PHONE, TABLET],
+                      plaintext_length=1, random=lambda n: bytes(range(n)))
+    assert refused.value.requirement == "ENV-9"
 
 
 # --- the ML-KEM-768 key of keypair records (the hybrid suites' key) -----------------------------
