@@ -389,7 +389,7 @@ def _seal_entry(context: _MessageContext, device: Device, aad: bytes, content_ke
         psk = sender_psk(dh, context.sender.public, device.x25519)
     schedule = context.schedule.schedule(encapsulation.shared_secret, psk)
     entry = Entry(user_id=device.user_id, device_id=device.device_id, enc=encapsulation.enc,
-                  wrapped_key=hpke.context_seal(schedule, 0, aad, content_key))
+                  wrapped_key=hpke.seal_once(schedule, aad, content_key))
     return RecipientTrace(device=device, aad=aad, static_dh=dh, psk=psk,
                           psk_id=context.psk_id, encapsulation=encapsulation,
                           schedule=schedule, entry=entry)
@@ -698,8 +698,10 @@ def open_key(delivery: Delivery, *, user_id: str, device_id: str, device: Device
         shared, schedule, content_key = (opened.decapsulation.shared_secret, opened.schedule,
                                          opened.plaintext)
     else:
-        dh = static_dh(device.x25519, sender.x25519)
-        psk = sender_psk(dh, sender.x25519, primitives.x25519_public_key(device.x25519))
+        # One key object gives the device's public key and the static DH (ENV-5, ENV-25).
+        device_key = primitives.X25519Key(device.x25519, requirement="ENV-5")
+        dh = device_key.exchange(sender.x25519, requirement="ENV-5")
+        psk = sender_psk(dh, sender.x25519, device_key.public)
         psk_id = sender_psk_id(header)
         private = hpke.HybridPrivateKey(mlkem_seed=device.mlkem_seed, x25519=device.x25519)
         hybrid = hpke.open_hybrid(entry.enc, private, info, aad, entry.wrapped_key,

@@ -394,12 +394,14 @@ def auth_encap_with(recipient_public: bytes, ephemeral: primitives.X25519Key,
 
 def auth_decap(enc: bytes, recipient_private: bytes, sender_public: bytes, *,
                requirement: str | None = None) -> Decapsulation:
-    """AuthDecap(enc, skR, pkS); enc and pkS are checked points (failure class point)."""
-    primitives.check_x25519_public_key(enc, requirement=requirement)
-    primitives.check_x25519_public_key(sender_public, requirement=requirement)
-    dh = (primitives.x25519(recipient_private, enc, requirement=requirement)
-          + primitives.x25519(recipient_private, sender_public, requirement=requirement))
-    kem_context = enc + primitives.x25519_public_key(recipient_private) + sender_public
+    """AuthDecap(enc, skR, pkS); enc and pkS are checked points (failure class point).
+    One key object gives pkR and both exchanges: three scalar multiplications, not five."""
+    ephemeral = primitives.X25519Peer(enc, requirement=requirement)
+    sender = primitives.X25519Peer(sender_public, requirement=requirement)
+    recipient = primitives.X25519Key(recipient_private, requirement=requirement)
+    dh = (recipient.exchange(ephemeral, requirement=requirement)
+          + recipient.exchange(sender, requirement=requirement))
+    kem_context = enc + recipient.public + sender_public
     return Decapsulation(dh=dh, kem_context=kem_context,
                          shared_secret=extract_and_expand(dh, kem_context))
 
@@ -519,12 +521,13 @@ def hybrid_decap(enc: bytes, private: HybridPrivateKey, *,
         raise LengthError(f"an MLKEM768-X25519 enc is {HYBRID_N_ENC} bytes, got {len(enc)}",
                           requirement=requirement)
     ct_pq, ct_t = enc[:mlkem.CIPHERTEXT_LEN], enc[mlkem.CIPHERTEXT_LEN:]
-    primitives.check_x25519_public_key(ct_t, requirement=requirement)
+    peer = primitives.X25519Peer(ct_t, requirement=requirement)
     ss_pq = mlkem.decaps(private.mlkem_seed, ct_pq, requirement=requirement)
-    ss_t = primitives.x25519(private.x25519, ct_t, requirement=requirement)
-    ek_t = primitives.x25519_public_key(private.x25519)
+    # One key object gives ek_T and the exchange: two scalar multiplications, not three.
+    key = primitives.X25519Key(private.x25519, requirement=requirement)
+    ss_t = key.exchange(peer, requirement=requirement)
     return HybridDecapsulation(ss_pq=ss_pq, ss_t=ss_t,
-                               shared_secret=hybrid_combine(ss_pq, ss_t, ct_t, ek_t))
+                               shared_secret=hybrid_combine(ss_pq, ss_t, ct_t, key.public))
 
 
 def expand_hybrid_seed(seed: bytes) -> HybridPrivateKey:
