@@ -70,8 +70,10 @@ def test_any_change_to_an_authenticated_byte_is_rejected(suite: str, field: str,
                              S.ciphertext_length(bit % 1000 + 1)})
     elif field == "sender_key_version":
         header = E.Header(**{**header.__dict__, "sender_key_version": bit % 1000 + 2})
-    elif field in ("enc", "wrapped_key"):
-        entry = replace(entry, **{field: _flip(getattr(entry, field), bit)})
+    elif field == "enc":
+        entry = replace(entry, enc=_flip(entry.enc, bit))
+    elif field == "wrapped_key":
+        entry = replace(entry, wrapped_key=_flip(entry.wrapped_key, bit))
     else:
         header = E.Header(**{**header.__dict__, field: _flip(getattr(header, field), bit)})
     tampered = E.Delivery(header=header, entry=entry)
