@@ -101,7 +101,7 @@ def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str
         out.append("judged equivalent but killed (remove from equivalent.yaml):")
         out += [f"  {i}" for i in report["equivalent_but_killed"]]
     if report["flaky_checks"]:
-        out.append("checks that failed once and then passed alone on the same server "
+        out.append("checks that failed, then passed alone on a fresh server of the same mutant "
                    "(not counted as kills; worth making robust):")
         out += [f"  {check} ({n}x)" for check, n in report["flaky_checks"].items()]
     out.append("mutation score (killed / counted; counted = mutants - equivalent):")
