@@ -221,7 +221,7 @@ def test_a_default_run_skips_listed_equivalents_and_equivalents_runs_only_them(
     def run(*options: str) -> int:
         args = cli.parse_args(["--flow", flow, "--jobs", "1", "--results",
                                str(tmp_path / "r.json"), *options])
-        return cli.checked(sites, [], args, run=(tmp_path, tmp_path))
+        return cli.checked(sites, {}, args, run=(tmp_path, tmp_path))
 
     assert run() == 0
     assert sorted(ran) == sorted(s.id for s in in_flow if s.id not in equivalent)
@@ -247,20 +247,35 @@ def test_a_default_run_skips_listed_equivalents_and_equivalents_runs_only_them(
         cli.parse_args(["--equivalents", "--fail-under"])
 
 
-def test_start_up_functions_exist_and_name_the_test_that_covers_them() -> None:
-    """The functions left out as start-up-only exist, hold sites, and each names a test
-    that exists (they are tested there instead of over HTTP)."""
-    from mutation.sites import STARTUP_FUNCTIONS, discover_all
+def test_functions_left_out_exist_and_name_the_test_that_covers_them() -> None:
+    """The functions each named rule leaves out (start-up only, stored rows only) exist,
+    hold sites, are not in the population, and each names a test (or vector verifier)
+    that exists: they are tested there instead of over HTTP."""
+    from mutation.sites import EXCLUSION_RULES, discover_all
 
-    population, startup = discover_all()
-    assert {f"{s.file}:{s.function}" for s in startup} <= set(STARTUP_FUNCTIONS)
-    assert startup and not {f"{s.file}:{s.function}" for s in population} & \
-        set(STARTUP_FUNCTIONS)
-    for function, test in STARTUP_FUNCTIONS.items():
-        file, name = function.split(":")
-        assert f"def {name.split('.')[-1]}(" in (ROOT / file).read_text(encoding="utf-8")
-        test_file, test_name = test.split("::")
-        assert f"def {test_name}(" in (ROOT / test_file).read_text(encoding="utf-8"), test
+    population, left_out = discover_all()
+    in_population = {f"{s.file}:{s.function}" for s in population}
+    for rule, functions in EXCLUSION_RULES.items():
+        assert left_out[rule], rule
+        assert {f"{s.file}:{s.function}" for s in left_out[rule]} <= set(functions)
+        assert not in_population & set(functions), rule
+        for function, test in functions.items():
+            file, name = function.split(":")
+            assert f"def {name.split('.')[-1]}(" in (ROOT / file).read_text(encoding="utf-8")
+            test_file, test_name = test.split("::")
+            assert f"def {test_name}(" in (ROOT / test_file).read_text(encoding="utf-8"), test
+
+
+def test_stored_row_functions_are_reached_only_from_stores() -> None:
+    """A function left out as parsing only the server's own rows must stay unreachable
+    from every reference/ module but the stores: a route calling it with request input
+    would make its mutants observable again."""
+    from mutation.sites import STORED_ROW_FUNCTIONS, reached_outside_stores
+
+    assert not reached_outside_stores(), (
+        "reached from a reference/ module other than a store; take them out of "
+        f"STORED_ROW_FUNCTIONS: {sorted(reached_outside_stores())}")
+    assert STORED_ROW_FUNCTIONS
 
 
 def test_a_parameter_named_like_a_function_does_not_reach_it(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ from .harness import (
     snapshot,
 )
 from .report import OVERALL_BAR, render, summary, verdict
-from .sites import ROOT, STARTUP_FUNCTIONS, Site, discover, discover_all
+from .sites import EXCLUSION_RULES, ROOT, Site, discover, discover_all
 
 DEFAULT_RESULTS = ROOT / "test-output" / "mutation" / "results.json"
 EQUIVALENTS_RESULTS = ROOT / "test-output" / "mutation" / "equivalents.json"
@@ -137,12 +137,14 @@ def main(argv: list[str]) -> int:
         return checked(*discover_all(pristine / "keyflows"), args, run=(pristine, work))
 
 
-def startup_line(startup: list[Site]) -> str:
-    return (f"start-up only: {len(startup)} sites in {len(STARTUP_FUNCTIONS)} functions are "
-            "not in the population (STARTUP_FUNCTIONS in tests/mutation/sites.py)")
+def excluded_lines(left_out: dict[str, list[Site]]) -> list[str]:
+    """How many sites each named rule leaves out of the population."""
+    return [f"not in the population, {rule}: {len(sites)} sites in "
+            f"{len(EXCLUSION_RULES[rule])} functions (tests/mutation/sites.py)"
+            for rule, sites in left_out.items()]
 
 
-def checked(sites: list[Site], startup: list[Site], args: argparse.Namespace,
+def checked(sites: list[Site], left_out: dict[str, list[Site]], args: argparse.Namespace,
             run: tuple[Path, Path] | None) -> int:
     """Check the population against the manifest; then list or run the selection."""
     current = manifest.entries(sites)
@@ -174,10 +176,11 @@ def checked(sites: list[Site], startup: list[Site], args: argparse.Namespace,
         print(f"{len(to_run)} sites to run"
               + (f", {len(listed)} listed as equivalent (not run)" if listed else "")
               + f" of a population of {len(entries)}")
-        print(startup_line(startup))
+        print("\n".join(excluded_lines(left_out)))
         return 0
     try:
-        return execute(to_run, listed, entries, args, *run, startup=len(startup))
+        return execute(to_run, listed, entries, args, *run,
+                       left_out={rule: len(found) for rule, found in left_out.items()})
     except KeyboardInterrupt:
         CHILDREN.stop_all()
         print("\nmutation: interrupted; every server and runner stopped", file=sys.stderr)
@@ -185,7 +188,8 @@ def checked(sites: list[Site], startup: list[Site], args: argparse.Namespace,
 
 
 def execute(chosen: list[Site], listed: list[Site], entries: dict[str, manifest.Entry],
-            args: argparse.Namespace, pristine: Path, work: Path, *, startup: int) -> int:
+            args: argparse.Namespace, pristine: Path, work: Path, *,
+            left_out: dict[str, int]) -> int:
     started = time.monotonic()
     equivalent = manifest.equivalents()
     workers = Workers(pristine)
@@ -198,7 +202,7 @@ def execute(chosen: list[Site], listed: list[Site], entries: dict[str, manifest.
     finally:
         workers.close()
     return conclude(outcomes, entries, args, equivalent, started,
-                    selected=len(chosen) + len(listed), startup=startup)
+                    selected=len(chosen) + len(listed), left_out=left_out)
 
 
 def not_run(site: Site, entry: manifest.Entry) -> Outcome:
@@ -272,11 +276,11 @@ def _execute(chosen: list[Site], entries: dict[str, manifest.Entry],
 
 def conclude(outcomes: list[Outcome], entries: dict[str, manifest.Entry],
              args: argparse.Namespace, equivalent: dict[str, str], started: float,
-             selected: int, startup: int) -> int:
+             selected: int, left_out: dict[str, int]) -> int:
     """Write the results, print the report; the exit status."""
     outcomes.sort(key=lambda o: o.where)
     wall = time.monotonic() - started
-    report = summary(outcomes, equivalent, population=len(entries), startup=startup)
+    report = summary(outcomes, equivalent, population=len(entries), left_out=left_out)
     report["wall_seconds"] = round(wall, 1)
     report["command"] = " ".join(["nox -s mutation --", *sys.argv[1:]])
     report["jobs"] = args.jobs
@@ -343,7 +347,8 @@ def combine(args: argparse.Namespace) -> int:
     gone = len(by_id) - len(outcomes) - len(unjudged)
     sites = Counter(e.flow for e in entries if e.flow)
     report = summary(outcomes, equivalent, population=len(listed), sites=dict(sites),
-                     startup=len(discover_all()[1]))
+                     left_out={rule: len(found)
+                               for rule, found in discover_all()[1].items()})
     print("\n".join(["combined results of:", *commands]))
     if gone:
         print(f"({gone} results of sites no longer in the manifest left out)")

@@ -31,10 +31,10 @@ def _score(outcomes: list[Outcome], equivalent: dict[str, str]) -> dict[str, Any
 
 def summary(outcomes: list[Outcome], equivalent: dict[str, str], *,
             population: int, sites: dict[str, int] | None = None,
-            startup: int = 0) -> dict[str, Any]:
+            left_out: dict[str, int] | None = None) -> dict[str, Any]:
     """The score overall and per flow; `sites`: the number of listed sites per flow (a
-    table then shows how many of them the outcomes cover); `startup`: the sites of
-    start-up-only functions, which the population leaves out."""
+    table then shows how many of them the outcomes cover); `left_out`: the sites each
+    named rule of sites.py leaves out of the population."""
     flows = {flow: _score([o for o in outcomes if o.flow == flow], equivalent)
              for flow in FLOWS if any(o.flow == flow for o in outcomes)}
     for flow, count in (sites or {}).items():
@@ -44,7 +44,7 @@ def summary(outcomes: list[Outcome], equivalent: dict[str, str], *,
         "overall": _score(outcomes, equivalent),
         "flows": flows,
         "population": population,
-        "startup_excluded": startup,
+        "left_out": dict(left_out or {}),
         "equivalent_listed": len(equivalent),
         "equivalent_share": round(100.0 * len(equivalent) / population, 1) if population else 0,
         "equivalent_not_run": sum(o.status == LISTED for o in outcomes),
@@ -109,9 +109,8 @@ def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str
     out.append(f"equivalent: {report['equivalent_listed']} listed of a population of "
                f"{report['population']} ({report['equivalent_share']}%, at most "
                f"{EQUIVALENT_CAP:.0f}%)")
-    out.append(f"start-up only: {report.get('startup_excluded', 0)} sites of functions that "
-               "run only while the server starts are not in the population "
-               "(STARTUP_FUNCTIONS in tests/mutation/sites.py)")
+    for rule, count in report.get("left_out", {}).items():
+        out.append(f"not in the population, {rule}: {count} sites (tests/mutation/sites.py)")
     partial = report["overall"]["mutants"] < report["population"]
     out.append(f"bar: {OVERALL_BAR:.0f}% overall, {FLOW_BAR:.0f}% per flow: "
                + ("met" if verdict(report) else "NOT met")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,30 @@ STARTUP_FUNCTIONS: dict[str, str] = {
         "tests/test_server_secrets.py::test_a_clear_log_key_is_moved_and_erased",
     "reference/store.py:Database.checkpoint":
         "tests/test_server_secrets.py::test_a_clear_log_key_is_moved_and_erased",
+}
+# spec/ functions the server reaches only to parse rows it wrote itself to its own
+# database (never request, account-server, vault or witness input): no client can put
+# a malformed row there, so no HTTP answer can show their mutants. Each names the test
+# or vector verifier that covers it instead; tests/test_mutation_manifest.py fails if
+# one becomes reachable from a reference/ module other than a store (STORE_MODULES).
+STORED_ROW_FUNCTIONS: dict[str, str] = {
+    "spec/lock_layering.py:parse_keystore_record":
+        "tests/test_lock_layering_spec.py::test_round_trips",
+    "spec/lock_layering.py:parse_vault_binding":
+        "vectors/lock_layering.py::_verify_layers",
+    "spec/lock_layering.py:parse_working_key_record":
+        "tests/test_lock_layering_spec.py::test_record_parse_errors",
+    "spec/lock_layering.py:_parse_version":
+        "tests/test_lock_layering_spec.py::test_record_parse_errors",
+    "spec/lock_layering.py:_require_exact":
+        "tests/test_lock_layering_spec.py::test_record_parse_errors",
+    "spec/lock_layering.py:_members":
+        "vectors/lock_layering.py::_verify_working_key",
+}
+STORE_MODULES = re.compile(r"\Areference/(?:\w+_)?store\.py\Z")
+EXCLUSION_RULES: dict[str, dict[str, str]] = {
+    "start-up only (STARTUP_FUNCTIONS)": STARTUP_FUNCTIONS,
+    "stored rows only (STORED_ROW_FUNCTIONS)": STORED_ROW_FUNCTIONS,
 }
 
 REQUIREMENT_ID = re.compile(r"\b(?:API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\b")
@@ -279,11 +303,14 @@ def _definition(module: Module, name: str) -> ast.AST | None:
     return node if node is not None and "." not in name else None
 
 
-def reachable_spec(modules: dict[str, Module]) -> set[tuple[str, str]]:
-    """Top-level spec/ functions and classes reference/ reaches, transitively."""
+def reachable_spec(modules: dict[str, Module],
+                   roots: Callable[[str], bool] = lambda path: True) -> set[tuple[str, str]]:
+    """Top-level spec/ functions and classes reference/ reaches (from the modules
+    `roots` accepts), transitively."""
     queue: list[tuple[str, str]] = []
     for module in modules.values():
-        if module.path.startswith("reference/") and module.path not in EXCLUDED_FILES:
+        if module.path.startswith("reference/") and module.path not in EXCLUDED_FILES \
+                and roots(module.path):
             queue.extend(ref for ref in _references(module, module.tree)
                          if ref[0].startswith("spec/"))
     seen: set[tuple[str, str]] = set()
@@ -583,11 +610,21 @@ def discover(root: Path = ROOT) -> list[Site]:
     return discover_all(root)[0]
 
 
-def discover_all(root: Path = ROOT) -> tuple[list[Site], list[Site]]:
-    """(the population, the sites STARTUP_FUNCTIONS leaves out of it)."""
+def discover_all(root: Path = ROOT) -> tuple[list[Site], dict[str, list[Site]]]:
+    """(the population, the sites each of EXCLUSION_RULES leaves out of it)."""
     sites = _discover(root)
-    startup = [s for s in sites if f"{s.file}:{s.function}" in STARTUP_FUNCTIONS]
-    return [s for s in sites if f"{s.file}:{s.function}" not in STARTUP_FUNCTIONS], startup
+    left_out = {rule: [s for s in sites if f"{s.file}:{s.function}" in functions]
+                for rule, functions in EXCLUSION_RULES.items()}
+    excluded = {s.id for found in left_out.values() for s in found}
+    return [s for s in sites if s.id not in excluded], left_out
+
+
+def reached_outside_stores(root: Path = ROOT) -> set[str]:
+    """The STORED_ROW_FUNCTIONS that a reference/ module other than a store reaches."""
+    modules = load_modules(root)
+    reached = reachable_spec(modules, roots=lambda path: not STORE_MODULES.match(path))
+    return {name for name in STORED_ROW_FUNCTIONS
+            if tuple(name.split(":", 1)) in reached}
 
 
 def _discover(root: Path) -> list[Site]:
