@@ -199,6 +199,24 @@ def reserves_keyinits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "SERVED", store.PENDING)
 
 
+def ignores_keyinit_dates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks a KeyInit's identity, signer and signature but not its dates (HC-25)."""
+    from keyflows.spec import hashchain_uid as hu
+    from keyflows.spec import primitives
+
+    original = hu.verify_keyinit
+
+    def dateless(ki: Any, *, identity: str, current_sigkey: bytes, now: int) -> None:
+        if ki.identity != identity or ki.sigkey != current_sigkey:
+            original(ki, identity=identity, current_sigkey=current_sigkey, now=now)
+        primitives.ed25519_verify(
+            ki.sigkey, hu.keyinit_message(ki.identity, ki.sigkey, ki.key_id, ki.not_before,
+                                          ki.not_after, ki.x25519),
+            ki.signature, requirement="HC-25")
+
+    monkeypatch.setattr(hu, "verify_keyinit", dateless)
+
+
 def accepts_one_bad_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checks a creation's SIGKEY signature but never the SIGESCROW one."""
     from keyflows.spec import hashchain_uid as hu
@@ -278,6 +296,8 @@ VARIANTS = (
                      bad_consistency_proof, only=False),
     HashchainVariant("splits-view", "shows client-b a log with another last entry",
                      ("hashchain/log/no-split-view",), splits_view),
+    HashchainVariant("ignores-keyinit-dates", "takes KeyInits whatever their dates",
+                     ("hashchain/keyinit/lifetime-checked",), ignores_keyinit_dates),
     HashchainVariant("accepts-second-creation", "lets an identity be created twice",
                      ("hashchain/uid/second-creation-refused",), accepts_second_creation),
     HashchainVariant("skips-witnesses", "never submits to its witnesses",

@@ -396,6 +396,35 @@ def keyinit_signer(t: Probe) -> None:
                       what="publish KeyInits for an identity without a UID")
 
 
+@check("hashchain/keyinit/lifetime-checked", requirements=("HC-25",), needs=NEEDS)
+def keyinit_lifetime(t: Probe) -> None:
+    """A KeyInit signed by the current SIGKEY is still refused for its dates: an empty or
+    reversed interval or one a second longer than the maximum lifetime (400 params), one
+    already past its not_after (422 expired); nothing of them is served. One exactly the
+    maximum lifetime long is taken (201)."""
+    _, _, who, _, _ = create(t, "kilife")
+    now = int(time.time())
+    longest = hu.MAX_KEYINIT_LIFETIME
+    refused = (((now - 60, now - 60), 400, "params", "not_after equal to not_before"),
+               ((now + 60, now - 60), 400, "params", "not_after before not_before"),
+               ((now - 60, now - 60 + longest + 1), 400, "params",
+                "a lifetime one second over the maximum"),
+               ((now - 600, now - 300), 422, "expired", "not_after five minutes ago"))
+    for (not_before, not_after), status, failure_class, what in refused:
+        ki = hu.make_keyinit(identity=who.identity, sigkey_seed=who.sigkey_seed,
+                             not_before=not_before, not_after=not_after,
+                             random=os.urandom)[0]
+        t.expect_rejected(publish_keyinits(t, who, [ki]), status,
+                          failure_class=failure_class,
+                          what=f"publish a KeyInit signed by the SIGKEY with {what}")
+    t.expect_rejected(fetch_keyinit(t, who), 404, what="fetch after only refused KeyInits")
+    longest_ki = hu.make_keyinit(identity=who.identity, sigkey_seed=who.sigkey_seed,
+                                 not_before=now - 60, not_after=now - 60 + longest,
+                                 random=os.urandom)[0]
+    t.expect_ok_json(publish_keyinits(t, who, [longest_ki]), 201,
+                     what="publish a KeyInit exactly the maximum lifetime long")
+
+
 @check("hashchain/keyinit/flush-signed-and-fresh", requirements=("HC-28",), needs=NEEDS)
 def flush(t: Probe) -> None:
     """A signed fresh flush removes the pending KeyInits; replaying it is 409; a stale one,
