@@ -217,6 +217,18 @@ def ignores_keyinit_dates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hu, "verify_keyinit", dateless)
 
 
+def ignores_uid_validity_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compares a UID's validity with now but not its length or order (HC-18)."""
+    from keyflows.spec import hashchain_uid as hu
+    from keyflows.spec.errors import ExpiredError
+
+    def check_uid_validity(c: Any, *, now: int | None) -> None:
+        if now is not None and not c.not_before <= now < c.not_after:
+            raise ExpiredError("UID is not valid now", requirement="HC-18")
+
+    monkeypatch.setattr(hu, "check_uid_validity", check_uid_validity)
+
+
 def accepts_one_bad_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checks a creation's SIGKEY signature but never the SIGESCROW one."""
     from keyflows.spec import hashchain_uid as hu
@@ -298,6 +310,9 @@ VARIANTS = (
                      ("hashchain/log/no-split-view",), splits_view),
     HashchainVariant("ignores-keyinit-dates", "takes KeyInits whatever their dates",
                      ("hashchain/keyinit/lifetime-checked",), ignores_keyinit_dates),
+    HashchainVariant("ignores-uid-validity-bounds", "takes empty, reversed and over-long "
+                     "UID validities", ("hashchain/uid/validity-checked",),
+                     ignores_uid_validity_bounds),
     HashchainVariant("accepts-second-creation", "lets an identity be created twice",
                      ("hashchain/uid/second-creation-refused",), accepts_second_creation),
     HashchainVariant("skips-witnesses", "never submits to its witnesses",

@@ -229,15 +229,28 @@ def last_checkpoint_checked(t: Probe) -> None:
 
 @check("hashchain/uid/validity-checked", requirements=("HC-18",), needs=NEEDS)
 def validity_checked(t: Probe) -> None:
-    """An expired UID is refused with 422 (expired); a validity over 366 days with 400."""
+    """An expired or not yet valid UID is refused with 422 (expired); an empty or
+    reversed validity, or one a second over 366 days, with 400 (params). A validity of
+    exactly 366 days is taken."""
     p, _, checkpoint = synced(t)
     now = int(time.time())
     expired = make_uid(person(t, p, "old"), checkpoint, not_before=now - 7200,
                        not_after=now - 3600)
     refused_uid(t, expired, 422, "expired", what="POST an expired UID")
+    early = make_uid(person(t, p, "early"), checkpoint, not_before=now + 3600,
+                     not_after=now + 7200)
+    refused_uid(t, early, 422, "expired", what="POST a UID valid only from in an hour")
     too_long = make_uid(person(t, p, "long"), checkpoint, not_before=now - 60,
                         not_after=now - 60 + hu.MAX_UID_VALIDITY + 1)
     refused_uid(t, too_long, 400, "params", what="POST a UID valid for more than 366 days")
+    for label, not_after, what in (("empty", now - 60, "an empty validity"),
+                                   ("reversed", now - 120, "not_after before not_before")):
+        uid = make_uid(person(t, p, label), checkpoint, not_before=now - 60,
+                       not_after=not_after)
+        refused_uid(t, uid, 400, "params", what=f"POST a UID with {what}")
+    longest = make_uid(person(t, p, "longest"), checkpoint, not_before=now - 60,
+                       not_after=now - 60 + hu.MAX_UID_VALIDITY)
+    checked_reply(t, p, post_uid(t, longest), longest, 201)
 
 
 def update_of(who: Person, current: hu.Uid, checkpoint: note.Checkpoint, *, new_seed: bytes,
