@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from starlette.routing import BaseRoute
 
 from keyflows.reference import hashchain
 from keyflows.reference.common import (
+    PreparedResponse,
     Services,
     in_thread,
     json_text_response,
@@ -34,6 +36,7 @@ from keyflows.reference.common import (
     method_route,
     not_found,
     path_identifiers,
+    prepared_json,
     query_parameter,
     quick_read,
     spec_checked,
@@ -53,6 +56,40 @@ VRF_KEY_SECRET = "hashchain.directory-vrf-key"
 #: An epoch is published at least this often even without changes (HC-98); well under
 #: the clients' default maximum epoch age (HC-91).
 HEARTBEAT = 3600
+#: Lookup answers kept in memory. An answer names one epoch and carries its log proof in
+#: one checkpoint: both are published for good, so a kept answer is never stale and none
+#: is ever invalidated (a process sees another's epochs and checkpoints at once, since
+#: both numbers are read for every request). The least recently served go first.
+ANSWERS_KEPT = 2048
+
+#: (kind, names, history, epoch, checkpoint size) of an answer.
+AnswerKey = tuple[str, tuple[str, ...], bool, int, int]
+
+
+def served(built: PreparedResponse) -> PreparedResponse:
+    """A kept answer to send: its bytes, and a header list of its own to send them with."""
+    return PreparedResponse(bytes(built.body), list(built.raw_headers))
+
+
+class BuiltAnswers:
+    """The bytes and headers of lookup answers already built, least recently served first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._kept: OrderedDict[AnswerKey, PreparedResponse] = OrderedDict()
+
+    def get(self, key: AnswerKey) -> PreparedResponse | None:
+        built = self._kept.get(key)
+        if built is None:
+            return None
+        self._kept.move_to_end(key)
+        return served(built)
+
+    def keep(self, key: AnswerKey, built: PreparedResponse) -> None:
+        self._kept[key] = built
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.capacity:
+            self._kept.popitem(last=False)
 
 
 def setup(app: Starlette, svc: Services) -> None:
@@ -83,6 +120,7 @@ def setup(app: Starlette, svc: Services) -> None:
     svc.store.uid_hooks.append(uid_recorded)
     directory.publish_if_due(now())
     app.state.directory = directory
+    app.state.directory_answers = BuiltAnswers(ANSWERS_KEPT)
 
 
 def now() -> int:
@@ -115,6 +153,12 @@ async def get_directory(request: Request) -> Response:
         "heartbeat": store.heartbeat, "max_epoch_age": hdc.DEFAULT_MAX_EPOCH_AGE}))
 
 
+def built_answers(request: Request) -> BuiltAnswers:
+    answers = request.app.state.directory_answers
+    assert isinstance(answers, BuiltAnswers)
+    return answers
+
+
 def query_epoch(request: Request) -> int | None:
     """HC-88: ?epoch=N, a decimal in 1..2^63-1; repeated is 400 (API-19)."""
     value = query_parameter(request, "epoch")
@@ -136,11 +180,30 @@ def label_of(request: Request, kind: str) -> hd.Label:
 
 
 async def answer(request: Request, kind: str, *, history: bool) -> Response:
-    """HC-88, HC-95: the lookup answer (and the versions) at the latest or asked epoch."""
+    """HC-88, HC-95: the lookup answer (and the versions) at the latest or asked epoch,
+    built once per epoch and checkpoint (both read for every request)."""
     label = label_of(request, kind)
     at_epoch = query_epoch(request)
     await limited_body(request)
     store = await fresh(request)
+    size, _checkpoint = await hashchain.publisher(request).publish()
+    epoch = at_epoch
+    if epoch is None:
+        latest = await quick_read(request, store.latest)
+        assert latest is not None
+        epoch = latest.epoch.epoch
+    answers = built_answers(request)
+    kept = answers.get((label.kind, label.names, history, epoch, size))
+    if kept is not None:
+        return kept
+    built = await build_answer(request, store, label, at_epoch, history=history)
+    answers.keep((label.kind, label.names, history, built[0], size), built[1])
+    return served(built[1])
+
+
+async def build_answer(request: Request, store: DirectoryStore, label: hd.Label,
+                       at_epoch: int | None, *, history: bool) -> tuple[int, PreparedResponse]:
+    """The answer's epoch and bytes, read and proved (HC-88, HC-95)."""
     # Short reads on the event loop where the database allows; proving a label's VRF
     # output (one never changed) takes milliseconds: off it.
     kept = await quick_read(request, lambda: store.kept_position(label))
@@ -159,7 +222,7 @@ async def answer(request: Request, kind: str, *, history: bool) -> Response:
         log_proof=log_proof))
     if history:
         wire = hdc.history_to_wire(wire, [(v.leaf.epoch, v.value) for v in versions])
-    return json_text_response(canonical_json(wire))
+    return stored.epoch.epoch, prepared_json(canonical_json(wire))
 
 
 async def get_keypair(request: Request) -> Response:

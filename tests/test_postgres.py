@@ -275,6 +275,23 @@ def test_one_log_under_concurrent_appends(shared: tuple[Server, Server],
     assert ends[0].size == start + len(users)
 
 
+def test_a_directory_answer_follows_the_epochs_another_process_publishes(
+        shared: tuple[Server, Server], account: AccountServer) -> None:
+    """Each process keeps the answers it built, per epoch: b answers a's new epoch at once."""
+    a, b = shared
+    path = "/v1/directory/keypair/pg-dir-alice/app"
+    assert publish(a.url, account, "pg-dir-alice") == 201
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        first = client.get(f"{b.url}{path}")
+        assert first.status_code == 200
+        assert client.get(f"{b.url}{path}").content == first.content  # kept by b
+        assert client.get(f"{a.url}{path}").content == first.content  # built by a
+        assert publish(a.url, account, "pg-dir-bob") == 201  # a publishes the next epoch
+        later = client.get(f"{b.url}{path}")
+    assert later.status_code == 200
+    assert json.loads(later.content)["epoch"] > json.loads(first.content)["epoch"]
+
+
 def _checkpoint(url: str) -> note.Checkpoint:
     answer = httpx.get(f"{url}/v1/hashchain/checkpoint", trust_env=False)
     assert answer.status_code == 200
