@@ -115,6 +115,16 @@ def apps_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     public_apps_list(monkeypatch)
 
 
+def bodies_unlimited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads no body on the directory's routes, so none is refused for its size."""
+    from keyflows.reference import directory
+
+    async def no_body(request: Any) -> bytes:
+        return b""
+
+    monkeypatch.setattr(directory, "limited_body", no_body)
+
+
 def reset_unpublished(monkeypatch: pytest.MonkeyPatch) -> None:
     """Publishes initial keypairs and rotations in the directory, never a reset."""
     from keyflows.reference.directory_store import DirectoryStore
@@ -166,4 +176,6 @@ VARIANTS = (
                      "hashchain/directory/hybrid-reset-verifies", mlkem_stripped),
     DirectoryVariant("past-epochs-forgotten", "lookups at a past epoch answered at the latest",
                      "hashchain/directory/past-epochs", past_epochs_forgotten),
+    DirectoryVariant("bodies-unlimited", "a directory route reading any body",
+                     "hashchain/directory/body-on-bodiless", bodies_unlimited),
 )

@@ -36,7 +36,7 @@ def run_against(tmp_path: Path, monkeypatch: pytest.MonkeyPatch | None = None
 def test_the_reference_directory_passes(tmp_path: Path) -> None:
     code, output, statuses = run_against(tmp_path)
     assert code == 0, output
-    assert len(statuses) == 9 and set(statuses.values()) == {"passed"}, output
+    assert len(statuses) == 10 and set(statuses.values()) == {"passed"}, output
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])

@@ -10,7 +10,8 @@ absent-verifies, uid-verifies, devices-verifies); a change accepted but never pu
 a version the owner did not make, a rewritten history (owner-monitors, history-verifies);
 a reset left out of the directory, or a keypair's ML-KEM-768 key dropped from it
 (hybrid-reset-verifies);
-a past epoch no longer answered (past-epochs); a listing of names (no-enumeration).
+a past epoch no longer answered (past-epochs); a listing of names (no-enumeration);
+a directory route reading a body past the limit every route keeps (body-on-bodiless).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from keyflows.conformance.checks.hashchain_support import (
 )
 from keyflows.conformance.clients import seal_with_application_key
 from keyflows.conformance.http import Exchange
-from keyflows.conformance.probe import Probe, describe
+from keyflows.conformance.probe import JSON_HEADERS, Probe, describe
 from keyflows.conformance.registry import check
 from keyflows.spec import envelope_devices as D
 from keyflows.spec import hashchain_directory as hd
@@ -123,6 +124,22 @@ def no_enumeration(t: Probe) -> None:
                expected="401", actual=describe(listed), exchange=listed)
     partial = t.request("GET", f"{DIRECTORY}/keypair/{user.user_id}")
     t.expect_rejected(partial, 404, what="GET the directory below a user (no listing)")
+
+
+@check("hashchain/directory/body-on-bodiless", requirements=("API-5", "API-18", "HC-88"),
+       needs=NEEDS)
+def body_on_bodiless(t: Probe) -> None:
+    """A GET of the directory or of a lookup carrying a body over max_body_bytes is
+    refused with 413, as on every route: a directory route reads no more than the rest."""
+    caps = t.session.capabilities or {}
+    limit = (caps.get("limits") or {}).get("max_body_bytes")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        t.fail("the capabilities do not advertise limits.max_body_bytes (API-7)",
+               expected="an integer >= 1", actual=repr(limit))
+    label = hd.Label(hd.KIND_KEYPAIR, (t.session.new_user_id("dir-body"), "dir-app"))
+    for path in (DIRECTORY, lookup_path(label)):
+        exchange = t.request("GET", path, headers=JSON_HEADERS, body=b" " * (limit + 1))
+        t.expect_rejected(exchange, 413, what=f"GET {path} with a {limit + 1}-byte body")
 
 
 @check("hashchain/directory/uid-verifies", requirements=("HC-80", "HC-82", "HC-88"),
