@@ -217,6 +217,18 @@ def ignores_keyinit_dates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hu, "verify_keyinit", dateless)
 
 
+def keyinit_for_any_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes a KeyInit whatever identity it names, if the path's SIGKEY signed it (HC-26)."""
+    from keyflows.spec import hashchain_uid as hu
+
+    original = hu.verify_keyinit
+
+    def verify_keyinit(ki: Any, *, identity: str, current_sigkey: bytes, now: int) -> None:
+        original(ki, identity=ki.identity, current_sigkey=current_sigkey, now=now)
+
+    monkeypatch.setattr(hu, "verify_keyinit", verify_keyinit)
+
+
 def ignores_uid_validity_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Compares a UID's validity with now but not its length or order (HC-18)."""
     from keyflows.spec import hashchain_uid as hu
@@ -310,6 +322,9 @@ VARIANTS = (
                      ("hashchain/log/no-split-view",), splits_view),
     HashchainVariant("ignores-keyinit-dates", "takes KeyInits whatever their dates",
                      ("hashchain/keyinit/lifetime-checked",), ignores_keyinit_dates),
+    HashchainVariant("keyinit-for-any-identity", "takes a KeyInit naming another identity",
+                     ("hashchain/keyinit/signer-and-replay-checked",),
+                     keyinit_for_any_identity),
     HashchainVariant("ignores-uid-validity-bounds", "takes empty, reversed and over-long "
                      "UID validities", ("hashchain/uid/validity-checked",),
                      ignores_uid_validity_bounds),

@@ -392,12 +392,20 @@ def concurrent_fetch(t: Probe) -> None:
 @check("hashchain/keyinit/signer-and-replay-checked", requirements=("HC-25", "HC-26"),
        needs=NEEDS)
 def keyinit_signer(t: Probe) -> None:
-    """KeyInits signed by another key than the current SIGKEY are refused (422); a key_id
+    """KeyInits signed by another key than the current SIGKEY are refused (422); one
+    naming another identity is refused (422 binding) even signed by the SIGKEY; a key_id
     published twice is refused (409); nothing of a refused batch is served; KeyInits for
     an identity without a UID are 404."""
     p, _, who, _, _ = create(t, "kis")
     t.expect_rejected(publish_keyinits(t, who, keyinits(who, 1, seed=who.escrow_seed)), 422,
                       what="publish a KeyInit signed by SIGESCROW", failure_class="authz")
+    now = int(time.time())
+    elsewhere = hu.make_keyinit(identity=f"x{who.identity}", sigkey_seed=who.sigkey_seed,
+                                not_before=now - 60, not_after=now + 86400,
+                                random=os.urandom)[0]
+    t.expect_rejected(publish_keyinits(t, who, [elsewhere]), 422, failure_class="binding",
+                      what="publish, under this identity, a KeyInit naming another one "
+                           "signed by this identity's SIGKEY")
     kis = keyinits(who, 1)
     t.expect_ok_json(publish_keyinits(t, who, kis), 201, what="publish a KeyInit")
     t.expect_rejected(publish_keyinits(t, who, kis + keyinits(who, 1)), 409,
