@@ -129,6 +129,7 @@ _SHA256 = hashlib.sha256
 
 
 def _stdlib_hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA-256 (RFC 2104) through the standard library's one-shot hmac.digest."""
     return hmac.digest(key, data, _SHA256)
 
 
@@ -144,18 +145,15 @@ def _select_hmac_sha256() -> Callable[[bytes, bytes], bytes]:
     except ImportError:
         return _stdlib_hmac_sha256
 
-    def openssl_hmac_sha256(key: bytes, data: bytes) -> bytes:
+    def hmac_sha256(key: bytes, data: bytes) -> bytes:
+        """HMAC-SHA-256 (RFC 2104)."""
         return hmac_new(key, data, _SHA256).digest()
 
-    return openssl_hmac_sha256
+    return hmac_sha256
 
 
-_hmac_sha256 = _select_hmac_sha256()
-
-
-def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA-256 (RFC 2104)."""
-    return _hmac_sha256(key, data)
+#: HMAC-SHA-256 (RFC 2104): hmac_sha256(key, data) -> 32 bytes.
+hmac_sha256 = _select_hmac_sha256()
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -179,11 +177,11 @@ def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
     # T(i) = HMAC(PRK, T(i-1) || info || i), on the standard library's one-shot HMAC: the
     # per-recipient key schedules of the envelope flow call this many times per message.
     if length <= SHA256_LEN:
-        return _hmac_sha256(prk, info + b"\x01")[:length]
+        return hmac_sha256(prk, info + b"\x01")[:length]
     blocks: list[bytes] = []
     previous = b""
     for counter in range(1, -(-length // SHA256_LEN) + 1):
-        previous = _hmac_sha256(prk, previous + info + bytes([counter]))
+        previous = hmac_sha256(prk, previous + info + bytes([counter]))
         blocks.append(previous)
     return b"".join(blocks)[:length]
 
