@@ -169,13 +169,14 @@ def query_epoch(request: Request) -> int | None:
 
 
 def label_of(request: Request, kind: str) -> hd.Label:
-    """The label a lookup names. Its names' syntax (HC-80) is checked where the label is
-    first used, by hd.vrf_input (400 from kept_position or positioned), as a client's
-    check is; user and application names are identifiers here already (KD-2)."""
     if kind == hd.KIND_UID:
-        return hd.uid_label(str(request.path_params["identity"]))
-    user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    return hd.Label(kind, (user_id, client_id))
+        identity = request.path_params["identity"]
+        label = hd.uid_label(str(identity))
+    else:
+        user_id, client_id = path_identifiers(request, "user_id", "client_id")
+        label = hd.Label(kind, (user_id, client_id))
+    spec_checked(label.fields)  # HC-80: the names' syntax
+    return label
 
 
 async def answer(request: Request, kind: str, *, history: bool) -> Response:

@@ -65,15 +65,3 @@ def test_the_kept_answers_are_bounded() -> None:
         kept.keep(("uid", (str(n),), False, 1, 1), prepared_json(str(n)))
     assert kept.get(("uid", ("0",), False, 1, 1)) is None
     assert kept.get(("uid", ("2",), False, 1, 1)) is not None
-
-
-def test_a_lookup_of_a_malformed_identity_is_refused(
-        running: tuple[AccountServer, RunningServer]) -> None:
-    """HC-80: checked where the label is first used (its VRF input); nothing is kept."""
-    _, server = running
-    for path in ("/v1/directory/uid/Dir-Upper@example.org", "/v1/directory/uid/no-at-sign",
-                 "/v1/directory/uid/dir@UPPER.example/history"):
-        for _ in range(2):
-            status, headers, body = served(server, path)
-            assert status == 400, body
-            assert ("content-type", "application/problem+json") in headers
