@@ -579,6 +579,22 @@ def ignores_signature_params(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_cap(monkeypatch, "check_signature_params", check_signature_params)
 
 
+def created_window_excludes_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signature created exactly 300 s ago is refused: the window's first second is out."""
+    from keyflows.spec import lock_layering_capability as cap
+    from keyflows.spec.errors import ExpiredError
+
+    original = cap.check_signature_params
+
+    def check_signature_params(entry: Any, holder: bytes, now: int) -> str:
+        if entry.param("created") == now - cap.SIGNATURE_MAX_AGE:
+            raise ExpiredError("created is outside the window", requirement="LOCK-26")
+        nonce: str = original(entry, holder, now)
+        return nonce
+
+    _patch_cap(monkeypatch, "check_signature_params", check_signature_params)
+
+
 def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """A query answer is used whatever its status, if its body is a list."""
     from keyflows.reference import edv_client
@@ -730,6 +746,9 @@ VARIANTS = (
     BrokenVariant("ignores-signature-params", "signature parameters are not checked",
                   ("lock-layering/holder/signature-params-strict",),
                   patch=ignores_signature_params),
+    BrokenVariant("created-window-excludes-its-start", "a signature created exactly 300 s "
+                  "ago is refused", ("lock-layering/holder/created-window-lower-edge",),
+                  patch=created_window_excludes_its_start),
     BrokenVariant("holder-rebinding", "a second holder caveat rebinds a capability",
                   ("lock-layering/holder/rebinding-refused",), patch=holder_rebinding),
     BrokenVariant("signature-covers-anything", "a holder signature need cover no component",

@@ -511,6 +511,51 @@ def signature_params_strict(t: Probe) -> None:
         what=f"read, signed, with a created {cap.SIGNATURE_MAX_SKEW} s ahead")
 
 
+#: Tries to judge one request within one second of the server's clock.
+EDGE_ATTEMPTS = 12
+
+
+def read_created_at(t: Probe, ks: Keystore, holder: Signer, created: int) -> Exchange:
+    """A read of the keystore signed by its holder with this created time (fresh nonce)."""
+    params = (("created", created), ("nonce", new_nonce()),
+              ("keyid", b64url_encode(holder.public)), ("alg", http_signatures.ALG_ED25519),
+              ("tag", cap.SIGNATURE_TAG))
+    return t.request("GET", ks.path, headers=signed_read(t, ks, holder, params=params))
+
+
+@check("lock-layering/holder/created-window-lower-edge", requirements=("LOCK-26",),
+       needs=NEEDS)
+def created_window_lower_edge(t: Probe) -> None:
+    """A signature created exactly 300 s before the server's now is accepted (the window
+    is now - 300 <= created <= now + 60, both edges in). The runner pins the server's
+    second s with the window's upper edge, which needs no shared clock: created = s + 60
+    accepted means now >= s, created = s + 61 refused means now < s + 1. A read with
+    created = s - 300 sent between those two was judged at now = s and must be accepted.
+    A second that ends between the three requests proves nothing: the runner tries
+    again (up to 12 times), moving s by the server's answers."""
+    holder = Signer.fresh()
+    ks = create_keystore(t, HELD, "created-edge", holder=holder.public)
+    offset = 0  # the server's second minus the runner's, as the upper edge shows it
+    for _ in range(EDGE_ATTEMPTS):
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)  # start early in a second
+        second = int(time.time()) + offset
+        if read_created_at(t, ks, holder, second + cap.SIGNATURE_MAX_SKEW).status != 200:
+            offset -= 1  # the server's now < s: its clock is behind
+            continue
+        at_edge = read_created_at(t, ks, holder, second - cap.SIGNATURE_MAX_AGE)
+        if at_edge.status == 200:
+            return
+        if read_created_at(t, ks, holder, second + cap.SIGNATURE_MAX_SKEW + 1).status != 200:
+            t.fail(f"a read signed with created = now - {cap.SIGNATURE_MAX_AGE} (the "
+                   "window's first second, the server's now pinned by the upper edge just "
+                   "before and after) is refused (LOCK-26)", expected="200",
+                   actual=describe(at_edge), exchange=at_edge)
+        offset += 1  # the server's now >= s + 1: a second ended, or its clock is ahead
+    t.fail(f"could not pin the server's second in {EDGE_ATTEMPTS} tries: the window's upper "
+           f"edge (created = now + {cap.SIGNATURE_MAX_SKEW}) was never accepted then refused "
+           "one second on within one second (LOCK-26)")
+
+
 # --- shares that would open a keystore without being two shares of its secret ---------------
 
 @check("lock-layering/shares/degenerate-shares-refused", requirements=("LOCK-3", "LOCK-10",
