@@ -47,6 +47,7 @@ from keyflows.reference.store import canonical_json
 from keyflows.spec import hashchain_directory as hd
 from keyflows.spec import hashchain_directory_client as hdc
 from keyflows.spec import hashchain_note as note
+from keyflows.spec import keypair_publication as kp
 from keyflows.spec.encoding import b64url_encode
 
 FLOW = "hashchain"
@@ -99,20 +100,26 @@ def setup(app: Starlette, svc: Services) -> None:
     directory = DirectoryStore(svc.store, vrf_secret_key=seed, append_entry=log.append_entry,
                                random=os.urandom, heartbeat=HEARTBEAT)
 
+    # Each hook runs in the transaction of a change its flow's route has just verified
+    # for these names (a keypair's binding, a UID's own identity, a device list signed
+    # for this user and application): the value bytes (step 15) are made from it.
     def published(db: sqlite3.Connection, user_id: str, client_id: str, _version: int,
                   record_text: str) -> None:
+        record = kp.parse_record(json.loads(record_text))
         directory.queue(db, hd.keypair_label(user_id, client_id),
-                        json.loads(public_view_text(record_text)))
+                        json.loads(public_view_text(record_text)),
+                        hd.keypair_value_bytes(record))
 
     def deleted(db: sqlite3.Connection, user_id: str, client_id: str) -> None:
-        directory.queue(db, hd.keypair_label(user_id, client_id), None)
+        directory.queue(db, hd.keypair_label(user_id, client_id), None, hd.TOMBSTONE)
 
-    def uid_recorded(db: sqlite3.Connection, identity: str, _record_hash: bytes,
+    def uid_recorded(db: sqlite3.Connection, identity: str, record_hash: bytes,
                      uid_json: str) -> None:
-        directory.queue(db, hd.uid_label(identity), json.loads(uid_json))
+        directory.queue(db, hd.uid_label(identity), json.loads(uid_json), record_hash)
 
     def listed(db: sqlite3.Connection, user_id: str, client_id: str, signed: bytes) -> None:
-        directory.queue(db, hd.devices_label(user_id, client_id), b64url_encode(signed))
+        directory.queue(db, hd.devices_label(user_id, client_id), b64url_encode(signed),
+                        signed)
 
     svc.store.publication_hooks.append(published)
     svc.store.device_list_hooks.append(listed)

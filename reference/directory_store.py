@@ -7,8 +7,8 @@ one transaction, next to the log's own tables, and never rewritten, so every pas
 keeps answering (its map is the rows with an epoch at most its own).
 
 Every decision is the spec's: versions chain with hashchain_directory.next_version, the
-map is hashchain_directory_map.apply / prove over a reader of these rows, the epoch is
-checked with check_next_epoch and its log entry laid out by epoch_entry.
+map is hashchain_directory_map.apply / prove over a reader of these rows, the epoch's
+number and time come from next_epoch and its log entry is laid out by epoch_entry.
 """
 
 from __future__ import annotations
@@ -135,16 +135,19 @@ class DirectoryStore:
 
     # --- changes (inside the transaction that makes them) ---------------------------------
 
-    def queue(self, tx: sqlite3.Connection, label: hd.Label, value: object) -> None:
-        """Step 16 (HC-83): a change, published with the next epoch; None removes. Its
-        position and value hash are computed now, in the change's transaction, so that
-        publishing an epoch costs hashes only."""
+    def queue(self, tx: sqlite3.Connection, label: hd.Label, value: object,
+              value_bytes: bytes) -> None:
+        """Step 16 (HC-83): a change, published with the next epoch: `value` as answers
+        carry it (None removes) and its value bytes (step 15), both made from what the
+        change's flow has just verified (its route checked the value for this label).
+        Its position and value hash are computed now, in the change's transaction, so
+        that publishing an epoch costs hashes only."""
         positioned = self._positioned(tx, label)
         row = tx.execute("SELECT MAX(seq) FROM directory_pending").fetchone()
         seq = 1 if row is None or row[0] is None else int(row[0]) + 1
         tx.execute("INSERT INTO directory_pending (seq, position, value_hash, value)"
                    " VALUES (?, ?, ?, ?)",
-                   (seq, positioned.position, hd.value_hash_of(label, value),
+                   (seq, positioned.position, hd.value_hash(label.kind, value_bytes),
                     None if value is None else canonical_json(value)))
 
     @staticmethod
@@ -207,11 +210,7 @@ class DirectoryStore:
         """Step 18 (HC-86, HC-87): apply the pending changes as the next epoch's versions,
         hash the map, and append the epoch's commitment to the log."""
         last = latest_epoch(tx)
-        number = 1 if last is None else last.epoch.epoch + 1
-        published_at = now if last is None else max(now, last.epoch.published_at)
-        previous = None if last is None else hd.Epoch(
-            last.epoch.epoch, last.epoch.published_at, self.vrf_public_key, last.epoch.map_root)
-        hd.check_next_epoch(previous, number, published_at)
+        number, published_at = hd.next_epoch(None if last is None else last.epoch, now)
         rows = tx.execute("SELECT position, value_hash, value FROM directory_pending"
                           " ORDER BY seq").fetchall()
         leaves: dict[bytes, bytes] = {}

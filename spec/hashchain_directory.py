@@ -306,6 +306,15 @@ def epoch_entry(epoch: Epoch, nonce: bytes) -> bytes:
     return hc.build_directory_entry(epoch=epoch.epoch, root=epoch.commitment, nonce=nonce)
 
 
+def next_epoch(previous: Epoch | None, now: int) -> tuple[int, int]:
+    """Step 18 (HC-87), directory side: the number and publication time of the epoch
+    after `previous` (None: the first), published at `now` by the directory's clock but
+    never before the epoch it follows. check_next_epoch accepts what this returns."""
+    if previous is None:
+        return 1, now
+    return previous.epoch + 1, max(now, previous.published_at)
+
+
 def check_next_epoch(previous: Epoch | None, epoch: int, published_at: int) -> None:
     """Step 18 (HC-87): epochs start at 1 and grow by one per log entry; an epoch is
     never published before the one it follows."""

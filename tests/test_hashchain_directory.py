@@ -246,6 +246,24 @@ def test_any_change_to_a_protected_byte_is_refused(where: str, bit: int) -> None
     assert exc.value.failure_class in EXPECTED[where]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2**40), min_size=1, max_size=6))
+def test_next_epoch_numbers_from_one_and_never_goes_back_in_time(clock: list[int]) -> None:
+    """HC-87: what the directory publishes (next_epoch, whatever its clock says) is what
+    check_next_epoch accepts, and a time before the previous epoch's is refused."""
+    previous: hd.Epoch | None = None
+    for now in clock:
+        number, published_at = hd.next_epoch(previous, now)
+        hd.check_next_epoch(previous, number, published_at)
+        assert published_at >= now
+        assert number == (1 if previous is None else previous.epoch + 1)
+        if previous is not None and previous.published_at > 0:
+            with pytest.raises(SpecError) as exc:
+                hd.check_next_epoch(previous, number, previous.published_at - 1)
+            assert exc.value.failure_class == "link"
+        previous = hd.Epoch(number, published_at, bytes(32), bytes(32))
+
+
 def test_a_stale_epoch_is_expired() -> None:
     with pytest.raises(SpecError) as exc:
         hdc.verify_lookup(ALICE_ANSWER, label=WORLD.alice, trust=WORLD.trust,
