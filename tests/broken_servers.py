@@ -443,6 +443,30 @@ def old_argon2_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kp, "check_argon2_params", check_argon2_params)
 
 
+def empty_ciphertext_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes an empty encrypted_private_keys.ciphertext (API-1: the ciphertext is exactly
+    the sealed private keys' length), as a length check written `if ciphertext and ...`
+    would."""
+    import copy
+    import dataclasses
+
+    import keyflows.spec.keypair_publication as kp
+
+    original = kp.parse_record
+
+    def parse_record(obj: object, *, public_only: bool = False) -> kp.Record:
+        enc = obj.get("encrypted_private_keys") if isinstance(obj, dict) else None
+        if public_only or not isinstance(obj, dict) or not isinstance(enc, dict) \
+                or enc.get("ciphertext") != "":
+            return original(obj, public_only=public_only)
+        filled = copy.deepcopy(obj)
+        filled["encrypted_private_keys"] = {**enc, "ciphertext": base64.urlsafe_b64encode(
+            bytes(kp.CIPHERTEXT_LEN)).rstrip(b"=").decode()}
+        return dataclasses.replace(original(filled), ciphertext=b"")
+
+    monkeypatch.setattr(kp, "parse_record", parse_record)
+
+
 STALE_VERSION_CHECKS = (
     "keypair-publication/replace/same-version-refused",
     "keypair-publication/replace/lower-version-refused",
@@ -543,6 +567,9 @@ VARIANTS = (
         ("keypair-publication/publish/low-order-x25519",
          "keypair-publication/publish/non-canonical-x25519"),
         patch=no_point_check),
+    BrokenVariant(
+        "empty-ciphertext-accepted", "accepts an empty encrypted_private_keys.ciphertext",
+        ("keypair-publication/publish/wrong-lengths",), patch=empty_ciphertext_accepted),
     BrokenVariant(
         "lenient-base64", "decodes base64url leniently",
         ("common/encoding/padding-rejected", "common/encoding/standard-alphabet-rejected",

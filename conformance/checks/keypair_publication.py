@@ -552,14 +552,14 @@ def signature_other_key(t: Probe) -> None:
 WRONG_LENGTHS = (("public_keys.x25519", (31, 33)), ("public_keys.ed25519", (31, 33)),
                  ("binding_signature", (63, 65)), ("encrypted_private_keys.nonce", (11, 13, 24)),
                  ("encrypted_private_keys.commitment", (31, 33, 16)),
-                 ("encrypted_private_keys.ciphertext", (79, 81, 64)))
+                 ("encrypted_private_keys.ciphertext", (0, 79, 81, 64)))
 
 
 @check("keypair-publication/publish/wrong-lengths",
        requirements=("KP-3", "KP-5", "KP-21", "API-1"))
 def wrong_lengths(t: Probe) -> None:
-    """Keys, signature, nonce, key commitment and ciphertext of the wrong length are
-    refused with 400 (length)."""
+    """Keys, signature, nonce, key commitment and ciphertext of the wrong length (an
+    empty ciphertext too) are refused with 400 (length)."""
     user = t.user("lengths")
     for field, lengths in WRONG_LENGTHS:
         for n in lengths:
