@@ -108,9 +108,12 @@ class UpstreamClient:
 
     def __init__(self, base_url: str, *, timeout: float,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        # base_url is an http(s) base URL checked once, where the operator gives it: the
+        # configuration refuses anything else at start-up (config.check_account_server,
+        # check_server_url), and a vault base is one of those configured URLs
+        # (edv.check_vault_url returns only a trusted base).
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        assert parts.hostname is not None, base_url
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path.rstrip("/")
