@@ -298,3 +298,45 @@ def test_a_parameter_named_like_a_function_does_not_reach_it(tmp_path: Path) -> 
         "def route(a):\n    return served(a, a)\n", encoding="utf-8")
     functions = {s.function for s in discover(tmp_path)}
     assert "helper" in functions and "client_only" not in functions
+
+
+def test_only_kills_by_a_check_feed_observed(sites: list[Site], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """observed.yaml takes a requirement only from a mutant a check killed on a running
+    server: a mutant whose server never started (or exited), or whose run timed out,
+    shows nothing about its requirement over HTTP."""
+    import time
+
+    from mutation import __main__ as cli
+    from mutation.harness import TIMEOUT, Outcome, Phase, _killed
+
+    def killed(phase: Phase, crash: str = "") -> Outcome:
+        outcome = Outcome(id="x", flow="common", requirement="API-1", where="", mutation="",
+                          status=SURVIVED)
+        _killed(outcome, "requirement", phase, crash)
+        return outcome
+
+    by_check = killed(Phase(1, ["common/x/y"], 0, ""))
+    assert by_check.status == KILLED and by_check.by_check
+    startup = killed(Phase(2, [], 0, "cannot reach"), "; the server exited with status 1: x")
+    exited = killed(Phase(1, ["common/x/y"], 0, ""), "; the server exited with status 1: x")
+    timed_out = killed(Phase(None, [], 0, "the runner did not finish"))
+    assert startup.status == exited.status == KILLED and timed_out.status == TIMEOUT
+    assert not (startup.by_check or exited.by_check or timed_out.by_check)
+
+    entries = {e.id: e for e in manifest.entries(sites)}
+    chosen = [s for s in sites if s.id not in manifest.equivalents()][:4]
+    outcomes = []
+    for site, template in zip(chosen, (by_check, startup, exited, timed_out), strict=True):
+        outcome = Outcome(**{**template.as_json(), "id": site.id,
+                             "requirement": entries[site.id].requirement})
+        outcomes.append(outcome)
+    recorded: list[dict[str, int]] = []
+    monkeypatch.setattr(manifest, "record_observed",
+                        lambda killed, complete: recorded.append(killed))
+    args = cli.parse_args(["--jobs", "1", "--results", str(tmp_path / "r.json")])
+    cli.conclude(outcomes, entries, args, manifest.equivalents(), time.monotonic(),
+                 selected=4, left_out={})
+    capsys.readouterr()
+    assert recorded == [{entries[chosen[0].id].requirement: 1}]

@@ -68,6 +68,10 @@ class Outcome:
     flaky: list[str] = field(default_factory=list)
     """Checks that failed, then passed alone on a fresh server of the same mutant: not
     taken as a kill (timing, or state the checks before them left)."""
+    by_check: bool = False
+    """Killed by a check that failed against a running server (not by a server that did
+    not start or exited, nor by a runner that timed out): only such a kill shows that the
+    site's requirement changes an HTTP answer (observed.yaml)."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -483,6 +487,7 @@ def _killed(outcome: Outcome, name: str, phase: Phase, crash: str) -> None:
         outcome.reason = phase.message + crash
     else:
         outcome.status = KILLED
+        outcome.by_check = phase.code == 1 and bool(phase.failed) and not crash
         outcome.reason = (f"runner exit {phase.code}: "
                           + (", ".join(phase.failed[:3]) or phase.message) + crash)
 
