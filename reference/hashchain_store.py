@@ -198,8 +198,9 @@ class HashchainStore:
 
     def _append(self, db: sqlite3.Connection, entry: bytes) -> int:
         """Append one entry inside the caller's write transaction: the entry, the nodes it
-        completes and the checkpoint of the new size, signed by the log (HC-5, HC-22)."""
-        hc.decode_entry(entry)
+        completes and the checkpoint of the new size, signed by the log (HC-5, HC-22).
+        `entry` comes from a spec builder (hc.build_*_entry), which checks what goes into
+        it and lays out the 129 bytes of its type (HC-1)."""
         index = log_size(db)
         db.execute("INSERT INTO hashchain_log (idx, entry) VALUES (?, ?)", (index, entry))
         node = node_reader(db)
@@ -214,8 +215,8 @@ class HashchainStore:
         return index
 
     def append_entry(self, db: sqlite3.Connection, entry: bytes) -> int:
-        """Append an entry laid out by the spec (e.g. a key-directory root, HC-47) inside
-        the caller's write transaction."""
+        """Append an entry laid out by a spec builder (e.g. a key-directory root,
+        hc.build_directory_entry, HC-47) inside the caller's write transaction."""
         return self._append(db, entry)
 
     def _append_record(self, db: sqlite3.Connection, entry_type: int, subject: bytes,

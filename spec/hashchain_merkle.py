@@ -13,6 +13,12 @@ computes them from the hashes of perfect subtrees (`range_hash` over a `NodeRead
 a store that keeps perfect-subtree hashes (as the reference server does) answers any
 proof with point lookups. Verification follows RFC 9162 sections 2.1.3.2 and 2.1.4.2
 step by step. Sans-I/O: nothing here reads storage; callers pass the node reader.
+
+Sizes are checked once, where they enter: the verifiers (and CompactRange) check the sizes
+a proof or a client's state names; the provers (`inclusion_ranges`, `consistency_ranges`,
+`tree_root`) take sizes their caller already holds in 0..2^63-1 (a query parameter it
+parsed as a C2SP decimal, a checkpoint it parsed, its own tree's size) and check only how
+the sizes relate.
 """
 
 from __future__ import annotations
@@ -67,8 +73,8 @@ def _check_size(size: int, what: str = "tree size") -> None:
 # --- which ranges a proof is made of -------------------------------------------------------
 
 def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
-    """RFC 9162 2.1.3.1 PATH(m, D[n]) as ranges [a, b), leaf's sibling first (HC-36)."""
-    _check_size(size)
+    """RFC 9162 2.1.3.1 PATH(m, D[n]) as ranges [a, b), leaf's sibling first (HC-36);
+    `size` in 0..2^63-1 (see the module's docstring)."""
     if not 0 <= index < size:
         raise ParamsError(f"leaf index {index} is not below the tree size {size}",
                           requirement="HC-36")
@@ -89,10 +95,8 @@ def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
 def consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
     """RFC 9162 2.1.4.1 PROOF(m, D[n]) = SUBPROOF(m, D[n], true) as ranges (HC-37).
 
-    Defined for 0 < m <= n; for m = n the proof is empty.
+    Defined for 0 < m <= n (both at most 2^63-1); for m = n the proof is empty.
     """
-    _check_size(size1, "old size")
-    _check_size(size2, "new size")
     if not 0 < size1 <= size2:
         raise ParamsError(f"a consistency proof needs 0 < old size <= new size, got "
                           f"{size1} and {size2}", requirement="HC-37")
@@ -153,8 +157,8 @@ def completed_nodes(index: int, leaf: bytes, node: NodeReader) -> list[tuple[int
 
 
 def tree_root(size: int, node: NodeReader) -> bytes:
-    """MTH(D[0:size]) from perfect subtrees; the empty tree's root is SHA-256("")."""
-    _check_size(size)
+    """MTH(D[0:size]) from perfect subtrees, `size` in 0..2^63-1; the empty tree's root
+    is SHA-256("")."""
     return EMPTY_ROOT if size == 0 else range_hash(0, size, node)
 
 
