@@ -28,7 +28,8 @@ SHAKE256 expansion are implemented for the known answers (expand_hybrid_seed).
 Deviation from RFC 9180, stricter only: Decap rejects an X25519 `enc` (or ct_T) that is not
 the canonical encoding of a point (top bit set, or u >= 2^255 - 19) or that is of low order,
 before the DH (failure class point), as every v1 party does for X25519 keys (KP-5). RFC 9180
-only requires rejecting the all-zero DH output, which the checked X25519 also does.
+only requires rejecting the all-zero DH output, which that refusal implies: X25519 gives the
+zero output exactly for the low-order u (primitives.X25519Key says why).
 """
 
 from __future__ import annotations
@@ -140,8 +141,7 @@ def encap(recipient_public: bytes, ikm_e: bytes, *, requirement: str | None = No
     """Encap(pkR) with the ephemeral key pair DeriveKeyPair(ikmE).
 
     pkR is checked (canonical, not low order) like every v1 X25519 key, by the checked DH
-    (primitives.x25519), which also rejects an all-zero result, as RFC 9180 section 7.1.4
-    requires.
+    (primitives.x25519), so the DH output is never all zero (RFC 9180 section 7.1.4).
     """
     ephemeral = derive_key_pair(ikm_e)
     dh = primitives.x25519(ephemeral.private, recipient_public, requirement=requirement)
@@ -160,10 +160,12 @@ class Decapsulation:
 
 def decap(enc: bytes, recipient_private: bytes, *, requirement: str | None = None
           ) -> Decapsulation:
-    """Decap(enc, skR). The checked DH (primitives.x25519) rejects a mis-sized (length),
-    non-canonical or low-order (point) enc before it computes, and an all-zero output."""
-    dh = primitives.x25519(recipient_private, enc, requirement=requirement)
-    kem_context = enc + primitives.x25519_public_key(recipient_private)
+    """Decap(enc, skR). The checked DH (primitives.X25519Key) rejects a mis-sized
+    (length), non-canonical or low-order (point) enc before it computes, so the output is
+    never all zero; pkR is the key object's public half (no second key set-up)."""
+    recipient = primitives.X25519Key(recipient_private, requirement=requirement)
+    dh = recipient.exchange(enc, requirement=requirement)
+    kem_context = enc + recipient.public
     return Decapsulation(dh=dh, kem_context=kem_context,
                          shared_secret=extract_and_expand(dh, kem_context))
 

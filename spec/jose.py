@@ -91,9 +91,8 @@ def seal(recipient_public: bytes, ephemeral_private: bytes, cek: bytes, iv: byte
          apu: bytes, apv: bytes, plaintext: bytes, aad: bytes, *,
          requirement: str | None = None) -> Sealed:
     """ECDH-ES+A256KW then A256GCM: the recipient key is checked (canonical, not of low
-    order) and Z must not be zero (RFC 8037 section 3.2)."""
-    if len(cek) != KEY_LEN or len(iv) != IV_LEN:
-        raise LengthError("the content key is 32 bytes and the IV 12", requirement=requirement)
+    order, so Z is not zero: RFC 8037 section 3.2); the content key must be 32 bytes and
+    the IV 12 (LengthError from AES-256-GCM)."""
     epk, shared = primitives.x25519_keypair_exchange(ephemeral_private, recipient_public,
                                                      requirement=requirement)
     kek = ecdh_es_kek(shared, apu, apv)
@@ -105,9 +104,10 @@ def open_sealed(recipient_private: bytes, epk: bytes, apu: bytes, apv: bytes,
                 encrypted_key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes,
                 *, requirement: str | None = None) -> bytes:
     """The recipient's side: point errors for a bad epk, aead for a key that does not
-    unwrap or content that does not authenticate, length for a wrong IV or tag."""
-    if len(iv) != IV_LEN or len(tag) != TAG_LEN:
-        raise LengthError("the IV is 12 bytes and the tag 16", requirement=requirement)
+    unwrap or content that does not authenticate, length for a wrong tag or (from
+    AES-256-GCM) a wrong IV."""
+    if len(tag) != TAG_LEN:
+        raise LengthError("the tag is 16 bytes", requirement=requirement)
     shared = primitives.x25519(recipient_private, epk, requirement=requirement)
     cek = key_unwrap(ecdh_es_kek(shared, apu, apv), encrypted_key, requirement=requirement)
     return primitives.aes256gcm_decrypt(cek, iv, ciphertext + tag, aad,

@@ -42,6 +42,7 @@ __all__ = [
     "XSALSA20_KEY_LEN",
     "XSALSA20_NONCE_LEN",
     "Aes256Gcm",
+    "Ed25519Key",
     "X25519Key",
     "X25519Peer",
     "aes256cbc_decrypt_nopad",
@@ -231,9 +232,7 @@ def check_x25519_public_key(public_key: bytes, *, requirement: str | None = None
 
 def x25519_public_key(private_key: bytes) -> bytes:
     """X25519(k, 9): the public key of a 32-byte private key (clamped as RFC 7748 says)."""
-    _require_len(private_key, X25519_KEY_LEN, "X25519 private key")
-    key = X25519PrivateKey.from_private_bytes(private_key)
-    return key.public_key().public_bytes_raw()
+    return X25519Key(private_key).public
 
 
 def x25519_raw(private_key: bytes, public_key: bytes) -> bytes:
@@ -279,17 +278,10 @@ def x25519_raw(private_key: bytes, public_key: bytes) -> bytes:
 
 
 def x25519(private_key: bytes, public_key: bytes, *, requirement: str | None = None) -> bytes:
-    """Checked X25519 DH: rejects non-canonical and low-order keys and a zero secret.
-
-    The zero-secret check (RFC 7748 section 6.1, RFC 9180 section 7.1.4) is OpenSSL's:
-    `cryptography` refuses an all-zero result (tests/test_primitives_kat.py pins that)."""
-    _require_len(private_key, X25519_KEY_LEN, "X25519 private key", requirement)
-    check_x25519_public_key(public_key, requirement=requirement)
-    key = X25519PrivateKey.from_private_bytes(private_key)
-    try:
-        return key.exchange(X25519PublicKey.from_public_bytes(public_key))
-    except ValueError as exc:  # cryptography refuses an all-zero result
-        raise PointError("X25519 shared secret is all zero", requirement=requirement) from exc
+    """Checked X25519 DH: rejects a mis-sized private key, and a peer key that is
+    mis-sized, non-canonical or of low order (X25519Key and X25519Peer make the checks)."""
+    return X25519Key(private_key, requirement=requirement).exchange(public_key,
+                                                                    requirement=requirement)
 
 
 class X25519Peer:
@@ -305,9 +297,18 @@ class X25519Peer:
 
 
 class X25519Key:
-    """An X25519 private key made once and used for many exchanges (a sender's static key
-    and each ephemeral key of a multi-recipient envelope): the backend computes the public
-    key when the object is made, so each exchange costs one scalar multiplication."""
+    """An X25519 private key, its length checked once, for one or many exchanges (a
+    sender's static key and each ephemeral key of a multi-recipient envelope): the
+    backend computes the public key when the object is made, so each exchange costs one
+    scalar multiplication.
+
+    No exchange here can give the all-zero secret that RFC 7748 section 6.1 and RFC 9180
+    section 7.1.4 tell a receiver to refuse: the clamped scalar is 8 times a number below
+    the order of either prime-order subgroup (of the curve and of its twist), so X25519
+    is zero exactly for the u of a point of order dividing 8 -- the X25519_LOW_ORDER_U
+    that every peer key is refused for first. tests/test_primitives_kat.py checks it on
+    every listed u and on Wycheproof's cases (a zero secret exactly for the listed u), and
+    pins that the backend would refuse a zero secret anyway (a ValueError)."""
 
     __slots__ = ("_key", "private", "public")
 
@@ -322,12 +323,7 @@ class X25519Key:
         """Checked X25519(k, peer), as x25519() does; an X25519Peer was checked once."""
         if not isinstance(peer_public_key, X25519Peer):
             peer_public_key = X25519Peer(peer_public_key, requirement=requirement)
-        try:
-            shared = self._key.exchange(peer_public_key.key)
-        except ValueError as exc:  # cryptography refuses an all-zero result
-            raise PointError("X25519 shared secret is all zero",
-                             requirement=requirement) from exc
-        return shared
+        return self._key.exchange(peer_public_key.key)
 
 
 def x25519_keypair_exchange(private_key: bytes, peer_public_key: bytes, *,
@@ -339,14 +335,8 @@ def x25519_keypair_exchange(private_key: bytes, peer_public_key: bytes, *,
     sender encrypting to many devices pays two scalar multiplications per recipient, not
     three.
     """
-    _require_len(private_key, X25519_KEY_LEN, "X25519 private key", requirement)
-    check_x25519_public_key(peer_public_key, requirement=requirement)
-    key = X25519PrivateKey.from_private_bytes(private_key)
-    try:
-        shared = key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
-    except ValueError as exc:  # cryptography refuses an all-zero result
-        raise PointError("X25519 shared secret is all zero", requirement=requirement) from exc
-    return key.public_key().public_bytes_raw(), shared
+    key = X25519Key(private_key, requirement=requirement)
+    return key.public, key.exchange(peer_public_key, requirement=requirement)
 
 
 # --- Ed25519 (RFC 8032), verified strictly -------------------------------------------
@@ -408,16 +398,30 @@ def check_ed25519_public_key(public_key: bytes, *, requirement: str | None = Non
         raise PointError("Ed25519 public key is of small order", requirement=requirement)
 
 
+class Ed25519Key:
+    """An Ed25519 private key (its 32-byte seed), its length checked once, for one or many
+    signatures: the backend computes the public key A when the object is made."""
+
+    __slots__ = ("_key", "public")
+
+    def __init__(self, seed: bytes) -> None:
+        _require_len(seed, ED25519_SEED_LEN, "Ed25519 seed")
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public = self._key.public_key().public_bytes_raw()
+
+    def sign(self, message: bytes) -> bytes:
+        """Pure Ed25519 signature (deterministic, 64 bytes)."""
+        return self._key.sign(message)
+
+
 def ed25519_public_key(seed: bytes) -> bytes:
     """The public key A of a 32-byte Ed25519 private key (seed)."""
-    _require_len(seed, ED25519_SEED_LEN, "Ed25519 seed")
-    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    return Ed25519Key(seed).public
 
 
 def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     """Pure Ed25519 signature (deterministic, 64 bytes)."""
-    _require_len(seed, ED25519_SEED_LEN, "Ed25519 seed")
-    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    return Ed25519Key(seed).sign(message)
 
 
 def ed25519_verify(public_key: bytes, message: bytes, signature: bytes, *,

@@ -301,9 +301,10 @@ def test_x25519_low_order_points(name: str, public: bytes, canonical: bool) -> N
                          ids=[c[0] for c in LOW_ORDER_CASES])
 def test_the_backend_refuses_an_all_zero_x25519_secret(name: str, public: bytes,
                                                       canonical: bool) -> None:
-    # The checked X25519 functions leave the zero-secret check (RFC 7748 section 6.1,
-    # RFC 9180 section 7.1.4) to `cryptography` and map its ValueError to PointError:
-    # pin that the backend makes it, below the point checks that refuse these keys first.
+    # The zero-secret check (RFC 7748 section 6.1, RFC 9180 section 7.1.4) is the point
+    # check: the checked X25519 functions refuse these keys (PointError) before any DH,
+    # and no other key gives a zero secret (test_wycheproof_x25519). Pin that the backend
+    # would refuse the zero secret too, were a low-order key ever to reach it.
     for scalar in SCALARS:
         key = X25519PrivateKey.from_private_bytes(scalar)
         with pytest.raises(ValueError):
