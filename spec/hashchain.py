@@ -252,8 +252,10 @@ def check_origin(origin: str) -> bytes:
 
 
 def log_key_message(origin: str, index: int, key: bytes) -> bytes:
-    """Step 4 (HC-6): what the key in force signs to introduce or rotate a log key."""
-    return labelled_context("hashchain-server-key", check_origin(origin), u64be(index), key)
+    """Step 4 (HC-6): what the key in force signs to introduce or rotate a log key. The
+    origin was checked where it entered (check_origin: the log's configuration,
+    TransparencyLog, LogFollower)."""
+    return labelled_context("hashchain-server-key", origin.encode("ascii"), u64be(index), key)
 
 
 def build_log_key_entry(*, origin: str, index: int, new_key: bytes, signer_seed: bytes,

@@ -48,7 +48,6 @@ from keyflows.spec.hashchain import (
     TYPE_UID,
     ZERO_GCM_NONCE,
     Entry,
-    check_origin,
     decode_entry,
     entry_leaf_hash,
     hash_id_of,
@@ -575,8 +574,10 @@ class FlushRequest:
 
 
 def flush_message(origin: str, identity: str, timestamp: int, nonce: bytes) -> bytes:
-    """Step 13 (HC-28): bound to the keyserver, the identity, a time and a nonce."""
-    return labelled_context("hashchain-keyinit-flush", check_origin(origin),
+    """Step 13 (HC-28): bound to the keyserver, the identity, a time and a nonce. The
+    origin was checked where it entered (check_origin: the server's configuration, the
+    client's LogFollower)."""
+    return labelled_context("hashchain-keyinit-flush", origin.encode("ascii"),
                             identity.encode("ascii"), u64be(timestamp), nonce)
 
 
