@@ -83,6 +83,39 @@ class TestRecordEntries:
             hc.build_record_entry(entry_type=hc.TYPE_LOG_KEY, subject=b"x",
                                   record_hash=bytes(32), nonce=bytes(16))
 
+    def test_builders_refuse_wrong_lengths(self) -> None:
+        """HC-2, HC-4, HC-6, HC-47: every builder refuses a nonce, hash or key of the
+        wrong length (a server draws and computes them; the builder is what checks)."""
+        seed = bytes(32)
+        key = primitives.ed25519_public_key(seed)
+        builds = {
+            "record nonce": lambda: hc.build_record_entry(
+                entry_type=hc.TYPE_UID, subject=b"x", record_hash=bytes(32), nonce=bytes(15)),
+            "record hash": lambda: hc.build_record_entry(
+                entry_type=hc.TYPE_UID, subject=b"x", record_hash=bytes(31), nonce=bytes(16)),
+            "log-key nonce": lambda: hc.build_log_key_entry(
+                origin="o.example/log", index=0, new_key=key, signer_seed=seed,
+                nonce=bytes(17)),
+            "log key": lambda: hc.build_log_key_entry(
+                origin="o.example/log", index=0, new_key=key[:31], signer_seed=seed,
+                nonce=bytes(16)),
+            "directory root": lambda: hc.build_directory_entry(epoch=1, root=bytes(33),
+                                                               nonce=bytes(16)),
+            "directory nonce": lambda: hc.build_directory_entry(epoch=1, root=bytes(32),
+                                                                nonce=bytes(0)),
+        }
+        for what, build in builds.items():
+            with pytest.raises(SpecError) as exc:
+                build()
+            assert failure(exc) == "length", what
+        for epoch in (-1, hc.MAX_INDEX + 1):
+            with pytest.raises(SpecError):
+                hc.build_directory_entry(epoch=epoch, root=bytes(32), nonce=bytes(16))
+        for epoch in (0, hc.MAX_INDEX):
+            entry = hc.decode_entry(hc.build_directory_entry(epoch=epoch, root=bytes(32),
+                                                             nonce=bytes(16)))
+            assert entry.directory_epoch == epoch
+
 
 
 # --- step 10: identities ------------------------------------------------------------------

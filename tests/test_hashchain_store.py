@@ -15,6 +15,7 @@ from servers import start_reference_server
 
 from keyflows.conformance.checks.hashchain_support import Person, make_uid
 from keyflows.reference import hashchain as routes
+from keyflows.reference import hashchain_config
 from keyflows.reference.hashchain_store import HashchainStore
 from keyflows.reference.store import canonical_json
 from keyflows.spec import hashchain as hc
@@ -88,5 +89,38 @@ def test_uid_hooks_run_in_the_uid_transaction(tmp_path: Path) -> None:
             store.create_uid(other, hu.uid_record_hash(other))
         assert store.size() == size
         assert store.current_uid(other.content.identity) is None
+    finally:
+        server.stop()
+
+
+def test_a_database_keeps_its_origin_and_entry_0(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """HC-6, HC-22 at start-up (HashchainStore.attach): the first start writes the
+    configured origin and entry 0; a restart on the same database under another configured
+    origin keeps the stored origin, the log key and entry 0 (no second key entry)."""
+    db = tmp_path / "keys.sqlite3"
+    monkeypatch.setenv(hashchain_config.ENV_ORIGIN, "first.example/log")
+    server = start_reference_server("http://127.0.0.1:9", db)
+    try:
+        first = server.app_state.hashchain
+        assert isinstance(first, HashchainStore)
+        assert first.origin == "first.example/log"
+        size, log_key = first.size(), first.log_key
+        entry0 = first.store.read(lambda d: bytes(
+            d.execute("SELECT entry FROM hashchain_log WHERE idx = 0").fetchone()[0]))
+    finally:
+        server.stop()
+    monkeypatch.setenv(hashchain_config.ENV_ORIGIN, "second.example/log")
+    server = start_reference_server("http://127.0.0.1:9", db)
+    try:
+        again = server.app_state.hashchain
+        assert isinstance(again, HashchainStore)
+        assert again.origin == "first.example/log" and again.size() == size
+        assert again.log_key == log_key
+        hc.verify_log_key_entry(hc.decode_entry(entry0), origin=again.origin, index=0,
+                                key_in_force=None, pinned_key=log_key)
+        _, signed, _ = again.latest_checkpoint()
+        assert note.verify_checkpoint(signed, origin="first.example/log",
+                                      log_keys=[again.verifier]).checkpoint.size == size
     finally:
         server.stop()
