@@ -460,12 +460,10 @@ class HybridPrivateKey:
                 + primitives.x25519_public_key(self.x25519))
 
 
-def split_hybrid_public_key(public: bytes, *, requirement: str | None = None
-                            ) -> tuple[bytes, bytes]:
-    """(ek_PQ, ek_T) after the length check; each part is checked where it is used."""
-    if len(public) != HYBRID_N_PK:
-        raise LengthError(f"an MLKEM768-X25519 public key is {HYBRID_N_PK} bytes, got "
-                          f"{len(public)}", requirement=requirement)
+def split_hybrid_public_key(public: bytes) -> tuple[bytes, bytes]:
+    """(ek_PQ, ek_T): the first 1184 bytes and the rest. Each part is checked where it is
+    used, ek_T first: a pk of any length but HYBRID_N_PK (1216) leaves an ek_T of other
+    than 32 bytes, which its point check refuses (length)."""
     return public[:mlkem.ENCAPSULATION_KEY_LEN], public[mlkem.ENCAPSULATION_KEY_LEN:]
 
 
@@ -501,9 +499,10 @@ def hybrid_encap(recipient_public: bytes, random: RandomSource, *,
                  requirement: str | None = None) -> HybridEncapsulation:
     """Encaps(pk), drawing m (32 bytes, ML-KEM.Encaps) and then the X25519 ephemeral scalar
     (32 bytes) from `random` -- EncapsDerand(pk, m || scalar) of the draft for a recorded
-    source. ek_PQ must pass ML-KEM's modulus check and ek_T the v1 point checks (`peer`,
-    if given, is ek_T already checked)."""
-    ek_pq, ek_t = split_hybrid_public_key(recipient_public, requirement=requirement)
+    source. ek_T must pass the v1 point checks (its length first, so a pk of the wrong
+    length is refused here: `peer`, if given, is ek_T already checked) and ek_PQ ML-KEM's
+    modulus check."""
+    ek_pq, ek_t = split_hybrid_public_key(recipient_public)
     if peer is None or peer.public != ek_t:
         peer = primitives.X25519Peer(ek_t, requirement=requirement)
     ss_pq, ct_pq, m = mlkem.encaps(ek_pq, random, requirement=requirement)

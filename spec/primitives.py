@@ -454,31 +454,28 @@ def ed25519_verify(public_key: bytes, message: bytes, signature: bytes, *,
 
 def aes256gcm_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """AES-256-GCM with a 96-bit nonce; returns ciphertext || 16-byte tag."""
-    _require_len(key, AES256_KEY_LEN, "AES-256 key")
-    _require_len(nonce, GCM_NONCE_LEN, "GCM nonce")
-    return AESGCM(key).encrypt(nonce, plaintext, aad)
+    return Aes256Gcm(key).encrypt(nonce, plaintext, aad)
 
 
 def aes256gcm_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, *,
                       requirement: str | None = None) -> bytes:
     """Open ciphertext || tag; AeadError if the tag does not authenticate."""
-    _require_len(key, AES256_KEY_LEN, "AES-256 key", requirement)
-    _require_len(nonce, GCM_NONCE_LEN, "GCM nonce", requirement)
+    aead = Aes256Gcm(key, requirement=requirement)
     if len(ciphertext) < GCM_TAG_LEN:
         raise LengthError(f"AES-GCM ciphertext is shorter than its {GCM_TAG_LEN}-byte tag",
                           requirement=requirement)
-    try:
-        return AESGCM(key).decrypt(nonce, ciphertext, aad)
-    except InvalidTag as exc:
-        raise AeadError("AES-GCM authentication failed", requirement=requirement) from exc
+    return aead.decrypt(nonce, ciphertext, aad, requirement=requirement)
 
 
 class Aes256Gcm:
-    """AES-256-GCM under one key for many messages (the envelope payload's STREAM chunks):
-    the key schedule is set up once, each call is one seal or open."""
+    """AES-256-GCM under one key, its length checked once, for one message
+    (aes256gcm_encrypt, aes256gcm_decrypt) or many (the envelope payload's STREAM
+    chunks): the key schedule is set up once, each call is one seal or open."""
 
-    def __init__(self, key: bytes) -> None:
-        _require_len(key, AES256_KEY_LEN, "AES-256 key")
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes, *, requirement: str | None = None) -> None:
+        _require_len(key, AES256_KEY_LEN, "AES-256 key", requirement)
         self._aead = AESGCM(key)
 
     def encrypt(self, nonce: bytes, plaintext: bytes | bytearray | memoryview,

@@ -190,8 +190,13 @@ def test_hybrid_psk_mode_binds_the_psk() -> None:
 def test_hybrid_rejects_bad_sizes_and_points() -> None:
     private = pq_private()
     public = private.public_key()
-    with pytest.raises(LengthError):
-        hpke.hybrid_encap(public[:-1], Drbg("x"))
+    for wrong_length in (public[:-1], public + b"\0", public[:mlkem.ENCAPSULATION_KEY_LEN],
+                         public[:100], b""):
+        with pytest.raises(LengthError):
+            hpke.hybrid_encap(wrong_length, Drbg("x"))
+        peer = primitives.X25519Peer(public[-32:])  # a checked ek_T of another pk
+        with pytest.raises(LengthError):
+            hpke.hybrid_encap(wrong_length, Drbg("x"), peer=peer)
     with pytest.raises(PointError):
         hpke.hybrid_encap(public[:-32] + bytes(32), Drbg("x"))
     bad_ek = bytes([0xFF, 0xFF]) + public[2:]
