@@ -60,7 +60,7 @@ from keyflows.spec import hashchain_tiles as tiles
 from keyflows.spec import hashchain_uid as hu
 from keyflows.spec import hashchain_witness as witness
 from keyflows.spec.encoding import b64url_decode_exact, b64url_encode
-from keyflows.spec.errors import BindingError, DecodeError, SpecError
+from keyflows.spec.errors import DecodeError, SpecError
 
 T = TypeVar("T")
 FLOW = "hashchain"
@@ -424,11 +424,8 @@ async def flush_keyinits(request: Request) -> Response:
     body = await limited_body(request)
     obj = json_body(request, body)
     flush = spec_checked(lambda: hu.parse_flush(obj))
-    if flush.identity != identity:
-        raise from_spec_error(BindingError("the flush request is for another identity",
-                                           requirement="HC-28"))
     store = chain(request)
-    count = await unknown_is_404(lambda: store.flush_keyinits(flush, now()))
+    count = await unknown_is_404(lambda: store.flush_keyinits(identity, flush, now()))
     return json_text_response(canonical_json({"identity": identity, "flushed": count}))
 
 

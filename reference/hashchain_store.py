@@ -409,16 +409,17 @@ class HashchainStore:
                        (SERVED, row[0]))
             return str(row[1])
 
-    def flush_keyinits(self, request: hu.FlushRequest, now: int) -> int:
-        """HC-28: signed by the current SIGKEY, fresh, nonce never used before."""
+    def flush_keyinits(self, identity: str, request: hu.FlushRequest, now: int) -> int:
+        """HC-28: for the path's identity, signed by its current SIGKEY, fresh, nonce never
+        used before."""
         with self.store.write() as db:
-            sigkey = self._sigkey_of(db, request.identity)
+            sigkey = self._sigkey_of(db, identity)
             seen = db.execute("SELECT 1 FROM hashchain_flush_nonces WHERE nonce = ?",
                               (request.nonce,)).fetchone() is not None
-            hu.verify_flush(request, origin=self.origin, identity=request.identity,
+            hu.verify_flush(request, origin=self.origin, identity=identity,
                             current_sigkey=sigkey, now=now, nonce_seen=seen)
             db.execute("INSERT INTO hashchain_flush_nonces (nonce, identity, timestamp)"
-                       " VALUES (?, ?, ?)", (request.nonce, request.identity, request.timestamp))
+                       " VALUES (?, ?, ?)", (request.nonce, identity, request.timestamp))
             cursor = db.execute("UPDATE hashchain_keyinits SET state = ? WHERE identity = ?"
-                                " AND state = ?", (FLUSHED, request.identity, PENDING))
+                                " AND state = ?", (FLUSHED, identity, PENDING))
             return int(cursor.rowcount)

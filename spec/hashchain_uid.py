@@ -73,8 +73,6 @@ DOMAIN_LABEL = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 def check_identity(identity: str, *, domains: Sequence[str] | None = None) -> bytes:
     """Step 10 (HC-14): a v1 identity is in mapped form, its domain a lowercase DNS name
     (and, for a server, one it serves). Returns the subject bytes."""
-    if not isinstance(identity, str):
-        raise DecodeError("identity must be a string", requirement="HC-14")
     try:
         mapped = map_identity(identity)
     except SpecError as exc:
@@ -83,7 +81,9 @@ def check_identity(identity: str, *, domains: Sequence[str] | None = None) -> by
         raise DecodeError("identity is not in mapped form", requirement="HC-14")
     domain = identity.split("@", 1)[1]
     labels = domain.split(".")
-    if len(domain) > 253 or len(labels) < 2 or not all(DOMAIN_LABEL.match(x) for x in labels):
+    # No separate bound on the domain's length: the mapped identity is at most 254 bytes
+    # with a localpart of at least 3 (HC-34), so the domain is at most 250.
+    if len(labels) < 2 or not all(DOMAIN_LABEL.match(x) for x in labels):
         raise DecodeError("identity domain is not a lowercase DNS name", requirement="HC-14")
     if domains is not None and domain not in domains:
         raise BindingError(f"domain {domain} is not served here", requirement="HC-14")
@@ -297,7 +297,8 @@ def verify_uid_update(uid: Uid, previous: Uid, *, now: int | None,
     body = uid_content_bytes(c)
     primitives.ed25519_verify(c.sigkey, uid_signature_message("sigkey", body), uid.sig_sigkey,
                               requirement="HC-17")
-    if uid.sig_previous is None or uid.previous_role is None:
+    # parse_uid and sign_uid set previous_role exactly when sig_previous is set.
+    if uid.sig_previous is None:
         raise SignatureError("an update must be signed by a key of the previous UID",
                              requirement="HC-17")
     escrow_changed = c.sigescrow != p.sigescrow

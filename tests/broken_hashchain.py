@@ -258,6 +258,155 @@ def accepts_one_bad_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hu, "verify_uid_create", verify)
 
 
+def accepts_creation_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks a creation's identity, both signatures and validity, but not its shape:
+    update fields (msg_count, previous, a previous signature) and SIGKEY == SIGESCROW pass
+    (HC-16)."""
+    from keyflows.spec import hashchain_uid as hu
+    from keyflows.spec import primitives
+    from keyflows.spec.errors import SignatureError
+
+    def verify(uid: hu.Uid, *, now: int | None, domains: Any = None) -> bytes:
+        c = uid.content
+        hu.check_identity(c.identity, domains=domains)
+        body = hu.uid_content_bytes(c)
+        if uid.sig_sigescrow is None:
+            raise SignatureError("a creation must be signed by SIGESCROW", requirement="HC-16")
+        primitives.ed25519_verify(c.sigkey, hu.uid_signature_message("sigkey", body),
+                                  uid.sig_sigkey, requirement="HC-16")
+        primitives.ed25519_verify(c.sigescrow, hu.uid_signature_message("sigescrow", body),
+                                  uid.sig_sigescrow, requirement="HC-16")
+        hu.check_uid_validity(c, now=now)
+        return hu.uid_record_hash(uid)
+
+    monkeypatch.setattr(hu, "verify_uid_create", verify)
+
+
+def accepts_loose_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks an update's identity, msg_count, SIGKEY signature and, when present, the
+    previous key's signature and role, but not its previous hash, SIGKEY != SIGESCROW, the
+    SIGESCROW signature or its validity (HC-17)."""
+    from keyflows.spec import hashchain_uid as hu
+    from keyflows.spec import primitives
+    from keyflows.spec.errors import AuthzError, BindingError, ReplayError
+
+    def verify(uid: hu.Uid, previous: hu.Uid, *, now: int | None,
+               domains: Any = None) -> bytes:
+        c, p = uid.content, previous.content
+        hu.check_identity(c.identity, domains=domains)
+        if c.identity != p.identity:
+            raise BindingError("an update must keep the identity", requirement="HC-17")
+        if c.msg_count != p.msg_count + 1:
+            raise ReplayError("msg_count must be one more", requirement="HC-17")
+        body = hu.uid_content_bytes(c)
+        primitives.ed25519_verify(c.sigkey, hu.uid_signature_message("sigkey", body),
+                                  uid.sig_sigkey, requirement="HC-17")
+        if uid.sig_previous is not None:
+            if c.sigescrow != p.sigescrow and uid.previous_role != "sigescrow":
+                raise AuthzError("needs the previous SIGESCROW", requirement="HC-17")
+            signer = p.sigkey if uid.previous_role == "sigkey" else p.sigescrow
+            primitives.ed25519_verify(
+                signer, hu.uid_signature_message(f"previous-{uid.previous_role}", body),
+                uid.sig_previous, requirement="HC-17")
+        return hu.uid_record_hash(uid)
+
+    monkeypatch.setattr(hu, "verify_uid_update", verify)
+
+
+def accepts_empty_last_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes a UID whose last_checkpoint is the empty tree (size 0) (HC-19)."""
+    from keyflows.spec import hashchain_uid as hu
+
+    original = hu.check_last_checkpoint
+
+    def check(last: hu.LastCheckpoint, *, root_at: Callable[[int], bytes], log_size: int,
+              max_lag: int = hu.DEFAULT_MAX_CHECKPOINT_LAG) -> None:
+        if last.size == 0 and last.root == root_at(0):
+            return
+        original(last, root_at=root_at, log_size=log_size, max_lag=max_lag)
+
+    monkeypatch.setattr(hu, "check_last_checkpoint", check)
+
+
+def accepts_loose_keyinits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decodes KeyInits without checking their identity's syntax or X25519 key, and
+    checks key_ids only against earlier batches (HC-14, HC-25, HC-26)."""
+    from keyflows.spec import hashchain_uid as hu
+    from keyflows.spec import wire
+    from keyflows.spec.encoding import b64url_decode_exact
+    from keyflows.spec.errors import ReplayError
+    from keyflows.spec.hashchain import MAX_INDEX
+
+    def parse(obj: object) -> hu.KeyInit:
+        m = wire.members(obj, ("identity", "sigkey", "key_id", "not_before", "not_after",
+                               "x25519", "signature"), "keyinit")
+        return hu.KeyInit(identity=wire.string(m, "identity", "keyinit"),
+                          sigkey=hu._key(m, "sigkey", "keyinit"),
+                          key_id=b64url_decode_exact(wire.string(m, "key_id", "keyinit"),
+                                                     hu.KEYINIT_ID_LEN, field="key_id"),
+                          not_before=hu._uint(m, "not_before", "keyinit", MAX_INDEX),
+                          not_after=hu._uint(m, "not_after", "keyinit", MAX_INDEX),
+                          x25519=hu._key(m, "x25519", "keyinit"),
+                          signature=hu._sig(m, "signature", "keyinit"))
+
+    def decide(keyinits: Any, *, identity: str, current_sigkey: bytes, now: int,
+               known: Callable[[bytes], bool]) -> None:
+        for ki in keyinits:
+            hu.verify_keyinit(ki, identity=identity, current_sigkey=current_sigkey, now=now)
+            if known(ki.key_id):
+                raise ReplayError("a KeyInit key_id was published before", requirement="HC-26")
+
+    monkeypatch.setattr(hu, "parse_keyinit", parse)
+    monkeypatch.setattr(hu, "decide_keyinits", decide)
+
+
+def flushes_by_body_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decodes a flush request without checking its identity's syntax, and checks it
+    against the identity it names rather than the path's (HC-14, HC-28)."""
+    from keyflows.reference.hashchain_store import HashchainStore
+    from keyflows.spec import hashchain_uid as hu
+    from keyflows.spec import wire
+    from keyflows.spec.encoding import b64url_decode_exact
+    from keyflows.spec.hashchain import MAX_INDEX
+
+    def parse(obj: object) -> hu.FlushRequest:
+        m = wire.members(obj, ("identity", "timestamp", "nonce", "signature"), "flush")
+        return hu.FlushRequest(identity=wire.string(m, "identity", "flush"),
+                               timestamp=hu._uint(m, "timestamp", "flush", MAX_INDEX),
+                               nonce=b64url_decode_exact(wire.string(m, "nonce", "flush"), 16,
+                                                         field="nonce"),
+                               signature=hu._sig(m, "signature", "flush"))
+
+    original = HashchainStore.flush_keyinits
+
+    def flush(self: HashchainStore, identity: str, request: hu.FlushRequest, now: int) -> int:
+        return original(self, request.identity, request, now)
+
+    monkeypatch.setattr(hu, "parse_flush", parse)
+    monkeypatch.setattr(HashchainStore, "flush_keyinits", flush)
+
+
+def misjudges_identity_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuses localparts of exactly 3 bytes, and checks an update path's identity
+    against the UID's but not against the domains it serves (HC-14, HC-34)."""
+    from keyflows.spec import hashchain_uid as hu
+    from keyflows.spec.errors import BindingError, DecodeError
+
+    original = hu.check_identity
+
+    def check_identity(identity: str, *, domains: Any = None) -> bytes:
+        if len(identity.split("@")[0]) <= 3:
+            raise DecodeError("identity: minimum length is 3", requirement="HC-34")
+        return original(identity, domains=domains)
+
+    def check_update_path(uid: hu.Uid, identity: str, *, domains: Any) -> None:
+        if uid.content.identity != identity:
+            raise BindingError("the UID is for another identity", requirement="HC-17")
+
+    monkeypatch.setattr(hu, "check_identity", check_identity)
+    monkeypatch.setattr(hu, "check_update_path", check_update_path)
+
+
 def forgets_publications(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stores keypair publications without logging them."""
     from keyflows.reference.hashchain_store import HashchainStore
@@ -350,6 +499,22 @@ VARIANTS = (
                       "hashchain/keyinit/signer-and-replay-checked"), reserves_keyinits),
     HashchainVariant("accepts-one-bad-signature", "never checks the SIGESCROW signature",
                      ("hashchain/uid/bad-signatures-refused",), accepts_one_bad_signature),
+    HashchainVariant("accepts-creation-shapes", "takes creations with update fields or "
+                     "SIGKEY == SIGESCROW", ("hashchain/uid/creation-shape-checked",),
+                     accepts_creation_shapes),
+    HashchainVariant("accepts-loose-updates", "takes updates with a wrong previous hash, "
+                     "missing or bad signatures, or dates", ("hashchain/uid/update-shape-checked",),
+                     accepts_loose_updates),
+    HashchainVariant("accepts-empty-last-checkpoint", "takes UIDs naming the empty tree",
+                     ("hashchain/uid/last-checkpoint-checked",), accepts_empty_last_checkpoint),
+    HashchainVariant("accepts-loose-keyinits", "takes small-order keys, unmapped identities "
+                     "and key_ids repeated in a batch", ("hashchain/keyinit/shape-checked",),
+                     accepts_loose_keyinits),
+    HashchainVariant("flushes-by-body-identity", "flushes the identity the request names",
+                     ("hashchain/keyinit/flush-signed-and-fresh",), flushes_by_body_identity),
+    HashchainVariant("misjudges-identity-edges", "refuses 3-byte localparts, serves update "
+                     "paths on any domain", ("hashchain/uid/identity-syntax-and-domain",),
+                     misjudges_identity_edges),
     HashchainVariant("forgets-publications", "does not log keypair publications",
                      ("hashchain/growth/one-entry-per-publication",), forgets_publications),
 )

@@ -9,9 +9,11 @@ and judges the answers with the same module and keyflows.spec.hashchain_client.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from keyflows.conformance.checks.hashchain_support import (
     CONCURRENT_WRITERS,
@@ -21,6 +23,7 @@ from keyflows.conformance.checks.hashchain_support import (
     checked_reply,
     create,
     expect_spec,
+    expect_unchanged,
     flip,
     get_json,
     history_of,
@@ -126,6 +129,29 @@ def bad_signatures(t: Probe) -> None:
     refused_uid(t, small, 422, "point", what="POST a UID whose X25519 key is of small order")
 
 
+@check("hashchain/uid/creation-shape-checked", requirements=("HC-16",), needs=NEEDS)
+def creation_shape(t: Probe) -> None:
+    """A creation carrying an update's fields, every signature on it valid, is refused
+    with 422 (binding): msg_count 1, a previous record hash, or a signature by a previous
+    key; so is one whose SIGKEY is its SIGESCROW (one key would then hold both roles).
+    The log does not grow."""
+    p, _, checkpoint = synced(t)
+    who = person(t, p, "shape")
+    refused_uid(t, make_uid(who, checkpoint, msg_count=1), 422, "binding",
+                what="POST a creation with msg_count 1")
+    refused_uid(t, make_uid(who, checkpoint, previous=os.urandom(32)), 422, "binding",
+                what="POST a creation naming a previous UID")
+    with_previous = hu.sign_uid(uid_content(who, checkpoint), sigkey_seed=who.sigkey_seed,
+                                sigescrow_seed=who.escrow_seed, previous_seed=who.sigkey_seed,
+                                previous_role="sigkey")
+    refused_uid(t, with_previous, 422, "binding",
+                what="POST a creation carrying a signature by a previous SIGKEY")
+    one_key = Person(identity=who.identity, sigkey_seed=who.sigkey_seed,
+                     escrow_seed=who.sigkey_seed, x25519_private=who.x25519_private)
+    refused_uid(t, make_uid(one_key, checkpoint), 422, "binding",
+                what="POST a creation whose SIGKEY is also its SIGESCROW")
+
+
 @check("hashchain/uid/lax-ed25519-refused", requirements=("HC-35", "HC-16"), needs=NEEDS)
 def lax_ed25519(t: Probe) -> None:
     """A UID whose SIGKEY is the identity point, with the "signature" R = identity,
@@ -170,8 +196,9 @@ def second_creation(t: Probe) -> None:
        needs=NEEDS)
 def identity_syntax(t: Probe) -> None:
     """An identity not in mapped form or not well formed (length, characters, '@', DNS
-    domain) is 400, in a UID or a path; a well-formed one at the length limits is not; a
-    domain the server does not serve is 422."""
+    domain) is 400, in a UID (created or updated) or a path; a well-formed one at the
+    length limits (a localpart of 3 or 64 bytes) is not; a domain the server does not
+    serve is 422, in a creation or an update's path."""
     p, _, checkpoint = synced(t)
     who = person(t, p, "syntax")
     local = who.identity.split("@")[0]
@@ -181,6 +208,10 @@ def identity_syntax(t: Probe) -> None:
                 what="POST a UID whose identity is not in mapped form")
     t.expect_rejected(t.request("GET", identity_path(unmapped.identity)), 400,
                       what="GET an identity path not in mapped form")
+    t.expect_rejected(t.request("PUT", identity_path(who.identity, "/uid"),
+                                json_body=hu.uid_to_wire(make_uid(unmapped, checkpoint))), 400,
+                      what="PUT a UID whose identity is not in mapped form",
+                      failure_class="decode")
     domain = p.domains[0]
     long_domain = f"{'x' * 63}.{'y' * 63}.{'z' * 61}"  # 189 bytes: 64 + 1 + 189 = 254
     for bad, why in (("ab", "a localpart shorter than 3"), ("-abc", "a leading '-'"),
@@ -195,8 +226,9 @@ def identity_syntax(t: Probe) -> None:
         t.expect_rejected(t.request("GET", identity_path(bad)), 400,
                           what=f"GET an identity with {why}")
     # at the limits: well formed, so unknown here (404) or on a domain not served (422)
-    t.expect_rejected(t.request("GET", identity_path(f"{'a' * 64}@{domain}")), 404,
-                      what="GET an unknown identity with a 64-byte localpart")
+    for edge in ("a" * 64, "abc"):
+        t.expect_rejected(t.request("GET", identity_path(f"{edge}@{domain}")), 404,
+                          what=f"GET an unknown identity with a {len(edge)}-byte localpart")
     refused_uid(t, make_uid(Person(identity=f"{'a' * 64}@{long_domain}",
                                    sigkey_seed=who.sigkey_seed, escrow_seed=who.escrow_seed,
                                    x25519_private=who.x25519_private), checkpoint), 422,
@@ -205,15 +237,22 @@ def identity_syntax(t: Probe) -> None:
                      escrow_seed=who.escrow_seed, x25519_private=who.x25519_private)
     refused_uid(t, make_uid(foreign, checkpoint), 422, "binding",
                 what="POST a UID for a domain the server does not serve")
+    t.expect_rejected(t.request("PUT", identity_path(foreign.identity, "/uid"),
+                                json_body=hu.uid_to_wire(make_uid(foreign, checkpoint))), 422,
+                      what="PUT a UID to an identity on a domain the server does not serve",
+                      failure_class="binding")
 
 
 @check("hashchain/uid/last-checkpoint-checked", requirements=("HC-19",), needs=NEEDS)
 def last_checkpoint_checked(t: Probe) -> None:
-    """A UID naming a checkpoint that is not one of this log (another root, or a size
-    beyond it) is refused with 422 (link), in a creation or an update."""
+    """A UID naming a checkpoint that is not one of this log (another root, a size
+    beyond it, or the empty tree: no log signs size 0) is refused with 422 (link), in a
+    creation or an update."""
     p, _, checkpoint = synced(t)
+    empty_root = hashlib.sha256(b"").digest()  # the root of the empty tree
     for last in (hu.LastCheckpoint(size=checkpoint.size, root=os.urandom(32)),
-                 hu.LastCheckpoint(size=checkpoint.size + 1000, root=checkpoint.root_hash)):
+                 hu.LastCheckpoint(size=checkpoint.size + 1000, root=checkpoint.root_hash),
+                 hu.LastCheckpoint(size=0, root=empty_root)):
         uid = make_uid(person(t, p, "last"), checkpoint, last_checkpoint=last)
         refused_uid(t, uid, 422, "link", what=f"POST a UID naming a checkpoint of size "
                     f"{last.size} this log did not sign")
@@ -255,13 +294,15 @@ def validity_checked(t: Probe) -> None:
 
 def update_of(who: Person, current: hu.Uid, checkpoint: note.Checkpoint, *, new_seed: bytes,
               escrow_seed: bytes | None = None, role: str = "sigkey",
-              escrow_signs: bool = False, last: hu.LastCheckpoint | None = None) -> hu.Uid:
-    changes = {} if last is None else {"last_checkpoint": last}
-    content = uid_content(who, checkpoint, msg_count=current.content.msg_count + 1,
-                          previous=hu.uid_record_hash(current),
-                          sigkey=primitives.ed25519_public_key(new_seed),
-                          sigescrow=primitives.ed25519_public_key(escrow_seed or who.escrow_seed),
-                          **changes)
+              escrow_signs: bool = False, last: hu.LastCheckpoint | None = None,
+              **changes: Any) -> hu.Uid:
+    if last is not None:
+        changes["last_checkpoint"] = last
+    fields: dict[str, Any] = {
+        "msg_count": current.content.msg_count + 1, "previous": hu.uid_record_hash(current),
+        "sigkey": primitives.ed25519_public_key(new_seed),
+        "sigescrow": primitives.ed25519_public_key(escrow_seed or who.escrow_seed)}
+    content = uid_content(who, checkpoint, **(fields | changes))
     return hu.sign_uid(content, sigkey_seed=new_seed,
                        sigescrow_seed=(escrow_seed or who.escrow_seed) if escrow_signs else None,
                        previous_seed=who.sigkey_seed if role == "sigkey" else who.escrow_seed,
@@ -320,6 +361,59 @@ def update_authorisation(t: Probe) -> None:
     t.expect_rejected(t.request("PUT", identity_path(nobody.identity, "/uid"),
                                 json_body=hu.uid_to_wire(make_uid(nobody, checkpoint))), 404,
                       what="PUT an update for an identity without a UID")
+
+
+@check("hashchain/uid/update-shape-checked", requirements=("HC-15", "HC-16", "HC-17",
+                                                          "HC-18"), needs=NEEDS)
+def update_shape(t: Probe) -> None:
+    """Updates authorised by the current SIGKEY are still refused for what they carry:
+    a previous hash that is not the current UID's (422 link); a SIGKEY equal to the
+    SIGESCROW (422 binding); no signature by a previous key (422 signature) or one by a
+    role other than sigkey or sigescrow (400 decode); a new
+    SIGESCROW, authorised by the current SIGESCROW, that does not sign the update itself
+    (422 signature); a bad SIGESCROW signature on an update keeping the SIGESCROW (422
+    signature); an expired validity (422 expired) or one over 366 days (400 params). The
+    log does not grow. A new SIGESCROW authorised by the current SIGESCROW and signing
+    the update is then taken (200, with a verified reply)."""
+    p, client, who, uid, _ = create(t, "ushape")
+    checkpoint = client.sync()
+    now = int(time.time())
+    path = identity_path(who.identity, "/uid")
+    new_escrow = os.urandom(32)
+    unsigned = hu.uid_to_wire(update_of(who, uid, checkpoint, new_seed=os.urandom(32)))
+    del unsigned["signatures"]["previous"]
+    other_role = hu.uid_to_wire(update_of(who, uid, checkpoint, new_seed=os.urandom(32)))
+    other_role["signatures"]["previous"]["key"] = "x25519"
+    kept = update_of(who, uid, checkpoint, new_seed=os.urandom(32), escrow_signs=True)
+    bad_escrow_sig = hu.Uid(content=kept.content, sig_sigkey=kept.sig_sigkey,
+                            sig_sigescrow=flip(kept.sig_sigescrow or bytes(64)),
+                            previous_role=kept.previous_role, sig_previous=kept.sig_previous)
+    refused: tuple[tuple[hu.Uid | dict[str, Any], int, str, str], ...] = (
+        (update_of(who, uid, checkpoint, new_seed=os.urandom(32), previous=os.urandom(32)),
+         422, "link", "a previous hash that is not the current UID's"),
+        (update_of(who, uid, checkpoint, new_seed=who.escrow_seed), 422, "binding",
+         "the SIGESCROW as its new SIGKEY"),
+        (unsigned, 422, "signature", "no signature by a key of the current UID"),
+        (other_role, 400, "decode", "a previous signature by a role neither sigkey nor "
+         "sigescrow"),
+        (update_of(who, uid, checkpoint, new_seed=os.urandom(32), escrow_seed=new_escrow,
+                   role="sigescrow"), 422, "signature",
+         "a new SIGESCROW, authorised by the current one, that does not sign it"),
+        (bad_escrow_sig, 422, "signature", "a bad SIGESCROW signature"),
+        (update_of(who, uid, checkpoint, new_seed=os.urandom(32), not_before=now - 7200,
+                   not_after=now - 3600), 422, "expired", "an expired validity"),
+        (update_of(who, uid, checkpoint, new_seed=os.urandom(32), not_before=now - 60,
+                   not_after=now - 60 + hu.MAX_UID_VALIDITY + 1), 400, "params",
+         "a validity one second over 366 days"))
+    for update, status, failure_class, what in refused:
+        body = hu.uid_to_wire(update) if isinstance(update, hu.Uid) else update
+        t.expect_rejected(t.request("PUT", path, json_body=body), status,
+                          what=f"PUT an update with {what}", failure_class=failure_class)
+    expect_unchanged(t, client, checkpoint, what="PUT refused updates")
+    escrow_change = update_of(who, uid, checkpoint, new_seed=os.urandom(32),
+                              escrow_seed=new_escrow, role="sigescrow", escrow_signs=True)
+    checked_reply(t, p, t.request("PUT", path, json_body=hu.uid_to_wire(escrow_change)),
+                  escrow_change, 200)
 
 
 # --- KeyInits ---------------------------------------------------------------------------------
@@ -417,6 +511,40 @@ def keyinit_signer(t: Probe) -> None:
                       what="publish KeyInits for an identity without a UID")
 
 
+def signed_keyinit(who: Person, *, identity: str | None = None,
+                   x25519: bytes | None = None) -> hu.KeyInit:
+    """A KeyInit signed by the identity's SIGKEY, for any identity string or X25519 key."""
+    now = int(time.time())
+    name = who.identity if identity is None else identity
+    key = primitives.x25519_public_key(os.urandom(32)) if x25519 is None else x25519
+    key_id = os.urandom(hu.KEYINIT_ID_LEN)
+    message = hu.keyinit_message(name, who.sigkey, key_id, now - 60, now + 86400, key)
+    return hu.KeyInit(identity=name, sigkey=who.sigkey, key_id=key_id, not_before=now - 60,
+                      not_after=now + 86400, x25519=key,
+                      signature=primitives.ed25519_sign(who.sigkey_seed, message))
+
+
+@check("hashchain/keyinit/shape-checked", requirements=("HC-14", "HC-25", "HC-26"),
+       needs=NEEDS)
+def keyinit_shape(t: Probe) -> None:
+    """KeyInits signed by the current SIGKEY are still refused for what they carry: an
+    X25519 key of small order (422 point), an identity not in mapped form (400 decode),
+    or one KeyInit twice in one batch (409 replay, the batch refused whole); nothing of
+    them is served."""
+    _, _, who, _, _ = create(t, "kishape")
+    t.expect_rejected(publish_keyinits(t, who, [signed_keyinit(who, x25519=bytes(32))]), 422,
+                      failure_class="point",
+                      what="publish a KeyInit whose X25519 key is of small order")
+    unmapped = "J" + who.identity
+    t.expect_rejected(publish_keyinits(t, who, [signed_keyinit(who, identity=unmapped)]), 400,
+                      failure_class="decode",
+                      what="publish a KeyInit whose identity is not in mapped form")
+    twice = signed_keyinit(who)
+    t.expect_rejected(publish_keyinits(t, who, [twice, twice]), 409, failure_class="replay",
+                      what="publish a batch holding one KeyInit twice")
+    t.expect_rejected(fetch_keyinit(t, who), 404, what="fetch after only refused KeyInits")
+
+
 @check("hashchain/keyinit/lifetime-checked", requirements=("HC-25",), needs=NEEDS)
 def keyinit_lifetime(t: Probe) -> None:
     """A KeyInit signed by the current SIGKEY is still refused for its dates: an empty or
@@ -449,7 +577,8 @@ def keyinit_lifetime(t: Probe) -> None:
 @check("hashchain/keyinit/flush-signed-and-fresh", requirements=("HC-28",), needs=NEEDS)
 def flush(t: Probe) -> None:
     """A signed fresh flush removes the pending KeyInits; replaying it is 409; a stale one,
-    one signed by another key or one naming another identity than the path is 422."""
+    one signed by another key or one naming another identity than the path is 422, one
+    naming an identity not in mapped form 400."""
     p, _, who, _, _ = create(t, "fl")
     t.expect_ok_json(publish_keyinits(t, who, keyinits(who, 2)), 201,
                      what="publish 2 KeyInits")
@@ -472,6 +601,12 @@ def flush(t: Probe) -> None:
     t.expect_rejected(t.request("POST", path, json_body=hu.flush_to_wire(elsewhere)), 422,
                       what="a flush naming another identity than the path",
                       failure_class="binding")
+    unmapped = hu.make_flush_request(origin=p.origin, identity="J" + who.identity,
+                                     sigkey_seed=who.sigkey_seed, timestamp=now,
+                                     nonce=os.urandom(16))
+    t.expect_rejected(t.request("POST", path, json_body=hu.flush_to_wire(unmapped)), 400,
+                      what="a flush naming an identity not in mapped form",
+                      failure_class="decode")
     good = request(who.sigkey_seed, now)
     body = t.expect_ok_json(t.request("POST", path, json_body=hu.flush_to_wire(good)), 200,
                             what="a signed fresh flush")
