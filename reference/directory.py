@@ -176,14 +176,13 @@ def query_epoch(request: Request) -> int | None:
 
 
 def label_of(request: Request, kind: str) -> hd.Label:
+    """HC-80: the label a lookup names, its names checked (a Label is checked when made)
+    before any query sees them."""
     if kind == hd.KIND_UID:
-        identity = request.path_params["identity"]
-        label = hd.uid_label(str(identity))
-    else:
-        user_id, client_id = path_identifiers(request, "user_id", "client_id")
-        label = hd.Label(kind, (user_id, client_id))
-    spec_checked(label.fields)  # HC-80: the names' syntax
-    return label
+        identity = str(request.path_params["identity"])
+        return spec_checked(lambda: hd.uid_label(identity))
+    user_id, client_id = path_identifiers(request, "user_id", "client_id")
+    return spec_checked(lambda: hd.Label(kind, (user_id, client_id)))
 
 
 async def answer(request: Request, kind: str, *, history: bool) -> Response:

@@ -150,8 +150,26 @@ def secret_scalar(sk: bytes) -> tuple[int, bytes]:
     return int.from_bytes(a, "little"), digest
 
 
+@dataclass(frozen=True)
+class SecretKey:
+    """A secret key expanded once (RFC 8032 section 5.1.5): the scalar x, the nonce seed
+    (the second half of SHA-512(sk)) and the public key Y = x*B with its encoding. A
+    prover that keeps it spares a hash and a scalar multiplication per proof."""
+
+    x: int
+    nonce_seed: bytes
+    y: Point
+    public: bytes
+
+
+def expand(sk: bytes) -> SecretKey:
+    x, digest = secret_scalar(sk)
+    y = scalar_mult(x, BASE)
+    return SecretKey(x=x, nonce_seed=digest[32:], y=y, public=point_to_string(y))
+
+
 def public_key(sk: bytes) -> bytes:
-    return point_to_string(scalar_mult(secret_scalar(sk)[0], BASE))
+    return expand(sk).public
 
 
 def encode_to_curve(public: bytes, alpha: bytes) -> Point:
@@ -179,13 +197,16 @@ def gamma_to_hash(gamma: Point) -> bytes:
 
 def prove(sk: bytes, alpha: bytes) -> Proved:
     """Section 5.1: the proof of beta = VRF_sk(alpha)."""
-    x, digest = secret_scalar(sk)
-    y = scalar_mult(x, BASE)
-    public = point_to_string(y)
+    return prove_with(expand(sk), alpha)
+
+
+def prove_with(key: SecretKey, alpha: bytes) -> Proved:
+    """Section 5.1, steps 2-8, with the secret key already expanded (step 1)."""
+    x, y, public = key.x, key.y, key.public
     h = encode_to_curve(public, alpha)
     h_string = point_to_string(h)
     gamma = scalar_mult(x, h)
-    k = int.from_bytes(_sha512(digest[32:] + h_string), "little") % ORDER
+    k = int.from_bytes(_sha512(key.nonce_seed + h_string), "little") % ORDER
     c = challenge(y, h, gamma, scalar_mult(k, BASE), scalar_mult(k, h))
     s = (k + c * x) % ORDER
     pi = point_to_string(gamma) + c.to_bytes(C_LEN, "little") + s.to_bytes(Q_LEN, "little")

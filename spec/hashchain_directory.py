@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from keyflows.spec import ecvrf, wire
@@ -76,24 +76,15 @@ DEVICE_LIST_LABEL = "envelope-device-list"
 @dataclass(frozen=True)
 class Label:
     """An identity of the directory: a kind and its names (user_id and client_id for
-    keypair and devices, the identity for uid)."""
+    keypair and devices, the identity for uid). A label is checked when it is made
+    (HC-80), so whoever holds one holds checked names: `fields` are their bytes."""
 
     kind: str
     names: tuple[str, ...]
+    fields: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
 
-    def fields(self) -> tuple[bytes, ...]:
-        """HC-80: the checked bytes of the names (identifier syntax, mapped identities)."""
-        if self.kind in (KIND_KEYPAIR, KIND_DEVICES):
-            if len(self.names) != 2:
-                raise ParamsError(f"a {self.kind} label names a user and an application",
-                                  requirement="HC-80")
-            return (check_identifier(self.names[0], "user_id", requirement="HC-80"),
-                    check_identifier(self.names[1], "client_id", requirement="HC-80"))
-        if self.kind == KIND_UID:
-            if len(self.names) != 1:
-                raise ParamsError("a uid label names one identity", requirement="HC-80")
-            return (hu.check_identity(self.names[0]),)
-        raise DecodeError(f"unknown directory kind {self.kind!r}", requirement="HC-80")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", label_fields(self.kind, self.names))
 
     def to_wire(self) -> dict[str, Any]:
         if self.kind == KIND_UID:
@@ -102,6 +93,21 @@ class Label:
 
     def describe(self) -> str:
         return f"{self.kind} {'/'.join(self.names)}"
+
+
+def label_fields(kind: str, names: tuple[str, ...]) -> tuple[bytes, ...]:
+    """HC-80: the checked bytes of a label's names (identifier syntax, mapped identities)."""
+    if kind in (KIND_KEYPAIR, KIND_DEVICES):
+        if len(names) != 2:
+            raise ParamsError(f"a {kind} label names a user and an application",
+                              requirement="HC-80")
+        return (check_identifier(names[0], "user_id", requirement="HC-80"),
+                check_identifier(names[1], "client_id", requirement="HC-80"))
+    if kind == KIND_UID:
+        if len(names) != 1:
+            raise ParamsError("a uid label names one identity", requirement="HC-80")
+        return (hu.check_identity(names[0]),)
+    raise DecodeError(f"unknown directory kind {kind!r}", requirement="HC-80")
 
 
 def keypair_label(user_id: str, client_id: str) -> Label:
@@ -133,7 +139,7 @@ def parse_label(obj: dict[str, Any], where: str) -> Label:
 
 def vrf_input(label: Label) -> bytes:
     """Step 14 (HC-80): alpha = ctx("directory-label", kind, names...)."""
-    return labelled_context("directory-label", label.kind.encode("ascii"), *label.fields())
+    return labelled_context("directory-label", label.kind.encode("ascii"), *label.fields)
 
 
 def position_of(beta: bytes) -> bytes:
@@ -155,10 +161,10 @@ class Positioned:
         return position_of(self.beta)
 
 
-def prove_position(vrf_secret_key: bytes, label: Label) -> Positioned:
-    """Step 14 (HC-80), directory side."""
+def prove_position(vrf_key: ecvrf.SecretKey, label: Label) -> Positioned:
+    """Step 14 (HC-80), directory side (the VRF secret key expanded once: ecvrf.expand)."""
     alpha = vrf_input(label)
-    proved = ecvrf.prove(vrf_secret_key, alpha)
+    proved = ecvrf.prove_with(vrf_key, alpha)
     return Positioned(label=label, alpha=alpha, proof=proved.pi, beta=proved.beta)
 
 

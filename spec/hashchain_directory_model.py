@@ -48,7 +48,8 @@ class DirectoryModel:
     def positioned(self, label: hd.Label) -> hd.Positioned:
         """Step 14 (HC-80): the VRF evaluation of a label (remembered: it never changes)."""
         if label not in self._positions:
-            self._positions[label] = hd.prove_position(self.vrf_secret_key, label)
+            self._positions[label] = hd.prove_position(ecvrf.expand(self.vrf_secret_key),
+                                                       label)
         return self._positions[label]
 
     def stage(self, label: hd.Label, value: Any) -> None:

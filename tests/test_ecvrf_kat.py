@@ -66,6 +66,21 @@ def test_malformed_inputs_are_refused_with_their_class() -> None:
     assert failure(pk, not_a_point + pi[32:], alpha) == "point"
 
 
+def test_a_secret_key_is_32_bytes_and_expands_once() -> None:
+    """The directory expands its key when it starts (ecvrf.expand): a key of another
+    length is refused there; an expanded key proves exactly what prove(sk) proves."""
+    for length in (0, 31, 33):
+        with pytest.raises(SpecError) as exc:
+            ecvrf.expand(bytes(length))
+        assert exc.value.failure_class == "length"
+    case = VALID[2]
+    sk, alpha = bytes.fromhex(case["sk"]), bytes.fromhex(case["alpha"])
+    key = ecvrf.expand(sk)
+    assert key.public == bytes.fromhex(case["pk"]) == ecvrf.public_key(sk)
+    assert ecvrf.prove_with(key, alpha) == ecvrf.prove(sk, alpha)
+    assert ecvrf.prove_with(key, alpha).pi == bytes.fromhex(case["pi"])
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(min_value=0, max_value=8 * len(VALID[2]["pi"]) // 2 - 1))
 def test_any_bit_flip_in_a_proof_is_refused(bit: int) -> None:
