@@ -41,7 +41,7 @@ from keyflows.reference.common import (
     quick_read,
     spec_checked,
 )
-from keyflows.reference.directory_store import DirectoryStore
+from keyflows.reference.directory_store import DirectoryStore, Head
 from keyflows.reference.keypair_publication import public_view_text
 from keyflows.reference.store import canonical_json
 from keyflows.spec import hashchain_directory as hd
@@ -140,24 +140,35 @@ def directory_of(request: Request) -> DirectoryStore:
     return store
 
 
-async def fresh(request: Request) -> DirectoryStore:
-    """HC-98: publish what waits (or a heartbeat epoch) before answering anything."""
+async def fresh(request: Request) -> Head:
+    """HC-98: the directory's head, after publishing what waits (or a heartbeat epoch):
+    nothing is answered from an epoch that misses a change made before the request."""
     store = directory_of(request)
-    if await quick_read(request, lambda: store.publication_due(now())):  # mostly not
+    head = await quick_read(request, store.head)
+    if store.due(head, now()):  # mostly not
         await in_thread(lambda: store.publish_if_due(now()))
-    return store
+        head = await quick_read(request, store.head)
+    assert head is not None
+    return head
+
+
+async def checkpoint_size(request: Request, head: Head) -> int:
+    """The size of the published checkpoint an answer's log proof is read in: the log's
+    largest, put to its witnesses first when it is not published yet (HC-43)."""
+    if head.checkpoint_current:
+        return head.checkpoint
+    size, _checkpoint = await hashchain.publisher(request).publish()
+    return size
 
 
 async def get_directory(request: Request) -> Response:
     """HC-88: the VRF public key and the latest epoch."""
     await limited_body(request)
-    store = await fresh(request)
-    latest = await in_thread(store.latest)
-    assert latest is not None
+    head = await fresh(request)
     return json_text_response(canonical_json({
-        "vrf_public_key": b64url_encode(store.vrf_public_key),
-        "epoch": latest.epoch.epoch, "published_at": latest.epoch.published_at,
-        "heartbeat": store.heartbeat, "max_epoch_age": hdc.DEFAULT_MAX_EPOCH_AGE}))
+        "vrf_public_key": b64url_encode(directory_of(request).vrf_public_key),
+        "epoch": head.epoch.epoch, "published_at": head.epoch.published_at,
+        "heartbeat": directory_of(request).heartbeat, "max_epoch_age": hdc.DEFAULT_MAX_EPOCH_AGE}))
 
 
 def built_answers(request: Request) -> BuiltAnswers:
@@ -187,34 +198,32 @@ def label_of(request: Request, kind: str) -> hd.Label:
 
 async def answer(request: Request, kind: str, *, history: bool) -> Response:
     """HC-88, HC-95: the lookup answer (and the versions) at the latest or asked epoch,
-    built once per epoch and checkpoint (both read for every request)."""
+    built once per epoch and checkpoint (both read for every request, in one read)."""
     label = label_of(request, kind)
     at_epoch = query_epoch(request)
     await limited_body(request)
-    store = await fresh(request)
-    size, _checkpoint = await hashchain.publisher(request).publish()
-    epoch = at_epoch
-    if epoch is None:
-        latest = await quick_read(request, store.latest)
-        assert latest is not None
-        epoch = latest.epoch.epoch
+    head = await fresh(request)
+    size = await checkpoint_size(request, head)
+    epoch = head.epoch.epoch if at_epoch is None else at_epoch
     answers = built_answers(request)
-    kept = answers.get((label.kind, label.names, history, epoch, size))
+    key = (label.kind, label.names, history, epoch, size)
+    kept = answers.get(key)
     if kept is not None:
         return kept
-    built = await build_answer(request, store, label, at_epoch, history=history)
-    answers.keep((label.kind, label.names, history, built[0], size), built[1])
-    return served(built[1])
+    built = await build_answer(request, directory_of(request), label, epoch, history=history)
+    answers.keep(key, built)
+    return served(built)
 
 
 async def build_answer(request: Request, store: DirectoryStore, label: hd.Label,
-                       at_epoch: int | None, *, history: bool) -> tuple[int, PreparedResponse]:
-    """The answer's epoch and bytes, read and proved (HC-88, HC-95)."""
+                       epoch: int, *, history: bool) -> PreparedResponse:
+    """The answer at `epoch`, read and proved (HC-88, HC-95); 404 for an epoch not
+    published (yet)."""
     # Short reads on the event loop where the database allows; proving a label's VRF
     # output (one never changed) takes milliseconds: off it.
     kept = await quick_read(request, lambda: store.kept_position(label))
     positioned = kept if kept is not None else await in_thread(lambda: store.positioned(label))
-    found = await quick_read(request, lambda: store.lookup(label, positioned, at_epoch))
+    found = await quick_read(request, lambda: store.lookup(label, positioned, epoch))
     if found is None:
         raise not_found("the directory has no such epoch", requirement="HC-88")
     stored, latest, proof, versions = found
@@ -228,7 +237,7 @@ async def build_answer(request: Request, store: DirectoryStore, label: hd.Label,
         log_proof=log_proof))
     if history:
         wire = hdc.history_to_wire(wire, [(v.leaf.epoch, v.value) for v in versions])
-    return stored.epoch.epoch, prepared_json(canonical_json(wire))
+    return prepared_json(canonical_json(wire))
 
 
 async def get_keypair(request: Request) -> Response:

@@ -104,6 +104,42 @@ def _version(row: Sequence[Any]) -> StoredVersion:
     return StoredVersion(leaf, None if row[4] is None else json.loads(str(row[4])))
 
 
+#: The head of the directory, in ONE statement (one snapshot, one round trip): the latest
+#: epoch, whether changes wait, and the log's checkpoints an answer's proof is read in (the
+#: largest published size, and whether the largest signed one is published: otherwise the
+#: log's publisher puts it to the witnesses first). Every lookup reads it, never a copy
+#: kept in the process, so processes sharing the database agree at once.
+HEAD_SQL = (
+    "SELECT epoch, published_at, map_root,"
+    " CASE WHEN EXISTS (SELECT 1 FROM directory_pending) THEN 1 ELSE 0 END,"
+    " (SELECT size FROM hashchain_checkpoints WHERE published = 1"
+    " ORDER BY size DESC LIMIT 1),"
+    " (SELECT published FROM hashchain_checkpoints ORDER BY size DESC LIMIT 1)"
+    " FROM directory_epochs ORDER BY epoch DESC LIMIT 1")
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a request reads first (HC-88, HC-98): the latest epoch, whether changes wait
+    for the next one, the size of the log's largest published checkpoint (0: none), and
+    whether that is the log's largest checkpoint."""
+
+    epoch: hd.Epoch
+    pending: bool
+    checkpoint: int
+    checkpoint_current: bool
+
+
+def read_head(db: sqlite3.Connection, vrf_public_key: bytes) -> Head | None:
+    """The head; None before the first epoch."""
+    row = db.execute(HEAD_SQL).fetchone()
+    if row is None:
+        return None
+    epoch = hd.Epoch(int(row[0]), int(row[1]), vrf_public_key, bytes(row[2]))
+    published = 0 if row[4] is None else int(row[4])
+    return Head(epoch, bool(row[3]), published, bool(row[5]))
+
+
 def latest_epoch(db: sqlite3.Connection) -> StoredEpoch | None:
     row = db.execute("SELECT epoch FROM directory_epochs ORDER BY epoch DESC LIMIT 1").fetchone()
     return None if row is None else epoch_at(db, int(row[0]))
@@ -188,24 +224,24 @@ class DirectoryStore:
 
     # --- epochs -----------------------------------------------------------------------------
 
+    def head(self) -> Head | None:
+        """The head (a short read): the one read every lookup makes before its answer."""
+        return self.db.read(lambda tx: read_head(tx, self.vrf_public_key))
+
+    def due(self, head: Head | None, now: int) -> bool:
+        """HC-98: whether an epoch is due, when changes wait or the last one is a heartbeat
+        old (the spec's epoch_due with interval 0: no change is answered before it is
+        published)."""
+        return hd.epoch_due(None if head is None else head.epoch,
+                            pending=head is not None and head.pending, now=now, interval=0,
+                            heartbeat=self.heartbeat)
+
     def publish_if_due(self, now: int) -> None:
-        """HC-98: an epoch when changes wait or the last one is a heartbeat old (the spec's
-        epoch_due with interval 0: no change is answered before it is published)."""
-        if not self.publication_due(now):
-            return
+        """HC-98: publish the next epoch if it is due, judged again inside the write
+        transaction (another process may have published since the caller looked)."""
         with self.db.write() as tx:
-            if self._due(tx, now):  # another process may have published meanwhile
+            if self.due(read_head(tx, self.vrf_public_key), now):
                 self._publish(tx, now)
-
-    def publication_due(self, now: int) -> bool:
-        """Whether publish_if_due(now) would publish (a short read)."""
-        return self.db.read(lambda tx: self._due(tx, now))
-
-    def _due(self, tx: sqlite3.Connection, now: int) -> bool:
-        pending = tx.execute("SELECT 1 FROM directory_pending LIMIT 1").fetchone()
-        last = latest_epoch(tx)
-        return hd.epoch_due(None if last is None else last.epoch, pending=pending is not None,
-                            now=now, interval=0, heartbeat=self.heartbeat)
 
     def _publish(self, tx: sqlite3.Connection, now: int) -> None:
         """Step 18 (HC-86, HC-87): apply the pending changes as the next epoch's versions,
@@ -239,14 +275,14 @@ class DirectoryStore:
 
     # --- lookups ----------------------------------------------------------------------------
 
-    def lookup(self, label: hd.Label, positioned: hd.Positioned, at_epoch: int | None
+    def lookup(self, label: hd.Label, positioned: hd.Positioned, at_epoch: int
                ) -> tuple[StoredEpoch, StoredVersion | None, dmap.MapProof,
                           list[StoredVersion]] | None:
         """Step 19 (HC-88, HC-95): the epoch, the identity's latest version in it, the map
         proof and every version up to it; None when the epoch does not exist (yet)."""
         def read(tx: sqlite3.Connection) -> tuple[StoredEpoch, StoredVersion | None,
                                                   dmap.MapProof, list[StoredVersion]] | None:
-            stored = latest_epoch(tx) if at_epoch is None else epoch_at(tx, at_epoch)
+            stored = epoch_at(tx, at_epoch)
             if stored is None:
                 return None
             number = stored.epoch.epoch
@@ -259,6 +295,3 @@ class DirectoryStore:
             return stored, found, proof, [_version(r) for r in rows]
 
         return self.db.read(read)
-
-    def latest(self) -> StoredEpoch | None:
-        return self.db.read(latest_epoch)
