@@ -39,6 +39,7 @@ from keyflows.reference.common import (
 )
 from keyflows.reference.config import Settings, database_of
 from keyflows.reference.problems import SLUGS, Problem
+from keyflows.reference.routing import PrefixRouter
 from keyflows.reference.sealed_secrets import open_server_secrets
 from keyflows.reference.server_lock import open_server_lock
 from keyflows.reference.store import Store
@@ -175,8 +176,9 @@ def create_app(settings: Settings) -> Starlette:
             Exception: internal_error_handler,
         },
     )
-    # An unknown path is a 404, never a redirect to a slash-less twin.
-    app.router.redirect_slashes = False
+    # Only the routes that can match a path are tried (reference/routing.py); an unknown
+    # path is a 404, never a redirect to a slash-less twin.
+    app.router = PrefixRouter(app.router.routes, lifespan=lifespan, redirect_slashes=False)
     app.state.services = svc
     app.state.rate_limiter = limits.RateLimiter(store, settings.rates)
     session_challenge.attach(app, challenges)
