@@ -29,10 +29,21 @@ WITNESS_PATH = "/witness"
 WITNESS_PARTY = "witness"
 
 
-#: The ways the runner's witness can spoil its answer (RunnerWitness.sabotage).
+#: The ways the runner's witness can spoil its cosignature line (RunnerWitness.sabotage).
 SABOTAGE = ("bad-signature", "no-newline", "hyphen", "extra-field", "noncanonical-base64",
-            "timestamp-too-large", "timestamp-max")
+            "timestamp-too-large", "timestamp-max", "short-signature")
+#: Answers that are not well-formed signature lines although one line is the runner's
+#: valid cosignature, or that have no line of the runner's key, or a 409 whose size is
+#: not a decimal in 0..2^63-1; "at-size-limit" is well formed (exactly MAX_NOTE_LEN
+#: bytes) and its cosignature must be kept (RunnerWitness.sabotage).
+MALFORMED_ANSWERS = ("other-keys-only", "key-id-only-line", "key-name-with-plus",
+                     "key-name-with-control", "not-base64", "not-utf8", "unterminated",
+                     "oversized", "at-size-limit", "size-too-large")
+#: Sabotaged answers whose cosignature is valid: the witness did cosign.
+KEPT = ("timestamp-max", "at-size-limit")
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+OTHER_KEY = "other.keyflows.test/witness"
+_OTHER_SIGNATURE = note.b64std_encode(bytes(range(4 + 8 + 64)))  # a well-formed field
 
 
 def _cosignature(text: str, timestamp: int) -> bytes:
@@ -50,6 +61,8 @@ def spoiled_line(kind: str, text: str) -> bytes:
                        .get(kind, now))
     if kind == "bad-signature":
         raw = raw[:-1] + bytes([raw[-1] ^ 1])
+    if kind == "short-signature":  # key ID, timestamp and 63 bytes of signature
+        raw = raw[:-1]
     encoded = note.b64std_encode(raw)
     if kind == "noncanonical-base64":  # 76 bytes: "X==" with 4 unused bits in X; set one
         encoded = encoded[:-3] + _B64[_B64.index(encoded[-3]) ^ 1] + "=="
@@ -57,6 +70,44 @@ def spoiled_line(kind: str, text: str) -> bytes:
     extra = " x" if kind == "extra-field" else ""
     end = "" if kind == "no-newline" else "\n"
     return f"{dash} {WITNESS_NAME} {encoded}{extra}{end}".encode()
+
+
+def _padded(answer: bytes, total: int) -> bytes:
+    """`answer` followed by lines of another key, `total` bytes in all."""
+    out = bytearray(answer)
+    line = f"{note.EM_DASH} {OTHER_KEY} {_OTHER_SIGNATURE}\n".encode()
+    while total - len(out) >= 2 * len(line):
+        out += line
+    name = OTHER_KEY + "x" * (total - len(out) - len(line))
+    out += f"{note.EM_DASH} {name} {_OTHER_SIGNATURE}\n".encode()
+    assert len(out) == total
+    return bytes(out)
+
+
+def malformed_answer(kind: str, line: bytes) -> witness.Answer:
+    """The runner witness's answer `kind` (one of MALFORMED_ANSWERS) around its valid
+    cosignature `line`."""
+    if kind == "size-too-large":
+        return witness.Answer(409, f"{2**63}\n".encode("ascii"), witness.SIZE_MEDIA_TYPE)
+    other = f"{note.EM_DASH} {OTHER_KEY} {_OTHER_SIGNATURE}\n".encode()
+    extra = {
+        "other-keys-only": other,
+        "key-id-only-line": f"{note.EM_DASH} {OTHER_KEY} {note.b64std_encode(bytes(4))}\n"
+                            .encode(),
+        "key-name-with-plus": other.replace(b"/witness", b"+witness"),
+        "key-name-with-control": other.replace(b"/witness", b"\x01witness"),
+        "not-base64": other.replace(_OTHER_SIGNATURE.encode(), b"!" * 104),
+        "not-utf8": other.replace(b"/witness", b"\xffwitness"),
+        # a line without its newline, which would be well formed without its last byte
+        "unterminated": other[:-1] + b"A",
+    }
+    if kind == "other-keys-only":
+        body = other
+    elif kind in extra:
+        body = line + extra[kind]
+    else:
+        body = _padded(line, note.MAX_NOTE_LEN + (kind == "oversized"))
+    return witness.Answer(200, body, witness.SIGNATURES_MEDIA_TYPE)
 
 
 def runner_witness_verifier() -> note.Verifier:
@@ -105,10 +156,11 @@ class RunnerWitness:
 
     def sabotage(self, kind: str | None) -> None:
         """Answer the next acceptable submission with a cosignature line spoiled as `kind`
-        says (one of SABOTAGE; None: stop). All but "timestamp-max" are lines a log must
-        drop (HC-39, HC-43), so the witness keeps its old state for them, as if it had
-        cosigned nothing; "timestamp-max" is a valid cosignature a log must keep."""
-        if kind is not None and kind not in SABOTAGE:
+        says (one of SABOTAGE or MALFORMED_ANSWERS; None: stop). All but those of KEPT are
+        answers a log must drop (HC-39, HC-43), so the witness keeps its old state for
+        them, as if it had cosigned nothing; those of KEPT hold a valid cosignature a log
+        must keep."""
+        if kind is not None and kind not in SABOTAGE + MALFORMED_ANSWERS:
             raise ValueError(f"unknown sabotage {kind!r}")
         with self._lock:
             self._sabotage = kind
@@ -140,10 +192,13 @@ class RunnerWitness:
                     reason = "cosigned"
                 else:
                     assert origin is not None
-                    line = spoiled_line(kind, note.parse_note(request.checkpoint).text)
-                    if kind == "timestamp-max":  # valid: the witness did cosign
+                    if kind in SABOTAGE:
+                        line = spoiled_line(kind, note.parse_note(request.checkpoint).text)
+                        answer = witness.Answer(200, line, witness.SIGNATURES_MEDIA_TYPE)
+                    else:
+                        answer = malformed_answer(kind, cosigned.body())
+                    if kind in KEPT:  # valid: the witness did cosign
                         self._states[origin] = cosigned.state
-                    answer = witness.Answer(200, line, witness.SIGNATURES_MEDIA_TYPE)
                     reason = f"sabotaged: {kind}"
             self._submissions.append(Submission(at=time.monotonic(), body=body,
                                                 status=answer.status, old_size=old_size,

@@ -263,7 +263,7 @@ async def get_checkpoint(request: Request) -> Response:
 async def get_tile(request: Request) -> Response:
     """HC-44, HC-45: a hash tile or an entry bundle, if the tree has it."""
     await limited_body(request)
-    tile = spec_checked(lambda: tiles.parse_tile_path("tile/" + request.path_params["path"]))
+    tile = spec_checked(lambda: tiles.parse_tile_path(request.path_params["path"]))
     body = await in_thread(lambda: chain(request).tile(tile))
     if body is None:
         raise not_found("the tree has no such tile yet", requirement="HC-44")

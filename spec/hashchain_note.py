@@ -201,13 +201,16 @@ def _parse_signature_line(line: str) -> NoteSignature:
 
 
 def signature_lines(data: bytes) -> tuple[NoteSignature, ...]:
-    """Signature lines alone (a witness's add-checkpoint answer), parsed as in a note."""
+    """Signature lines alone (a witness's add-checkpoint answer), parsed as in a note:
+    UTF-8, at most MAX_NOTE_LEN bytes, each line ending with a newline. A control
+    character can only sit in a line's dash, name or base64 field, and each refuses it."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError("signature lines are not UTF-8", requirement="HC-40") from exc
-    if not text.endswith("\n") or _CONTROL.search(text) or len(data) > MAX_NOTE_LEN:
-        raise DecodeError("signature lines end with a newline", requirement="HC-40")
+    if not text.endswith("\n") or len(data) > MAX_NOTE_LEN:
+        raise DecodeError("signature lines end with a newline, at most "
+                          f"{MAX_NOTE_LEN} bytes in all", requirement="HC-40")
     return tuple(_parse_signature_line(line) for line in text[:-1].split("\n"))
 
 
@@ -228,9 +231,8 @@ def _verify_one(text: str, sig: NoteSignature, verifier: Verifier) -> int | None
         primitives.ed25519_verify(verifier.public_key, text.encode("utf-8"), sig.signature,
                                   requirement="HC-38")
         return None
-    if len(sig.signature) != TIMESTAMP_LEN + primitives.ED25519_SIG_LEN:
-        raise LengthError("a cosignature is a timestamp (8) and a signature (64)",
-                          requirement="HC-39")
+    # A cosignature is u64be(timestamp) || a 64-byte signature: ed25519_verify refuses
+    # any other length of what follows the 8 timestamp bytes (LengthError).
     timestamp = int.from_bytes(sig.signature[:TIMESTAMP_LEN], "big")
     if timestamp > MAX_TIMESTAMP:
         raise DecodeError("a cosignature timestamp is above 2^63 - 1", requirement="HC-39")
@@ -245,6 +247,7 @@ class Verified:
 
     verifier: Verifier
     timestamp: int | None
+    signature: NoteSignature
 
 
 def verify_note(note: Note, verifiers: Iterable[Verifier]) -> list[Verified]:
@@ -255,7 +258,7 @@ def verify_note(note: Note, verifiers: Iterable[Verifier]) -> list[Verified]:
     for sig in note.signatures:
         for verifier in known:
             if _matches(sig, verifier):
-                out.append(Verified(verifier, _verify_one(note.text, sig, verifier)))
+                out.append(Verified(verifier, _verify_one(note.text, sig, verifier), sig))
     if not out:
         raise SignatureError("no signature of the note is by a known key",
                              requirement="HC-38")

@@ -81,18 +81,19 @@ def encode_index(n: int) -> str:
 
 
 def parse_tile_path(path: str) -> Tile:
-    """The tile a path names, strictly: every other spelling is refused (HC-44)."""
+    """The tile a path below tile/ names ("<L>/<N>[.p/<W>]", as a route matched on the
+    literal tile/ hands it over), strictly: every other spelling is refused (HC-44)."""
     parts = path.split("/")
-    if len(parts) < 3 or parts[0] != "tile":
+    if len(parts) < 2:
         raise DecodeError("a tile path is tile/<L>/<N>[.p/<W>]", requirement="HC-44")
     level: int | None
-    if parts[1] == ENTRIES:
+    if parts[0] == ENTRIES:
         level = None
-    elif _DECIMAL.match(parts[1]) and int(parts[1]) <= MAX_TILE_LEVEL:
-        level = int(parts[1])
+    elif _DECIMAL.match(parts[0]) and int(parts[0]) <= MAX_TILE_LEVEL:
+        level = int(parts[0])
     else:
         raise DecodeError("a tile level is 0..63 without leading zeros", requirement="HC-44")
-    rest = parts[2:]
+    rest = parts[1:]
     width = TILE_WIDTH
     if len(rest) >= 2 and rest[-2].endswith(".p"):
         if not _DECIMAL.match(rest[-1]) or not 1 <= int(rest[-1]) < TILE_WIDTH:
@@ -107,7 +108,8 @@ def parse_tile_path(path: str) -> Tile:
             raise DecodeError("tile index elements are 3 digits, all but the last x-prefixed",
                               requirement="HC-44")
         index = index * 1000 + int(match.group(2))
-    if len(rest) > 1 and rest[0] == "x000":
+    # (a lone element has no "x", so an "x000" first element has elements after it)
+    if rest[0] == "x000":
         raise DecodeError("a tile index has no leading x000 element", requirement="HC-44")
     return Tile(level=level, index=index, width=width)
 
@@ -128,9 +130,8 @@ def available(tile: Tile, size: int) -> bool:
 
 
 def tile_hashes(tile: Tile, node: merkle.NodeReader) -> bytes:
-    """The content of a hash tile: its `width` node hashes, concatenated (HC-44)."""
-    if tile.level is None:
-        raise ParamsError("an entry bundle is not a hash tile", requirement="HC-44")
+    """The content of a hash tile (level not None: the caller serves entry bundles from
+    the entries): its `width` node hashes, concatenated (HC-44)."""
     level = tile.tree_level
     return b"".join(node(level, tile.first_node + i) for i in range(tile.width))
 

@@ -195,8 +195,9 @@ class WitnessReply:
 
 def read_answer(status: int, content_type: str, body: bytes, *, checkpoint_text: str,
                 witness: note.Verifier) -> WitnessReply:
-    """HC-43: keep a 200's cosignature only if it verifies under the witness's key; read
-    a 409's size; treat anything else as no answer."""
+    """HC-43: keep a 200's cosignature only if the answer is well-formed signature lines
+    and every line of the witness's key verifies under it (HC-38: lines of other keys
+    are ignored); read a 409's size; treat anything else as no answer."""
     if status == 409 and content_type.split(";")[0].strip() == SIZE_MEDIA_TYPE:
         text = body.decode("ascii", "replace")
         if not text.endswith("\n"):
@@ -210,14 +211,9 @@ def read_answer(status: int, content_type: str, body: bytes, *, checkpoint_text:
         return WitnessReply()
     try:
         lines = note.signature_lines(body)
+        first = note.verify_note(note.Note(checkpoint_text, lines), [witness])[0]
     except SpecError:
         return WitnessReply()
-    pieces = body.split(b"\n")  # each line with its newline, as sent
-    for line, raw in zip(lines, [p + b"\n" for p in pieces[:-1]] + [pieces[-1]], strict=False):
-        if line.name == witness.name and line.key_id == witness.key_id:
-            try:
-                verified = note.verify_note(note.Note(checkpoint_text, (line,)), [witness])
-            except SpecError:
-                return WitnessReply()
-            return WitnessReply(cosignature=line, timestamp=verified[0].timestamp, line=raw)
-    return WitnessReply()
+    # signature_lines took a UTF-8 body ending with a newline: its lines are these
+    raw = body[:-1].split(b"\n")[lines.index(first.signature)] + b"\n"
+    return WitnessReply(cosignature=first.signature, timestamp=first.timestamp, line=raw)

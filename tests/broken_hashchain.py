@@ -130,7 +130,7 @@ def splits_view(monkeypatch: pytest.MonkeyPatch) -> None:
     async def get_tile(request: Any) -> Any:
         if not for_b(request):
             return await real_tile(request)
-        tile = tiles.parse_tile_path("tile/" + request.path_params["path"])
+        tile = tiles.parse_tile_path(request.path_params["path"])
         entries, tree = fork(routes.chain(request))
         if tile.level is None:
             body = tiles.entry_bundle(entries[tile.first_node:tile.first_node + tile.width])

@@ -91,7 +91,8 @@ def test_observable_requirements_are_checked_by_the_runner() -> None:
 
 BROKEN_VARIANT_MODULES = ("broken_servers", "broken_contract", "broken_generic",
                           "broken_envelope", "broken_hashchain", "broken_lock_layering",
-                          "broken_session_challenge", "broken_directory")
+                          "broken_session_challenge", "broken_directory",
+                          "broken_hashchain_log")
 
 
 def checks_broken_variants_fail() -> set[str]:

@@ -208,12 +208,12 @@ def test_log_reads_witness_answers() -> None:
     ("tile/entries/005.p/1", tiles.Tile(None, 5, 1)),
 ])
 def test_tile_paths(path: str, tile: tiles.Tile) -> None:
-    assert tiles.parse_tile_path(path) == tile and tile.path() == path
+    assert tiles.parse_tile_path(path.removeprefix("tile/")) == tile and tile.path() == path
 
 
-@pytest.mark.parametrize("path", ["tile/00/000", "tile/0/1", "tile/0/x000/001", "tile/0/001.p/0",
-                                  "tile/0/001.p/256", "tile/64/000", "tile/0/x001",
-                                  "tile/0/001/002", "tile/0/001.p/07", "tiles/0/000"])
+@pytest.mark.parametrize("path", ["00/000", "0/1", "0/x000/001", "0/001.p/0", "0/001.p/256",
+                                  "64/000", "0/x001", "0/001/002", "0/001.p/07", "0", "entries",
+                                  "0/x000.p/3", "0/x001/x234/067x"])
 def test_bad_tile_paths(path: str) -> None:
     assert failure(lambda: tiles.parse_tile_path(path)) == "decode"
 

@@ -43,7 +43,12 @@ from keyflows.conformance.checks.hashchain_support import (
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import CheckSkipped, Probe, describe
 from keyflows.conformance.registry import check
-from keyflows.conformance.witness import SABOTAGE, runner_witness_verifier
+from keyflows.conformance.witness import (
+    KEPT,
+    MALFORMED_ANSWERS,
+    SABOTAGE,
+    runner_witness_verifier,
+)
 from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_client as hcc
 from keyflows.spec import hashchain_merkle as merkle
@@ -180,14 +185,18 @@ def tiles_served(t: Probe) -> None:
 
 @check("hashchain/tiles/missing-and-malformed", requirements=("HC-44", "API-2"), needs=NEEDS)
 def tiles_missing(t: Probe) -> None:
-    """A tile or bundle the tree does not have yet is 404 (up to level 63 and width 255);
-    any other spelling of a tile path is 400, also one that would name a tile the tree
-    has (leading zeros, short or long elements, misplaced or leading x000, widths out of
-    1..255, levels beyond 63); both as problem+json."""
+    """A tile or bundle the tree does not have yet is 404 (up to level 63 and width 255,
+    indices of several x-prefixed elements too); any other spelling of a tile path is
+    400, also one that would name a tile the tree has (leading zeros, short or long
+    elements, misplaced or leading x000, widths out of 1..255, levels beyond 63); both as
+    problem+json."""
     _, _, checkpoint = synced_with_entries(t)
     beyond = tiles.Tile(0, checkpoint.size // tiles.TILE_WIDTH + 5)
+    far = max(beyond.index, 1_234_067)  # x001/x234/067
     for tile in (beyond, tiles.Tile(None, beyond.index), tiles.Tile(1, 7, 3),
-                 tiles.Tile(tiles.MAX_TILE_LEVEL, 0, 1), tiles.Tile(0, beyond.index, 255)):
+                 tiles.Tile(tiles.MAX_TILE_LEVEL, 0, 1), tiles.Tile(0, beyond.index, 255),
+                 tiles.Tile(0, far), tiles.Tile(None, far + 1000, 17),
+                 tiles.Tile(2, far * 1000)):
         t.expect_rejected(t.request("GET", tile_path(tile)), 404,
                           what=f"GET {tile.path()} beyond the tree")
     w = min(checkpoint.size, tiles.TILE_WIDTH - 1)  # tile/0/000.p/<w> exists
@@ -499,34 +508,74 @@ def witness_bad_cosignature(t: Probe) -> None:
         raise CheckSkipped("the target does not list the runner's witness in "
                            "capabilities.hashchain.witnesses")
     witness = t.session.accounts.witness
-    runner = runner_witness_verifier()
-
-    def runner_lines(data: bytes, exchange: Exchange | None, what: str) -> int:
-        parsed = expect_spec(t, f"{what} is not a well-formed note (a spoiled witness line "
-                             "was kept?)", exchange, lambda: note.parse_note(data))
-        lines = [line for line in parsed.signatures
-                 if line.name == runner.name and line.key_id == runner.key_id]
-        for line in lines:
-            expect_spec(t, f"{what} carries a cosignature of the runner's witness that "
-                        "does not verify (HC-43: keep only cosignatures that verify)",
-                        exchange, lambda ln=line: note.verify_note(
-                            note.Note(parsed.text, (ln,)), [runner]))
-        return len(lines)
-
     for kind in SABOTAGE:
         witness.sabotage(kind)
         try:
             _, client, _, _, reply = create(t, "badcos")
         finally:
             witness.sabotage(None)
-        kept = runner_lines(reply.proof.checkpoint, None, f"the reply's checkpoint ({kind})")
+        kept = runner_lines(t, reply.proof.checkpoint, None,
+                            f"the reply's checkpoint ({kind})")
         data, exchange = client.fetch_checkpoint()
-        runner_lines(data, exchange, f"the served checkpoint ({kind})")
+        runner_lines(t, data, exchange, f"the served checkpoint ({kind})")
         if kind == "timestamp-max" and kept != 1:
             t.fail("the log dropped a valid cosignature whose timestamp is 2^63 - 1 (HC-39)",
                    expected="the runner's cosignature in the reply's checkpoint",
                    actual=f"{kept} line(s) of the runner's key")
     create(t, "badcos2", policy=witness_policy(p))  # cosigned again
+
+
+def runner_lines(t: Probe, data: bytes, exchange: Exchange | None, what: str) -> int:
+    """How many lines of the runner witness's key the checkpoint note `data` carries;
+    fails the check if one of them does not verify (HC-43)."""
+    runner = runner_witness_verifier()
+    parsed = expect_spec(t, f"{what} is not a well-formed note (a spoiled witness line "
+                         "was kept?)", exchange, lambda: note.parse_note(data))
+    lines = [line for line in parsed.signatures
+             if line.name == runner.name and line.key_id == runner.key_id]
+    for line in lines:
+        expect_spec(t, f"{what} carries a cosignature of the runner's witness that "
+                    "does not verify (HC-43: keep only cosignatures that verify)",
+                    exchange, lambda ln=line: note.verify_note(
+                        note.Note(parsed.text, (ln,)), [runner]))
+    return len(lines)
+
+
+@check("hashchain/witness/malformed-answer-ignored", requirements=("HC-43", "HC-38", "HC-40"),
+       needs=NEEDS)
+def witness_malformed_answer(t: Probe) -> None:
+    """The runner's witness answers one submission after another with a 200 that holds
+    its valid cosignature line but is not well-formed signature lines as a whole: with a
+    line of another key whose name holds a '+' or a control character, whose base64 is
+    not base64 or holds only a 4-byte key ID, a byte that is not UTF-8, a last line
+    without its newline, MAX_NOTE_LEN + 1 bytes; then with lines of other keys only, and
+    with a 409 whose size is 2^63. The log takes each as no answer (HC-43): the UID is
+    still created, and neither the reply's nor the served checkpoint carries the runner's
+    cosignature. An answer of exactly MAX_NOTE_LEN bytes is well formed: its cosignature
+    is kept. The next checkpoint is cosigned again (no bad size was recorded)."""
+    p = params(t)
+    if not p.runner_witnessed:
+        raise CheckSkipped("the target does not list the runner's witness in "
+                           "capabilities.hashchain.witnesses")
+    witness = t.session.accounts.witness
+    for kind in MALFORMED_ANSWERS:
+        witness.sabotage(kind)
+        try:
+            _, client, _, _, reply = create(t, "malwit")
+        finally:
+            witness.sabotage(None)
+        want = 1 if kind in KEPT else 0
+        kept = runner_lines(t, reply.proof.checkpoint, None, f"the reply's checkpoint ({kind})")
+        data, exchange = client.fetch_checkpoint()
+        served = runner_lines(t, data, exchange, f"the served checkpoint ({kind})")
+        if (kept, served) != (want, want):
+            t.fail(f"after a witness answer {kind.replace('-', ' ')}, the log "
+                   f"{'dropped' if want else 'kept'} the runner's cosignature (HC-43: "
+                   + ("the answer is well-formed signature lines)" if want else
+                      "an answer that is not well-formed signature lines is no answer)"),
+                   expected=f"{want} line(s) of the runner's key in the reply's and the "
+                   "served checkpoint", actual=f"{kept} and {served}", exchange=exchange)
+    create(t, "malwit2", policy=witness_policy(p))  # cosigned again
 
 
 # The UID and KeyInit checks run after these.
