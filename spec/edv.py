@@ -53,6 +53,9 @@ from keyflows.spec.errors import (
 
 HMAC_TYPE = "Sha256HmacKey2019"
 ID_BYTES = 16
+#: "z" and the base58btc of 16 bytes, which is at most 22 characters (58**22 > 2**128, and
+#: each leading zero byte is one "1"): the bound a string meets before it is decoded.
+ID_MAX_CHARS = 23
 MAX_SEQUENCE = 2**53 - 1  # an unsigned integer every JSON reader holds exactly
 MAX_ATTRIBUTES = 16
 MAX_ID_LEN = 256
@@ -94,7 +97,7 @@ def new_id(random: RandomSource) -> str:
 
 def check_id(value: object, what: str = "id") -> str:
     """V1 (LOCK-30): exactly the canonical form of 16 bytes (class decode otherwise)."""
-    if not isinstance(value, str) or not value.startswith("z") or len(value) > 40:
+    if not isinstance(value, str) or not value.startswith("z") or len(value) > ID_MAX_CHARS:
         raise DecodeError(f"{what} is not z || base58btc", requirement="LOCK-30")
     # base58btc is a bijection between strings of its alphabet and byte strings (leading
     # "1"s are the leading zero bytes), so the decoded length is all that is left to check.
@@ -538,7 +541,7 @@ def select_one(docs: Sequence[object]) -> EncryptedDocument:
 
 # --- the keystore's vault binding (LOCK-35) -------------------------------------------------
 
-_VAULT_PATH = re.compile(r"\A/edvs/(z[1-9A-HJ-NP-Za-km-z]{1,39})\Z")
+_VAULT_PATH = re.compile(rf"\A/edvs/(z[1-9A-HJ-NP-Za-km-z]{{1,{ID_MAX_CHARS - 1}}})\Z")
 
 
 def check_vault_url(url: object, trusted: Sequence[str]) -> tuple[str, str]:

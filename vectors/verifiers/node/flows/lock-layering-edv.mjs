@@ -52,7 +52,8 @@ function base58Decode(text) {
 }
 /** "z" || base58btc of exactly 16 bytes, in its one canonical form. */
 function checkId(v) {
-  if (typeof v !== "string" || !v.startsWith("z") || v.length > 40) throw new Reject("decode", STEP, "an id is z || base58btc");
+  // at most 22 base58btc characters encode 16 bytes (58^22 > 2^128): bounded before decoding
+  if (typeof v !== "string" || !v.startsWith("z") || v.length > 23) throw new Reject("decode", STEP, "an id is z || base58btc");
   const raw = base58Decode(v.slice(1));
   if (raw.length !== 16 || `z${base58Encode(raw)}` !== v) throw new Reject("decode", STEP, "an id is the base58btc of 16 bytes");
   return v;
