@@ -79,15 +79,18 @@ def labeled_extract(suite_id: bytes, salt: bytes, label: bytes, ikm: bytes) -> b
 
 def labeled_expand(suite_id: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
     """LabeledExpand(prk, label, info, L) =
-    Expand(prk, I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info, L)."""
-    if not 1 <= length <= 0xFFFF:
-        raise ParamsError(f"LabeledExpand length must be 1..65535, got {length}")
+    Expand(prk, I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info, L).
+
+    L is checked once, by Expand: HKDF-SHA256 refuses any L outside 1..255*Nh = 8160
+    (ParamsError), a range inside the 1..65535 that I2OSP(L, 2) can encode."""
     return primitives.hkdf_expand(prk, _labeled_info(suite_id, label, info, length), length)
 
 
 def _labeled_info(suite_id: bytes, label: bytes, info: bytes, length: int) -> bytes:
-    """LabeledExpand's info: I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info."""
-    return length.to_bytes(2, "big") + _VERSION_LABEL + suite_id + label + info
+    """LabeledExpand's info: I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info. The
+    mask changes no L that Expand accepts; for any other L it only keeps I2OSP from
+    raising before Expand refuses that L."""
+    return (length & 0xFFFF).to_bytes(2, "big") + _VERSION_LABEL + suite_id + label + info
 
 
 # --- DHKEM(X25519, HKDF-SHA256) (RFC 9180 section 4.1, 7.1.3) ------------------------------

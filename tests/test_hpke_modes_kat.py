@@ -122,6 +122,23 @@ def test_psk_inputs_are_verified(mode: int, psk: bytes, psk_id: bytes) -> None:
         hpke.key_schedule(mode, bytes(32), b"", psk, psk_id)
 
 
+
+@pytest.mark.parametrize("length", [-1, 0, 255 * 32 + 1, 0xFFFF, 0x10000, 0x10000 + 32])
+def test_labeled_expand_and_export_refuse_lengths_expand_cannot_give(length: int) -> None:
+    schedule = hpke.key_schedule_base(bytes(32), b"info")
+    with pytest.raises(ParamsError):
+        hpke.labeled_expand(hpke.HPKE_SUITE_ID, bytes(32), b"sec", b"", length)
+    with pytest.raises(ParamsError):
+        hpke.context_export(schedule, b"ctx", length)
+
+
+@pytest.mark.parametrize("length", [1, 32, 255 * 32])
+def test_labeled_expand_encodes_the_length_it_expands_to(length: int) -> None:
+    prk = bytes(range(32))
+    info = (length.to_bytes(2, "big") + b"HPKE-v1" + hpke.HPKE_SUITE_ID + b"sec" + b"ctx")
+    assert hpke.labeled_expand(hpke.HPKE_SUITE_ID, prk, b"sec", b"ctx", length) == \
+        primitives.hkdf_expand(prk, info, length)
+
 # --- MLKEM768-X25519 ----------------------------------------------------------------------
 
 def pq_private() -> hpke.HybridPrivateKey:
