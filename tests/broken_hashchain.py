@@ -447,6 +447,21 @@ def forgets_witness_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(HashchainStore, "set_witness_size", lambda self, vkey, size: None)
 
 
+def forgets_409_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records a witness's size only when the witness cosigns the checkpoint being
+    published, never the size a 409 names: after an answer it could not use, each round
+    starts from a stale size again."""
+    from keyflows.reference.hashchain_store import HashchainStore
+
+    original = HashchainStore.set_witness_size
+
+    def set_size(self: HashchainStore, vkey: str, size: int) -> None:
+        if size == self.latest_checkpoint()[0]:
+            original(self, vkey, size)
+
+    monkeypatch.setattr(HashchainStore, "set_witness_size", set_size)
+
+
 def ignores_body_limit_on_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Reads request bodies of any size on the hashchain routes."""
     import keyflows.reference.hashchain as routes
@@ -481,15 +496,24 @@ VARIANTS = (
                      ("hashchain/uid/second-creation-refused",), accepts_second_creation),
     HashchainVariant("skips-witnesses", "never submits to its witnesses",
                      ("hashchain/witness/cosigned-by-runner",
-                      "hashchain/witness/bad-cosignature-dropped"), skips_witnesses),
+                      "hashchain/witness/bad-cosignature-dropped",
+                      "hashchain/witness/malformed-answer-ignored",
+                      "hashchain/witness/size-learned-from-409"), skips_witnesses),
     HashchainVariant("cheats-witnesses", "submits to its witnesses with bad proofs",
                      ("hashchain/witness/cosigned-by-runner",
-                      "hashchain/witness/bad-cosignature-dropped"), cheats_witnesses),
+                      "hashchain/witness/bad-cosignature-dropped",
+                      "hashchain/witness/malformed-answer-ignored",
+                      "hashchain/witness/size-learned-from-409"), cheats_witnesses),
     HashchainVariant("keeps-bad-cosignatures", "keeps witness cosignatures unverified",
-                     ("hashchain/witness/bad-cosignature-dropped",), keeps_bad_cosignatures),
+                     ("hashchain/witness/bad-cosignature-dropped",
+                      "hashchain/witness/malformed-answer-ignored",
+                      "hashchain/witness/size-learned-from-409"), keeps_bad_cosignatures),
     HashchainVariant("forgets-witness-sizes", "does not record the size each witness "
-                     "cosigned", ("hashchain/witness/cosigned-by-runner",),
+                     "cosigned", ("hashchain/witness/cosigned-by-runner",
+                                  "hashchain/witness/size-learned-from-409"),
                      forgets_witness_sizes),
+    HashchainVariant("forgets-409-sizes", "does not record the size a witness names in a "
+                     "409", ("hashchain/witness/size-learned-from-409",), forgets_409_sizes),
     HashchainVariant("ignores-body-limit-on-reads", "reads bodies of any size",
                      ("hashchain/limits/oversized-bodies",), ignores_body_limit_on_reads),
     HashchainVariant("lax-ed25519", "verifies Ed25519 without the strict rule",

@@ -47,6 +47,7 @@ from keyflows.conformance.witness import (
     KEPT,
     MALFORMED_ANSWERS,
     SABOTAGE,
+    Submission,
     runner_witness_verifier,
 )
 from keyflows.spec import hashchain as hc
@@ -577,6 +578,63 @@ def witness_malformed_answer(t: Probe) -> None:
                    "served checkpoint", actual=f"{kept} and {served}", exchange=exchange)
     create(t, "malwit2", policy=witness_policy(p))  # cosigned again
 
+
+
+@check("hashchain/witness/size-learned-from-409", requirements=("HC-43",), needs=NEEDS)
+def witness_size_learned(t: Probe) -> None:
+    """A witness may have cosigned a checkpoint although the log never got a usable
+    answer (a lost or garbled reply): the runner's witness spoils its answer to one
+    submission, then takes that same submission again, so it is ahead of the size the log
+    knows. The log's next round starts from its old size and gets a 409 naming the
+    witness's size; the witness spoils its answer to the retry from that size too. The log
+    must keep the size the 409 named (HC-43: submit from the size the witness cosigned
+    last, learned from a 409): its next round starts from it and is cosigned at once."""
+    p = params(t)
+    if not p.runner_witnessed:
+        raise CheckSkipped("the target does not list the runner's witness in "
+                           "capabilities.hashchain.witnesses")
+    witness = t.session.accounts.witness
+
+    def round_spoiled(label: str) -> None:
+        witness.sabotage("bad-signature")
+        try:
+            create(t, label)
+        finally:
+            witness.sabotage(None)
+
+    def mine(start: int) -> list[Submission]:
+        return [s for s in witness.submissions()[start:] if s.origin == p.origin]
+
+    create(t, "learn1", policy=witness_policy(p))  # the log and its witness agree
+    start = len(witness.submissions())
+    round_spoiled("learn2")
+    spoiled = [s for s in mine(start) if s.reason.startswith("sabotaged")]
+    if not spoiled:
+        t.fail("the log did not submit its new checkpoint to the runner's witness (HC-43)",
+               expected="a submission after a new UID",
+               actual=", ".join(f"{s.status} old {s.old_size}" for s in mine(start)) or "none")
+    again = witness.add_checkpoint(spoiled[-1].body)  # as if a retry had reached it
+    state = witness.state(p.origin)
+    if again.status != 200 or state is None or state.size != spoiled[-1].size:
+        raise CheckSkipped("the runner's witness could not take the log's submission again "
+                           f"({again.status})")
+    ahead = state.size
+    start = len(witness.submissions())
+    round_spoiled("learn3")
+    told = [s for s in mine(start) if s.status == 409]
+    if not told:
+        t.fail("after its witness cosigned a size it never heard of, the log's next round "
+               "did not meet a 409 (it submitted from a size it had no cosignature for?)",
+               expected="a 409 naming the witness's size, then a retry from it",
+               actual=", ".join(f"{s.status} old {s.old_size}" for s in mine(start)))
+    start = len(witness.submissions())
+    create(t, "learn4", policy=witness_policy(p))
+    last = mine(start)
+    if not last or last[0].status != 200 or last[0].old_size != ahead:
+        t.fail("the log did not keep the size its witness named in a 409: its next round "
+               "started from a stale size again (HC-43)",
+               expected=f"the first submission from old size {ahead}, cosigned (200)",
+               actual=", ".join(f"{s.status} old {s.old_size}" for s in last) or "none")
 
 # The UID and KeyInit checks run after these.
 from keyflows.conformance.checks import hashchain_uid  # noqa: E402, F401
