@@ -92,7 +92,7 @@ def mutation(session: nox.Session) -> None:
     enforcement site, checked by the pristine runner; prints the score overall and per
     flow and the survivors. Options after `--`: --flow F, --only SITE, --jobs N, --list,
     --update-manifest (after adding enforcement code), --fail-under [PCT] (exit 1 under the
-    bar of 90% overall and per flow; without it a finished run exits 0), --results FILE,
+    bar of 90% overall and 85% per flow; without it a finished run exits 0), --results FILE,
     --combine FILE... (one table from several runs). See tests/mutation/README.md."""
     session.install("-e", ".")
     session.run("python", "-m", "mutation", *session.posargs,

@@ -12,7 +12,8 @@
   --combine FILE...   print one report from the results of earlier runs (e.g. one run per
                       flow: `--flow F --results F.json`), later files winning per site
   --fail-under [PCT]  exit 1 when the score is under the bar (default bar: 90% overall
-                      and per flow; PCT replaces both); without it a finished run exits 0
+                      and 85% per flow; PCT replaces both); without it a finished run
+                      exits 0
 
 A default run does not run the sites listed in equivalent.yaml: each is reported as
 "equivalent (listed, not run)" and counted as an equivalent mutant, as a listed mutant

@@ -10,7 +10,10 @@ from keyflows.conformance.registry import FLOWS
 from .harness import KILLED, LISTED, SURVIVED, TIMEOUT, Outcome
 
 OVERALL_BAR = 90.0
-FLOW_BAR = 90.0
+FLOW_BAR = 85.0
+"""The acceptance bar: 90% overall and 85% for every flow; the report also names the flows
+under FLOW_GOAL (some flows aim at 90% on their own)."""
+FLOW_GOAL = 90.0
 EQUIVALENT_CAP = 15.0
 
 
@@ -116,4 +119,8 @@ def render(outcomes: list[Outcome], equivalent: dict[str, str], report: dict[str
                + ("met" if verdict(report) else "NOT met")
                + (f" (for these {report['overall']['mutants']} of {report['population']} "
                   f"mutants only)" if partial else ""))
+    under_goal = [f"{flow} {s['score']:.1f}%" for flow, s in report["flows"].items()
+                  if s["score"] < FLOW_GOAL]
+    if under_goal:
+        out.append(f"flows under {FLOW_GOAL:.0f}%: {', '.join(under_goal)}")
     return "\n".join(out)
