@@ -251,19 +251,22 @@ def test_functions_left_out_exist_and_name_the_test_that_covers_them() -> None:
     """The functions each named rule leaves out (start-up only, stored rows only) exist,
     hold sites, are not in the population, and each names a test (or vector verifier)
     that exists: they are tested there instead of over HTTP."""
-    from mutation.sites import EXCLUSION_RULES, discover_all
+    from mutation.sites import EXCLUSION_RULES, discover_all, listed_in
 
     population, left_out = discover_all()
-    in_population = {f"{s.file}:{s.function}" for s in population}
     for rule, functions in EXCLUSION_RULES.items():
         assert left_out[rule], rule
-        assert {f"{s.file}:{s.function}" for s in left_out[rule]} <= set(functions)
-        assert not in_population & set(functions), rule
+        assert all(listed_in(s.file, s.function, functions) for s in left_out[rule])
+        assert not [s.id for s in population if listed_in(s.file, s.function, functions)]
         for function, test in functions.items():
             file, name = function.split(":")
-            assert f"def {name.split('.')[-1]}(" in (ROOT / file).read_text(encoding="utf-8")
-            test_file, test_name = test.split("::")
-            assert f"def {test_name}(" in (ROOT / test_file).read_text(encoding="utf-8"), test
+            short = name.split(".")[-1]
+            text = (ROOT / file).read_text(encoding="utf-8")
+            assert f"def {short}(" in text or f"class {short}" in text, function
+            test_file, *classes, test_name = test.split("::")
+            test_text = (ROOT / test_file).read_text(encoding="utf-8")
+            assert f"def {test_name}(" in test_text, test
+            assert all(f"class {c}" in test_text for c in classes), test
 
 
 def test_stored_row_functions_are_reached_only_from_stores() -> None:
@@ -276,6 +279,36 @@ def test_stored_row_functions_are_reached_only_from_stores() -> None:
         "reached from a reference/ module other than a store; take them out of "
         f"STORED_ROW_FUNCTIONS: {sorted(reached_outside_stores())}")
     assert STORED_ROW_FUNCTIONS
+
+
+def test_start_up_and_backend_functions_are_reached_only_from_there(tmp_path: Path) -> None:
+    """A spec/ function left out as start-up only is reached from reference/ only by
+    functions that run while the server starts; one left out as backend code only by the
+    backends the mutation run's server does not use, and that server uses the key-file
+    lock. Anything else calling them would make their mutants observable again."""
+    from mutation.sites import (
+        BACKEND_FUNCTIONS,
+        STARTUP_CALLERS,
+        STARTUP_FUNCTIONS,
+        listed_in,
+        reference_callers,
+    )
+
+    from keyflows.conformance.embedded import server_arguments
+
+    callers = reference_callers()
+    start_up = {f: w for f, w in STARTUP_FUNCTIONS.items() if f.startswith("reference/")}
+    for rule, allowed in ((STARTUP_FUNCTIONS, {**start_up, **STARTUP_CALLERS}),
+                          (BACKEND_FUNCTIONS, BACKEND_FUNCTIONS)):
+        for function in (f for f in rule if f.startswith("spec/")):
+            file, name = function.split(":", 1)
+            reached_by = callers.get((file, name), set())
+            assert reached_by, f"{function} is not reached from reference/ at all"
+            others = sorted(c for c in reached_by
+                            if not listed_in(c.split(":", 1)[0], c.split(":", 1)[1], allowed))
+            assert not others, f"{function} is reached from {others}: take it out"
+    options = server_arguments(tmp_path, "http://127.0.0.1:9", tmp_path / "ready")
+    assert "--master-key-file" in options and "--server-lock" not in options
 
 
 def test_a_parameter_named_like_a_function_does_not_reach_it(tmp_path: Path) -> None:

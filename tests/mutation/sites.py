@@ -55,6 +55,23 @@ STARTUP_FUNCTIONS: dict[str, str] = {
         "tests/test_server_secrets.py::test_a_clear_log_key_is_moved_and_erased",
     "reference/store.py:Database.checkpoint":
         "tests/test_server_secrets.py::test_a_clear_log_key_is_moved_and_erased",
+    # the log's origin written once, and entry 0 (the log key) appended, when the log's
+    # store attaches (reference/hashchain.py setup, while the app is built)
+    "reference/hashchain_store.py:HashchainStore.attach":
+        "tests/test_hashchain_store.py::test_a_database_keeps_its_origin_and_entry_0",
+    "spec/hashchain.py:build_log_key_entry":
+        "tests/test_hashchain_spec.py::TestRecordEntries::test_builders_refuse_wrong_lengths",
+    # the directory's VRF key, expanded once when its store is made
+    "spec/ecvrf.py:secret_scalar":
+        "tests/test_ecvrf_kat.py::test_a_secret_key_is_32_bytes_and_expands_once",
+}
+# reference/ functions that run only while the server starts, with sites of their own that
+# stay in the population (a server that cannot start fails every check); a spec/ function
+# of STARTUP_FUNCTIONS must be reached from reference/ only through these and the
+# reference/ entries of STARTUP_FUNCTIONS (tests/test_mutation_manifest.py).
+STARTUP_CALLERS: dict[str, str] = {
+    "reference/directory_store.py:DirectoryStore.__init__":
+        "reference/directory.py setup makes the one directory store while the app is built",
 }
 # spec/ functions the server reaches only to parse rows it wrote itself to its own
 # database (never request, account-server, vault or witness input): no client can put
@@ -76,10 +93,31 @@ STORED_ROW_FUNCTIONS: dict[str, str] = {
         "vectors/lock_layering.py::_verify_working_key",
 }
 STORE_MODULES = re.compile(r"\Areference/(?:\w+_)?store\.py\Z")
+# The server-lock backends the mutation run's server is not configured with: it uses the
+# key-file lock (conformance/embedded.py server_arguments: --master-key-file), so no
+# mutant of the AWS KMS or PKCS#11 backend ever runs. A class stands for all its methods.
+# Each names the test that runs it against the real part (moto_server, SoftHSM2);
+# tests/test_mutation_manifest.py fails if the mutation run's server selects another lock
+# or a listed spec/ function becomes reachable other than through these backends.
+BACKEND_FUNCTIONS: dict[str, str] = {
+    "reference/server_lock.py:AwsKmsServerLock":
+        "tests/test_server_lock.py::TestAwsKms::test_binding_travels_as_encryption_context",
+    "reference/server_lock.py:Pkcs11ServerLock":
+        "tests/test_server_lock.py::TestPkcs11::test_blob_matches_the_file_backend_layout",
+    "spec/lock_layering.py:server_lock_encryption_context":
+        "tests/test_server_lock.py::TestAwsKms::test_binding_travels_as_encryption_context",
+}
 EXCLUSION_RULES: dict[str, dict[str, str]] = {
     "start-up only (STARTUP_FUNCTIONS)": STARTUP_FUNCTIONS,
     "stored rows only (STORED_ROW_FUNCTIONS)": STORED_ROW_FUNCTIONS,
+    "backends the mutation server does not use (BACKEND_FUNCTIONS)": BACKEND_FUNCTIONS,
 }
+
+
+def listed_in(file: str, function: str, functions: dict[str, str]) -> bool:
+    """Whether `file:function` is one of `functions`, or a method of a class listed there."""
+    name = f"{file}:{function}"
+    return name in functions or any(name.startswith(f + ".") for f in functions)
 
 REQUIREMENT_ID = re.compile(r"\b(?:API|KD|KP|ENV|SC|LOCK|HC)-[1-9][0-9]*\b")
 
@@ -274,7 +312,9 @@ def _free_names(node: ast.AST, bound: frozenset[str] = frozenset()) -> Iterator[
         bound = bound | _local_names(node)
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.Name):
-            if child.id not in bound:
+            # a name being bound (a class's field, a module-level assignment) refers to
+            # no definition
+            if child.id not in bound and isinstance(child.ctx, ast.Load):
                 yield child
         else:
             yield from _free_names(child, bound)
@@ -613,7 +653,7 @@ def discover(root: Path = ROOT) -> list[Site]:
 def discover_all(root: Path = ROOT) -> tuple[list[Site], dict[str, list[Site]]]:
     """(the population, the sites each of EXCLUSION_RULES leaves out of it)."""
     sites = _discover(root)
-    left_out = {rule: [s for s in sites if f"{s.file}:{s.function}" in functions]
+    left_out = {rule: [s for s in sites if listed_in(s.file, s.function, functions)]
                 for rule, functions in EXCLUSION_RULES.items()}
     excluded = {s.id for found in left_out.values() for s in found}
     return [s for s in sites if s.id not in excluded], left_out
@@ -625,6 +665,46 @@ def reached_outside_stores(root: Path = ROOT) -> set[str]:
     reached = reachable_spec(modules, roots=lambda path: not STORE_MODULES.match(path))
     return {name for name in STORED_ROW_FUNCTIONS
             if tuple(name.split(":", 1)) in reached}
+
+
+def reference_callers(root: Path = ROOT) -> dict[tuple[str, str], set[str]]:
+    """spec/ function -> the reference/ functions (file:qualname of a top-level function or
+    a method; file:<module> for module-level code) that reach it, transitively."""
+    modules = load_modules(root)
+    def reach(refs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        seen: set[tuple[str, str]] = set()
+        queue = [r for r in refs if r[0].startswith("spec/")]
+        while queue:
+            ref = queue.pop()
+            if ref in seen or ref[0] not in modules:
+                continue
+            node = _definition(modules[ref[0]], ref[1])
+            if node is None:
+                continue
+            seen.add(ref)
+            queue.extend(r for r in _references(modules[ref[0]], node)
+                         if r[0].startswith("spec/"))
+        return seen
+
+    out: dict[tuple[str, str], set[str]] = {}
+    for module in modules.values():
+        if not module.path.startswith("reference/") or module.path in EXCLUDED_FILES:
+            continue
+        units: list[tuple[str, ast.AST]] = []
+        for node in module.tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                units.append((node.name, node))
+            elif isinstance(node, ast.ClassDef):
+                units += [(f"{node.name}.{n.name}", n) for n in node.body
+                          if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+                units += [(f"{node.name}.<class>", n) for n in node.body
+                          if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+            else:
+                units.append(("<module>", node))
+        for name, unit in units:
+            for spec_ref in reach(list(_references(module, unit))):
+                out.setdefault(spec_ref, set()).add(f"{module.path}:{name}")
+    return out
 
 
 def _discover(root: Path) -> list[Site]:
