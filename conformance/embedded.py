@@ -25,6 +25,19 @@ def witness_config(account_url: str) -> str:
     return f"{runner_witness_verifier().vkey} {account_url}{WITNESS_PATH}"
 
 
+EMBEDDED_CHECKPOINT_LAG = 16
+"""Entries a UID's last_checkpoint may lie behind the log (HC-19): few enough that the
+lag check reaches the edge in a few publications, as many as the hashchain checks'
+concurrent writers (all name one checkpoint)."""
+
+
+def hashchain_environment(account_url: str) -> dict[str, str]:
+    """The hashchain settings of an embedded run: the server submits its checkpoints to
+    the runner's witness, and takes checkpoints at most EMBEDDED_CHECKPOINT_LAG behind."""
+    return {"KEYFLOWS_HASHCHAIN_WITNESSES": witness_config(account_url),
+            "KEYFLOWS_HASHCHAIN_MAX_CHECKPOINT_LAG": str(EMBEDDED_CHECKPOINT_LAG)}
+
+
 EMBEDDED_CHALLENGE_LIFETIME = 3
 """Seconds; the session-challenge expiry check waits out lifetimes up to 3 s. (1 s made
 checks that must finish within one lifetime miss it on a loaded 2-core machine.)"""
@@ -112,9 +125,9 @@ class EmbeddedServer:
             time.sleep(0.02)
 
     def environment(self) -> dict[str, str]:
-        """The runner's own environment, and the runner's witness for the log (hashchain)."""
+        """The runner's own environment and the run's hashchain settings."""
         env = dict(os.environ)
-        env["KEYFLOWS_HASHCHAIN_WITNESSES"] = witness_config(self.account_url)
+        env.update(hashchain_environment(self.account_url))
         return env
 
     def _last_log_line(self) -> str:

@@ -17,7 +17,8 @@ No bearer token: every write is authorised by the signatures it carries. Before 
 serves a checkpoint, or answers a UID write, the server submits its latest checkpoint to
 its witnesses (tlog-witness add-checkpoint) and serves it with the cosignatures it got
 (HC-43). Configuration: reference/hashchain_config.py (KEYFLOWS_HASHCHAIN_ORIGIN,
-KEYFLOWS_HASHCHAIN_DOMAINS, KEYFLOWS_HASHCHAIN_WITNESSES).
+KEYFLOWS_HASHCHAIN_DOMAINS, KEYFLOWS_HASHCHAIN_WITNESSES,
+KEYFLOWS_HASHCHAIN_MAX_CHECKPOINT_LAG).
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def setup(app: Starlette, svc: Services) -> None:
     config = hashchain_config.load()
     store = HashchainStore.attach(svc.store, secrets=svc.secrets, origin=config.origin,
                                   domains=config.domains,
-                                  publish_at_append=not config.witnesses)
+                                  publish_at_append=not config.witnesses,
+                                  max_checkpoint_lag=config.max_checkpoint_lag)
     app.state.hashchain = store
     app.state.hashchain_publisher = Publisher(store, config.witnesses)
 
@@ -216,7 +218,7 @@ def capabilities(request: Request) -> dict[str, Any]:
         "witnesses": [{"vkey": w.verifier.vkey, "url": w.url}
                       for w in publisher(request).witnesses],
         "max_keyinits": MAX_KEYINITS_PER_REQUEST,
-        "max_checkpoint_lag": hu.DEFAULT_MAX_CHECKPOINT_LAG,
+        "max_checkpoint_lag": store.max_checkpoint_lag,
     }}
 
 

@@ -5,6 +5,10 @@
   KEYFLOWS_HASHCHAIN_DOMAINS    comma-separated domains served (default "keyflows.test")
   KEYFLOWS_HASHCHAIN_WITNESSES  comma-separated "<vkey> <submission URL prefix>" pairs
                                 (c2sp.org/tlog-witness), none by default
+  KEYFLOWS_HASHCHAIN_MAX_CHECKPOINT_LAG
+                                how many entries a UID's last_checkpoint may lie behind the
+                                log (HC-19; default 4096; test runs use a few, so the
+                                runner can reach the edge)
 
 A bad value stops the server at start-up (ValueError / SpecError), as reference/config.py
 does for the command line.
@@ -18,10 +22,12 @@ from dataclasses import dataclass
 
 from keyflows.spec import hashchain as hc
 from keyflows.spec import hashchain_note as note
+from keyflows.spec import hashchain_uid as hu
 
 ENV_ORIGIN = "KEYFLOWS_HASHCHAIN_ORIGIN"
 ENV_DOMAINS = "KEYFLOWS_HASHCHAIN_DOMAINS"
 ENV_WITNESSES = "KEYFLOWS_HASHCHAIN_WITNESSES"
+ENV_MAX_CHECKPOINT_LAG = "KEYFLOWS_HASHCHAIN_MAX_CHECKPOINT_LAG"
 DEFAULT_ORIGIN = "keyflows.test/hashchain"
 DEFAULT_DOMAINS = ("keyflows.test",)
 
@@ -54,6 +60,13 @@ class Config:
     origin: str
     domains: tuple[str, ...]
     witnesses: tuple[Witness, ...]
+    max_checkpoint_lag: int = hu.DEFAULT_MAX_CHECKPOINT_LAG
+
+
+def parse_lag(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= hc.MAX_INDEX:
+        raise ValueError(f"{ENV_MAX_CHECKPOINT_LAG}: a number of entries, 0 or more")
+    return int(text)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Config:
@@ -64,7 +77,9 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     return Config(origin=origin,
                   domains=(tuple(d.strip() for d in domains.split(",") if d.strip())
                            if domains else DEFAULT_DOMAINS),
-                  witnesses=parse_witnesses(env.get(ENV_WITNESSES, "")))
+                  witnesses=parse_witnesses(env.get(ENV_WITNESSES, "")),
+                  max_checkpoint_lag=parse_lag(env.get(ENV_MAX_CHECKPOINT_LAG,
+                                                       str(hu.DEFAULT_MAX_CHECKPOINT_LAG))))
 
 
 def log_verifier(origin: str, public_key: bytes) -> note.Verifier:

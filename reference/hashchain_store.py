@@ -155,8 +155,10 @@ class HashchainStore:
 
     def __init__(self, store: Store, *, origin: str, log_seed: bytes,
                  domains: tuple[str, ...], random: RandomSource = os.urandom,
-                 publish_at_append: bool = False) -> None:
+                 publish_at_append: bool = False,
+                 max_checkpoint_lag: int = hu.DEFAULT_MAX_CHECKPOINT_LAG) -> None:
         self.store = store
+        self.max_checkpoint_lag = max_checkpoint_lag
         # With no witnesses a checkpoint is published when it is signed (HC-43 needs none).
         self.publish_at_append = publish_at_append
         self.origin = origin
@@ -169,7 +171,8 @@ class HashchainStore:
     @classmethod
     def attach(cls, store: Store, *, secrets: ServerSecrets, origin: str,
                domains: Sequence[str], random: RandomSource = os.urandom,
-               publish_at_append: bool = False) -> HashchainStore:
+               publish_at_append: bool = False,
+               max_checkpoint_lag: int = hu.DEFAULT_MAX_CHECKPOINT_LAG) -> HashchainStore:
         """Create the tables, make entry 0 on first use, and hook publication logging.
         The origin was checked with the configuration (hashchain_config.load)."""
         with store.write() as db:
@@ -185,7 +188,7 @@ class HashchainStore:
             else:
                 origin = bytes(row[0]).decode("ascii")  # the stored origin wins
         self = cls(store, origin=origin, log_seed=seed, domains=tuple(domains), random=random,
-                   publish_at_append=publish_at_append)
+                   publish_at_append=publish_at_append, max_checkpoint_lag=max_checkpoint_lag)
         with store.write() as db:
             if log_size(db) == 0:  # step 4: entry 0 introduces the log key (HC-6)
                 self._append(db, hc.build_log_key_entry(
@@ -318,7 +321,7 @@ class HashchainStore:
     def _check_last_checkpoint(self, db: sqlite3.Connection, last: hu.LastCheckpoint) -> None:
         node = node_reader(db)
         hu.check_last_checkpoint(last, root_at=lambda size: merkle.tree_root(size, node),
-                                 log_size=log_size(db))
+                                 log_size=log_size(db), max_lag=self.max_checkpoint_lag)
 
     def _record_uid(self, db: sqlite3.Connection, uid: hu.Uid, record_hash: bytes) -> Appended:
         identity = uid.content.identity

@@ -328,6 +328,19 @@ def accepts_empty_last_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hu, "check_last_checkpoint", check)
 
 
+def ignores_checkpoint_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes a UID whose last_checkpoint is of this log however far behind it lies (HC-19)."""
+    from keyflows.spec import hashchain_uid as hu
+
+    original = hu.check_last_checkpoint
+
+    def check(last: hu.LastCheckpoint, *, root_at: Callable[[int], bytes], log_size: int,
+              max_lag: int = hu.DEFAULT_MAX_CHECKPOINT_LAG) -> None:
+        original(last, root_at=root_at, log_size=log_size, max_lag=log_size)
+
+    monkeypatch.setattr(hu, "check_last_checkpoint", check)
+
+
 def accepts_loose_keyinits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Decodes KeyInits without checking their identity's syntax or X25519 key, and
     checks key_ids only against earlier batches (HC-14, HC-25, HC-26)."""
@@ -405,6 +418,38 @@ def misjudges_identity_edges(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(hu, "check_identity", check_identity)
     monkeypatch.setattr(hu, "check_update_path", check_update_path)
+
+
+def tolerates_clock_skew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judges every validity edge with 30 seconds of grace for clock skew: UIDs from 30 s
+    before their not_before to 30 s past their not_after, KeyInits to 30 s past their
+    not_after, flushes 30 s outside the window (HC-18, HC-25, HC-28)."""
+    from keyflows.spec import hashchain_uid as hu
+
+    grace = 30
+    check_uid_validity = hu.check_uid_validity
+    verify_keyinit = hu.verify_keyinit
+    verify_flush = hu.verify_flush
+
+    def uid_validity(c: hu.UidContent, *, now: int | None) -> None:
+        if now is not None and c.not_before - grace <= now < c.not_after + grace:
+            now = c.not_before
+        check_uid_validity(c, now=now)
+
+    def keyinit(ki: hu.KeyInit, *, identity: str, current_sigkey: bytes, now: int) -> None:
+        verify_keyinit(ki, identity=identity, current_sigkey=current_sigkey,
+                       now=min(now, ki.not_after - 1) if now < ki.not_after + grace else now)
+
+    def flush(req: hu.FlushRequest, *, origin: str, identity: str, current_sigkey: bytes,
+              now: int, nonce_seen: bool) -> None:
+        if abs(now - req.timestamp) <= hu.FLUSH_WINDOW + grace:
+            now = req.timestamp
+        verify_flush(req, origin=origin, identity=identity, current_sigkey=current_sigkey,
+                     now=now, nonce_seen=nonce_seen)
+
+    monkeypatch.setattr(hu, "check_uid_validity", uid_validity)
+    monkeypatch.setattr(hu, "verify_keyinit", keyinit)
+    monkeypatch.setattr(hu, "verify_flush", flush)
 
 
 def forgets_publications(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -531,6 +576,8 @@ VARIANTS = (
                      accepts_loose_updates),
     HashchainVariant("accepts-empty-last-checkpoint", "takes UIDs naming the empty tree",
                      ("hashchain/uid/last-checkpoint-checked",), accepts_empty_last_checkpoint),
+    HashchainVariant("ignores-checkpoint-lag", "takes last_checkpoints however old",
+                     ("hashchain/uid/last-checkpoint-lag",), ignores_checkpoint_lag),
     HashchainVariant("accepts-loose-keyinits", "takes small-order keys, unmapped identities "
                      "and key_ids repeated in a batch", ("hashchain/keyinit/shape-checked",),
                      accepts_loose_keyinits),
@@ -539,6 +586,8 @@ VARIANTS = (
     HashchainVariant("misjudges-identity-edges", "refuses 3-byte localparts, serves update "
                      "paths on any domain", ("hashchain/uid/identity-syntax-and-domain",),
                      misjudges_identity_edges),
+    HashchainVariant("tolerates-clock-skew", "judges validity edges with 30 s of grace",
+                     ("hashchain/time/validity-edges",), tolerates_clock_skew),
     HashchainVariant("forgets-publications", "does not log keypair publications",
                      ("hashchain/growth/one-entry-per-publication",), forgets_publications),
 )

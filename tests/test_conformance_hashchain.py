@@ -16,7 +16,7 @@ from broken_hashchain import VARIANTS, HashchainVariant
 from runner_runs import run_conformance
 from servers import RunningServer, start_reference_server
 
-from keyflows.conformance.embedded import witness_config
+from keyflows.conformance.embedded import hashchain_environment
 
 SELECT = ("--select", "hashchain/*")
 
@@ -45,7 +45,8 @@ def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RunningServe
     """The reference server, submitting its checkpoints to the runner's witness."""
     port = free_port()
     account = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("KEYFLOWS_HASHCHAIN_WITNESSES", witness_config(account))
+    for name, value in hashchain_environment(account).items():
+        monkeypatch.setenv(name, value)
     return start_reference_server(account, tmp_path / "keys.sqlite3"), port
 
 

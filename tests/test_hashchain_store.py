@@ -124,3 +124,15 @@ def test_a_database_keeps_its_origin_and_entry_0(tmp_path: Path,
                                       log_keys=[again.verifier]).checkpoint.size == size
     finally:
         server.stop()
+
+
+def test_checkpoint_lag_is_configured_and_checked() -> None:
+    """HC-19: KEYFLOWS_HASHCHAIN_MAX_CHECKPOINT_LAG sets the lag (default 4096); a value
+    that is not a number of entries stops the server at start-up."""
+    env = hashchain_config.ENV_MAX_CHECKPOINT_LAG
+    assert hashchain_config.load({}).max_checkpoint_lag == hu.DEFAULT_MAX_CHECKPOINT_LAG
+    assert hashchain_config.load({env: "16"}).max_checkpoint_lag == 16
+    assert hashchain_config.load({env: "0"}).max_checkpoint_lag == 0
+    for bad in ("-1", "", "4k", "1.5", str(2**63)):
+        with pytest.raises(ValueError, match=env):
+            hashchain_config.load({env: bad})

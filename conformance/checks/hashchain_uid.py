@@ -9,6 +9,7 @@ and judges the answers with the same module and keyflows.spec.hashchain_client.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import os
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 from keyflows.conformance.checks.hashchain_support import (
     CONCURRENT_WRITERS,
+    FLOW,
     NEEDS,
     UIDS,
     Person,
@@ -37,9 +39,10 @@ from keyflows.conformance.checks.hashchain_support import (
 )
 from keyflows.conformance.checks.support import advertised_capacity
 from keyflows.conformance.http import Exchange
-from keyflows.conformance.probe import Probe, describe
+from keyflows.conformance.probe import CheckSkipped, Probe, describe
 from keyflows.conformance.registry import check
 from keyflows.spec import hashchain as hc
+from keyflows.spec import hashchain_merkle as merkle
 from keyflows.spec import hashchain_note as note
 from keyflows.spec import hashchain_uid as hu
 from keyflows.spec import primitives
@@ -264,6 +267,45 @@ def last_checkpoint_checked(t: Probe) -> None:
                                 json_body=hu.uid_to_wire(update)), 422,
                       what="PUT an update naming a checkpoint this log did not sign",
                       failure_class="link")
+
+
+MAX_FILLED_LAG = 64
+
+
+@check("hashchain/uid/last-checkpoint-lag", requirements=("HC-19",),
+       needs=(*NEEDS, "keypair-publication"))
+def last_checkpoint_lag(t: Probe) -> None:
+    """A UID whose last_checkpoint lies exactly the advertised max_checkpoint_lag entries
+    behind the log is taken (201); one lying one entry further behind is refused with 422
+    (expired). The runner names earlier sizes of the log it follows, so the log needs
+    max_checkpoint_lag + 2 entries: a shorter one is filled with keypair publications (one
+    entry each, HC-29) for a lag up to 64, and the check is skipped for a longer lag."""
+    p, client, checkpoint = synced(t)
+    lag = ((t.session.capabilities or {}).get(FLOW) or {}).get("max_checkpoint_lag")
+    if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
+        t.fail("capabilities.hashchain.max_checkpoint_lag is not a number of entries",
+               expected="an integer >= 0", actual=repr(lag))
+    if checkpoint.size < lag + 2:
+        if lag > MAX_FILLED_LAG:
+            raise CheckSkipped(f"the log holds {checkpoint.size} entries, fewer than "
+                               f"max_checkpoint_lag + 2 = {lag + 2}")
+        user = t.user("hc-lag")
+        for i in range(lag + 2 - checkpoint.size):
+            t.publish(user, f"lag{i}", 1)
+        checkpoint = client.sync()
+
+    def last_at(size: int) -> hu.LastCheckpoint:
+        leaves = [hc.entry_leaf_hash(entry) for entry in client.entries[:size]]
+        return hu.LastCheckpoint(size=size, root=merkle.root_of(leaves))
+
+    edge = make_uid(person(t, p, "lag"), checkpoint,
+                    last_checkpoint=last_at(checkpoint.size - lag))
+    checked_reply(t, p, post_uid(t, edge), edge, 201)
+    checkpoint = client.sync()
+    behind = make_uid(person(t, p, "lagged"), checkpoint,
+                      last_checkpoint=last_at(checkpoint.size - lag - 1))
+    refused_uid(t, behind, 422, "expired", what=f"POST a UID naming a checkpoint "
+                f"{lag + 1} entries behind the log (max_checkpoint_lag {lag})")
 
 
 @check("hashchain/uid/validity-checked", requirements=("HC-18",), needs=NEEDS)
@@ -616,3 +658,88 @@ def flush(t: Probe) -> None:
     t.expect_rejected(fetch_keyinit(t, who), 404, what="fetch after the flush")
     t.expect_rejected(t.request("POST", path, json_body=hu.flush_to_wire(good)), 409,
                       what="the same flush again", failure_class="replay")
+
+
+# --- the edges of validity periods, at the server's clock --------------------------------------
+
+EDGE_ATTEMPTS = 4
+DATE_POLL_S = 0.01
+DATE_WAIT_S = 3.0
+
+
+def date_of(t: Probe, path: str) -> int:
+    """The server's clock in whole seconds, from the Date header of a GET."""
+    exchange = t.request("GET", path)
+    value = exchange.header("date")
+    try:
+        return int(email.utils.parsedate_to_datetime(value or "").timestamp())
+    except (TypeError, ValueError):
+        raise CheckSkipped("the server sends no Date header (RFC 9110 section 6.6.1) to "
+                           "read its clock from") from None
+
+
+def server_second(t: Probe, path: str) -> int:
+    """The second the server's clock has just turned to: its Date header, read until it
+    moves, so requests sent right after are most likely judged within that second. A
+    server stamps Date with the time it answers, so its clock is never behind a Date it
+    sent before."""
+    first = date_of(t, path)
+    deadline = time.monotonic() + DATE_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(DATE_POLL_S)
+        second = date_of(t, path)
+        if second != first:
+            return second
+    t.fail(f"the server's Date header did not change in {DATE_WAIT_S:.0f} s",
+           expected="a Date that follows the clock", actual=f"{first} throughout")
+
+
+@check("hashchain/time/validity-edges", requirements=("HC-18", "HC-25", "HC-28"), needs=NEEDS)
+def validity_edges(t: Probe) -> None:
+    """Validity periods hold from their start and end before their end, at the server's
+    clock, read from its Date header just as it turns to a second S: an update valid from
+    S is taken (200), one valid until S refused (422 expired), a KeyInit valid until S
+    refused (422 expired), a flush stamped S + 300 (the window's far edge) taken (200).
+    Four rounds, each edge sent first in one of them: a server judging an edge off by
+    one second fails when that request lands within S."""
+    p, client, who, current, _ = create(t, "edge")
+    checkpoint = client.sync()
+    probe_path = identity_path(who.identity)
+    uid_path = identity_path(who.identity, "/uid")
+    for first in range(EDGE_ATTEMPTS):
+        s = server_second(t, probe_path)
+        # Both updates keep SIGKEY, so the KeyInit and the flush verify in any order.
+        seed = who.sigkey_seed
+        starting = update_of(who, current, checkpoint, new_seed=seed, not_before=s,
+                             not_after=s + 86400)
+        # The first request after the Date turns is the likeliest to land within S: each
+        # edge goes first in one round; the update valid until S (refused) replaces the
+        # UID that is current when it is sent.
+        order = [(first + i) % 4 for i in range(4)]
+        ending = update_of(who, starting if order.index(1) > order.index(0) else current,
+                           checkpoint, new_seed=seed, not_before=s - 60, not_after=s)
+        key_id = os.urandom(hu.KEYINIT_ID_LEN)
+        x25519 = primitives.x25519_public_key(os.urandom(32))
+        keyinit = hu.KeyInit(identity=who.identity, sigkey=who.sigkey, key_id=key_id,
+                             not_before=s - 60, not_after=s, x25519=x25519,
+                             signature=primitives.ed25519_sign(seed, hu.keyinit_message(
+                                 who.identity, who.sigkey, key_id, s - 60, s, x25519)))
+        flush = hu.make_flush_request(origin=p.origin, identity=who.identity,
+                                      sigkey_seed=seed, timestamp=s + hu.FLUSH_WINDOW,
+                                      nonce=os.urandom(16))
+        requests: list[tuple[str, str, dict[str, Any]]] = [
+            ("PUT", uid_path, hu.uid_to_wire(starting)),
+            ("PUT", uid_path, hu.uid_to_wire(ending)),
+            ("POST", identity_path(who.identity, "/keyinits"),
+             {"keyinits": [hu.keyinit_to_wire(keyinit)]}),
+            ("POST", identity_path(who.identity, "/keyinits/flush"), hu.flush_to_wire(flush))]
+        sent = {i: t.request(requests[i][0], requests[i][1], json_body=requests[i][2])
+                for i in order}
+        checked_reply(t, p, sent[0], starting, 200)
+        t.expect_rejected(sent[1], 422, failure_class="expired",
+                          what=f"PUT an update valid until the server's second {s}")
+        t.expect_rejected(sent[2], 422, failure_class="expired",
+                          what=f"publish a KeyInit valid until the server's second {s}")
+        t.expect_ok_json(sent[3], 200, what=f"a flush stamped {hu.FLUSH_WINDOW} s after the "
+                         f"server's second {s}")
+        current = starting

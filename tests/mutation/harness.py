@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keyflows.conformance.embedded import server_arguments, witness_config
+from keyflows.conformance.embedded import hashchain_environment, server_arguments
 
 from .sites import ROOT, Site
 
@@ -182,8 +182,9 @@ def start_server(tree: Path, account_port: int) -> tuple[Server, str | None]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)
            and not k.startswith("KEYFLOWS_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    # as the embedded run: the server submits its checkpoints to the runner's witness
-    env["KEYFLOWS_HASHCHAIN_WITNESSES"] = witness_config(f"http://127.0.0.1:{account_port}")
+    # as the embedded run: the server submits its checkpoints to the runner's witness and
+    # takes the embedded run's checkpoint lag
+    env.update(hashchain_environment(f"http://127.0.0.1:{account_port}"))
     with open(log, "wb") as out:
         process = CHILDREN.start(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                  cwd=tree)
