@@ -703,10 +703,10 @@ def validity_edges(t: Probe) -> None:
     Four rounds, each edge sent first in one of them: a server judging an edge off by
     one second fails when that request lands within S."""
     p, client, who, current, _ = create(t, "edge")
-    checkpoint = client.sync()
     probe_path = identity_path(who.identity)
     uid_path = identity_path(who.identity, "/uid")
     for first in range(EDGE_ATTEMPTS):
+        checkpoint = client.sync()
         s = server_second(t, probe_path)
         # Both updates keep SIGKEY, so the KeyInit and the flush verify in any order.
         seed = who.sigkey_seed
