@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,7 @@ class TestRecordEntries:
         wrong length (a server draws and computes them; the builder is what checks)."""
         seed = bytes(32)
         key = primitives.ed25519_public_key(seed)
-        builds = {
+        builds: dict[str, Callable[[], object]] = {
             "record nonce": lambda: hc.build_record_entry(
                 entry_type=hc.TYPE_UID, subject=b"x", record_hash=bytes(32), nonce=bytes(15)),
             "record hash": lambda: hc.build_record_entry(
