@@ -81,9 +81,10 @@ def deletion_unpublished(monkeypatch: pytest.MonkeyPatch) -> None:
 
     original = DirectoryStore.queue
 
-    def queue(self: DirectoryStore, tx: Any, label: Any, value: object) -> None:
+    def queue(self: DirectoryStore, tx: Any, label: Any, value: object,
+              value_bytes: bytes) -> None:
         if value is not None:
-            original(self, tx, label, value)
+            original(self, tx, label, value, value_bytes)
 
     monkeypatch.setattr(DirectoryStore, "queue", queue)
 
@@ -131,9 +132,10 @@ def reset_unpublished(monkeypatch: pytest.MonkeyPatch) -> None:
 
     original = DirectoryStore.queue
 
-    def queue(self: DirectoryStore, tx: Any, label: Any, value: object) -> None:
+    def queue(self: DirectoryStore, tx: Any, label: Any, value: object,
+              value_bytes: bytes) -> None:
         if not (isinstance(value, dict) and value.get("change") == {"type": "reset"}):
-            original(self, tx, label, value)
+            original(self, tx, label, value, value_bytes)
 
     monkeypatch.setattr(DirectoryStore, "queue", queue)
 
