@@ -595,6 +595,38 @@ def created_window_excludes_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_cap(monkeypatch, "check_signature_params", check_signature_params)
 
 
+def named_keystore_id_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capability's keystore_id is not checked as an identifier when it is decoded: a
+    malformed one fails later, as a capability of another keystore (binding)."""
+    from keyflows.spec import lock_layering_capability as cap
+    from keyflows.spec.encoding import b64url_decode
+    from keyflows.spec.errors import DecodeError
+
+    original = cap.decode_capability
+
+    def decode_capability(text: object) -> Any:
+        try:
+            return original(text)
+        except DecodeError as exc:
+            if "keystore_id does not match" not in str(exc) or not isinstance(text, str):
+                raise
+            obj = json.loads(b64url_decode(text[len(cap.CAPABILITY_PREFIX):]))
+            return cap.Capability(obj["keystore_id"], tuple(obj["caveats"]),
+                                  b64url_decode(obj["mac"]))
+
+    _patch_cap(monkeypatch, "decode_capability", decode_capability)
+
+
+def caveat_length_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caveat of any length is well-formed."""
+    _patch_cap(monkeypatch, "MAX_CAVEAT_LEN", 10_000)
+
+
+def caveats_under_256(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caveat must be shorter than 256 characters (off by one)."""
+    _patch_cap(monkeypatch, "MAX_CAVEAT_LEN", 255)
+
+
 def trusts_vault_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """A query answer is used whatever its status, if its body is a list."""
     from keyflows.reference import edv_client
@@ -749,6 +781,13 @@ VARIANTS = (
     BrokenVariant("created-window-excludes-its-start", "a signature created exactly 300 s "
                   "ago is refused", ("lock-layering/holder/created-window-lower-edge",),
                   patch=created_window_excludes_its_start),
+    BrokenVariant("named-keystore-id-unchecked", "a named capability's keystore_id is not "
+                  "checked as an identifier", (CAP + "named-capability-strict",),
+                  patch=named_keystore_id_unchecked),
+    BrokenVariant("caveat-length-unchecked", "a caveat of 257 characters is well-formed",
+                  (CAP + "named-capability-strict",), patch=caveat_length_unchecked),
+    BrokenVariant("caveats-under-256", "a caveat of 256 characters is refused",
+                  (CAP + "named-capability-strict",), patch=caveats_under_256),
     BrokenVariant("holder-rebinding", "a second holder caveat rebinds a capability",
                   ("lock-layering/holder/rebinding-refused",), patch=holder_rebinding),
     BrokenVariant("signature-covers-anything", "a holder signature need cover no component",

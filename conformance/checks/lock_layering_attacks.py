@@ -180,3 +180,30 @@ def grant_strict(t: Probe) -> None:
                       what="sign with the grant on two Unlock-Grant field lines",
                       failure_class="share")
     sign(t, ks, key, b"granted once", capability=target, grant=grant)
+
+
+# --- a capability named in a request body ----------------------------------------------------
+
+@check("lock-layering/capability/named-capability-strict", requirements=("LOCK-11", "LOCK-24"),
+       needs=NEEDS)
+def named_capability_strict(t: Probe) -> None:
+    """A capability named in a request body (to revoke, or to ask a grant for) is parsed
+    strictly before its chain is verified, and its refusals are told by class (not the
+    uniform 401 of a credential): a keystore_id that is not an identifier is 400 class
+    decode (not a binding failure of another keystore), as is a caveat of 257 characters
+    whose chain link is valid (LOCK-11); a caveat of exactly 256 characters, also with a
+    valid link, is well-formed, so a capability attenuated with one is revoked (204)."""
+    ks = create_keystore(t, HELD, "named-strict")
+    body = cap.decode_capability(ks.capability)
+    misnamed = cap.encode_capability(cap.Capability("not an id!", body.caveats, body.mac))
+    t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": misnamed}), 400,
+                      what="revoke a capability whose keystore_id is not an identifier",
+                      failure_class="decode")
+    over = with_unchecked_caveat(ks, "x=" + "a" * (cap.MAX_CAVEAT_LEN - 1))
+    t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": over}), 400,
+                      what=f"revoke a capability with a caveat of {cap.MAX_CAVEAT_LEN + 1} "
+                           "characters (its chain link valid)", failure_class="decode")
+    at_limit = with_unchecked_caveat(ks, "x=" + "a" * (cap.MAX_CAVEAT_LEN - 2))
+    t.expect_status(call(t, ks, "POST", "/revocations", body={"capability": at_limit}), 204,
+                    what=f"revoke a capability with a caveat of exactly {cap.MAX_CAVEAT_LEN} "
+                         "characters (its chain link valid)")
