@@ -662,7 +662,7 @@ async def sign(request: Request) -> Response:
     message = call.body["message"]
     spec_checked(lambda: spec.check_signable(message))
     seed, version = await working_material(request, call)
-    return json_response({"signature": b64url_encode(spec.sign(seed, message)),
+    return json_response({"signature": b64url_encode(spec.sign_signable(seed, message)),
                           "version": version})
 
 
@@ -710,7 +710,7 @@ async def verifymac(request: Request) -> Response:
     call = await authorized(request, spec.OP_VERIFYMAC, body_kind="verifymac")
     body = call.body
     key, version = await working_material(request, call, body["version"])
-    valid = spec_checked(lambda: spec.verifymac(key, body["message"], body["mac"]))
+    valid = spec.mac_matches(key, body["message"], body["mac"])  # mac: 32 bytes (parse_request)
     return json_response({"valid": valid, "version": version})
 
 
@@ -730,8 +730,9 @@ async def unwrap(request: Request) -> Response:
     call = await authorized(request, spec.OP_UNWRAP, body_kind="unwrap")
     body = call.body
     private, version = await working_material(request, call, body["version"])
-    cek = spec_checked(lambda: spec.unwrap(spec.Wrapped(body["enc"], body["wrapped_key"]),
-                                           private))
+    # wrapped_key's length was checked with the body (parse_request), before the lock
+    cek = spec_checked(lambda: spec.open_wrapped(spec.Wrapped(body["enc"], body["wrapped_key"]),
+                                                 private))
     return json_response({"cek": b64url_encode(cek), "version": version})
 
 

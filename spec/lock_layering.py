@@ -46,7 +46,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NewType
 
 from keyflows.spec import hpke, primitives, shamir
 from keyflows.spec.drbg import RandomSource
@@ -195,7 +195,11 @@ def split_user_secret(secret: bytes, random: RandomSource) -> tuple[bytes, bytes
     return made.shares[0], made.shares[1]
 
 
-def decode_share(text: object) -> bytes:
+#: A share `decode_share` returned: exactly SHARE_LEN bytes.
+DecodedShare = NewType("DecodedShare", bytes)
+
+
+def decode_share(text: object) -> DecodedShare:
     """Step 3 (LOCK-10): a share on the wire is strict base64url of 33 bytes. Every defect
     is a share failure, so a malformed share is refused like a wrong one (LOCK-6); no
     share at all (None) is not a string, and an empty one has no bytes."""
@@ -205,14 +209,24 @@ def decode_share(text: object) -> bytes:
         raise ShareError("secret share is not base64url", requirement="LOCK-10") from exc
     if len(share) != SHARE_LEN:
         raise ShareError(f"secret share must be {SHARE_LEN} bytes", requirement="LOCK-10")
-    return share
+    return DecodedShare(share)
 
 
 def combine_shares(shares: Sequence[bytes]) -> bytes:
-    """Step 3 (LOCK-3): combine shares decoded by `decode_share` (so of a 32-byte secret);
-    the combination checks them (two or more, one length, distinct non-zero x). The order
-    of the shares does not matter."""
+    """Step 3 (LOCK-3): combine shares of a 32-byte secret; the combination checks them
+    (two or more, one length, distinct non-zero x). The order of the shares does not
+    matter. A server combines the two it decoded with `combine_decoded_shares`."""
     return shamir.combine(shares)
+
+
+def combine_decoded_shares(account_share: DecodedShare, user_share: DecodedShare) -> bytes:
+    """Step 3 (LOCK-3) as a server runs it: the account server's and the user's share,
+    each decoded once (`decode_share`: 33 bytes). Two shares of one length of 33 bytes is
+    what the count and length checks of the combination ask, so of its checks only the
+    x-coordinates are left (none 0, not both the same)."""
+    shares = (account_share, user_share)
+    shamir.check_share_points(shares)
+    return shamir.interpolate(shares)
 
 
 def lock_key_info(keystore_id: str) -> bytes:
@@ -311,7 +325,8 @@ def unlock_with_shares(account_share_text: object, user_share_text: object, keys
                        stored_check: bytes) -> bytes:
     """Steps 3, 6 and 4 as a server runs them, in that order: the lock key is derived only
     from a secret that passed the check. Every failure is ShareError (LOCK-6)."""
-    secret = combine_shares([decode_share(account_share_text), decode_share(user_share_text)])
+    secret = combine_decoded_shares(decode_share(account_share_text),
+                                    decode_share(user_share_text))
     verify_lock_check(secret, keystore_id, stored_check)
     return _lock_key(secret, keystore_id)
 
@@ -319,7 +334,8 @@ def unlock_with_shares(account_share_text: object, user_share_text: object, keys
 def lock_from_new_shares(account_share_text: object, user_share_text: object,
                          keystore_id: str) -> tuple[bytes, bytes]:
     """Steps 3, 4 and 6 at keystore creation: (lock key, lock check) from fresh shares."""
-    secret = combine_shares([decode_share(account_share_text), decode_share(user_share_text)])
+    secret = combine_decoded_shares(decode_share(account_share_text),
+                                    decode_share(user_share_text))
     return _lock_key(secret, keystore_id), _lock_check(secret, keystore_id)
 
 
@@ -667,6 +683,12 @@ def sign(seed: bytes, message: bytes) -> bytes:
     """Step 10 (LOCK-15, LOCK-20): pure Ed25519 over the message bytes, for any message
     outside keyflows' own signed contexts."""
     check_signable(message)
+    return sign_signable(seed, message)
+
+
+def sign_signable(seed: bytes, message: bytes) -> bytes:
+    """Step 10 (LOCK-15) for a message `check_signable` let through: a server checks it
+    once, when it reads the request and before it opens the lock (API-18)."""
     return primitives.ed25519_sign(seed, message)
 
 
@@ -703,6 +725,12 @@ def verifymac(key: bytes, message: bytes, mac: bytes) -> bool:
     constant time; a mac that is not 32 bytes is a length error, not an answer."""
     if len(mac) != MAC_LEN:
         raise LengthError(f"mac must be {MAC_LEN} bytes", requirement="LOCK-21")
+    return mac_matches(key, message, mac)
+
+
+def mac_matches(key: bytes, message: bytes, mac: bytes) -> bool:
+    """Step 10 (LOCK-21) for a mac whose length is checked: a server's `parse_request`
+    decodes it at exactly MAC_LEN bytes, before the lock opens (API-18)."""
     return primitives.constant_time_equal(computemac(key, message), mac)
 
 
@@ -745,6 +773,12 @@ def wrap(cek: bytes, recipient_public: bytes, ikm_e: bytes) -> Wrapped:
 def unwrap(wrapped: Wrapped, recipient_private: bytes) -> bytes:
     """Step 10 (LOCK-17): HPKE OpenBase; point errors for a bad enc, aead otherwise."""
     check_wrapped_key_length(wrapped.wrapped_key)
+    return open_wrapped(wrapped, recipient_private)
+
+
+def open_wrapped(wrapped: Wrapped, recipient_private: bytes) -> bytes:
+    """Step 10 (LOCK-17) for a wrapped key whose length is checked: a server's
+    `parse_request` checks it (`check_wrapped_key_length`) before the lock opens (API-18)."""
     return hpke.open_base(wrapped.enc, recipient_private, WRAP_INFO, b"", wrapped.wrapped_key,
                           requirement="LOCK-17").plaintext
 

@@ -209,6 +209,12 @@ def check_shares(shares: Sequence[bytes]) -> None:
     if length < 2 or any(len(s) != length for s in shares):
         raise ShareError("shares must have one common length of at least 2 bytes",
                          requirement="LOCK-3")
+    check_share_points(shares)
+
+
+def check_share_points(shares: Sequence[bytes]) -> None:
+    """Step S5 (LOCK-3), the x-coordinates: none is 0, no two are equal. The rest of
+    `check_shares` for shares whose count and common length the caller's own parse fixed."""
     xs = [s[-1] for s in shares]
     if 0 in xs:
         # x = 0 would carry the secret itself; Vault never makes one and v1 refuses it.
@@ -236,6 +242,11 @@ def combine(shares: Sequence[bytes]) -> bytes:
     shares carry no threshold, so the layer above must detect it (the lock check, LOCK-6).
     """
     check_shares(shares)
+    return interpolate(shares)
+
+
+def interpolate(shares: Sequence[bytes]) -> bytes:
+    """Step S5 without its checks: the secret of shares that passed `check_shares`."""
     basis = lagrange_basis_at_zero([s[-1] for s in shares])
     out = bytearray(len(shares[0]) - 1)
     for k in range(len(out)):

@@ -205,8 +205,9 @@ def checks_type_after_unlock(monkeypatch: pytest.MonkeyPatch) -> None:
 def signs_another_message(monkeypatch: pytest.MonkeyPatch) -> None:
     from keyflows.spec import lock_layering as spec
 
-    original = spec.sign
-    _patch_spec(monkeypatch, "sign", lambda seed, message: original(seed, message + b"\n"))
+    original = spec.sign_signable
+    _patch_spec(monkeypatch, "sign_signable",
+                lambda seed, message: original(seed, message + b"\n"))
 
 
 def fixed_nonce(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,7 +239,7 @@ def unwrap_without_point_check(monkeypatch: pytest.MonkeyPatch) -> None:
         schedule = hpke.key_schedule_base(shared, spec.WRAP_INFO)
         return hpke.context_open(schedule, 0, b"", wrapped.wrapped_key)
 
-    _patch_spec(monkeypatch, "unwrap", unwrap)
+    _patch_spec(monkeypatch, "open_wrapped", unwrap)
 
 
 def accepts_non_canonical_x25519(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,10 +252,10 @@ def accepts_non_canonical_x25519(monkeypatch: pytest.MonkeyPatch) -> None:
         u = (int.from_bytes(key, "little") & ((1 << 255) - 1)) % primitives.X25519_P
         return u.to_bytes(primitives.X25519_KEY_LEN, "little")
 
-    wrap, unwrap = spec.wrap, spec.unwrap
+    wrap, open_wrapped = spec.wrap, spec.open_wrapped
     _patch_spec(monkeypatch, "wrap", lambda cek, recipient_public, ikm_e: wrap(
         cek, reduced(recipient_public), ikm_e))
-    _patch_spec(monkeypatch, "unwrap", lambda wrapped, recipient_private: unwrap(
+    _patch_spec(monkeypatch, "open_wrapped", lambda wrapped, recipient_private: open_wrapped(
         spec.Wrapped(reduced(wrapped.enc), wrapped.wrapped_key), recipient_private))
 
 
@@ -274,10 +275,7 @@ def leaks_signing_seed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def signs_keyflows_contexts(monkeypatch: pytest.MonkeyPatch) -> None:
     """sign() without the domain separation: keyflows' own statements get signed."""
-    from keyflows.spec import primitives
-
     _patch_spec(monkeypatch, "check_signable", lambda message: None)
-    _patch_spec(monkeypatch, "sign", primitives.ed25519_sign)
 
 
 def rotation_overwrites(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,7 +288,7 @@ def rotation_overwrites(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def verifymac_always_true(monkeypatch: pytest.MonkeyPatch) -> None:
-    _patch_spec(monkeypatch, "verifymac", lambda key, message, mac: True)
+    _patch_spec(monkeypatch, "mac_matches", lambda key, message, mac: True)
 
 
 def computemac_ignores_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,8 +298,8 @@ def computemac_ignores_key(monkeypatch: pytest.MonkeyPatch) -> None:
     from keyflows.spec import primitives
 
     _patch_spec(monkeypatch, "computemac", lambda key, message: hashlib.sha256(message).digest())
-    _patch_spec(monkeypatch, "verifymac", lambda key, message, mac: primitives.constant_time_equal(
-        hashlib.sha256(message).digest(), mac))
+    _patch_spec(monkeypatch, "mac_matches", lambda key, message, mac:
+                primitives.constant_time_equal(hashlib.sha256(message).digest(), mac))
 
 
 def capabilities_cached(app: Any) -> Any:
@@ -473,7 +471,7 @@ def combines_x_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     taken, and the other share is multiplied by zero."""
     from keyflows.spec import shamir
 
-    def combine_shares(shares: list[bytes]) -> bytes:
+    def combine_decoded_shares(*shares: bytes) -> bytes:
         basis = shamir.lagrange_basis_at_zero([s[-1] for s in shares])
         out = bytearray(len(shares[0]) - 1)
         for k in range(len(out)):
@@ -481,7 +479,7 @@ def combines_x_zero(monkeypatch: pytest.MonkeyPatch) -> None:
                 out[k] ^= shamir.gf_mul(share[k], b)
         return bytes(out)
 
-    _patch_spec(monkeypatch, "combine_shares", combine_shares)
+    _patch_spec(monkeypatch, "combine_decoded_shares", combine_decoded_shares)
 
 
 def any_share_length(monkeypatch: pytest.MonkeyPatch) -> None:
