@@ -80,6 +80,8 @@ def path_identifiers(request: Request, *names: str) -> tuple[str, ...]:
 def query_parameter(request: Request, name: str) -> str | None:
     """A query parameter the route defines, None when absent, 400 when repeated (API-19).
     Parameters a route does not define are never read, so they change nothing."""
+    if not request.scope.get("query_string"):
+        return None  # no query at all (most requests): nothing to parse
     return spec_checked(partial(contract.single_query_value,
                                 request.query_params.getlist(name), name))
 
