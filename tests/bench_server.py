@@ -20,9 +20,9 @@ hello-world under uvicorn's own.
    GET /v1/directory/keypair/{u}/{c} (the public keys with the VRF proof, map proof,
    epoch commitment and log inclusion proof a client verifies), beside the same
    hello-world and against the same target. The server builds that answer once per
-   epoch and checkpoint and keeps it: the figure is a kept answer's (the checks, the
-   publication check and the reads of the current epoch and checkpoint still run per
-   request), not the cost of building one.
+   epoch and checkpoint and keeps it: the figure is a kept answer's (the checks and one
+   read of the directory's head, i.e. the latest epoch, whether changes wait and the
+   published checkpoint, still run per request), not the cost of building one.
 3. queue read: GET .../apps/{c}/devices/{d}/messages (one page) of a device with 10
    and of one with 10,000 messages queued, read in interleaved rounds: wrk -c1 latency,
    and the same read in process (EnvelopeTables.queue). Target: the read at 10,000 <= 2 x
