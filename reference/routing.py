@@ -53,13 +53,20 @@ class PrefixRouter(Router):
 
     def __init__(self, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
         super().__init__(list(routes), **kwargs)
+        self._index()
+
+    def _index(self) -> None:
         homes = [(route, home_bucket(route)) for route in self.routes]
         self._anywhere = [route for route, home in homes if home is None]
         self._buckets = {bucket: [route for route, home in homes if home in (bucket, None)]
                          for _, bucket in homes if bucket is not None}
+        self._indexed = len(self.routes)
 
     def routes_for(self, path: str) -> list[BaseRoute]:
-        """The routes that can match `path`, in registration order."""
+        """The routes that can match `path`, in registration order (sorted again when a
+        route was added since, e.g. with add_route)."""
+        if len(self.routes) != self._indexed:
+            self._index()
         return self._buckets.get(bucket_of(path), self._anywhere)
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -110,3 +110,11 @@ def test_buckets_hold_only_routes_that_can_match() -> None:
     widened = PrefixRouter([*routes, loose])
     assert widened.routes_for("/v1/unknown/x") == [loose]
     assert widened.routes_for("/v1/directory/keypair/u/c")[-1] is loose
+
+
+def test_a_route_added_later_is_found() -> None:
+    bucketed = PrefixRouter(all_routes())
+    assert bucketed.routes_for("/v1/extra/x") == []
+    bucketed.add_route("/v1/extra/{name}", PlainTextResponse)
+    assert [r.path for r in bucketed.routes_for("/v1/extra/x")  # type: ignore[attr-defined]
+            ] == ["/v1/extra/{name}"]
