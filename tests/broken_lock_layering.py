@@ -615,6 +615,43 @@ def named_keystore_id_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_cap(monkeypatch, "decode_capability", decode_capability)
 
 
+def named_mac_length_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capability's MAC is decoded at any length: a short one fails later, as a MAC that
+    does not verify."""
+    from keyflows.spec import lock_layering_capability as cap
+    from keyflows.spec.encoding import b64url_decode
+    from keyflows.spec.errors import LengthError
+
+    original = cap.decode_capability
+
+    def decode_capability(text: object) -> Any:
+        try:
+            return original(text)
+        except LengthError as exc:
+            if "mac" not in str(exc) or not isinstance(text, str):
+                raise
+            obj = json.loads(b64url_decode(text[len(cap.CAPABILITY_PREFIX):]))
+            return cap.Capability(obj["keystore_id"], tuple(obj["caveats"]),
+                                  b64url_decode(obj["mac"]))
+
+    _patch_cap(monkeypatch, "decode_capability", decode_capability)
+
+
+def other_keystore_is_a_mac_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify_capability() recomputes the chain for the keystore asked about without first
+    comparing the capability's own keystore_id: another keystore's capability is a MAC
+    failure, not a binding one."""
+    from keyflows.spec import lock_layering_capability as cap
+
+    original = cap.verify_capability
+
+    def verify_capability(capability: Any, root_key: bytes, keystore_id: str) -> Any:
+        moved = cap.Capability(keystore_id, capability.caveats, capability.mac)
+        return original(moved, root_key, keystore_id)
+
+    _patch_cap(monkeypatch, "verify_capability", verify_capability)
+
+
 def caveat_length_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A caveat of any length is well-formed."""
     _patch_cap(monkeypatch, "MAX_CAVEAT_LEN", 10_000)
@@ -782,6 +819,12 @@ VARIANTS = (
     BrokenVariant("named-keystore-id-unchecked", "a named capability's keystore_id is not "
                   "checked as an identifier", (CAP + "named-capability-strict",),
                   patch=named_keystore_id_unchecked),
+    BrokenVariant("named-mac-length-unchecked", "a named capability's MAC of 31 bytes is a "
+                  "MAC failure", (CAP + "named-capability-strict",),
+                  patch=named_mac_length_unchecked),
+    BrokenVariant("other-keystore-is-a-mac-failure", "another keystore's capability is a MAC "
+                  "failure, not a binding one", (CAP + "named-capability-strict",),
+                  patch=other_keystore_is_a_mac_failure),
     BrokenVariant("caveat-length-unchecked", "a caveat of 257 characters is well-formed",
                   (CAP + "named-capability-strict",), patch=caveat_length_unchecked),
     BrokenVariant("caveats-under-256", "a caveat of 256 characters is refused",

@@ -191,14 +191,24 @@ def named_capability_strict(t: Probe) -> None:
     strictly before its chain is verified, and its refusals are told by class (not the
     uniform 401 of a credential): a keystore_id that is not an identifier is 400 class
     decode (not a binding failure of another keystore), as is a caveat of 257 characters
-    whose chain link is valid (LOCK-11); a caveat of exactly 256 characters, also with a
-    valid link, is well-formed, so a capability attenuated with one is revoked (204)."""
+    whose chain link is valid (LOCK-11), and a MAC of 31 bytes is 400 class length (not a
+    MAC that does not verify); a valid capability of another keystore is 422 class binding
+    (not a MAC failure). A caveat of exactly 256 characters, with a valid link, is
+    well-formed, so a capability attenuated with one is revoked (204)."""
     ks = create_keystore(t, HELD, "named-strict")
     body = cap.decode_capability(ks.capability)
     misnamed = cap.encode_capability(cap.Capability("not an id!", body.caveats, body.mac))
     t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": misnamed}), 400,
                       what="revoke a capability whose keystore_id is not an identifier",
                       failure_class="decode")
+    short_mac = cap.encode_capability(cap.Capability(body.keystore_id, body.caveats,
+                                                     body.mac[:-1]))
+    t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": short_mac}), 400,
+                      what="revoke a capability whose MAC is 31 bytes", failure_class="length")
+    other = create_keystore(t, HELD, "named-other")
+    t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": other.capability}),
+                      422, what="revoke the valid root capability of another keystore",
+                      failure_class="binding")
     over = with_unchecked_caveat(ks, "x=" + "a" * (cap.MAX_CAVEAT_LEN - 1))
     t.expect_rejected(call(t, ks, "POST", "/revocations", body={"capability": over}), 400,
                       what=f"revoke a capability with a caveat of {cap.MAX_CAVEAT_LEN + 1} "
