@@ -288,10 +288,12 @@ def test_start_up_and_backend_functions_are_reached_only_from_there(tmp_path: Pa
     lock. Anything else calling them would make their mutants observable again."""
     from mutation.sites import (
         BACKEND_FUNCTIONS,
+        BACKEND_SELECTORS,
         STARTUP_CALLERS,
         STARTUP_FUNCTIONS,
         listed_in,
         reference_callers,
+        reference_mentions,
     )
 
     from keyflows.conformance.embedded import server_arguments
@@ -307,8 +309,15 @@ def test_start_up_and_backend_functions_are_reached_only_from_there(tmp_path: Pa
             others = sorted(c for c in reached_by
                             if not listed_in(c.split(":", 1)[0], c.split(":", 1)[1], allowed))
             assert not others, f"{function} is reached from {others}: take it out"
+    mentions = reference_mentions()
+    for function in (f for f in BACKEND_FUNCTIONS if f.startswith("reference/")):
+        named_by = sorted(c for c in mentions.get(function, set())
+                          if not listed_in(c.split(":", 1)[0], c.split(":", 1)[1],
+                                           {**BACKEND_FUNCTIONS, **BACKEND_SELECTORS}))
+        assert not named_by, f"{function} is named outside its backend by {named_by}"
     options = server_arguments(tmp_path, "http://127.0.0.1:9", tmp_path / "ready")
     assert "--master-key-file" in options and "--server-lock" not in options
+    assert not options[options.index("--db") + 1].startswith("postgres")
 
 
 def test_a_parameter_named_like_a_function_does_not_reach_it(tmp_path: Path) -> None:

@@ -106,6 +106,20 @@ BACKEND_FUNCTIONS: dict[str, str] = {
         "tests/test_server_lock.py::TestPkcs11::test_blob_matches_the_file_backend_layout",
     "spec/lock_layering.py:server_lock_encryption_context":
         "tests/test_server_lock.py::TestAwsKms::test_binding_travels_as_encryption_context",
+    # the payload store of a PostgreSQL database (the mutation run's server uses SQLite,
+    # whose payloads are files)
+    "reference/payload_store.py:DatabasePayloadStore":
+        "tests/test_postgres.py::test_a_payload_posted_through_one_is_read_through_the_other",
+    "reference/payload_store.py:DatabaseWriter":
+        "tests/test_postgres.py::test_a_payload_posted_through_one_is_read_through_the_other",
+    "reference/payload_store.py:_drop_upload":
+        "tests/test_postgres.py::test_the_stores_on_postgresql",
+}
+# Where the server picks a backend: the only reference/ code outside BACKEND_FUNCTIONS that
+# may name a reference/ entry of it (tests/test_mutation_manifest.py).
+BACKEND_SELECTORS: dict[str, str] = {
+    "reference/server_lock.py:open_server_lock": "the --server-lock backend (default: file)",
+    "reference/envelope.py:setup": "DatabasePayloadStore only when --db is a PostgreSQL URL",
 }
 EXCLUSION_RULES: dict[str, dict[str, str]] = {
     "start-up only (STARTUP_FUNCTIONS)": STARTUP_FUNCTIONS,
@@ -690,21 +704,56 @@ def reference_callers(root: Path = ROOT) -> dict[tuple[str, str], set[str]]:
     for module in modules.values():
         if not module.path.startswith("reference/") or module.path in EXCLUDED_FILES:
             continue
-        units: list[tuple[str, ast.AST]] = []
-        for node in module.tree.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                units.append((node.name, node))
-            elif isinstance(node, ast.ClassDef):
-                units += [(f"{node.name}.{n.name}", n) for n in node.body
-                          if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-                units += [(f"{node.name}.<class>", n) for n in node.body
-                          if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-            else:
-                units.append(("<module>", node))
-        for name, unit in units:
+        for name, unit in _units(module):
             for spec_ref in reach(list(_references(module, unit))):
                 out.setdefault(spec_ref, set()).add(f"{module.path}:{name}")
     return out
+
+
+def reference_mentions(root: Path = ROOT) -> dict[str, set[str]]:
+    """reference/ definition (file:name of a top-level function or class) -> the
+    reference/ code naming it (file:qualname of a top-level function or a method,
+    file:<module> for other module-level code)."""
+    modules = load_modules(root)
+    out: dict[str, set[str]] = {}
+    for module in modules.values():
+        if not module.path.startswith("reference/"):
+            continue
+        local = {n.name for n in module.tree.body
+                 if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+        for name, unit in _units(module):
+            named: set[str] = set()
+            for ref in _free_names(unit):
+                if ref.id in module.imports and module.imports[ref.id][1] is not None:
+                    target, member = module.imports[ref.id]
+                    named.add(f"{target}:{member}")
+                elif ref.id in local:
+                    named.add(f"{module.path}:{ref.id}")
+            for sub in ast.walk(unit):
+                if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+                    imported = module.imports.get(sub.value.id)
+                    if imported is not None and imported[1] is None:
+                        named.add(f"{imported[0]}:{sub.attr}")
+            for target in named:
+                out.setdefault(target, set()).add(f"{module.path}:{name}")
+    return out
+
+
+def _units(module: Module) -> list[tuple[str, ast.AST]]:
+    """A module's top-level functions, its classes' methods (Class.method; Class.<class>
+    for the rest of a class body) and its other module-level statements (<module>)."""
+    units: list[tuple[str, ast.AST]] = []
+    for node in module.tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            units.append((node.name, node))
+        elif isinstance(node, ast.ClassDef):
+            units += [(f"{node.name}.{n.name}", n) for n in node.body
+                      if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+            units += [(f"{node.name}.<class>", n) for n in node.body
+                      if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        else:
+            units.append(("<module>", node))
+    return units
 
 
 def _discover(root: Path) -> list[Site]:
