@@ -535,7 +535,8 @@ VARIANTS = (
                      ("hashchain/keyinit/signer-and-replay-checked",),
                      keyinit_for_any_identity),
     HashchainVariant("ignores-uid-validity-bounds", "takes empty, reversed and over-long "
-                     "UID validities", ("hashchain/uid/validity-checked",),
+                     "UID validities", ("hashchain/uid/validity-checked",
+                                        "hashchain/uid/update-shape-checked"),
                      ignores_uid_validity_bounds),
     HashchainVariant("accepts-second-creation", "lets an identity be created twice",
                      ("hashchain/uid/second-creation-refused",), accepts_second_creation),
@@ -567,7 +568,8 @@ VARIANTS = (
                      ("hashchain/keyinit/served-once", "hashchain/keyinit/concurrent-fetch-once",
                       "hashchain/keyinit/signer-and-replay-checked"), reserves_keyinits),
     HashchainVariant("accepts-one-bad-signature", "never checks the SIGESCROW signature",
-                     ("hashchain/uid/bad-signatures-refused",), accepts_one_bad_signature),
+                     ("hashchain/uid/bad-signatures-refused",
+                      "hashchain/uid/creation-shape-checked"), accepts_one_bad_signature),
     HashchainVariant("accepts-creation-shapes", "takes creations with update fields or "
                      "SIGKEY == SIGESCROW", ("hashchain/uid/creation-shape-checked",),
                      accepts_creation_shapes),
