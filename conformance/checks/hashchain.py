@@ -189,8 +189,8 @@ def tiles_missing(t: Probe) -> None:
     """A tile or bundle the tree does not have yet is 404 (up to level 63 and width 255,
     indices of several x-prefixed elements too); any other spelling of a tile path is
     400, also one that would name a tile the tree has (leading zeros, short or long
-    elements, misplaced or leading x000, widths out of 1..255, levels beyond 63); both as
-    problem+json."""
+    elements, a missing or misplaced x, a leading x000, widths out of 1..255, levels
+    beyond 63); both as problem+json."""
     _, _, checkpoint = synced_with_entries(t)
     beyond = tiles.Tile(0, checkpoint.size // tiles.TILE_WIDTH + 5)
     far = max(beyond.index, 1_234_067)  # x001/x234/067
@@ -205,7 +205,8 @@ def tiles_missing(t: Probe) -> None:
                  f"tile/0/00.p/{w}", f"tile/0/0000.p/{w}", f"tile/0/x000.p/{w}",
                  f"tile/0/x000/000.p/{w}", f"tile/00/000.p/{w}", f"tile/0/000.p/0{w}",
                  "tile/0/000.p/256", "tile/0/000.p", "tile/entries", "tile/x/000.p/1",
-                 f"tile/{tiles.MAX_TILE_LEVEL + 1}/000.p/1", f"tile/entries/00.p/{w}"):
+                 f"tile/{tiles.MAX_TILE_LEVEL + 1}/000.p/1", f"tile/entries/00.p/{w}",
+                 f"tile/0/000/000.p/{w}", f"tile/entries/x001.p/{w}", "tile/0/x001/x002"):
         exchange = t.request("GET", f"{PREFIX}/{path}")
         t.expect_rejected(exchange, 400, what=f"GET the malformed tile path {path}")
 
