@@ -325,7 +325,8 @@ def render_equivalents(outcomes: list[Outcome], equivalent: dict[str, str],
             out.append(f"      {o.id}  <- {', '.join(o.failed_checks[:2]) or o.reason}")
             out.append(f"      judged: {equivalent.get(o.id, '?')}")
     if report["flaky_checks"]:
-        out.append("checks that failed once and then passed alone on the same server: "
+        out.append("checks that failed, then passed alone on a fresh server of the same "
+                   "mutant (not counted as kills): "
                    + ", ".join(report["flaky_checks"]))
     out.append(f"equivalent: {report['equivalent_listed']} listed of a population of "
                f"{report['population']} ({report['equivalent_share']}%)")
