@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -40,9 +41,19 @@ time checks wait out 1 s lifetimes), four times that at a load of 20."""
 
 def run_conformance(*args: str, timeout: float = EMBEDDED_RUN_BOUND_S
                     ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in its own process group: on a timeout the whole group is killed, so the
+    embedded reference server it started does not outlive the test."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([*KEYFLOWS, "conformance", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, check=False)
+    command = [*KEYFLOWS, "conformance", *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env, start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def statuses(report: dict[str, Any]) -> dict[str, str]:
