@@ -15,6 +15,7 @@ keyflows.spec.hashchain_directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -67,13 +68,11 @@ ANSWERS_KEPT = 2048
 AnswerKey = tuple[str, tuple[str, ...], bool, int, int]
 
 
-def served(built: PreparedResponse) -> PreparedResponse:
-    """A kept answer to send: its bytes, and a header list of its own to send them with."""
-    return PreparedResponse(bytes(built.body), list(built.raw_headers))
-
-
 class BuiltAnswers:
-    """The bytes and headers of lookup answers already built, least recently served first."""
+    """The bytes and headers of lookup answers already built, least recently served first.
+    A kept answer is sent as it is, to every request that asks for it (as the public-key
+    GET's prepared answer is): sending a response reads its bytes and header list, and
+    nothing changes them."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -84,7 +83,7 @@ class BuiltAnswers:
         if built is None:
             return None
         self._kept.move_to_end(key)
-        return served(built)
+        return built
 
     def keep(self, key: AnswerKey, built: PreparedResponse) -> None:
         self._kept[key] = built
@@ -186,14 +185,22 @@ def query_epoch(request: Request) -> int | None:
                                                        requirement="HC-88")))
 
 
+@functools.lru_cache(maxsize=ANSWERS_KEPT)
+def checked_label(kind: str, names: tuple[str, ...]) -> hd.Label:
+    """The Label of these names, checked when made (HC-80). A Label is a function of its
+    kind and names alone, so the one made last time is the same label; names it refuses
+    raise every time (a refusal is not remembered)."""
+    return hd.Label(kind, names)
+
+
 def label_of(request: Request, kind: str) -> hd.Label:
     """HC-80: the label a lookup names, its names checked (a Label is checked when made)
     before any query sees them."""
     if kind == hd.KIND_UID:
         identity = str(request.path_params["identity"])
-        return spec_checked(lambda: hd.uid_label(identity))
+        return spec_checked(lambda: checked_label(hd.KIND_UID, (identity,)))
     user_id, client_id = path_identifiers(request, "user_id", "client_id")
-    return spec_checked(lambda: hd.Label(kind, (user_id, client_id)))
+    return spec_checked(lambda: checked_label(kind, (user_id, client_id)))
 
 
 async def answer(request: Request, kind: str, *, history: bool) -> Response:
@@ -212,7 +219,7 @@ async def answer(request: Request, kind: str, *, history: bool) -> Response:
         return kept
     built = await build_answer(request, directory_of(request), label, epoch, history=history)
     answers.keep(key, built)
-    return served(built)
+    return built
 
 
 async def build_answer(request: Request, store: DirectoryStore, label: hd.Label,

@@ -132,7 +132,11 @@ class Head:
 
 def read_head(db: sqlite3.Connection, vrf_public_key: bytes) -> Head | None:
     """The head; None before the first epoch."""
-    row = db.execute(HEAD_SQL).fetchone()
+    return head_of(db.execute(HEAD_SQL).fetchone(), vrf_public_key)
+
+
+def head_of(row: Sequence[Any] | None, vrf_public_key: bytes) -> Head | None:
+    """The head a row of HEAD_SQL names (None: no epoch yet)."""
     if row is None:
         return None
     epoch = hd.Epoch(int(row[0]), int(row[1]), vrf_public_key, bytes(row[2]))
@@ -166,6 +170,8 @@ class DirectoryStore:
         self.append_entry = append_entry
         self.random = random
         self.heartbeat = heartbeat
+        # the last HEAD_SQL row read and the Head made from it (one tuple: threads swap it whole)
+        self._last_head: tuple[Sequence[Any] | None, Head | None] = (None, None)
         with db.write() as tx:
             for statement in SCHEMA:
                 tx.execute(statement)
@@ -225,8 +231,16 @@ class DirectoryStore:
     # --- epochs -----------------------------------------------------------------------------
 
     def head(self) -> Head | None:
-        """The head (a short read): the one read every lookup makes before its answer."""
-        return self.db.read(lambda tx: read_head(tx, self.vrf_public_key))
+        """The head (a short read): the one read every lookup makes before its answer.
+        The row is read every time; only the Head made from it is reused while the row
+        read stays the same (a Head is a function of its row alone, so it cannot be stale)."""
+        row = self.db.read(lambda tx: tx.execute(HEAD_SQL).fetchone())
+        last_row, last_head = self._last_head
+        if row is not None and row == last_row:
+            return last_head
+        head = head_of(row, self.vrf_public_key)
+        self._last_head = (row, head)
+        return head
 
     def due(self, head: Head | None, now: int) -> bool:
         """HC-98: whether an epoch is due, when changes wait or the last one is a heartbeat
