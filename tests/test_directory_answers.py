@@ -65,3 +65,13 @@ def test_the_kept_answers_are_bounded() -> None:
         kept.keep(("uid", (str(n),), False, 1, 1), prepared_json(str(n)))
     assert kept.get(("uid", ("0",), False, 1, 1)) is None
     assert kept.get(("uid", ("2",), False, 1, 1)) is not None
+
+
+def test_refused_names_are_refused_every_time(
+        running: tuple[AccountServer, RunningServer]) -> None:
+    """The labels made for lookups are remembered, refusals are not."""
+    _, server = running
+    for path in ("/v1/directory/keypair/dir%20alice/app", "/v1/directory/uid/no-at-sign"):
+        first = served(server, path)
+        assert first[0] == 400
+        assert served(server, path) == first
