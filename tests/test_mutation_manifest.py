@@ -342,6 +342,56 @@ def test_a_parameter_named_like_a_function_does_not_reach_it(tmp_path: Path) -> 
     assert "helper" in functions and "client_only" not in functions
 
 
+def test_a_method_is_reached_only_where_it_may_be_called(tmp_path: Path) -> None:
+    """A reached class brings the methods Python calls itself (dunders, properties) and
+    those reached code names on an object that may be of that class; a method named only
+    on objects known to be something else (a library's value, another class) stays out,
+    with the spec/ functions only it calls."""
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "spec" / "errors.py").write_text(
+        "class SpecError(Exception):\n    pass\n", encoding="utf-8")
+    checks = "".join(
+        f"def {name}(x):\n    if x:\n        raise SpecError('{name}')\n\n\n"
+        for name in ("by_path", "by_size", "by_dunder", "by_property", "by_other"))
+    (tmp_path / "spec" / "flow.py").write_text(
+        "from keyflows.spec.errors import SpecError\n\n\n" + checks
+        + "class Tile:\n"
+        "    def __init__(self, n):\n        by_dunder(n)\n        self.n = n\n\n"
+        "    @property\n    def full(self):\n        return by_property(self.n)\n\n"
+        "    def path(self):\n        return by_path(self.n)\n\n"
+        "    def size(self):\n        return by_size(self.n)\n\n\n"
+        "class Other:\n    def path(self):\n        return by_other(1)\n\n\n"
+        "def parse(text):\n    return Tile(len(text))\n", encoding="utf-8")
+    route = ("from urllib.parse import urlsplit\n\n"
+             "from keyflows.spec import flow\n\n\n"
+             "def route(url: str, other: flow.Other, tile: flow.Tile):\n"
+             "    parts = urlsplit(url)\n"
+             "    made = flow.Tile(3)\n"
+             "    return parts.path, url.strip().path, other.path(), made.size(), tile.full\n")
+    (tmp_path / "reference" / "route.py").write_text(route, encoding="utf-8")
+    functions = {s.function for s in discover(tmp_path)}
+    assert functions == {"by_size", "by_dunder", "by_property", "by_other"}
+    # an object of unknown provenance may be a Tile: its `.path` reaches Tile.path
+    for unknown in ("flow.parse(text)", "next(iter([flow.Tile(1)]))", "[text].pop()"):
+        (tmp_path / "reference" / "route.py").write_text(
+            route + f"\n\ndef other_route(text):\n    return {unknown}.path()\n",
+            encoding="utf-8")
+        assert "by_path" in {s.function for s in discover(tmp_path)}, unknown
+
+
+def test_tile_paths_are_made_by_clients_only() -> None:
+    """The server parses tile paths; it never writes one (Tile.path is a client's)."""
+    from mutation.reach import load_modules, reachable_spec
+    from mutation.sites import EXCLUDED_FILES
+
+    reached = reachable_spec(load_modules(ROOT), EXCLUDED_FILES)
+    tiles = "spec/hashchain_tiles.py"
+    assert {(tiles, "Tile"), (tiles, "Tile.cache_control"), (tiles, "Tile.partial"),
+            (tiles, "parse_tile_path")} <= reached
+    assert (tiles, "Tile.path") not in reached and (tiles, "encode_index") not in reached
+
+
 def test_only_kills_by_a_check_feed_observed(sites: list[Site], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,8 @@
 """The mutation population: every place where the reference server refuses or enforces.
 
-Sites are found in the source with `ast`, in reference/ and in the spec/ functions that
-reference/ reaches (directly or through other spec/ functions). Each site is one mutant:
+Sites are found in the source with `ast`, in reference/ and in the spec/ functions and
+methods that reference/ reaches (directly or through other spec/ code; reach.py). Each
+site is one mutant:
 
   guard-false    the condition of an `if` whose body refuses becomes False
   guard-true     the condition of an `if` whose else branch refuses becomes True
@@ -23,13 +24,23 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .reach import (
+    FunctionNode,
+    Module,
+    definition,
+    free_names,
+    functions_in_scope,
+    load_modules,
+    reachable_spec,
+    references,
+    units,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("spec", "reference")
-PACKAGE_PREFIX = "keyflows."
 # The command line and configuration refuse at start-up, never over HTTP; the envelope
 # command line is a client (it seals and opens files), not part of the server.
 # The reference encrypted data vault (`keyflows edv`) is a component of its own that the
@@ -160,9 +171,6 @@ BOUNDARY_SWAP: dict[type[ast.cmpop], tuple[type[ast.cmpop], str, str]] = {
     ast.GtE: (ast.Gt, ">=", ">"),
 }
 
-FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
-
-
 @dataclass(frozen=True)
 class Edit:
     """Replace source bytes [start, end) with `text`."""
@@ -202,195 +210,6 @@ class Site:
         start, end = self.scope
         return (source[start:self.edit.start] + self.edit.text
                 + source[self.edit.end:end])
-
-
-# --- parsing -------------------------------------------------------------------------------
-
-@dataclass
-class Module:
-    path: str  # relative to the repository root, e.g. "spec/hpke.py"
-    source: bytes
-    tree: ast.Module
-    line_starts: list[int]
-    functions: dict[str, FunctionNode]  # qualified name -> node
-    classes: dict[str, ast.ClassDef]  # top-level classes
-    imports: dict[str, tuple[str, str | None]]  # local name -> (module path, member or None)
-
-    def offset(self, line: int, col: int) -> int:
-        """Byte offset of an ast position (lines from 1, columns in UTF-8 bytes)."""
-        return self.line_starts[line - 1] + col
-
-    def segment(self, node: ast.AST) -> bytes:
-        start = self.offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
-        end = self.offset(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
-        return self.source[start:end]
-
-    def span(self, node: ast.AST) -> tuple[int, int]:
-        return (self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
-                self.offset(node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
-
-
-def module_path(dotted: str, root: Path) -> str | None:
-    """keyflows.spec.hpke -> spec/hpke.py (if it exists); keyflows.spec -> spec/__init__.py."""
-    if not dotted.startswith(PACKAGE_PREFIX):
-        return None
-    parts = dotted[len(PACKAGE_PREFIX):].split(".")
-    if not parts or parts[0] not in PACKAGES:
-        return None
-    candidate = Path(*parts).with_suffix(".py")
-    if (root / candidate).is_file():
-        return candidate.as_posix()
-    package = Path(*parts) / "__init__.py"
-    if (root / package).is_file():
-        return package.as_posix()
-    return None
-
-
-def _imports(tree: ast.Module, root: Path) -> dict[str, tuple[str, str | None]]:
-    out: dict[str, tuple[str, str | None]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:
-                sub = module_path(f"{node.module}.{alias.name}", root)
-                local = alias.asname or alias.name
-                if sub is not None and not sub.endswith("__init__.py"):
-                    out[local] = (sub, None)
-                    continue
-                parent = module_path(node.module, root)
-                if parent is not None:
-                    out[local] = (parent, alias.name)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                path = module_path(alias.name, root)
-                if path is not None and alias.asname:
-                    out[alias.asname] = (path, None)
-    return out
-
-
-def _functions(tree: ast.Module) -> dict[str, FunctionNode]:
-    out: dict[str, FunctionNode] = {}
-
-    def visit(body: list[ast.stmt], prefix: str) -> None:
-        for node in body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                name = prefix + node.name
-                out[name] = node
-                visit(node.body, name + ".")
-            elif isinstance(node, ast.ClassDef):
-                visit(node.body, prefix + node.name + ".")
-
-    visit(tree.body, "")
-    return out
-
-
-def parse(path: str, root: Path) -> Module:
-    source = (root / path).read_bytes()
-    tree = ast.parse(source, filename=path)
-    starts = [0]
-    for line in source.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    return Module(path=path, source=source, tree=tree, line_starts=starts,
-                  functions=_functions(tree), classes=classes,
-                  imports=_imports(tree, root))
-
-
-def load_modules(root: Path) -> dict[str, Module]:
-    modules = {}
-    for package in PACKAGES:
-        for file in sorted((root / package).glob("*.py")):
-            path = file.relative_to(root).as_posix()
-            modules[path] = parse(path, root)
-    return modules
-
-
-# --- scope: reference/ and the spec/ functions it reaches -------------------------------------
-
-def _local_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
-    """The names a function binds itself (parameters, assignments): inside it they never
-    mean a module-level definition of the same name."""
-    args = fn.args
-    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
-    names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
-    body = fn.body if isinstance(fn.body, list) else [fn.body]
-    for statement in body:
-        for sub in ast.walk(statement):
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-                names.add(sub.id)
-    return names
-
-
-def _free_names(node: ast.AST, bound: frozenset[str] = frozenset()) -> Iterator[ast.Name]:
-    """The Name nodes under `node` that are not bound by a function around them."""
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-        bound = bound | _local_names(node)
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.Name):
-            # a name being bound (a class's field, a module-level assignment) refers to
-            # no definition
-            if child.id not in bound and isinstance(child.ctx, ast.Load):
-                yield child
-        else:
-            yield from _free_names(child, bound)
-
-
-def _references(module: Module, node: ast.AST) -> Iterator[tuple[str, str]]:
-    """(module path, top-level name) pairs of spec/ definitions `node` mentions."""
-    for name in _free_names(node):
-        if name.id in module.imports:
-            target, member = module.imports[name.id]
-            if member is not None:
-                yield target, member
-        elif module.path.startswith("spec/"):
-            yield module.path, name.id
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
-            imported = module.imports.get(sub.value.id)
-            if imported is not None and imported[1] is None:
-                yield imported[0], sub.attr
-
-
-def _definition(module: Module, name: str) -> ast.AST | None:
-    if name in module.classes:
-        return module.classes[name]
-    node = module.functions.get(name)
-    return node if node is not None and "." not in name else None
-
-
-def reachable_spec(modules: dict[str, Module],
-                   roots: Callable[[str], bool] = lambda path: True) -> set[tuple[str, str]]:
-    """Top-level spec/ functions and classes reference/ reaches (from the modules
-    `roots` accepts), transitively."""
-    queue: list[tuple[str, str]] = []
-    for module in modules.values():
-        if module.path.startswith("reference/") and module.path not in EXCLUDED_FILES \
-                and roots(module.path):
-            queue.extend(ref for ref in _references(module, module.tree)
-                         if ref[0].startswith("spec/"))
-    seen: set[tuple[str, str]] = set()
-    while queue:
-        ref = queue.pop()
-        if ref in seen or ref[0] not in modules:
-            continue
-        module = modules[ref[0]]
-        node = _definition(module, ref[1])
-        if node is None:
-            continue
-        seen.add(ref)
-        queue.extend(r for r in _references(module, node) if r[0].startswith("spec/"))
-    return seen
-
-
-def functions_in_scope(modules: dict[str, Module]) -> Iterator[tuple[Module, str, FunctionNode]]:
-    """The functions of the population, and those of STARTUP_FUNCTIONS."""
-    reached = reachable_spec(modules)
-    for module in modules.values():
-        if module.path in EXCLUDED_FILES:
-            continue
-        for qualname, node in module.functions.items():
-            top = qualname.split(".", 1)[0]
-            if module.path.startswith("reference/") or (module.path, top) in reached:
-                yield module, qualname, node
 
 
 # --- what counts as a refusal -----------------------------------------------------------------
@@ -676,7 +495,8 @@ def discover_all(root: Path = ROOT) -> tuple[list[Site], dict[str, list[Site]]]:
 def reached_outside_stores(root: Path = ROOT) -> set[str]:
     """The STORED_ROW_FUNCTIONS that a reference/ module other than a store reaches."""
     modules = load_modules(root)
-    reached = reachable_spec(modules, roots=lambda path: not STORE_MODULES.match(path))
+    reached = reachable_spec(modules, EXCLUDED_FILES,
+                             roots=lambda path: not STORE_MODULES.match(path))
     return {name for name in STORED_ROW_FUNCTIONS
             if tuple(name.split(":", 1)) in reached}
 
@@ -692,11 +512,11 @@ def reference_callers(root: Path = ROOT) -> dict[tuple[str, str], set[str]]:
             ref = queue.pop()
             if ref in seen or ref[0] not in modules:
                 continue
-            node = _definition(modules[ref[0]], ref[1])
+            node = definition(modules[ref[0]], ref[1])
             if node is None:
                 continue
             seen.add(ref)
-            queue.extend(r for r in _references(modules[ref[0]], node)
+            queue.extend(r for r in references(modules[ref[0]], node)
                          if r[0].startswith("spec/"))
         return seen
 
@@ -704,8 +524,8 @@ def reference_callers(root: Path = ROOT) -> dict[tuple[str, str], set[str]]:
     for module in modules.values():
         if not module.path.startswith("reference/") or module.path in EXCLUDED_FILES:
             continue
-        for name, unit in _units(module):
-            for spec_ref in reach(list(_references(module, unit))):
+        for name, unit in units(module):
+            for spec_ref in reach(list(references(module, unit))):
                 out.setdefault(spec_ref, set()).add(f"{module.path}:{name}")
     return out
 
@@ -721,9 +541,9 @@ def reference_mentions(root: Path = ROOT) -> dict[str, set[str]]:
             continue
         local = {n.name for n in module.tree.body
                  if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
-        for name, unit in _units(module):
+        for name, unit in units(module):
             named: set[str] = set()
-            for ref in _free_names(unit):
+            for ref in free_names(unit):
                 if ref.id in module.imports and module.imports[ref.id][1] is not None:
                     target, member = module.imports[ref.id]
                     named.add(f"{target}:{member}")
@@ -739,28 +559,11 @@ def reference_mentions(root: Path = ROOT) -> dict[str, set[str]]:
     return out
 
 
-def _units(module: Module) -> list[tuple[str, ast.AST]]:
-    """A module's top-level functions, its classes' methods (Class.method; Class.<class>
-    for the rest of a class body) and its other module-level statements (<module>)."""
-    units: list[tuple[str, ast.AST]] = []
-    for node in module.tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            units.append((node.name, node))
-        elif isinstance(node, ast.ClassDef):
-            units += [(f"{node.name}.{n.name}", n) for n in node.body
-                      if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-            units += [(f"{node.name}.<class>", n) for n in node.body
-                      if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-        else:
-            units.append(("<module>", node))
-    return units
-
-
 def _discover(root: Path) -> list[Site]:
     modules = load_modules(root)
     refusals = refusal_names(modules)
     sites: list[Site] = []
-    for module, qualname, fn in functions_in_scope(modules):
+    for module, qualname, fn in functions_in_scope(modules, EXCLUDED_FILES):
         top = next(n for n in module.tree.body
                    if n.lineno <= fn.lineno <= (n.end_lineno or n.lineno))
         first = top.decorator_list[0] if isinstance(
