@@ -43,6 +43,10 @@ EMBEDDED_CHALLENGE_LIFETIME = 3
 checks that must finish within one lifetime miss it on a loaded 2-core machine.)"""
 EMBEDDED_SESSION_LIFETIME = 6
 """Seconds; the session expiry check waits out session lifetimes up to 6 s."""
+EMBEDDED_MESSAGE_RETENTION = 15
+"""Seconds an envelope message is served (ENV-17): the retention check waits it out once,
+and every other envelope check posts and reads its messages well within it, also on a
+loaded machine."""
 EMBEDDED_LIMITS = ("--header-timeout", "2", "--body-timeout", "2", "--idle-timeout", "2",
                    "--quotas", "queue-per-device=30,queue-per-sender=12")
 """Deadlines and quotas small enough that the limit checks wait and post little."""
@@ -60,6 +64,7 @@ def server_arguments(workdir: Path, account_url: str, ready: Path) -> list[str]:
             # Short enough for the runner to wait out, so expiry is checked too.
             "--challenge-lifetime", str(EMBEDDED_CHALLENGE_LIFETIME),
             "--session-lifetime", str(EMBEDDED_SESSION_LIFETIME),
+            "--message-retention", str(EMBEDDED_MESSAGE_RETENTION),
             # Test values the limit checks can drive in seconds (API-52, API-53).
             *EMBEDDED_LIMITS]
 

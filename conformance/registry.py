@@ -75,6 +75,7 @@ def all_checks() -> list[Check]:
         common,
         contract,
         envelope,
+        envelope_retention,
         generic,
         hashchain,
         hashchain_directory,

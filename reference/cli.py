@@ -160,6 +160,9 @@ def serve(settings: Settings) -> None:
 @click.option("--root-capability-lifetime",
               help="Seconds a keystore's root capability lives, 60..31622400 "
                    "[env KEYFLOWS_ROOT_CAPABILITY_LIFETIME; default 2592000].")
+@click.option("--message-retention",
+              help="Seconds an envelope message is served from its arrival, 1..31622400 "
+                   "[env KEYFLOWS_MESSAGE_RETENTION; default 604800].")
 def serve_command(host: str | None, port: str | None, db: str | None,
                   account_server: str | None, max_body_bytes: str | None,
                   secrets_key_file: str | None, header_timeout: str | None,
@@ -172,7 +175,8 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                   master_key_file: str | None, kms_key_id: str | None,
                   kms_endpoint: str | None, kms_region: str | None, pkcs11_lib: str | None,
                   pkcs11_token: str | None, pkcs11_key_label: str | None,
-                  edv_servers: tuple[str, ...], root_capability_lifetime: str | None) -> None:
+                  edv_servers: tuple[str, ...], root_capability_lifetime: str | None,
+                  message_retention: str | None) -> None:
     """Run the keyflows reference key server."""
     try:
         lock = configured_server_lock(
@@ -192,6 +196,7 @@ def serve_command(host: str | None, port: str | None, db: str | None,
                                  challenge_max_attempts=challenge_max_attempts,
                                  session_lifetime=session_lifetime, server_lock=lock,
                                  root_capability_lifetime=root_capability_lifetime,
+                                 message_retention=message_retention,
                                  edv_servers=edv_servers)
         serve(settings)
     except (ConfigError, ServerLockError) as exc:

@@ -14,6 +14,7 @@ from typing import TypedDict
 from urllib.parse import urlsplit
 
 from keyflows.reference.server_lock import ServerLockSettings
+from keyflows.spec import envelope as spec_envelope
 from keyflows.spec import limits as spec_limits
 from keyflows.spec import lock_layering_capability as capability
 from keyflows.spec.errors import SpecError
@@ -50,6 +51,8 @@ DEFAULT_QUOTAS: dict[str, int] = {
 }
 # lock-layering (LOCK-23): how long a root capability lives; the range is the spec's.
 DEFAULT_ROOT_CAPABILITY_LIFETIME = 30 * 86400
+# envelope (ENV-17): how long a message is served; the range is the spec's.
+DEFAULT_MESSAGE_RETENTION = 7 * 86400
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 ENV_HOST = "KEYFLOWS_HOST"
@@ -69,6 +72,7 @@ ENV_MAX_CONNECTIONS = "KEYFLOWS_MAX_CONNECTIONS"
 ENV_RATES = "KEYFLOWS_RATES"
 ENV_QUOTAS = "KEYFLOWS_QUOTAS"
 ENV_ROOT_CAPABILITY_LIFETIME = "KEYFLOWS_ROOT_CAPABILITY_LIFETIME"
+ENV_MESSAGE_RETENTION = "KEYFLOWS_MESSAGE_RETENTION"
 ENV_ORIGIN = "KEYFLOWS_ORIGIN"
 ENV_EDV_SERVERS = "KEYFLOWS_EDV_SERVERS"
 
@@ -107,6 +111,8 @@ class Settings:
     rates: dict[str, spec_limits.Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
     quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
     root_capability_lifetime: int = DEFAULT_ROOT_CAPABILITY_LIFETIME
+    # envelope step 12: seconds a message is served from its arrival (ENV-17)
+    message_retention: int = DEFAULT_MESSAGE_RETENTION
     # The origin clients reach the server at (session-challenge, SC-17); None: the origin
     # of http://host:port as the server listens.
     origin: str | None = None
@@ -177,6 +183,7 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
                   secrets_key_file: str | None = None,
                   limits: Mapping[str, str | None] | None = None,
                   root_capability_lifetime: str | None = None,
+                  message_retention: str | None = None,
                   origin: str | None = None,
                   edv_servers: tuple[str, ...] = (),
                   environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +202,8 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
     secrets_key_file = secrets_key_file or env.get(ENV_SECRETS_KEY_FILE)
     root_text = (root_capability_lifetime or env.get(ENV_ROOT_CAPABILITY_LIFETIME)
                  or str(DEFAULT_ROOT_CAPABILITY_LIFETIME))
+    retention_text = (message_retention or env.get(ENV_MESSAGE_RETENTION)
+                      or str(DEFAULT_MESSAGE_RETENTION))
     origin = origin or env.get(ENV_ORIGIN)
     level = (log_level or DEFAULT_LOG_LEVEL).lower()
     if level not in LOG_LEVELS:
@@ -219,6 +228,9 @@ def load_settings(*, host: str | None, port: str | None, db: str | None,
         root_capability_lifetime=parse_int(root_text, "root capability lifetime (seconds)",
                                            minimum=capability.MIN_ROOT_LIFETIME,
                                            maximum=capability.MAX_ROOT_LIFETIME),
+        message_retention=parse_int(retention_text, "message retention (seconds)",
+                                    minimum=spec_envelope.MIN_RETENTION_SECONDS,
+                                    maximum=spec_envelope.MAX_RETENTION_SECONDS),
         origin=check_origin_setting(origin) if origin else None,
         edv_servers=tuple(check_server_url(u, "EDV server") for u in (
             edv_servers or tuple(u for u in env.get(ENV_EDV_SERVERS, "").split(",") if u))),

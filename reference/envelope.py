@@ -70,8 +70,8 @@ ACK_PATH = MESSAGE_PATH + "/ack"
 PAYLOAD_PATH = MESSAGE_PATH + "/payload"
 OCTET_STREAM = "application/octet-stream"
 
-# ENV-17: the limits and lifetime this server advertises.
-RETENTION_SECONDS = 7 * 24 * 3600
+# ENV-17: the limits this server advertises (the retention period is a setting,
+# Settings.message_retention).
 MAX_RECIPIENTS = 1000
 MAX_PAYLOAD_BYTES = 1 << 32
 MAX_DEVICES_PER_USER = 32  # a signed list of 32 fits the general body limit
@@ -100,7 +100,7 @@ def capabilities(settings: Settings) -> dict[str, object]:
             "max_payload_bytes": MAX_PAYLOAD_BYTES,
             "max_body_bytes": MAX_ENVELOPE_BODY_BYTES,
             "chunk_size": S.CHUNK_SIZE,
-            "retention_seconds": RETENTION_SECONDS,
+            "retention_seconds": settings.message_retention,
             "max_devices_per_user": MAX_DEVICES_PER_USER,
             "max_queue_page": MAX_QUEUE_PAGE}
 
@@ -208,7 +208,7 @@ async def post_message(request: Request) -> Response:
     obj = json_body(request, body)
     store = tables(request)
     received = now()
-    expires = E.expires_at(received, RETENTION_SECONDS)
+    expires = E.expires_at(received, services(request).settings.message_retention)
 
     def decide(directory: E.Directory) -> E.Envelope:
         return _accepted(lambda: E.accept_envelope(

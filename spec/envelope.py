@@ -788,6 +788,12 @@ def apply_ack(*, already_acknowledged: bool, unacknowledged_devices: int) -> Ack
 
 # --- step 12: retention -------------------------------------------------------------------
 
+MIN_RETENTION_SECONDS = 1
+MAX_RETENTION_SECONDS = 366 * 86400
+"""The range of retention_seconds a server may advertise (ENV-17): a message may be kept
+from one second (test servers) to a leap year."""
+
+
 def expires_at(received_at: int, retention_seconds: int) -> int:
     """Step 12 (ENV-17): the first second at which a record is no longer served."""
     return received_at + retention_seconds

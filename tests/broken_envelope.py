@@ -199,6 +199,33 @@ def delivers_before_payload(monkeypatch: pytest.MonkeyPatch) -> None:
                         " AND d.acknowledged = 0 AND m.expires_at > ?")
 
 
+RETENTION_SECONDS = 6
+"""The retention check's variants run with a retention short enough to wait out."""
+RETENTION: dict[str, object] = {"message_retention": RETENTION_SECONDS}
+
+
+def serves_expired(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read queries forget the expiry: the queue, a record and its payload are served
+    after expires_at until a new envelope purges them (ENV-17)."""
+    from keyflows.reference import envelope_store
+
+    monkeypatch.setattr(envelope_store, "_SERVED", f" AND m.state = '{envelope_store.READY}'"
+                                                   " AND d.acknowledged = 0 AND ? IS NOT NULL")
+
+
+def counts_expired(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expired messages are hidden but never purged: they go on filling the queue quotas
+    (ENV-17, API-54)."""
+    monkeypatch.setattr(_tables(), "purge_expired", lambda self, now: [])
+
+
+def retention_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The advertised retention is not the one applied: every message is kept a week."""
+    from keyflows.spec import envelope as E
+
+    monkeypatch.setattr(E, "expires_at", lambda received_at, retention: received_at + 604800)
+
+
 def upload_length_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
     from keyflows.spec import envelope as E
 
@@ -448,6 +475,15 @@ VARIANTS: tuple[BrokenVariant, ...] = (
     BrokenVariant("delivers-before-payload", "a message is delivered before its payload is "
                   "stored (ENV-26)", ("envelope/payload/length-enforced",),
                   patch=delivers_before_payload),
+    BrokenVariant("serves-expired-messages", "the queue, records and payloads are served "
+                  "after expires_at (ENV-17)", ("envelope/retention/expiry",),
+                  patch=serves_expired, settings=RETENTION),
+    BrokenVariant("counts-expired-messages", "expired messages are never purged and go on "
+                  "counting against the sender's quota (ENV-17, API-54)",
+                  ("envelope/retention/expiry",), patch=counts_expired, settings=RETENTION),
+    BrokenVariant("retention-not-applied", "messages expire a week after arrival whatever "
+                  "retention_seconds says (ENV-17)", ("envelope/retention/expiry",),
+                  patch=retention_not_applied, settings=RETENTION),
     BrokenVariant("upload-length-unchecked", "a payload of any length is stored (ENV-26)",
                   ("envelope/payload/length-enforced",), patch=upload_length_unchecked),
     BrokenVariant("serves-another-devices-entry", "every device's queue carries the "

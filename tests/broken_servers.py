@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -33,6 +33,8 @@ class BrokenVariant:
     """Check ids that must fail against this variant (others may fail too)."""
     wrapper: Callable[[ASGIApp], ASGIApp] | None = None
     patch: Callable[[pytest.MonkeyPatch], None] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Settings fields the variant's server starts with (test settings of its checks)."""
 
 
 # --- ASGI plumbing ---------------------------------------------------------------------------

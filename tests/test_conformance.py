@@ -80,11 +80,15 @@ class Target:
         return done, json.loads(report.read_text())
 
 
-def start_target(tmp_path: Path, variant: BrokenVariant | None = None) -> Target:
+def start_target(tmp_path: Path, variant: BrokenVariant | None = None,
+                 **fields: Any) -> Target:
+    """The reference server (broken as `variant` says), with the variant's settings and
+    then `fields` over the test limits."""
     port = free_port()
     wrapper = variant.wrapper if variant else None
+    settings = {**(variant.settings if variant else {}), **fields}
     server = start_reference_server(f"http://127.0.0.1:{port}", tmp_path / "keys.sqlite3",
-                                    app_wrapper=wrapper)
+                                    app_wrapper=wrapper, **settings)
     return Target(server, port)
 
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from broken_envelope import VARIANTS
+from broken_envelope import RETENTION_SECONDS, VARIANTS
 from broken_servers import BrokenVariant
 from test_conformance import start_target, statuses
 
 SELECT = ("--select", "envelope/*")
+RETENTION_CHECK = "envelope/retention/expiry"
 
 
 def test_reference_passes_every_envelope_check(tmp_path: Path) -> None:
-    """The control for the variants: the unbroken server, started the same way."""
+    """The control for the variants: the unbroken server, started the same way. With the
+    default retention (a week) the retention check is skipped, never passed."""
     target = start_target(tmp_path)
     try:
         done, report = target.run(tmp_path, *SELECT)
@@ -23,8 +25,21 @@ def test_reference_passes_every_envelope_check(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout
     results = statuses(report)
     assert len(results) >= 25
+    assert results.pop(RETENTION_CHECK) == "skipped"
+    assert "the advertised retention_seconds is 604800" in done.stdout
     assert set(results.values()) == {"passed"}, done.stdout
     assert all(c["flow"] == "envelope" and c["requirements"] for c in report["checks"])
+
+
+def test_reference_passes_the_retention_check(tmp_path: Path) -> None:
+    """The control for the retention variants, with their short retention."""
+    target = start_target(tmp_path, message_retention=RETENTION_SECONDS)
+    try:
+        done, report = target.run(tmp_path, "--select", RETENTION_CHECK)
+    finally:
+        target.server.stop()
+    assert done.returncode == 0, done.stdout
+    assert statuses(report) == {RETENTION_CHECK: "passed"}, done.stdout
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])

@@ -14,10 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 from servers import AccountServer, RunningServer, start_account_server, start_reference_server
 
 from keyflows.reference import envelope as routes
+from keyflows.reference.cli import serve_command
+from keyflows.reference.config import ConfigError, load_settings
 from keyflows.reference.payload_store import (
     DatabasePayloadStore,
     FilePayloadStore,
@@ -181,6 +184,48 @@ def test_capabilities_advertise_suites_and_limits(client: httpx.Client) -> None:
     assert envelope["suites"] == list(E.SUITES)
     assert envelope["max_payload_bytes"] == routes.MAX_PAYLOAD_BYTES
     assert envelope["chunk_size"] == S.CHUNK_SIZE
+    assert envelope["retention_seconds"] == 7 * 86400
+
+
+def test_retention_is_a_setting_the_server_advertises_and_applies(
+        account: AccountServer, tmp_path: Path) -> None:
+    """ENV-17: --message-retention sets retention_seconds and every expires_at."""
+    running = start_reference_server(account.url, tmp_path / "short.db", message_retention=30)
+    try:
+        with httpx.Client(base_url=running.url, timeout=30) as client:
+            caps = client.get("/v1/capabilities").json()
+            schema("capabilities").validate(caps)
+            assert caps["envelope"]["retention_seconds"] == 30
+            world = World(account, client)
+            phone = world.device("bob", "phone")
+            world.send("alice", [phone])
+            (record,) = world.queue(phone)["messages"]
+            assert record["expires_at"] == record["received_at"] + 30
+    finally:
+        running.stop()
+
+
+def retention_from(flag: str | None, environ: dict[str, str]) -> int:
+    return load_settings(host=None, port=None, db="unused.db", account_server="http://a.test",
+                         max_body_bytes=None, message_retention=flag,
+                         environ=environ).message_retention
+
+
+def test_retention_setting_comes_from_the_flag_then_the_environment() -> None:
+    assert retention_from(None, {}) == 604800
+    assert retention_from(None, {"KEYFLOWS_MESSAGE_RETENTION": "15"}) == 15
+    assert retention_from("1", {"KEYFLOWS_MESSAGE_RETENTION": "15"}) == 1
+    assert retention_from(str(E.MAX_RETENTION_SECONDS), {}) == 31622400
+
+
+@pytest.mark.parametrize("text", ["0", "31622401", "-5", "7d", "1.5"])
+def test_retention_setting_out_of_bounds_is_one_readable_line(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"message retention \(seconds\) must be"):
+        retention_from(text, {})
+    done = CliRunner().invoke(serve_command, ["--db", "unused.db", "--account-server",
+                                              "http://a.test", "--message-retention", text])
+    assert done.exit_code == 2
+    assert done.output.count("\n") == 1 and "message retention" in done.output, done.output
 
 
 @pytest.mark.parametrize("suite", E.SUITES)
@@ -227,7 +272,7 @@ def test_messages_expire_and_their_payloads_go(world: World, server: RunningServ
     monkeypatch.setattr(routes, "now", lambda: clock[0])
     phone = world.device("bob", "phone")
     _, message_id = world.send("alice", [phone])
-    clock[0] += routes.RETENTION_SECONDS - 1
+    clock[0] += server.settings.message_retention - 1
     assert len(world.queue(phone)["messages"]) == 1
     clock[0] += 1
     assert world.queue(phone)["messages"] == []
