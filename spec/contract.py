@@ -188,6 +188,8 @@ LIMIT_RULES: tuple[LimitRule, ...] = (
     LimitRule("caveats of one capability", "lock_layering.capability.max_caveats", 401,
               "unauthorized", "LOCK-11"),
     LimitRule("messages in one queue page", "envelope.max_queue_page", 200, None, "ENV-12"),
+    LimitRule("seconds a message is served from its arrival", "envelope.retention_seconds",
+              404, "not-found", "ENV-17"),
     LimitRule("hashes or entries in one tile", "256 (fixed)", 200, None,
               "HC-44"),
     LimitRule("bearer token length", "4096 characters (fixed)", 401, "unauthorized",
@@ -251,6 +253,11 @@ CHOICES: tuple[Choice, ...] = (
            "Applications by client_id (ascending, bytewise); a device's queue in arrival "
            "order; log entries by position. Other lists are in the order their flow "
            "chapter gives.", "API-23"),
+    Choice("Expired messages",
+           "A message is served while the server's clock (Unix seconds) is before its "
+           "expires_at; from that second on no route serves it (its record and payload "
+           "are 404) and no quota counts it. When its rows and payload are deleted is "
+           "left to the implementation.", "ENV-17"),
     Choice("Attempt counting",
            "Attempts are counted per user and requester (the client's address). "
            "Every challenge a server issues for a user counts against max_attempts for "
