@@ -199,7 +199,7 @@ def delivers_before_payload(monkeypatch: pytest.MonkeyPatch) -> None:
                         " AND d.acknowledged = 0 AND m.expires_at > ?")
 
 
-RETENTION_SECONDS = 6
+RETENTION_SECONDS = 8
 """The retention check's variants run with a retention short enough to wait out."""
 RETENTION: dict[str, object] = {"message_retention": RETENTION_SECONDS}
 

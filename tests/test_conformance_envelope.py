@@ -10,6 +10,9 @@ from broken_envelope import RETENTION_SECONDS, VARIANTS
 from broken_servers import BrokenVariant
 from test_conformance import start_target, statuses
 
+from keyflows.conformance.checks.envelope_retention import server_date
+from keyflows.conformance.http import Exchange
+
 SELECT = ("--select", "envelope/*")
 RETENTION_CHECK = "envelope/retention/expiry"
 
@@ -59,3 +62,20 @@ def test_broken_envelope_server_is_caught(variant: BrokenVariant, tmp_path: Path
     missed = [cid for cid in variant.must_fail if results.get(cid) != "failed"]
     assert not missed, f"{variant.name} ({variant.fault}) not caught by {missed}"
     assert f"FAIL   {variant.must_fail[0]}" in done.stdout
+
+
+@pytest.mark.parametrize(("value", "second"), [
+    ("Sun, 06 Dec 2026 13:46:10 GMT", 1796564770),
+    ("Sun, 06 Dec 2026 13:46:10 +0000", 1796564770),
+    ("Sun, 06 Dec 2026 13:46:10 -0000", 1796564770),
+    (None, None), ("", None), ("yesterday", None), ("Sun, 06 Dec 2026 25:61:10 GMT", None),
+])
+def test_the_servers_date_is_read_in_unix_seconds(value: str | None, second: int | None
+                                                  ) -> None:
+    """The retention check waits for the server's Date; a missing or unreadable one is
+    None (the check then waits by the runner's clock)."""
+    headers = [] if value is None else [("Date", value)]
+    exchange = Exchange(method="GET", url="http://x/v1/capabilities", sent_headers={},
+                        request_headers=[], request_body=b"", status=200,
+                        response_headers=headers)
+    assert server_date(exchange) == second
