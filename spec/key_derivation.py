@@ -88,8 +88,9 @@ PRODUCER_MINIMUM = ARGON2_FLOOR  # the name earlier code used
 PASSWORD_PROFILE = precis_i18n.get_profile("OpaqueString")
 
 
-def check_identifier(value: str, field: str, *, requirement: str = "KD-2") -> bytes:
-    """Step 1: identifiers are short URL-safe ASCII; returns their bytes."""
+def check_identifier(value: object, field: str, *, requirement: str = "KD-2") -> bytes:
+    """Step 1: identifiers are short URL-safe ASCII strings (anything else is refused as
+    a decode error); returns their bytes."""
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise DecodeError(f"{field} does not match the identifier syntax",
                           requirement=requirement)

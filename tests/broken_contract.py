@@ -237,6 +237,18 @@ def booleans_as_integers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wire, "integer", integer)
 
 
+def device_ids_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Takes any JSON value for a listed device's device_id, as its text (7 -> "7")."""
+    from keyflows.spec import envelope_devices
+    from keyflows.spec.key_derivation import check_identifier
+
+    def check_device_id(value: object) -> str:
+        text = value if isinstance(value, str) else str(value)
+        return check_identifier(text, "device_id", requirement="ENV-1").decode("ascii")
+
+    monkeypatch.setattr(envelope_devices, "check_device_id", check_device_id)
+
+
 def lenient_keyinit_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     """Takes any number of KeyInits and ignores further members of the body."""
     from keyflows.reference import hashchain as route
@@ -429,6 +441,8 @@ VARIANTS = (
                     "common/encoding/standard-alphabet-rejected", patch=slash_accepted),
     ContractVariant("booleans-as-integers", "takes true for 1 in envelope counters",
                     "common/errors/envelope-shapes", patch=booleans_as_integers),
+    ContractVariant("device-id-as-text", "takes a device_id of any JSON type as its text",
+                    "common/errors/envelope-shapes", patch=device_ids_as_text),
     ContractVariant("lenient-keyinit-lists", "takes any number of KeyInits and extra members",
                     "common/errors/keyinit-list-bounds", patch=lenient_keyinit_lists),
     ContractVariant("base64-500", "answers 500 to a non-ASCII base64url value",

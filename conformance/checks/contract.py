@@ -645,6 +645,9 @@ ENVELOPE_WRONG_TYPES: tuple[tuple[str, Any], ...] = (
 """Members of an envelope given a value of the wrong JSON type; each is refused as a
 decode error by the type test itself, not later by a range or lookup that happens to
 refuse it with another class (or, for true, not at all: true is not 1)."""
+DEVICE_ID_WRONG_TYPES: tuple[Any, ...] = (7, ["phone"], None)
+"""A listed device's device_id that is not a string (ENV-1: an identifier is a string):
+refused as a decode error, never taken as its text and never a 500."""
 
 
 @check("common/errors/envelope-shapes", requirements=("API-6", "API-21", "ENV-9", "ENV-1"),
@@ -652,8 +655,8 @@ refuse it with another class (or, for true, not at all: true is not 1)."""
 def envelope_shapes(t: Probe) -> None:
     """A member of the wrong JSON type in an envelope (recipients not a list, a suite that
     is not a string, a counter that is true or a string) or in a device list (devices not
-    a list) is refused with 400 (decode), never taken and never refused with another
-    class."""
+    a list, a device_id that is not a string) is refused with 400 (decode), never taken
+    and never refused with another class."""
     from keyflows.spec import envelope as E
 
     from .envelope import RANDOM, person, post_envelope, put_list, register, signed_list
@@ -673,6 +676,11 @@ def envelope_shapes(t: Probe) -> None:
         t.expect_rejected(put_list(t, owner, {**listed, "devices": value}), 400,
                           failure_class="decode",
                           what=f"PUT a device list whose devices is {json.dumps(value)}")
+    device = listed["devices"][0]
+    for value in DEVICE_ID_WRONG_TYPES:
+        body = {**listed, "devices": [{**device, "device_id": value}]}
+        t.expect_rejected(put_list(t, owner, body), 400, failure_class="decode",
+                          what=f"PUT a device list whose device_id is {json.dumps(value)}")
 
 
 def keyinit_tools() -> tuple[Any, Any]:
