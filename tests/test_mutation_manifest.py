@@ -373,7 +373,8 @@ def test_a_method_is_reached_only_where_it_may_be_called(tmp_path: Path) -> None
     functions = {s.function for s in discover(tmp_path)}
     assert functions == {"by_size", "by_dunder", "by_property", "by_other"}
     # an object of unknown provenance may be a Tile: its `.path` reaches Tile.path
-    for unknown in ("flow.parse(text)", "next(iter([flow.Tile(1)]))", "[text].pop()"):
+    for unknown in ("flow.parse(text)", "next(iter([flow.Tile(1)]))", "[text].pop()",
+                    "super()"):
         (tmp_path / "reference" / "route.py").write_text(
             route + f"\n\ndef other_route(text):\n    return {unknown}.path()\n",
             encoding="utf-8")
