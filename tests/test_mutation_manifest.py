@@ -379,6 +379,11 @@ def test_a_method_is_reached_only_where_it_may_be_called(tmp_path: Path) -> None
             route + f"\n\ndef other_route(text):\n    return {unknown}.path()\n",
             encoding="utf-8")
         assert "by_path" in {s.function for s in discover(tmp_path)}, unknown
+    # a library's object the code keeps its own objects on (as on Starlette's app.state)
+    (tmp_path / "reference" / "route.py").write_text(
+        route + "\n\ndef keep(url: str):\n    bag = urlsplit(url)\n"
+        "    bag.kept = flow.Tile(1)\n    return bag.kept.path()\n", encoding="utf-8")
+    assert "by_path" in {s.function for s in discover(tmp_path)}
 
 
 def test_tile_paths_are_made_by_clients_only() -> None:

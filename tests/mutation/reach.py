@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .receivers import Kind, Receivers
+from .receivers import PROJECT_BAGS, Kind, Receivers, stored_attributes
 
 PACKAGES = ("spec", "reference")
 PACKAGE_PREFIX = "keyflows."
@@ -196,10 +196,11 @@ class _Reach:
         """method name -> (module path, class) of reached classes defining it, not reached"""
         self.calls: dict[str, list[Kind]] = {}
         """attribute name -> the kinds of the objects reached code names it on"""
+        self.bags = PROJECT_BAGS | stored_attributes(m.tree for m in modules.values())
 
     def visit(self, module: Module, node: ast.AST, owner: str | None) -> None:
         self.queue.extend(r for r in references(module, node) if r[0].startswith("spec/"))
-        receivers = Receivers(module, self.modules, node, owner)
+        receivers = Receivers(module, self.modules, node, owner, self.bags)
         for sub in ast.walk(node):
             if isinstance(sub, ast.Attribute):
                 self._call(sub.attr, receivers.receiver(sub))

@@ -8,7 +8,8 @@ from the code itself, never from running it:
     variable bound only to `C(...)` or to another known variable;
   - literals, builtin types (str, bytes, dict, ...) and names imported from outside the
     project are outside it; so is an attribute of an object outside it (`request.url`,
-    `os.path`), except Starlette's `state`, where the server keeps its own objects, and
+    `os.path`), unless the project's code sets an attribute of that name on something
+    other than `self` (Starlette's `app.state.x = ...`: a bag of the server's objects), and
     what a builtin or another library's function returns when given only such values
     (`urlsplit(url)`: a library cannot hand back a spec/ object it was not given);
   - anything else (a call's result, an item of a container, a loop variable, `Any`, a
@@ -47,6 +48,15 @@ TYPING_MODULES = frozenset({"typing", "typing_extensions", "collections.abc", "a
 SCALAR_TYPES = frozenset({"str", "bytes", "int", "float", "bool"})
 # Starlette's per-application and per-request bag: the server keeps its own objects there.
 PROJECT_BAGS = frozenset({"state"})
+
+
+def stored_attributes(trees: Iterator[ast.AST]) -> frozenset[str]:
+    """Attribute names the code sets on objects other than `self` (`x.name = value`): on
+    another library's object they may hold a spec/ object, so reading them is unknown."""
+    return frozenset(
+        node.attr for tree in trees for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")))
 BUILTIN_NAMES = frozenset(dir(builtins))
 
 
@@ -85,9 +95,10 @@ class Receivers:
     it, or a module-level statement) of `module`."""
 
     def __init__(self, module: Module, modules: dict[str, Module], unit: ast.AST,
-                 owner: str | None) -> None:
+                 owner: str | None, bags: frozenset[str] = PROJECT_BAGS) -> None:
         self.module = module
         self.modules = modules
+        self.bags = bags
         self.foreign = foreign_imports(module.tree)
         self.bindings: dict[str, list[ast.AST | Kind]] = {}
         self._resolving: set[str] = set()
@@ -214,7 +225,7 @@ class Receivers:
         owner = self.expression(node.value)
         if owner == LIBRARY:
             return LIBRARY  # os.path, urllib.parse.urlsplit, sqlite3.Row
-        if outside(owner) and node.attr not in PROJECT_BAGS:
+        if outside(owner) and node.attr not in self.bags:
             return OTHER  # request.url, parts.path
         return None
 
