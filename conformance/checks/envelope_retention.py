@@ -115,8 +115,8 @@ def wait_for_server_second(t: Probe, second: int, *, earliest: float, latest: fl
 
 def served_before_expiry(t: Probe, phone: Handset, message_id: str, payload: bytes,
                          retention: int) -> dict[str, Any]:
-    """The record in the queue, alone and its payload, with expires_at = received_at +
-    retention_seconds."""
+    """The message is in the queue and served alone and with its payload, its expires_at
+    = received_at + retention_seconds; returns its queue record."""
     record = next((r for r in read_queue(t, phone, what="GET the queue right after sending")
                    if r.get("message_id") == message_id), None)
     if record is None:
