@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +19,20 @@ from types import TracebackType
 from keyflows.conformance.witness import WITNESS_PATH, runner_witness_verifier
 
 READY_TIMEOUT_S = 30.0
+
+# Run before the server's own code (Linux): the server receives SIGTERM when the runner
+# process goes away, even by SIGKILL, so no reference server outlives its run. If the
+# runner is already gone, the launcher exits at once.
+_END_WITH_RUNNER = """\
+import ctypes, os, signal, sys
+runner = int(sys.argv[1])
+if sys.platform.startswith("linux"):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != runner:
+    sys.exit(1)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
 
 
 def witness_config(account_url: str) -> str:
@@ -107,6 +122,9 @@ class EmbeddedServer:
         self._log_path = tmp / "server.log"
         command = [sys.executable, "-m", "keyflows.reference",
                    *server_arguments(tmp, self.account_url, ready)]
+        if threading.current_thread() is threading.main_thread():
+            # the parent-death signal follows the thread that started the server
+            command[1:1] = ["-c", _END_WITH_RUNNER, str(os.getpid())]
         with open(self._log_path, "wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=self.environment())

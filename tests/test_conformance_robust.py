@@ -263,3 +263,41 @@ def test_secrets_echoed_anywhere_are_redacted_and_saved_exchanges_replay(
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert "replay: account server: http://127.0.0.1:" in replay.stdout
     assert "< HTTP/1.1 401" in replay.stdout and "(as in the run)" in replay.stdout
+
+
+RUNNER_THAT_STARTS_THE_EMBEDDED_SERVER = """\
+import sys, time
+from keyflows.conformance.embedded import EmbeddedServer
+server = EmbeddedServer("http://127.0.0.1:9")
+server.start()
+print(server._process.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the parent-death signal is a Linux prctl")
+def test_the_embedded_server_ends_when_its_runner_is_killed() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER_THAT_STARTS_THE_EMBEDDED_SERVER],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert runner.stdout is not None
+        server_pid = int(runner.stdout.readline())
+        assert alive(server_pid)
+    finally:
+        runner.kill()
+        runner.wait()
+    deadline = time.monotonic() + 20
+    while alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(server_pid):
+        os.kill(server_pid, signal.SIGKILL)
+        pytest.fail("the embedded reference server outlived its SIGKILLed runner")
