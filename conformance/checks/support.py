@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from typing import Any
 
 from keyflows.conformance.http import Exchange
-from keyflows.conformance.probe import Probe, User, describe
+from keyflows.conformance.probe import CheckSkipped, Probe, User, describe
 from keyflows.conformance.trace import first_difference, json_kind
 from keyflows.spec import contract
 from keyflows.spec.errors import SpecError
-from keyflows.spec.limits import parse_limits
+from keyflows.spec.limits import Rate, parse_limits
 
 __all__ = ["first_difference", "json_kind"]
 
@@ -73,13 +75,69 @@ def expect_unauthorized(t: Probe, exchange: Exchange, *, what: str) -> None:
                actual=challenge or "(no header)", exchange=exchange)
 
 
-def advertised_capacity(t: Probe, rate: str, wanted: int) -> int:
-    """How many requests of rate limit `rate` a check may make at once and stay under the
-    server's advertised bucket (API-52): `wanted`, or the bucket's capacity if smaller."""
+RATE_WAIT_S = 45
+"""The longest one check waits out 429 answers in all (PastRateLimits)."""
+
+
+def retry_after_seconds(exchange: Exchange) -> int | None:
+    """The whole seconds a 429 asks to wait (API-17), or None if it is not such an answer."""
+    value = exchange.header("retry-after") or ""
+    if exchange.status != 429 or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def advertised_rate(t: Probe, rate: str) -> Rate | None:
+    """The server's advertised rate limit `rate` (API-52), if it advertises one."""
     try:
         limits = parse_limits((t.session.capabilities or {}).get("limits"))
     except SpecError:
-        return wanted  # a malformed member is the capabilities check's failure
-    found = limits.rates.get(rate)
+        return None  # a malformed member is the capabilities check's failure
+    return limits.rates.get(rate)
+
+
+def bucket_refill_wait(t: Probe, exchange: Exchange, rate: str, requests: int) -> float | None:
+    """If `exchange` is a 429 with Retry-After and the server advertises rate limit `rate`
+    (API-52): the seconds to wait until its bucket has room for `requests` requests in a
+    row (at least the Retry-After, at most RATE_WAIT_S). None otherwise: the answer is for
+    the check to judge."""
+    after = retry_after_seconds(exchange)
+    found = advertised_rate(t, rate)
+    if after is None or found is None:
+        return None
+    return min(float(RATE_WAIT_S),
+               max(float(after), requests * found.window_seconds / found.capacity))
+
+
+def advertised_capacity(t: Probe, rate: str, wanted: int) -> int:
+    """How many requests of rate limit `rate` a check may make at once and stay under the
+    server's advertised bucket (API-52): `wanted`, or the bucket's capacity if smaller."""
+    found = advertised_rate(t, rate)
     return wanted if found is None else max(1, min(wanted, found.capacity))
 
+
+class PastRateLimits:
+    """Sends a check's requests past rate limits: the first answer to `send()` that is not
+    a 429 with Retry-After, each such 429 waited out before sending again (at most `wait_s`
+    in all for the check). The contract leaves open where a rate limit comes in the order
+    of checks (API-18), and every request counts in its bucket, refused ones too: a check
+    of another rule whose bucket earlier checks emptied judges the answer after the wait,
+    the answer a fresh server would give at once. A 429 without Retry-After is returned to
+    be judged; one still there when the time is up skips the check (never passes it)."""
+
+    def __init__(self, wait_s: float = RATE_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self.waited = 0
+
+    def __call__(self, send: Callable[[], Exchange], *, what: str) -> Exchange:
+        while True:
+            exchange = send()
+            after = retry_after_seconds(exchange)
+            if after is None:
+                return exchange
+            if self.waited + after > self.wait_s:
+                raise CheckSkipped(f"{what}: still 429 too-many-requests after waiting out "
+                                   f"{self.waited} s of Retry-After; the rule could not be "
+                                   f"judged")
+            time.sleep(after)
+            self.waited += after
