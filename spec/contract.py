@@ -260,9 +260,10 @@ CHOICES: tuple[Choice, ...] = (
            "left to the implementation.", "ENV-17"),
     Choice("Attempt counting",
            "Attempts are counted per user and requester (the client's address). "
-           "Every challenge a server issues for a user counts against max_attempts for "
-           "challenge_lifetime_seconds from its issue, answered or not; a refused request "
-           "(404, 429) does not count.", "SC-2"),
+           "Every challenge a server issues for a user counts against max_attempts from "
+           "its issued_at second until the server's clock (whole Unix seconds) reaches "
+           "issued_at + challenge_lifetime_seconds, the second it expires, answered or "
+           "not; a refused request (404, 429) does not count.", "SC-2"),
 )
 
 
