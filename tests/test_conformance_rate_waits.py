@@ -18,7 +18,7 @@ from runner_runs import run_conformance
 from servers import start_reference_server
 
 from keyflows.conformance.checks import support
-from keyflows.conformance.checks.contract import refusal_due
+from keyflows.conformance.checks.support import refusal_due
 from keyflows.conformance.http import Exchange
 from keyflows.conformance.probe import CheckSkipped
 from keyflows.reference.config import DEFAULT_RATES

@@ -141,3 +141,16 @@ class PastRateLimits:
                                    f"judged")
             time.sleep(after)
             self.waited += after
+
+
+def refusal_due(elapsed: float, lifetime: object) -> bool:
+    """Whether a server must refuse the request after max_attempts challenges, sent and
+    answered within `elapsed` seconds of the runner's clock, all for one user (SC-2).
+    Servers count in whole Unix seconds (a challenge counts from its issued_at second until
+    issued_at + lifetime, as it expires), so the window can close after only lifetime - 1
+    real seconds: the first challenge issued at second T counts while the clock is below
+    T + lifetime, and that holds for every request answered less than lifetime - 1 seconds
+    after it was sent (the server's whole seconds then differ by at most lifetime - 1)."""
+    if not isinstance(lifetime, int) or isinstance(lifetime, bool):
+        return True  # no advertised lifetime: the limit holds for any window
+    return elapsed < lifetime - 1
