@@ -96,20 +96,25 @@ def run(url: str, account_port: int, tmp_path: Path, *select: str) -> dict[str, 
     return {c["id"]: c["status"] for c in json.loads(report.read_text())["checks"]}
 
 
+AFTER_THE_DRAIN = ("common/limits/retry-after", "common/users-apps-session-challenges/post-body",
+                   "session-challenge/create/attempt-limit",
+                   "session-challenge/create/uniform-refusal",
+                   "session-challenge/flow/fresh-challenges")
+
+
 def test_checks_after_an_emptied_challenge_bucket_pass(tmp_path: Path) -> None:
     """session-challenge/limits/challenge-rate leaves the requester's challenge-create
-    bucket empty; the attempt-limit and body checks of the same route, run right after it,
-    wait it out instead of failing (a small bucket that refills in 2 s keeps this quick)."""
+    bucket empty; the checks of the same route run right after it (attempt limit, body,
+    404s, new challenges) wait it out instead of failing (a small bucket that refills in
+    2 s keeps this quick)."""
     port = free_port()
     rates = {**DEFAULT_RATES, "challenge-create": spec_limits.Rate(10, 2)}
     server = start_reference_server(f"http://127.0.0.1:{port}", tmp_path / "keys.sqlite3",
                                     challenge_lifetime=3, rates=rates)
     try:
         first = run(server.url, port, tmp_path, "session-challenge/limits/challenge-rate")
-        after = run(server.url, port, tmp_path, "common/limits/retry-after",
-                    "common/users-apps-session-challenges/post-body")
+        after = run(server.url, port, tmp_path, *AFTER_THE_DRAIN)
     finally:
         server.stop()
     assert first == {"session-challenge/limits/challenge-rate": "passed"}
-    assert after == {"common/limits/retry-after": "passed",
-                     "common/users-apps-session-challenges/post-body": "passed"}
+    assert after == {check_id: "passed" for check_id in AFTER_THE_DRAIN}

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -21,11 +20,11 @@ from typing import Any
 import jsonschema
 
 from keyflows.conformance.checks.support import (
-    bucket_refill_wait,
+    ATTEMPT_LIMIT_TRIES,
     expect_absent,
     expect_stored,
     expect_unauthorized,
-    refusal_due,
+    over_the_attempt_limit,
 )
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
 from keyflows.conformance.http import Exchange, json_or_none
@@ -342,7 +341,6 @@ def no_store_plaintext(t: Probe) -> None:
 
 
 MAX_ATTEMPTS_TRIED = 20
-RETRY_AFTER_TRIES = 3
 
 
 @check("common/limits/retry-after", requirements=("API-17", "SC-2"),
@@ -359,12 +357,13 @@ def retry_after(t: Probe) -> None:
         raise CheckSkipped(f"max_attempts is {attempts}; the runner tries at most "
                            f"{MAX_ATTEMPTS_TRIED}")
     lifetime = (caps.get("session_challenge") or {}).get("challenge_lifetime_seconds")
-    for tries_left in reversed(range(RETRY_AFTER_TRIES)):
-        exchange = over_the_attempt_limit(t, attempts, lifetime, last=tries_left == 0)
+    for tries_left in reversed(range(ATTEMPT_LIMIT_TRIES)):
+        exchange = over_the_attempt_limit(t, CLIENT, attempts, lifetime,
+                                          last=tries_left == 0)
         if exchange is not None:
             break
     else:
-        raise CheckSkipped(f"{RETRY_AFTER_TRIES} tries took {lifetime} - 1 s or more, so the "
+        raise CheckSkipped(f"{ATTEMPT_LIMIT_TRIES} tries took {lifetime} - 1 s or more, so the "
                            f"server's window (whole seconds) may have closed before challenge "
                            f"{attempts + 1}, which it issued")
     t.expect_problem(exchange, 429, what=f"challenge {attempts + 1} within one lifetime",
@@ -374,30 +373,6 @@ def retry_after(t: Probe) -> None:
         t.fail("the 429 does not say when to retry (API-17)",
                expected="Retry-After: <delta-seconds >= 1>",
                actual=f"Retry-After: {value or '(none)'}", exchange=exchange)
-
-
-def over_the_attempt_limit(t: Probe, attempts: int, lifetime: object, *,
-                           last: bool) -> Exchange | None:
-    """The answer to challenge attempts + 1 for a fresh user, after `attempts` that must be
-    issued; None if it cannot be judged and another try is to be made: the requester's
-    challenge-create bucket (API-52) refused one of the first because other checks of the
-    run had emptied it (waited out: the next try has room for all its requests), or the
-    server issued the extra challenge when its window may have closed (`refusal_due`)."""
-    user = t.user("retry")
-    t.publish(user, CLIENT)
-    path = f"/v1/users/{user.user_id}/apps/{CLIENT}/session-challenges"
-    started = time.monotonic()
-    for _ in range(attempts):
-        exchange = t.request("POST", path)
-        wait = bucket_refill_wait(t, exchange, "challenge-create", attempts + 1)
-        if wait is not None and not last:
-            time.sleep(wait)
-            return None
-        t.expect_status(exchange, 201, what="a challenge within the limit")
-    exchange = t.request("POST", path)
-    if exchange.status == 201 and not refusal_due(time.monotonic() - started, lifetime):
-        return None
-    return exchange
 
 
 # --- query parameters ------------------------------------------------------------------------

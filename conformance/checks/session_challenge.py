@@ -11,16 +11,20 @@ URL, and answers.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from keyflows.conformance.checks.support import (
+    ATTEMPT_LIMIT_TRIES,
+    bucket_refill_wait,
     expect_absent,
     expect_stored,
     expect_unauthorized,
-    refusal_due,
+    over_the_attempt_limit,
 )
 from keyflows.conformance.clients import Sealed, seal_with_application_key, to_json
 from keyflows.conformance.http import Exchange
@@ -93,9 +97,28 @@ def owner(t: Probe, label: str, client_id: str = CLIENT, key_version: int = 1) -
                  sealed=t.publish(user, client_id, key_version))
 
 
+CHALLENGES_AT_ONCE = 8
+"""Room in the challenge-create bucket a check waits for when it finds it empty."""
+
+
+def past_the_bucket(t: Probe, send: Callable[[], Exchange]) -> Exchange:
+    """The answer to a challenge request. A 429 with Retry-After, when the server
+    advertises a challenge-create rate (API-52), may come from that per-requester bucket,
+    which other checks of the run can have emptied (session-challenge/limits/challenge-rate
+    does), and a rate limit may answer before any other check (API-18): the check waits for
+    room for a few challenges and asks once more, then judges that answer. (The attempt
+    limit, the route's other 429, is checked with fresh users by over_the_attempt_limit.)"""
+    exchange = send()
+    wait = bucket_refill_wait(t, exchange, "challenge-create", CHALLENGES_AT_ONCE)
+    if wait is None:
+        return exchange
+    time.sleep(wait)
+    return send()
+
+
 def create(t: Probe, user_id: str, client_id: str) -> Exchange:
     """POST .../session-challenges without credentials and without a body."""
-    return t.request("POST", challenges_path(user_id, client_id))
+    return past_the_bucket(t, lambda: t.request("POST", challenges_path(user_id, client_id)))
 
 
 def new_challenge(t: Probe, who: Owner) -> dict[str, Any]:
@@ -409,15 +432,15 @@ def attempt_limit(t: Probe) -> None:
     if lim.max_attempts > MAX_ATTEMPTS_TRIED:
         raise CheckSkipped(f"the advertised max_attempts is {lim.max_attempts}; the runner "
                            f"tries at most {MAX_ATTEMPTS_TRIED}")
-    who = owner(t, "sc-limit")
-    started = time.monotonic()
-    for _ in range(lim.max_attempts):
-        new_challenge(t, who)
-    exchange = create(t, who.user_id, who.client_id)
-    if exchange.status == 201 and not refusal_due(time.monotonic() - started,
-                                                  lim.challenge_lifetime):
-        raise CheckSkipped("the challenges took one lifetime - 1 s or more to create; the "
-                           "server's window (whole seconds) may have moved on")
+    for tries_left in reversed(range(ATTEMPT_LIMIT_TRIES)):
+        exchange = over_the_attempt_limit(t, CLIENT, lim.max_attempts, lim.challenge_lifetime,
+                                          last=tries_left == 0)
+        if exchange is not None:
+            break
+    else:
+        raise CheckSkipped(f"{ATTEMPT_LIMIT_TRIES} tries took one lifetime - 1 s or more; "
+                           f"the server's window (whole seconds) may have moved on before "
+                           f"challenge {lim.max_attempts + 1}, which it issued")
     t.expect_problem(exchange, 429, what=f"challenge number {lim.max_attempts + 1} within "
                      f"{lim.challenge_lifetime} s")
     new_challenge(t, owner(t, "sc-limit-other"))
@@ -516,9 +539,10 @@ def challenge_origin(t: Probe) -> None:
     server's would) still gets a challenge for this server's configured origin."""
     who = owner(t, "sc-origin")
     open_token(t, who, new_challenge(t, who))
-    exchange = t.request("POST", challenges_path(who.user_id, who.client_id),
-                         headers={"Host": RELAY_HOST, "X-Forwarded-Host": RELAY_HOST,
-                                  "X-Forwarded-Proto": "https"})
+    exchange = past_the_bucket(t, lambda: t.request(
+        "POST", challenges_path(who.user_id, who.client_id),
+        headers={"Host": RELAY_HOST, "X-Forwarded-Host": RELAY_HOST,
+                 "X-Forwarded-Proto": "https"}))
     if exchange.status != 201:
         t.expect_status(exchange, 201, 400, 421,
                         what="POST session-challenges with the Host of another server")
@@ -602,11 +626,13 @@ def create_body_refused(t: Probe) -> None:
     who = owner(t, "sc-body")
     for what, body in (("a JSON object with a member", b'{"key_version":1}'),
                        ("a body that is not JSON", b"{not json")):
-        exchange = t.request("POST", challenges_path(who.user_id, who.client_id),
-                             headers=JSON_HEADERS, body=body)
+        exchange = past_the_bucket(t, functools.partial(
+            t.request, "POST", challenges_path(who.user_id, who.client_id),
+            headers=JSON_HEADERS, body=body))
         t.expect_rejected(exchange, 400, what=f"POST session-challenges with {what}")
-    exchange = t.request("POST", challenges_path(who.user_id, who.client_id),
-                         headers=JSON_HEADERS, body=b"{}")
+    exchange = past_the_bucket(t, lambda: t.request(
+        "POST", challenges_path(who.user_id, who.client_id), headers=JSON_HEADERS,
+        body=b"{}"))
     t.expect_ok_json(exchange, 201, what="POST session-challenges with the empty object")
 
 

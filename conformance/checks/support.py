@@ -154,3 +154,31 @@ def refusal_due(elapsed: float, lifetime: object) -> bool:
     if not isinstance(lifetime, int) or isinstance(lifetime, bool):
         return True  # no advertised lifetime: the limit holds for any window
     return elapsed < lifetime - 1
+
+
+ATTEMPT_LIMIT_TRIES = 3
+"""Fresh users a check of the attempt limit (SC-2) tries before it gives up judging."""
+
+
+def over_the_attempt_limit(t: Probe, client_id: str, attempts: int, lifetime: object, *,
+                           last: bool) -> Exchange | None:
+    """The answer to challenge attempts + 1 for a fresh user, after `attempts` that must be
+    issued; None if it cannot be judged and another try is to be made: the requester's
+    challenge-create bucket (API-52) refused one of the first because other checks of the
+    run had emptied it (waited out: the next try has room for all its requests), or the
+    server issued the extra challenge when its window may have closed (`refusal_due`)."""
+    user = t.user("attempts")
+    t.publish(user, client_id)
+    path = f"/v1/users/{user.user_id}/apps/{client_id}/session-challenges"
+    started = time.monotonic()
+    for _ in range(attempts):
+        exchange = t.request("POST", path)
+        wait = bucket_refill_wait(t, exchange, "challenge-create", attempts + 1)
+        if wait is not None and not last:
+            time.sleep(wait)
+            return None
+        t.expect_status(exchange, 201, what="a challenge within the limit")
+    exchange = t.request("POST", path)
+    if exchange.status == 201 and not refusal_due(time.monotonic() - started, lifetime):
+        return None
+    return exchange
