@@ -121,18 +121,32 @@ def test_run_deadline_reports_the_rest_as_not_run(tmp_path: Path) -> None:
     assert "run deadline passed" in json.dumps(report)
 
 
+def default_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def signal_lines(pid: int) -> str:
+    """The runner's blocked and ignored signal masks, for a failure message."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return "".join(line for line in status if line.startswith(("SigBlk", "SigIgn")))
+
+
 def test_ctrl_c_writes_the_reports_and_exits_130(tmp_path: Path) -> None:
     with hostile("drip", interval=1.0) as url:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # A shell's Ctrl-C reaches a runner that has SIGINT neither ignored nor blocked;
+        # a test worker's threads may hand either on to the child, so it starts clean.
         process = subprocess.Popen([*KEYFLOWS, "--base-url", url, *reports(tmp_path)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, env=env)
+                                   text=True, env=env, preexec_fn=default_sigint)
         assert process.stdout is not None
         assert process.stdout.readline().startswith("account server for this run")
         time.sleep(1.0)
+        dispositions = signal_lines(process.pid)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stdout + stderr
+    assert process.returncode == 130, dispositions + stdout + stderr
     assert "Traceback" not in stdout + stderr
     report = read_reports(tmp_path)
     assert report["stopped_early"] == "interrupted (Ctrl-C)"
